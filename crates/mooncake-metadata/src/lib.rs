@@ -1,0 +1,38 @@
+//! The metadata service of Mooncake in Rust.
+//!
+//! Every transfer engine publishes its segment descriptor (where its registered buffers
+//! live and how to reach it) in a small key-value service; peers read it to open the
+//! segment. This crate owns that service:
+//!
+//! - [`MetadataStore`]: the object-safe async trait every backend implements;
+//! - [`MemoryStore`]: the in-process reference backend;
+//! - [`HttpStore`]: a client of Mooncake's HTTP metadata protocol
+//!   (`GET/PUT/DELETE <base>?key=<escaped key>`), compatible with the C++ master's
+//!   embedded server and `mooncake_http_metadata_server`;
+//! - [`HttpMetadataServer`]: a server of the same protocol;
+//! - [`MetadataUri`] and [`connect`]: the one parser of metadata connection strings
+//!   (`http://h:p/metadata`, `etcd://…`, `redis://…`, `P2PHANDSHAKE`);
+//! - [`keys`]: Mooncake's key layout (`mooncake/ram/<segment>`, `mooncake/rpc_meta/<segment>`).
+//!
+//! With the `testing` feature, `testing::Suite` is the conformance suite every backend runs.
+#![forbid(unsafe_code)]
+
+mod error;
+mod http_client;
+mod http_server;
+mod http_table;
+pub mod keys;
+mod memory;
+mod store;
+mod uri;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use error::MetadataError;
+pub use http_client::{HttpStore, HttpStoreConfig};
+pub use http_server::{HttpMetadataServer, HttpMetadataServerConfig};
+pub use http_table::{MetadataTable, TableReply, TableRequest};
+pub use memory::MemoryStore;
+pub use store::MetadataStore;
+pub use uri::{connect, MetadataUri};

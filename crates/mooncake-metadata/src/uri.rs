@@ -1,0 +1,254 @@
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::{HttpStore, HttpStoreConfig, MetadataError, MetadataStore};
+
+/// A parsed metadata connection string, as accepted by Mooncake's `--metadata_server`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataUri {
+    /// `http://host:port/path`: the whole string is the base URL of an HTTP metadata server.
+    Http {
+        /// The base URL; requests go to `<base>?key=<escaped key>`.
+        base: String,
+    },
+    /// `etcd://h1:2379,h2:2379`, or a bare `host:port` list (Mooncake treats a string
+    /// without `://` as etcd endpoints).
+    Etcd {
+        /// The `host:port` endpoints.
+        endpoints: Vec<String>,
+    },
+    /// `redis://host:6379`.
+    Redis {
+        /// The full URL.
+        url: String,
+    },
+    /// `P2PHANDSHAKE`: no central store; descriptors are exchanged peer to peer.
+    P2pHandshake,
+}
+
+impl MetadataUri {
+    /// Parses a connection string; the error names the string and what is wrong with it.
+    pub fn parse(input: &str) -> Result<Self, MetadataError> {
+        let invalid = |reason: &str| MetadataError::InvalidUri {
+            input: input.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        if s == "P2PHANDSHAKE" {
+            return Ok(Self::P2pHandshake);
+        }
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Ok(Self::Etcd {
+                endpoints: parse_endpoints(s, &invalid)?,
+            });
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" => {
+                let uri: http::Uri = s.parse().map_err(|e| invalid(&format!("not a URL: {e}")))?;
+                let host = uri.host().unwrap_or_default();
+                if host.is_empty() {
+                    return Err(invalid("the URL has no host"));
+                }
+                let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+                let port = authority
+                    .rsplit_once(':')
+                    .map(|(_, p)| p)
+                    .filter(|p| !p.ends_with(']'));
+                if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+                    return Err(invalid("the port is not a number from 0 to 65535"));
+                }
+                Ok(Self::Http { base: s.to_owned() })
+            }
+            "https" => Err(invalid(
+                "https metadata servers are not supported: this build has no TLS; use http://",
+            )),
+            "etcd" => Ok(Self::Etcd {
+                endpoints: parse_endpoints(rest, &invalid)?,
+            }),
+            "redis" | "rediss" => {
+                if rest.is_empty() {
+                    return Err(invalid("the redis URL has no host"));
+                }
+                Ok(Self::Redis { url: s.to_owned() })
+            }
+            other => Err(invalid(&format!(
+                "unknown scheme `{other}` (expected http://, etcd://, redis:// or P2PHANDSHAKE)"
+            ))),
+        }
+    }
+}
+
+fn parse_endpoints(
+    list: &str,
+    invalid: &dyn Fn(&str) -> MetadataError,
+) -> Result<Vec<String>, MetadataError> {
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if endpoints.is_empty() {
+        return Err(invalid("no etcd endpoint given"));
+    }
+    for e in &endpoints {
+        let Some((host, port)) = e.rsplit_once(':') else {
+            return Err(invalid(&format!("etcd endpoint `{e}` is not host:port")));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(invalid(&format!("etcd endpoint `{e}` is not host:port")));
+        }
+    }
+    Ok(endpoints)
+}
+
+impl FromStr for MetadataUri {
+    type Err = MetadataError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for MetadataUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http { base } => f.write_str(base),
+            Self::Etcd { endpoints } => write!(f, "etcd://{}", endpoints.join(",")),
+            Self::Redis { url } => f.write_str(url),
+            Self::P2pHandshake => f.write_str("P2PHANDSHAKE"),
+        }
+    }
+}
+
+/// Parses a connection string and builds the backend it names.
+///
+/// Backends that are not compiled in are an error naming the cargo feature;
+/// `P2PHANDSHAKE` is an error because it has no central store.
+pub fn connect(input: &str) -> Result<Arc<dyn MetadataStore>, MetadataError> {
+    match MetadataUri::parse(input)? {
+        MetadataUri::Http { base } => {
+            Ok(Arc::new(HttpStore::new(&base, HttpStoreConfig::default())?))
+        }
+        MetadataUri::Etcd { .. } => Err(MetadataError::BackendNotCompiled {
+            backend: "etcd",
+            feature: "etcd",
+        }),
+        MetadataUri::Redis { .. } => Err(MetadataError::BackendNotCompiled {
+            backend: "redis",
+            feature: "redis",
+        }),
+        MetadataUri::P2pHandshake => Err(MetadataError::NoCentralStore {
+            mode: "P2PHANDSHAKE",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(input: &str) -> String {
+        match MetadataUri::parse(input) {
+            Err(MetadataError::InvalidUri { input: i, reason }) => {
+                assert_eq!(i, input);
+                reason
+            }
+            other => panic!("expected InvalidUri for {input:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_every_mooncake_form() {
+        assert_eq!(
+            MetadataUri::parse("http://127.0.0.1:8080/metadata").unwrap(),
+            MetadataUri::Http {
+                base: "http://127.0.0.1:8080/metadata".into()
+            }
+        );
+        assert_eq!(
+            MetadataUri::parse("etcd://h1:2379,h2:2379").unwrap(),
+            MetadataUri::Etcd {
+                endpoints: vec!["h1:2379".into(), "h2:2379".into()]
+            }
+        );
+        assert_eq!(
+            MetadataUri::parse("10.0.0.1:2379").unwrap(),
+            MetadataUri::Etcd {
+                endpoints: vec!["10.0.0.1:2379".into()]
+            }
+        );
+        assert_eq!(
+            MetadataUri::parse("redis://127.0.0.1:6379").unwrap(),
+            MetadataUri::Redis {
+                url: "redis://127.0.0.1:6379".into()
+            }
+        );
+        assert_eq!(
+            MetadataUri::parse("P2PHANDSHAKE").unwrap(),
+            MetadataUri::P2pHandshake
+        );
+    }
+
+    #[test]
+    fn malformed_strings_name_the_problem() {
+        assert_eq!(reason(""), "it is empty");
+        assert_eq!(
+            reason("ftp://x:1/metadata"),
+            "unknown scheme `ftp` (expected http://, etcd://, redis:// or P2PHANDSHAKE)"
+        );
+        assert!(reason("http:///metadata").starts_with("not a URL"));
+        assert_eq!(
+            reason("http://host:99999999/metadata"),
+            "the port is not a number from 0 to 65535"
+        );
+        assert_eq!(reason("etcd://"), "no etcd endpoint given");
+        assert_eq!(
+            reason("etcd://hostonly"),
+            "etcd endpoint `hostonly` is not host:port"
+        );
+        assert_eq!(
+            reason("p2phandshake"),
+            "etcd endpoint `p2phandshake` is not host:port"
+        );
+        assert!(reason("https://h:1/m").contains("no TLS"));
+    }
+
+    #[test]
+    fn backends_not_compiled_name_the_feature() {
+        let err = connect("etcd://127.0.0.1:2379").unwrap_err();
+        assert_eq!(
+            err,
+            MetadataError::BackendNotCompiled {
+                backend: "etcd",
+                feature: "etcd"
+            }
+        );
+        assert!(err.to_string().contains("cargo feature `etcd`"));
+        let err = connect("redis://127.0.0.1:6379").unwrap_err();
+        assert!(err.to_string().contains("cargo feature `redis`"), "{err}");
+        let err = connect("P2PHANDSHAKE").unwrap_err();
+        assert_eq!(
+            err,
+            MetadataError::NoCentralStore {
+                mode: "P2PHANDSHAKE"
+            }
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "http://h:1/metadata",
+            "etcd://a:1,b:2",
+            "redis://r:6379",
+            "P2PHANDSHAKE",
+        ] {
+            assert_eq!(MetadataUri::parse(s).unwrap().to_string(), s);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! - `test`: every test the README promises (the README's test command);
+//! - `lint`: rustfmt, clippy `-D warnings` on all targets, rustdoc `-D warnings`;
+//! - `ci`: `lint` then `test`;
+//! - `demo`: the first thing a new user runs.
+#![allow(clippy::print_stdout)]
+
+mod demo;
+#[cfg(test)]
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    match task {
+        "test" => test(),
+        "lint" => lint(),
+        "ci" => {
+            lint()?;
+            test()
+        }
+        "demo" => demo::run(),
+        "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <test|lint|ci|demo>");
+            println!("  test  run every test (unit, integration, conformance, end-to-end)");
+            println!("  lint  cargo fmt --check, clippy -D warnings, rustdoc -D warnings");
+            println!("  ci    lint, then test");
+            println!(
+                "  demo  start the HTTP metadata server, publish and read a segment descriptor"
+            );
+            Ok(())
+        }
+        other => bail!("unknown xtask `{other}`; run `cargo xtask help`"),
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+pub(crate) fn run(mut cmd: Command) -> Result<()> {
+    println!("$ {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--locked"]);
+    run(cmd)
+}
+
+fn lint() -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--locked"])
+        .env("RUSTDOCFLAGS", "-Dwarnings");
+    run(doc)
+}
