@@ -69,7 +69,7 @@ fn unsafe_only_in_allowed_modules() {
         assert_eq!(
             hits.count(),
             0,
-            "{rel} uses unsafe outside the allowed modules"
+            "{rel} uses {needle}outside the allowed modules"
         );
     }
 }
