@@ -1,5 +1,34 @@
-//! The transfer engine of Mooncake in Rust (work in progress).
+//! The transfer engine of Mooncake in Rust: moves bytes between registered memory of
+//! different processes, wire-compatible with the C++ engine's TCP transport (protocol v2).
 //!
-//! It will own memory registration (`register_memory`), segment descriptors published
-//! through `mooncake_metadata`, the `Transport` trait with the TCP transport that speaks
-//! Mooncake's v2 wire protocol, and the batch transfer API.
+//! - [`TransferEngine`]: one per process; registers memory ([`TransferEngine::allocate_buffer`],
+//!   [`TransferEngine::register_memory`]), publishes the segment descriptor under
+//!   `mooncake/ram/<segment>` and `mooncake/rpc_meta/<segment>` (and re-publishes it when
+//!   the metadata service lost it), opens peer segments ([`SegmentHandle`]) and transfers
+//!   ([`TransferEngine::transfer`], or the batch API: [`TransferEngine::allocate_batch`],
+//!   [`TransferEngine::submit`], [`TransferEngine::status`], [`TransferEngine::free_batch`]);
+//! - [`codec`]: the 24-byte request header and the status frame, sans-io;
+//! - [`descriptor`]: Mooncake's segment descriptor and `rpc_meta` JSON;
+//! - [`handshake`]: the RPC-port protocol (probe, notify, metadata, connection frames);
+//! - [`BufferRegistry`]: registered buffers and Mooncake's address validation.
+#![deny(unsafe_code)]
+
+mod batch;
+pub mod codec;
+mod config;
+pub mod descriptor;
+mod engine;
+mod error;
+pub mod handshake;
+#[allow(unsafe_code)]
+mod memory;
+mod registry;
+mod tcp;
+
+pub use batch::{BatchId, TaskStatus, TransferStatus};
+pub use codec::Opcode;
+pub use config::EngineConfig;
+pub use engine::{LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
+pub use error::TransferError;
+pub use memory::ForeignMemory;
+pub use registry::{BufferRegistry, Entry};

@@ -1,0 +1,694 @@
+//! The engine: registration, publication, segment handles and transfers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use mooncake_metadata::MetadataStore;
+use parking_lot::{Mutex, RwLock};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::batch::BatchTable;
+use crate::codec::{Opcode, ProtoVersion};
+use crate::descriptor::{timestamp, BufferDesc, RpcMeta, SegmentDescriptor};
+use crate::handshake::{self, HandshakeState, Notification};
+use crate::memory::{ForeignMemory, Region};
+use crate::registry::BufferRegistry;
+use crate::tcp::{self, TcpClient, TcpClientConfig};
+use crate::{EngineConfig, TransferError};
+
+pub(crate) type SharedRegistry = Arc<RwLock<BufferRegistry<Arc<Region>>>>;
+
+/// A process-local handle of an opened segment; [`SegmentHandle::LOCAL`] is the engine's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentHandle(pub u64);
+
+impl SegmentHandle {
+    /// The engine's own segment (Mooncake's segment id 0).
+    pub const LOCAL: SegmentHandle = SegmentHandle(0);
+}
+
+/// One transfer: `length` bytes between local address `source` (inside a registered
+/// buffer) and `target_offset` (an absolute address in the target segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// READ copies remote -> local; WRITE copies local -> remote.
+    pub opcode: Opcode,
+    /// Local address; must lie inside one locally registered buffer.
+    pub source: u64,
+    /// Target segment.
+    pub target: SegmentHandle,
+    /// Absolute address in the target process.
+    pub target_offset: u64,
+    /// Bytes to move; 0 completes at once.
+    pub length: u64,
+}
+
+/// A buffer the engine allocated and registered: pre-faulted anonymous memory.
+///
+/// The memory stays mapped while this handle (or a transfer using it) exists, even after
+/// [`TransferEngine::unregister`].
+#[derive(Debug, Clone)]
+pub struct LocalBuffer {
+    region: Arc<Region>,
+}
+
+impl LocalBuffer {
+    /// Start address (what peers use as `target_offset`, and local `source`).
+    pub fn addr(&self) -> u64 {
+        self.region.addr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.region.len()
+    }
+
+    /// Whether the buffer is empty (never, for an allocated buffer).
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty()
+    }
+
+    /// Copies `data` into the buffer at `offset`. Panics if it does not fit.
+    pub fn write_at(&self, offset: u64, data: &[u8]) {
+        self.region
+            .slice_mut(self.addr() + offset, data.len())
+            .copy_from_slice(data);
+    }
+
+    /// Copies bytes out of the buffer at `offset` into `out`. Panics if out of range.
+    pub fn read_at(&self, offset: u64, out: &mut [u8]) {
+        out.copy_from_slice(self.region.slice(self.addr() + offset, out.len()));
+    }
+
+    /// The bytes at `offset..offset+len` as a new vector.
+    pub fn to_vec(&self, offset: u64, len: usize) -> Vec<u8> {
+        self.region.slice(self.addr() + offset, len).to_vec()
+    }
+}
+
+/// An opened peer segment.
+#[derive(Debug)]
+struct PeerSegment {
+    name: String,
+    route: RwLock<Route>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    data: SocketAddr,
+    version: ProtoVersion,
+}
+
+struct Inner {
+    config: EngineConfig,
+    metadata: Arc<dyn MetadataStore>,
+    registry: SharedRegistry,
+    data_addr: SocketAddr,
+    rpc_addr: SocketAddr,
+    handshake: Arc<HandshakeState>,
+    segments: RwLock<HashMap<u64, Arc<PeerSegment>>>,
+    names: Mutex<HashMap<String, SegmentHandle>>,
+    next_segment: AtomicU64,
+    tcp: TcpClient,
+    batches: BatchTable,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<JoinSet<()>>,
+    publish_lock: tokio::sync::Mutex<()>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferEngine")
+            .field("segment", &self.config.local_server_name)
+            .field("data_addr", &self.data_addr)
+            .field("rpc_addr", &self.rpc_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The transfer engine: one per process and segment name.
+///
+/// Cheap to clone (an `Arc`). Start it with [`TransferEngine::start`]; stop it with
+/// [`TransferEngine::shutdown`], which removes its metadata entries.
+#[derive(Debug, Clone)]
+pub struct TransferEngine {
+    inner: Arc<Inner>,
+}
+
+impl TransferEngine {
+    /// Binds the data and handshake listeners, publishes `rpc_meta` and an empty
+    /// descriptor, and starts the serving and re-publishing tasks.
+    pub async fn start(
+        config: EngineConfig,
+        metadata: Arc<dyn MetadataStore>,
+    ) -> Result<Self, TransferError> {
+        if config.local_server_name.is_empty() {
+            return Err(TransferError::InvalidArgument(
+                "local_server_name is empty".into(),
+            ));
+        }
+        let advertise = config.advertised_host();
+        let bind_host = config
+            .bind_host
+            .clone()
+            .unwrap_or_else(|| advertise.clone());
+        let data_listener = bind(&bind_host).await?;
+        let rpc_listener = bind(&bind_host).await?;
+        let local = |l: &TcpListener| {
+            l.local_addr().map_err(|source| TransferError::Io {
+                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                what: "local_addr",
+                source,
+            })
+        };
+        let (data_addr, rpc_addr) = (local(&data_listener)?, local(&rpc_listener)?);
+        let registry: SharedRegistry = Arc::default();
+        let (shutdown, _) = watch::channel(false);
+        let inner = Arc::new(Inner {
+            tcp: TcpClient::new(TcpClientConfig {
+                connect_timeout: config.connect_timeout,
+                io_timeout: config.io_timeout,
+                max_connections_per_peer: config.max_connections_per_peer.max(1),
+            }),
+            config,
+            metadata,
+            registry: registry.clone(),
+            data_addr,
+            rpc_addr,
+            handshake: Arc::new(HandshakeState::new()),
+            segments: RwLock::default(),
+            names: Mutex::default(),
+            next_segment: AtomicU64::new(1),
+            batches: BatchTable::default(),
+            shutdown,
+            tasks: Mutex::new(JoinSet::new()),
+            publish_lock: tokio::sync::Mutex::new(()),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let engine = Self { inner };
+        engine.publish_rpc_meta().await?;
+        engine.publish().await?;
+        {
+            let inner = &engine.inner;
+            let mut tasks = inner.tasks.lock();
+            tasks.spawn(tcp::serve(
+                data_listener,
+                registry,
+                inner.shutdown.subscribe(),
+                inner.config.max_inbound_connections,
+            ));
+            let mut stop = inner.shutdown.subscribe();
+            let state = inner.handshake.clone();
+            tasks.spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = handshake::serve(rpc_listener, state, stopped).await {
+                    tracing::warn!(error = %e, "handshake daemon stopped");
+                }
+            });
+            tasks.spawn(republish_loop(
+                Arc::downgrade(&engine.inner),
+                inner.shutdown.subscribe(),
+            ));
+        }
+        tracing::info!(
+            segment = %engine.inner.config.local_server_name, %data_addr, %rpc_addr,
+            "transfer engine started"
+        );
+        Ok(engine)
+    }
+
+    /// The segment name.
+    pub fn segment_name(&self) -> &str {
+        &self.inner.config.local_server_name
+    }
+
+    /// Address of the TCP data listener.
+    pub fn data_addr(&self) -> SocketAddr {
+        self.inner.data_addr
+    }
+
+    /// Port of the handshake daemon (published in `rpc_meta`).
+    pub fn rpc_port(&self) -> u16 {
+        self.inner.rpc_addr.port()
+    }
+
+    /// The metadata store this engine publishes to.
+    pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
+        &self.inner.metadata
+    }
+
+    /// Allocates `len` bytes of pre-faulted memory, registers it under `location` and
+    /// publishes the new descriptor.
+    pub async fn allocate_buffer(
+        &self,
+        len: u64,
+        location: &str,
+    ) -> Result<LocalBuffer, TransferError> {
+        if len == 0 {
+            return Err(TransferError::InvalidArgument(
+                "cannot allocate a zero-length buffer".into(),
+            ));
+        }
+        let region = tokio::task::spawn_blocking(move || Region::anonymous(len))
+            .await
+            .map_err(|e| TransferError::InvalidArgument(format!("allocation task failed: {e}")))?
+            .map_err(|source| TransferError::Io {
+                peer: self.inner.data_addr,
+                what: "mmap",
+                source,
+            })?;
+        let region = Arc::new(region);
+        self.insert(region.clone(), location).await?;
+        Ok(LocalBuffer { region })
+    }
+
+    /// Registers caller-owned memory so peers can read and write it, and publishes it.
+    /// `location` is Mooncake's tag (`"cpu:0"`, `"*"`); TCP ignores it.
+    pub async fn register_memory(
+        &self,
+        memory: ForeignMemory,
+        location: &str,
+    ) -> Result<(), TransferError> {
+        if memory.addr() == 0 || memory.is_empty() {
+            return Err(TransferError::InvalidArgument(
+                "cannot register a null or empty range".into(),
+            ));
+        }
+        self.insert(Arc::new(Region::borrowed(memory)), location)
+            .await
+    }
+
+    async fn insert(&self, region: Arc<Region>, location: &str) -> Result<(), TransferError> {
+        let (addr, len) = (region.addr(), region.len());
+        self.inner
+            .registry
+            .write()
+            .insert(addr, len, location, region)?;
+        self.publish().await
+    }
+
+    /// Unregisters the buffer starting at `addr`, publishes the new descriptor, and waits
+    /// until no transfer uses it any more.
+    pub async fn unregister(&self, addr: u64) -> Result<(), TransferError> {
+        let entry = self.inner.registry.write().remove(addr);
+        let Some(entry) = entry else {
+            return Err(TransferError::AddressNotRegistered { addr, len: 0 });
+        };
+        self.publish().await?;
+        let region = entry.value;
+        // Caller-owned memory may be freed once we return: wait for in-flight users.
+        while Arc::strong_count(&region) > 1 && region.is_borrowed() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    /// The descriptor this engine publishes now.
+    pub fn descriptor(&self) -> SegmentDescriptor {
+        let name = &self.inner.config.local_server_name;
+        let buffers = self
+            .inner
+            .registry
+            .read()
+            .iter()
+            .map(|e| BufferDesc {
+                addr: e.addr,
+                length: e.len,
+                lkey: vec![],
+                name: name.clone(),
+                rkey: vec![],
+            })
+            .collect();
+        SegmentDescriptor {
+            buffers,
+            devices: vec![],
+            name: name.clone(),
+            priority_matrix: None,
+            protocol: "tcp".into(),
+            rdma_server_name: String::new(),
+            tcp_data_host: Some(self.inner.config.advertised_host()),
+            tcp_data_port: self.inner.data_addr.port(),
+            tcp_proto_version: 2,
+            timestamp: timestamp(SystemTime::now()),
+        }
+    }
+
+    fn rpc_meta(&self) -> RpcMeta {
+        RpcMeta {
+            ip_or_host_name: self.inner.config.advertised_host(),
+            rpc_port: self.rpc_port(),
+        }
+    }
+
+    async fn publish_rpc_meta(&self) -> Result<(), TransferError> {
+        let key = self.inner.config.key_space.rpc_meta(self.segment_name());
+        self.inner
+            .metadata
+            .put(&key, Bytes::from(self.rpc_meta().to_json()))
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes the current descriptor (whole document, as Mooncake does).
+    pub async fn publish(&self) -> Result<(), TransferError> {
+        let _serial = self.inner.publish_lock.lock().await;
+        let key = self.inner.config.key_space.segment(self.segment_name());
+        self.inner
+            .metadata
+            .put(&key, Bytes::from(self.descriptor().to_json()))
+            .await?;
+        Ok(())
+    }
+
+    /// Re-publishes whatever is missing or stale in the metadata service.
+    pub async fn republish_if_missing(&self) -> Result<bool, TransferError> {
+        let ks = &self.inner.config.key_space;
+        let mut repaired = false;
+        let rpc_key = ks.rpc_meta(self.segment_name());
+        if self.inner.metadata.get(&rpc_key).await?.is_none() {
+            self.publish_rpc_meta().await?;
+            repaired = true;
+        }
+        let key = ks.segment(self.segment_name());
+        let current = self.inner.metadata.get(&key).await?;
+        let ours = self.descriptor();
+        let stale = match current {
+            None => true,
+            Some(bytes) => SegmentDescriptor::from_json(self.segment_name(), &bytes)
+                .map(|d| d.buffers != ours.buffers || d.tcp_data_port != ours.tcp_data_port)
+                .unwrap_or(true),
+        };
+        if stale {
+            self.publish().await?;
+            repaired = true;
+        }
+        Ok(repaired)
+    }
+
+    /// Opens a peer segment by name: fetches and validates its descriptor, caches it.
+    /// A leading `/` is stripped. Opening the same name twice returns the same handle.
+    pub async fn open_segment(&self, name: &str) -> Result<SegmentHandle, TransferError> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        if name.is_empty() {
+            return Err(TransferError::InvalidArgument(
+                "segment name is empty".into(),
+            ));
+        }
+        if name == self.segment_name() {
+            return Ok(SegmentHandle::LOCAL);
+        }
+        if let Some(h) = self.inner.names.lock().get(name) {
+            return Ok(*h);
+        }
+        let route = self.resolve(name).await?;
+        let mut names = self.inner.names.lock();
+        if let Some(h) = names.get(name) {
+            return Ok(*h);
+        }
+        let handle = SegmentHandle(self.inner.next_segment.fetch_add(1, Ordering::Relaxed));
+        let seg = Arc::new(PeerSegment {
+            name: name.to_owned(),
+            route: RwLock::new(route),
+        });
+        self.inner.segments.write().insert(handle.0, seg);
+        names.insert(name.to_owned(), handle);
+        Ok(handle)
+    }
+
+    /// Fetches a segment's descriptor and works out where to send data.
+    async fn resolve(&self, name: &str) -> Result<Route, TransferError> {
+        let ks = &self.inner.config.key_space;
+        let bytes = self
+            .inner
+            .metadata
+            .get(&ks.segment(name))
+            .await?
+            .ok_or_else(|| TransferError::SegmentNotFound(name.to_owned()))?;
+        let desc = SegmentDescriptor::from_json(name, &bytes)?;
+        if desc.protocol != "tcp" {
+            return Err(TransferError::NotSupportedTransport {
+                segment: name.to_owned(),
+                protocol: desc.protocol,
+            });
+        }
+        let host = match desc.tcp_data_host.clone().filter(|h| !h.is_empty()) {
+            Some(h) => h,
+            None => {
+                let meta = self
+                    .inner
+                    .metadata
+                    .get(&ks.rpc_meta(name))
+                    .await?
+                    .ok_or_else(|| TransferError::SegmentNotFound(format!("{name} (rpc_meta)")))?;
+                RpcMeta::from_json(name, &meta)?.ip_or_host_name
+            }
+        };
+        let data = lookup(&host, desc.tcp_data_port).await.map_err(|reason| {
+            TransferError::InvalidDescriptor {
+                segment: name.to_owned(),
+                reason,
+            }
+        })?;
+        let version = if desc.tcp_proto_version >= 2
+            && self.inner.config.max_proto_version == ProtoVersion::V2
+        {
+            ProtoVersion::V2
+        } else {
+            ProtoVersion::V1
+        };
+        Ok(Route { data, version })
+    }
+
+    /// Moves every request; returns the first failure (all requests are attempted).
+    pub async fn transfer(&self, requests: &[TransferRequest]) -> Result<(), TransferError> {
+        match requests {
+            [] => Ok(()),
+            [one] => self.transfer_one(*one).await,
+            many => {
+                let mut set = JoinSet::new();
+                for r in many {
+                    let engine = self.clone();
+                    let r = *r;
+                    set.spawn(async move { engine.transfer_one(r).await });
+                }
+                let mut first = Ok(());
+                while let Some(res) = set.join_next().await {
+                    let res = res.unwrap_or(Err(TransferError::Shutdown));
+                    if first.is_ok() {
+                        first = res;
+                    }
+                }
+                first
+            }
+        }
+    }
+
+    /// Moves one request, slicing it over several connections when it is large.
+    pub(crate) async fn transfer_one(&self, r: TransferRequest) -> Result<(), TransferError> {
+        if r.length == 0 {
+            return Ok(());
+        }
+        if *self.inner.shutdown.borrow() {
+            return Err(TransferError::Shutdown);
+        }
+        let local = self
+            .inner
+            .registry
+            .read()
+            .find(r.source, r.length)
+            .map(|e| e.value.clone())
+            .ok_or(TransferError::AddressNotRegistered {
+                addr: r.source,
+                len: r.length,
+            })?;
+        if r.target == SegmentHandle::LOCAL {
+            return self.local_copy(&local, r);
+        }
+        let seg = self
+            .inner
+            .segments
+            .read()
+            .get(&r.target.0)
+            .cloned()
+            .ok_or_else(|| {
+                TransferError::InvalidArgument(format!("unknown segment handle {}", r.target.0))
+            })?;
+        let first = self.run_slices(&seg, &local, r).await;
+        let Err(err) = first else { return Ok(()) };
+        if !matches!(
+            err,
+            TransferError::Io { .. } | TransferError::Rejected { .. }
+        ) {
+            return Err(err);
+        }
+        // The peer may have restarted on another port or re-registered: refresh and retry once.
+        let old = *seg.route.read();
+        self.inner.tcp.forget(old.data);
+        match self.resolve(&seg.name).await {
+            Ok(route)
+                if route.data != old.data || matches!(err, TransferError::Rejected { .. }) =>
+            {
+                *seg.route.write() = route;
+                if route.data == old.data && matches!(err, TransferError::Rejected { .. }) {
+                    return Err(err);
+                }
+                tracing::info!(segment = %seg.name, from = %old.data, to = %route.data, "segment moved; retrying");
+                self.run_slices(&seg, &local, r).await
+            }
+            _ => Err(err),
+        }
+    }
+
+    async fn run_slices(
+        &self,
+        seg: &PeerSegment,
+        local: &Arc<Region>,
+        r: TransferRequest,
+    ) -> Result<(), TransferError> {
+        let route = *seg.route.read();
+        let slice = self.inner.config.slice_size.max(1);
+        let op = |offset: u64, len: u64| tcp::WireOp {
+            peer: route.data,
+            version: route.version,
+            opcode: r.opcode,
+            local_addr: r.source + offset,
+            remote_addr: r.target_offset.wrapping_add(offset),
+            len,
+        };
+        if r.length <= slice {
+            return self.inner.tcp.execute(op(0, r.length), local).await;
+        }
+        let mut set = JoinSet::new();
+        let mut offset = 0;
+        while offset < r.length {
+            let len = slice.min(r.length - offset);
+            let (engine, local, wire) = (self.clone(), local.clone(), op(offset, len));
+            set.spawn(async move { engine.inner.tcp.execute(wire, &local).await });
+            offset += len;
+        }
+        let mut first = Ok(());
+        while let Some(res) = set.join_next().await {
+            let res = res.unwrap_or(Err(TransferError::Shutdown));
+            if first.is_ok() {
+                first = res;
+            }
+        }
+        first
+    }
+
+    fn local_copy(&self, local: &Region, r: TransferRequest) -> Result<(), TransferError> {
+        let remote = self
+            .inner
+            .registry
+            .read()
+            .find(r.target_offset, r.length)
+            .map(|e| e.value.clone())
+            .ok_or(TransferError::AddressNotRegistered {
+                addr: r.target_offset,
+                len: r.length,
+            })?;
+        let len = usize::try_from(r.length)
+            .map_err(|_| TransferError::InvalidArgument("length exceeds usize".into()))?;
+        match r.opcode {
+            Opcode::Read => local.copy_from(r.source, &remote, r.target_offset, len),
+            Opcode::Write => remote.copy_from(r.target_offset, local, r.source, len),
+        }
+        Ok(())
+    }
+
+    /// Drains the notifications received on the handshake port.
+    pub fn drain_notifications(&self) -> Vec<Notification> {
+        self.inner.handshake.drain_notifications()
+    }
+
+    pub(crate) fn batches(&self) -> &BatchTable {
+        &self.inner.batches
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.runtime
+    }
+
+    /// Stops serving, removes `rpc_meta` then the descriptor from the metadata service
+    /// (the order the C++ engine uses), and waits for the engine's tasks.
+    pub async fn shutdown(&self) -> Result<(), TransferError> {
+        if self.inner.shutdown.send_replace(true) {
+            return Ok(());
+        }
+        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        while tasks.join_next().await.is_some() {}
+        let ks = &self.inner.config.key_space;
+        self.inner
+            .metadata
+            .delete(&ks.rpc_meta(self.segment_name()))
+            .await?;
+        self.inner
+            .metadata
+            .delete(&ks.segment(self.segment_name()))
+            .await?;
+        tracing::info!(segment = %self.segment_name(), "transfer engine stopped");
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        self.tasks.get_mut().abort_all();
+    }
+}
+
+async fn bind(host: &str) -> Result<TcpListener, TransferError> {
+    let addr = lookup(host, 0)
+        .await
+        .map_err(|reason| TransferError::InvalidArgument(reason))?;
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| TransferError::Io {
+            peer: addr,
+            what: "bind",
+            source,
+        })
+}
+
+async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve host {host:?}: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("host {host:?} has no address"))
+}
+
+async fn republish_loop(engine: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let interval = match engine.upgrade() {
+            Some(inner) => inner.config.republish_interval,
+            None => return,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        let engine_ref = TransferEngine { inner };
+        match engine_ref.republish_if_missing().await {
+            Ok(true) => {
+                tracing::info!(segment = %engine_ref.segment_name(), "re-published missing metadata")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "metadata check failed"),
+        }
+    }
+}

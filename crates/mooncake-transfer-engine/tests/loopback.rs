@@ -1,0 +1,291 @@
+//! Two engines in one process over real loopback sockets.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mooncake_metadata::keys::KeySpace;
+use mooncake_metadata::{MemoryStore, MetadataStore};
+use mooncake_transfer_engine::descriptor::SegmentDescriptor;
+use mooncake_transfer_engine::{
+    EngineConfig, Opcode, TransferEngine, TransferError, TransferRequest, TransferStatus,
+};
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 11) as u8)
+        .collect()
+}
+
+async fn engine(meta: &Arc<MemoryStore>, name: &str) -> TransferEngine {
+    let mut config = EngineConfig::new(name);
+    config.republish_interval = Duration::from_millis(100);
+    TransferEngine::start(config, meta.clone()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_every_size_both_ways_byte_exact() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:17101").await;
+    let b = engine(&meta, "127.0.0.1:17102").await;
+    let cap = 64 << 20;
+    let a_buf = a.allocate_buffer(2 * cap, "cpu:0").await.unwrap();
+    let b_buf = b.allocate_buffer(cap + 4096, "cpu:0").await.unwrap();
+    let seg = a.open_segment("127.0.0.1:17102").await.unwrap();
+    for (i, size) in [
+        1usize,
+        7,
+        4096,
+        12_345,
+        1 << 20,
+        (3 << 20) + 7,
+        9 << 20,
+        64 << 20,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = pattern(size, i as u8);
+        a_buf.write_at(0, &data);
+        let write = TransferRequest {
+            opcode: Opcode::Write,
+            source: a_buf.addr(),
+            target: seg,
+            target_offset: b_buf.addr() + 3,
+            length: size as u64,
+        };
+        a.transfer(&[write]).await.unwrap();
+        assert!(
+            b_buf.to_vec(3, size) == data,
+            "write of {size} bytes corrupted"
+        );
+        let read = TransferRequest {
+            opcode: Opcode::Read,
+            source: a_buf.addr() + cap,
+            ..write
+        };
+        a.transfer(&[read]).await.unwrap();
+        assert!(
+            a_buf.to_vec(cap, size) == data,
+            "read of {size} bytes corrupted"
+        );
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_many_small_requests() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:1").await;
+    let b = engine(&meta, "127.0.0.1:2").await;
+    let a_buf = a.allocate_buffer(1 << 20, "*").await.unwrap();
+    let b_buf = b.allocate_buffer(1 << 20, "*").await.unwrap();
+    a_buf.write_at(0, &pattern(1 << 20, 9));
+    let seg = a.open_segment("/127.0.0.1:2").await.unwrap();
+    assert_eq!(
+        seg,
+        a.open_segment("127.0.0.1:2").await.unwrap(),
+        "handles are cached"
+    );
+    let reqs: Vec<_> = (0..128u64)
+        .map(|i| TransferRequest {
+            opcode: Opcode::Write,
+            source: a_buf.addr() + i * 8192,
+            target: seg,
+            target_offset: b_buf.addr() + i * 8192,
+            length: 8192,
+        })
+        .collect();
+    let batch = a.allocate_batch(128);
+    assert!(matches!(
+        a.submit(batch, &reqs[..1].repeat(129)),
+        Err(TransferError::TooManyRequests {
+            capacity: 128,
+            requested: 129
+        })
+    ));
+    a.submit(batch, &reqs[..100]).unwrap();
+    a.submit(batch, &reqs[100..]).unwrap();
+    assert_eq!(
+        a.wait_batch(batch).await.unwrap(),
+        TransferStatus::Completed
+    );
+    for i in 0..128 {
+        let s = a.status(batch, i).unwrap();
+        assert_eq!((s.status, s.transferred), (TransferStatus::Completed, 8192));
+    }
+    assert!(a.status(batch, 128).is_err());
+    a.free_batch(batch).unwrap();
+    assert!(a.free_batch(batch).is_err(), "freed twice");
+    assert!(b_buf.to_vec(0, 1 << 20) == a_buf.to_vec(0, 1 << 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn free_before_observing_is_busy() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:1").await;
+    let buf = a.allocate_buffer(4096, "*").await.unwrap();
+    let batch = a.allocate_batch(1);
+    let req = TransferRequest {
+        opcode: Opcode::Write,
+        source: buf.addr(),
+        target: mooncake_transfer_engine::SegmentHandle::LOCAL,
+        target_offset: buf.addr() + 2048,
+        length: 2048,
+    };
+    a.submit(batch, &[req]).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(matches!(
+        a.free_batch(batch),
+        Err(TransferError::BatchBusy(_))
+    ));
+    assert_eq!(
+        a.status(batch, 0).unwrap().status,
+        TransferStatus::Completed
+    );
+    a.free_batch(batch).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_requests_fail_and_the_server_keeps_serving() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:1").await;
+    let b = engine(&meta, "127.0.0.1:2").await;
+    let a_buf = a.allocate_buffer(1 << 20, "*").await.unwrap();
+    let b_buf = b.allocate_buffer(1 << 20, "*").await.unwrap();
+    let seg = a.open_segment("127.0.0.1:2").await.unwrap();
+    let ok = TransferRequest {
+        opcode: Opcode::Write,
+        source: a_buf.addr(),
+        target: seg,
+        target_offset: b_buf.addr(),
+        length: 4096,
+    };
+    for (opcode, target_offset, length) in [
+        (Opcode::Write, b_buf.addr() + (1 << 20) - 100, 4096),
+        (Opcode::Read, b_buf.addr() + (1 << 20) - 100, 4096),
+        (Opcode::Write, 4096, 4096),
+        (Opcode::Read, u64::MAX - 10, 4096),
+    ] {
+        let bad = TransferRequest {
+            opcode,
+            target_offset,
+            length,
+            ..ok
+        };
+        let err = a.transfer(&[bad]).await.unwrap_err();
+        assert!(matches!(err, TransferError::Rejected { .. }), "{err}");
+        assert_eq!(err.code(), -3);
+        a.transfer(&[ok]).await.unwrap();
+    }
+    let unregistered = TransferRequest { source: 4096, ..ok };
+    assert!(matches!(
+        a.transfer(&[unregistered]).await,
+        Err(TransferError::AddressNotRegistered { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptor_is_mooncake_json_and_is_removed_on_shutdown() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:17101").await;
+    let buf = a.allocate_buffer(1 << 20, "cpu:0").await.unwrap();
+    let ks = KeySpace::default();
+    let bytes = meta
+        .get(&ks.segment("127.0.0.1:17101"))
+        .await
+        .unwrap()
+        .unwrap();
+    let desc = SegmentDescriptor::from_json("127.0.0.1:17101", &bytes).unwrap();
+    assert_eq!(desc.protocol, "tcp");
+    assert_eq!(desc.tcp_proto_version, 2);
+    assert_eq!(desc.tcp_data_host.as_deref(), Some("127.0.0.1"));
+    assert_eq!(desc.tcp_data_port, a.data_addr().port());
+    assert_eq!(
+        (desc.buffers[0].addr, desc.buffers[0].length),
+        (buf.addr(), 1 << 20)
+    );
+    assert_eq!(desc.buffers[0].name, "127.0.0.1:17101");
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    assert!(text.starts_with("{\"buffers\":[{\"addr\":"), "{text}");
+    let rpc = meta
+        .get(&ks.rpc_meta("127.0.0.1:17101"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(rpc.to_vec()).unwrap(),
+        format!(
+            "{{\"ip_or_host_name\":\"127.0.0.1\",\"rpc_port\":{}}}",
+            a.rpc_port()
+        )
+    );
+    a.unregister(buf.addr()).await.unwrap();
+    let bytes = meta
+        .get(&ks.segment("127.0.0.1:17101"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(SegmentDescriptor::from_json("x", &bytes)
+        .unwrap()
+        .buffers
+        .is_empty());
+    assert!(matches!(
+        a.unregister(buf.addr()).await,
+        Err(TransferError::AddressNotRegistered { .. })
+    ));
+    a.shutdown().await.unwrap();
+    assert!(meta.is_empty(), "shutdown removes rpc_meta and ram");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_lost_by_the_server_is_republished() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:1").await;
+    let _buf = a.allocate_buffer(4096, "*").await.unwrap();
+    meta.clear();
+    let start = Instant::now();
+    while meta.len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(5), "not re-published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = engine(&meta, "127.0.0.1:2").await;
+    b.open_segment("127.0.0.1:1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_unknown_or_invalid_segments_fails_clearly() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:1").await;
+    let err = a.open_segment("nobody").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "segment \"nobody\" is not published in the metadata service"
+    );
+    assert!(matches!(
+        a.open_segment("").await,
+        Err(TransferError::InvalidArgument(_))
+    ));
+    meta.put(
+        "mooncake/ram/bad",
+        bytes::Bytes::from_static(
+            br#"{"buffers":[{"addr":0,"length":1,"name":"x"}],"name":"bad","protocol":"tcp"}"#,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        a.open_segment("bad").await,
+        Err(TransferError::InvalidDescriptor { .. })
+    ));
+    meta.put(
+        "mooncake/ram/rdma",
+        bytes::Bytes::from_static(br#"{"buffers":[],"name":"rdma","protocol":"rdma"}"#),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        a.open_segment("rdma").await,
+        Err(TransferError::NotSupportedTransport { .. })
+    ));
+}
