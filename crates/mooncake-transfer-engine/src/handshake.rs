@@ -274,7 +274,7 @@ fn build_reply(st: &HandshakeState, ty: FrameType, json: &[u8]) -> Result<Vec<u8
             let v = parse_json(json)?;
             let Some(obj) = v.as_object() else {
                 return Err(HandshakeError::MalformedJson(
-                    "notify is not an object".into(),
+                    "notify: not an object".into(),
                 ));
             };
             let field = |k: &str| obj.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -282,13 +282,10 @@ fn build_reply(st: &HandshakeState, ty: FrameType, json: &[u8]) -> Result<Vec<u8
             st.push_notification(Notification { name, msg });
             json!({"name": "", "notify_msg": "success"}).to_string()
         }
-        FrameType::Metadata => st
-            .descriptor
-            .lock()
-            .as_deref()
-            .unwrap_or("null")
-            .trim_end()
-            .to_owned(),
+        FrameType::Metadata => {
+            let desc = st.descriptor.lock().clone();
+            desc.as_deref().unwrap_or("null").trim_end().to_owned()
+        }
         FrameType::Connection => json!({
             "local_gid": "", "local_lid": 0, "local_nic_path": "", "payload": "",
             "peer_nic_path": "", "qp_num": [], "reply_msg": ""
@@ -398,8 +395,13 @@ async fn call(
     ty: FrameType,
     body: &[u8],
     to: Duration,
-    max: u64,
 ) -> Result<Vec<u8>, HandshakeError> {
+    // Descriptors may be large; other replies are tiny.
+    let max = if ty == FrameType::Metadata {
+        MAX_FRAME_LIMIT
+    } else {
+        DEFAULT_MAX_FRAME
+    };
     let connect = async { TcpStream::connect(addr).await.map_err(io_err(Some(addr))) };
     let mut s = timed(to, addr, "connect", connect).await?;
     let _ = s.set_nodelay(true);
@@ -411,19 +413,21 @@ async fn call(
     Ok(reply)
 }
 
+fn lossy_trimmed(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).trim_end().to_owned()
+}
+
 /// Checks that string field `key` of a reply equals `"success"`.
 fn expect_success(reply: &[u8], key: &str) -> Result<(), HandshakeError> {
     match parse_json(reply)?.get(key).and_then(Value::as_str) {
         Some("success") => Ok(()),
-        _ => Err(HandshakeError::Rejected(
-            String::from_utf8_lossy(reply).trim_end().to_owned(),
-        )),
+        _ => Err(HandshakeError::Rejected(lossy_trimmed(reply))),
     }
 }
 
 /// Probes a peer's handshake port; succeeds on `{"status":"success"}`.
 pub async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), HandshakeError> {
-    let reply = call(addr, FrameType::Probe, b"{}", timeout, DEFAULT_MAX_FRAME).await?;
+    let reply = call(addr, FrameType::Probe, b"{}", timeout).await?;
     expect_success(&reply, "status")
 }
 
@@ -435,14 +439,7 @@ pub async fn notify(
     timeout: Duration,
 ) -> Result<(), HandshakeError> {
     let body = json!({"name": sender, "notify_msg": msg}).to_string();
-    let reply = call(
-        addr,
-        FrameType::Notify,
-        body.as_bytes(),
-        timeout,
-        DEFAULT_MAX_FRAME,
-    )
-    .await?;
+    let reply = call(addr, FrameType::Notify, body.as_bytes(), timeout).await?;
     expect_success(&reply, "notify_msg")
 }
 
@@ -453,13 +450,15 @@ pub async fn fetch_metadata(
     own_descriptor: &str,
     timeout: Duration,
 ) -> Result<Option<String>, HandshakeError> {
-    let body = own_descriptor.as_bytes();
-    let reply = call(addr, FrameType::Metadata, body, timeout, MAX_FRAME_LIMIT).await?;
-    if parse_json(&reply)?.is_null() {
-        return Ok(None);
-    }
-    // parse_json succeeded, so the reply is valid UTF-8.
-    Ok(Some(String::from_utf8_lossy(&reply).trim_end().to_owned()))
+    let reply = call(
+        addr,
+        FrameType::Metadata,
+        own_descriptor.as_bytes(),
+        timeout,
+    )
+    .await?;
+    // parse_json succeeding also guarantees valid UTF-8.
+    Ok((!parse_json(&reply)?.is_null()).then(|| lossy_trimmed(&reply)))
 }
 
 #[cfg(test)]
@@ -470,8 +469,18 @@ mod tests {
 
     const T: Duration = Duration::from_secs(3);
 
+    fn prefix(len: u64, ty: u8) -> [u8; 9] {
+        let mut p = [ty; 9];
+        p[..8].copy_from_slice(&len.to_le_bytes());
+        p
+    }
+
     fn frame(len: u64, ty: u8, rest: &[u8]) -> Vec<u8> {
-        [&len.to_le_bytes()[..], &[ty], rest].concat()
+        [&prefix(len, ty)[..], rest].concat()
+    }
+
+    async fn read(bytes: &[u8]) -> Result<(FrameType, Vec<u8>), HandshakeError> {
+        read_frame(&mut &bytes[..], 100).await
     }
 
     type Server = (
@@ -518,37 +527,25 @@ mod tests {
 
     #[tokio::test]
     async fn decoding_edge_cases() {
-        let p = decode_prefix(&[2, 0, 0, 0, 0, 0, 0, 0, 0x7b], 100).unwrap();
-        let want = FramePrefix {
+        let legacy = FramePrefix {
             ty: FrameType::Connection,
             remaining: 1,
-            legacy_first_byte: Some(0x7b),
+            legacy_first_byte: Some(b'{'),
         };
-        assert_eq!(p, want);
-        let (ty, json) = read_frame(&mut &frame(2, b'{', b"}")[..], 100)
-            .await
-            .unwrap();
-        assert_eq!((ty, json.as_slice()), (FrameType::Connection, &b"{}"[..]));
-        let err = decode_prefix(&[0, 0, 0, 0, 0, 0, 0, 0, 3], 100).unwrap_err();
-        assert!(matches!(err, HandshakeError::EmptyFrame), "{err}");
-        let err = read_frame(&mut &frame(101, 3, b"{}")[..], 100)
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, HandshakeError::FrameTooLarge { len: 101, max: 100 }),
-            "{err}"
-        );
-        assert_eq!(
-            decode_prefix(&[100, 0, 0, 0, 0, 0, 0, 0, 3], 100)
-                .unwrap()
-                .remaining,
-            99
-        );
-        let err = read_frame(&mut &frame(10, 3, b"{}")[..], 100)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, HandshakeError::Io { .. }), "{err}");
-        assert!(read_frame(&mut &[1u8, 0, 0][..], 100).await.is_err());
+        assert_eq!(decode_prefix(&prefix(2, b'{'), 100).unwrap(), legacy);
+        let want = (FrameType::Connection, b"{}".to_vec());
+        assert_eq!(read(&frame(2, b'{', b"}")).await.unwrap(), want);
+        let empty = decode_prefix(&prefix(0, 3), 100);
+        assert!(matches!(empty, Err(HandshakeError::EmptyFrame)));
+        let big = read(&frame(101, 3, b"{}")).await;
+        assert!(matches!(
+            big,
+            Err(HandshakeError::FrameTooLarge { len: 101, max: 100 })
+        ));
+        assert_eq!(decode_prefix(&prefix(100, 3), 100).unwrap().remaining, 99);
+        let truncated = read(&frame(10, 3, b"{}")).await;
+        assert!(matches!(truncated, Err(HandshakeError::Io { .. })));
+        assert!(read(&[1, 0, 0]).await.is_err());
     }
 
     #[tokio::test]
@@ -566,24 +563,17 @@ mod tests {
         );
         assert!(st.drain_notifications().is_empty());
 
-        assert_eq!(
-            fetch_metadata(addr, "{\"name\":\"me\"}", T).await.unwrap(),
-            None
-        );
+        let md = fetch_metadata(addr, "{\"name\":\"me\"}", T).await.unwrap();
+        assert_eq!(md, None);
         let desc = "{\"devices\":[],\"name\":\"srv\"}";
         st.set_descriptor(Some(desc.into()));
-        assert_eq!(
-            fetch_metadata(addr, "{}", T).await.unwrap().as_deref(),
-            Some(desc)
-        );
+        let md = fetch_metadata(addr, "{}", T).await.unwrap();
+        assert_eq!(md.as_deref(), Some(desc));
 
         let want = b"{\"local_gid\":\"\",\"local_lid\":0,\"local_nic_path\":\"\",\"payload\":\"\",\
             \"peer_nic_path\":\"\",\"qp_num\":[],\"reply_msg\":\"\"}\n";
-        let reply = raw(
-            addr,
-            &encode_frame(FrameType::Connection, b"{\"local_nic_path\":\"x\"}"),
-        )
-        .await;
+        let req = encode_frame(FrameType::Connection, b"{\"local_nic_path\":\"x\"}");
+        let reply = raw(addr, &req).await;
         assert_eq!(reply, encode_frame(FrameType::Connection, want));
         // A legacy untyped request gets the same (typed) Connection reply.
         assert_eq!(raw(addr, &frame(2, b'{', b"}")).await, reply);
@@ -641,9 +631,7 @@ mod tests {
             });
         }
         let all = st.drain_notifications();
-        assert_eq!(
-            (all.len(), all[0].name.as_str()),
-            (MAX_QUEUED_NOTIFICATIONS, "1")
-        );
+        assert_eq!(all.len(), MAX_QUEUED_NOTIFICATIONS);
+        assert_eq!(all[0].name, "1");
     }
 }
