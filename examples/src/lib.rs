@@ -3,6 +3,8 @@
 //! Library crates never read the environment or install signal handlers; the binaries in
 //! this package do, through these helpers.
 
+pub mod env;
+
 /// Installs the `tracing` subscriber. `verbosity` is Mooncake's `-v=N` (0 = info,
 /// 1 = debug, 2+ = trace); `RUST_LOG` overrides it.
 pub fn init_tracing(verbosity: u8) {

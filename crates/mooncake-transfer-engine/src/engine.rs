@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use mooncake_metadata::MetadataStore;
+use mooncake_metadata::{MetadataError, MetadataStore};
 use parking_lot::{Mutex, RwLock};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -349,12 +349,37 @@ impl TransferEngine {
         }
     }
 
+    /// Publishes `rpc_meta`. A Mooncake metadata server refuses to replace an existing
+    /// `rpc_meta` (HTTP 400), which makes an engine restarted after a crash unable to start
+    /// under its old name. If the old owner no longer answers probes, its stale entry is
+    /// removed and ours written; a live owner is reported as a name clash.
     async fn publish_rpc_meta(&self) -> Result<(), TransferError> {
         let key = self.inner.config.key_space.rpc_meta(self.segment_name());
-        self.inner
-            .metadata
-            .put(&key, Bytes::from(self.rpc_meta().to_json()))
-            .await?;
+        let value = Bytes::from(self.rpc_meta().to_json());
+        let err = match self.inner.metadata.put(&key, value.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e @ MetadataError::Status { status: 400, .. }) => e,
+            Err(e) => return Err(e.into()),
+        };
+        let old = self.inner.metadata.get(&key).await?;
+        let old = old.and_then(|b| RpcMeta::from_json(self.segment_name(), &b).ok());
+        if let Some(old) = old {
+            let alive = match lookup(&old.ip_or_host_name, old.rpc_port).await {
+                Ok(addr) => handshake::probe(addr, Duration::from_secs(1)).await.is_ok(),
+                Err(_) => false,
+            };
+            if alive {
+                return Err(TransferError::InvalidArgument(format!(
+                    "segment name {:?} is in use by a live engine at {}:{} ({err})",
+                    self.segment_name(),
+                    old.ip_or_host_name,
+                    old.rpc_port
+                )));
+            }
+            tracing::warn!(segment = %self.segment_name(), "replacing the stale rpc_meta of a dead engine");
+        }
+        self.inner.metadata.delete(&key).await?;
+        self.inner.metadata.put(&key, value).await?;
         Ok(())
     }
 
@@ -424,16 +449,23 @@ impl TransferEngine {
         Ok(handle)
     }
 
-    /// Fetches a segment's descriptor and works out where to send data.
-    async fn resolve(&self, name: &str) -> Result<Route, TransferError> {
-        let ks = &self.inner.config.key_space;
+    /// Fetches and validates the current descriptor of a segment by name.
+    pub async fn fetch_descriptor(&self, name: &str) -> Result<SegmentDescriptor, TransferError> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let key = self.inner.config.key_space.segment(name);
         let bytes = self
             .inner
             .metadata
-            .get(&ks.segment(name))
+            .get(&key)
             .await?
             .ok_or_else(|| TransferError::SegmentNotFound(name.to_owned()))?;
-        let desc = SegmentDescriptor::from_json(name, &bytes)?;
+        SegmentDescriptor::from_json(name, &bytes)
+    }
+
+    /// Fetches a segment's descriptor and works out where to send data.
+    async fn resolve(&self, name: &str) -> Result<Route, TransferError> {
+        let ks = &self.inner.config.key_space;
+        let desc = self.fetch_descriptor(name).await?;
         if desc.protocol != "tcp" {
             return Err(TransferError::NotSupportedTransport {
                 segment: name.to_owned(),

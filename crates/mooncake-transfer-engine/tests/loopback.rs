@@ -289,3 +289,40 @@ async fn opening_unknown_or_invalid_segments_fails_clearly() {
         Err(TransferError::NotSupportedTransport { .. })
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_after_a_crash_replaces_the_stale_rpc_meta_but_not_a_live_one() {
+    use mooncake_metadata::{
+        HttpMetadataServer, HttpMetadataServerConfig, HttpStore, HttpStoreConfig,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metadata", listener.local_addr().unwrap());
+    tokio::spawn(
+        HttpMetadataServer::new(HttpMetadataServerConfig::default())
+            .run(listener, std::future::pending()),
+    );
+    let meta: Arc<dyn MetadataStore> =
+        Arc::new(HttpStore::new(&url, HttpStoreConfig::default()).unwrap());
+    // A crashed engine left its entry behind: nobody listens on its rpc port.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stale = format!("{{\"ip_or_host_name\":\"127.0.0.1\",\"rpc_port\":{dead_port}}}");
+    meta.put("mooncake/rpc_meta/127.0.0.1:5", bytes::Bytes::from(stale))
+        .await
+        .unwrap();
+    let first = TransferEngine::start(EngineConfig::new("127.0.0.1:5"), meta.clone())
+        .await
+        .unwrap();
+    // The same name while the first engine lives is refused, naming the owner.
+    let err = TransferEngine::start(EngineConfig::new("127.0.0.1:5"), meta.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is in use by a live engine"),
+        "{err}"
+    );
+    first.shutdown().await.unwrap();
+}
