@@ -3,10 +3,13 @@
 //! - `test`: every test the README promises (the README's test command);
 //! - `lint`: rustfmt, clippy `-D warnings` on all targets, rustdoc `-D warnings`;
 //! - `ci`: `lint` then `test`;
-//! - `demo`: the first thing a new user runs.
+//! - `demo`: the first thing a new user runs;
+//! - `interop`: byte-exact transfers with the C++ wheel, both directions (opt-in).
 #![allow(clippy::print_stdout)]
 
 mod demo;
+mod interop;
+mod te_compare;
 #[cfg(test)]
 mod tidy;
 
@@ -26,6 +29,7 @@ fn main() -> Result<()> {
             test()
         }
         "demo" => demo::run(),
+        "interop" => interop::run(&args[1..]),
         "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <test|lint|ci|demo>");
             println!("  test  run every test (unit, integration, conformance, end-to-end)");
