@@ -75,6 +75,9 @@ struct Args {
     /// Decimals of the throughput line.
     #[arg(long = "report_precision", default_value_t = 2)]
     report_precision: usize,
+    /// Pipelined TCP connections per peer (ours; default 4, as the C++ engine's lanes).
+    #[arg(long = "connections_per_peer")]
+    connections_per_peer: Option<usize>,
     /// Also print the result as one JSON object.
     #[arg(long)]
     json: bool,

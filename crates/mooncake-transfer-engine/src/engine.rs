@@ -175,7 +175,7 @@ impl TransferEngine {
             tcp: TcpClient::new(TcpClientConfig {
                 connect_timeout: config.connect_timeout,
                 io_timeout: config.io_timeout,
-                max_connections_per_peer: config.max_connections_per_peer.max(1),
+                lanes_per_peer: config.max_connections_per_peer.max(1),
             }),
             config,
             metadata,

@@ -326,3 +326,48 @@ async fn restart_after_a_crash_replaces_the_stale_rpc_meta_but_not_a_live_one() 
     );
     first.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_request_does_not_fail_its_pipelined_neighbours() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:1").await;
+    let b = engine(&meta, "127.0.0.1:2").await;
+    let a_buf = a.allocate_buffer(1 << 20, "*").await.unwrap();
+    let b_buf = b.allocate_buffer(1 << 20, "*").await.unwrap();
+    a_buf.write_at(0, &pattern(1 << 20, 3));
+    let seg = a.open_segment("127.0.0.1:2").await.unwrap();
+    let mut reqs: Vec<_> = (0..64u64)
+        .map(|i| TransferRequest {
+            opcode: if i % 2 == 0 {
+                Opcode::Write
+            } else {
+                Opcode::Read
+            },
+            source: a_buf.addr() + i * 16384,
+            target: seg,
+            target_offset: b_buf.addr() + i * 16384,
+            length: 16384,
+        })
+        .collect();
+    reqs[31].target_offset = b_buf.addr() + (1 << 20) - 10;
+    let batch = a.allocate_batch(64);
+    a.submit(batch, &reqs).unwrap();
+    assert_eq!(a.wait_batch(batch).await.unwrap(), TransferStatus::Failed);
+    for i in 0..64 {
+        let s = a.status(batch, i).unwrap();
+        let want = if i == 31 {
+            TransferStatus::Failed
+        } else {
+            TransferStatus::Completed
+        };
+        assert_eq!(s.status, want, "request {i}: {:?}", s.error);
+    }
+    a.free_batch(batch).unwrap();
+    for i in (0..64).step_by(2) {
+        let off = i * 16384;
+        assert!(
+            b_buf.to_vec(off, 16384) == a_buf.to_vec(off, 16384),
+            "write {i}"
+        );
+    }
+}

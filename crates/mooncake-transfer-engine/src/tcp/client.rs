@@ -1,39 +1,43 @@
-//! The initiator side of the TCP data path: pooled persistent connections per peer.
+//! The initiator side of the TCP data path: pipelined lanes per peer.
+//!
+//! Each peer gets up to `lanes_per_peer` persistent connections ("lanes"). A lane is a
+//! pair of tasks: the writer sends header (and payload) of each request as soon as it is
+//! queued, without waiting for the previous answer; the reader consumes status frames (and
+//! READ payloads) in the same order. The server sees an ordinary sequence of requests on a
+//! persistent connection, exactly what the C++ client sends, only without gaps.
+//!
+//! When a request fails (rejection, broken connection, timeout) the lane closes; the
+//! requests queued behind it on that lane are retried on a fresh lane, so one bad request
+//! never fails its neighbours. READ and WRITE are idempotent, which makes the retry safe.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::write_all_vectored;
 use crate::codec::{Header, Opcode, ProtoVersion, Status, STATUS_LEN};
 use crate::memory::Region;
 use crate::TransferError;
 
+/// Requests sent ahead of their answers on one lane.
+const PIPELINE_DEPTH: usize = 32;
+/// Attempts of a request whose lane failed because of another request.
+const ATTEMPTS: usize = 3;
+
 /// Settings of the TCP initiator.
 #[derive(Debug, Clone)]
 pub(crate) struct TcpClientConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) io_timeout: Duration,
-    pub(crate) max_connections_per_peer: usize,
-}
-
-#[derive(Debug)]
-struct Peer {
-    idle: Mutex<Vec<TcpStream>>,
-    permits: Semaphore,
-}
-
-/// A pool of persistent connections per peer, bounded by a semaphore.
-#[derive(Debug)]
-pub(crate) struct TcpClient {
-    peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
-    config: TcpClientConfig,
+    pub(crate) lanes_per_peer: usize,
 }
 
 /// One request on the wire: local range, remote range, direction, framing.
@@ -47,6 +51,37 @@ pub(crate) struct WireOp {
     pub(crate) len: u64,
 }
 
+/// How a queued request ended.
+enum Outcome {
+    Done(Result<(), TransferError>),
+    /// The lane failed because of an earlier request; try again elsewhere.
+    Aborted,
+}
+
+struct Job {
+    op: WireOp,
+    local: Arc<Region>,
+    done: oneshot::Sender<Outcome>,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    load: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Peer {
+    lanes: Vec<Lane>,
+}
+
+/// Pipelined lanes per peer.
+#[derive(Debug)]
+pub(crate) struct TcpClient {
+    peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    config: TcpClientConfig,
+}
+
 impl TcpClient {
     pub(crate) fn new(config: TcpClientConfig) -> Self {
         Self {
@@ -56,145 +91,236 @@ impl TcpClient {
     }
 
     fn peer(&self, addr: SocketAddr) -> Arc<Peer> {
+        let lanes = self.config.lanes_per_peer.max(1);
         self.peers
             .lock()
             .entry(addr)
             .or_insert_with(|| {
                 Arc::new(Peer {
-                    idle: Mutex::new(Vec::new()),
-                    permits: Semaphore::new(self.config.max_connections_per_peer),
+                    lanes: (0..lanes).map(|_| Lane::default()).collect(),
                 })
             })
             .clone()
     }
 
-    /// Drops every idle connection to `addr` (after a failure, or when the peer moved).
+    /// Closes every lane to `addr` (after a failure, or when the peer moved).
     pub(crate) fn forget(&self, addr: SocketAddr) {
-        if let Some(p) = self.peers.lock().get(&addr) {
-            p.idle.lock().clear();
-        }
+        self.peers.lock().remove(&addr);
     }
 
-    /// Runs one request; the connection goes back to the pool only after a clean exchange.
-    pub(crate) async fn execute(&self, op: WireOp, local: &Region) -> Result<(), TransferError> {
+    /// Runs one request on the least-loaded lane of its peer.
+    pub(crate) async fn execute(
+        &self,
+        op: WireOp,
+        local: &Arc<Region>,
+    ) -> Result<(), TransferError> {
         let peer = self.peer(op.peer);
-        let _permit = peer
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| TransferError::Shutdown)?;
-        let pooled = peer.idle.lock().pop();
-        let mut stream = match pooled {
-            Some(s) => s,
-            None => self.connect(op.peer).await?,
-        };
-        // Time allowed: the status timeout plus 10 ns per byte (100 MB/s at worst).
-        let deadline = self.config.io_timeout + Duration::from_nanos(op.len.saturating_mul(10));
-        match tokio::time::timeout(deadline, exchange(&mut stream, op, local)).await {
-            Ok(Ok(())) => {
-                peer.idle.lock().push(stream);
-                Ok(())
+        for _ in 0..ATTEMPTS {
+            let lane = peer
+                .lanes
+                .iter()
+                .min_by_key(|l| l.load.load(Ordering::Relaxed))
+                .ok_or(TransferError::Shutdown)?;
+            lane.load.fetch_add(op.len + 4096, Ordering::Relaxed);
+            let outcome = self.submit(lane, op, local).await;
+            lane.load.fetch_sub(op.len + 4096, Ordering::Relaxed);
+            if let Outcome::Done(result) = outcome {
+                return result;
             }
-            Ok(Err(e)) => Err(e),
+        }
+        Err(TransferError::Io {
+            peer: op.peer,
+            what: "transfer (connection kept failing)",
+            source: std::io::ErrorKind::ConnectionAborted.into(),
+        })
+    }
+
+    async fn submit(&self, lane: &Lane, op: WireOp, local: &Arc<Region>) -> Outcome {
+        let (done, answer) = oneshot::channel();
+        let mut job = Job {
+            op,
+            local: local.clone(),
+            done,
+        };
+        let tx = {
+            let mut slot = lane.tx.lock();
+            match slot.as_ref().filter(|tx| !tx.is_closed()) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
+                    tokio::spawn(run_lane(op.peer, rx, self.config.clone()));
+                    *slot = Some(tx.clone());
+                    tx
+                }
+            }
+        };
+        if let Err(mpsc::error::SendError(back)) = tx.send(job).await {
+            job = back;
+            drop(job);
+            return Outcome::Aborted;
+        }
+        answer.await.unwrap_or(Outcome::Aborted)
+    }
+}
+
+async fn connect(addr: SocketAddr, config: &TcpClientConfig) -> Result<TcpStream, TransferError> {
+    let io = |source| TransferError::Io {
+        peer: addr,
+        what: "connect",
+        source,
+    };
+    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| TransferError::Timeout {
+            peer: addr,
+            timeout: config.connect_timeout,
+        })?
+        .map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    Ok(stream)
+}
+
+/// One lane: connects, then pipes requests through writer and reader until an error or
+/// until every sender is gone.
+async fn run_lane(addr: SocketAddr, mut rx: mpsc::Receiver<Job>, config: TcpClientConfig) {
+    let stream = match connect(addr, &config).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Fail the first waiting request with the real error; the rest retry.
+            if let Some(job) = rx.recv().await {
+                let _ = job.done.send(Outcome::Done(Err(e)));
+            }
+            return;
+        }
+    };
+    let (rd, wr) = stream.into_split();
+    let (inflight_tx, inflight_rx) = mpsc::channel::<Job>(PIPELINE_DEPTH);
+    let failed = Arc::new(Notify::new());
+    let writer = write_loop(wr, &mut rx, inflight_tx, failed.clone());
+    let reader = read_loop(rd, inflight_rx, &config, failed);
+    tokio::join!(writer, reader);
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Job>,
+    inflight: mpsc::Sender<Job>,
+    failed: Arc<Notify>,
+) {
+    loop {
+        let job = tokio::select! {
+            job = rx.recv() => match job { Some(j) => j, None => return },
+            _ = failed.notified() => return,
+        };
+        let op = job.op;
+        let local = job.local.clone();
+        // A v1 WRITE has no answer: it completes once the payload left the socket. Every
+        // other request is queued for the reader first, so that if the server rejects and
+        // closes while we write, the reader reports the rejection for this very request.
+        let unanswered = if op.version == ProtoVersion::V1 && op.opcode == Opcode::Write {
+            Some(job)
+        } else {
+            if inflight.send(job).await.is_err() {
+                return;
+            }
+            None
+        };
+        let header = Header {
+            size: op.len,
+            addr: op.remote_addr,
+            opcode: op.opcode,
+            version: op.version,
+        }
+        .encode();
+        let sent = match op.opcode {
+            Opcode::Write => {
+                let payload = local.slice(op.local_addr, op.len as usize);
+                write_all_vectored(&mut wr, &mut [&header, payload]).await
+            }
+            Opcode::Read => wr.write_all(&header).await,
+        };
+        let ok = sent.is_ok();
+        if let Some(job) = unanswered {
+            let result = sent.map_err(|source| TransferError::Io {
+                peer: op.peer,
+                what: "write of the payload",
+                source,
+            });
+            let _ = job.done.send(Outcome::Done(result));
+        }
+        if !ok {
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    mut inflight: mpsc::Receiver<Job>,
+    config: &TcpClientConfig,
+    failed: Arc<Notify>,
+) {
+    while let Some(job) = inflight.recv().await {
+        let op = job.op;
+        // The status timeout plus 10 ns per byte (100 MB/s at worst).
+        let deadline = config.io_timeout + Duration::from_nanos(op.len.saturating_mul(10));
+        let result = match tokio::time::timeout(deadline, complete(&mut rd, &job)).await {
+            Ok(r) => r,
             Err(_) => Err(TransferError::Timeout {
                 peer: op.peer,
                 timeout: deadline,
             }),
-        }
-    }
-
-    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, TransferError> {
-        let io = |source| TransferError::Io {
-            peer: addr,
-            what: "connect",
-            source,
         };
-        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
+        let ok = result.is_ok();
+        let _ = job.done.send(Outcome::Done(result));
+        if !ok {
+            failed.notify_one();
+            inflight.close();
+            while let Some(rest) = inflight.recv().await {
+                let _ = rest.done.send(Outcome::Aborted);
+            }
+            return;
+        }
+    }
+}
+
+/// Reads what the server answers to one request (status frame, READ payload).
+async fn complete(rd: &mut OwnedReadHalf, job: &Job) -> Result<(), TransferError> {
+    let op = job.op;
+    if op.version == ProtoVersion::V2 {
+        let mut frame = [0u8; STATUS_LEN];
+        rd.read_exact(&mut frame)
             .await
-            .map_err(|_| TransferError::Timeout {
-                peer: addr,
-                timeout: self.config.connect_timeout,
-            })?
-            .map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        Ok(stream)
-    }
-}
-
-async fn read_status(stream: &mut TcpStream, op: &WireOp) -> Result<(), TransferError> {
-    let mut frame = [0u8; STATUS_LEN];
-    stream
-        .read_exact(&mut frame)
-        .await
-        .map_err(|source| TransferError::Io {
-            peer: op.peer,
-            what: "read of the status frame",
-            source,
-        })?;
-    match Status::decode(&frame) {
-        Some(Status::Ok) => Ok(()),
-        Some(Status::Rejected) => Err(TransferError::Rejected {
-            peer: op.peer,
-            addr: op.remote_addr,
-            len: op.len,
-        }),
-        _ => Err(TransferError::BadStatus {
-            peer: op.peer,
-            frame,
-        }),
-    }
-}
-
-async fn exchange(stream: &mut TcpStream, op: WireOp, local: &Region) -> Result<(), TransferError> {
-    let header = Header {
-        size: op.len,
-        addr: op.remote_addr,
-        opcode: op.opcode,
-        version: op.version,
-    }
-    .encode();
-    let len = usize::try_from(op.len)
-        .map_err(|_| TransferError::InvalidArgument("length exceeds usize".into()))?;
-    let io = |what| {
-        move |source| TransferError::Io {
-            peer: op.peer,
-            what,
-            source,
-        }
-    };
-    match op.opcode {
-        Opcode::Write => {
-            let payload = local.slice(op.local_addr, len);
-            if let Err(e) = write_all_vectored(stream, &mut [&header, payload]).await {
-                // The server refuses a bad address before reading the payload and closes;
-                // report its rejection frame rather than the broken pipe, if it arrived.
-                if op.version == ProtoVersion::V2 {
-                    if let Ok(Err(rejected @ TransferError::Rejected { .. })) =
-                        tokio::time::timeout(Duration::from_millis(100), read_status(stream, &op))
-                            .await
-                    {
-                        return Err(rejected);
-                    }
-                }
-                return Err(io("write of the payload")(e));
+            .map_err(|source| TransferError::Io {
+                peer: op.peer,
+                what: "read of the status frame",
+                source,
+            })?;
+        match Status::decode(&frame) {
+            Some(Status::Ok) => {}
+            Some(Status::Rejected) => {
+                return Err(TransferError::Rejected {
+                    peer: op.peer,
+                    addr: op.remote_addr,
+                    len: op.len,
+                })
             }
-            if op.version == ProtoVersion::V2 {
-                read_status(stream, &op).await?;
+            _ => {
+                return Err(TransferError::BadStatus {
+                    peer: op.peer,
+                    frame,
+                })
             }
         }
-        Opcode::Read => {
-            stream
-                .write_all(&header)
-                .await
-                .map_err(io("write of the header"))?;
-            if op.version == ProtoVersion::V2 {
-                read_status(stream, &op).await?;
-            }
-            stream
-                .read_exact(local.slice_mut(op.local_addr, len))
-                .await
-                .map_err(io("read of the payload"))?;
-        }
+    }
+    if op.opcode == Opcode::Read {
+        rd.read_exact(job.local.slice_mut(op.local_addr, op.len as usize))
+            .await
+            .map_err(|source| TransferError::Io {
+                peer: op.peer,
+                what: "read of the payload",
+                source,
+            })?;
     }
     Ok(())
 }
