@@ -682,7 +682,7 @@ impl Drop for Inner {
 async fn bind(host: &str) -> Result<TcpListener, TransferError> {
     let addr = lookup(host, 0)
         .await
-        .map_err(|reason| TransferError::InvalidArgument(reason))?;
+        .map_err(TransferError::InvalidArgument)?;
     TcpListener::bind(addr)
         .await
         .map_err(|source| TransferError::Io {

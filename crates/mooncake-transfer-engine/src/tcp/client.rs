@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -255,11 +255,13 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    mut rd: OwnedReadHalf,
+    rd: OwnedReadHalf,
     mut inflight: mpsc::Receiver<Job>,
     config: &TcpClientConfig,
     failed: Arc<Notify>,
 ) {
+    // Small answers (status frames, small READs) arrive several per syscall.
+    let mut rd = BufReader::with_capacity(4 * 1024, rd);
     while let Some(job) = inflight.recv().await {
         let op = job.op;
         // The status timeout plus 10 ns per byte (100 MB/s at worst).
@@ -285,7 +287,7 @@ async fn read_loop(
 }
 
 /// Reads what the server answers to one request (status frame, READ payload).
-async fn complete(rd: &mut OwnedReadHalf, job: &Job) -> Result<(), TransferError> {
+async fn complete(rd: &mut BufReader<OwnedReadHalf>, job: &Job) -> Result<(), TransferError> {
     let op = job.op;
     if op.version == ProtoVersion::V2 {
         let mut frame = [0u8; STATUS_LEN];
