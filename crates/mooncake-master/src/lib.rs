@@ -1,6 +1,17 @@
-//! The master of Mooncake in Rust (work in progress).
+//! The master of Mooncake in Rust: object metadata only, value bytes never pass through it.
 //!
-//! It will own object metadata: the sans-io core (mounted segments, put start/end/revoke,
-//! read leases, eviction, client liveness) with time passed in, the gRPC service
-//! implementing `mooncake_store::MasterApi`, `/metrics`, and the embedded HTTP metadata
-//! server from `mooncake_metadata`.
+//! - [`MasterCore`]: the sans-io state machine (mounted segments, liveness, objects, leases,
+//!   pins, eviction), with time passed in;
+//! - [`Master`]: the core behind a lock with the clock, metrics and the periodic tick; it
+//!   implements [`mooncake_store::MasterApi`], so clients can link it in-process;
+//! - [`MasterConfig`]: Mooncake's defaults, validated.
+#![forbid(unsafe_code)]
+
+mod config;
+mod core;
+mod master;
+pub mod metrics;
+
+pub use crate::core::{EvictionStats, MasterCore, TickReport};
+pub use config::{ConfigError, MasterConfig};
+pub use master::Master;

@@ -1,5 +1,23 @@
-//! The store of Mooncake in Rust (work in progress).
+//! The store of Mooncake in Rust: the object model, Mooncake's error codes, segment
+//! allocation and replica placement, and the `MasterApi` seam.
 //!
-//! It will own the object model (`ObjectKey`, `Replica`, `ReplicateConfig`), Mooncake's
-//! numeric `ErrorCode`, the offset allocator over mounted segments, replica placement,
-//! the `MasterApi` trait with its gRPC client, the store `Client` and `StoreService`.
+//! - [`ErrorCode`]: Mooncake's numeric store errors, the one mapping every error goes through;
+//! - [`types`]: [`ObjectKey`], [`Segment`], [`ReplicateConfig`], [`ReplicaDescriptor`], …;
+//! - [`allocator::OffsetAllocator`]: the bin-based O(1) offset allocator over one segment;
+//! - [`placement::PlacementStrategy`]: random, free-ratio-first and local-first placement;
+//! - [`MasterApi`]: every master RPC the client needs, implemented by the in-process master
+//!   (`mooncake-master`) and by the gRPC client.
+#![forbid(unsafe_code)]
+
+pub mod allocator;
+mod error;
+mod master_api;
+pub mod placement;
+pub mod types;
+
+pub use error::{to_code, ErrorCode};
+pub use master_api::{BatchResult, MasterApi};
+pub use types::{
+    ClientId, ClientStatus, ObjectKey, Pin, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
+    ReplicateConfig, Segment, SegmentId,
+};

@@ -1,0 +1,74 @@
+use std::time::Duration;
+
+use mooncake_store::placement::PlacementStrategy;
+
+/// Settings of the master core; defaults are Mooncake's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterConfig {
+    /// Read lease granted by exist / get_replica_list (`--default_kv_lease_ttl`, 10 s).
+    pub default_kv_lease_ttl: Duration,
+    /// Soft-pin duration (`--default_kv_soft_pin_ttl`, 30 min).
+    pub default_kv_soft_pin_ttl: Duration,
+    /// Whether soft-pinned objects may be evicted after all others (`true`).
+    pub allow_evict_soft_pinned_objects: bool,
+    /// A contributing client silent this long is expired (`--client_ttl`, 10 s).
+    pub client_ttl: Duration,
+    /// An unfinished put older than this may be preempted / is discarded (30 s).
+    pub put_start_discard_timeout: Duration,
+    /// Space of a preempted put is reused only after this (600 s): its writer may still write.
+    pub put_start_release_timeout: Duration,
+    /// Eviction starts above this fraction of capacity (0.90; 1.0 disables it).
+    pub eviction_high_watermark_ratio: f64,
+    /// Fraction of capacity each eviction pass frees (0.05).
+    pub eviction_ratio: f64,
+    /// Replica placement (`--allocation_strategy`, `random`).
+    pub allocation_strategy: PlacementStrategy,
+    /// Seed of placement's random choices.
+    pub seed: u64,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        Self {
+            default_kv_lease_ttl: Duration::from_secs(10),
+            default_kv_soft_pin_ttl: Duration::from_secs(30 * 60),
+            allow_evict_soft_pinned_objects: true,
+            client_ttl: Duration::from_secs(10),
+            put_start_discard_timeout: Duration::from_secs(30),
+            put_start_release_timeout: Duration::from_secs(600),
+            eviction_high_watermark_ratio: 0.90,
+            eviction_ratio: 0.05,
+            allocation_strategy: PlacementStrategy::Random,
+            seed: 0x5EED,
+        }
+    }
+}
+
+/// A setting outside its valid range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid master setting {field}: {reason}")]
+pub struct ConfigError {
+    /// The flag / config-file key.
+    pub field: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl MasterConfig {
+    /// Checks ranges (the C++ master refuses to start on the same errors).
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if !(0.0..=1.0).contains(&self.eviction_high_watermark_ratio) {
+            return Err(ConfigError {
+                field: "eviction_high_watermark_ratio",
+                reason: format!("{} is not within [0, 1]", self.eviction_high_watermark_ratio),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.eviction_ratio) {
+            return Err(ConfigError { field: "eviction_ratio", reason: format!("{} is not within [0, 1]", self.eviction_ratio) });
+        }
+        if self.client_ttl.is_zero() {
+            return Err(ConfigError { field: "client_ttl", reason: "must be positive".into() });
+        }
+        Ok(self)
+    }
+}

@@ -1,0 +1,598 @@
+//! The master's object-metadata core: sans-io, time passed in.
+//!
+//! Owns mounted segments (each with an [`OffsetAllocator`]), client liveness, objects and
+//! their replicas, read leases, pins and eviction. Every method takes `now`; nothing here
+//! reads a clock, spawns a task or touches a socket. The runtime shell (`Master`) wraps it
+//! in a lock and calls [`MasterCore::tick`] periodically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use mooncake_store::allocator::{AllocHandle, OffsetAllocator};
+use mooncake_store::placement::{Candidate, PlacementRequest, Rng};
+use mooncake_store::{
+    ClientId, ClientStatus, ErrorCode, ObjectKey, Pin, PingReply, ReplicaDescriptor, ReplicaList, ReplicateConfig,
+    Segment, SegmentId,
+};
+
+use crate::MasterConfig;
+
+#[derive(Debug)]
+struct Mounted {
+    segment: Segment,
+    client: ClientId,
+    alloc: OffsetAllocator,
+}
+
+#[derive(Debug, Default)]
+struct ClientState {
+    alive: bool,
+    deadline: Option<Instant>,
+    segments: Vec<SegmentId>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    segment: SegmentId,
+    handle: AllocHandle,
+    offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Processing { client: ClientId, started: Instant },
+    Complete,
+}
+
+#[derive(Debug)]
+struct Object {
+    size: u64,
+    slots: Vec<Slot>,
+    state: State,
+    lease_until: Instant,
+    pin: Pin,
+    soft_pin_until: Option<Instant>,
+}
+
+/// What one [`MasterCore::tick`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TickReport {
+    /// Clients expired for silence (their segments were unmounted).
+    pub expired_clients: Vec<ClientId>,
+    /// Unfinished puts discarded after the discard timeout.
+    pub discarded_puts: usize,
+    /// Objects evicted.
+    pub evicted: usize,
+}
+
+/// Eviction counters (Mooncake's metric names in the shell).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EvictionStats {
+    /// Objects evicted so far.
+    pub evicted_keys: u64,
+    /// Bytes freed by eviction.
+    pub evicted_bytes: u64,
+    /// Eviction passes that freed something.
+    pub successful_passes: u64,
+    /// Eviction passes attempted.
+    pub attempted_passes: u64,
+}
+
+/// The master's state machine.
+#[derive(Debug)]
+pub struct MasterCore {
+    config: MasterConfig,
+    view_version: i64,
+    segments: BTreeMap<SegmentId, Mounted>,
+    clients: HashMap<ClientId, ClientState>,
+    objects: HashMap<String, Object>,
+    delayed_frees: Vec<(Instant, SegmentId, AllocHandle)>,
+    rng: Rng,
+    capacity: u64,
+    allocated: u64,
+    stats: EvictionStats,
+}
+
+impl MasterCore {
+    /// An empty master. `view_version` distinguishes master incarnations.
+    pub fn new(config: MasterConfig, view_version: i64) -> Self {
+        let rng = Rng::new(config.seed);
+        Self {
+            config,
+            view_version,
+            segments: BTreeMap::new(),
+            clients: HashMap::new(),
+            objects: HashMap::new(),
+            delayed_frees: Vec::new(),
+            rng,
+            capacity: 0,
+            allocated: 0,
+            stats: EvictionStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MasterConfig {
+        &self.config
+    }
+
+    /// Total bytes of mounted segments.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes reserved by replicas (and by preempted puts awaiting release).
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
+    /// Number of objects (including puts in progress).
+    pub fn key_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Number of soft-pinned objects.
+    pub fn soft_pin_key_count(&self) -> usize {
+        self.objects.values().filter(|o| o.pin == Pin::Soft).count()
+    }
+
+    /// Clients currently alive.
+    pub fn active_clients(&self) -> usize {
+        self.clients.values().filter(|c| c.alive).count()
+    }
+
+    /// Eviction counters.
+    pub fn eviction_stats(&self) -> EvictionStats {
+        self.stats
+    }
+
+    /// Mounted segments with their capacity and allocated bytes.
+    pub fn segment_usage(&self) -> Vec<(String, u64, u64)> {
+        self.segments.values().map(|m| (m.segment.name.clone(), m.segment.size, m.alloc.allocated_bytes())).collect()
+    }
+
+    /// Keys of every complete object (for `/get_all_keys`).
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.iter().filter(|(_, o)| o.state == State::Complete).map(|(k, _)| k.clone()).collect()
+    }
+
+    // ---- segments and liveness ----
+
+    /// Mounts a segment; idempotent for the same id and client.
+    pub fn mount_segment(&mut self, client: ClientId, segment: Segment, now: Instant) -> Result<(), ErrorCode> {
+        if segment.size == 0 || segment.name.is_empty() || segment.base.checked_add(segment.size).is_none() {
+            return Err(ErrorCode::InvalidParams);
+        }
+        if let Some(m) = self.segments.get(&segment.id) {
+            return if m.client == client { Ok(()) } else { Err(ErrorCode::SegmentAlreadyExists) };
+        }
+        let id = segment.id;
+        self.capacity += segment.size;
+        let alloc = OffsetAllocator::new(segment.size);
+        self.segments.insert(id, Mounted { segment, client, alloc });
+        let state = self.clients.entry(client).or_default();
+        state.segments.push(id);
+        if state.deadline.is_none() {
+            state.deadline = Some(now + self.config.client_ttl);
+        }
+        Ok(())
+    }
+
+    /// Re-mounts every segment of a client and marks it alive.
+    pub fn remount_segments(&mut self, client: ClientId, segments: Vec<Segment>, now: Instant) -> Result<(), ErrorCode> {
+        for s in segments {
+            self.mount_segment(client, s, now)?;
+        }
+        let state = self.clients.entry(client).or_default();
+        state.alive = true;
+        state.deadline = Some(now + self.config.client_ttl);
+        Ok(())
+    }
+
+    /// Unmounts a segment (idempotent): its replicas vanish; objects left without any
+    /// replica are erased.
+    pub fn unmount_segment(&mut self, client: ClientId, segment: SegmentId) -> Result<(), ErrorCode> {
+        let Some(m) = self.segments.get(&segment) else { return Ok(()) };
+        if m.client != client {
+            return Err(ErrorCode::IllegalClient);
+        }
+        self.drop_segment(segment);
+        Ok(())
+    }
+
+    fn drop_segment(&mut self, id: SegmentId) {
+        let Some(m) = self.segments.remove(&id) else { return };
+        self.capacity -= m.segment.size;
+        self.allocated -= m.alloc.allocated_bytes();
+        if let Some(c) = self.clients.get_mut(&m.client) {
+            c.segments.retain(|s| *s != id);
+        }
+        self.delayed_frees.retain(|(_, s, _)| *s != id);
+        self.objects.retain(|_, o| {
+            o.slots.retain(|s| s.segment != id);
+            !o.slots.is_empty()
+        });
+    }
+
+    /// Heartbeat: `Ok` keeps a live client alive; anyone else must remount.
+    pub fn ping(&mut self, client: ClientId, now: Instant) -> PingReply {
+        let status = match self.clients.get_mut(&client) {
+            Some(c) if c.alive => {
+                c.deadline = Some(now + self.config.client_ttl);
+                ClientStatus::Ok
+            }
+            _ => ClientStatus::NeedRemount,
+        };
+        PingReply { view_version: self.view_version, status }
+    }
+
+    /// Periodic work: expire silent clients, release delayed frees, discard abandoned puts,
+    /// evict above the high watermark.
+    pub fn tick(&mut self, now: Instant) -> TickReport {
+        let mut report = TickReport::default();
+        let expired: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            if let Some(state) = self.clients.remove(id) {
+                for seg in state.segments {
+                    self.drop_segment(seg);
+                }
+            }
+        }
+        report.expired_clients = expired;
+        let (due, later): (Vec<_>, Vec<_>) = self.delayed_frees.drain(..).partition(|(t, _, _)| *t <= now);
+        self.delayed_frees = later;
+        for (_, seg, handle) in due {
+            self.free_slot(seg, handle);
+        }
+        let discard = self.config.put_start_discard_timeout;
+        let abandoned: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| matches!(o.state, State::Processing { started, .. } if now.saturating_duration_since(started) >= discard))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in abandoned {
+            self.preempt(&key, now);
+            report.discarded_puts += 1;
+        }
+        if self.capacity > 0 && self.allocated as f64 / self.capacity as f64 > self.config.eviction_high_watermark_ratio {
+            let used = self.allocated as f64 / self.capacity as f64;
+            let ratio = self.config.eviction_ratio.max(used - self.config.eviction_high_watermark_ratio + self.config.eviction_ratio);
+            let target = (ratio * self.capacity as f64) as u64;
+            report.evicted = self.evict(target.max(1), now);
+        }
+        report
+    }
+
+    // ---- objects ----
+
+    /// Whether a readable replica exists; `true` grants a read lease.
+    pub fn exist_key(&mut self, key: &str, now: Instant) -> bool {
+        let ttl = self.config.default_kv_lease_ttl;
+        match self.objects.get_mut(key) {
+            Some(o) if o.state == State::Complete => {
+                o.lease_until = o.lease_until.max(now + ttl);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The readable replicas of a key; grants or extends the read lease.
+    pub fn get_replica_list(&mut self, key: &str, now: Instant) -> Result<ReplicaList, ErrorCode> {
+        let ttl = self.config.default_kv_lease_ttl;
+        let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
+        if o.state != State::Complete {
+            return Err(ErrorCode::ReplicaIsNotReady);
+        }
+        o.lease_until = o.lease_until.max(now + ttl);
+        let (size, slots) = (o.size, o.slots.clone());
+        let replicas = slots.iter().filter_map(|s| self.describe(s, size)).collect();
+        Ok(ReplicaList { replicas, lease_ttl_ms: ttl.as_millis() as u64 })
+    }
+
+    fn describe(&self, slot: &Slot, size: u64) -> Option<ReplicaDescriptor> {
+        let m = self.segments.get(&slot.segment)?;
+        Some(ReplicaDescriptor {
+            buffer_address: m.segment.base + slot.offset,
+            size,
+            transport_endpoint: m.segment.te_endpoint.clone(),
+            protocol: m.segment.protocol.clone(),
+            segment_name: m.segment.name.clone(),
+        })
+    }
+
+    /// Allocates the replicas of a new object, in the PROCESSING state.
+    pub fn put_start(
+        &mut self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+        now: Instant,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let key = ObjectKey::new(key)?;
+        if size == 0 || config.replica_num == 0 || config.prefer_alloc_in_same_node {
+            return Err(ErrorCode::InvalidParams);
+        }
+        if let Some(o) = self.objects.get(key.as_str()) {
+            match o.state {
+                State::Complete => return Err(ErrorCode::ObjectAlreadyExists),
+                State::Processing { started, .. } if now.saturating_duration_since(started) < self.config.put_start_discard_timeout => {
+                    return Err(ErrorCode::ObjectAlreadyExists)
+                }
+                State::Processing { .. } => self.preempt(key.as_str(), now),
+            }
+        }
+        self.allocate_object(client, key, size, config, now)
+    }
+
+    /// Like `put_start`, replacing an existing complete object.
+    pub fn upsert_start(
+        &mut self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+        now: Instant,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let key = ObjectKey::new(key)?;
+        if size == 0 || config.replica_num == 0 || config.prefer_alloc_in_same_node {
+            return Err(ErrorCode::InvalidParams);
+        }
+        if let Some(o) = self.objects.get(key.as_str()) {
+            match o.state {
+                State::Processing { started, .. } if now.saturating_duration_since(started) < self.config.put_start_discard_timeout => {
+                    return Err(ErrorCode::ObjectReplicaBusy)
+                }
+                // Readers may still hold a lease on the old replicas: free them when it ends.
+                _ => self.preempt_until(key.as_str(), o.lease_until.max(now)),
+            }
+        }
+        self.allocate_object(client, key, size, config, now)
+    }
+
+    fn allocate_object(
+        &mut self,
+        client: ClientId,
+        key: ObjectKey,
+        size: u64,
+        config: &ReplicateConfig,
+        now: Instant,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let mut slots = self.place(client, size, config);
+        while slots.is_empty() {
+            // Evict synchronously before failing: a put fails only when nothing is evictable.
+            if self.evict(size, now) == 0 {
+                return Err(ErrorCode::NoAvailableHandle);
+            }
+            slots = self.place(client, size, config);
+        }
+        let descriptors = slots.iter().filter_map(|s| self.describe(s, size)).collect();
+        let pin = config.pin;
+        self.objects.insert(
+            key.as_str().to_owned(),
+            Object { size, slots, state: State::Processing { client, started: now }, lease_until: now, pin, soft_pin_until: None },
+        );
+        Ok(descriptors)
+    }
+
+    /// Picks segments and allocates one range on each distinct segment name.
+    fn place(&mut self, client: ClientId, size: u64, config: &ReplicateConfig) -> Vec<Slot> {
+        let ids: Vec<SegmentId> = self.segments.keys().copied().collect();
+        let writer_host = self
+            .clients
+            .get(&client)
+            .and_then(|c| c.segments.first())
+            .and_then(|s| self.segments.get(s))
+            .map(|m| m.segment.host_id.clone());
+        let order = {
+            let candidates: Vec<Candidate<'_>> = ids
+                .iter()
+                .filter_map(|id| self.segments.get(id))
+                .map(|m| Candidate { name: &m.segment.name, host_id: &m.segment.host_id, capacity: m.segment.size, free: m.alloc.free_bytes() })
+                .collect();
+            let req = PlacementRequest { replicas: config.replica_num, preferred: &config.preferred_segments, writer_host: writer_host.as_deref() };
+            self.config.allocation_strategy.order(&candidates, &req, &mut self.rng)
+        };
+        let mut slots: Vec<Slot> = Vec::with_capacity(config.replica_num);
+        let mut names: Vec<String> = Vec::with_capacity(config.replica_num);
+        for i in order {
+            if slots.len() == config.replica_num {
+                break;
+            }
+            let id = ids[i];
+            let Some(m) = self.segments.get_mut(&id) else { continue };
+            if names.iter().any(|n| *n == m.segment.name) {
+                continue;
+            }
+            if let Some(a) = m.alloc.allocate(size) {
+                self.allocated += a.size;
+                names.push(m.segment.name.clone());
+                slots.push(Slot { segment: id, handle: a.handle, offset: a.offset });
+            }
+        }
+        slots
+    }
+
+    /// Makes an object readable.
+    pub fn put_end(&mut self, client: ClientId, key: &str, now: Instant) -> Result<(), ErrorCode> {
+        let soft_ttl = self.config.default_kv_soft_pin_ttl;
+        let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
+        match o.state {
+            State::Processing { client: owner, .. } if owner == client => {
+                o.state = State::Complete;
+                o.lease_until = now;
+                if o.pin == Pin::Soft {
+                    o.soft_pin_until = Some(now + soft_ttl);
+                }
+                Ok(())
+            }
+            State::Processing { .. } => Err(ErrorCode::IllegalClient),
+            State::Complete => Err(ErrorCode::InvalidWrite),
+        }
+    }
+
+    /// Abandons a put: frees its ranges now (the revoking writer has stopped writing).
+    pub fn put_revoke(&mut self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
+        let o = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
+        match o.state {
+            State::Processing { client: owner, .. } if owner == client => {
+                if let Some(o) = self.objects.remove(key) {
+                    self.free_slots(&o.slots);
+                }
+                Ok(())
+            }
+            State::Processing { .. } => Err(ErrorCode::IllegalClient),
+            State::Complete => Err(ErrorCode::InvalidWrite),
+        }
+    }
+
+    /// Removes an object.
+    pub fn remove(&mut self, key: &str, force: bool, now: Instant) -> Result<(), ErrorCode> {
+        let o = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
+        if o.lease_until > now && !force {
+            return Err(ErrorCode::ObjectHasLease);
+        }
+        if o.state != State::Complete {
+            return Err(ErrorCode::ReplicaIsNotReady);
+        }
+        if let Some(o) = self.objects.remove(key) {
+            self.free_slots(&o.slots);
+        }
+        Ok(())
+    }
+
+    /// Removes every complete object (leased ones only with `force`); returns the count.
+    pub fn remove_all(&mut self, force: bool, now: Instant) -> u64 {
+        let keys: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.state == State::Complete && (force || o.lease_until <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            if let Some(o) = self.objects.remove(k) {
+                self.free_slots(&o.slots);
+            }
+        }
+        keys.len() as u64
+    }
+
+    // ---- space ----
+
+    fn free_slots(&mut self, slots: &[Slot]) {
+        for s in slots {
+            self.free_slot(s.segment, s.handle);
+        }
+    }
+
+    fn free_slot(&mut self, segment: SegmentId, handle: AllocHandle) {
+        if let Some(m) = self.segments.get_mut(&segment) {
+            let before = m.alloc.allocated_bytes();
+            if m.alloc.free(handle).is_ok() {
+                self.allocated -= before - m.alloc.allocated_bytes();
+            }
+        }
+    }
+
+    /// Drops an unfinished or replaced object whose writer may still be writing: its ranges
+    /// are reused only after the release timeout.
+    fn preempt(&mut self, key: &str, now: Instant) {
+        self.preempt_until(key, now + self.config.put_start_release_timeout);
+    }
+
+    fn preempt_until(&mut self, key: &str, release_at: Instant) {
+        if let Some(o) = self.objects.remove(key) {
+            for s in o.slots {
+                self.delayed_frees.push((release_at, s.segment, s.handle));
+            }
+        }
+    }
+
+    /// Evicts least-recently-leased objects until `target` bytes are freed or nothing
+    /// evictable is left: never a leased, hard-pinned or unfinished object; soft-pinned
+    /// ones only in a second pass. Returns the number evicted.
+    pub fn evict(&mut self, target: u64, now: Instant) -> usize {
+        self.stats.attempted_passes += 1;
+        let allow_soft = self.config.allow_evict_soft_pinned_objects;
+        let mut candidates: Vec<(bool, Instant, String)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| o.state == State::Complete && o.lease_until <= now && o.pin != Pin::Hard)
+            .map(|(k, o)| {
+                let soft = o.pin == Pin::Soft && o.soft_pin_until.is_some_and(|t| t > now);
+                (soft, o.lease_until, k.clone())
+            })
+            .filter(|(soft, _, _)| !soft || allow_soft)
+            .collect();
+        candidates.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let (mut freed, mut count) = (0u64, 0usize);
+        for (_, _, key) in candidates {
+            if freed >= target {
+                break;
+            }
+            if let Some(o) = self.objects.remove(&key) {
+                let before = self.allocated;
+                self.free_slots(&o.slots);
+                freed += before - self.allocated;
+                count += 1;
+            }
+        }
+        if count > 0 {
+            self.stats.successful_passes += 1;
+            self.stats.evicted_keys += count as u64;
+            self.stats.evicted_bytes += freed;
+        }
+        count
+    }
+}
+
+impl MasterCore {
+    /// Checks the core's invariants; used by the model-based tests and debug assertions.
+    /// Replicas of one object lie on distinct mounted segment names, every replica's
+    /// segment is mounted, and the allocated-bytes accounting matches the allocators.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (key, o) in &self.objects {
+            let mut names = Vec::new();
+            for s in &o.slots {
+                let m = self.segments.get(&s.segment).ok_or_else(|| format!("{key}: replica on an unmounted segment"))?;
+                if names.contains(&&m.segment.name) {
+                    return Err(format!("{key}: two replicas on segment {}", m.segment.name));
+                }
+                names.push(&m.segment.name);
+                if s.offset + o.size > m.segment.size {
+                    return Err(format!("{key}: replica outside its segment"));
+                }
+            }
+        }
+        let sum: u64 = self.segments.values().map(|m| m.alloc.allocated_bytes()).sum();
+        if sum != self.allocated {
+            return Err(format!("allocated {} but allocators hold {sum}", self.allocated));
+        }
+        let cap: u64 = self.segments.values().map(|m| m.segment.size).sum();
+        if cap != self.capacity {
+            return Err(format!("capacity {} but segments sum to {cap}", self.capacity));
+        }
+        Ok(())
+    }
+
+    /// Whether `key` is held (complete or in progress), for tests and admin queries.
+    pub fn contains(&self, key: &str) -> bool {
+        self.objects.contains_key(key)
+    }
+
+    /// The lease deadline of `key`, if it exists.
+    pub fn lease_until(&self, key: &str) -> Option<Instant> {
+        self.objects.get(key).map(|o| o.lease_until)
+    }
+}
+
+#[cfg(test)]
+#[path = "core_tests.rs"]
+mod tests;

@@ -1,0 +1,250 @@
+//! `Master`: the core behind a lock, with the clock, metrics and the periodic tick;
+//! usable in-process as an `Arc<dyn MasterApi>`.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use mooncake_store::{
+    BatchResult, ClientId, ErrorCode, MasterApi, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
+    ReplicateConfig, Segment, SegmentId,
+};
+use parking_lot::Mutex;
+
+use crate::core::{MasterCore, TickReport};
+use crate::metrics::{Metrics, Op};
+use crate::MasterConfig;
+
+/// The master: thread-safe, cheap to share (`Arc`).
+#[derive(Debug)]
+pub struct Master {
+    core: Mutex<MasterCore>,
+    metrics: Metrics,
+    version: ProtocolVersion,
+}
+
+impl Master {
+    /// A master with an empty state. Its view version is the start time in ms, so clients
+    /// notice a restart.
+    pub fn new(config: MasterConfig) -> Arc<Self> {
+        Self::with_version(config, ProtocolVersion::CURRENT)
+    }
+
+    /// The same, speaking another protocol version (for upgrade tests).
+    pub fn with_version(config: MasterConfig, version: ProtocolVersion) -> Arc<Self> {
+        let view = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1);
+        Arc::new(Self { core: Mutex::new(MasterCore::new(config, view)), metrics: Metrics::default(), version })
+    }
+
+    /// Runs the periodic work once (client expiry, abandoned puts, eviction).
+    pub fn tick(&self) -> TickReport {
+        let report = self.core.lock().tick(Instant::now());
+        for c in &report.expired_clients {
+            tracing::info!(client = format!("{:x}", c.0), action = "client_expired", "client expired; its segments are unmounted");
+        }
+        if report.evicted > 0 {
+            tracing::debug!(evicted = report.evicted, "eviction pass");
+        }
+        report
+    }
+
+    /// Ticks every `period` until `shutdown` completes (the master's monitor thread).
+    pub async fn run_ticker(self: Arc<Self>, period: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => { self.tick(); }
+                _ = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// The request counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Keys of every complete object.
+    pub fn keys(&self) -> Vec<String> {
+        self.core.lock().keys()
+    }
+
+    /// Names of mounted segments.
+    pub fn segment_names(&self) -> Vec<String> {
+        self.core.lock().segment_usage().into_iter().map(|(n, _, _)| n).collect()
+    }
+
+    /// Prometheus text of every gauge and counter (Mooncake's names).
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        {
+            let core = self.core.lock();
+            let stats = core.eviction_stats();
+            let gauges = [
+                ("master_allocated_bytes", core.allocated()),
+                ("master_total_capacity_bytes", core.capacity()),
+                ("master_key_count", core.key_count() as u64),
+                ("master_soft_pin_key_count", core.soft_pin_key_count() as u64),
+                ("master_active_clients", core.active_clients() as u64),
+            ];
+            for (name, v) in gauges {
+                let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
+            }
+            for (seg, cap, used) in core.segment_usage() {
+                let _ = writeln!(out, "segment_allocated_bytes{{segment=\"{seg}\"}} {used}");
+                let _ = writeln!(out, "segment_total_capacity_bytes{{segment=\"{seg}\"}} {cap}");
+            }
+            let counters = [
+                ("master_successful_evictions_total", stats.successful_passes),
+                ("master_attempted_evictions_total", stats.attempted_passes),
+                ("master_evicted_key_count", stats.evicted_keys),
+                ("master_evicted_size_bytes", stats.evicted_bytes),
+            ];
+            for (name, v) in counters {
+                let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
+            }
+        }
+        self.metrics.render(&mut out);
+        out
+    }
+
+    fn count<T>(&self, op: Op, r: Result<T, ErrorCode>) -> Result<T, ErrorCode> {
+        self.metrics.record(op, 1, u64::from(r.is_err()));
+        r
+    }
+
+    fn count_batch<T>(&self, op: Op, rs: Vec<Result<T, ErrorCode>>) -> BatchResult<T> {
+        let failed = rs.iter().filter(|r| r.is_err()).count() as u64;
+        self.metrics.record(op, rs.len() as u64, failed);
+        self.metrics.record_batch(op, rs.len() as u64);
+        Ok(rs)
+    }
+}
+
+#[async_trait]
+impl MasterApi for Master {
+    async fn connect(&self, client: ProtocolVersion) -> Result<ProtocolVersion, ErrorCode> {
+        if !self.version.accepts(client) {
+            self.metrics.version_rejections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%client, master = %self.version, "refused a client of an incompatible protocol version");
+            return Err(ErrorCode::InvalidVersion);
+        }
+        Ok(self.version)
+    }
+
+    async fn mount_segment(&self, client: ClientId, segment: Segment) -> Result<(), ErrorCode> {
+        let r = self.core.lock().mount_segment(client, segment, Instant::now());
+        self.count(Op::MountSegment, r)
+    }
+
+    async fn remount_segments(&self, client: ClientId, segments: Vec<Segment>) -> Result<(), ErrorCode> {
+        let r = self.core.lock().remount_segments(client, segments, Instant::now());
+        self.count(Op::RemountSegment, r)
+    }
+
+    async fn unmount_segment(&self, client: ClientId, segment: SegmentId) -> Result<(), ErrorCode> {
+        let r = self.core.lock().unmount_segment(client, segment);
+        self.count(Op::UnmountSegment, r)
+    }
+
+    async fn ping(&self, client: ClientId) -> Result<PingReply, ErrorCode> {
+        let r = self.core.lock().ping(client, Instant::now());
+        self.count(Op::Ping, Ok(r))
+    }
+
+    async fn exist_key(&self, key: &str) -> Result<bool, ErrorCode> {
+        let r = self.core.lock().exist_key(key, Instant::now());
+        self.count(Op::ExistKey, Ok(r))
+    }
+
+    async fn batch_exist_key(&self, keys: &[String]) -> BatchResult<bool> {
+        let now = Instant::now();
+        let rs = {
+            let mut core = self.core.lock();
+            keys.iter().map(|k| Ok(core.exist_key(k, now))).collect()
+        };
+        self.count_batch(Op::ExistKey, rs)
+    }
+
+    async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode> {
+        let r = self.core.lock().get_replica_list(key, Instant::now());
+        self.count(Op::GetReplicaList, r)
+    }
+
+    async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList> {
+        let now = Instant::now();
+        let rs = {
+            let mut core = self.core.lock();
+            keys.iter().map(|k| core.get_replica_list(k, now)).collect()
+        };
+        self.count_batch(Op::GetReplicaList, rs)
+    }
+
+    async fn put_start(&self, client: ClientId, key: &str, size: u64, config: &ReplicateConfig) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let r = self.core.lock().put_start(client, key, size, config, Instant::now());
+        self.count(Op::PutStart, r)
+    }
+
+    async fn batch_put_start(&self, client: ClientId, items: &[(String, u64)], config: &ReplicateConfig) -> BatchResult<Vec<ReplicaDescriptor>> {
+        let now = Instant::now();
+        let rs = {
+            let mut core = self.core.lock();
+            items.iter().map(|(k, n)| core.put_start(client, k, *n, config, now)).collect()
+        };
+        self.count_batch(Op::PutStart, rs)
+    }
+
+    async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
+        let r = self.core.lock().put_end(client, key, Instant::now());
+        self.count(Op::PutEnd, r)
+    }
+
+    async fn batch_put_end(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
+        let now = Instant::now();
+        let rs = {
+            let mut core = self.core.lock();
+            keys.iter().map(|k| core.put_end(client, k, now)).collect()
+        };
+        self.count_batch(Op::PutEnd, rs)
+    }
+
+    async fn put_revoke(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
+        let r = self.core.lock().put_revoke(client, key);
+        self.count(Op::PutRevoke, r)
+    }
+
+    async fn batch_put_revoke(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
+        let rs = {
+            let mut core = self.core.lock();
+            keys.iter().map(|k| core.put_revoke(client, k)).collect()
+        };
+        self.count_batch(Op::PutRevoke, rs)
+    }
+
+    async fn upsert_start(&self, client: ClientId, key: &str, size: u64, config: &ReplicateConfig) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let r = self.core.lock().upsert_start(client, key, size, config, Instant::now());
+        self.count(Op::UpsertStart, r)
+    }
+
+    async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode> {
+        let r = self.core.lock().remove(key, force, Instant::now());
+        self.count(Op::Remove, r)
+    }
+
+    async fn batch_remove(&self, keys: &[String], force: bool) -> BatchResult<()> {
+        let now = Instant::now();
+        let rs = {
+            let mut core = self.core.lock();
+            keys.iter().map(|k| core.remove(k, force, now)).collect()
+        };
+        self.count_batch(Op::Remove, rs)
+    }
+
+    async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode> {
+        let r = self.core.lock().remove_all(force, Instant::now());
+        self.count(Op::RemoveAll, Ok(r))
+    }
+}

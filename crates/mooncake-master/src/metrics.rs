@@ -1,0 +1,101 @@
+//! Request counters with Mooncake's metric names, rendered as Prometheus text.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The master RPCs that are counted (`master_<op>_requests_total` / `_failures_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Op {
+    /// exist_key
+    ExistKey,
+    /// get_replica_list
+    GetReplicaList,
+    /// put_start
+    PutStart,
+    /// put_end
+    PutEnd,
+    /// put_revoke
+    PutRevoke,
+    /// remove
+    Remove,
+    /// remove_all
+    RemoveAll,
+    /// mount_segment
+    MountSegment,
+    /// unmount_segment
+    UnmountSegment,
+    /// remount_segment
+    RemountSegment,
+    /// ping
+    Ping,
+    /// upsert_start (ours)
+    UpsertStart,
+}
+
+const OPS: [(Op, &str); 12] = [
+    (Op::ExistKey, "exist_key"),
+    (Op::GetReplicaList, "get_replica_list"),
+    (Op::PutStart, "put_start"),
+    (Op::PutEnd, "put_end"),
+    (Op::PutRevoke, "put_revoke"),
+    (Op::Remove, "remove"),
+    (Op::RemoveAll, "remove_all"),
+    (Op::MountSegment, "mount_segment"),
+    (Op::UnmountSegment, "unmount_segment"),
+    (Op::RemountSegment, "remount_segment"),
+    (Op::Ping, "ping"),
+    (Op::UpsertStart, "upsert_start"),
+];
+
+/// Lock-free counters of the master.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [AtomicU64; 12],
+    failures: [AtomicU64; 12],
+    batch_items: [AtomicU64; 12],
+    /// Clients refused for an incompatible protocol version.
+    pub version_rejections: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts `n` requests of `op`, `failed` of which failed.
+    pub fn record(&self, op: Op, n: u64, failed: u64) {
+        self.requests[op as usize].fetch_add(n, Ordering::Relaxed);
+        if failed > 0 {
+            self.failures[op as usize].fetch_add(failed, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts the items of one batch call of `op`.
+    pub fn record_batch(&self, op: Op, items: u64) {
+        self.batch_items[op as usize].fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// Requests of `op` so far.
+    pub fn requests(&self, op: Op) -> u64 {
+        self.requests[op as usize].load(Ordering::Relaxed)
+    }
+
+    /// Failures of `op` so far.
+    pub fn failures(&self, op: Op) -> u64 {
+        self.failures[op as usize].load(Ordering::Relaxed)
+    }
+
+    /// Appends the counters in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        for (op, name) in OPS {
+            let i = op as usize;
+            let _ = writeln!(out, "# TYPE master_{name}_requests_total counter");
+            let _ = writeln!(out, "master_{name}_requests_total {}", self.requests[i].load(Ordering::Relaxed));
+            let _ = writeln!(out, "# TYPE master_{name}_failures_total counter");
+            let _ = writeln!(out, "master_{name}_failures_total {}", self.failures[i].load(Ordering::Relaxed));
+            let items = self.batch_items[i].load(Ordering::Relaxed);
+            if items > 0 {
+                let _ = writeln!(out, "master_batch_{name}_items_total {items}");
+            }
+        }
+        let _ = writeln!(out, "# TYPE master_version_rejections_total counter");
+        let _ = writeln!(out, "master_version_rejections_total {}", self.version_rejections.load(Ordering::Relaxed));
+    }
+}

@@ -1,0 +1,94 @@
+//! The `MasterApi` seam: every master RPC the store client needs.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::types::{ClientId, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId};
+use crate::ErrorCode;
+
+/// Per-key results of a batch call; the outer error is a failure of the whole call (RPC).
+pub type BatchResult<T> = Result<Vec<Result<T, ErrorCode>>, ErrorCode>;
+
+/// The master's RPCs. Object-safe: clients hold an `Arc<dyn MasterApi>`, which is either
+/// the gRPC client of a remote master or a master linked into the process.
+///
+/// Errors are Mooncake's [`ErrorCode`]s; transport failures are `RpcFail` / `RpcTimeout`.
+#[async_trait]
+pub trait MasterApi: Send + Sync + Debug {
+    /// Exchanges protocol versions; a master refuses clients more than one minor version
+    /// older, or of another major version, with `InvalidVersion`. Returns the master's.
+    async fn connect(&self, client: ProtocolVersion) -> Result<ProtocolVersion, ErrorCode>;
+
+    /// Mounts a segment (idempotent by id). The client is not alive until it remounts.
+    async fn mount_segment(&self, client: ClientId, segment: Segment) -> Result<(), ErrorCode>;
+
+    /// Re-mounts every segment of a client and marks it alive.
+    async fn remount_segments(&self, client: ClientId, segments: Vec<Segment>) -> Result<(), ErrorCode>;
+
+    /// Unmounts a segment (idempotent); its replicas disappear at once.
+    async fn unmount_segment(&self, client: ClientId, segment: SegmentId) -> Result<(), ErrorCode>;
+
+    /// Liveness heartbeat of a contributing client (every second).
+    async fn ping(&self, client: ClientId) -> Result<PingReply, ErrorCode>;
+
+    /// Whether the key has a readable replica; `true` grants a read lease.
+    async fn exist_key(&self, key: &str) -> Result<bool, ErrorCode>;
+
+    /// [`MasterApi::exist_key`] for many keys in one call.
+    async fn batch_exist_key(&self, keys: &[String]) -> BatchResult<bool>;
+
+    /// The readable replicas of a key; grants or extends its read lease.
+    async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode>;
+
+    /// [`MasterApi::get_replica_list`] for many keys in one call.
+    async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList>;
+
+    /// Allocates the replicas of a new object (invisible to readers until `put_end`).
+    /// `ObjectAlreadyExists` if the key exists (clients treat it as success).
+    async fn put_start(
+        &self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode>;
+
+    /// [`MasterApi::put_start`] for many `(key, size)` pairs; results are per key, not atomic.
+    async fn batch_put_start(
+        &self,
+        client: ClientId,
+        items: &[(String, u64)],
+        config: &ReplicateConfig,
+    ) -> BatchResult<Vec<ReplicaDescriptor>>;
+
+    /// Makes a put (or upsert) visible.
+    async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode>;
+
+    /// [`MasterApi::put_end`] for many keys.
+    async fn batch_put_end(&self, client: ClientId, keys: &[String]) -> BatchResult<()>;
+
+    /// Abandons a put (or upsert): its space is freed and the key disappears.
+    async fn put_revoke(&self, client: ClientId, key: &str) -> Result<(), ErrorCode>;
+
+    /// [`MasterApi::put_revoke`] for many keys.
+    async fn batch_put_revoke(&self, client: ClientId, keys: &[String]) -> BatchResult<()>;
+
+    /// Like `put_start`, but replaces an existing object.
+    async fn upsert_start(
+        &self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode>;
+
+    /// Removes an object; refused with `ObjectHasLease` while leased unless `force`.
+    async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode>;
+
+    /// [`MasterApi::remove`] for many keys.
+    async fn batch_remove(&self, keys: &[String], force: bool) -> BatchResult<()>;
+
+    /// Removes every object (leased ones only with `force`); returns how many.
+    async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode>;
+}

@@ -1,0 +1,187 @@
+//! The object model shared by the master, its clients and the wire.
+
+use std::fmt;
+
+/// Largest key accepted, in bytes (the master refuses longer keys with `InvalidParams`).
+pub const MAX_KEY_LEN: usize = 4096;
+
+/// An object key: non-empty UTF-8, at most [`MAX_KEY_LEN`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// Validates a key.
+    pub fn new(key: impl Into<String>) -> Result<Self, crate::ErrorCode> {
+        let key = key.into();
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(crate::ErrorCode::InvalidParams);
+        }
+        Ok(Self(key))
+    }
+
+    /// The key text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A client's identity (Mooncake uses a UUID: a pair of u64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u128);
+
+/// A mounted segment's identity (a UUID in Mooncake).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentId(pub u128);
+
+/// A memory segment a client contributes: `[base, base+size)` of its registered memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Identity, stable across remounts.
+    pub id: SegmentId,
+    /// The owner's name (`ip:port`); replicas of one object never share a name.
+    pub name: String,
+    /// Start address in the owner process.
+    pub base: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The owner's transfer-engine segment name.
+    pub te_endpoint: String,
+    /// Transport, e.g. `tcp`.
+    pub protocol: String,
+    /// Host without port (placement's notion of "local").
+    pub host_id: String,
+}
+
+/// Pinning of an object against eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pin {
+    /// Evictable.
+    #[default]
+    None,
+    /// Evicted only after every unpinned object, and only if the master allows it.
+    Soft,
+    /// Never evicted; only `remove` deletes it.
+    Hard,
+}
+
+/// How a put places its replicas (Mooncake's `ReplicateConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicateConfig {
+    /// Number of replicas, each on a distinct segment name. Default 1.
+    pub replica_num: usize,
+    /// Eviction pinning.
+    pub pin: Pin,
+    /// Segment names to try first, in order.
+    pub preferred_segments: Vec<String>,
+    /// Mooncake's `prefer_alloc_in_same_node` (refused with `InvalidParams`, as the C++ does).
+    pub prefer_alloc_in_same_node: bool,
+}
+
+impl Default for ReplicateConfig {
+    fn default() -> Self {
+        Self { replica_num: 1, pin: Pin::None, preferred_segments: Vec::new(), prefer_alloc_in_same_node: false }
+    }
+}
+
+/// Where one replica lives; what a reader needs to fetch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaDescriptor {
+    /// Absolute address in the owner process.
+    pub buffer_address: u64,
+    /// Bytes.
+    pub size: u64,
+    /// Transfer-engine segment name of the owner.
+    pub transport_endpoint: String,
+    /// Transport.
+    pub protocol: String,
+    /// The segment's name.
+    pub segment_name: String,
+}
+
+/// The answer of `get_replica_list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaList {
+    /// Readable replicas.
+    pub replicas: Vec<ReplicaDescriptor>,
+    /// The read lease granted, in milliseconds.
+    pub lease_ttl_ms: u64,
+}
+
+impl ReplicaList {
+    /// The object size (every replica has it).
+    pub fn size(&self) -> u64 {
+        self.replicas.first().map(|r| r.size).unwrap_or(0)
+    }
+}
+
+/// Liveness state of a client, as `ping` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientStatus {
+    /// Known and alive.
+    Ok,
+    /// Unknown to the master (first contact, expiry, master restart): remount your segments.
+    NeedRemount,
+}
+
+/// The answer of `ping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingReply {
+    /// Bumped whenever the master (re)starts.
+    pub view_version: i64,
+    /// The client's status.
+    pub status: ClientStatus,
+}
+
+/// The master protocol version a client speaks (`major.minor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProtocolVersion {
+    /// Incompatible changes.
+    pub major: u32,
+    /// Compatible additions.
+    pub minor: u32,
+}
+
+impl ProtocolVersion {
+    /// The version this build speaks.
+    pub const CURRENT: ProtocolVersion = ProtocolVersion { major: 1, minor: 0 };
+
+    /// Whether a master at `self` serves a client at `client`: same major, and the client's
+    /// minor equal or one older (rolling upgrades update masters first).
+    pub fn accepts(self, client: ProtocolVersion) -> bool {
+        client.major == self.major && client.minor <= self.minor && client.minor + 1 >= self.minor
+    }
+}
+
+impl fmt::Display for ProtocolVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_validated() {
+        assert_eq!(ObjectKey::new(""), Err(crate::ErrorCode::InvalidParams));
+        assert_eq!(ObjectKey::new("x".repeat(MAX_KEY_LEN + 1)), Err(crate::ErrorCode::InvalidParams));
+        assert_eq!(ObjectKey::new("k").unwrap().as_str(), "k");
+    }
+
+    #[test]
+    fn versions_accept_one_minor_older() {
+        let m = ProtocolVersion { major: 1, minor: 3 };
+        assert!(m.accepts(ProtocolVersion { major: 1, minor: 3 }));
+        assert!(m.accepts(ProtocolVersion { major: 1, minor: 2 }));
+        assert!(!m.accepts(ProtocolVersion { major: 1, minor: 1 }));
+        assert!(!m.accepts(ProtocolVersion { major: 1, minor: 4 }));
+        assert!(!m.accepts(ProtocolVersion { major: 2, minor: 3 }));
+    }
+}
