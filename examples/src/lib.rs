@@ -4,6 +4,7 @@
 //! this package do, through these helpers.
 
 pub mod env;
+pub mod flags;
 
 /// Installs the `tracing` subscriber. `verbosity` is Mooncake's `-v=N` (0 = info,
 /// 1 = debug, 2+ = trace); `RUST_LOG` overrides it.

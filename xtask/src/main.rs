@@ -91,7 +91,7 @@ fn lint() -> Result<()> {
     ]);
     run(clippy)?;
     let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--locked"])
+    doc.args(["doc", "--workspace", "--no-deps", "--lib", "--locked"])
         .env("RUSTDOCFLAGS", "-Dwarnings");
     run(doc)
 }

@@ -60,14 +60,23 @@ impl MasterConfig {
         if !(0.0..=1.0).contains(&self.eviction_high_watermark_ratio) {
             return Err(ConfigError {
                 field: "eviction_high_watermark_ratio",
-                reason: format!("{} is not within [0, 1]", self.eviction_high_watermark_ratio),
+                reason: format!(
+                    "{} is not within [0, 1]",
+                    self.eviction_high_watermark_ratio
+                ),
             });
         }
         if !(0.0..=1.0).contains(&self.eviction_ratio) {
-            return Err(ConfigError { field: "eviction_ratio", reason: format!("{} is not within [0, 1]", self.eviction_ratio) });
+            return Err(ConfigError {
+                field: "eviction_ratio",
+                reason: format!("{} is not within [0, 1]", self.eviction_ratio),
+            });
         }
         if self.client_ttl.is_zero() {
-            return Err(ConfigError { field: "client_ttl", reason: "must be positive".into() });
+            return Err(ConfigError {
+                field: "client_ttl",
+                reason: "must be positive".into(),
+            });
         }
         Ok(self)
     }

@@ -11,8 +11,8 @@ use std::time::Instant;
 use mooncake_store::allocator::{AllocHandle, OffsetAllocator};
 use mooncake_store::placement::{Candidate, PlacementRequest, Rng};
 use mooncake_store::{
-    ClientId, ClientStatus, ErrorCode, ObjectKey, Pin, PingReply, ReplicaDescriptor, ReplicaList, ReplicateConfig,
-    Segment, SegmentId,
+    ClientId, ClientStatus, ErrorCode, ObjectKey, Pin, PingReply, ReplicaDescriptor, ReplicaList,
+    ReplicateConfig, Segment, SegmentId,
 };
 
 use crate::MasterConfig;
@@ -87,6 +87,8 @@ pub struct MasterCore {
     clients: HashMap<ClientId, ClientState>,
     objects: HashMap<String, Object>,
     delayed_frees: Vec<(Instant, SegmentId, AllocHandle)>,
+    /// Keys of unfinished puts, so the discard scan does not walk every object.
+    pending: std::collections::HashSet<String>,
     rng: Rng,
     capacity: u64,
     allocated: u64,
@@ -104,6 +106,7 @@ impl MasterCore {
             clients: HashMap::new(),
             objects: HashMap::new(),
             delayed_frees: Vec::new(),
+            pending: std::collections::HashSet::new(),
             rng,
             capacity: 0,
             allocated: 0,
@@ -148,28 +151,60 @@ impl MasterCore {
 
     /// Mounted segments with their capacity and allocated bytes.
     pub fn segment_usage(&self) -> Vec<(String, u64, u64)> {
-        self.segments.values().map(|m| (m.segment.name.clone(), m.segment.size, m.alloc.allocated_bytes())).collect()
+        self.segments
+            .values()
+            .map(|m| {
+                (
+                    m.segment.name.clone(),
+                    m.segment.size,
+                    m.alloc.allocated_bytes(),
+                )
+            })
+            .collect()
     }
 
     /// Keys of every complete object (for `/get_all_keys`).
     pub fn keys(&self) -> Vec<String> {
-        self.objects.iter().filter(|(_, o)| o.state == State::Complete).map(|(k, _)| k.clone()).collect()
+        self.objects
+            .iter()
+            .filter(|(_, o)| o.state == State::Complete)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     // ---- segments and liveness ----
 
     /// Mounts a segment; idempotent for the same id and client.
-    pub fn mount_segment(&mut self, client: ClientId, segment: Segment, now: Instant) -> Result<(), ErrorCode> {
-        if segment.size == 0 || segment.name.is_empty() || segment.base.checked_add(segment.size).is_none() {
+    pub fn mount_segment(
+        &mut self,
+        client: ClientId,
+        segment: Segment,
+        now: Instant,
+    ) -> Result<(), ErrorCode> {
+        if segment.size == 0
+            || segment.name.is_empty()
+            || segment.base.checked_add(segment.size).is_none()
+        {
             return Err(ErrorCode::InvalidParams);
         }
         if let Some(m) = self.segments.get(&segment.id) {
-            return if m.client == client { Ok(()) } else { Err(ErrorCode::SegmentAlreadyExists) };
+            return if m.client == client {
+                Ok(())
+            } else {
+                Err(ErrorCode::SegmentAlreadyExists)
+            };
         }
         let id = segment.id;
         self.capacity += segment.size;
         let alloc = OffsetAllocator::new(segment.size);
-        self.segments.insert(id, Mounted { segment, client, alloc });
+        self.segments.insert(
+            id,
+            Mounted {
+                segment,
+                client,
+                alloc,
+            },
+        );
         let state = self.clients.entry(client).or_default();
         state.segments.push(id);
         if state.deadline.is_none() {
@@ -179,7 +214,12 @@ impl MasterCore {
     }
 
     /// Re-mounts every segment of a client and marks it alive.
-    pub fn remount_segments(&mut self, client: ClientId, segments: Vec<Segment>, now: Instant) -> Result<(), ErrorCode> {
+    pub fn remount_segments(
+        &mut self,
+        client: ClientId,
+        segments: Vec<Segment>,
+        now: Instant,
+    ) -> Result<(), ErrorCode> {
         for s in segments {
             self.mount_segment(client, s, now)?;
         }
@@ -191,8 +231,14 @@ impl MasterCore {
 
     /// Unmounts a segment (idempotent): its replicas vanish; objects left without any
     /// replica are erased.
-    pub fn unmount_segment(&mut self, client: ClientId, segment: SegmentId) -> Result<(), ErrorCode> {
-        let Some(m) = self.segments.get(&segment) else { return Ok(()) };
+    pub fn unmount_segment(
+        &mut self,
+        client: ClientId,
+        segment: SegmentId,
+    ) -> Result<(), ErrorCode> {
+        let Some(m) = self.segments.get(&segment) else {
+            return Ok(());
+        };
         if m.client != client {
             return Err(ErrorCode::IllegalClient);
         }
@@ -201,16 +247,23 @@ impl MasterCore {
     }
 
     fn drop_segment(&mut self, id: SegmentId) {
-        let Some(m) = self.segments.remove(&id) else { return };
+        let Some(m) = self.segments.remove(&id) else {
+            return;
+        };
         self.capacity -= m.segment.size;
         self.allocated -= m.alloc.allocated_bytes();
         if let Some(c) = self.clients.get_mut(&m.client) {
             c.segments.retain(|s| *s != id);
         }
         self.delayed_frees.retain(|(_, s, _)| *s != id);
-        self.objects.retain(|_, o| {
+        let pending = &mut self.pending;
+        self.objects.retain(|k, o| {
             o.slots.retain(|s| s.segment != id);
-            !o.slots.is_empty()
+            let keep = !o.slots.is_empty();
+            if !keep {
+                pending.remove(k);
+            }
+            keep
         });
     }
 
@@ -223,7 +276,10 @@ impl MasterCore {
             }
             _ => ClientStatus::NeedRemount,
         };
-        PingReply { view_version: self.view_version, status }
+        PingReply {
+            view_version: self.view_version,
+            status,
+        }
     }
 
     /// Periodic work: expire silent clients, release delayed frees, discard abandoned puts,
@@ -244,29 +300,49 @@ impl MasterCore {
             }
         }
         report.expired_clients = expired;
-        let (due, later): (Vec<_>, Vec<_>) = self.delayed_frees.drain(..).partition(|(t, _, _)| *t <= now);
+        let (due, later): (Vec<_>, Vec<_>) = self
+            .delayed_frees
+            .drain(..)
+            .partition(|(t, _, _)| *t <= now);
         self.delayed_frees = later;
         for (_, seg, handle) in due {
             self.free_slot(seg, handle);
         }
         let discard = self.config.put_start_discard_timeout;
         let abandoned: Vec<String> = self
-            .objects
+            .pending
             .iter()
-            .filter(|(_, o)| matches!(o.state, State::Processing { started, .. } if now.saturating_duration_since(started) >= discard))
-            .map(|(k, _)| k.clone())
+            .filter(|k| {
+                self.objects.get(*k).is_some_and(|o| {
+                    matches!(o.state, State::Processing { started, .. } if now.saturating_duration_since(started) >= discard)
+                })
+            })
+            .cloned()
             .collect();
         for key in abandoned {
             self.preempt(&key, now);
             report.discarded_puts += 1;
         }
-        if self.capacity > 0 && self.allocated as f64 / self.capacity as f64 > self.config.eviction_high_watermark_ratio {
-            let used = self.allocated as f64 / self.capacity as f64;
-            let ratio = self.config.eviction_ratio.max(used - self.config.eviction_high_watermark_ratio + self.config.eviction_ratio);
-            let target = (ratio * self.capacity as f64) as u64;
-            report.evicted = self.evict(target.max(1), now);
-        }
+        report.evicted = self.evict_if_needed(now);
         report
+    }
+
+    /// Evicts when usage is above the high watermark (cheap when it is not; the shell calls
+    /// it every 10 ms, as Mooncake's eviction thread runs). Returns the number evicted.
+    pub fn evict_if_needed(&mut self, now: Instant) -> usize {
+        if self.capacity == 0 {
+            return 0;
+        }
+        let used = self.allocated as f64 / self.capacity as f64;
+        let hw = self.config.eviction_high_watermark_ratio;
+        if used <= hw || hw >= 1.0 {
+            return 0;
+        }
+        let ratio = self
+            .config
+            .eviction_ratio
+            .max(used - hw + self.config.eviction_ratio);
+        self.evict(((ratio * self.capacity as f64) as u64).max(1), now)
     }
 
     // ---- objects ----
@@ -292,8 +368,14 @@ impl MasterCore {
         }
         o.lease_until = o.lease_until.max(now + ttl);
         let (size, slots) = (o.size, o.slots.clone());
-        let replicas = slots.iter().filter_map(|s| self.describe(s, size)).collect();
-        Ok(ReplicaList { replicas, lease_ttl_ms: ttl.as_millis() as u64 })
+        let replicas = slots
+            .iter()
+            .filter_map(|s| self.describe(s, size))
+            .collect();
+        Ok(ReplicaList {
+            replicas,
+            lease_ttl_ms: ttl.as_millis() as u64,
+        })
     }
 
     fn describe(&self, slot: &Slot, size: u64) -> Option<ReplicaDescriptor> {
@@ -323,7 +405,10 @@ impl MasterCore {
         if let Some(o) = self.objects.get(key.as_str()) {
             match o.state {
                 State::Complete => return Err(ErrorCode::ObjectAlreadyExists),
-                State::Processing { started, .. } if now.saturating_duration_since(started) < self.config.put_start_discard_timeout => {
+                State::Processing { started, .. }
+                    if now.saturating_duration_since(started)
+                        < self.config.put_start_discard_timeout =>
+                {
                     return Err(ErrorCode::ObjectAlreadyExists)
                 }
                 State::Processing { .. } => self.preempt(key.as_str(), now),
@@ -347,7 +432,10 @@ impl MasterCore {
         }
         if let Some(o) = self.objects.get(key.as_str()) {
             match o.state {
-                State::Processing { started, .. } if now.saturating_duration_since(started) < self.config.put_start_discard_timeout => {
+                State::Processing { started, .. }
+                    if now.saturating_duration_since(started)
+                        < self.config.put_start_discard_timeout =>
+                {
                     return Err(ErrorCode::ObjectReplicaBusy)
                 }
                 // Readers may still hold a lease on the old replicas: free them when it ends.
@@ -373,11 +461,25 @@ impl MasterCore {
             }
             slots = self.place(client, size, config);
         }
-        let descriptors = slots.iter().filter_map(|s| self.describe(s, size)).collect();
+        let descriptors = slots
+            .iter()
+            .filter_map(|s| self.describe(s, size))
+            .collect();
         let pin = config.pin;
+        self.pending.insert(key.as_str().to_owned());
         self.objects.insert(
             key.as_str().to_owned(),
-            Object { size, slots, state: State::Processing { client, started: now }, lease_until: now, pin, soft_pin_until: None },
+            Object {
+                size,
+                slots,
+                state: State::Processing {
+                    client,
+                    started: now,
+                },
+                lease_until: now,
+                pin,
+                soft_pin_until: None,
+            },
         );
         Ok(descriptors)
     }
@@ -395,10 +497,21 @@ impl MasterCore {
             let candidates: Vec<Candidate<'_>> = ids
                 .iter()
                 .filter_map(|id| self.segments.get(id))
-                .map(|m| Candidate { name: &m.segment.name, host_id: &m.segment.host_id, capacity: m.segment.size, free: m.alloc.free_bytes() })
+                .map(|m| Candidate {
+                    name: &m.segment.name,
+                    host_id: &m.segment.host_id,
+                    capacity: m.segment.size,
+                    free: m.alloc.free_bytes(),
+                })
                 .collect();
-            let req = PlacementRequest { replicas: config.replica_num, preferred: &config.preferred_segments, writer_host: writer_host.as_deref() };
-            self.config.allocation_strategy.order(&candidates, &req, &mut self.rng)
+            let req = PlacementRequest {
+                replicas: config.replica_num,
+                preferred: &config.preferred_segments,
+                writer_host: writer_host.as_deref(),
+            };
+            self.config
+                .allocation_strategy
+                .order(&candidates, &req, &mut self.rng)
         };
         let mut slots: Vec<Slot> = Vec::with_capacity(config.replica_num);
         let mut names: Vec<String> = Vec::with_capacity(config.replica_num);
@@ -407,14 +520,20 @@ impl MasterCore {
                 break;
             }
             let id = ids[i];
-            let Some(m) = self.segments.get_mut(&id) else { continue };
-            if names.iter().any(|n| *n == m.segment.name) {
+            let Some(m) = self.segments.get_mut(&id) else {
+                continue;
+            };
+            if names.contains(&m.segment.name) {
                 continue;
             }
             if let Some(a) = m.alloc.allocate(size) {
                 self.allocated += a.size;
                 names.push(m.segment.name.clone());
-                slots.push(Slot { segment: id, handle: a.handle, offset: a.offset });
+                slots.push(Slot {
+                    segment: id,
+                    handle: a.handle,
+                    offset: a.offset,
+                });
             }
         }
         slots
@@ -426,6 +545,7 @@ impl MasterCore {
         let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
         match o.state {
             State::Processing { client: owner, .. } if owner == client => {
+                self.pending.remove(key);
                 o.state = State::Complete;
                 o.lease_until = now;
                 if o.pin == Pin::Soft {
@@ -443,6 +563,7 @@ impl MasterCore {
         let o = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
         match o.state {
             State::Processing { client: owner, .. } if owner == client => {
+                self.pending.remove(key);
                 if let Some(o) = self.objects.remove(key) {
                     self.free_slots(&o.slots);
                 }
@@ -508,6 +629,7 @@ impl MasterCore {
     }
 
     fn preempt_until(&mut self, key: &str, release_at: Instant) {
+        self.pending.remove(key);
         if let Some(o) = self.objects.remove(key) {
             for s in o.slots {
                 self.delayed_frees.push((release_at, s.segment, s.handle));
@@ -524,14 +646,16 @@ impl MasterCore {
         let mut candidates: Vec<(bool, Instant, String)> = self
             .objects
             .iter()
-            .filter(|(_, o)| o.state == State::Complete && o.lease_until <= now && o.pin != Pin::Hard)
+            .filter(|(_, o)| {
+                o.state == State::Complete && o.lease_until <= now && o.pin != Pin::Hard
+            })
             .map(|(k, o)| {
                 let soft = o.pin == Pin::Soft && o.soft_pin_until.is_some_and(|t| t > now);
                 (soft, o.lease_until, k.clone())
             })
             .filter(|(soft, _, _)| !soft || allow_soft)
             .collect();
-        candidates.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        candidates.sort_unstable_by_key(|c| (c.0, c.1));
         let (mut freed, mut count) = (0u64, 0usize);
         for (_, _, key) in candidates {
             if freed >= target {
@@ -561,7 +685,10 @@ impl MasterCore {
         for (key, o) in &self.objects {
             let mut names = Vec::new();
             for s in &o.slots {
-                let m = self.segments.get(&s.segment).ok_or_else(|| format!("{key}: replica on an unmounted segment"))?;
+                let m = self
+                    .segments
+                    .get(&s.segment)
+                    .ok_or_else(|| format!("{key}: replica on an unmounted segment"))?;
                 if names.contains(&&m.segment.name) {
                     return Err(format!("{key}: two replicas on segment {}", m.segment.name));
                 }
@@ -571,13 +698,31 @@ impl MasterCore {
                 }
             }
         }
-        let sum: u64 = self.segments.values().map(|m| m.alloc.allocated_bytes()).sum();
+        for (key, o) in &self.objects {
+            if matches!(o.state, State::Processing { .. }) != self.pending.contains(key) {
+                return Err(format!("{key}: pending index out of date"));
+            }
+        }
+        if self.pending.iter().any(|k| !self.objects.contains_key(k)) {
+            return Err("pending index names a missing key".into());
+        }
+        let sum: u64 = self
+            .segments
+            .values()
+            .map(|m| m.alloc.allocated_bytes())
+            .sum();
         if sum != self.allocated {
-            return Err(format!("allocated {} but allocators hold {sum}", self.allocated));
+            return Err(format!(
+                "allocated {} but allocators hold {sum}",
+                self.allocated
+            ));
         }
         let cap: u64 = self.segments.values().map(|m| m.segment.size).sum();
         if cap != self.capacity {
-            return Err(format!("capacity {} but segments sum to {cap}", self.capacity));
+            return Err(format!(
+                "capacity {} but segments sum to {cap}",
+                self.capacity
+            ));
         }
         Ok(())
     }
@@ -585,6 +730,20 @@ impl MasterCore {
     /// Whether `key` is held (complete or in progress), for tests and admin queries.
     pub fn contains(&self, key: &str) -> bool {
         self.objects.contains_key(key)
+    }
+
+    /// The replicas of a complete object, without granting a lease.
+    pub fn peek_replicas(&self, key: &str) -> Option<Vec<ReplicaDescriptor>> {
+        let o = self
+            .objects
+            .get(key)
+            .filter(|o| o.state == State::Complete)?;
+        Some(
+            o.slots
+                .iter()
+                .filter_map(|s| self.describe(s, o.size))
+                .collect(),
+        )
     }
 
     /// The lease deadline of `key`, if it exists.

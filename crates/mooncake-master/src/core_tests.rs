@@ -21,7 +21,11 @@ fn seg(id: u128, name: &str, size: u64) -> Segment {
 }
 
 fn core_with(segments: &[(u128, &str, u64)]) -> (MasterCore, Instant) {
-    let mut c = MasterCore::new(MasterConfig::default(), 1);
+    core_with_config(MasterConfig::default(), segments)
+}
+
+fn core_with_config(config: MasterConfig, segments: &[(u128, &str, u64)]) -> (MasterCore, Instant) {
+    let mut c = MasterCore::new(config, 1);
     let t0 = Instant::now();
     let segs = segments.iter().map(|(id, n, s)| seg(*id, n, *s)).collect();
     c.remount_segments(ClientId(7), segs, t0).unwrap();
@@ -38,14 +42,28 @@ const W: ClientId = ClientId(1);
 #[test]
 fn duplicate_put_is_refused_and_keeps_the_first_value() {
     let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
-    let first = c.put_start(W, "k", 100, &ReplicateConfig::default(), t).unwrap();
+    let first = c
+        .put_start(W, "k", 100, &ReplicateConfig::default(), t)
+        .unwrap();
     assert!(!c.exist_key("k", t), "a put in progress is invisible");
-    assert_eq!(c.get_replica_list("k", t), Err(ErrorCode::ReplicaIsNotReady));
-    assert_eq!(c.put_start(W, "k", 200, &ReplicateConfig::default(), t), Err(ErrorCode::ObjectAlreadyExists));
+    assert_eq!(
+        c.get_replica_list("k", t),
+        Err(ErrorCode::ReplicaIsNotReady)
+    );
+    assert_eq!(
+        c.put_start(W, "k", 200, &ReplicateConfig::default(), t),
+        Err(ErrorCode::ObjectAlreadyExists)
+    );
     c.put_end(W, "k", t).unwrap();
-    assert_eq!(c.put_start(W, "k", 200, &ReplicateConfig::default(), t), Err(ErrorCode::ObjectAlreadyExists));
+    assert_eq!(
+        c.put_start(W, "k", 200, &ReplicateConfig::default(), t),
+        Err(ErrorCode::ObjectAlreadyExists)
+    );
     let list = c.get_replica_list("k", t).unwrap();
-    assert_eq!((list.size(), list.replicas[0].buffer_address), (100, first[0].buffer_address));
+    assert_eq!(
+        (list.size(), list.replicas[0].buffer_address),
+        (100, first[0].buffer_address)
+    );
     assert_eq!(list.lease_ttl_ms, 10_000);
 }
 
@@ -53,7 +71,8 @@ fn duplicate_put_is_refused_and_keeps_the_first_value() {
 fn upsert_replaces_the_value() {
     let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
     put(&mut c, "k", 100, t).unwrap();
-    c.upsert_start(W, "k", 300, &ReplicateConfig::default(), t).unwrap();
+    c.upsert_start(W, "k", 300, &ReplicateConfig::default(), t)
+        .unwrap();
     assert!(!c.exist_key("k", t));
     c.put_end(W, "k", t).unwrap();
     assert_eq!(c.get_replica_list("k", t).unwrap().size(), 300);
@@ -63,7 +82,10 @@ fn upsert_replaces_the_value() {
 #[test]
 fn missing_keys() {
     let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
-    assert_eq!(c.get_replica_list("nope", t), Err(ErrorCode::ObjectNotFound));
+    assert_eq!(
+        c.get_replica_list("nope", t),
+        Err(ErrorCode::ObjectNotFound)
+    );
     assert!(!c.exist_key("nope", t));
     assert_eq!(c.remove("nope", false, t), Err(ErrorCode::ObjectNotFound));
     assert_eq!(c.put_end(W, "nope", t), Err(ErrorCode::ObjectNotFound));
@@ -74,15 +96,32 @@ fn missing_keys() {
 fn a_lease_blocks_remove_until_it_expires() {
     let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
     put(&mut c, "fresh", 10, t).unwrap();
-    assert_eq!(c.remove("fresh", false, t), Ok(()), "put end grants a zero-length lease");
+    assert_eq!(
+        c.remove("fresh", false, t),
+        Ok(()),
+        "put end grants a zero-length lease"
+    );
     put(&mut c, "k", 10, t).unwrap();
     c.get_replica_list("k", t).unwrap();
-    assert_eq!(c.remove("k", false, t + Duration::from_millis(9_999)), Err(ErrorCode::ObjectHasLease));
-    assert_eq!(c.remove("k", false, t + Duration::from_millis(10_000)), Ok(()));
+    assert_eq!(
+        c.remove("k", false, t + Duration::from_millis(9_999)),
+        Err(ErrorCode::ObjectHasLease)
+    );
+    assert_eq!(
+        c.remove("k", false, t + Duration::from_millis(10_000)),
+        Ok(())
+    );
     put(&mut c, "e", 10, t).unwrap();
     assert!(c.exist_key("e", t), "exist grants a lease too");
-    assert_eq!(c.remove("e", false, t + Duration::from_secs(5)), Err(ErrorCode::ObjectHasLease));
-    assert_eq!(c.remove("e", true, t + Duration::from_secs(5)), Ok(()), "force ignores the lease");
+    assert_eq!(
+        c.remove("e", false, t + Duration::from_secs(5)),
+        Err(ErrorCode::ObjectHasLease)
+    );
+    assert_eq!(
+        c.remove("e", true, t + Duration::from_secs(5)),
+        Ok(()),
+        "force ignores the lease"
+    );
 }
 
 #[test]
@@ -101,33 +140,84 @@ fn remove_all_skips_leased_objects_unless_forced() {
 fn bad_input_gets_invalid_params() {
     let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
     let cfg = ReplicateConfig::default();
-    assert_eq!(c.put_start(W, "", 10, &cfg, t), Err(ErrorCode::InvalidParams));
-    assert_eq!(c.put_start(W, &"k".repeat(5000), 10, &cfg, t), Err(ErrorCode::InvalidParams));
-    assert_eq!(c.put_start(W, "k", 0, &cfg, t), Err(ErrorCode::InvalidParams));
-    let zero = ReplicateConfig { replica_num: 0, ..cfg.clone() };
-    assert_eq!(c.put_start(W, "k", 10, &zero, t), Err(ErrorCode::InvalidParams));
-    let same_node = ReplicateConfig { prefer_alloc_in_same_node: true, ..cfg.clone() };
-    assert_eq!(c.put_start(W, "k", 10, &same_node, t), Err(ErrorCode::InvalidParams));
-    assert_eq!(c.put_start(W, "huge", 128 * MIB, &cfg, t), Err(ErrorCode::NoAvailableHandle));
-    assert_eq!(c.unmount_segment(ClientId(7), SegmentId(99)), Ok(()), "unknown segment: idempotent");
-    assert_eq!(c.unmount_segment(ClientId(8), SegmentId(1)), Err(ErrorCode::IllegalClient));
-    assert_eq!(c.mount_segment(ClientId(8), seg(1, "a:1", MIB), t), Err(ErrorCode::SegmentAlreadyExists));
-    assert_eq!(c.mount_segment(ClientId(8), seg(2, "b:1", 0), t), Err(ErrorCode::InvalidParams));
+    assert_eq!(
+        c.put_start(W, "", 10, &cfg, t),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.put_start(W, &"k".repeat(5000), 10, &cfg, t),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.put_start(W, "k", 0, &cfg, t),
+        Err(ErrorCode::InvalidParams)
+    );
+    let zero = ReplicateConfig {
+        replica_num: 0,
+        ..cfg.clone()
+    };
+    assert_eq!(
+        c.put_start(W, "k", 10, &zero, t),
+        Err(ErrorCode::InvalidParams)
+    );
+    let same_node = ReplicateConfig {
+        prefer_alloc_in_same_node: true,
+        ..cfg.clone()
+    };
+    assert_eq!(
+        c.put_start(W, "k", 10, &same_node, t),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.put_start(W, "huge", 128 * MIB, &cfg, t),
+        Err(ErrorCode::NoAvailableHandle)
+    );
+    assert_eq!(
+        c.unmount_segment(ClientId(7), SegmentId(99)),
+        Ok(()),
+        "unknown segment: idempotent"
+    );
+    assert_eq!(
+        c.unmount_segment(ClientId(8), SegmentId(1)),
+        Err(ErrorCode::IllegalClient)
+    );
+    assert_eq!(
+        c.mount_segment(ClientId(8), seg(1, "a:1", MIB), t),
+        Err(ErrorCode::SegmentAlreadyExists)
+    );
+    assert_eq!(
+        c.mount_segment(ClientId(8), seg(2, "b:1", 0), t),
+        Err(ErrorCode::InvalidParams)
+    );
     assert_eq!(c.key_count(), 0);
 }
 
 #[test]
 fn replicas_go_to_distinct_segments_and_survive_one_unmount() {
-    let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB), (2, "b:1", 64 * MIB), (3, "a:1", 64 * MIB)]);
-    let two = ReplicateConfig { replica_num: 2, ..Default::default() };
+    let (mut c, t) = core_with(&[
+        (1, "a:1", 64 * MIB),
+        (2, "b:1", 64 * MIB),
+        (3, "a:1", 64 * MIB),
+    ]);
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..Default::default()
+    };
     for i in 0..50 {
         let r = c.put_start(W, &format!("k{i}"), MIB, &two, t).unwrap();
         assert_eq!(r.len(), 2);
         assert_ne!(r[0].segment_name, r[1].segment_name);
         c.put_end(W, &format!("k{i}"), t).unwrap();
     }
-    let three = ReplicateConfig { replica_num: 3, ..Default::default() };
-    assert_eq!(c.put_start(W, "x", MIB, &three, t).unwrap().len(), 2, "only two distinct names exist");
+    let three = ReplicateConfig {
+        replica_num: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        c.put_start(W, "x", MIB, &three, t).unwrap().len(),
+        2,
+        "only two distinct names exist"
+    );
     c.unmount_segment(ClientId(7), SegmentId(2)).unwrap();
     for i in 0..50 {
         let list = c.get_replica_list(&format!("k{i}"), t).unwrap();
@@ -139,31 +229,75 @@ fn replicas_go_to_distinct_segments_and_survive_one_unmount() {
 
 #[test]
 fn preferred_segment_is_honoured_when_it_has_room() {
-    let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB), (2, "b:1", 64 * MIB), (3, "c:1", 2 * MIB)]);
-    let pref = ReplicateConfig { preferred_segments: vec!["b:1".into()], ..Default::default() };
+    let (mut c, t) = core_with(&[
+        (1, "a:1", 64 * MIB),
+        (2, "b:1", 64 * MIB),
+        (3, "c:1", 2 * MIB),
+    ]);
+    let pref = ReplicateConfig {
+        preferred_segments: vec!["b:1".into()],
+        ..Default::default()
+    };
     for i in 0..10 {
-        assert_eq!(c.put_start(W, &format!("p{i}"), MIB, &pref, t).unwrap()[0].segment_name, "b:1");
+        assert_eq!(
+            c.put_start(W, &format!("p{i}"), MIB, &pref, t).unwrap()[0].segment_name,
+            "b:1"
+        );
     }
-    let pref_c = ReplicateConfig { preferred_segments: vec!["c:1".into()], ..Default::default() };
-    let names: Vec<String> = (0..4).map(|i| c.put_start(W, &format!("c{i}"), MIB, &pref_c, t).unwrap()[0].segment_name.clone()).collect();
+    let pref_c = ReplicateConfig {
+        preferred_segments: vec!["c:1".into()],
+        ..Default::default()
+    };
+    let names: Vec<String> = (0..4)
+        .map(|i| {
+            c.put_start(W, &format!("c{i}"), MIB, &pref_c, t).unwrap()[0]
+                .segment_name
+                .clone()
+        })
+        .collect();
     assert_eq!(&names[..2], ["c:1", "c:1"]);
-    assert!(names[2..].iter().all(|n| n != "c:1"), "full preferred segment falls back: {names:?}");
+    assert!(
+        names[2..].iter().all(|n| n != "c:1"),
+        "full preferred segment falls back: {names:?}"
+    );
 }
 
 #[test]
 fn silent_clients_expire_and_their_objects_go() {
     let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
     put(&mut c, "k", MIB, t).unwrap();
-    assert_eq!(c.ping(ClientId(7), t + Duration::from_secs(5)).status, ClientStatus::Ok);
-    assert!(c.tick(t + Duration::from_secs(14)).expired_clients.is_empty(), "the ping extended the deadline");
+    assert_eq!(
+        c.ping(ClientId(7), t + Duration::from_secs(5)).status,
+        ClientStatus::Ok
+    );
+    assert!(
+        c.tick(t + Duration::from_secs(14))
+            .expired_clients
+            .is_empty(),
+        "the ping extended the deadline"
+    );
     let report = c.tick(t + Duration::from_secs(15));
     assert_eq!(report.expired_clients, vec![ClientId(7)]);
     assert!(!c.exist_key("k", t + Duration::from_secs(15)));
     assert_eq!((c.capacity(), c.allocated()), (0, 0));
-    assert_eq!(put(&mut c, "k2", 10, t + Duration::from_secs(16)), Err(ErrorCode::NoAvailableHandle));
-    assert_eq!(c.ping(ClientId(7), t + Duration::from_secs(16)).status, ClientStatus::NeedRemount);
-    c.remount_segments(ClientId(7), vec![seg(1, "a:1", 64 * MIB)], t + Duration::from_secs(16)).unwrap();
-    assert_eq!(c.ping(ClientId(7), t + Duration::from_secs(17)).status, ClientStatus::Ok);
+    assert_eq!(
+        put(&mut c, "k2", 10, t + Duration::from_secs(16)),
+        Err(ErrorCode::NoAvailableHandle)
+    );
+    assert_eq!(
+        c.ping(ClientId(7), t + Duration::from_secs(16)).status,
+        ClientStatus::NeedRemount
+    );
+    c.remount_segments(
+        ClientId(7),
+        vec![seg(1, "a:1", 64 * MIB)],
+        t + Duration::from_secs(16),
+    )
+    .unwrap();
+    assert_eq!(
+        c.ping(ClientId(7), t + Duration::from_secs(17)).status,
+        ClientStatus::Ok
+    );
     put(&mut c, "k2", 10, t + Duration::from_secs(17)).unwrap();
 }
 
@@ -173,22 +307,49 @@ fn first_ping_after_mount_asks_for_remount() {
     let t = Instant::now();
     c.mount_segment(ClientId(3), seg(1, "a:1", MIB), t).unwrap();
     let reply = c.ping(ClientId(3), t);
-    assert_eq!((reply.view_version, reply.status), (42, ClientStatus::NeedRemount));
+    assert_eq!(
+        (reply.view_version, reply.status),
+        (42, ClientStatus::NeedRemount)
+    );
 }
 
 #[test]
 fn abandoned_puts_are_discarded_and_their_space_released_later() {
-    let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
-    c.put_start(W, "stuck", 8 * MIB, &ReplicateConfig::default(), t).unwrap();
+    let long_lived = MasterConfig {
+        client_ttl: Duration::from_secs(3600),
+        ..MasterConfig::default()
+    };
+    let (mut c, t) = core_with_config(long_lived, &[(1, "a:1", 64 * MIB)]);
+    c.put_start(W, "stuck", 8 * MIB, &ReplicateConfig::default(), t)
+        .unwrap();
     assert_eq!(c.tick(t + Duration::from_secs(29)).discarded_puts, 0);
     assert_eq!(c.tick(t + Duration::from_secs(30)).discarded_puts, 1);
     assert!(!c.contains("stuck"));
-    assert_eq!(c.allocated(), 8 * MIB, "the old writer may still write: space held");
+    assert_eq!(
+        c.allocated(),
+        8 * MIB,
+        "the old writer may still write: space held"
+    );
     c.tick(t + Duration::from_secs(30 + 600));
     assert_eq!(c.allocated(), 0);
-    c.put_start(W, "young", 1, &ReplicateConfig::default(), t).unwrap();
-    assert_eq!(c.put_start(ClientId(2), "young", 1, &ReplicateConfig::default(), t + Duration::from_secs(31)).map(|_| ()), Ok(()), "an old unfinished put is preempted");
-    assert_eq!(c.put_end(W, "young", t + Duration::from_secs(31)), Err(ErrorCode::IllegalClient));
+    c.put_start(W, "young", 1, &ReplicateConfig::default(), t)
+        .unwrap();
+    assert_eq!(
+        c.put_start(
+            ClientId(2),
+            "young",
+            1,
+            &ReplicateConfig::default(),
+            t + Duration::from_secs(31)
+        )
+        .map(|_| ()),
+        Ok(()),
+        "an old unfinished put is preempted"
+    );
+    assert_eq!(
+        c.put_end(W, "young", t + Duration::from_secs(31)),
+        Err(ErrorCode::IllegalClient)
+    );
 }
 
 #[test]
@@ -202,7 +363,10 @@ fn a_full_store_evicts_oldest_first_and_puts_never_fail_while_something_is_evict
     assert!(c.contains("k191"));
     assert!(!c.contains("k0"), "the oldest key is evicted first");
     let kept: Vec<u64> = (0..192).filter(|i| c.contains(&format!("k{i}"))).collect();
-    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "kept keys are the newest, contiguous: {kept:?}");
+    assert!(
+        kept.windows(2).all(|w| w[1] == w[0] + 1),
+        "kept keys are the newest, contiguous: {kept:?}"
+    );
     assert!(c.eviction_stats().evicted_keys >= 128);
     c.check_invariants().unwrap();
 }
@@ -211,11 +375,16 @@ fn a_full_store_evicts_oldest_first_and_puts_never_fail_while_something_is_evict
 fn leased_and_hard_pinned_objects_are_never_evicted() {
     for leased in [true, false] {
         let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
-        let cfg = ReplicateConfig { pin: if leased { Pin::None } else { Pin::Hard }, ..Default::default() };
+        let cfg = ReplicateConfig {
+            pin: if leased { Pin::None } else { Pin::Hard },
+            ..Default::default()
+        };
         let mut ok = 0;
         for i in 0..100 {
             let key = format!("k{i}");
-            let r = c.put_start(W, &key, MIB, &cfg, t).and_then(|_| c.put_end(W, &key, t));
+            let r = c
+                .put_start(W, &key, MIB, &cfg, t)
+                .and_then(|_| c.put_end(W, &key, t));
             if r.is_ok() {
                 ok += 1;
                 if leased {
@@ -234,17 +403,29 @@ fn leased_and_hard_pinned_objects_are_never_evicted() {
 #[test]
 fn soft_pinned_objects_are_evicted_last() {
     let (mut c, t) = core_with(&[(1, "a:1", 16 * MIB)]);
-    let soft = ReplicateConfig { pin: Pin::Soft, ..Default::default() };
+    let soft = ReplicateConfig {
+        pin: Pin::Soft,
+        ..Default::default()
+    };
     for i in 0..8 {
         let k = format!("soft{i}");
         c.put_start(W, &k, MIB, &soft, t).unwrap();
         c.put_end(W, &k, t).unwrap();
     }
     for i in 0..8 {
-        put(&mut c, &format!("plain{i}"), MIB, t + Duration::from_millis(10)).unwrap();
+        put(
+            &mut c,
+            &format!("plain{i}"),
+            MIB,
+            t + Duration::from_millis(10),
+        )
+        .unwrap();
     }
     put(&mut c, "new", 4 * MIB, t + Duration::from_millis(20)).unwrap();
-    assert!((0..8).all(|i| c.contains(&format!("soft{i}"))), "plain objects go first");
+    assert!(
+        (0..8).all(|i| c.contains(&format!("soft{i}"))),
+        "plain objects go first"
+    );
     assert!(!c.contains("plain0"));
     assert_eq!(c.soft_pin_key_count(), 8);
 }

@@ -11,7 +11,9 @@ mod config;
 mod core;
 mod master;
 pub mod metrics;
+mod server;
 
 pub use crate::core::{EvictionStats, MasterCore, TickReport};
 pub use config::{ConfigError, MasterConfig};
 pub use master::Master;
+pub use server::{MasterServer, ServerConfig, ServerError};

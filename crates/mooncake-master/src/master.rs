@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use mooncake_store::{
-    BatchResult, ClientId, ErrorCode, MasterApi, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
-    ReplicateConfig, Segment, SegmentId,
+    BatchResult, ClientId, ErrorCode, MasterApi, PingReply, ProtocolVersion, ReplicaDescriptor,
+    ReplicaList, ReplicateConfig, Segment, SegmentId,
 };
 use parking_lot::Mutex;
 
@@ -33,15 +33,26 @@ impl Master {
 
     /// The same, speaking another protocol version (for upgrade tests).
     pub fn with_version(config: MasterConfig, version: ProtocolVersion) -> Arc<Self> {
-        let view = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(1);
-        Arc::new(Self { core: Mutex::new(MasterCore::new(config, view)), metrics: Metrics::default(), version })
+        let view = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(1);
+        Arc::new(Self {
+            core: Mutex::new(MasterCore::new(config, view)),
+            metrics: Metrics::default(),
+            version,
+        })
     }
 
     /// Runs the periodic work once (client expiry, abandoned puts, eviction).
     pub fn tick(&self) -> TickReport {
         let report = self.core.lock().tick(Instant::now());
         for c in &report.expired_clients {
-            tracing::info!(client = format!("{:x}", c.0), action = "client_expired", "client expired; its segments are unmounted");
+            tracing::info!(
+                client = format!("{:x}", c.0),
+                action = "client_expired",
+                "client expired; its segments are unmounted"
+            );
         }
         if report.evicted > 0 {
             tracing::debug!(evicted = report.evicted, "eviction pass");
@@ -49,15 +60,30 @@ impl Master {
         report
     }
 
-    /// Ticks every `period` until `shutdown` completes (the master's monitor thread).
-    pub async fn run_ticker(self: Arc<Self>, period: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    /// Until `shutdown` completes: checks eviction every `period` (Mooncake's eviction
+    /// thread runs every 10 ms) and runs the full [`Master::tick`] about once a second
+    /// (client monitor, abandoned puts).
+    pub async fn run_ticker(
+        self: Arc<Self>,
+        period: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let per_second =
+            (Duration::from_secs(1).as_nanos() / period.as_nanos().max(1)).max(1) as u64;
+        let mut n = 0u64;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
-                _ = interval.tick() => { self.tick(); }
+                _ = interval.tick() => {}
                 _ = &mut shutdown => return,
+            }
+            n += 1;
+            if n.is_multiple_of(per_second) {
+                self.tick();
+            } else {
+                self.core.lock().evict_if_needed(Instant::now());
             }
         }
     }
@@ -72,9 +98,28 @@ impl Master {
         self.core.lock().keys()
     }
 
+    /// The replicas of a key as JSON lines, without granting a lease (`/query_key`).
+    pub fn query_key(&self, key: &str) -> Option<String> {
+        let list = self.core.lock().peek_replicas(key)?;
+        let mut out = String::new();
+        for r in list {
+            let _ = writeln!(
+                out,
+                "{{\"buffer_address\":{},\"size\":{},\"transport_endpoint\":\"{}\",\"segment\":\"{}\"}}",
+                r.buffer_address, r.size, r.transport_endpoint, r.segment_name
+            );
+        }
+        Some(out)
+    }
+
     /// Names of mounted segments.
     pub fn segment_names(&self) -> Vec<String> {
-        self.core.lock().segment_usage().into_iter().map(|(n, _, _)| n).collect()
+        self.core
+            .lock()
+            .segment_usage()
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect()
     }
 
     /// Prometheus text of every gauge and counter (Mooncake's names).
@@ -87,7 +132,10 @@ impl Master {
                 ("master_allocated_bytes", core.allocated()),
                 ("master_total_capacity_bytes", core.capacity()),
                 ("master_key_count", core.key_count() as u64),
-                ("master_soft_pin_key_count", core.soft_pin_key_count() as u64),
+                (
+                    "master_soft_pin_key_count",
+                    core.soft_pin_key_count() as u64,
+                ),
                 ("master_active_clients", core.active_clients() as u64),
             ];
             for (name, v) in gauges {
@@ -95,7 +143,10 @@ impl Master {
             }
             for (seg, cap, used) in core.segment_usage() {
                 let _ = writeln!(out, "segment_allocated_bytes{{segment=\"{seg}\"}} {used}");
-                let _ = writeln!(out, "segment_total_capacity_bytes{{segment=\"{seg}\"}} {cap}");
+                let _ = writeln!(
+                    out,
+                    "segment_total_capacity_bytes{{segment=\"{seg}\"}} {cap}"
+                );
             }
             let counters = [
                 ("master_successful_evictions_total", stats.successful_passes),
@@ -128,7 +179,9 @@ impl Master {
 impl MasterApi for Master {
     async fn connect(&self, client: ProtocolVersion) -> Result<ProtocolVersion, ErrorCode> {
         if !self.version.accepts(client) {
-            self.metrics.version_rejections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics
+                .version_rejections
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(%client, master = %self.version, "refused a client of an incompatible protocol version");
             return Err(ErrorCode::InvalidVersion);
         }
@@ -136,12 +189,22 @@ impl MasterApi for Master {
     }
 
     async fn mount_segment(&self, client: ClientId, segment: Segment) -> Result<(), ErrorCode> {
-        let r = self.core.lock().mount_segment(client, segment, Instant::now());
+        let r = self
+            .core
+            .lock()
+            .mount_segment(client, segment, Instant::now());
         self.count(Op::MountSegment, r)
     }
 
-    async fn remount_segments(&self, client: ClientId, segments: Vec<Segment>) -> Result<(), ErrorCode> {
-        let r = self.core.lock().remount_segments(client, segments, Instant::now());
+    async fn remount_segments(
+        &self,
+        client: ClientId,
+        segments: Vec<Segment>,
+    ) -> Result<(), ErrorCode> {
+        let r = self
+            .core
+            .lock()
+            .remount_segments(client, segments, Instant::now());
         self.count(Op::RemountSegment, r)
     }
 
@@ -183,16 +246,33 @@ impl MasterApi for Master {
         self.count_batch(Op::GetReplicaList, rs)
     }
 
-    async fn put_start(&self, client: ClientId, key: &str, size: u64, config: &ReplicateConfig) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let r = self.core.lock().put_start(client, key, size, config, Instant::now());
+    async fn put_start(
+        &self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let r = self
+            .core
+            .lock()
+            .put_start(client, key, size, config, Instant::now());
         self.count(Op::PutStart, r)
     }
 
-    async fn batch_put_start(&self, client: ClientId, items: &[(String, u64)], config: &ReplicateConfig) -> BatchResult<Vec<ReplicaDescriptor>> {
+    async fn batch_put_start(
+        &self,
+        client: ClientId,
+        items: &[(String, u64)],
+        config: &ReplicateConfig,
+    ) -> BatchResult<Vec<ReplicaDescriptor>> {
         let now = Instant::now();
         let rs = {
             let mut core = self.core.lock();
-            items.iter().map(|(k, n)| core.put_start(client, k, *n, config, now)).collect()
+            items
+                .iter()
+                .map(|(k, n)| core.put_start(client, k, *n, config, now))
+                .collect()
         };
         self.count_batch(Op::PutStart, rs)
     }
@@ -224,8 +304,17 @@ impl MasterApi for Master {
         self.count_batch(Op::PutRevoke, rs)
     }
 
-    async fn upsert_start(&self, client: ClientId, key: &str, size: u64, config: &ReplicateConfig) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let r = self.core.lock().upsert_start(client, key, size, config, Instant::now());
+    async fn upsert_start(
+        &self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let r = self
+            .core
+            .lock()
+            .upsert_start(client, key, size, config, Instant::now());
         self.count(Op::UpsertStart, r)
     }
 

@@ -87,15 +87,27 @@ impl Metrics {
         for (op, name) in OPS {
             let i = op as usize;
             let _ = writeln!(out, "# TYPE master_{name}_requests_total counter");
-            let _ = writeln!(out, "master_{name}_requests_total {}", self.requests[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "master_{name}_requests_total {}",
+                self.requests[i].load(Ordering::Relaxed)
+            );
             let _ = writeln!(out, "# TYPE master_{name}_failures_total counter");
-            let _ = writeln!(out, "master_{name}_failures_total {}", self.failures[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "master_{name}_failures_total {}",
+                self.failures[i].load(Ordering::Relaxed)
+            );
             let items = self.batch_items[i].load(Ordering::Relaxed);
             if items > 0 {
                 let _ = writeln!(out, "master_batch_{name}_items_total {items}");
             }
         }
         let _ = writeln!(out, "# TYPE master_version_rejections_total counter");
-        let _ = writeln!(out, "master_version_rejections_total {}", self.version_rejections.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "master_version_rejections_total {}",
+            self.version_rejections.load(Ordering::Relaxed)
+        );
     }
 }

@@ -95,13 +95,36 @@ impl ErrorCode {
     pub fn from_code(code: i32) -> Self {
         use ErrorCode::*;
         const ALL: [ErrorCode; 26] = [
-            InternalError, BufferOverflow, SegmentNotFound, SegmentAlreadyExists, ClientNotFound,
-            NoAvailableHandle, InvalidVersion, InvalidKey, WriteFail, InvalidParams, IllegalClient,
-            InvalidWrite, InvalidRead, InvalidReplica, ReplicaIsNotReady, ObjectNotFound,
-            ObjectAlreadyExists, ObjectHasLease, LeaseExpired, ObjectHasReplicationTask,
-            ReplicaIsGone, ObjectReplicaBusy, TransferFail, RpcFail, RpcTimeout, NotSupported,
+            InternalError,
+            BufferOverflow,
+            SegmentNotFound,
+            SegmentAlreadyExists,
+            ClientNotFound,
+            NoAvailableHandle,
+            InvalidVersion,
+            InvalidKey,
+            WriteFail,
+            InvalidParams,
+            IllegalClient,
+            InvalidWrite,
+            InvalidRead,
+            InvalidReplica,
+            ReplicaIsNotReady,
+            ObjectNotFound,
+            ObjectAlreadyExists,
+            ObjectHasLease,
+            LeaseExpired,
+            ObjectHasReplicationTask,
+            ReplicaIsGone,
+            ObjectReplicaBusy,
+            TransferFail,
+            RpcFail,
+            RpcTimeout,
+            NotSupported,
         ];
-        ALL.into_iter().find(|c| c.code() == code).unwrap_or(InternalError)
+        ALL.into_iter()
+            .find(|c| c.code() == code)
+            .unwrap_or(InternalError)
     }
 }
 
@@ -126,7 +149,9 @@ mod tests {
         assert_eq!(ErrorCode::ObjectHasLease.code(), -706);
         assert_eq!(ErrorCode::TransferFail.code(), -800);
         assert_eq!(ErrorCode::RpcFail.code(), -900);
-        for c in [-1, -10, -101, -200, -300, -600, -703, -704, -705, -706, -800, -900, -901, -1012] {
+        for c in [
+            -1, -10, -101, -200, -300, -600, -703, -704, -705, -706, -800, -900, -901, -1012,
+        ] {
             assert_eq!(ErrorCode::from_code(c).code(), c);
         }
         assert_eq!(ErrorCode::from_code(-12345), ErrorCode::InternalError);

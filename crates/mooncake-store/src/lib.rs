@@ -11,6 +11,7 @@
 
 pub mod allocator;
 mod error;
+pub mod grpc;
 mod master_api;
 pub mod placement;
 pub mod types;
@@ -18,6 +19,6 @@ pub mod types;
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use types::{
-    ClientId, ClientStatus, ObjectKey, Pin, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
-    ReplicateConfig, Segment, SegmentId,
+    ClientId, ClientStatus, ObjectKey, Pin, PingReply, ProtocolVersion, ReplicaDescriptor,
+    ReplicaList, ReplicateConfig, Segment, SegmentId,
 };

@@ -4,7 +4,10 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
-use crate::types::{ClientId, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId};
+use crate::types::{
+    ClientId, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment,
+    SegmentId,
+};
 use crate::ErrorCode;
 
 /// Per-key results of a batch call; the outer error is a failure of the whole call (RPC).
@@ -24,7 +27,11 @@ pub trait MasterApi: Send + Sync + Debug {
     async fn mount_segment(&self, client: ClientId, segment: Segment) -> Result<(), ErrorCode>;
 
     /// Re-mounts every segment of a client and marks it alive.
-    async fn remount_segments(&self, client: ClientId, segments: Vec<Segment>) -> Result<(), ErrorCode>;
+    async fn remount_segments(
+        &self,
+        client: ClientId,
+        segments: Vec<Segment>,
+    ) -> Result<(), ErrorCode>;
 
     /// Unmounts a segment (idempotent); its replicas disappear at once.
     async fn unmount_segment(&self, client: ClientId, segment: SegmentId) -> Result<(), ErrorCode>;

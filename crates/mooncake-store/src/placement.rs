@@ -84,7 +84,12 @@ pub struct PlacementRequest<'a> {
 impl PlacementStrategy {
     /// Indices into `candidates`, in the order they should be tried. Preferred names come
     /// first; every index appears at most once.
-    pub fn order(self, candidates: &[Candidate<'_>], req: &PlacementRequest<'_>, rng: &mut Rng) -> Vec<usize> {
+    pub fn order(
+        self,
+        candidates: &[Candidate<'_>],
+        req: &PlacementRequest<'_>,
+        rng: &mut Rng,
+    ) -> Vec<usize> {
         let n = candidates.len();
         let mut out = Vec::with_capacity(n.min(100));
         let mut used = vec![false; n];
@@ -110,7 +115,11 @@ impl PlacementStrategy {
                 let mut picked: Vec<usize> = (0..sample).map(|k| (start + k) % n).collect();
                 let ratio = |i: usize| {
                     let c = &candidates[i];
-                    if c.capacity == 0 { 0.0 } else { c.free as f64 / c.capacity as f64 }
+                    if c.capacity == 0 {
+                        0.0
+                    } else {
+                        c.free as f64 / c.capacity as f64
+                    }
                 };
                 picked.sort_by(|a, b| ratio(*b).total_cmp(&ratio(*a)));
                 picked.extend((0..n).map(|k| (start + sample + k) % n).take(n - sample));
@@ -139,7 +148,12 @@ mod tests {
         names
             .iter()
             .zip(free)
-            .map(|(n, f)| Candidate { name: n, host_id: n.split(':').next().unwrap_or(n), capacity: 100, free: *f })
+            .map(|(n, f)| Candidate {
+                name: n,
+                host_id: n.split(':').next().unwrap_or(n),
+                capacity: 100,
+                free: *f,
+            })
             .collect()
     }
 
@@ -147,8 +161,20 @@ mod tests {
     fn preferred_segments_come_first_and_nothing_repeats() {
         let c = cands(&["a:1", "b:1", "c:1"], &[10, 10, 10]);
         let pref = vec!["c:1".to_owned(), "zz".to_owned()];
-        for strategy in [PlacementStrategy::Random, PlacementStrategy::FreeRatioFirst, PlacementStrategy::LocalFirst] {
-            let o = strategy.order(&c, &PlacementRequest { replicas: 2, preferred: &pref, writer_host: None }, &mut Rng::new(7));
+        for strategy in [
+            PlacementStrategy::Random,
+            PlacementStrategy::FreeRatioFirst,
+            PlacementStrategy::LocalFirst,
+        ] {
+            let o = strategy.order(
+                &c,
+                &PlacementRequest {
+                    replicas: 2,
+                    preferred: &pref,
+                    writer_host: None,
+                },
+                &mut Rng::new(7),
+            );
             assert_eq!(o[0], 2, "{strategy:?}");
             let mut s = o.clone();
             s.sort();
@@ -160,7 +186,14 @@ mod tests {
     #[test]
     fn free_ratio_first_prefers_emptier_segments() {
         let c = cands(&["a:1", "b:1", "c:1"], &[10, 90, 50]);
-        let o = PlacementStrategy::FreeRatioFirst.order(&c, &PlacementRequest { replicas: 1, ..Default::default() }, &mut Rng::new(1));
+        let o = PlacementStrategy::FreeRatioFirst.order(
+            &c,
+            &PlacementRequest {
+                replicas: 1,
+                ..Default::default()
+            },
+            &mut Rng::new(1),
+        );
         assert_eq!(o, vec![1, 2, 0]);
     }
 
@@ -168,7 +201,15 @@ mod tests {
     fn local_first_prefers_the_writers_host() {
         let c = cands(&["a:1", "b:1", "b:2", "c:1"], &[1, 1, 1, 1]);
         for seed in 0..20 {
-            let o = PlacementStrategy::LocalFirst.order(&c, &PlacementRequest { replicas: 1, preferred: &[], writer_host: Some("b") }, &mut Rng::new(seed));
+            let o = PlacementStrategy::LocalFirst.order(
+                &c,
+                &PlacementRequest {
+                    replicas: 1,
+                    preferred: &[],
+                    writer_host: Some("b"),
+                },
+                &mut Rng::new(seed),
+            );
             assert!(o[..2].contains(&1) && o[..2].contains(&2), "{o:?}");
         }
     }
@@ -179,14 +220,27 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut firsts = [0; 4];
         for _ in 0..400 {
-            firsts[PlacementStrategy::Random.order(&c, &PlacementRequest { replicas: 1, ..Default::default() }, &mut rng)[0]] += 1;
+            firsts[PlacementStrategy::Random.order(
+                &c,
+                &PlacementRequest {
+                    replicas: 1,
+                    ..Default::default()
+                },
+                &mut rng,
+            )[0]] += 1;
         }
         assert!(firsts.iter().all(|n| *n > 50), "{firsts:?}");
     }
 
     #[test]
     fn strategies_parse_from_flags() {
-        assert_eq!("free_ratio_first".parse::<PlacementStrategy>(), Ok(PlacementStrategy::FreeRatioFirst));
-        assert!("cxl".parse::<PlacementStrategy>().unwrap_err().contains("unknown allocation strategy"));
+        assert_eq!(
+            "free_ratio_first".parse::<PlacementStrategy>(),
+            Ok(PlacementStrategy::FreeRatioFirst)
+        );
+        assert!("cxl"
+            .parse::<PlacementStrategy>()
+            .unwrap_err()
+            .contains("unknown allocation strategy"));
     }
 }

@@ -85,7 +85,12 @@ pub struct ReplicateConfig {
 
 impl Default for ReplicateConfig {
     fn default() -> Self {
-        Self { replica_num: 1, pin: Pin::None, preferred_segments: Vec::new(), prefer_alloc_in_same_node: false }
+        Self {
+            replica_num: 1,
+            pin: Pin::None,
+            preferred_segments: Vec::new(),
+            prefer_alloc_in_same_node: false,
+        }
     }
 }
 
@@ -171,7 +176,10 @@ mod tests {
     #[test]
     fn keys_are_validated() {
         assert_eq!(ObjectKey::new(""), Err(crate::ErrorCode::InvalidParams));
-        assert_eq!(ObjectKey::new("x".repeat(MAX_KEY_LEN + 1)), Err(crate::ErrorCode::InvalidParams));
+        assert_eq!(
+            ObjectKey::new("x".repeat(MAX_KEY_LEN + 1)),
+            Err(crate::ErrorCode::InvalidParams)
+        );
         assert_eq!(ObjectKey::new("k").unwrap().as_str(), "k");
     }
 

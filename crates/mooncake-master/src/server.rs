@@ -1,0 +1,241 @@
+//! The master process: gRPC service, admin/metrics HTTP, optional embedded HTTP metadata
+//! server and the periodic tick, bound and run together.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use mooncake_metadata::{HttpMetadataServer, HttpMetadataServerConfig};
+use mooncake_store::MasterApi;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::{Master, MasterConfig};
+
+/// Where the master listens and what it runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The object-metadata core's settings.
+    pub master: MasterConfig,
+    /// gRPC address (`--rpc_address:--rpc_port`), e.g. `0.0.0.0:50051`.
+    pub rpc_addr: String,
+    /// Embedded HTTP metadata server (`--enable_http_metadata_server`), e.g. `0.0.0.0:8080`.
+    pub http_metadata_addr: Option<String>,
+    /// Admin and metrics HTTP server (`--metrics_host:--metrics_port`).
+    pub metrics_addr: Option<String>,
+}
+
+/// Errors starting the master.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot bind the {what} to {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server failed while running.
+    #[error("the {what} failed: {reason}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A master with its listeners bound (ports known) but not yet serving.
+#[derive(Debug)]
+pub struct MasterServer {
+    master: Arc<Master>,
+    rpc: TcpListener,
+    metadata: Option<TcpListener>,
+    metrics: Option<TcpListener>,
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what,
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+fn local(l: &TcpListener) -> SocketAddr {
+    l.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+impl MasterServer {
+    /// Binds every listener exactly at the address given (port 0 picks a free one).
+    pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        let rpc = bind("master rpc listener", &config.rpc_addr).await?;
+        let metadata = match &config.http_metadata_addr {
+            Some(a) => Some(bind("http metadata server", a).await?),
+            None => None,
+        };
+        let metrics = match &config.metrics_addr {
+            Some(a) => Some(bind("metrics server", a).await?),
+            None => None,
+        };
+        Ok(Self {
+            master: Master::new(config.master),
+            rpc,
+            metadata,
+            metrics,
+        })
+    }
+
+    /// The master itself (for in-process clients and tests).
+    pub fn master(&self) -> &Arc<Master> {
+        &self.master
+    }
+
+    /// The bound gRPC address.
+    pub fn rpc_addr(&self) -> SocketAddr {
+        local(&self.rpc)
+    }
+
+    /// The bound HTTP metadata address, if enabled.
+    pub fn http_metadata_addr(&self) -> Option<SocketAddr> {
+        self.metadata.as_ref().map(local)
+    }
+
+    /// The bound metrics address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(local)
+    }
+
+    /// Serves until `shutdown` completes, then stops every server gracefully.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        let api: Arc<dyn MasterApi> = self.master.clone();
+        tasks.spawn({
+            let s = stopped(stop_rx.clone());
+            async move {
+                mooncake_store::grpc::serve(self.rpc, api, s)
+                    .await
+                    .map_err(|e| ServerError::Serve {
+                        what: "master rpc server",
+                        reason: e.to_string(),
+                    })
+            }
+        });
+        if let Some(l) = self.metadata {
+            let s = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                HttpMetadataServer::new(HttpMetadataServerConfig::default())
+                    .run(l, s)
+                    .await
+                    .map_err(|e| ServerError::Serve {
+                        what: "http metadata server",
+                        reason: e.to_string(),
+                    })
+            });
+        }
+        if let Some(l) = self.metrics {
+            let s = stopped(stop_rx.clone());
+            let router = admin_router(self.master.clone());
+            tasks.spawn(async move {
+                axum::serve(l, router)
+                    .with_graceful_shutdown(s)
+                    .await
+                    .map_err(|e| ServerError::Serve {
+                        what: "metrics server",
+                        reason: e.to_string(),
+                    })
+            });
+        }
+        {
+            let master = self.master.clone();
+            let s = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                master.run_ticker(Duration::from_millis(10), s).await;
+                Ok(())
+            });
+        }
+        let mut first_error = None;
+        tokio::select! {
+            _ = shutdown => {}
+            Some(done) = tasks.join_next() => {
+                if let Ok(Err(e)) = done {
+                    first_error = Some(e);
+                }
+            }
+        }
+        let _ = stop_tx.send(true);
+        while let Some(done) = tasks.join_next().await {
+            if let (Ok(Err(e)), None) = (done, &first_error) {
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeyQuery {
+    key: String,
+}
+
+/// `/metrics`, `/health`, `/get_all_keys`, `/get_all_segments`, `/query_key?key=`.
+fn admin_router(master: Arc<Master>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Master>>| async move { m.render_metrics() }),
+        )
+        .route("/health", get(|| async { "OK" }))
+        .route(
+            "/get_all_keys",
+            get(|State(m): State<Arc<Master>>| async move { lines(m.keys()) }),
+        )
+        .route(
+            "/get_all_segments",
+            get(|State(m): State<Arc<Master>>| async move { lines(m.segment_names()) }),
+        )
+        .route("/query_key", get(query_key))
+        .with_state(master)
+}
+
+fn lines(mut items: Vec<String>) -> String {
+    items.sort();
+    let mut out = items.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+async fn query_key(State(m): State<Arc<Master>>, Query(q): Query<KeyQuery>) -> impl IntoResponse {
+    match m.query_key(&q.key) {
+        Some(replicas) => (StatusCode::OK, replicas),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "{{\"error_code\":{}}}",
+                mooncake_store::ErrorCode::ObjectNotFound.code()
+            ),
+        ),
+    }
+}

@@ -1,0 +1,237 @@
+//! The master over gRPC on 127.0.0.1:0, driven by the store's gRPC client.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mooncake_master::{Master, MasterConfig, MasterServer, ServerConfig};
+use mooncake_store::grpc::{GrpcClientConfig, GrpcMasterClient};
+use mooncake_store::{
+    ClientId, ClientStatus, ErrorCode, MasterApi, ProtocolVersion, ReplicateConfig, Segment,
+    SegmentId,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: u64 = 1 << 20;
+
+fn segment(id: u128, name: &str, size: u64) -> Segment {
+    Segment {
+        id: SegmentId(id),
+        name: name.into(),
+        base: 0x7f00_0000_0000 + (id as u64) * (1 << 32),
+        size,
+        te_endpoint: name.into(),
+        protocol: "tcp".into(),
+        host_id: "127.0.0.1".into(),
+    }
+}
+
+async fn start() -> (
+    GrpcMasterClient,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let server = MasterServer::bind(ServerConfig {
+        master: MasterConfig::default(),
+        rpc_addr: "127.0.0.1:0".into(),
+        http_metadata_addr: Some("127.0.0.1:0".into()),
+        metrics_addr: Some("127.0.0.1:0".into()),
+    })
+    .await
+    .unwrap();
+    let rpc = server.rpc_addr();
+    let metrics = server.metrics_addr().unwrap();
+    assert_eq!(rpc.ip().to_string(), "127.0.0.1");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async {
+        let _ = stopped.await;
+    }));
+    let client = GrpcMasterClient::connect(&rpc.to_string(), GrpcClientConfig::default())
+        .await
+        .unwrap();
+    (client, metrics, stop)
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_remove_round_trip_with_mooncake_semantics() {
+    let (m, metrics, _stop) = start().await;
+    let owner = ClientId(0xABCD_0000_0000_0000_0000_0000_0000_0001);
+    m.remount_segments(owner, vec![segment(1, "127.0.0.1:13001", 64 * MIB)])
+        .await
+        .unwrap();
+    assert_eq!(m.ping(owner).await.unwrap().status, ClientStatus::Ok);
+    let w = ClientId(2);
+    let cfg = ReplicateConfig::default();
+    let replicas = m.put_start(w, "k", 4096, &cfg).await.unwrap();
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(replicas[0].transport_endpoint, "127.0.0.1:13001");
+    assert!(!m.exist_key("k").await.unwrap(), "invisible until put_end");
+    m.put_end(w, "k").await.unwrap();
+    assert_eq!(
+        m.put_start(w, "k", 10, &cfg).await,
+        Err(ErrorCode::ObjectAlreadyExists)
+    );
+    let list = m.get_replica_list("k").await.unwrap();
+    assert_eq!((list.size(), list.lease_ttl_ms), (4096, 10_000));
+    assert_eq!(list.replicas[0].buffer_address, replicas[0].buffer_address);
+    assert_eq!(m.remove("k", false).await, Err(ErrorCode::ObjectHasLease));
+    assert_eq!(m.remove("k", true).await, Ok(()));
+    assert_eq!(
+        m.get_replica_list("k").await,
+        Err(ErrorCode::ObjectNotFound)
+    );
+    let text = http_get(metrics, "/metrics").await;
+    assert!(
+        text.contains(&format!("master_total_capacity_bytes {}", 64 * MIB)),
+        "{text}"
+    );
+    assert!(text.contains("master_put_start_requests_total 2"), "{text}");
+    assert!(http_get(metrics, "/get_all_segments")
+        .await
+        .ends_with("127.0.0.1:13001\n"));
+    assert!(http_get(metrics, "/health").await.ends_with("OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_one_call_with_per_key_results() {
+    let (m, _metrics, _stop) = start().await;
+    m.remount_segments(ClientId(1), vec![segment(1, "a:1", 64 * MIB)])
+        .await
+        .unwrap();
+    let w = ClientId(2);
+    let items: Vec<(String, u64)> = (0..32).map(|i| (format!("k{i}"), 4096)).collect();
+    let keys: Vec<String> = items.iter().map(|(k, _)| k.clone()).collect();
+    let started = m
+        .batch_put_start(w, &items, &ReplicateConfig::default())
+        .await
+        .unwrap();
+    assert!(started
+        .iter()
+        .all(|r| r.as_ref().is_ok_and(|v| v.len() == 1)));
+    assert!(m
+        .batch_put_end(w, &keys)
+        .await
+        .unwrap()
+        .iter()
+        .all(Result::is_ok));
+    let mut probe = keys.clone();
+    probe.push("missing".into());
+    let exist = m.batch_exist_key(&probe).await.unwrap();
+    assert_eq!(exist.iter().filter(|r| **r == Ok(true)).count(), 32);
+    assert_eq!(exist[32], Ok(false));
+    let lists = m.batch_get_replica_list(&probe).await.unwrap();
+    assert_eq!(lists[32], Err(ErrorCode::ObjectNotFound));
+    let removed = m.batch_remove(&probe, true).await.unwrap();
+    assert_eq!(removed.iter().filter(|r| r.is_ok()).count(), 32);
+    assert_eq!(removed[32], Err(ErrorCode::ObjectNotFound));
+    assert_eq!(m.remove_all(true).await, Ok(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_returns_the_documented_codes() {
+    let (m, _metrics, _stop) = start().await;
+    m.remount_segments(ClientId(1), vec![segment(1, "a:1", 64 * MIB)])
+        .await
+        .unwrap();
+    let w = ClientId(2);
+    let cfg = ReplicateConfig::default();
+    assert_eq!(
+        m.put_start(w, "", 10, &cfg).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        m.put_start(w, &"k".repeat(5000), 10, &cfg).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        m.put_start(w, "k", 0, &cfg).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    let five = ReplicateConfig {
+        replica_num: 5,
+        ..Default::default()
+    };
+    assert_eq!(
+        m.put_start(w, "k", 10, &five).await.unwrap().len(),
+        1,
+        "more replicas than segments: as many as possible"
+    );
+    assert_eq!(
+        m.put_start(w, "big", 128 * MIB, &cfg).await,
+        Err(ErrorCode::NoAvailableHandle)
+    );
+    assert_eq!(
+        m.unmount_segment(ClientId(1), SegmentId(77)).await,
+        Ok(()),
+        "unknown segment: idempotent"
+    );
+    assert_eq!(
+        m.mount_segment(ClientId(9), segment(1, "a:1", MIB)).await,
+        Err(ErrorCode::SegmentAlreadyExists)
+    );
+    assert_eq!(
+        m.put_end(w, "never-started").await,
+        Err(ErrorCode::ObjectNotFound)
+    );
+    assert_eq!(
+        m.put_revoke(ClientId(3), "k").await,
+        Err(ErrorCode::IllegalClient)
+    );
+    assert_eq!(
+        m.ping(ClientId(42)).await.unwrap().status,
+        ClientStatus::NeedRemount
+    );
+}
+
+#[tokio::test]
+async fn incompatible_clients_are_refused_with_a_metric() {
+    let master = Master::with_version(
+        MasterConfig::default(),
+        ProtocolVersion { major: 1, minor: 2 },
+    );
+    assert_eq!(
+        master.connect(ProtocolVersion { major: 1, minor: 1 }).await,
+        Ok(ProtocolVersion { major: 1, minor: 2 })
+    );
+    assert_eq!(
+        master.connect(ProtocolVersion { major: 1, minor: 0 }).await,
+        Err(ErrorCode::InvalidVersion)
+    );
+    assert_eq!(
+        master.connect(ProtocolVersion { major: 2, minor: 2 }).await,
+        Err(ErrorCode::InvalidVersion)
+    );
+    assert_eq!(
+        master.metrics().version_rejections.load(Ordering::Relaxed),
+        2
+    );
+    assert!(master
+        .render_metrics()
+        .contains("master_version_rejections_total 2"));
+    let api: Arc<dyn MasterApi> = master;
+    assert!(api.exist_key("x").await.is_ok());
+}
+
+#[tokio::test]
+async fn an_unreachable_master_is_rpc_fail() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = std::time::Instant::now();
+    let err = GrpcMasterClient::connect(&format!("127.0.0.1:{port}"), GrpcClientConfig::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err, ErrorCode::RpcFail);
+    assert!(start.elapsed() < std::time::Duration::from_secs(6));
+}

@@ -1,0 +1,438 @@
+//! [`GrpcMasterClient`]: [`MasterApi`] over a tonic channel to a remote master.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Response, Status};
+
+use super::convert::{self, batch_from_pb, check, client_to_pb, split};
+use super::pb;
+use super::pb::master_service_client::MasterServiceClient;
+use super::MAX_MESSAGE_SIZE;
+use crate::master_api::{BatchResult, MasterApi};
+use crate::types::{
+    ClientId, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment,
+    SegmentId,
+};
+use crate::ErrorCode;
+
+/// HTTP/2 keep-alive ping interval: a master that vanished without closing the connection
+/// (host down, network cut) is noticed within interval + timeout instead of the kernel's
+/// TCP retransmission timeout, and the next RPC reconnects.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a keep-alive ping may go unanswered before the connection is dropped.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Timeouts of a [`GrpcMasterClient`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcClientConfig {
+    /// Bound on establishing the connection (TCP and HTTP/2 handshake). Default 5 s.
+    pub connect_timeout: Duration,
+    /// Bound on each RPC, reconnection included; exceeding it is `RpcTimeout`. Default 30 s.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for GrpcClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            rpc_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A [`MasterApi`] that forwards every call to a remote master over gRPC.
+///
+/// One HTTP/2 connection carries every call (concurrent calls are multiplexed as streams);
+/// clones share it. If the connection breaks, the next call reconnects.
+///
+/// Transport failures are `RpcFail`, an exceeded [`GrpcClientConfig::rpc_timeout`] (or a
+/// deadline the server reports) is `RpcTimeout`; the master's own errors come back as they are.
+#[derive(Debug, Clone)]
+pub struct GrpcMasterClient {
+    addr: String,
+    rpc: MasterServiceClient<Channel>,
+    rpc_timeout: Duration,
+    master_version: ProtocolVersion,
+}
+
+impl GrpcMasterClient {
+    /// Connects to the master at `addr` (`host:port`, Mooncake's `master_server_addr`; an
+    /// `http://host:port` URI is accepted too) and exchanges protocol versions.
+    ///
+    /// Fails with `RpcFail` if the master cannot be reached within
+    /// [`GrpcClientConfig::connect_timeout`], and with `InvalidVersion` if it refuses
+    /// [`ProtocolVersion::CURRENT`].
+    pub async fn connect(addr: &str, config: GrpcClientConfig) -> Result<Self, ErrorCode> {
+        let uri = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| {
+                tracing::warn!(addr, error = %e, "invalid master address");
+                ErrorCode::RpcFail
+            })?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        let channel = match tokio::time::timeout(config.connect_timeout, endpoint.connect()).await {
+            Ok(Ok(channel)) => channel,
+            Ok(Err(e)) => {
+                tracing::warn!(addr, error = %error_chain(&e), "cannot connect to the master");
+                return Err(ErrorCode::RpcFail);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    addr,
+                    timeout = ?config.connect_timeout,
+                    "cannot connect to the master: timed out"
+                );
+                return Err(ErrorCode::RpcFail);
+            }
+        };
+        let rpc = MasterServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let mut client = Self {
+            addr: addr.to_owned(),
+            rpc,
+            rpc_timeout: config.rpc_timeout,
+            master_version: ProtocolVersion::CURRENT,
+        };
+        match MasterApi::connect(&client, ProtocolVersion::CURRENT).await {
+            Ok(v) => client.master_version = v,
+            Err(ErrorCode::InvalidVersion) => {
+                tracing::warn!(
+                    addr,
+                    client_version = %ProtocolVersion::CURRENT,
+                    "the master refused this client's protocol version"
+                );
+                return Err(ErrorCode::InvalidVersion);
+            }
+            Err(e) => {
+                tracing::warn!(addr, error = %e, "protocol version exchange with the master failed");
+                return Err(e);
+            }
+        }
+        Ok(client)
+    }
+
+    /// The address this client was connected to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The master's protocol version, as it answered in [`GrpcMasterClient::connect`].
+    pub fn master_version(&self) -> ProtocolVersion {
+        self.master_version
+    }
+
+    /// Runs one RPC with the client's deadline and maps transport failures to error codes.
+    async fn call<T, F, Fut>(&self, method: &'static str, f: F) -> Result<T, ErrorCode>
+    where
+        F: FnOnce(MasterServiceClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        match tokio::time::timeout(self.rpc_timeout, f(self.rpc.clone())).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => {
+                let code = status_to_error(&status);
+                tracing::debug!(
+                    addr = %self.addr, method, code = ?status.code(),
+                    message = status.message(), "master rpc failed"
+                );
+                Err(code)
+            }
+            Err(_) => {
+                tracing::debug!(addr = %self.addr, method, timeout = ?self.rpc_timeout,
+                    "master rpc timed out");
+                Err(ErrorCode::RpcTimeout)
+            }
+        }
+    }
+}
+
+/// The error code of a failed RPC.
+fn status_to_error(status: &Status) -> ErrorCode {
+    match status.code() {
+        Code::DeadlineExceeded => ErrorCode::RpcTimeout,
+        _ => ErrorCode::RpcFail,
+    }
+}
+
+/// An error and its sources, `: `-separated (tonic's transport errors hide the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+fn key_request(client: ClientId, key: &str) -> pb::ClientKeyRequest {
+    let (client_hi, client_lo) = client_to_pb(client);
+    pb::ClientKeyRequest {
+        client_hi,
+        client_lo,
+        key: key.to_owned(),
+    }
+}
+
+fn keys_request(client: ClientId, keys: &[String]) -> pb::ClientKeysRequest {
+    let (client_hi, client_lo) = client_to_pb(client);
+    pb::ClientKeysRequest {
+        client_hi,
+        client_lo,
+        keys: keys.to_vec(),
+    }
+}
+
+fn put_start_request(
+    client: ClientId,
+    key: &str,
+    size: u64,
+    config: &ReplicateConfig,
+) -> pb::PutStartRequest {
+    let (client_hi, client_lo) = client_to_pb(client);
+    pb::PutStartRequest {
+        client_hi,
+        client_lo,
+        key: key.to_owned(),
+        size,
+        config: Some(config.into()),
+    }
+}
+
+fn status_batch(r: pb::BatchStatusResponse, expected: usize) -> BatchResult<()> {
+    batch_from_pb(r.error_code, r.results, expected, |m| check(m.error_code))
+}
+
+#[async_trait]
+impl MasterApi for GrpcMasterClient {
+    async fn connect(&self, client: ProtocolVersion) -> Result<ProtocolVersion, ErrorCode> {
+        let req = pb::ConnectRequest::from(client);
+        self.call("Connect", |mut c| async move { c.connect(req).await })
+            .await?
+            .try_into()
+    }
+
+    async fn mount_segment(&self, client: ClientId, segment: Segment) -> Result<(), ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let req = pb::MountSegmentRequest {
+            client_hi,
+            client_lo,
+            segment: Some(segment.into()),
+        };
+        let r = self.call(
+            "MountSegment",
+            |mut c| async move { c.mount_segment(req).await },
+        );
+        check(r.await?.error_code)
+    }
+
+    async fn remount_segments(
+        &self,
+        client: ClientId,
+        segments: Vec<Segment>,
+    ) -> Result<(), ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let segments = segments.into_iter().map(pb::Segment::from).collect();
+        let req = pb::RemountSegmentsRequest {
+            client_hi,
+            client_lo,
+            segments,
+        };
+        let r = self.call("RemountSegments", |mut c| async move {
+            c.remount_segments(req).await
+        });
+        check(r.await?.error_code)
+    }
+
+    async fn unmount_segment(&self, client: ClientId, segment: SegmentId) -> Result<(), ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let (segment_hi, segment_lo) = split(segment.0);
+        let req = pb::UnmountSegmentRequest {
+            client_hi,
+            client_lo,
+            segment_hi,
+            segment_lo,
+        };
+        let r = self.call("UnmountSegment", |mut c| async move {
+            c.unmount_segment(req).await
+        });
+        check(r.await?.error_code)
+    }
+
+    async fn ping(&self, client: ClientId) -> Result<PingReply, ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let req = pb::PingRequest {
+            client_hi,
+            client_lo,
+        };
+        self.call("Ping", |mut c| async move { c.ping(req).await })
+            .await?
+            .try_into()
+    }
+
+    async fn exist_key(&self, key: &str) -> Result<bool, ErrorCode> {
+        let req = pb::KeyRequest {
+            key: key.to_owned(),
+        };
+        let r = self.call("ExistKey", |mut c| async move { c.exist_key(req).await });
+        convert::exist_from_pb(r.await?)
+    }
+
+    async fn batch_exist_key(&self, keys: &[String]) -> BatchResult<bool> {
+        let req = pb::KeysRequest {
+            keys: keys.to_vec(),
+        };
+        let r = self.call("BatchExistKey", |mut c| async move {
+            c.batch_exist_key(req).await
+        });
+        let r = r.await?;
+        batch_from_pb(r.error_code, r.results, keys.len(), convert::exist_from_pb)
+    }
+
+    async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode> {
+        let req = pb::KeyRequest {
+            key: key.to_owned(),
+        };
+        let r = self.call("GetReplicaList", |mut c| async move {
+            c.get_replica_list(req).await
+        });
+        r.await?.try_into()
+    }
+
+    async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList> {
+        let req = pb::KeysRequest {
+            keys: keys.to_vec(),
+        };
+        let r = self.call("BatchGetReplicaList", |mut c| async move {
+            c.batch_get_replica_list(req).await
+        });
+        let r = r.await?;
+        batch_from_pb(r.error_code, r.results, keys.len(), ReplicaList::try_from)
+    }
+
+    async fn put_start(
+        &self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let req = put_start_request(client, key, size, config);
+        let r = self.call("PutStart", |mut c| async move { c.put_start(req).await });
+        convert::put_start_from_pb(r.await?)
+    }
+
+    async fn batch_put_start(
+        &self,
+        client: ClientId,
+        items: &[(String, u64)],
+        config: &ReplicateConfig,
+    ) -> BatchResult<Vec<ReplicaDescriptor>> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let (keys, sizes) = items.iter().cloned().unzip();
+        let req = pb::BatchPutStartRequest {
+            client_hi,
+            client_lo,
+            keys,
+            sizes,
+            config: Some(config.into()),
+        };
+        let r = self.call("BatchPutStart", |mut c| async move {
+            c.batch_put_start(req).await
+        });
+        let r = r.await?;
+        batch_from_pb(
+            r.error_code,
+            r.results,
+            items.len(),
+            convert::put_start_from_pb,
+        )
+    }
+
+    async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
+        let req = key_request(client, key);
+        let r = self.call("PutEnd", |mut c| async move { c.put_end(req).await });
+        check(r.await?.error_code)
+    }
+
+    async fn batch_put_end(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
+        let req = keys_request(client, keys);
+        let r = self.call(
+            "BatchPutEnd",
+            |mut c| async move { c.batch_put_end(req).await },
+        );
+        status_batch(r.await?, keys.len())
+    }
+
+    async fn put_revoke(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
+        let req = key_request(client, key);
+        let r = self.call("PutRevoke", |mut c| async move { c.put_revoke(req).await });
+        check(r.await?.error_code)
+    }
+
+    async fn batch_put_revoke(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
+        let req = keys_request(client, keys);
+        let r = self.call("BatchPutRevoke", |mut c| async move {
+            c.batch_put_revoke(req).await
+        });
+        status_batch(r.await?, keys.len())
+    }
+
+    async fn upsert_start(
+        &self,
+        client: ClientId,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let req = put_start_request(client, key, size, config);
+        let r = self.call(
+            "UpsertStart",
+            |mut c| async move { c.upsert_start(req).await },
+        );
+        convert::put_start_from_pb(r.await?)
+    }
+
+    async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode> {
+        let req = pb::RemoveRequest {
+            key: key.to_owned(),
+            force,
+        };
+        let r = self.call("Remove", |mut c| async move { c.remove(req).await });
+        check(r.await?.error_code)
+    }
+
+    async fn batch_remove(&self, keys: &[String], force: bool) -> BatchResult<()> {
+        let req = pb::BatchRemoveRequest {
+            keys: keys.to_vec(),
+            force,
+        };
+        let r = self.call(
+            "BatchRemove",
+            |mut c| async move { c.batch_remove(req).await },
+        );
+        status_batch(r.await?, keys.len())
+    }
+
+    async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode> {
+        let req = pb::RemoveAllRequest { force };
+        let r = self
+            .call("RemoveAll", |mut c| async move { c.remove_all(req).await })
+            .await?;
+        check(r.error_code)?;
+        Ok(r.removed)
+    }
+}

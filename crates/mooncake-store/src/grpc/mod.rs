@@ -1,0 +1,32 @@
+//! The master's gRPC layer: the wire protocol (`proto/master.proto`, generated into [`pb`]),
+//! [`GrpcMasterClient`] (a [`MasterApi`](crate::MasterApi) over the network) and [`serve`]
+//! (a master's [`MasterApi`](crate::MasterApi) offered on the network).
+//!
+//! Store errors travel in each response's `error_code` (Mooncake's negative codes, `0` for
+//! success) so that a client sees exactly the [`ErrorCode`](crate::ErrorCode) the master
+//! returned; a non-OK gRPC status only ever means the RPC itself failed (`RpcFail`,
+//! `RpcTimeout`). 128-bit ids travel as `(hi, lo)` pairs of `fixed64`.
+
+mod client;
+mod convert;
+mod server;
+
+pub use client::{GrpcClientConfig, GrpcMasterClient};
+pub use server::serve;
+
+/// Largest message either side encodes or accepts (tonic's default of 4 MiB is too small
+/// for large batches of long keys).
+const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// The messages and the tonic client and server generated from `proto/master.proto`
+/// (package `mooncake.master.v1`).
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::all
+)]
+pub mod pb {
+    tonic::include_proto!("mooncake.master.v1");
+}

@@ -1,0 +1,281 @@
+//! [`serve`]: the master's gRPC service, forwarding every RPC to a [`MasterApi`].
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status};
+
+use super::convert::{
+    batch_to_pb, client_from_pb, config_from_pb, join, put_items_from_pb, segment_from_pb, status,
+};
+use super::pb;
+use super::pb::master_service_server::{MasterService, MasterServiceServer};
+use super::MAX_MESSAGE_SIZE;
+use crate::master_api::MasterApi;
+use crate::types::{ProtocolVersion, SegmentId};
+
+/// Serves the master's gRPC service on `listener` until `shutdown` completes, forwarding
+/// every RPC to `api`.
+///
+/// Store errors travel in each response's `error_code` (the gRPC status stays OK);
+/// a request with an invalid wire value (unknown enum, missing field, mismatched lists)
+/// is answered with `InvalidParams` without reaching `api`. Accepted sockets get
+/// `TCP_NODELAY`. On shutdown, in-flight RPCs are allowed to finish.
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<dyn MasterApi>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), io::Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let service = MasterServiceServer::new(GrpcMaster { api })
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(io::Error::other)
+}
+
+/// The generated service trait implemented over a [`MasterApi`].
+struct GrpcMaster {
+    api: Arc<dyn MasterApi>,
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+fn ok<T>(message: T) -> RpcResult<T> {
+    Ok(Response::new(message))
+}
+
+fn batch_status(r: crate::BatchResult<()>) -> RpcResult<pb::BatchStatusResponse> {
+    let (error_code, results) = batch_to_pb(r, status);
+    ok(pb::BatchStatusResponse {
+        error_code,
+        results,
+    })
+}
+
+#[async_trait::async_trait]
+impl MasterService for GrpcMaster {
+    async fn connect(&self, req: Request<pb::ConnectRequest>) -> RpcResult<pb::ConnectResponse> {
+        let client = ProtocolVersion::from(req.into_inner());
+        ok(self.api.connect(client).await.into())
+    }
+
+    async fn mount_segment(
+        &self,
+        req: Request<pb::MountSegmentRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        let req = req.into_inner();
+        let r = match segment_from_pb(req.segment) {
+            Ok(segment) => {
+                let client = client_from_pb(req.client_hi, req.client_lo);
+                self.api.mount_segment(client, segment).await
+            }
+            Err(e) => Err(e),
+        };
+        ok(status(r))
+    }
+
+    async fn remount_segments(
+        &self,
+        req: Request<pb::RemountSegmentsRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        let segments = req.segments.into_iter().map(Into::into).collect();
+        ok(status(self.api.remount_segments(client, segments).await))
+    }
+
+    async fn unmount_segment(
+        &self,
+        req: Request<pb::UnmountSegmentRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        let segment = SegmentId(join(req.segment_hi, req.segment_lo));
+        ok(status(self.api.unmount_segment(client, segment).await))
+    }
+
+    async fn ping(&self, req: Request<pb::PingRequest>) -> RpcResult<pb::PingResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        ok(self.api.ping(client).await.into())
+    }
+
+    async fn exist_key(&self, req: Request<pb::KeyRequest>) -> RpcResult<pb::ExistKeyResponse> {
+        ok(self.api.exist_key(&req.into_inner().key).await.into())
+    }
+
+    async fn batch_exist_key(
+        &self,
+        req: Request<pb::KeysRequest>,
+    ) -> RpcResult<pb::BatchExistKeyResponse> {
+        let r = self.api.batch_exist_key(&req.into_inner().keys).await;
+        let (error_code, results) = batch_to_pb(r, pb::ExistKeyResponse::from);
+        ok(pb::BatchExistKeyResponse {
+            error_code,
+            results,
+        })
+    }
+
+    async fn get_replica_list(
+        &self,
+        req: Request<pb::KeyRequest>,
+    ) -> RpcResult<pb::GetReplicaListResponse> {
+        ok(self
+            .api
+            .get_replica_list(&req.into_inner().key)
+            .await
+            .into())
+    }
+
+    async fn batch_get_replica_list(
+        &self,
+        req: Request<pb::KeysRequest>,
+    ) -> RpcResult<pb::BatchGetReplicaListResponse> {
+        let r = self
+            .api
+            .batch_get_replica_list(&req.into_inner().keys)
+            .await;
+        let (error_code, results) = batch_to_pb(r, pb::GetReplicaListResponse::from);
+        ok(pb::BatchGetReplicaListResponse {
+            error_code,
+            results,
+        })
+    }
+
+    async fn put_start(
+        &self,
+        req: Request<pb::PutStartRequest>,
+    ) -> RpcResult<pb::PutStartResponse> {
+        let req = req.into_inner();
+        let r = match config_from_pb(req.config) {
+            Ok(config) => {
+                let client = client_from_pb(req.client_hi, req.client_lo);
+                self.api
+                    .put_start(client, &req.key, req.size, &config)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        ok(r.into())
+    }
+
+    async fn batch_put_start(
+        &self,
+        req: Request<pb::BatchPutStartRequest>,
+    ) -> RpcResult<pb::BatchPutStartResponse> {
+        let req = req.into_inner();
+        let r = match (
+            put_items_from_pb(req.keys, req.sizes),
+            config_from_pb(req.config),
+        ) {
+            (Ok(items), Ok(config)) => {
+                let client = client_from_pb(req.client_hi, req.client_lo);
+                self.api.batch_put_start(client, &items, &config).await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let (error_code, results) = batch_to_pb(r, pb::PutStartResponse::from);
+        ok(pb::BatchPutStartResponse {
+            error_code,
+            results,
+        })
+    }
+
+    async fn put_end(&self, req: Request<pb::ClientKeyRequest>) -> RpcResult<pb::StatusResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        ok(status(self.api.put_end(client, &req.key).await))
+    }
+
+    async fn batch_put_end(
+        &self,
+        req: Request<pb::ClientKeysRequest>,
+    ) -> RpcResult<pb::BatchStatusResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        batch_status(self.api.batch_put_end(client, &req.keys).await)
+    }
+
+    async fn put_revoke(
+        &self,
+        req: Request<pb::ClientKeyRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        ok(status(self.api.put_revoke(client, &req.key).await))
+    }
+
+    async fn batch_put_revoke(
+        &self,
+        req: Request<pb::ClientKeysRequest>,
+    ) -> RpcResult<pb::BatchStatusResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        batch_status(self.api.batch_put_revoke(client, &req.keys).await)
+    }
+
+    async fn upsert_start(
+        &self,
+        req: Request<pb::PutStartRequest>,
+    ) -> RpcResult<pb::PutStartResponse> {
+        let req = req.into_inner();
+        let r = match config_from_pb(req.config) {
+            Ok(config) => {
+                let client = client_from_pb(req.client_hi, req.client_lo);
+                self.api
+                    .upsert_start(client, &req.key, req.size, &config)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        ok(r.into())
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> RpcResult<pb::StatusResponse> {
+        let req = req.into_inner();
+        ok(status(self.api.remove(&req.key, req.force).await))
+    }
+
+    async fn batch_remove(
+        &self,
+        req: Request<pb::BatchRemoveRequest>,
+    ) -> RpcResult<pb::BatchStatusResponse> {
+        let req = req.into_inner();
+        batch_status(self.api.batch_remove(&req.keys, req.force).await)
+    }
+
+    async fn remove_all(
+        &self,
+        req: Request<pb::RemoveAllRequest>,
+    ) -> RpcResult<pb::RemoveAllResponse> {
+        ok(self.api.remove_all(req.into_inner().force).await.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_status_carries_outer_and_item_codes() {
+        let r = batch_status(Ok(vec![Ok(()), Err(crate::ErrorCode::ObjectNotFound)])).unwrap();
+        let r = r.into_inner();
+        assert_eq!(r.error_code, 0);
+        assert_eq!(
+            r.results.iter().map(|m| m.error_code).collect::<Vec<_>>(),
+            vec![0, -704]
+        );
+        let r = batch_status(Err(crate::ErrorCode::InternalError))
+            .unwrap()
+            .into_inner();
+        assert_eq!((r.error_code, r.results.len()), (-1, 0));
+    }
+}

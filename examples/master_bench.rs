@@ -1,0 +1,178 @@
+//! `master_bench`: a load generator for the master's gRPC service. Reports RPC/s for
+//! single calls and keys/s for batches of 32, with `--concurrency` callers.
+//! Without `--master_server_address` it starts a master in-process on 127.0.0.1:0.
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Parser;
+use mooncake_master::{MasterConfig, MasterServer, ServerConfig};
+use mooncake_store::grpc::{GrpcClientConfig, GrpcMasterClient};
+use mooncake_store::{ClientId, MasterApi, ReplicateConfig, Segment, SegmentId};
+
+/// Drives a master with exist/get/put calls and prints rates.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// `host:port` of a running master; default: start one in this process.
+    #[arg(long = "master_server_address")]
+    master_server_address: Option<String>,
+    /// Concurrent callers (each with its own gRPC connection).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds per workload.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Keys in a batch call.
+    #[arg(long = "batch_size", default_value_t = 32)]
+    batch_size: usize,
+    /// Also print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Workload {
+    ExistSingle,
+    GetSingle,
+    PutSingle,
+    ExistBatch,
+    GetBatch,
+    PutBatch,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    mooncake_examples::init_tracing(0);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let (addr, _stop) = match &args.master_server_address {
+        Some(a) => (a.clone(), None),
+        None => {
+            let server = MasterServer::bind(ServerConfig {
+                master: MasterConfig::default(),
+                rpc_addr: "127.0.0.1:0".into(),
+                http_metadata_addr: None,
+                metrics_addr: None,
+            })
+            .await?;
+            let addr = server.rpc_addr().to_string();
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(server.serve(async {
+                let _ = rx.await;
+            }));
+            (addr, Some(tx))
+        }
+    };
+    let setup = GrpcMasterClient::connect(&addr, GrpcClientConfig::default()).await?;
+    let seg = Segment {
+        id: SegmentId(0xBE4C),
+        name: "127.0.0.1:19999".into(),
+        base: 1 << 40,
+        size: 64 << 30,
+        te_endpoint: "127.0.0.1:19999".into(),
+        protocol: "tcp".into(),
+        host_id: "127.0.0.1".into(),
+    };
+    setup.remount_segments(ClientId(0xBE4C), vec![seg]).await?;
+    let keys: Arc<Vec<String>> = Arc::new((0..4096).map(|i| format!("bench-{i}")).collect());
+    let items: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), 4096)).collect();
+    for chunk in items.chunks(256) {
+        setup
+            .batch_put_start(ClientId(7), chunk, &ReplicateConfig::default())
+            .await?;
+        let ks: Vec<String> = chunk.iter().map(|(k, _)| k.clone()).collect();
+        setup.batch_put_end(ClientId(7), &ks).await?;
+    }
+    let mut results = Vec::new();
+    println!("{:<14} {:>12} {:>12}", "workload", "calls/s", "keys/s");
+    for w in [
+        Workload::ExistSingle,
+        Workload::GetSingle,
+        Workload::PutSingle,
+        Workload::ExistBatch,
+        Workload::GetBatch,
+        Workload::PutBatch,
+    ] {
+        let (calls, keys_done, secs) = drive(&addr, &args, w, keys.clone()).await?;
+        let (cps, kps) = (calls as f64 / secs, keys_done as f64 / secs);
+        println!("{:<14} {:>12.0} {:>12.0}", format!("{w:?}"), cps, kps);
+        results.push(serde_json::json!({"workload": format!("{w:?}"), "calls_per_s": cps, "keys_per_s": kps}));
+    }
+    if args.json {
+        println!("{}", serde_json::Value::Array(results));
+    }
+    Ok(())
+}
+
+async fn drive(
+    addr: &str,
+    args: &Args,
+    w: Workload,
+    keys: Arc<Vec<String>>,
+) -> Result<(u64, u64, f64)> {
+    let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..args.concurrency {
+        let client = GrpcMasterClient::connect(addr, GrpcClientConfig::default()).await?;
+        let keys = keys.clone();
+        let batch = args.batch_size;
+        tasks.spawn(async move {
+            let (mut calls, mut done, mut i) = (0u64, 0u64, t * 997);
+            let me = ClientId(1000 + t as u128);
+            let cfg = ReplicateConfig::default();
+            while Instant::now() < deadline {
+                let n = keys.len();
+                match w {
+                    Workload::ExistSingle => drop(client.exist_key(&keys[i % n]).await),
+                    Workload::GetSingle => drop(client.get_replica_list(&keys[i % n]).await),
+                    Workload::PutSingle => {
+                        let k = format!("w{t}-{i}");
+                        let _ = client.put_start(me, &k, 4096, &cfg).await;
+                        let _ = client.put_end(me, &k).await;
+                        let _ = client.remove(&k, true).await;
+                        calls += 2;
+                    }
+                    Workload::ExistBatch | Workload::GetBatch | Workload::PutBatch => {
+                        let ks: Vec<String> =
+                            (0..batch).map(|j| keys[(i + j) % n].clone()).collect();
+                        match w {
+                            Workload::ExistBatch => drop(client.batch_exist_key(&ks).await),
+                            Workload::GetBatch => drop(client.batch_get_replica_list(&ks).await),
+                            _ => {
+                                let ks: Vec<String> =
+                                    (0..batch).map(|j| format!("w{t}-{i}-{j}")).collect();
+                                let items: Vec<(String, u64)> =
+                                    ks.iter().map(|k| (k.clone(), 4096)).collect();
+                                let _ = client.batch_put_start(me, &items, &cfg).await;
+                                let _ = client.batch_put_end(me, &ks).await;
+                                let _ = client.batch_remove(&ks, true).await;
+                                calls += 2;
+                            }
+                        }
+                        done += batch as u64 - 1;
+                    }
+                }
+                calls += 1;
+                done += 1;
+                i += batch;
+            }
+            (calls, done)
+        });
+    }
+    let (mut calls, mut done) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (c, d) = r?;
+        calls += c;
+        done += d;
+    }
+    Ok((calls, done, start.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,204 @@
+//! gflags-compatible value parsers and the config-file merge shared by the binaries.
+
+use std::path::Path;
+use std::time::Duration;
+
+/// gflags booleans: `1/0`, `true/false`, `yes/no`, `on/off` (case-insensitive).
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" | "enable" => Ok(true),
+        "0" | "false" | "no" | "off" | "disable" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a boolean (use true/false or 1/0)"
+        )),
+    }
+}
+
+/// A duration: a plain number is in `default_unit`; `500ms`, `5s`, `30m`, `1h` are explicit.
+pub fn parse_duration(s: &str, default_unit: Duration) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10000, 500ms, 5s, 30m, 1h)"))?;
+    let unit = match unit.trim() {
+        "" => default_unit,
+        "ms" => Duration::from_millis(1),
+        "s" => Duration::from_secs(1),
+        "m" | "min" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3600),
+        other => return Err(format!("{s:?} has an unknown duration unit {other:?}")),
+    };
+    Ok(unit.mul_f64(n))
+}
+
+/// A duration flag in milliseconds (`--default_kv_lease_ttl=10000` or `10s`).
+pub fn parse_ms(s: &str) -> Result<Duration, String> {
+    parse_duration(s, Duration::from_millis(1))
+}
+
+/// A duration flag in seconds (`--client_ttl=10` or `10s`).
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    parse_duration(s, Duration::from_secs(1))
+}
+
+/// A byte size as Mooncake writes them: `4294967296`, `"4 GB"`, `4G`, `512mb`, `1.5 GB`
+/// (binary units, case-insensitive), and also `4GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().trim_matches('"');
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4294967296, \"4 GB\", 512MB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => return Err(format!("{s:?} has an unknown size unit {other:?}")),
+    };
+    let v = n * mult as f64;
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(v as u64)
+}
+
+/// Reads a flat JSON or YAML config file (chosen by extension, as Mooncake does) into
+/// `--key=value` arguments, with nested objects flattened to `a.b` and `renames` applied
+/// (e.g. `client_live_ttl_sec` -> `client_ttl`). Put them before the command-line
+/// arguments so that flags given explicitly win over the file.
+pub fn config_file_args(path: &Path, renames: &[(&str, &str)]) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let value: serde_json::Value = match ext.as_str() {
+        "json" => serde_json::from_str(&text)
+            .map_err(|e| format!("config file {}: {e}", path.display()))?,
+        "yaml" | "yml" => serde_yaml::from_str(&text)
+            .map_err(|e| format!("config file {}: {e}", path.display()))?,
+        other => {
+            return Err(format!(
+                "config file {} has extension {other:?}; use .json, .yaml or .yml",
+                path.display()
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    flatten("", &value, &mut out).map_err(|e| format!("config file {}: {e}", path.display()))?;
+    Ok(out
+        .into_iter()
+        .map(|(k, v)| {
+            let k = renames
+                .iter()
+                .find(|(from, _)| *from == k)
+                .map(|(_, to)| (*to).to_owned())
+                .unwrap_or(k);
+            format!("--{k}={v}")
+        })
+        .collect())
+}
+
+fn flatten(
+    prefix: &str,
+    v: &serde_json::Value,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), String> {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out)?;
+            }
+            Ok(())
+        }
+        serde_json::Value::Null if prefix.is_empty() => Ok(()),
+        _ if prefix.is_empty() => Err("the top level must be a map of settings".into()),
+        serde_json::Value::String(s) => {
+            out.push((prefix.to_owned(), s.clone()));
+            Ok(())
+        }
+        serde_json::Value::Array(_) => Err(format!("setting {prefix} must not be a list")),
+        other => {
+            out.push((prefix.to_owned(), other.to_string()));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_mooncake() {
+        assert_eq!(parse_size("4 GB"), Ok(4 << 30));
+        assert_eq!(parse_size("\"2 GB\""), Ok(2 << 30));
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("512mb"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5 GB"), Ok(3 << 29));
+        assert_eq!(parse_size("4294967296"), Ok(4 << 30));
+        assert!(parse_size("4 XB")
+            .unwrap_err()
+            .contains("unknown size unit"));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn durations_and_booleans() {
+        assert_eq!(parse_ms("10000"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_ms("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_ms("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_ms("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_secs("10"), Ok(Duration::from_secs(10)));
+        assert!(parse_ms("5 fortnights").is_err());
+        assert_eq!(parse_bool("1"), Ok(true));
+        assert_eq!(parse_bool("TRUE"), Ok(true));
+        assert_eq!(parse_bool("0"), Ok(false));
+        assert!(parse_bool("maybe").is_err());
+    }
+
+    #[test]
+    fn config_files_flatten_and_rename() {
+        let dir = std::env::temp_dir().join(format!("mc-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = dir.join("c.yaml");
+        std::fs::write(&yaml, "rpc_port: 50051\nclient_live_ttl_sec: 60\nnested:\n  a: \"x\"\nenable_http_metadata_server: true\n").unwrap();
+        let args = config_file_args(&yaml, &[("client_live_ttl_sec", "client_ttl")]).unwrap();
+        assert_eq!(
+            args,
+            [
+                "--client_ttl=60",
+                "--enable_http_metadata_server=true",
+                "--nested.a=x",
+                "--rpc_port=50051"
+            ]
+        );
+        let json = dir.join("c.json");
+        std::fs::write(&json, r#"{"eviction_ratio": 0.1}"#).unwrap();
+        assert_eq!(
+            config_file_args(&json, &[]).unwrap(),
+            ["--eviction_ratio=0.1"]
+        );
+        let bad = dir.join("c.toml");
+        std::fs::write(&bad, "x = 1").unwrap();
+        assert!(config_file_args(&bad, &[])
+            .unwrap_err()
+            .contains("use .json, .yaml or .yml"));
+    }
+}
