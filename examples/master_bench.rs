@@ -82,6 +82,14 @@ async fn run(args: Args) -> Result<()> {
         host_id: "127.0.0.1".into(),
     };
     setup.remount_segments(ClientId(0xBE4C), vec![seg]).await?;
+    // Keep the contributing client alive for the whole run, as a store service would.
+    let pinger = setup.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let _ = pinger.ping(ClientId(0xBE4C)).await;
+        }
+    });
     let keys: Arc<Vec<String>> = Arc::new((0..4096).map(|i| format!("bench-{i}")).collect());
     let items: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), 4096)).collect();
     for chunk in items.chunks(256) {
@@ -132,29 +140,36 @@ async fn drive(
             while Instant::now() < deadline {
                 let n = keys.len();
                 match w {
-                    Workload::ExistSingle => drop(client.exist_key(&keys[i % n]).await),
-                    Workload::GetSingle => drop(client.get_replica_list(&keys[i % n]).await),
+                    Workload::ExistSingle => assert_eq!(client.exist_key(&keys[i % n]).await, Ok(true)),
+                    Workload::GetSingle => assert!(client.get_replica_list(&keys[i % n]).await.is_ok()),
                     Workload::PutSingle => {
                         let k = format!("w{t}-{i}");
-                        let _ = client.put_start(me, &k, 4096, &cfg).await;
-                        let _ = client.put_end(me, &k).await;
-                        let _ = client.remove(&k, true).await;
+                        client.put_start(me, &k, 4096, &cfg).await.expect("put_start");
+                        client.put_end(me, &k).await.expect("put_end");
+                        client.remove(&k, true).await.expect("remove");
                         calls += 2;
                     }
                     Workload::ExistBatch | Workload::GetBatch | Workload::PutBatch => {
                         let ks: Vec<String> =
                             (0..batch).map(|j| keys[(i + j) % n].clone()).collect();
                         match w {
-                            Workload::ExistBatch => drop(client.batch_exist_key(&ks).await),
-                            Workload::GetBatch => drop(client.batch_get_replica_list(&ks).await),
+                            Workload::ExistBatch => {
+                                let r = client.batch_exist_key(&ks).await.expect("batch_exist_key");
+                                assert!(r.iter().all(|x| *x == Ok(true)));
+                            }
+                            Workload::GetBatch => {
+                                let r = client.batch_get_replica_list(&ks).await.expect("batch_get");
+                                assert!(r.iter().all(Result::is_ok));
+                            }
                             _ => {
                                 let ks: Vec<String> =
                                     (0..batch).map(|j| format!("w{t}-{i}-{j}")).collect();
                                 let items: Vec<(String, u64)> =
                                     ks.iter().map(|k| (k.clone(), 4096)).collect();
-                                let _ = client.batch_put_start(me, &items, &cfg).await;
-                                let _ = client.batch_put_end(me, &ks).await;
-                                let _ = client.batch_remove(&ks, true).await;
+                                let r = client.batch_put_start(me, &items, &cfg).await.expect("batch_put_start");
+                                assert!(r.iter().all(Result::is_ok));
+                                client.batch_put_end(me, &ks).await.expect("batch_put_end");
+                                client.batch_remove(&ks, true).await.expect("batch_remove");
                                 calls += 2;
                             }
                         }
