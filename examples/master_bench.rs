@@ -140,11 +140,18 @@ async fn drive(
             while Instant::now() < deadline {
                 let n = keys.len();
                 match w {
-                    Workload::ExistSingle => assert_eq!(client.exist_key(&keys[i % n]).await, Ok(true)),
-                    Workload::GetSingle => assert!(client.get_replica_list(&keys[i % n]).await.is_ok()),
+                    Workload::ExistSingle => {
+                        assert_eq!(client.exist_key(&keys[i % n]).await, Ok(true))
+                    }
+                    Workload::GetSingle => {
+                        assert!(client.get_replica_list(&keys[i % n]).await.is_ok())
+                    }
                     Workload::PutSingle => {
                         let k = format!("w{t}-{i}");
-                        client.put_start(me, &k, 4096, &cfg).await.expect("put_start");
+                        client
+                            .put_start(me, &k, 4096, &cfg)
+                            .await
+                            .expect("put_start");
                         client.put_end(me, &k).await.expect("put_end");
                         client.remove(&k, true).await.expect("remove");
                         calls += 2;
@@ -158,7 +165,8 @@ async fn drive(
                                 assert!(r.iter().all(|x| *x == Ok(true)));
                             }
                             Workload::GetBatch => {
-                                let r = client.batch_get_replica_list(&ks).await.expect("batch_get");
+                                let r =
+                                    client.batch_get_replica_list(&ks).await.expect("batch_get");
                                 assert!(r.iter().all(Result::is_ok));
                             }
                             _ => {
@@ -166,7 +174,10 @@ async fn drive(
                                     (0..batch).map(|j| format!("w{t}-{i}-{j}")).collect();
                                 let items: Vec<(String, u64)> =
                                     ks.iter().map(|k| (k.clone(), 4096)).collect();
-                                let r = client.batch_put_start(me, &items, &cfg).await.expect("batch_put_start");
+                                let r = client
+                                    .batch_put_start(me, &items, &cfg)
+                                    .await
+                                    .expect("batch_put_start");
                                 assert!(r.iter().all(Result::is_ok));
                                 client.batch_put_end(me, &ks).await.expect("batch_put_end");
                                 client.batch_remove(&ks, true).await.expect("batch_remove");

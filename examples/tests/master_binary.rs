@@ -26,8 +26,17 @@ fn http(addr: &str, req: &str) -> String {
 async fn the_seed_command_line_works_with_the_sample_config() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/mooncake_config.yaml");
     let mut child = master_cmd()
-        .args(["--rpc_port=0", &format!("--config_path={config}"), "--enable_http_metadata_server=1", "-v=1"])
-        .args(["--rpc_address=127.0.0.1", "--http_metadata_server_host=127.0.0.1", "--http_metadata_server_port=0"])
+        .args([
+            "--rpc_port=0",
+            &format!("--config_path={config}"),
+            "--enable_http_metadata_server=1",
+            "-v=1",
+        ])
+        .args([
+            "--rpc_address=127.0.0.1",
+            "--http_metadata_server_host=127.0.0.1",
+            "--http_metadata_server_port=0",
+        ])
         .args(["--metrics_host", "127.0.0.1", "--metrics_port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -37,14 +46,23 @@ async fn the_seed_command_line_works_with_the_sample_config() {
     let mut addr = |prefix: &str| {
         let line = lines.next().unwrap().unwrap();
         assert!(line.starts_with(prefix), "{line}");
-        line.rsplit(' ').next().unwrap().trim_start_matches("http://").split('/').next().unwrap().to_owned()
+        line.rsplit(' ')
+            .next()
+            .unwrap()
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
     };
     let rpc = addr("mooncake_master rpc listening on 127.0.0.1:");
     let meta = addr("mooncake_master http metadata server on http://127.0.0.1:");
     let metrics = addr("mooncake_master metrics on http://127.0.0.1:");
     let put = http(&meta, "PUT /metadata?key=mooncake%2Fram%2Fx HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
     assert!(put.starts_with("HTTP/1.1 200"), "{put}");
-    let client = GrpcMasterClient::connect(&rpc, GrpcClientConfig::default()).await.unwrap();
+    let client = GrpcMasterClient::connect(&rpc, GrpcClientConfig::default())
+        .await
+        .unwrap();
     let seg = Segment {
         id: SegmentId(1),
         name: "127.0.0.1:13001".into(),
@@ -54,13 +72,28 @@ async fn the_seed_command_line_works_with_the_sample_config() {
         protocol: "tcp".into(),
         host_id: "127.0.0.1".into(),
     };
-    client.remount_segments(ClientId(1), vec![seg]).await.unwrap();
-    client.put_start(ClientId(2), "k", 10, &ReplicateConfig::default()).await.unwrap();
-    let m = http(&metrics, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    client
+        .remount_segments(ClientId(1), vec![seg])
+        .await
+        .unwrap();
+    client
+        .put_start(ClientId(2), "k", 10, &ReplicateConfig::default())
+        .await
+        .unwrap();
+    let m = http(
+        &metrics,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert!(m.contains("master_total_capacity_bytes 67108864"), "{m}");
-    assert!(http(&metrics, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ends_with("OK"));
+    assert!(http(
+        &metrics,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ends_with("OK"));
     // Graceful shutdown on SIGTERM.
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
@@ -70,20 +103,39 @@ fn unknown_flags_and_bad_values_are_named() {
     let out = master_cmd().arg("--no_such_flag=1").output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--no_such_flag"));
-    let out = master_cmd().args(["--rpc_port=0", "--metrics_port=0", "--eviction_high_watermark_ratio=1.5"]).output().unwrap();
+    let out = master_cmd()
+        .args([
+            "--rpc_port=0",
+            "--metrics_port=0",
+            "--eviction_high_watermark_ratio=1.5",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("eviction_high_watermark_ratio") && err.contains("not within [0, 1]"), "{err}");
-    let out = master_cmd().args(["--enable_http_metadata_server=maybe"]).output().unwrap();
+    assert!(
+        err.contains("eviction_high_watermark_ratio") && err.contains("not within [0, 1]"),
+        "{err}"
+    );
+    let out = master_cmd()
+        .args(["--enable_http_metadata_server=maybe"])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a boolean"));
     let dir = std::env::temp_dir().join(format!("mc-master-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.yaml");
     std::fs::write(&bad, "rpc_port: 0\nmetrics_port: 0\nno_such_setting: 3\n").unwrap();
-    let out = master_cmd().arg(format!("--config_path={}", bad.display())).output().unwrap();
+    let out = master_cmd()
+        .arg(format!("--config_path={}", bad.display()))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("no_such_setting") && err.contains("bad.yaml"), "{err}");
+    assert!(
+        err.contains("no_such_setting") && err.contains("bad.yaml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,8 +145,14 @@ fn flags_on_the_command_line_beat_the_config_file() {
     let cfg = dir.join("c.json");
     // The file asks for an invalid ratio; the command line overrides it with a valid one.
     std::fs::write(&cfg, r#"{"eviction_high_watermark_ratio": 7, "rpc_port": 0, "metrics_port": 0, "rpc_address": "127.0.0.1", "metrics_host": "127.0.0.1"}"#).unwrap();
-    let out = master_cmd().arg(format!("--config_path={}", cfg.display())).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("eviction_high_watermark_ratio"), "the file value applies");
+    let out = master_cmd()
+        .arg(format!("--config_path={}", cfg.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("eviction_high_watermark_ratio"),
+        "the file value applies"
+    );
     let mut child = master_cmd()
         .arg(format!("--config_path={}", cfg.display()))
         .arg("--eviction_high_watermark_ratio=0.5")
@@ -103,8 +161,13 @@ fn flags_on_the_command_line_beat_the_config_file() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("mooncake_master rpc listening on 127.0.0.1:"), "{line}");
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("mooncake_master rpc listening on 127.0.0.1:"),
+        "{line}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -6,16 +6,20 @@
 //! - [`allocator::OffsetAllocator`]: the bin-based O(1) offset allocator over one segment;
 //! - [`placement::PlacementStrategy`]: random, free-ratio-first and local-first placement;
 //! - [`MasterApi`]: every master RPC the client needs, implemented by the in-process master
-//!   (`mooncake-master`) and by the gRPC client.
+//!   (`mooncake-master`) and by the gRPC client;
+//! - [`Client`]: put/get/remove/exist and their batch and zero-copy forms, over the master
+//!   and the transfer engine.
 #![forbid(unsafe_code)]
 
 pub mod allocator;
+mod client;
 mod error;
 pub mod grpc;
 mod master_api;
 pub mod placement;
 pub mod types;
 
+pub use client::{Client, ClientConfig, SetupError};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use types::{

@@ -1,0 +1,760 @@
+//! `Client`: the store API users call (Mooncake's `MooncakeDistributedStore` in Rust).
+//!
+//! Control goes to the master (`Arc<dyn MasterApi>`); value bytes go straight between the
+//! caller's memory (or the staging buffer) and the contributors' segments through the
+//! transfer engine. A client with `global_segment_size > 0` contributes memory: it mounts
+//! a segment and keeps itself alive with a ping every second.
+
+mod staging;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mooncake_transfer_engine::{
+    EngineConfig, LocalBuffer, Opcode, TransferEngine, TransferRequest,
+};
+use tokio::sync::watch;
+
+use self::staging::Staging;
+use crate::grpc::{GrpcClientConfig, GrpcMasterClient};
+use crate::types::{
+    ClientId, ClientStatus, ReplicaDescriptor, ReplicateConfig, Segment, SegmentId,
+};
+use crate::{ErrorCode, MasterApi};
+
+/// Mooncake's `setup(local_hostname, metadata_server, global_segment_size,
+/// local_buffer_size, protocol, device_name, master_server_addr)`.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// This host's address as peers reach it (`127.0.0.1`, or `host:port`).
+    pub local_hostname: String,
+    /// Metadata connection string (`http://h:p/metadata`).
+    pub metadata_server: String,
+    /// Bytes this client contributes to the pool (0 = pure client).
+    pub global_segment_size: u64,
+    /// Bytes of the staging buffer used by `put` / `get` (the copying APIs).
+    pub local_buffer_size: u64,
+    /// Transport; `tcp`.
+    pub protocol: String,
+    /// RDMA devices (unused by TCP).
+    pub device_name: String,
+    /// The master's `host:port`.
+    pub master_server_addr: String,
+    /// Liveness heartbeat period (Mooncake: 1 s).
+    pub ping_interval: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            local_hostname: "127.0.0.1".into(),
+            metadata_server: "http://127.0.0.1:8080/metadata".into(),
+            global_segment_size: 0,
+            local_buffer_size: 16 << 20,
+            protocol: "tcp".into(),
+            device_name: String::new(),
+            master_server_addr: "127.0.0.1:50051".into(),
+            ping_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why `setup` failed; each message names what could not be reached or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The protocol is not available in this build.
+    #[error("protocol {0:?} is not available in this build; use tcp")]
+    Protocol(String),
+    /// The metadata connection string is unusable.
+    #[error("metadata server {url}: {source}")]
+    Metadata {
+        /// The string given.
+        url: String,
+        /// The parse or connection error.
+        #[source]
+        source: mooncake_metadata::MetadataError,
+    },
+    /// The master could not be reached or refused the client.
+    #[error("master {addr}: {code}")]
+    Master {
+        /// The address given.
+        addr: String,
+        /// What happened.
+        code: ErrorCode,
+    },
+    /// The transfer engine could not start or allocate memory.
+    #[error("transfer engine: {0}")]
+    Engine(#[from] mooncake_transfer_engine::TransferError),
+}
+
+struct Inner {
+    config: ClientConfig,
+    engine: TransferEngine,
+    master: Arc<dyn MasterApi>,
+    id: ClientId,
+    segment: Option<(Segment, LocalBuffer)>,
+    staging: Option<Arc<Staging>>,
+    stop: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("segment", &self.engine.segment_name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A store client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+fn random_u64() -> u64 {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut rng = crate::placement::Rng::new(t ^ (u64::from(std::process::id()) << 32));
+    rng.next_u64()
+}
+
+impl Client {
+    /// Connects to the metadata service and the master (gRPC), starts the transfer engine
+    /// and, when `global_segment_size > 0`, mounts a segment.
+    pub async fn setup(config: ClientConfig) -> Result<Self, SetupError> {
+        let master =
+            GrpcMasterClient::connect(&config.master_server_addr, GrpcClientConfig::default())
+                .await
+                .map_err(|code| SetupError::Master {
+                    addr: config.master_server_addr.clone(),
+                    code,
+                })?;
+        Self::with_master(config, Arc::new(master)).await
+    }
+
+    /// Like [`Client::setup`] with a given master (e.g. one linked into the process).
+    pub async fn with_master(
+        config: ClientConfig,
+        master: Arc<dyn MasterApi>,
+    ) -> Result<Self, SetupError> {
+        if config.protocol != "tcp" {
+            return Err(SetupError::Protocol(config.protocol.clone()));
+        }
+        let metadata = mooncake_metadata::connect(&config.metadata_server).map_err(|source| {
+            SetupError::Metadata {
+                url: config.metadata_server.clone(),
+                source,
+            }
+        })?;
+        master
+            .connect(crate::ProtocolVersion::CURRENT)
+            .await
+            .map_err(|code| SetupError::Master {
+                addr: config.master_server_addr.clone(),
+                code,
+            })?;
+        let host = config
+            .local_hostname
+            .split(':')
+            .next()
+            .unwrap_or("127.0.0.1")
+            .to_owned();
+        let engine = start_engine(&config, &host, metadata).await?;
+        let id = ClientId((u128::from(random_u64()) << 64) | u128::from(random_u64()));
+        let segment = if config.global_segment_size > 0 {
+            let buffer = engine
+                .allocate_buffer(config.global_segment_size, "cpu:0")
+                .await?;
+            let seg = Segment {
+                id: SegmentId((u128::from(random_u64()) << 64) | u128::from(random_u64())),
+                name: engine.segment_name().to_owned(),
+                base: buffer.addr(),
+                size: buffer.len(),
+                te_endpoint: engine.segment_name().to_owned(),
+                protocol: "tcp".into(),
+                host_id: host.clone(),
+            };
+            master
+                .remount_segments(id, vec![seg.clone()])
+                .await
+                .map_err(|code| SetupError::Master {
+                    addr: config.master_server_addr.clone(),
+                    code,
+                })?;
+            Some((seg, buffer))
+        } else {
+            None
+        };
+        let staging = match config.local_buffer_size {
+            0 => None,
+            n => Some(Staging::new(engine.allocate_buffer(n, "cpu:0").await?)),
+        };
+        let (stop, _) = watch::channel(false);
+        let client = Self {
+            inner: Arc::new(Inner {
+                config,
+                engine,
+                master,
+                id,
+                segment,
+                staging,
+                stop,
+            }),
+        };
+        if client.inner.segment.is_some() {
+            tokio::spawn(ping_loop(
+                Arc::downgrade(&client.inner),
+                client.inner.stop.subscribe(),
+            ));
+        }
+        Ok(client)
+    }
+
+    /// The transfer engine (to register buffers for the zero-copy APIs).
+    pub fn engine(&self) -> &TransferEngine {
+        &self.inner.engine
+    }
+
+    /// This client's identity at the master.
+    pub fn id(&self) -> ClientId {
+        self.inner.id
+    }
+
+    /// The master this client talks to.
+    pub fn master(&self) -> &Arc<dyn MasterApi> {
+        &self.inner.master
+    }
+
+    /// The segment this client contributes, if any.
+    pub fn segment(&self) -> Option<&Segment> {
+        self.inner.segment.as_ref().map(|(s, _)| s)
+    }
+
+    // ---- writes ----
+
+    /// Stores `value` under `key` through the staging buffer. A key that already exists
+    /// keeps its value and the call succeeds (Mooncake's semantics).
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &[u8],
+        config: &ReplicateConfig,
+    ) -> Result<(), ErrorCode> {
+        if value.is_empty() {
+            return Err(ErrorCode::InvalidParams);
+        }
+        let slice = self.stage(value.len() as u64)?;
+        slice.fill(value);
+        self.write(key, slice.addr(), value.len() as u64, config, false)
+            .await
+    }
+
+    /// Stores `size` bytes at `addr` (inside a buffer registered with the engine) without
+    /// copying. `size == 0` stores nothing and succeeds, as in Mooncake.
+    pub async fn put_from(
+        &self,
+        key: &str,
+        addr: u64,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<(), ErrorCode> {
+        if size == 0 {
+            return if key.is_empty() {
+                Err(ErrorCode::InvalidParams)
+            } else {
+                Ok(())
+            };
+        }
+        self.write(key, addr, size, config, false).await
+    }
+
+    /// Stores `value`, replacing any existing value.
+    pub async fn upsert(
+        &self,
+        key: &str,
+        value: &[u8],
+        config: &ReplicateConfig,
+    ) -> Result<(), ErrorCode> {
+        if value.is_empty() {
+            return Err(ErrorCode::InvalidParams);
+        }
+        let slice = self.stage(value.len() as u64)?;
+        slice.fill(value);
+        self.write(key, slice.addr(), value.len() as u64, config, true)
+            .await
+    }
+
+    /// Stores many values (one `batch_put_start`, parallel transfers, one `batch_put_end`).
+    /// Per-key results; existing keys succeed and keep their value.
+    pub async fn put_batch(
+        &self,
+        items: &[(&str, &[u8])],
+        config: &ReplicateConfig,
+    ) -> Vec<Result<(), ErrorCode>> {
+        let mut slices = Vec::with_capacity(items.len());
+        for (_, v) in items {
+            if v.is_empty() {
+                slices.push(Err(ErrorCode::InvalidParams));
+                continue;
+            }
+            slices.push(self.stage(v.len() as u64).inspect(|s| s.fill(v)));
+        }
+        let sources: Vec<Result<(u64, u64), ErrorCode>> = slices
+            .iter()
+            .zip(items)
+            .map(|(s, (_, v))| {
+                s.as_ref()
+                    .map(|s| (s.addr(), v.len() as u64))
+                    .map_err(|e| *e)
+            })
+            .collect();
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        let out = self.write_batch(&keys, &sources, config).await;
+        drop(slices);
+        out
+    }
+
+    /// Zero-copy batch put from registered memory: `(key, addr, size)` per item.
+    pub async fn batch_put_from(
+        &self,
+        items: &[(&str, u64, u64)],
+        config: &ReplicateConfig,
+    ) -> Vec<Result<(), ErrorCode>> {
+        let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
+        let sources: Vec<Result<(u64, u64), ErrorCode>> =
+            items.iter().map(|(_, a, n)| Ok((*a, *n))).collect();
+        self.write_batch(&keys, &sources, config).await
+    }
+
+    fn stage(&self, len: u64) -> Result<staging::Slice, ErrorCode> {
+        let staging = self
+            .inner
+            .staging
+            .as_ref()
+            .ok_or(ErrorCode::InvalidParams)?;
+        staging.take(len).ok_or_else(|| {
+            tracing::warn!(len, buffer = self.inner.config.local_buffer_size, "Failed to allocate buffer for put operation: value larger than the free local buffer");
+            ErrorCode::InvalidParams
+        })
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        src: u64,
+        size: u64,
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Result<(), ErrorCode> {
+        let m = &self.inner.master;
+        let started = if upsert {
+            m.upsert_start(self.inner.id, key, size, config).await
+        } else {
+            m.put_start(self.inner.id, key, size, config).await
+        };
+        let replicas = match started {
+            Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
+            other => other?,
+        };
+        match self.push(src, size, &replicas).await {
+            Ok(()) => m.put_end(self.inner.id, key).await,
+            Err(e) => {
+                let _ = m.put_revoke(self.inner.id, key).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn write_batch(
+        &self,
+        keys: &[&str],
+        sources: &[Result<(u64, u64), ErrorCode>],
+        config: &ReplicateConfig,
+    ) -> Vec<Result<(), ErrorCode>> {
+        let mut out: Vec<Result<(), ErrorCode>> = sources.iter().map(|s| s.map(|_| ())).collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut idx = Vec::new();
+        let mut items = Vec::new();
+        for (i, (k, s)) in keys.iter().zip(sources).enumerate() {
+            match s {
+                Ok((_, 0)) => {}
+                Ok((_, n)) if seen.insert(*k) => {
+                    idx.push(i);
+                    items.push(((*k).to_owned(), *n));
+                }
+                _ => {}
+            }
+        }
+        if items.is_empty() {
+            return out;
+        }
+        let started = match self
+            .inner
+            .master
+            .batch_put_start(self.inner.id, &items, config)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                idx.iter().for_each(|i| out[*i] = Err(e));
+                return out;
+            }
+        };
+        let mut requests = Vec::new();
+        let mut owners = Vec::new();
+        for (j, r) in started.iter().enumerate() {
+            let i = idx[j];
+            match r {
+                Ok(replicas) => {
+                    let Ok((src, n)) = sources[i] else { continue };
+                    for rep in replicas {
+                        match self.request(Opcode::Write, src, n, rep).await {
+                            Ok(req) => {
+                                requests.push(req);
+                                owners.push(j);
+                            }
+                            Err(e) => out[i] = Err(e),
+                        }
+                    }
+                }
+                Err(ErrorCode::ObjectAlreadyExists) => {}
+                Err(e) => out[i] = Err(*e),
+            }
+        }
+        let failed = self.transfer_each(&requests).await;
+        for (k, ok) in failed.iter().enumerate() {
+            if !ok {
+                out[idx[owners[k]]] = Err(ErrorCode::TransferFail);
+            }
+        }
+        let (mut end, mut revoke) = (Vec::new(), Vec::new());
+        for (j, r) in started.iter().enumerate() {
+            if r.is_ok() {
+                let i = idx[j];
+                if out[i].is_ok() {
+                    end.push(items[j].0.clone())
+                } else {
+                    revoke.push(items[j].0.clone())
+                }
+            }
+        }
+        if !revoke.is_empty() {
+            let _ = self
+                .inner
+                .master
+                .batch_put_revoke(self.inner.id, &revoke)
+                .await;
+        }
+        if !end.is_empty() {
+            if let Ok(ends) = self.inner.master.batch_put_end(self.inner.id, &end).await {
+                for (key, r) in end.iter().zip(ends) {
+                    if let (Err(e), Some(i)) = (r, keys.iter().position(|k| k == key)) {
+                        out[i] = Err(e);
+                    }
+                }
+            }
+        }
+        // Duplicates of a key within the batch share its result.
+        for (i, k) in keys.iter().enumerate() {
+            if !idx.contains(&i) && sources[i].is_ok_and(|(_, n)| n > 0) {
+                if let Some(first) = keys.iter().position(|x| x == k) {
+                    out[i] = out[first];
+                }
+            }
+        }
+        out
+    }
+
+    async fn request(
+        &self,
+        opcode: Opcode,
+        local: u64,
+        size: u64,
+        rep: &ReplicaDescriptor,
+    ) -> Result<TransferRequest, ErrorCode> {
+        let target = self.inner.engine.open_segment(&rep.transport_endpoint).await.map_err(|e| {
+            tracing::warn!(segment = %rep.transport_endpoint, error = %e, "cannot open replica segment");
+            ErrorCode::TransferFail
+        })?;
+        Ok(TransferRequest {
+            opcode,
+            source: local,
+            target,
+            target_offset: rep.buffer_address,
+            length: size,
+        })
+    }
+
+    /// Writes one object to every replica in parallel.
+    async fn push(
+        &self,
+        src: u64,
+        size: u64,
+        replicas: &[ReplicaDescriptor],
+    ) -> Result<(), ErrorCode> {
+        let mut reqs = Vec::with_capacity(replicas.len());
+        for r in replicas {
+            reqs.push(self.request(Opcode::Write, src, size, r).await?);
+        }
+        self.inner.engine.transfer(&reqs).await.map_err(|e| {
+            tracing::warn!(error = %e, "write to a replica failed");
+            map_transfer(&e)
+        })
+    }
+
+    /// Runs requests concurrently; returns per-request success.
+    async fn transfer_each(&self, reqs: &[TransferRequest]) -> Vec<bool> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let (engine, r) = (self.inner.engine.clone(), *r);
+            set.spawn(async move { (i, engine.transfer(&[r]).await.is_ok()) });
+        }
+        let mut ok = vec![false; reqs.len()];
+        while let Some(Ok((i, r))) = set.join_next().await {
+            ok[i] = r;
+        }
+        ok
+    }
+
+    // ---- reads ----
+
+    /// The value of `key`, copied through the staging buffer.
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, ErrorCode> {
+        let list = self.inner.master.get_replica_list(key).await?;
+        let size = list.size();
+        let slice = self.stage(size)?;
+        self.pull(slice.addr(), size, &list.replicas).await?;
+        Ok(slice.to_vec())
+    }
+
+    /// Reads `key` into `[addr, addr+capacity)` (inside a registered buffer) without
+    /// copying; returns the value's size. A buffer smaller than the value is
+    /// `InvalidParams` and is left untouched.
+    pub async fn get_into(&self, key: &str, addr: u64, capacity: u64) -> Result<u64, ErrorCode> {
+        let list = self.inner.master.get_replica_list(key).await?;
+        let size = list.size();
+        if size > capacity {
+            return Err(ErrorCode::InvalidParams);
+        }
+        self.pull(addr, size, &list.replicas).await?;
+        Ok(size)
+    }
+
+    /// Values of many keys (missing keys are `ObjectNotFound`).
+    pub async fn get_batch(&self, keys: &[&str]) -> Vec<Result<Vec<u8>, ErrorCode>> {
+        let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+        let lists = match self.inner.master.batch_get_replica_list(&owned).await {
+            Ok(l) => l,
+            Err(e) => return keys.iter().map(|_| Err(e)).collect(),
+        };
+        let mut out = Vec::with_capacity(keys.len());
+        let mut pending = Vec::new();
+        for l in lists {
+            match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
+                Ok((l, s)) => {
+                    out.push(Ok(Vec::new()));
+                    pending.push((out.len() - 1, l, s));
+                }
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (i, l, s) in pending {
+            let c = self.clone();
+            set.spawn(async move {
+                let r = c
+                    .pull(s.addr(), l.size(), &l.replicas)
+                    .await
+                    .map(|()| s.to_vec());
+                (i, r)
+            });
+        }
+        while let Some(Ok((i, r))) = set.join_next().await {
+            out[i] = r;
+        }
+        out
+    }
+
+    /// Zero-copy batch get: `(key, addr, capacity)` per item; per-item size or error.
+    pub async fn batch_get_into(&self, items: &[(&str, u64, u64)]) -> Vec<Result<u64, ErrorCode>> {
+        let owned: Vec<String> = items.iter().map(|(k, _, _)| (*k).to_owned()).collect();
+        let lists = match self.inner.master.batch_get_replica_list(&owned).await {
+            Ok(l) => l,
+            Err(e) => return items.iter().map(|_| Err(e)).collect(),
+        };
+        let mut set = tokio::task::JoinSet::new();
+        let mut out: Vec<Result<u64, ErrorCode>> = vec![Err(ErrorCode::InternalError); items.len()];
+        for (i, (l, (_, addr, cap))) in lists.into_iter().zip(items).enumerate() {
+            match l {
+                Ok(l) if l.size() > *cap => out[i] = Err(ErrorCode::InvalidParams),
+                Ok(l) => {
+                    let (c, addr) = (self.clone(), *addr);
+                    set.spawn(async move {
+                        (
+                            i,
+                            c.pull(addr, l.size(), &l.replicas).await.map(|()| l.size()),
+                        )
+                    });
+                }
+                Err(e) => out[i] = Err(e),
+            }
+        }
+        while let Some(Ok((i, r))) = set.join_next().await {
+            out[i] = r;
+        }
+        out
+    }
+
+    /// Reads one object, trying the local replica first and failing over to the others.
+    async fn pull(
+        &self,
+        dst: u64,
+        size: u64,
+        replicas: &[ReplicaDescriptor],
+    ) -> Result<(), ErrorCode> {
+        let me = self.inner.engine.segment_name();
+        let mut order: Vec<&ReplicaDescriptor> = replicas.iter().collect();
+        order.sort_by_key(|r| r.transport_endpoint != me);
+        let mut last = ErrorCode::ReplicaIsNotReady;
+        for r in order {
+            let req = match self.request(Opcode::Read, dst, size, r).await {
+                Ok(req) => req,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            match self.inner.engine.transfer(&[req]).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(segment = %r.transport_endpoint, error = %e, "read from a replica failed; trying the next");
+                    last = map_transfer(&e);
+                }
+            }
+        }
+        Err(last)
+    }
+
+    // ---- metadata-only calls ----
+
+    /// Whether `key` exists (grants a read lease, as in Mooncake).
+    pub async fn is_exist(&self, key: &str) -> Result<bool, ErrorCode> {
+        self.inner.master.exist_key(key).await
+    }
+
+    /// Existence of many keys.
+    pub async fn batch_is_exist(&self, keys: &[String]) -> Vec<Result<bool, ErrorCode>> {
+        match self.inner.master.batch_exist_key(keys).await {
+            Ok(r) => r,
+            Err(e) => keys.iter().map(|_| Err(e)).collect(),
+        }
+    }
+
+    /// The size of `key`'s value.
+    pub async fn get_size(&self, key: &str) -> Result<u64, ErrorCode> {
+        Ok(self.inner.master.get_replica_list(key).await?.size())
+    }
+
+    /// Removes `key`; `ObjectHasLease` while a reader holds a lease, unless `force`.
+    pub async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode> {
+        self.inner.master.remove(key, force).await
+    }
+
+    /// Removes many keys.
+    pub async fn batch_remove(&self, keys: &[String], force: bool) -> Vec<Result<(), ErrorCode>> {
+        match self.inner.master.batch_remove(keys, force).await {
+            Ok(r) => r,
+            Err(e) => keys.iter().map(|_| Err(e)).collect(),
+        }
+    }
+
+    /// Removes every object; returns how many.
+    pub async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode> {
+        self.inner.master.remove_all(force).await
+    }
+
+    /// Stops pinging, unmounts the contributed segment and stops the engine.
+    pub async fn close(&self) -> Result<(), ErrorCode> {
+        if self.inner.stop.send_replace(true) {
+            return Ok(());
+        }
+        if let Some((seg, _)) = &self.inner.segment {
+            self.inner
+                .master
+                .unmount_segment(self.inner.id, seg.id)
+                .await?;
+        }
+        self.inner
+            .engine
+            .shutdown()
+            .await
+            .map_err(|e| map_transfer(&e))
+    }
+}
+
+fn map_transfer(e: &mooncake_transfer_engine::TransferError) -> ErrorCode {
+    match e {
+        mooncake_transfer_engine::TransferError::AddressNotRegistered { .. } => {
+            ErrorCode::InvalidParams
+        }
+        _ => ErrorCode::TransferFail,
+    }
+}
+
+/// Starts the engine under `<host>:<port>` with a port from Mooncake's client range
+/// (12300-14300), retrying on a name clash.
+async fn start_engine(
+    config: &ClientConfig,
+    host: &str,
+    metadata: Arc<dyn mooncake_metadata::MetadataStore>,
+) -> Result<TransferEngine, SetupError> {
+    let explicit = config
+        .local_hostname
+        .contains(':')
+        .then(|| config.local_hostname.clone());
+    let mut last = None;
+    for _ in 0..20 {
+        let name = explicit
+            .clone()
+            .unwrap_or_else(|| format!("{host}:{}", 12_300 + random_u64() % 2_000));
+        match TransferEngine::start(EngineConfig::new(name), metadata.clone()).await {
+            Ok(e) => return Ok(e),
+            Err(e @ mooncake_transfer_engine::TransferError::InvalidArgument(_))
+                if explicit.is_none() =>
+            {
+                last = Some(e)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last.map_or(SetupError::Protocol("tcp".into()), SetupError::Engine))
+}
+
+async fn ping_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool>) {
+    let period = match inner.upgrade() {
+        Some(i) => i.config.ping_interval,
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.master.ping(inner.id).await {
+            Ok(reply) if reply.status == ClientStatus::NeedRemount => {
+                if let Some((seg, _)) = &inner.segment {
+                    tracing::info!(segment = %seg.name, "master asked for a remount");
+                    let _ = inner
+                        .master
+                        .remount_segments(inner.id, vec![seg.clone()])
+                        .await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "ping failed"),
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The store client against an in-process master, real transfer engines and a real HTTP
+//! metadata server on 127.0.0.1: every behaviour of `observed-behaviour.md` §3.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mooncake_master::{Master, MasterConfig};
+use mooncake_metadata::{HttpMetadataServer, HttpMetadataServerConfig};
+use mooncake_store::{Client, ClientConfig, ErrorCode, MasterApi, Pin, ReplicateConfig};
+
+const MIB: u64 = 1 << 20;
+
+struct Cluster {
+    master: Arc<Master>,
+    metadata: String,
+}
+
+async fn cluster(config: MasterConfig) -> Cluster {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metadata = format!("http://{}/metadata", listener.local_addr().unwrap());
+    tokio::spawn(
+        HttpMetadataServer::new(HttpMetadataServerConfig::default())
+            .run(listener, std::future::pending()),
+    );
+    let master = Master::new(config);
+    tokio::spawn(
+        master
+            .clone()
+            .run_ticker(Duration::from_millis(10), std::future::pending()),
+    );
+    Cluster { master, metadata }
+}
+
+impl Cluster {
+    async fn client(&self, segment: u64, buffer: u64) -> Client {
+        let config = ClientConfig {
+            metadata_server: self.metadata.clone(),
+            global_segment_size: segment,
+            local_buffer_size: buffer,
+            ping_interval: Duration::from_millis(100),
+            ..ClientConfig::default()
+        };
+        Client::with_master(config, self.master.clone() as Arc<dyn MasterApi>)
+            .await
+            .unwrap()
+    }
+}
+
+fn value(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_put_keeps_the_first_value_and_upsert_overwrites() {
+    let c = cluster(MasterConfig::default()).await;
+    let _store = c.client(64 * MIB, 0).await;
+    let user = c.client(0, 16 * MIB).await;
+    let cfg = ReplicateConfig::default();
+    user.put("k", b"first", &cfg).await.unwrap();
+    assert_eq!(
+        user.put("k", b"second", &cfg).await,
+        Ok(()),
+        "a duplicate put returns 0"
+    );
+    assert_eq!(user.get("k").await.unwrap(), b"first");
+    let batch = user
+        .put_batch(&[("k", b"third"), ("n", b"new"), ("n", b"dup")], &cfg)
+        .await;
+    assert!(batch.iter().all(Result::is_ok), "{batch:?}");
+    assert_eq!(user.get("k").await.unwrap(), b"first");
+    assert_eq!(user.get("n").await.unwrap(), b"new");
+    user.upsert("k", b"replaced value", &cfg).await.unwrap();
+    assert_eq!(user.get("k").await.unwrap(), b"replaced value");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_keys_and_bad_input() {
+    let c = cluster(MasterConfig::default()).await;
+    let _store = c.client(64 * MIB, 0).await;
+    let user = c.client(0, 16 * MIB).await;
+    let cfg = ReplicateConfig::default();
+    assert_eq!(user.get("missing").await, Err(ErrorCode::ObjectNotFound));
+    assert_eq!(
+        user.get_size("missing").await,
+        Err(ErrorCode::ObjectNotFound)
+    );
+    assert_eq!(
+        user.remove("missing", false).await,
+        Err(ErrorCode::ObjectNotFound)
+    );
+    assert_eq!(user.is_exist("missing").await, Ok(false));
+    assert_eq!(
+        user.put("", b"x", &cfg).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        user.put("k", b"", &cfg).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    let same_node = ReplicateConfig {
+        prefer_alloc_in_same_node: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        user.put("k", b"x", &same_node).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    // A buffer that was never registered.
+    assert_eq!(
+        user.put_from("k", 4096, 100, &cfg).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        user.is_exist("k").await,
+        Ok(false),
+        "a failed put leaves nothing behind"
+    );
+    assert_eq!(
+        user.put_from("zero", 4096, 0, &cfg).await,
+        Ok(()),
+        "put_from of 0 bytes stores nothing"
+    );
+    assert_eq!(user.is_exist("zero").await, Ok(false));
+    // get_into a buffer smaller than the value: error, buffer untouched.
+    user.put("v", &value(1000, 1), &cfg).await.unwrap();
+    let buf = user.engine().allocate_buffer(4096, "cpu:0").await.unwrap();
+    buf.write_at(0, &[0xEE; 999]);
+    assert_eq!(
+        user.get_into("v", buf.addr(), 999).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    assert!(buf.to_vec(0, 999).iter().all(|b| *b == 0xEE));
+    assert_eq!(user.get_into("v", buf.addr(), 4096).await, Ok(1000));
+    assert_eq!(buf.to_vec(0, 1000), value(1000, 1));
+    let got = user
+        .batch_get_into(&[
+            ("v", buf.addr(), 4096),
+            ("missing", buf.addr() + 2048, 2048),
+        ])
+        .await;
+    assert_eq!(got, vec![Ok(1000), Err(ErrorCode::ObjectNotFound)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_blocks_remove_until_it_expires() {
+    let config = MasterConfig {
+        default_kv_lease_ttl: Duration::from_millis(300),
+        ..MasterConfig::default()
+    };
+    let c = cluster(config).await;
+    let _store = c.client(64 * MIB, 0).await;
+    let user = c.client(0, 16 * MIB).await;
+    user.put("k", b"v", &ReplicateConfig::default())
+        .await
+        .unwrap();
+    user.get("k").await.unwrap();
+    let leased = Instant::now();
+    assert_eq!(
+        user.remove("k", false).await,
+        Err(ErrorCode::ObjectHasLease)
+    );
+    while user.remove("k", false).await == Err(ErrorCode::ObjectHasLease) {
+        assert!(leased.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(leased.elapsed() >= Duration::from_millis(250));
+    user.put("f", b"v", &ReplicateConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(user.is_exist("f").await, Ok(true));
+    assert_eq!(
+        user.remove("f", true).await,
+        Ok(()),
+        "force ignores the lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_larger_than_the_local_buffer_need_the_zero_copy_path() {
+    let c = cluster(MasterConfig::default()).await;
+    let _store = c.client(128 * MIB, 0).await;
+    let user = c.client(0, 16 * MIB).await;
+    let cfg = ReplicateConfig::default();
+    let big = value((32 * MIB) as usize, 5);
+    assert_eq!(
+        user.put("big", &big, &cfg).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    let buf = user
+        .engine()
+        .allocate_buffer(64 * MIB, "cpu:0")
+        .await
+        .unwrap();
+    buf.write_at(0, &big);
+    user.put_from("big", buf.addr(), 32 * MIB, &cfg)
+        .await
+        .unwrap();
+    assert_eq!(
+        user.get("big").await,
+        Err(ErrorCode::InvalidParams),
+        "too large for the staging buffer"
+    );
+    assert_eq!(
+        user.get_into("big", buf.addr() + 32 * MIB, 32 * MIB).await,
+        Ok(32 * MIB)
+    );
+    assert!(buf.to_vec(32 * MIB, (32 * MIB) as usize) == big);
+    assert_eq!(
+        user.put_from("huge", buf.addr(), 64 * MIB, &ReplicateConfig::default())
+            .await,
+        Ok(())
+    );
+    let whole = user
+        .engine()
+        .allocate_buffer(200 * MIB, "cpu:0")
+        .await
+        .unwrap();
+    assert_eq!(
+        user.put_from("too-big", whole.addr(), 200 * MIB, &cfg)
+            .await,
+        Err(ErrorCode::NoAvailableHandle)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_evicts_instead_of_failing() {
+    let c = cluster(MasterConfig::default()).await;
+    let _store = c.client(64 * MIB, 0).await;
+    let user = c.client(0, 16 * MIB).await;
+    let v = value(MIB as usize, 3);
+    for i in 0..192 {
+        user.put(&format!("k{i}"), &v, &ReplicateConfig::default())
+            .await
+            .unwrap_or_else(|e| panic!("put {i}: {e}"));
+    }
+    assert_eq!(user.get("k191").await.unwrap(), v);
+    assert_eq!(user.is_exist("k0").await, Ok(false), "oldest evicted first");
+    // Every key leased: exactly what fits succeeds, then the store is full.
+    user.remove_all(true).await.unwrap();
+    let mut ok = 0;
+    for i in 0..80 {
+        let key = format!("l{i}");
+        match user.put(&key, &v, &ReplicateConfig::default()).await {
+            Ok(()) => {
+                ok += 1;
+                assert_eq!(user.is_exist(&key).await, Ok(true));
+            }
+            Err(e) => assert_eq!(e, ErrorCode::NoAvailableHandle),
+        }
+    }
+    assert_eq!(ok, 64);
+    user.remove_all(true).await.unwrap();
+    let pinned = ReplicateConfig {
+        pin: Pin::Hard,
+        ..Default::default()
+    };
+    let results: Vec<_> = futures_lite(&user, &v, &pinned).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 64);
+}
+
+async fn futures_lite(
+    user: &Client,
+    v: &[u8],
+    cfg: &ReplicateConfig,
+) -> Vec<Result<(), ErrorCode>> {
+    let mut out = Vec::new();
+    for i in 0..70 {
+        out.push(user.put(&format!("h{i}"), v, cfg).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fail_over_to_a_surviving_replica_and_dead_contributors_expire() {
+    let config = MasterConfig {
+        client_ttl: Duration::from_millis(800),
+        ..MasterConfig::default()
+    };
+    let c = cluster(config).await;
+    let a = c.client(64 * MIB, 0).await;
+    let _b = c.client(64 * MIB, 0).await;
+    let user = c.client(0, 16 * MIB).await;
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..Default::default()
+    };
+    for i in 0..20 {
+        user.put(&format!("r{i}"), &value(10_000, i as u8), &two)
+            .await
+            .unwrap();
+    }
+    let one = ReplicateConfig {
+        preferred_segments: vec![a.segment().unwrap().name.clone()],
+        ..Default::default()
+    };
+    let a_name = a.segment().unwrap().name.clone();
+    user.put("only-on-a", b"lost", &one).await.unwrap();
+    // The contributor dies without unmounting: no more pings, its engine stops serving.
+    drop(a);
+    for i in 0..20 {
+        assert_eq!(
+            user.get(&format!("r{i}")).await.unwrap(),
+            value(10_000, i as u8),
+            "r{i}"
+        );
+    }
+    assert_eq!(
+        user.get("only-on-a").await,
+        Err(ErrorCode::TransferFail),
+        "fails cleanly, no hang"
+    );
+    let died = Instant::now();
+    while user.is_exist("only-on-a").await == Ok(true) {
+        assert!(
+            died.elapsed() < Duration::from_secs(5),
+            "liveness never expired the dead contributor"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(user.get("r3").await.unwrap(), value(10_000, 3));
+    let segments = c.master.segment_names();
+    assert!(!segments.contains(&a_name), "{segments:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_master_or_metadata_server_fails_setup_clearly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = Instant::now();
+    let config = ClientConfig {
+        master_server_addr: format!("127.0.0.1:{port}"),
+        ..ClientConfig::default()
+    };
+    let err = Client::setup(config).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(6));
+    assert_eq!(
+        err.to_string(),
+        format!("master 127.0.0.1:{port}: rpc to the master failed")
+    );
+    let master = Master::new(MasterConfig::default());
+    let config = ClientConfig {
+        metadata_server: format!("http://127.0.0.1:{port}/metadata"),
+        ..ClientConfig::default()
+    };
+    let err = Client::with_master(config, master as Arc<dyn MasterApi>)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}/metadata")) && text.contains("unreachable"),
+        "{text}"
+    );
+}
