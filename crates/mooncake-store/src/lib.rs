@@ -17,11 +17,13 @@ mod error;
 pub mod grpc;
 mod master_api;
 pub mod placement;
+mod service;
 pub mod types;
 
 pub use client::{Client, ClientConfig, SetupError};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
+pub use service::{StoreService, StoreServiceConfig};
 pub use types::{
     ClientId, ClientStatus, ObjectKey, Pin, PingReply, ProtocolVersion, ReplicaDescriptor,
     ReplicaList, ReplicateConfig, Segment, SegmentId,

@@ -62,8 +62,8 @@ impl Default for ClientConfig {
 /// Why `setup` failed; each message names what could not be reached or used.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The protocol is not available in this build.
-    #[error("protocol {0:?} is not available in this build; use tcp")]
+    /// The protocol is not available in this build, or the configuration is unusable.
+    #[error("{0}")]
     Protocol(String),
     /// The metadata connection string is unusable.
     #[error("metadata server {url}: {source}")]
@@ -81,6 +81,15 @@ pub enum SetupError {
         addr: String,
         /// What happened.
         code: ErrorCode,
+    },
+    /// A listener could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
     },
     /// The transfer engine could not start or allocate memory.
     #[error("transfer engine: {0}")]
@@ -140,7 +149,10 @@ impl Client {
         master: Arc<dyn MasterApi>,
     ) -> Result<Self, SetupError> {
         if config.protocol != "tcp" {
-            return Err(SetupError::Protocol(config.protocol.clone()));
+            return Err(SetupError::Protocol(format!(
+                "protocol {:?} is not available in this build; use tcp",
+                config.protocol
+            )));
         }
         let metadata = mooncake_metadata::connect(&config.metadata_server).map_err(|source| {
             SetupError::Metadata {
@@ -729,7 +741,10 @@ async fn start_engine(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(last.map_or(SetupError::Protocol("tcp".into()), SetupError::Engine))
+    Err(last.map_or(
+        SetupError::Protocol("no free segment name".into()),
+        SetupError::Engine,
+    ))
 }
 
 async fn ping_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool>) {
