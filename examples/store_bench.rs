@@ -93,7 +93,7 @@ fn human(size: u64) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    mooncake_examples::init_tracing(0);
+    mooncake_examples::init_tracing_at("warn");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

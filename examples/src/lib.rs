@@ -14,6 +14,12 @@ pub fn init_tracing(verbosity: u8) {
         1 => "debug",
         _ => "trace",
     };
+    init_tracing_at(level);
+}
+
+/// Installs the `tracing` subscriber at `level` (e.g. `"warn"` for load generators whose
+/// stdout is a report); `RUST_LOG` overrides it.
+pub fn init_tracing_at(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()

@@ -1,22 +1,68 @@
-//! `cargo xtask demo`: builds the binaries in release, starts the HTTP metadata server on a
-//! free loopback port, publishes a segment descriptor the way a transfer engine does, reads
-//! it back, and stops the server.
+//! `cargo xtask demo`: the end-to-end demo. Builds in release, starts `mooncake_master`
+//! (with its embedded HTTP metadata server) and one `mooncake_store_service` as processes,
+//! runs a short `store_bench` as a pure client (every byte crosses the transport), prints
+//! the table and stops everything it started, also on an error or Ctrl-C.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use bytes::Bytes;
-use mooncake_metadata::keys::KeySpace;
-use mooncake_metadata::{HttpStore, HttpStoreConfig, MetadataStore};
 
-/// Kills the child process when dropped, so an error or panic never leaves it running.
-struct Guard(Child);
+/// A child process stopped with SIGTERM (then SIGKILL) when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+}
 
-impl Drop for Guard {
+impl Proc {
+    fn start(name: &'static str, args: &[String]) -> Result<(Self, BufReader<ChildStdout>)> {
+        let bin = crate::root().join("target/release").join(name);
+        let mut child = Command::new(&bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let out = BufReader::new(child.stdout.take().context("no stdout")?);
+        Ok((Self { name, child }, out))
+    }
+}
+
+impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                println!("stopped {} (pid {})", self.name, self.child.id());
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads lines until one starts with `prefix`; returns its last word.
+fn wait_for(out: &mut BufReader<ChildStdout>, prefix: &str) -> Result<String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if out.read_line(&mut line)? == 0 {
+            bail!("process exited before printing {prefix:?}");
+        }
+        if line.starts_with(prefix) {
+            return Ok(line
+                .trim()
+                .rsplit(' ')
+                .next()
+                .unwrap_or_default()
+                .to_owned());
+        }
     }
 }
 
@@ -24,72 +70,46 @@ pub(crate) fn run() -> Result<()> {
     let mut build = crate::cargo();
     build.args(["build", "--release", "--locked", "-p", "mooncake-examples"]);
     crate::run(build)?;
-    let bin = crate::root().join("target/release/http_metadata_server");
-    let mut child = Command::new(&bin)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let guard = Guard(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let Some(url) = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-    else {
-        bail!("unexpected first line from the metadata server: {line:?}");
-    };
-    println!(
-        "started http_metadata_server (pid {}) at {url}",
-        guard.0.id()
-    );
-    let url = url.to_owned();
-    tokio::runtime::Runtime::new()?.block_on(publish_and_read(&url))?;
-    drop(guard);
-    println!("stopped the metadata server; demo finished");
-    Ok(())
-}
-
-async fn publish_and_read(url: &str) -> Result<()> {
-    let store = HttpStore::new(url, HttpStoreConfig::default())?;
-    let ks = KeySpace::default();
-    let name = "127.0.0.1:17101";
-    let rpc = r#"{"ip_or_host_name":"127.0.0.1","rpc_port":15001}"#;
-    let desc = r#"{"buffers":[{"addr":139677308416000,"length":1048576,"name":"127.0.0.1:17101"}],"name":"127.0.0.1:17101","protocol":"tcp","rdma_server_name":"","tcp_data_host":"127.0.0.1","tcp_data_port":15489,"tcp_proto_version":2}"#;
-    store
-        .put(&ks.rpc_meta(name), Bytes::from_static(rpc.as_bytes()))
-        .await?;
-    println!("PUT {} -> {rpc}", ks.rpc_meta(name));
-    store
-        .put(&ks.segment(name), Bytes::from_static(desc.as_bytes()))
-        .await?;
-    println!(
-        "PUT {} -> {} bytes of descriptor",
-        ks.segment(name),
-        desc.len()
-    );
-    let got = store
-        .get(&ks.segment(name))
-        .await?
-        .context("descriptor vanished")?;
-    println!(
-        "GET {} <- {}",
-        ks.segment(name),
-        String::from_utf8_lossy(&got)
-    );
-    if got != desc.as_bytes() {
-        bail!("the descriptor read back differs from the one written");
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let (_master, mut out) = Proc::start(
+        "mooncake_master",
+        &args(&[
+            "--rpc_port=0",
+            "--rpc_address=127.0.0.1",
+            "--enable_http_metadata_server=1",
+            "--http_metadata_server_host=127.0.0.1",
+            "--http_metadata_server_port=0",
+            "--metrics_host=127.0.0.1",
+            "--metrics_port=0",
+        ]),
+    )?;
+    let rpc = wait_for(&mut out, "mooncake_master rpc listening on")?;
+    let metadata = wait_for(&mut out, "mooncake_master http metadata server on")?;
+    let metrics = wait_for(&mut out, "mooncake_master metrics on")?;
+    println!("started mooncake_master: rpc {rpc}, metadata {metadata}, metrics {metrics}");
+    let (_store, mut out) = Proc::start(
+        "mooncake_store_service",
+        &[
+            "--host=127.0.0.1".into(),
+            "--port=0".into(),
+            "--global_segment_size=512 MB".into(),
+            format!("--master_server_address={rpc}"),
+            format!("--metadata_server={metadata}"),
+        ],
+    )?;
+    let line = wait_for(&mut out, "mooncake_store_service segment")?;
+    println!("started mooncake_store_service: 512 MiB segment mounted ({line})");
+    println!("running store_bench as a pure client (global_segment_size=0)...");
+    let status = Command::new(crate::root().join("target/release/store_bench"))
+        .arg(format!("--master_server_address={rpc}"))
+        .arg(format!("--metadata_server={metadata}"))
+        .args(["--scale=0.25", "--warmup_bytes=256 MB", "--procs=2"])
+        .arg("--sizes=4KiB,64KiB,1MiB,16MiB")
+        .status()
+        .context("cannot start store_bench")?;
+    if !status.success() {
+        bail!("store_bench failed ({status})");
     }
-    let missing = store.get(&ks.segment("no-such-segment")).await?;
-    println!(
-        "GET {} <- {missing:?} (missing keys are None)",
-        ks.segment("no-such-segment")
-    );
-    store.delete(&ks.rpc_meta(name)).await?;
-    store.delete(&ks.segment(name)).await?;
-    println!("DELETE both keys, as an engine does on shutdown");
+    println!("demo finished; stopping the processes it started");
     Ok(())
 }

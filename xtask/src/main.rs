@@ -3,7 +3,7 @@
 //! - `test`: every test the README promises (the README's test command);
 //! - `lint`: rustfmt, clippy `-D warnings` on all targets, rustdoc `-D warnings`;
 //! - `ci`: `lint` then `test`;
-//! - `demo`: the first thing a new user runs;
+//! - `demo`: the end-to-end demo, the first thing a new user runs;
 //! - `interop`: byte-exact transfers with the C++ wheel, both directions (opt-in).
 #![allow(clippy::print_stdout)]
 
