@@ -54,6 +54,16 @@ struct Object {
     soft_pin_until: Option<Instant>,
 }
 
+/// Mooncake's put/upsert argument checks: a valid key, a non-zero size, at least one
+/// replica, and no `prefer_alloc_in_same_node` (refused as the C++ release does).
+fn validate_put(key: &str, size: u64, config: &ReplicateConfig) -> Result<ObjectKey, ErrorCode> {
+    let key = ObjectKey::new(key)?;
+    if size == 0 || config.replica_num == 0 || config.prefer_alloc_in_same_node {
+        return Err(ErrorCode::InvalidParams);
+    }
+    Ok(key)
+}
+
 /// What one [`MasterCore::tick`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TickReport {
@@ -398,10 +408,7 @@ impl MasterCore {
         config: &ReplicateConfig,
         now: Instant,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let key = ObjectKey::new(key)?;
-        if size == 0 || config.replica_num == 0 || config.prefer_alloc_in_same_node {
-            return Err(ErrorCode::InvalidParams);
-        }
+        let key = validate_put(key, size, config)?;
         if let Some(o) = self.objects.get(key.as_str()) {
             match o.state {
                 State::Complete => return Err(ErrorCode::ObjectAlreadyExists),
@@ -426,10 +433,7 @@ impl MasterCore {
         config: &ReplicateConfig,
         now: Instant,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let key = ObjectKey::new(key)?;
-        if size == 0 || config.replica_num == 0 || config.prefer_alloc_in_same_node {
-            return Err(ErrorCode::InvalidParams);
-        }
+        let key = validate_put(key, size, config)?;
         if let Some(o) = self.objects.get(key.as_str()) {
             match o.state {
                 State::Processing { started, .. }

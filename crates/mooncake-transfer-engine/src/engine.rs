@@ -512,14 +512,7 @@ impl TransferEngine {
                     let r = *r;
                     set.spawn(async move { engine.transfer_one(r).await });
                 }
-                let mut first = Ok(());
-                while let Some(res) = set.join_next().await {
-                    let res = res.unwrap_or(Err(TransferError::Shutdown));
-                    if first.is_ok() {
-                        first = res;
-                    }
-                }
-                first
+                first_error(set).await
             }
         }
     }
@@ -532,16 +525,7 @@ impl TransferEngine {
         if *self.inner.shutdown.borrow() {
             return Err(TransferError::Shutdown);
         }
-        let local = self
-            .inner
-            .registry
-            .read()
-            .find(r.source, r.length)
-            .map(|e| e.value.clone())
-            .ok_or(TransferError::AddressNotRegistered {
-                addr: r.source,
-                len: r.length,
-            })?;
+        let local = self.registered(r.source, r.length)?;
         if r.target == SegmentHandle::LOCAL {
             return self.local_copy(&local, r);
         }
@@ -607,27 +591,21 @@ impl TransferEngine {
             set.spawn(async move { engine.inner.tcp.execute(wire, &local).await });
             offset += len;
         }
-        let mut first = Ok(());
-        while let Some(res) = set.join_next().await {
-            let res = res.unwrap_or(Err(TransferError::Shutdown));
-            if first.is_ok() {
-                first = res;
-            }
-        }
-        first
+        first_error(set).await
+    }
+
+    /// The registered region wholly containing `[addr, addr+len)`.
+    fn registered(&self, addr: u64, len: u64) -> Result<Arc<Region>, TransferError> {
+        self.inner
+            .registry
+            .read()
+            .find(addr, len)
+            .map(|e| e.value.clone())
+            .ok_or(TransferError::AddressNotRegistered { addr, len })
     }
 
     fn local_copy(&self, local: &Region, r: TransferRequest) -> Result<(), TransferError> {
-        let remote = self
-            .inner
-            .registry
-            .read()
-            .find(r.target_offset, r.length)
-            .map(|e| e.value.clone())
-            .ok_or(TransferError::AddressNotRegistered {
-                addr: r.target_offset,
-                len: r.length,
-            })?;
+        let remote = self.registered(r.target_offset, r.length)?;
         let len = usize::try_from(r.length)
             .map_err(|_| TransferError::InvalidArgument("length exceeds usize".into()))?;
         match r.opcode {
@@ -677,6 +655,18 @@ impl Drop for Inner {
         self.shutdown.send_replace(true);
         self.tasks.get_mut().abort_all();
     }
+}
+
+/// Waits for every task; the first failure (in completion order), or `Ok`.
+async fn first_error(mut set: JoinSet<Result<(), TransferError>>) -> Result<(), TransferError> {
+    let mut first = Ok(());
+    while let Some(res) = set.join_next().await {
+        let res = res.unwrap_or(Err(TransferError::Shutdown));
+        if first.is_ok() {
+            first = res;
+        }
+    }
+    first
 }
 
 async fn bind(host: &str) -> Result<TcpListener, TransferError> {
