@@ -7,6 +7,7 @@
 //! - `interop`: byte-exact transfers with the C++ wheel, both directions (opt-in).
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod demo;
 mod interop;
 mod te_compare;
@@ -30,6 +31,7 @@ fn main() -> Result<()> {
         }
         "demo" => demo::run(),
         "interop" => interop::run(&args[1..]),
+        "bench" => bench::run(),
         "help" | "--help" | "-h" => {
             println!("usage: cargo xtask <test|lint|ci|demo>");
             println!("  test  run every test (unit, integration, conformance, end-to-end)");
