@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::write_all_vectored;
-use crate::codec::{Header, Opcode, ProtoVersion, Status, STATUS_LEN};
+use crate::codec::{Header, Opcode, ProtoVersion, Status, HEADER_LEN, STATUS_LEN};
 use crate::memory::Region;
 use crate::TransferError;
 
@@ -201,6 +201,12 @@ async fn run_lane(addr: SocketAddr, mut rx: mpsc::Receiver<Job>, config: TcpClie
     tokio::join!(writer, reader);
 }
 
+/// Requests coalesced into one vectored write (headers and payloads of several requests
+/// leave in one syscall when they queue up).
+const COALESCE_REQUESTS: usize = 16;
+/// Payload bytes coalesced into one vectored write.
+const COALESCE_BYTES: u64 = 1 << 20;
+
 async fn write_loop(
     mut wr: OwnedWriteHalf,
     rx: &mut mpsc::Receiver<Job>,
@@ -208,44 +214,64 @@ async fn write_loop(
     failed: Arc<Notify>,
 ) {
     loop {
-        let job = tokio::select! {
+        let first = tokio::select! {
             job = rx.recv() => match job { Some(j) => j, None => return },
             _ = failed.notified() => return,
         };
-        let op = job.op;
-        let local = job.local.clone();
+        let mut jobs = vec![first];
+        let mut bytes = jobs[0].op.len;
+        while jobs.len() < COALESCE_REQUESTS && bytes < COALESCE_BYTES {
+            match rx.try_recv() {
+                Ok(j) => {
+                    bytes += j.op.len;
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<(WireOp, Arc<Region>)> =
+            jobs.iter().map(|j| (j.op, j.local.clone())).collect();
         // A v1 WRITE has no answer: it completes once the payload left the socket. Every
         // other request is queued for the reader first, so that if the server rejects and
-        // closes while we write, the reader reports the rejection for this very request.
-        let unanswered = if op.version == ProtoVersion::V1 && op.opcode == Opcode::Write {
-            Some(job)
-        } else {
-            if inflight.send(job).await.is_err() {
+        // closes while we write, the reader reports the rejection for that very request.
+        let mut unanswered = Vec::new();
+        for job in jobs {
+            if job.op.version == ProtoVersion::V1 && job.op.opcode == Opcode::Write {
+                unanswered.push(job);
+            } else if inflight.send(job).await.is_err() {
                 return;
             }
-            None
-        };
-        let header = Header {
-            size: op.len,
-            addr: op.remote_addr,
-            opcode: op.opcode,
-            version: op.version,
         }
-        .encode();
-        let sent = match op.opcode {
-            Opcode::Write => {
-                let payload = local.slice(op.local_addr, op.len as usize);
-                write_all_vectored(&mut wr, &mut [&header, payload]).await
+        let headers: Vec<[u8; HEADER_LEN]> = ops
+            .iter()
+            .map(|(op, _)| {
+                Header {
+                    size: op.len,
+                    addr: op.remote_addr,
+                    opcode: op.opcode,
+                    version: op.version,
+                }
+                .encode()
+            })
+            .collect();
+        let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * ops.len());
+        for ((op, local), header) in ops.iter().zip(&headers) {
+            bufs.push(header);
+            if op.opcode == Opcode::Write {
+                bufs.push(local.slice(op.local_addr, op.len as usize));
             }
-            Opcode::Read => wr.write_all(&header).await,
-        };
+        }
+        let sent = write_all_vectored(&mut wr, &mut bufs).await;
         let ok = sent.is_ok();
-        if let Some(job) = unanswered {
-            let result = sent.map_err(|source| TransferError::Io {
-                peer: op.peer,
-                what: "write of the payload",
-                source,
-            });
+        for job in unanswered {
+            let result = match &sent {
+                Ok(()) => Ok(()),
+                Err(e) => Err(TransferError::Io {
+                    peer: job.op.peer,
+                    what: "write of the payload",
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                }),
+            };
             let _ = job.done.send(Outcome::Done(result));
         }
         if !ok {
