@@ -85,20 +85,69 @@ async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<Head
     Ok(Some(Header::decode(&buf)))
 }
 
+/// Answers held back to leave in one vectored write (at most this many, or this many
+/// payload bytes); they are flushed before the server would wait for more input.
+const COALESCE_ANSWERS: usize = 16;
+const COALESCE_BYTES: usize = 1 << 20;
+
+/// One answer: an optional status frame and an optional READ payload.
+struct Answer {
+    status: bool,
+    data: Option<(std::sync::Arc<crate::memory::Region>, u64, usize)>,
+}
+
+async fn flush<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    answers: &mut Vec<Answer>,
+) -> std::io::Result<()> {
+    if answers.is_empty() {
+        return Ok(());
+    }
+    let ok = Status::Ok.encode();
+    let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * answers.len());
+    for a in answers.iter() {
+        if a.status {
+            bufs.push(&ok);
+        }
+        if let Some((region, addr, len)) = &a.data {
+            bufs.push(region.slice(*addr, *len));
+        }
+    }
+    write_all_vectored(wr, &mut bufs).await?;
+    answers.clear();
+    Ok(())
+}
+
 async fn serve_connection(
     mut stream: TcpStream,
     registry: &SharedRegistry,
 ) -> Result<(), ConnError> {
-    let ok = Status::Ok.encode();
     let (rd, mut wr) = stream.split();
     let mut rd = BufReader::with_capacity(READ_AHEAD, rd);
-    while let Some(header) = read_header(&mut rd).await? {
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut held = 0usize;
+    loop {
+        // Answer before we could block on input: pipelined requests already buffered are
+        // served first and their answers leave together.
+        if rd.buffer().len() < HEADER_LEN
+            || answers.len() >= COALESCE_ANSWERS
+            || held >= COALESCE_BYTES
+        {
+            flush(&mut wr, &mut answers).await?;
+            held = 0;
+        }
+        let Some(header) = read_header(&mut rd).await? else {
+            flush(&mut wr, &mut answers).await?;
+            return Ok(());
+        };
+        let v2 = header.version == ProtoVersion::V2;
         let region = registry
             .read()
             .find(header.addr, header.size)
             .map(|e| e.value.clone());
         let (Some(region), Ok(len)) = (region, usize::try_from(header.size)) else {
-            if header.version == ProtoVersion::V2 {
+            flush(&mut wr, &mut answers).await?;
+            if v2 {
                 wr.write_all(&Status::Rejected.encode()).await?;
             }
             return Err(ConnError::Refused(header));
@@ -106,20 +155,20 @@ async fn serve_connection(
         match header.opcode {
             Opcode::Write => {
                 rd.read_exact(region.slice_mut(header.addr, len)).await?;
-                if header.version == ProtoVersion::V2 {
-                    wr.write_all(&ok).await?;
+                if v2 {
+                    answers.push(Answer {
+                        status: true,
+                        data: None,
+                    });
                 }
             }
             Opcode::Read => {
-                let data = region.slice(header.addr, len);
-                let status: &[u8] = if header.version == ProtoVersion::V2 {
-                    &ok
-                } else {
-                    &[]
-                };
-                write_all_vectored(&mut wr, &mut [status, data]).await?;
+                held += len;
+                answers.push(Answer {
+                    status: v2,
+                    data: Some((region, header.addr, len)),
+                });
             }
         }
     }
-    Ok(())
 }
