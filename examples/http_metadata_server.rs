@@ -33,7 +33,9 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot bind the http metadata server to {addr}"))?;
     let local = listener.local_addr()?;
-    println!("http metadata server listening on http://{local}/metadata");
+    mooncake_examples::announce(&format!(
+        "http metadata server listening on http://{local}/metadata"
+    ));
     let server = HttpMetadataServer::new(HttpMetadataServerConfig {
         max_value_size: args.max_value_size,
     });

@@ -146,12 +146,17 @@ fn main() -> Result<()> {
     }
     runtime.enable_all().build()?.block_on(async move {
         let server = MasterServer::bind(config).await?;
-        println!("mooncake_master rpc listening on {}", server.rpc_addr());
+        mooncake_examples::announce(&format!(
+            "mooncake_master rpc listening on {}",
+            server.rpc_addr()
+        ));
         if let Some(a) = server.http_metadata_addr() {
-            println!("mooncake_master http metadata server on http://{a}/metadata");
+            mooncake_examples::announce(&format!(
+                "mooncake_master http metadata server on http://{a}/metadata"
+            ));
         }
         if let Some(a) = server.metrics_addr() {
-            println!("mooncake_master metrics on http://{a}/metrics");
+            mooncake_examples::announce(&format!("mooncake_master metrics on http://{a}/metrics"));
         }
         server.serve(mooncake_examples::shutdown_signal()).await?;
         Ok(())

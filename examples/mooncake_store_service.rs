@@ -77,12 +77,14 @@ fn main() -> Result<()> {
                 .segment()
                 .map(|s| (s.name.clone(), s.size))
                 .unwrap_or_default();
-            println!(
+            mooncake_examples::announce(&format!(
                 "mooncake_store_service segment {} ({} bytes) mounted",
                 seg.0, seg.1
-            );
+            ));
             if let Some(a) = service.http_addr() {
-                println!("mooncake_store_service metrics on http://{a}/metrics");
+                mooncake_examples::announce(&format!(
+                    "mooncake_store_service metrics on http://{a}/metrics"
+                ));
             }
             service.run(mooncake_examples::shutdown_signal()).await?;
             Ok(())

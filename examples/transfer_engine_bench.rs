@@ -129,12 +129,12 @@ async fn run(args: Args, per_unit: f64) -> Result<()> {
     let buffer = engine.allocate_buffer(args.buffer_size, "cpu:0").await?;
     let result = match args.mode {
         Mode::Target => {
-            println!(
+            mooncake_examples::announce(&format!(
                 "target ready: segment {name}, data port {}, buffer {:#x}+{}",
                 engine.data_addr().port(),
                 buffer.addr(),
                 buffer.len()
-            );
+            ));
             mooncake_examples::shutdown_signal().await;
             Ok(())
         }

@@ -28,6 +28,15 @@ pub fn init_tracing_at(level: &str) {
         .try_init();
 }
 
+/// Prints one line to stdout, ignoring a closed stdout: a supervisor that stopped reading
+/// our announcements must not be able to kill a running server (`println!` panics on EPIPE).
+pub fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Completes on the first SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

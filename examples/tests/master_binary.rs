@@ -171,3 +171,40 @@ fn flags_on_the_command_line_beat_the_config_file() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_closed_stdout_does_not_kill_the_master() {
+    let mut child = master_cmd()
+        .args([
+            "--rpc_port=0",
+            "--rpc_address=127.0.0.1",
+            "--metrics_host=127.0.0.1",
+            "--metrics_port=0",
+        ])
+        .args([
+            "--enable_http_metadata_server=1",
+            "--http_metadata_server_host=127.0.0.1",
+            "--http_metadata_server_port=0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(
+            first.starts_with("mooncake_master rpc listening on"),
+            "{first}"
+        );
+    } // The reader is gone: the next announcements hit a closed pipe.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the master died when its stdout closed"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

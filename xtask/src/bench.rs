@@ -5,12 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
-use crate::interop::Guard;
+use crate::stack::Stack;
 
 /// C++ Mooncake, single client, MB/s (best of the two runs in observed-behaviour.md §4.2).
 const BASELINE: &[(&str, &str, f64)] = &[
@@ -48,61 +47,12 @@ const BASELINE: &[(&str, &str, f64)] = &[
     ("16MiB", "batch_get_into[32]", 1689.0),
 ];
 
-fn wait_line(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> Result<String> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if out.read_line(&mut line)? == 0 {
-            bail!("process exited before printing {prefix:?}");
-        }
-        if line.starts_with(prefix) {
-            return Ok(line
-                .trim()
-                .rsplit(' ')
-                .next()
-                .unwrap_or_default()
-                .to_owned());
-        }
-    }
-}
-
 pub(crate) fn run() -> Result<()> {
-    let mut build = crate::cargo();
-    build.args(["build", "--release", "--locked", "-p", "mooncake-examples"]);
-    crate::run(build)?;
-    let bin = |n: &str| crate::root().join("target/release").join(n);
-    let mut master = Command::new(bin("mooncake_master"))
-        .args([
-            "--rpc_port=0",
-            "--rpc_address=127.0.0.1",
-            "--enable_http_metadata_server=1",
-        ])
-        .args([
-            "--http_metadata_server_host=127.0.0.1",
-            "--http_metadata_server_port=0",
-        ])
-        .args(["--metrics_host=127.0.0.1", "--metrics_port=0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut out = BufReader::new(master.stdout.take().context("stdout")?);
-    let _master = Guard(master);
-    let rpc = wait_line(&mut out, "mooncake_master rpc listening on")?;
-    let meta = wait_line(&mut out, "mooncake_master http metadata server on")?;
-    let mut store = Command::new(bin("mooncake_store_service"))
-        .args(["--host=127.0.0.1", "--port=0", "--global_segment_size=2 GB"])
-        .arg(format!("--master_server_address={rpc}"))
-        .arg(format!("--metadata_server={meta}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut sout = BufReader::new(store.stdout.take().context("stdout")?);
-    let _store = Guard(store);
-    wait_line(&mut sout, "mooncake_store_service segment")?;
+    let stack = Stack::start("2 GB")?;
     let json = crate::root().join("target/store_bench.json");
-    let status = Command::new(bin("store_bench"))
-        .arg(format!("--master_server_address={rpc}"))
-        .arg(format!("--metadata_server={meta}"))
+    let status = Command::new(crate::root().join("target/release/store_bench"))
+        .arg(format!("--master_server_address={}", stack.rpc))
+        .arg(format!("--metadata_server={}", stack.metadata))
         .arg(format!("--json={}", json.display()))
         .status()?;
     if !status.success() {

@@ -10,6 +10,7 @@
 mod bench;
 mod demo;
 mod interop;
+mod stack;
 mod te_compare;
 #[cfg(test)]
 mod tidy;
