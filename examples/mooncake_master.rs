@@ -159,6 +159,7 @@ fn main() -> Result<()> {
             mooncake_examples::announce(&format!("mooncake_master metrics on http://{a}/metrics"));
         }
         server.serve(mooncake_examples::shutdown_signal()).await?;
+        mooncake_examples::announce("mooncake_master stopped");
         Ok(())
     })
 }

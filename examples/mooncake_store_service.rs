@@ -87,6 +87,7 @@ fn main() -> Result<()> {
                 ));
             }
             service.run(mooncake_examples::shutdown_signal()).await?;
+            mooncake_examples::announce("mooncake_store_service stopped: segment unmounted");
             Ok(())
         })
 }
