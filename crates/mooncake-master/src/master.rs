@@ -167,6 +167,22 @@ impl Master {
         r
     }
 
+    /// Runs `f` for every item under one lock acquisition and one clock reading, and
+    /// counts the calls (the batch RPCs are one critical section, not one per key).
+    fn batch<I, T>(
+        &self,
+        op: Op,
+        items: &[I],
+        mut f: impl FnMut(&mut MasterCore, &I, Instant) -> Result<T, ErrorCode>,
+    ) -> BatchResult<T> {
+        let now = Instant::now();
+        let rs = {
+            let mut core = self.core.lock();
+            items.iter().map(|i| f(&mut core, i, now)).collect()
+        };
+        self.count_batch(op, rs)
+    }
+
     fn count_batch<T>(&self, op: Op, rs: Vec<Result<T, ErrorCode>>) -> BatchResult<T> {
         let failed = rs.iter().filter(|r| r.is_err()).count() as u64;
         self.metrics.record(op, rs.len() as u64, failed);
@@ -224,12 +240,11 @@ impl MasterApi for Master {
     }
 
     async fn batch_exist_key(&self, keys: &[String]) -> BatchResult<bool> {
-        let now = Instant::now();
-        let rs = {
-            let mut core = self.core.lock();
-            keys.iter().map(|k| Ok(core.exist_key(k, now))).collect()
-        };
-        self.count_batch(Op::ExistKey, rs)
+        self.batch(
+            Op::ExistKey,
+            keys,
+            |core, k, now| Ok(core.exist_key(k, now)),
+        )
     }
 
     async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode> {
@@ -238,12 +253,9 @@ impl MasterApi for Master {
     }
 
     async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList> {
-        let now = Instant::now();
-        let rs = {
-            let mut core = self.core.lock();
-            keys.iter().map(|k| core.get_replica_list(k, now)).collect()
-        };
-        self.count_batch(Op::GetReplicaList, rs)
+        self.batch(Op::GetReplicaList, keys, |core, k, now| {
+            core.get_replica_list(k, now)
+        })
     }
 
     async fn put_start(
@@ -266,15 +278,9 @@ impl MasterApi for Master {
         items: &[(String, u64)],
         config: &ReplicateConfig,
     ) -> BatchResult<Vec<ReplicaDescriptor>> {
-        let now = Instant::now();
-        let rs = {
-            let mut core = self.core.lock();
-            items
-                .iter()
-                .map(|(k, n)| core.put_start(client, k, *n, config, now))
-                .collect()
-        };
-        self.count_batch(Op::PutStart, rs)
+        self.batch(Op::PutStart, items, |core, (k, n), now| {
+            core.put_start(client, k, *n, config, now)
+        })
     }
 
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
@@ -283,12 +289,9 @@ impl MasterApi for Master {
     }
 
     async fn batch_put_end(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
-        let now = Instant::now();
-        let rs = {
-            let mut core = self.core.lock();
-            keys.iter().map(|k| core.put_end(client, k, now)).collect()
-        };
-        self.count_batch(Op::PutEnd, rs)
+        self.batch(Op::PutEnd, keys, |core, k, now| {
+            core.put_end(client, k, now)
+        })
     }
 
     async fn put_revoke(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
@@ -297,11 +300,7 @@ impl MasterApi for Master {
     }
 
     async fn batch_put_revoke(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
-        let rs = {
-            let mut core = self.core.lock();
-            keys.iter().map(|k| core.put_revoke(client, k)).collect()
-        };
-        self.count_batch(Op::PutRevoke, rs)
+        self.batch(Op::PutRevoke, keys, |core, k, _| core.put_revoke(client, k))
     }
 
     async fn upsert_start(
@@ -324,12 +323,7 @@ impl MasterApi for Master {
     }
 
     async fn batch_remove(&self, keys: &[String], force: bool) -> BatchResult<()> {
-        let now = Instant::now();
-        let rs = {
-            let mut core = self.core.lock();
-            keys.iter().map(|k| core.remove(k, force, now)).collect()
-        };
-        self.count_batch(Op::Remove, rs)
+        self.batch(Op::Remove, keys, |core, k, now| core.remove(k, force, now))
     }
 
     async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode> {

@@ -254,13 +254,7 @@ impl Client {
         value: &[u8],
         config: &ReplicateConfig,
     ) -> Result<(), ErrorCode> {
-        if value.is_empty() {
-            return Err(ErrorCode::InvalidParams);
-        }
-        let slice = self.stage(value.len() as u64)?;
-        slice.fill(value);
-        self.write(key, slice.addr(), value.len() as u64, config, false)
-            .await
+        self.write_value(key, value, config, false).await
     }
 
     /// Stores `size` bytes at `addr` (inside a buffer registered with the engine) without
@@ -289,13 +283,7 @@ impl Client {
         value: &[u8],
         config: &ReplicateConfig,
     ) -> Result<(), ErrorCode> {
-        if value.is_empty() {
-            return Err(ErrorCode::InvalidParams);
-        }
-        let slice = self.stage(value.len() as u64)?;
-        slice.fill(value);
-        self.write(key, slice.addr(), value.len() as u64, config, true)
-            .await
+        self.write_value(key, value, config, true).await
     }
 
     /// Stores many values (one `batch_put_start`, parallel transfers, one `batch_put_end`).
@@ -338,6 +326,23 @@ impl Client {
         let sources: Vec<Result<(u64, u64), ErrorCode>> =
             items.iter().map(|(_, a, n)| Ok((*a, *n))).collect();
         self.write_batch(&keys, &sources, config).await
+    }
+
+    /// Copies `value` into the staging buffer and writes it (put or upsert).
+    async fn write_value(
+        &self,
+        key: &str,
+        value: &[u8],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Result<(), ErrorCode> {
+        if value.is_empty() {
+            return Err(ErrorCode::InvalidParams);
+        }
+        let slice = self.stage(value.len() as u64)?;
+        slice.fill(value);
+        self.write(key, slice.addr(), value.len() as u64, config, upsert)
+            .await
     }
 
     fn stage(&self, len: u64) -> Result<staging::Slice, ErrorCode> {
