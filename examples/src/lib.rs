@@ -3,6 +3,7 @@
 //! Library crates never read the environment or install signal handlers; the binaries in
 //! this package do, through these helpers.
 
+pub mod cli;
 pub mod env;
 pub mod flags;
 

@@ -20,7 +20,7 @@ pub mod placement;
 mod service;
 pub mod types;
 
-pub use client::{Client, ClientConfig, SetupError};
+pub use client::{Client, ClientConfig, SetupError, StagedValue};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};

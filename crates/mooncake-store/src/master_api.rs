@@ -90,6 +90,22 @@ pub trait MasterApi: Send + Sync + Debug {
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode>;
 
+    /// [`MasterApi::upsert_start`] for many `(key, size)` pairs; results are per key.
+    /// The default issues one `upsert_start` per key, in order (the wire protocol has no
+    /// batch upsert).
+    async fn batch_upsert_start(
+        &self,
+        client: ClientId,
+        items: &[(String, u64)],
+        config: &ReplicateConfig,
+    ) -> BatchResult<Vec<ReplicaDescriptor>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, size) in items {
+            out.push(self.upsert_start(client, key, *size, config).await);
+        }
+        Ok(out)
+    }
+
     /// Removes an object; refused with `ObjectHasLease` while leased unless `force`.
     async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode>;
 

@@ -356,3 +356,62 @@ async fn an_unreachable_master_or_metadata_server_fails_setup_clearly() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_buffer_objects_are_concatenated_and_need_an_exact_fit_to_read() {
+    let c = cluster(MasterConfig::default()).await;
+    let _store = c.client(64 * MIB, 0).await;
+    let user = c.client(0, 16 * MIB).await;
+    let cfg = ReplicateConfig::default();
+    let buf = user.engine().allocate_buffer(MIB, "cpu:0").await.unwrap();
+    let (a, b) = (value(1000, 1), value(3000, 2));
+    buf.write_at(0, &a);
+    buf.write_at(4096, &b);
+    let parts = vec![(buf.addr(), 1000), (buf.addr() + 4096, 3000)];
+    let put = user
+        .batch_put_parts_from(&[("mb", parts.clone()), ("mb2", parts)], &cfg, false)
+        .await;
+    assert_eq!(put, vec![Ok(()), Ok(())]);
+    let mut whole = a.clone();
+    whole.extend_from_slice(&b);
+    assert_eq!(user.get("mb").await.unwrap(), whole);
+
+    // Scatter into three ranges of a second area.
+    let base = buf.addr() + 64 * 1024;
+    let split = vec![(base, 10), (base + 100, 2990), (base + 8192, 1000)];
+    assert_eq!(user.get_into_parts("mb", &split).await, Ok(4000));
+    assert_eq!(buf.to_vec(64 * 1024, 10), whole[..10]);
+    assert_eq!(buf.to_vec(64 * 1024 + 100, 2990), whole[10..3000]);
+    assert_eq!(buf.to_vec(64 * 1024 + 8192, 1000), whole[3000..]);
+
+    // Too short: -600; too long: -800; missing: -704; a mix keeps input order.
+    let short = vec![(base, 3999)];
+    let long = vec![(base, 4001)];
+    let got = user
+        .batch_get_into_parts(&[("mb2", short), ("mb2", long), ("nope", vec![(base, 10)])])
+        .await;
+    assert_eq!(
+        got,
+        vec![
+            Err(ErrorCode::InvalidParams),
+            Err(ErrorCode::TransferFail),
+            Err(ErrorCode::ObjectNotFound)
+        ]
+    );
+
+    // Upsert through parts replaces the value, also with a new size.
+    let parts = vec![(buf.addr() + 4096, 3000), (buf.addr(), 1000)];
+    user.put_parts_from("mb", &parts, &cfg, true).await.unwrap();
+    let mut swapped = b.clone();
+    swapped.extend_from_slice(&a);
+    assert_eq!(user.get("mb").await.unwrap(), swapped);
+    user.put_parts("pp", &[b"head-", b"tail"], &cfg, false)
+        .await
+        .unwrap();
+    assert_eq!(user.get("pp").await.unwrap(), b"head-tail");
+    let up = user
+        .upsert_batch(&[("pp", b"new"), ("q", b"fresh")], &cfg)
+        .await;
+    assert_eq!(up, vec![Ok(()), Ok(())]);
+    assert_eq!(user.get("pp").await.unwrap(), b"new");
+}

@@ -7,6 +7,8 @@
 
 mod staging;
 
+pub use self::staging::StagedValue;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -18,7 +20,7 @@ use tokio::sync::watch;
 use self::staging::Staging;
 use crate::grpc::{GrpcClientConfig, GrpcMasterClient};
 use crate::types::{
-    ClientId, ClientStatus, ReplicaDescriptor, ReplicateConfig, Segment, SegmentId,
+    ClientId, ClientStatus, ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,
 };
 use crate::{ErrorCode, MasterApi};
 
@@ -266,14 +268,50 @@ impl Client {
         size: u64,
         config: &ReplicateConfig,
     ) -> Result<(), ErrorCode> {
-        if size == 0 {
+        self.put_parts_from(key, &[(addr, size)], config, false)
+            .await
+    }
+
+    /// Stores the concatenation of `parts` (`(addr, len)` ranges of registered memory, in
+    /// order) as one object without copying; `upsert` replaces an existing value, otherwise
+    /// an existing key keeps its value and the call succeeds. A zero total stores nothing.
+    pub async fn put_parts_from(
+        &self,
+        key: &str,
+        parts: &[(u64, u64)],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Result<(), ErrorCode> {
+        if total(parts) == 0 {
             return if key.is_empty() {
                 Err(ErrorCode::InvalidParams)
             } else {
                 Ok(())
             };
         }
-        self.write(key, addr, size, config, false).await
+        self.write(key, parts, config, upsert).await
+    }
+
+    /// Stores the concatenation of byte slices as one object, through the staging buffer.
+    pub async fn put_parts(
+        &self,
+        key: &str,
+        parts: &[&[u8]],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Result<(), ErrorCode> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if len == 0 {
+            return Err(ErrorCode::InvalidParams);
+        }
+        let slice = self.stage(len)?;
+        let mut off = 0;
+        for p in parts {
+            slice.fill_at(off, p);
+            off += p.len() as u64;
+        }
+        self.write(key, &[(slice.addr(), len)], config, upsert)
+            .await
     }
 
     /// Stores `value`, replacing any existing value.
@@ -293,6 +331,24 @@ impl Client {
         items: &[(&str, &[u8])],
         config: &ReplicateConfig,
     ) -> Vec<Result<(), ErrorCode>> {
+        self.write_values(items, config, false).await
+    }
+
+    /// Like [`Client::put_batch`], replacing existing values.
+    pub async fn upsert_batch(
+        &self,
+        items: &[(&str, &[u8])],
+        config: &ReplicateConfig,
+    ) -> Vec<Result<(), ErrorCode>> {
+        self.write_values(items, config, true).await
+    }
+
+    async fn write_values(
+        &self,
+        items: &[(&str, &[u8])],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Vec<Result<(), ErrorCode>> {
         let mut slices = Vec::with_capacity(items.len());
         for (_, v) in items {
             if v.is_empty() {
@@ -301,17 +357,17 @@ impl Client {
             }
             slices.push(self.stage(v.len() as u64).inspect(|s| s.fill(v)));
         }
-        let sources: Vec<Result<(u64, u64), ErrorCode>> = slices
+        let sources: Vec<Result<Vec<(u64, u64)>, ErrorCode>> = slices
             .iter()
             .zip(items)
             .map(|(s, (_, v))| {
                 s.as_ref()
-                    .map(|s| (s.addr(), v.len() as u64))
+                    .map(|s| vec![(s.addr(), v.len() as u64)])
                     .map_err(|e| *e)
             })
             .collect();
         let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        let out = self.write_batch(&keys, &sources, config).await;
+        let out = self.write_batch(&keys, &sources, config, upsert).await;
         drop(slices);
         out
     }
@@ -323,9 +379,23 @@ impl Client {
         config: &ReplicateConfig,
     ) -> Vec<Result<(), ErrorCode>> {
         let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
-        let sources: Vec<Result<(u64, u64), ErrorCode>> =
-            items.iter().map(|(_, a, n)| Ok((*a, *n))).collect();
-        self.write_batch(&keys, &sources, config).await
+        let sources: Vec<Result<Vec<(u64, u64)>, ErrorCode>> =
+            items.iter().map(|(_, a, n)| Ok(vec![(*a, *n)])).collect();
+        self.write_batch(&keys, &sources, config, false).await
+    }
+
+    /// Zero-copy batch put where each object is the concatenation of several registered
+    /// ranges (Mooncake's `batch_put_from_multi_buffers`); `upsert` replaces existing values.
+    pub async fn batch_put_parts_from(
+        &self,
+        items: &[(&str, Vec<(u64, u64)>)],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Vec<Result<(), ErrorCode>> {
+        let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
+        let sources: Vec<Result<Vec<(u64, u64)>, ErrorCode>> =
+            items.iter().map(|(_, p)| Ok(p.clone())).collect();
+        self.write_batch(&keys, &sources, config, upsert).await
     }
 
     /// Copies `value` into the staging buffer and writes it (put or upsert).
@@ -341,7 +411,7 @@ impl Client {
         }
         let slice = self.stage(value.len() as u64)?;
         slice.fill(value);
-        self.write(key, slice.addr(), value.len() as u64, config, upsert)
+        self.write(key, &[(slice.addr(), value.len() as u64)], config, upsert)
             .await
     }
 
@@ -360,11 +430,11 @@ impl Client {
     async fn write(
         &self,
         key: &str,
-        src: u64,
-        size: u64,
+        src: &[(u64, u64)],
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Result<(), ErrorCode> {
+        let size = total(src);
         let m = &self.inner.master;
         let started = if upsert {
             m.upsert_start(self.inner.id, key, size, config).await
@@ -375,7 +445,7 @@ impl Client {
             Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
             other => other?,
         };
-        match self.push(src, size, &replicas).await {
+        match self.push(src, &replicas).await {
             Ok(()) => m.put_end(self.inner.id, key).await,
             Err(e) => {
                 let _ = m.put_revoke(self.inner.id, key).await;
@@ -387,19 +457,23 @@ impl Client {
     async fn write_batch(
         &self,
         keys: &[&str],
-        sources: &[Result<(u64, u64), ErrorCode>],
+        sources: &[Result<Vec<(u64, u64)>, ErrorCode>],
         config: &ReplicateConfig,
+        upsert: bool,
     ) -> Vec<Result<(), ErrorCode>> {
-        let mut out: Vec<Result<(), ErrorCode>> = sources.iter().map(|s| s.map(|_| ())).collect();
+        let mut out: Vec<Result<(), ErrorCode>> = sources
+            .iter()
+            .map(|s| s.as_ref().map(|_| ()).map_err(|e| *e))
+            .collect();
         let mut seen = std::collections::HashSet::new();
         let mut idx = Vec::new();
         let mut items = Vec::new();
         for (i, (k, s)) in keys.iter().zip(sources).enumerate() {
-            match s {
-                Ok((_, 0)) => {}
-                Ok((_, n)) if seen.insert(*k) => {
+            match s.as_ref().map(|p| total(p)) {
+                Ok(0) => {}
+                Ok(n) if seen.insert(*k) => {
                     idx.push(i);
-                    items.push(((*k).to_owned(), *n));
+                    items.push(((*k).to_owned(), n));
                 }
                 _ => {}
             }
@@ -407,12 +481,13 @@ impl Client {
         if items.is_empty() {
             return out;
         }
-        let started = match self
-            .inner
-            .master
-            .batch_put_start(self.inner.id, &items, config)
-            .await
-        {
+        let m = &self.inner.master;
+        let started = if upsert {
+            m.batch_upsert_start(self.inner.id, &items, config).await
+        } else {
+            m.batch_put_start(self.inner.id, &items, config).await
+        };
+        let started = match started {
             Ok(s) => s,
             Err(e) => {
                 idx.iter().for_each(|i| out[*i] = Err(e));
@@ -425,12 +500,12 @@ impl Client {
             let i = idx[j];
             match r {
                 Ok(replicas) => {
-                    let Ok((src, n)) = sources[i] else { continue };
+                    let Ok(parts) = &sources[i] else { continue };
                     for rep in replicas {
-                        match self.request(Opcode::Write, src, n, rep).await {
-                            Ok(req) => {
-                                requests.push(req);
-                                owners.push(j);
+                        match self.requests(Opcode::Write, parts, rep).await {
+                            Ok(reqs) => {
+                                owners.extend(reqs.iter().map(|_| j));
+                                requests.extend(reqs);
                             }
                             Err(e) => out[i] = Err(e),
                         }
@@ -475,7 +550,7 @@ impl Client {
         }
         // Duplicates of a key within the batch share its result.
         for (i, k) in keys.iter().enumerate() {
-            if !idx.contains(&i) && sources[i].is_ok_and(|(_, n)| n > 0) {
+            if !idx.contains(&i) && sources[i].as_ref().is_ok_and(|p| total(p) > 0) {
                 if let Some(first) = keys.iter().position(|x| x == k) {
                     out[i] = out[first];
                 }
@@ -484,36 +559,43 @@ impl Client {
         out
     }
 
-    async fn request(
+    /// One request per part of `local`, laid end to end in the replica.
+    async fn requests(
         &self,
         opcode: Opcode,
-        local: u64,
-        size: u64,
+        local: &[(u64, u64)],
         rep: &ReplicaDescriptor,
-    ) -> Result<TransferRequest, ErrorCode> {
+    ) -> Result<Vec<TransferRequest>, ErrorCode> {
         let target = self.inner.engine.open_segment(&rep.transport_endpoint).await.map_err(|e| {
             tracing::warn!(segment = %rep.transport_endpoint, error = %e, "cannot open replica segment");
             ErrorCode::TransferFail
         })?;
-        Ok(TransferRequest {
-            opcode,
-            source: local,
-            target,
-            target_offset: rep.buffer_address,
-            length: size,
-        })
+        let mut offset = rep.buffer_address;
+        let mut out = Vec::with_capacity(local.len());
+        for &(source, length) in local {
+            if length > 0 {
+                out.push(TransferRequest {
+                    opcode,
+                    source,
+                    target,
+                    target_offset: offset,
+                    length,
+                });
+            }
+            offset += length;
+        }
+        Ok(out)
     }
 
     /// Writes one object to every replica in parallel.
     async fn push(
         &self,
-        src: u64,
-        size: u64,
+        src: &[(u64, u64)],
         replicas: &[ReplicaDescriptor],
     ) -> Result<(), ErrorCode> {
-        let mut reqs = Vec::with_capacity(replicas.len());
+        let mut reqs = Vec::with_capacity(replicas.len() * src.len());
         for r in replicas {
-            reqs.push(self.request(Opcode::Write, src, size, r).await?);
+            reqs.extend(self.requests(Opcode::Write, src, r).await?);
         }
         self.inner.engine.transfer(&reqs).await.map_err(|e| {
             tracing::warn!(error = %e, "write to a replica failed");
@@ -539,11 +621,17 @@ impl Client {
 
     /// The value of `key`, copied through the staging buffer.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, ErrorCode> {
+        Ok(self.get_staged(key).await?.to_vec())
+    }
+
+    /// The value of `key`, left in the staging buffer: copy it out with
+    /// [`StagedValue::read_into`] (one copy, e.g. straight into a Python `bytes`).
+    pub async fn get_staged(&self, key: &str) -> Result<StagedValue, ErrorCode> {
         let list = self.inner.master.get_replica_list(key).await?;
         let size = list.size();
         let slice = self.stage(size)?;
-        self.pull(slice.addr(), size, &list.replicas).await?;
-        Ok(slice.to_vec())
+        self.pull(&[(slice.addr(), size)], &list.replicas).await?;
+        Ok(StagedValue(slice))
     }
 
     /// Reads `key` into `[addr, addr+capacity)` (inside a registered buffer) without
@@ -555,8 +643,55 @@ impl Client {
         if size > capacity {
             return Err(ErrorCode::InvalidParams);
         }
-        self.pull(addr, size, &list.replicas).await?;
+        self.pull(&[(addr, size)], &list.replicas).await?;
         Ok(size)
+    }
+
+    /// Reads `key` scattered over `parts` (`(addr, len)` ranges of registered memory, in
+    /// order); returns the value's size. Mooncake's exact-fit rule: ranges shorter than the
+    /// value are `InvalidParams`, longer are `TransferFail`; either way nothing is written.
+    pub async fn get_into_parts(&self, key: &str, parts: &[(u64, u64)]) -> Result<u64, ErrorCode> {
+        let list = self.inner.master.get_replica_list(key).await?;
+        self.pull_exact(parts, &list).await
+    }
+
+    async fn pull_exact(&self, parts: &[(u64, u64)], list: &ReplicaList) -> Result<u64, ErrorCode> {
+        let size = list.size();
+        match total(parts).cmp(&size) {
+            std::cmp::Ordering::Less => Err(ErrorCode::InvalidParams),
+            std::cmp::Ordering::Greater => Err(ErrorCode::TransferFail),
+            std::cmp::Ordering::Equal => {
+                self.pull(parts, &list.replicas).await?;
+                Ok(size)
+            }
+        }
+    }
+
+    /// Batch form of [`Client::get_into_parts`]: one master call, parallel transfers.
+    pub async fn batch_get_into_parts(
+        &self,
+        items: &[(&str, Vec<(u64, u64)>)],
+    ) -> Vec<Result<u64, ErrorCode>> {
+        let owned: Vec<String> = items.iter().map(|(k, _)| (*k).to_owned()).collect();
+        let lists = match self.inner.master.batch_get_replica_list(&owned).await {
+            Ok(l) => l,
+            Err(e) => return items.iter().map(|_| Err(e)).collect(),
+        };
+        let mut set = tokio::task::JoinSet::new();
+        let mut out: Vec<Result<u64, ErrorCode>> = vec![Err(ErrorCode::InternalError); items.len()];
+        for (i, (l, (_, parts))) in lists.into_iter().zip(items).enumerate() {
+            match l {
+                Ok(l) => {
+                    let (c, parts) = (self.clone(), parts.clone());
+                    set.spawn(async move { (i, c.pull_exact(&parts, &l).await) });
+                }
+                Err(e) => out[i] = Err(e),
+            }
+        }
+        while let Some(Ok((i, r))) = set.join_next().await {
+            out[i] = r;
+        }
+        out
     }
 
     /// Values of many keys (missing keys are `ObjectNotFound`).
@@ -582,7 +717,7 @@ impl Client {
             let c = self.clone();
             set.spawn(async move {
                 let r = c
-                    .pull(s.addr(), l.size(), &l.replicas)
+                    .pull(&[(s.addr(), l.size())], &l.replicas)
                     .await
                     .map(|()| s.to_vec());
                 (i, r)
@@ -611,7 +746,9 @@ impl Client {
                     set.spawn(async move {
                         (
                             i,
-                            c.pull(addr, l.size(), &l.replicas).await.map(|()| l.size()),
+                            c.pull(&[(addr, l.size())], &l.replicas)
+                                .await
+                                .map(|()| l.size()),
                         )
                     });
                 }
@@ -627,8 +764,7 @@ impl Client {
     /// Reads one object, trying the local replica first and failing over to the others.
     async fn pull(
         &self,
-        dst: u64,
-        size: u64,
+        dst: &[(u64, u64)],
         replicas: &[ReplicaDescriptor],
     ) -> Result<(), ErrorCode> {
         let me = self.inner.engine.segment_name();
@@ -636,14 +772,14 @@ impl Client {
         order.sort_by_key(|r| r.transport_endpoint != me);
         let mut last = ErrorCode::ReplicaIsNotReady;
         for r in order {
-            let req = match self.request(Opcode::Read, dst, size, r).await {
-                Ok(req) => req,
+            let reqs = match self.requests(Opcode::Read, dst, r).await {
+                Ok(reqs) => reqs,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            match self.inner.engine.transfer(&[req]).await {
+            match self.inner.engine.transfer(&reqs).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(segment = %r.transport_endpoint, error = %e, "read from a replica failed; trying the next");
@@ -709,6 +845,11 @@ impl Client {
             .await
             .map_err(|e| map_transfer(&e))
     }
+}
+
+/// Total length of `(addr, len)` parts.
+fn total(parts: &[(u64, u64)]) -> u64 {
+    parts.iter().map(|(_, n)| n).sum()
 }
 
 fn map_transfer(e: &mooncake_transfer_engine::TransferError) -> ErrorCode {

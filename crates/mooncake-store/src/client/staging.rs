@@ -53,6 +53,21 @@ impl Slice {
         self.staging.buffer.write_at(self.offset, data);
     }
 
+    /// Copies `data` into the range at `offset` (within the range).
+    pub(crate) fn fill_at(&self, offset: u64, data: &[u8]) {
+        self.staging.buffer.write_at(self.offset + offset, data);
+    }
+
+    /// The range's length.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Copies the range's bytes into `out` (exactly `len` bytes long).
+    pub(crate) fn read_into(&self, out: &mut [u8]) {
+        self.staging.buffer.read_at(self.offset, out);
+    }
+
     /// The range's bytes.
     pub(crate) fn to_vec(&self) -> Vec<u8> {
         self.staging.buffer.to_vec(self.offset, self.len as usize)
@@ -63,5 +78,32 @@ impl Drop for Slice {
     fn drop(&mut self) {
         // The handle came from this allocator and is freed once.
         let _ = self.staging.alloc.lock().free(self.handle);
+    }
+}
+
+/// A value read by [`crate::Client::get_staged`], still in the staging buffer (whose room
+/// returns when this is dropped).
+#[derive(Debug)]
+pub struct StagedValue(pub(super) Slice);
+
+impl StagedValue {
+    /// The value's length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len() as usize
+    }
+
+    /// Whether the value is empty (never, for a stored object).
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// Copies the value into `out`, which must be exactly [`StagedValue::len`] bytes long.
+    pub fn read_into(&self, out: &mut [u8]) {
+        self.0.read_into(out);
+    }
+
+    /// The value as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.to_vec()
     }
 }

@@ -1,0 +1,163 @@
+//! `mooncake_master`: Mooncake's master with its command line (gflags spelling:
+//! `--rpc_port=50051 --enable_http_metadata_server=1 --config_path=mooncake_config.yaml -v=1`).
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::flags::{config_file_args, parse_bool, parse_ms, parse_secs};
+use anyhow::{Context, Result};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use mooncake_master::{MasterConfig, MasterServer, ServerConfig};
+use mooncake_store::placement::PlacementStrategy;
+
+/// Mooncake's master: object metadata, allocation, leases, eviction, liveness.
+#[derive(Debug, Parser)]
+#[command(version, about, args_override_self = true)]
+struct Args {
+    /// Master RPC port (0 picks a free port, printed on start).
+    #[arg(long = "rpc_port", default_value_t = 50051)]
+    rpc_port: u16,
+    /// Deprecated alias of --rpc_port.
+    #[arg(long = "port", hide = true)]
+    port: Option<u16>,
+    /// Address the RPC server binds.
+    #[arg(long = "rpc_address", default_value = "0.0.0.0")]
+    rpc_address: String,
+    /// Run the embedded HTTP metadata server for transfer engines.
+    #[arg(long = "enable_http_metadata_server", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    enable_http_metadata_server: bool,
+    /// Address of the embedded HTTP metadata server (bound exactly, unlike the C++ master).
+    #[arg(long = "http_metadata_server_host", default_value = "0.0.0.0")]
+    http_metadata_server_host: String,
+    /// Port of the embedded HTTP metadata server.
+    #[arg(long = "http_metadata_server_port", default_value_t = 8080)]
+    http_metadata_server_port: u16,
+    /// Address of the metrics and admin HTTP server.
+    #[arg(long = "metrics_host", default_value = "0.0.0.0")]
+    metrics_host: String,
+    /// Port of the metrics and admin HTTP server (`/metrics`, `/health`).
+    #[arg(long = "metrics_port", default_value_t = 9003)]
+    metrics_port: u16,
+    /// Accepted for compatibility; metrics are always served.
+    #[arg(long = "enable_metric_reporting", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true", hide = true)]
+    enable_metric_reporting: bool,
+    /// A JSON or YAML file of settings (keys are flag names; `client_live_ttl_sec` for
+    /// --client_ttl). Flags given on the command line win over the file.
+    #[arg(long = "config_path")]
+    config_path: Option<PathBuf>,
+    /// Read lease granted by exist and get, in ms (or `10s`).
+    #[arg(long = "default_kv_lease_ttl", value_parser = parse_ms, default_value = "10000")]
+    default_kv_lease_ttl: Duration,
+    /// Soft-pin duration, in ms (or `30m`).
+    #[arg(long = "default_kv_soft_pin_ttl", value_parser = parse_ms, default_value = "1800000")]
+    default_kv_soft_pin_ttl: Duration,
+    /// Upper bound of soft-pin durations, in ms (accepted for compatibility).
+    #[arg(long = "max_kv_soft_pin_ttl", value_parser = parse_ms, default_value = "86400000", hide = true)]
+    max_kv_soft_pin_ttl: Duration,
+    /// Whether soft-pinned objects may be evicted after all others.
+    #[arg(long = "allow_evict_soft_pinned_objects", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    allow_evict_soft_pinned_objects: bool,
+    /// Eviction starts above this fraction of capacity (1.0 disables proactive eviction).
+    #[arg(long = "eviction_high_watermark_ratio", default_value_t = 0.90)]
+    eviction_high_watermark_ratio: f64,
+    /// Fraction of capacity one eviction pass frees.
+    #[arg(long = "eviction_ratio", default_value_t = 0.05)]
+    eviction_ratio: f64,
+    /// A contributing client silent this long (seconds) is expired.
+    #[arg(long = "client_ttl", value_parser = parse_secs, default_value = "10")]
+    client_ttl: Duration,
+    /// An unfinished put older than this (seconds) is discarded.
+    #[arg(long = "put_start_discard_timeout_sec", value_parser = parse_secs, default_value = "30")]
+    put_start_discard_timeout_sec: Duration,
+    /// Space of a discarded put is reused after this (seconds).
+    #[arg(long = "put_start_release_timeout_sec", value_parser = parse_secs, default_value = "600")]
+    put_start_release_timeout_sec: Duration,
+    /// Replica placement: random, free_ratio_first, local_first.
+    #[arg(long = "allocation_strategy", default_value = "random")]
+    allocation_strategy: PlacementStrategy,
+    /// Segment allocator; only `offset` (Mooncake's default) is implemented.
+    #[arg(long = "memory_allocator", default_value = "offset", value_parser = ["offset"])]
+    memory_allocator: String,
+    /// RPC worker threads (0 = one per core).
+    #[arg(long = "rpc_thread_num", default_value_t = 0)]
+    rpc_thread_num: usize,
+    /// Log verbosity: 0 info, 1 debug, 2 trace.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    verbosity: u8,
+    /// Accepted for compatibility with glog command lines; logs go to stderr.
+    #[arg(long, value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false", hide = true)]
+    logtostderr: bool,
+}
+
+/// Parses the command line, with the config file's settings placed before the flags.
+fn parse_args(cli: Vec<String>) -> Result<Args> {
+    let first = Args::try_parse_from(&cli).unwrap_or_else(|e| e.exit());
+    let Some(path) = &first.config_path else {
+        return Ok(first);
+    };
+    let mut argv = vec![cli[0].clone()];
+    argv.extend(
+        config_file_args(path, &[("client_live_ttl_sec", "client_ttl")])
+            .map_err(anyhow::Error::msg)?,
+    );
+    argv.extend(cli[1..].iter().cloned());
+    let matches = Args::command()
+        .try_get_matches_from(&argv)
+        .with_context(|| format!("in config file {}", path.display()))?;
+    Ok(Args::from_arg_matches(&matches)?)
+}
+
+/// Runs `mooncake_master` with `argv` (program name first) until SIGINT or SIGTERM.
+pub fn run(argv: Vec<String>) -> Result<()> {
+    let args = parse_args(argv)?;
+    crate::init_tracing(args.verbosity);
+    let master = MasterConfig {
+        default_kv_lease_ttl: args.default_kv_lease_ttl,
+        default_kv_soft_pin_ttl: args.default_kv_soft_pin_ttl,
+        allow_evict_soft_pinned_objects: args.allow_evict_soft_pinned_objects,
+        client_ttl: args.client_ttl,
+        put_start_discard_timeout: args.put_start_discard_timeout_sec,
+        put_start_release_timeout: args.put_start_release_timeout_sec,
+        eviction_high_watermark_ratio: args.eviction_high_watermark_ratio,
+        eviction_ratio: args.eviction_ratio,
+        allocation_strategy: args.allocation_strategy,
+        ..MasterConfig::default()
+    }
+    .validate()?;
+    let rpc_port = args
+        .port
+        .filter(|_| args.rpc_port == 50051)
+        .unwrap_or(args.rpc_port);
+    let config = ServerConfig {
+        master,
+        rpc_addr: format!("{}:{}", args.rpc_address, rpc_port),
+        http_metadata_addr: args.enable_http_metadata_server.then(|| {
+            format!(
+                "{}:{}",
+                args.http_metadata_server_host, args.http_metadata_server_port
+            )
+        }),
+        metrics_addr: Some(format!("{}:{}", args.metrics_host, args.metrics_port)),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.rpc_thread_num > 0 {
+        runtime.worker_threads(args.rpc_thread_num);
+    }
+    runtime.enable_all().build()?.block_on(async move {
+        let server = MasterServer::bind(config).await?;
+        crate::announce(&format!(
+            "mooncake_master rpc listening on {}",
+            server.rpc_addr()
+        ));
+        if let Some(a) = server.http_metadata_addr() {
+            crate::announce(&format!(
+                "mooncake_master http metadata server on http://{a}/metadata"
+            ));
+        }
+        if let Some(a) = server.metrics_addr() {
+            crate::announce(&format!("mooncake_master metrics on http://{a}/metrics"));
+        }
+        server.serve(crate::shutdown_signal()).await?;
+        crate::announce("mooncake_master stopped");
+        Ok(())
+    })
+}

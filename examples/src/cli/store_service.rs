@@ -1,0 +1,93 @@
+//! `mooncake_store_service` (the C++ wheel's `mooncake_client`): contributes memory to the
+//! pool so cached data outlives inference servers. Same flags as the C++ binary.
+use crate::flags::parse_size;
+use anyhow::Result;
+use clap::Parser;
+use mooncake_store::{ClientConfig, StoreService, StoreServiceConfig};
+
+/// Contributes a memory segment to a Mooncake store.
+#[derive(Debug, Parser)]
+#[command(version, about, args_override_self = true)]
+struct Args {
+    /// Address peers use to reach this process (segment name `<host>:<free port>`);
+    /// `MC_TCP_BIND_ADDRESS` overrides it.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: String,
+    /// Port of this process's `/health` and `/metrics` (0 picks one).
+    #[arg(long, default_value_t = 50052)]
+    port: u16,
+    /// Memory contributed, e.g. `"4 GB"` (binary units), `4GiB`, `4294967296`.
+    #[arg(long = "global_segment_size", value_parser = parse_size, default_value = "4 GB")]
+    global_segment_size: u64,
+    /// Staging buffer for the copying APIs (a pure contributor needs none).
+    #[arg(long = "local_buffer_size", value_parser = parse_size, default_value = "0")]
+    local_buffer_size: u64,
+    /// The master's `host:port`.
+    #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
+    master_server_address: String,
+    /// Metadata connection string.
+    #[arg(
+        long = "metadata_server",
+        default_value = "http://127.0.0.1:8080/metadata"
+    )]
+    metadata_server: String,
+    /// Transport; this build has `tcp`.
+    #[arg(long, default_value = "tcp")]
+    protocol: String,
+    /// RDMA devices (accepted for compatibility).
+    #[arg(long = "device_names", default_value = "")]
+    device_names: String,
+    /// Accepted for compatibility.
+    #[arg(long, default_value_t = 1, hide = true)]
+    threads: usize,
+    /// Log verbosity: 0 info, 1 debug, 2 trace.
+    #[arg(short = 'v', long = "v", default_value_t = 0)]
+    verbosity: u8,
+}
+
+/// Runs `mooncake_store_service` with `argv` (program name first) until SIGINT or
+/// SIGTERM, then unmounts the segment.
+pub fn run(argv: Vec<String>) -> Result<()> {
+    let args = Args::parse_from(argv);
+    crate::init_tracing(args.verbosity);
+    let host = std::env::var("MC_TCP_BIND_ADDRESS")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or(args.host.clone());
+    let config = StoreServiceConfig {
+        client: ClientConfig {
+            local_hostname: host.clone(),
+            metadata_server: args.metadata_server,
+            global_segment_size: args.global_segment_size,
+            local_buffer_size: args.local_buffer_size,
+            protocol: args.protocol,
+            device_name: args.device_names,
+            master_server_addr: args.master_server_address,
+            ..ClientConfig::default()
+        },
+        http_addr: Some(format!("{host}:{}", args.port)),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let service = StoreService::start(config, None).await?;
+            let seg = service
+                .client()
+                .segment()
+                .map(|s| (s.name.clone(), s.size))
+                .unwrap_or_default();
+            crate::announce(&format!(
+                "mooncake_store_service segment {} ({} bytes) mounted",
+                seg.0, seg.1
+            ));
+            if let Some(a) = service.http_addr() {
+                crate::announce(&format!(
+                    "mooncake_store_service metrics on http://{a}/metrics"
+                ));
+            }
+            service.run(crate::shutdown_signal()).await?;
+            crate::announce("mooncake_store_service stopped: segment unmounted");
+            Ok(())
+        })
+}
