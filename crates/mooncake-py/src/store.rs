@@ -1,0 +1,778 @@
+//! `MooncakeDistributedStore`: the C++ wheel's store class over [`mooncake_store::Client`].
+//!
+//! Return conventions (`python-api.md` §1): `0` or a negative Mooncake code for status,
+//! sizes or a negative code for reads, `b''` for a failed `get`, per-key lists in input
+//! order for batches.
+
+use std::time::Duration;
+
+use mooncake_store::{to_code, Client, ClientConfig, ErrorCode, SetupError};
+use parking_lot::Mutex;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::addr::{address, addresses, value};
+use crate::config::{store_config, PyReplicateConfig};
+use crate::runtime::block;
+
+const INVALID: i32 = ErrorCode::InvalidParams as i32;
+
+/// A store client: `setup(...)`, then put/get by key. Safe to share between threads.
+#[pyclass(module = "mooncake.store", name = "MooncakeDistributedStore", subclass)]
+#[derive(Default)]
+pub(crate) struct Store {
+    client: Mutex<Option<Client>>,
+}
+
+/// Required argument of the positional `setup` form.
+fn required<'py, T: for<'a> FromPyObject<'a, 'py>>(
+    v: Option<Bound<'py, PyAny>>,
+    name: &str,
+) -> PyResult<T> {
+    let v = v.ok_or_else(|| {
+        PyTypeError::new_err(format!("setup(): missing required argument '{name}'"))
+    })?;
+    v.extract()
+        .map_err(|_| PyTypeError::new_err(format!("setup(): '{name}' has the wrong type")))
+}
+
+/// `"4 GB"`, `"512MB"`, `"1024"`: binary units, as the C++ dict form.
+fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num.trim().parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    (num >= 0.0).then(|| (num * mult as f64) as u64)
+}
+
+fn dict_str(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<String>> {
+    match d.get_item(key)? {
+        Some(v) if !v.is_none() => Ok(Some(v.str()?.to_string())),
+        _ => Ok(None),
+    }
+}
+
+/// The client config of `setup(config: dict)`, or the code to return.
+fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientConfig, i32>> {
+    let (Some(local_hostname), Some(metadata_server)) = (
+        dict_str(d, "local_hostname")?,
+        dict_str(d, "metadata_server")?,
+    ) else {
+        tracing::error!("setup(config): 'local_hostname' and 'metadata_server' are required");
+        return Ok(Err(INVALID));
+    };
+    let size = |key: &str, default: u64| -> PyResult<Result<u64, i32>> {
+        Ok(match dict_str(d, key)? {
+            None => Ok(default),
+            Some(s) => parse_size(&s).ok_or_else(|| {
+                tracing::error!("setup(config): {key} {s:?} is not a size");
+                INVALID
+            }),
+        })
+    };
+    let global = match size("global_segment_size", 16 << 20)? {
+        Ok(v) => v,
+        Err(c) => return Ok(Err(c)),
+    };
+    let local = match size("local_buffer_size", 16 << 20)? {
+        Ok(v) => v,
+        Err(c) => return Ok(Err(c)),
+    };
+    if global != 0 && global < 1024 {
+        tracing::error!("setup(config): global_segment_size must be 0 or at least 1 KiB");
+        return Ok(Err(INVALID));
+    }
+    if local != 0 && !(1024..=1 << 40).contains(&local) {
+        tracing::error!("setup(config): local_buffer_size must be 0 or between 1 KiB and 1 TiB");
+        return Ok(Err(INVALID));
+    }
+    Ok(Ok(ClientConfig {
+        local_hostname,
+        metadata_server,
+        global_segment_size: global,
+        local_buffer_size: local,
+        protocol: dict_str(d, "protocol")?.unwrap_or_else(|| "tcp".into()),
+        device_name: dict_str(d, "rdma_devices")?.unwrap_or_default(),
+        master_server_addr: dict_str(d, "master_server_addr")?
+            .or(dict_str(d, "master_server_address")?)
+            .unwrap_or_else(|| "127.0.0.1:50051".into()),
+        ..ClientConfig::default()
+    }))
+}
+
+/// The code `setup` returns for a failure (Mooncake: -600 with an explicit port, -1 after
+/// the automatic port retries, the master's code for master errors).
+fn setup_code(e: &SetupError, explicit_port: bool) -> i32 {
+    match e {
+        SetupError::Master { code, .. } => code.code(),
+        SetupError::Engine(_) if !explicit_port => ErrorCode::InternalError.code(),
+        _ => INVALID,
+    }
+}
+
+impl Store {
+    fn client(&self) -> Result<Client, ErrorCode> {
+        self.client.lock().clone().ok_or_else(|| {
+            tracing::warn!("the store is not set up (call setup() first)");
+            ErrorCode::InvalidParams
+        })
+    }
+
+    fn do_setup(&self, py: Python<'_>, config: ClientConfig) -> i32 {
+        if self.client.lock().is_some() {
+            tracing::warn!("setup() called twice; the first setup stays in effect");
+            return 0;
+        }
+        let explicit = config.local_hostname.contains(':');
+        match block(py, Client::setup(config)) {
+            Ok(c) => {
+                *self.client.lock() = Some(c);
+                0
+            }
+            Err(e) => {
+                tracing::error!("setup failed: {e}");
+                setup_code(&e, explicit)
+            }
+        }
+    }
+
+    /// Puts (or upserts) one value given as bytes parts.
+    fn write_parts(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        parts: &[Bound<'_, PyAny>],
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+        upsert: bool,
+    ) -> PyResult<i32> {
+        let values = parts.iter().map(value).collect::<PyResult<Vec<_>>>()?;
+        let (client, cfg) = match (self.client(), store_config(config)) {
+            (Ok(c), Ok(cfg)) => (c, cfg),
+            (Err(e), _) | (_, Err(e)) => return Ok(e.code()),
+        };
+        if key.is_empty() {
+            return Ok(INVALID);
+        }
+        let slices: Vec<&[u8]> = values.iter().map(|v| v.as_ref()).collect();
+        Ok(to_code(&block(py, async {
+            match slices.as_slice() {
+                [one] if !upsert => client.put(key, one, &cfg).await,
+                [one] => client.upsert(key, one, &cfg).await,
+                many => client.put_parts(key, many, &cfg, upsert).await,
+            }
+        })))
+    }
+
+    fn write_batch(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        values: Vec<Bound<'_, PyAny>>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+        upsert: bool,
+    ) -> PyResult<i32> {
+        let vals = values.iter().map(value).collect::<PyResult<Vec<_>>>()?;
+        if keys.len() != vals.len() || keys.iter().any(String::is_empty) {
+            return Ok(INVALID);
+        }
+        let (client, cfg) = match (self.client(), store_config(config)) {
+            (Ok(c), Ok(cfg)) => (c, cfg),
+            (Err(e), _) | (_, Err(e)) => return Ok(e.code()),
+        };
+        let items: Vec<(&str, &[u8])> = keys
+            .iter()
+            .map(String::as_str)
+            .zip(vals.iter().map(|v| v.as_ref()))
+            .collect();
+        let out = block(py, async {
+            if upsert {
+                client.upsert_batch(&items, &cfg).await
+            } else {
+                client.put_batch(&items, &cfg).await
+            }
+        });
+        Ok(out.iter().map(to_code).find(|c| *c != 0).unwrap_or(0))
+    }
+
+    fn batch_from(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        ptrs: Vec<Bound<'_, PyAny>>,
+        sizes: Vec<u64>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+        upsert: bool,
+    ) -> PyResult<Vec<i32>> {
+        let ptrs = addresses(&ptrs)?;
+        let parts: Vec<Vec<(u64, u64)>> = ptrs.iter().zip(&sizes).map(|(a, n)| vec![(*a, *n)]).collect();
+        self.batch_parts_from(py, keys, parts, sizes.len(), config, upsert, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn batch_parts_from(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        parts: Vec<Vec<(u64, u64)>>,
+        sizes_len: usize,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+        upsert: bool,
+        co_locate_allowed: bool,
+    ) -> PyResult<Vec<i32>> {
+        if keys.len() != parts.len() || keys.len() != sizes_len {
+            return Ok(vec![INVALID; keys.len()]);
+        }
+        let cfg = match (self.client(), store_config(config)) {
+            (Ok(c), Ok(mut cfg)) => {
+                if co_locate_allowed {
+                    // A placement hint for the multi-buffer batch: accepted, not needed.
+                    cfg.prefer_alloc_in_same_node = false;
+                }
+                (c, cfg)
+            }
+            (Err(e), _) | (_, Err(e)) => return Ok(vec![e.code(); keys.len()]),
+        };
+        let (client, cfg) = cfg;
+        let items: Vec<(&str, Vec<(u64, u64)>)> =
+            keys.iter().map(String::as_str).zip(parts).collect();
+        let out = block(py, async {
+            if cfg.prefer_alloc_in_same_node {
+                return items.iter().map(|_| Err(ErrorCode::InvalidParams)).collect();
+            }
+            client.batch_put_parts_from(&items, &cfg, upsert).await
+        });
+        Ok(out.iter().map(to_code).collect())
+    }
+}
+
+/// `(ptrs, sizes)` list-of-lists into parts; `None` when the shapes differ.
+fn multi_parts(
+    all_ptrs: &[Vec<Bound<'_, PyAny>>],
+    all_sizes: &[Vec<u64>],
+) -> PyResult<Option<Vec<Vec<(u64, u64)>>>> {
+    if all_ptrs.len() != all_sizes.len() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(all_ptrs.len());
+    for (p, s) in all_ptrs.iter().zip(all_sizes) {
+        if p.len() != s.len() {
+            return Ok(None);
+        }
+        out.push(addresses(p)?.into_iter().zip(s.iter().copied()).collect());
+    }
+    Ok(Some(out))
+}
+
+#[pymethods]
+impl Store {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// `setup(local_hostname, metadata_server, global_segment_size, local_buffer_size,
+    /// protocol, rdma_devices, master_server_addr, ...)` or `setup(config: dict)`.
+    #[pyo3(signature = (local_hostname, metadata_server=None, global_segment_size=None,
+        local_buffer_size=None, protocol=None, rdma_devices=None, master_server_addr=None,
+        engine=None, enable_ssd_offload=false, ssd_offload_path=String::new(),
+        tenant_id=String::from("default"), enable_client_http_server=false,
+        client_http_port=9300))]
+    #[allow(clippy::too_many_arguments, unused_variables)]
+    fn setup(
+        &self,
+        py: Python<'_>,
+        local_hostname: Bound<'_, PyAny>,
+        metadata_server: Option<Bound<'_, PyAny>>,
+        global_segment_size: Option<Bound<'_, PyAny>>,
+        local_buffer_size: Option<Bound<'_, PyAny>>,
+        protocol: Option<Bound<'_, PyAny>>,
+        rdma_devices: Option<Bound<'_, PyAny>>,
+        master_server_addr: Option<Bound<'_, PyAny>>,
+        engine: Option<Bound<'_, PyAny>>,
+        enable_ssd_offload: bool,
+        ssd_offload_path: String,
+        tenant_id: String,
+        enable_client_http_server: bool,
+        client_http_port: u16,
+    ) -> PyResult<i32> {
+        if let Ok(d) = local_hostname.cast::<PyDict>() {
+            return Ok(match config_from_dict(d)? {
+                Ok(c) => self.do_setup(py, c),
+                Err(code) => code,
+            });
+        }
+        if enable_ssd_offload {
+            tracing::warn!("enable_ssd_offload is not supported by this build; ignoring it");
+        }
+        let config = ClientConfig {
+            local_hostname: local_hostname
+                .extract()
+                .map_err(|_| PyTypeError::new_err("setup(): 'local_hostname' must be a str"))?,
+            metadata_server: required(metadata_server, "metadata_server")?,
+            global_segment_size: required(global_segment_size, "global_segment_size")?,
+            local_buffer_size: required(local_buffer_size, "local_buffer_size")?,
+            protocol: required(protocol, "protocol")?,
+            device_name: required(rdma_devices, "rdma_devices")?,
+            master_server_addr: required(master_server_addr, "master_server_addr")?,
+            ping_interval: Duration::from_secs(1),
+        };
+        Ok(self.do_setup(py, config))
+    }
+
+    /// Unmounts the contributed segment and stops the engine; 0, also when called twice.
+    fn close(&self, py: Python<'_>) -> i32 {
+        let Some(client) = self.client.lock().take() else {
+            return 0;
+        };
+        to_code(&block(py, client.close()))
+    }
+
+    /// 0 healthy, 1 not set up or closed, 2 master unreachable.
+    fn health_check(&self, py: Python<'_>) -> i32 {
+        let Some(client) = self.client.lock().clone() else {
+            return 1;
+        };
+        let probe = block(py, async {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                client.master().exist_key("__mooncake_health_check__"),
+            )
+            .await
+        });
+        match probe {
+            Ok(Ok(_)) => 0,
+            _ => 2,
+        }
+    }
+
+    /// The `host:port` segment name of this client.
+    fn get_hostname(&self) -> String {
+        self.client
+            .lock()
+            .as_ref()
+            .map(|c| c.engine().segment_name().to_owned())
+            .unwrap_or_default()
+    }
+
+    // ---- bytes API ----
+
+    /// Stores `value`; an existing key keeps its value and 0 is returned.
+    #[pyo3(signature = (key, value, config=None))]
+    fn put(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: Bound<'_, PyAny>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        self.write_parts(py, key, &[value], config, false)
+    }
+
+    /// Stores `value`, replacing an existing one.
+    #[pyo3(signature = (key, value, config=None))]
+    fn upsert(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        value: Bound<'_, PyAny>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        self.write_parts(py, key, &[value], config, true)
+    }
+
+    /// Stores the concatenation of `parts` as one object.
+    #[pyo3(signature = (key, *parts, config=None))]
+    fn put_parts(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        parts: Bound<'_, PyTuple>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        let parts: Vec<_> = parts.iter().collect();
+        self.write_parts(py, key, &parts, config, false)
+    }
+
+    /// `put_parts`, replacing an existing value.
+    #[pyo3(signature = (key, *parts, config=None))]
+    fn upsert_parts(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        parts: Bound<'_, PyTuple>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        let parts: Vec<_> = parts.iter().collect();
+        self.write_parts(py, key, &parts, config, true)
+    }
+
+    /// Stores many values; one int: 0, or the first per-key error.
+    #[pyo3(signature = (keys, values, config=None))]
+    fn put_batch(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        values: Vec<Bound<'_, PyAny>>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        self.write_batch(py, keys, values, config, false)
+    }
+
+    /// `put_batch`, replacing existing values.
+    #[pyo3(signature = (keys, values, config=None))]
+    fn upsert_batch(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        values: Vec<Bound<'_, PyAny>>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        self.write_batch(py, keys, values, config, true)
+    }
+
+    /// The value, or `b''` on any failure.
+    fn get<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(self
+            .get_or_none(py, key)?
+            .unwrap_or_else(|| PyBytes::new(py, b"")))
+    }
+
+    /// The value, or `None` on any failure (backs `get_buffer`).
+    fn get_or_none<'py>(
+        &self,
+        py: Python<'py>,
+        key: &str,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let Ok(client) = self.client() else {
+            return Ok(None);
+        };
+        match block(py, client.get_staged(key)) {
+            Ok(v) => Ok(Some(PyBytes::new_with(py, v.len(), |out| {
+                v.read_into(out);
+                Ok(())
+            })?)),
+            Err(e) => {
+                tracing::debug!(key, code = e.code(), "get failed");
+                Ok(None)
+            }
+        }
+    }
+
+    /// One `bytes` per key (`b''` for failures); `[b'']` when the whole call fails.
+    fn get_batch<'py>(
+        &self,
+        py: Python<'py>,
+        keys: Vec<String>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let Ok(client) = self.client() else {
+            return Ok(vec![PyBytes::new(py, b"")]);
+        };
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let out = block(py, client.get_batch(&refs));
+        Ok(out
+            .iter()
+            .map(|r| PyBytes::new(py, r.as_deref().unwrap_or_default()))
+            .collect())
+    }
+
+    // ---- zero-copy API ----
+
+    /// Registers `[buffer_ptr, buffer_ptr+size)` for zero-copy calls; 0 or negative.
+    fn register_buffer(&self, py: Python<'_>, buffer_ptr: Bound<'_, PyAny>, size: u64) -> PyResult<i32> {
+        let addr = address(&buffer_ptr)?;
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Ok(e.code()),
+        };
+        // SAFETY: as with the C++ wheel, the caller vouches that the range is memory it
+        // owns and keeps alive until `unregister_buffer`; peers read and write it then.
+        let memory = unsafe { mooncake_transfer_engine::ForeignMemory::new(addr, size) };
+        Ok(match block(py, client.engine().register_memory(memory, "cpu:0")) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::warn!(addr, size, "register_buffer failed: {e}");
+                INVALID
+            }
+        })
+    }
+
+    /// Unregisters a buffer (waits for transfers using it); -600 for an unknown pointer.
+    fn unregister_buffer(&self, py: Python<'_>, buffer_ptr: Bound<'_, PyAny>) -> PyResult<i32> {
+        let addr = address(&buffer_ptr)?;
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Ok(e.code()),
+        };
+        Ok(match block(py, client.engine().unregister(addr)) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::warn!(addr, "unregister_buffer failed: {e}");
+                INVALID
+            }
+        })
+    }
+
+    /// Stores `size` bytes at `buffer_ptr` without copying; existing keys return 0.
+    #[pyo3(signature = (key, buffer_ptr, size, config=None))]
+    fn put_from(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: Bound<'_, PyAny>,
+        size: u64,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        let parts = [(address(&buffer_ptr)?, size)];
+        self.one_from(py, key, &parts, config, false)
+    }
+
+    /// `put_from`, replacing an existing value (which may change size).
+    #[pyo3(signature = (key, buffer_ptr, size, config=None))]
+    fn upsert_from(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: Bound<'_, PyAny>,
+        size: u64,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        let parts = [(address(&buffer_ptr)?, size)];
+        self.one_from(py, key, &parts, config, true)
+    }
+
+    /// Stores metadata followed by data as one object.
+    #[pyo3(signature = (key, buffer_ptr, metadata_buffer_ptr, size, metadata_size, config=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn put_from_with_metadata(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: Bound<'_, PyAny>,
+        metadata_buffer_ptr: Bound<'_, PyAny>,
+        size: u64,
+        metadata_size: u64,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<i32> {
+        let parts = [
+            (address(&metadata_buffer_ptr)?, metadata_size),
+            (address(&buffer_ptr)?, size),
+        ];
+        self.one_from(py, key, &parts, config, false)
+    }
+
+    /// Reads `key` into `[buffer_ptr, buffer_ptr+size)`; the object's size, or -704
+    /// missing, -600 buffer too small (untouched), -800 transfer failure.
+    fn get_into(&self, py: Python<'_>, key: &str, buffer_ptr: Bound<'_, PyAny>, size: u64) -> PyResult<i64> {
+        let addr = address(&buffer_ptr)?;
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Ok(e.code().into()),
+        };
+        Ok(size_code(block(py, client.get_into(key, addr, size))))
+    }
+
+    /// Zero-copy batch put; per-key 0 or negative code.
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, config=None))]
+    fn batch_put_from(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        buffer_ptrs: Vec<Bound<'_, PyAny>>,
+        sizes: Vec<u64>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<Vec<i32>> {
+        if keys.len() != buffer_ptrs.len() || keys.len() != sizes.len() {
+            return Ok(vec![INVALID; keys.len()]);
+        }
+        self.batch_from(py, keys, buffer_ptrs, sizes, config, false)
+    }
+
+    /// `batch_put_from`, replacing existing values.
+    #[pyo3(signature = (keys, buffer_ptrs, sizes, config=None))]
+    fn batch_upsert_from(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        buffer_ptrs: Vec<Bound<'_, PyAny>>,
+        sizes: Vec<u64>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<Vec<i32>> {
+        if keys.len() != buffer_ptrs.len() || keys.len() != sizes.len() {
+            return Ok(vec![INVALID; keys.len()]);
+        }
+        self.batch_from(py, keys, buffer_ptrs, sizes, config, true)
+    }
+
+    /// Zero-copy batch get; per-key size or negative code.
+    fn batch_get_into(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        buffer_ptrs: Vec<Bound<'_, PyAny>>,
+        sizes: Vec<u64>,
+    ) -> PyResult<Vec<i64>> {
+        if keys.len() != buffer_ptrs.len() || keys.len() != sizes.len() {
+            return Ok(vec![INVALID.into(); keys.len()]);
+        }
+        let ptrs = addresses(&buffer_ptrs)?;
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Ok(vec![e.code().into(); keys.len()]),
+        };
+        let items: Vec<(&str, u64, u64)> = keys
+            .iter()
+            .zip(ptrs.iter().zip(&sizes))
+            .map(|(k, (a, n))| (k.as_str(), *a, *n))
+            .collect();
+        let out = block(py, client.batch_get_into(&items));
+        Ok(out.into_iter().map(size_code).collect())
+    }
+
+    /// Each object is the concatenation of its buffers, in order; per-key 0 or negative.
+    #[pyo3(signature = (keys, all_buffer_ptrs, all_sizes, config=None))]
+    fn batch_put_from_multi_buffers(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        all_buffer_ptrs: Vec<Vec<Bound<'_, PyAny>>>,
+        all_sizes: Vec<Vec<u64>>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> PyResult<Vec<i32>> {
+        let Some(parts) = multi_parts(&all_buffer_ptrs, &all_sizes)? else {
+            return Ok(vec![INVALID; keys.len()]);
+        };
+        let n = all_sizes.len();
+        self.batch_parts_from(py, keys, parts, n, config, false, true)
+    }
+
+    /// Scatters each object over its buffers; per-key total bytes, -704 missing, -600 if
+    /// the buffers are too small, -800 if they exceed the object (exact fit).
+    #[pyo3(signature = (keys, all_buffer_ptrs, all_sizes, prefer_alloc_in_same_node=false))]
+    #[allow(unused_variables)]
+    fn batch_get_into_multi_buffers(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        all_buffer_ptrs: Vec<Vec<Bound<'_, PyAny>>>,
+        all_sizes: Vec<Vec<u64>>,
+        prefer_alloc_in_same_node: bool,
+    ) -> PyResult<Vec<i64>> {
+        let parts = match multi_parts(&all_buffer_ptrs, &all_sizes)? {
+            Some(p) if p.len() == keys.len() => p,
+            _ => return Ok(vec![INVALID.into(); keys.len()]),
+        };
+        let client = match self.client() {
+            Ok(c) => c,
+            Err(e) => return Ok(vec![e.code().into(); keys.len()]),
+        };
+        let items: Vec<(&str, Vec<(u64, u64)>)> =
+            keys.iter().map(String::as_str).zip(parts).collect();
+        let out = block(py, client.batch_get_into_parts(&items));
+        Ok(out.into_iter().map(size_code).collect())
+    }
+
+    // ---- existence, size, removal ----
+
+    /// 1 exists, 0 does not, negative on error; grants a read lease when 1.
+    fn is_exist(&self, py: Python<'_>, key: &str) -> i32 {
+        match self.client() {
+            Ok(c) => exist_code(block(py, c.is_exist(key))),
+            Err(e) => e.code(),
+        }
+    }
+
+    /// Per-key 1, 0 or negative; `[]` for `[]`.
+    fn batch_is_exist(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        match self.client() {
+            Ok(c) => block(py, c.batch_is_exist(&keys))
+                .into_iter()
+                .map(exist_code)
+                .collect(),
+            Err(e) => vec![e.code(); keys.len()],
+        }
+    }
+
+    /// The object's size, or a negative code (-704 missing).
+    fn get_size(&self, py: Python<'_>, key: &str) -> i64 {
+        match self.client() {
+            Ok(c) => size_code(block(py, c.get_size(key))),
+            Err(e) => e.code().into(),
+        }
+    }
+
+    /// 0; -704 missing; -706 while leased unless `force`.
+    #[pyo3(signature = (key, force=false))]
+    fn remove(&self, py: Python<'_>, key: &str, force: bool) -> i32 {
+        match self.client() {
+            Ok(c) => to_code(&block(py, c.remove(key, force))),
+            Err(e) => e.code(),
+        }
+    }
+
+    /// Per-key results of `remove`.
+    #[pyo3(signature = (keys, force=false))]
+    fn batch_remove(&self, py: Python<'_>, keys: Vec<String>, force: bool) -> Vec<i32> {
+        match self.client() {
+            Ok(c) => block(py, c.batch_remove(&keys, force))
+                .iter()
+                .map(to_code)
+                .collect(),
+            Err(e) => vec![e.code(); keys.len()],
+        }
+    }
+
+    /// Removes every object (leased ones only with `force`); the count, or negative.
+    #[pyo3(signature = (force=false))]
+    fn remove_all(&self, py: Python<'_>, force: bool) -> i64 {
+        match self.client() {
+            Ok(c) => size_code(block(py, c.remove_all(force))),
+            Err(e) => e.code().into(),
+        }
+    }
+}
+
+impl Store {
+    fn one_from(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        parts: &[(u64, u64)],
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+        upsert: bool,
+    ) -> PyResult<i32> {
+        let (client, cfg) = match (self.client(), store_config(config)) {
+            (Ok(c), Ok(cfg)) => (c, cfg),
+            (Err(e), _) | (_, Err(e)) => return Ok(e.code()),
+        };
+        Ok(to_code(&block(
+            py,
+            client.put_parts_from(key, parts, &cfg, upsert),
+        )))
+    }
+}
+
+fn size_code(r: Result<u64, ErrorCode>) -> i64 {
+    match r {
+        Ok(n) => n as i64,
+        Err(e) => e.code().into(),
+    }
+}
+
+fn exist_code(r: Result<bool, ErrorCode>) -> i32 {
+    match r {
+        Ok(b) => i32::from(b),
+        Err(e) => e.code(),
+    }
+}
