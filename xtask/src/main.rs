@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
-//! - `test`: every test the README promises (the README's test command);
+//! - `test`: every test the README promises (the README's test command): the Rust
+//!   tests, then the Python package's pytest suite;
 //! - `lint`: rustfmt, clippy `-D warnings` on all targets, rustdoc `-D warnings`;
 //! - `ci`: `lint` then `test`;
 //! - `demo`: the end-to-end demo, the first thing a new user runs;
@@ -10,6 +11,7 @@
 mod bench;
 mod demo;
 mod interop;
+mod python;
 mod stack;
 mod te_compare;
 #[cfg(test)]
@@ -33,13 +35,19 @@ fn main() -> Result<()> {
         "demo" => demo::run(),
         "interop" => interop::run(&args[1..]),
         "bench" => bench::run(),
+        "py-test" => python::test(),
+        "wheel" => python::install_wheel(true).map(|py| {
+            println!("installed the release wheel into {}", py.display());
+        }),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <test|lint|ci|demo>");
+            println!("usage: cargo xtask <test|lint|ci|demo|interop|bench|py-test|wheel>");
             println!("  test  run every test (unit, integration, conformance, end-to-end)");
             println!("  lint  cargo fmt --check, clippy -D warnings, rustdoc -D warnings");
             println!("  ci    lint, then test");
+            println!("  py-test  build the Python wheel (dev profile) and run its pytest suite");
+            println!("  wheel    build the release wheel into target/wheels and install it into target/py-venv");
             println!(
-                "  demo  start the HTTP metadata server, publish and read a segment descriptor"
+                "  demo  start a master and a store service, run a short store_bench, stop them"
             );
             Ok(())
         }
@@ -75,7 +83,8 @@ pub(crate) fn run(mut cmd: Command) -> Result<()> {
 fn test() -> Result<()> {
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--locked"]);
-    run(cmd)
+    run(cmd)?;
+    python::test()
 }
 
 fn lint() -> Result<()> {

@@ -23,7 +23,10 @@ pub(crate) fn address(obj: &Bound<'_, PyAny>) -> PyResult<u64> {
         .map_err(|e| {
             PyTypeError::new_err(format!(
                 "expected an int address or a writable buffer, got {}: {e}",
-                obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                obj.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
             ))
         })?;
     ctypes.call_method1("addressof", (view,))?.extract()

@@ -51,7 +51,7 @@ fn parse_size(text: &str) -> Option<u64> {
         "t" | "tb" | "tib" => 1 << 40,
         _ => return None,
     };
-    (num >= 0.0).then(|| (num * mult as f64) as u64)
+    (num >= 0.0).then_some((num * mult as f64) as u64)
 }
 
 fn dict_str(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<String>> {
@@ -213,7 +213,11 @@ impl Store {
         upsert: bool,
     ) -> PyResult<Vec<i32>> {
         let ptrs = addresses(&ptrs)?;
-        let parts: Vec<Vec<(u64, u64)>> = ptrs.iter().zip(&sizes).map(|(a, n)| vec![(*a, *n)]).collect();
+        let parts: Vec<Vec<(u64, u64)>> = ptrs
+            .iter()
+            .zip(&sizes)
+            .map(|(a, n)| vec![(*a, *n)])
+            .collect();
         self.batch_parts_from(py, keys, parts, sizes.len(), config, upsert, false)
     }
 
@@ -246,7 +250,10 @@ impl Store {
             keys.iter().map(String::as_str).zip(parts).collect();
         let out = block(py, async {
             if cfg.prefer_alloc_in_same_node {
-                return items.iter().map(|_| Err(ErrorCode::InvalidParams)).collect();
+                return items
+                    .iter()
+                    .map(|_| Err(ErrorCode::InvalidParams))
+                    .collect();
             }
             client.batch_put_parts_from(&items, &cfg, upsert).await
         });
@@ -254,11 +261,14 @@ impl Store {
     }
 }
 
+/// Each object's `(addr, len)` ranges, in order.
+type Parts = Vec<Vec<(u64, u64)>>;
+
 /// `(ptrs, sizes)` list-of-lists into parts; `None` when the shapes differ.
 fn multi_parts(
     all_ptrs: &[Vec<Bound<'_, PyAny>>],
     all_sizes: &[Vec<u64>],
-) -> PyResult<Option<Vec<Vec<(u64, u64)>>>> {
+) -> PyResult<Option<Parts>> {
     if all_ptrs.len() != all_sizes.len() {
         return Ok(None);
     }
@@ -487,7 +497,12 @@ impl Store {
     // ---- zero-copy API ----
 
     /// Registers `[buffer_ptr, buffer_ptr+size)` for zero-copy calls; 0 or negative.
-    fn register_buffer(&self, py: Python<'_>, buffer_ptr: Bound<'_, PyAny>, size: u64) -> PyResult<i32> {
+    fn register_buffer(
+        &self,
+        py: Python<'_>,
+        buffer_ptr: Bound<'_, PyAny>,
+        size: u64,
+    ) -> PyResult<i32> {
         let addr = address(&buffer_ptr)?;
         let client = match self.client() {
             Ok(c) => c,
@@ -496,13 +511,15 @@ impl Store {
         // SAFETY: as with the C++ wheel, the caller vouches that the range is memory it
         // owns and keeps alive until `unregister_buffer`; peers read and write it then.
         let memory = unsafe { mooncake_transfer_engine::ForeignMemory::new(addr, size) };
-        Ok(match block(py, client.engine().register_memory(memory, "cpu:0")) {
-            Ok(()) => 0,
-            Err(e) => {
-                tracing::warn!(addr, size, "register_buffer failed: {e}");
-                INVALID
-            }
-        })
+        Ok(
+            match block(py, client.engine().register_memory(memory, "cpu:0")) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::warn!(addr, size, "register_buffer failed: {e}");
+                    INVALID
+                }
+            },
+        )
     }
 
     /// Unregisters a buffer (waits for transfers using it); -600 for an unknown pointer.
@@ -571,7 +588,13 @@ impl Store {
 
     /// Reads `key` into `[buffer_ptr, buffer_ptr+size)`; the object's size, or -704
     /// missing, -600 buffer too small (untouched), -800 transfer failure.
-    fn get_into(&self, py: Python<'_>, key: &str, buffer_ptr: Bound<'_, PyAny>, size: u64) -> PyResult<i64> {
+    fn get_into(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        buffer_ptr: Bound<'_, PyAny>,
+        size: u64,
+    ) -> PyResult<i64> {
         let addr = address(&buffer_ptr)?;
         let client = match self.client() {
             Ok(c) => c,
