@@ -340,9 +340,15 @@ async fn start_at(api: Arc<FakeMaster>, addr: SocketAddr) -> Running {
 }
 
 fn config() -> GrpcClientConfig {
+    config_over(true)
+}
+
+/// The client config over the tunnel transport or over HTTP/2.
+fn config_over(tunnel: bool) -> GrpcClientConfig {
     GrpcClientConfig {
         connect_timeout: Duration::from_secs(5),
         rpc_timeout: Duration::from_secs(10),
+        tunnel,
     }
 }
 
@@ -370,10 +376,19 @@ fn keys(ks: &[&str]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn every_rpc_round_trips() {
+async fn every_rpc_round_trips_over_the_tunnel() {
+    every_rpc_round_trips(true).await;
+}
+
+#[tokio::test]
+async fn every_rpc_round_trips_over_http2() {
+    every_rpc_round_trips(false).await;
+}
+
+async fn every_rpc_round_trips(tunnel: bool) {
     let fake = Arc::new(FakeMaster::default());
     let server = start(fake.clone()).await;
-    let c = GrpcMasterClient::connect(&server.addr.to_string(), config())
+    let c = GrpcMasterClient::connect(&server.addr.to_string(), config_over(tunnel))
         .await
         .unwrap();
     assert_eq!(c.master_version(), ProtocolVersion::CURRENT);
@@ -636,8 +651,8 @@ async fn a_slow_master_is_rpc_timeout() {
     };
     let server = start(Arc::new(fake)).await;
     let cfg = GrpcClientConfig {
-        connect_timeout: Duration::from_secs(5),
         rpc_timeout: Duration::from_millis(300),
+        ..config()
     };
     let c = GrpcMasterClient::connect(&server.addr.to_string(), cfg)
         .await
@@ -651,9 +666,18 @@ async fn a_slow_master_is_rpc_timeout() {
 }
 
 #[tokio::test]
-async fn concurrent_calls_share_one_client_and_shutdown_ends_service() {
+async fn concurrent_calls_over_the_tunnel_and_a_restarted_master() {
+    concurrent_calls_share_one_client_and_shutdown_ends_service(true).await;
+}
+
+#[tokio::test]
+async fn concurrent_calls_over_http2_and_a_restarted_master() {
+    concurrent_calls_share_one_client_and_shutdown_ends_service(false).await;
+}
+
+async fn concurrent_calls_share_one_client_and_shutdown_ends_service(tunnel: bool) {
     let server = start(Arc::new(FakeMaster::default())).await;
-    let c = GrpcMasterClient::connect(&server.addr.to_string(), config())
+    let c = GrpcMasterClient::connect(&server.addr.to_string(), config_over(tunnel))
         .await
         .unwrap();
     let cfg = ReplicateConfig::default();

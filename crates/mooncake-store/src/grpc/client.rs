@@ -1,15 +1,20 @@
 //! [`GrpcMasterClient`]: [`MasterApi`] over a tonic channel to a remote master.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tonic::body::Body;
+use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
 use super::convert::{self, batch_from_pb, check, client_to_pb, split};
 use super::pb;
 use super::pb::master_service_client::MasterServiceClient;
+use super::tunnel::Tunnel;
 use super::MAX_MESSAGE_SIZE;
 use crate::master_api::{BatchResult, MasterApi};
 use crate::types::{
@@ -32,6 +37,10 @@ pub struct GrpcClientConfig {
     pub connect_timeout: Duration,
     /// Bound on each RPC, reconnection included; exceeding it is `RpcTimeout`. Default 30 s.
     pub rpc_timeout: Duration,
+    /// Carry the messages over the lean [tunnel](super) transport (pooled plain TCP
+    /// connections, answered inline) instead of HTTP/2; falls back to HTTP/2 if the master
+    /// does not speak it. Default true.
+    pub tunnel: bool,
 }
 
 impl Default for GrpcClientConfig {
@@ -39,6 +48,7 @@ impl Default for GrpcClientConfig {
         Self {
             connect_timeout: Duration::from_secs(5),
             rpc_timeout: Duration::from_secs(30),
+            tunnel: true,
         }
     }
 }
@@ -53,7 +63,7 @@ impl Default for GrpcClientConfig {
 #[derive(Debug, Clone)]
 pub struct GrpcMasterClient {
     addr: String,
-    rpc: MasterServiceClient<Channel>,
+    rpc: MasterServiceClient<Transport>,
     rpc_timeout: Duration,
     master_version: ProtocolVersion,
 }
@@ -66,6 +76,23 @@ impl GrpcMasterClient {
     /// [`GrpcClientConfig::connect_timeout`], and with `InvalidVersion` if it refuses
     /// [`ProtocolVersion::CURRENT`].
     pub async fn connect(addr: &str, config: GrpcClientConfig) -> Result<Self, ErrorCode> {
+        if config.tunnel {
+            let host_port = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+            let host_port = host_port.trim_end_matches('/');
+            let tunnel = match Tunnel::connect(host_port, config.connect_timeout).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(addr, error = %e, "cannot connect to the master");
+                    return Err(ErrorCode::RpcFail);
+                }
+            };
+            match Self::handshake(addr, Transport::Tunnel(tunnel), config).await {
+                Err(ErrorCode::RpcFail) => {
+                    tracing::info!(addr, "the master does not speak the tunnel transport; using HTTP/2");
+                }
+                other => return other,
+            }
+        }
         let uri = if addr.contains("://") {
             addr.to_owned()
         } else {
@@ -96,7 +123,16 @@ impl GrpcMasterClient {
                 return Err(ErrorCode::RpcFail);
             }
         };
-        let rpc = MasterServiceClient::new(channel)
+        Self::handshake(addr, Transport::Http2(channel), config).await
+    }
+
+    /// Exchanges protocol versions over `transport`.
+    async fn handshake(
+        addr: &str,
+        transport: Transport,
+        config: GrpcClientConfig,
+    ) -> Result<Self, ErrorCode> {
+        let rpc = MasterServiceClient::new(transport)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let mut client = Self {
@@ -136,7 +172,7 @@ impl GrpcMasterClient {
     /// Runs one RPC with the client's deadline and maps transport failures to error codes.
     async fn call<T, F, Fut>(&self, method: &'static str, f: F) -> Result<T, ErrorCode>
     where
-        F: FnOnce(MasterServiceClient<Channel>) -> Fut,
+        F: FnOnce(MasterServiceClient<Transport>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
         match tokio::time::timeout(self.rpc_timeout, f(self.rpc.clone())).await {
@@ -154,6 +190,38 @@ impl GrpcMasterClient {
                     "master rpc timed out");
                 Err(ErrorCode::RpcTimeout)
             }
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How the messages travel: HTTP/2 (tonic's channel) or the lean tunnel.
+#[derive(Debug, Clone)]
+enum Transport {
+    Http2(Channel),
+    Tunnel(Tunnel),
+}
+
+impl Service<http::Request<Body>> for Transport {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Transport::Http2(c) => c.poll_ready(cx).map_err(Into::into),
+            Transport::Tunnel(t) => t.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        match self {
+            Transport::Http2(c) => {
+                let f = c.call(req);
+                Box::pin(async move { f.await.map_err(Into::into) })
+            }
+            Transport::Tunnel(t) => t.call(req),
         }
     }
 }

@@ -10,6 +10,7 @@
 mod client;
 mod convert;
 mod server;
+mod tunnel;
 
 pub use client::{GrpcClientConfig, GrpcMasterClient};
 pub use server::serve;

@@ -4,8 +4,10 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -25,20 +27,92 @@ use crate::types::{ProtocolVersion, SegmentId};
 /// a request with an invalid wire value (unknown enum, missing field, mismatched lists)
 /// is answered with `InvalidParams` without reaching `api`. Accepted sockets get
 /// `TCP_NODELAY`. On shutdown, in-flight RPCs are allowed to finish.
+///
+/// The same port also speaks the lean [tunnel](super::tunnel) transport that
+/// [`GrpcMasterClient`](super::GrpcMasterClient) prefers: each accepted connection's first
+/// bytes are peeked, tunnel connections are answered inline, all others go to HTTP/2.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<dyn MasterApi>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), io::Error> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let service = MasterServiceServer::new(GrpcMaster { api })
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    Server::builder()
+    let (http2, incoming) = mpsc::channel::<io::Result<TcpStream>>(64);
+    let accept = tokio::spawn(accept_loop(listener, service.clone(), http2));
+    let served = Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await
-        .map_err(io::Error::other)
+        .map_err(io::Error::other);
+    accept.abort();
+    served
+}
+
+/// Accepts connections and sorts them: tunnel connections are served here, the rest are
+/// passed to the HTTP/2 server. Dropping this future stops every tunnel connection.
+async fn accept_loop<S>(listener: TcpListener, service: S, http2: mpsc::Sender<io::Result<TcpStream>>)
+where
+    S: tonic::codegen::Service<
+            http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let mut tunnels = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (service, http2) = (service.clone(), http2.clone());
+        tunnels.spawn(async move {
+            if is_tunnel(&stream).await {
+                let mut stream = stream;
+                let mut magic = [0u8; 4];
+                if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
+                    .await
+                    .is_ok()
+                {
+                    super::tunnel::serve_connection(stream, service).await;
+                }
+            } else {
+                let _ = http2.send(Ok(stream)).await;
+            }
+        });
+    }
+}
+
+/// Whether a fresh connection starts with the tunnel's magic (peeked, not consumed). A
+/// client that sends nothing for 5 s is handed to HTTP/2, which deals with idle peers.
+async fn is_tunnel(stream: &TcpStream) -> bool {
+    let mut buf = [0u8; 4];
+    let peek = async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(n) if n >= 4 || n == 0 => return n,
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                Err(_) => return 0,
+            }
+        }
+    };
+    matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), peek).await,
+        Ok(4)
+    ) && buf == super::tunnel::MAGIC
 }
 
 /// The generated service trait implemented over a [`MasterApi`].

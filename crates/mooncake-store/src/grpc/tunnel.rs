@@ -1,0 +1,366 @@
+//! A lean transport for the master's gRPC messages: the same generated client and server,
+//! the same protobuf messages, carried as length-prefixed frames on plain TCP connections
+//! instead of HTTP/2 streams.
+//!
+//! Why: a unary call over HTTP/2 crosses several tasks on each side (connection task,
+//! stream task, buffer worker); on 2 cores each hop is a thread wake-up, and a small
+//! `get` spent most of its time there. Here the caller's own future writes the request and
+//! reads the answer on a pooled connection, and the master answers inline in the
+//! connection's task.
+//!
+//! A connection starts with [`MAGIC`]; the master's listener peeks at it and hands every
+//! other connection to the HTTP/2 server, so one port serves both. Frames (little endian):
+//! - request: `u32 len | u16 path_len | path | grpc body`;
+//! - response: `u32 len | headers | trailers | grpc body`, where each header block is
+//!   `u16 count` then `(u16 name_len, name, u16 value_len, value)` per entry.
+//!
+//! The grpc body is tonic's own (5-byte message prefix included), so codecs, size limits
+//! and status handling are unchanged.
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::body::Body;
+use tonic::codegen::Service;
+
+use super::MAX_MESSAGE_SIZE;
+
+/// First bytes a tunnel client sends on a new connection.
+pub(crate) const MAGIC: [u8; 4] = *b"MCT1";
+
+/// Largest frame accepted (a message plus its path or headers).
+const MAX_FRAME: usize = MAX_MESSAGE_SIZE + (64 << 10);
+
+/// Idle connections kept per client.
+const MAX_IDLE: usize = 16;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("tunnel frame: {what}"))
+}
+
+// ---- frame codec (no I/O) ----
+
+/// A request frame, length prefix included.
+pub(crate) fn encode_request(path: &str, body: &[u8]) -> Vec<u8> {
+    let len = 2 + path.len() + body.len();
+    let mut out = Vec::with_capacity(4 + len);
+    out.put_u32_le(len as u32);
+    out.put_u16_le(path.len() as u16);
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// `(path, body)` of a request frame (without its length prefix).
+pub(crate) fn decode_request(mut frame: Bytes) -> io::Result<(String, Bytes)> {
+    if frame.len() < 2 {
+        return Err(invalid("request shorter than its header"));
+    }
+    let n = frame.get_u16_le() as usize;
+    if frame.len() < n {
+        return Err(invalid("path longer than the frame"));
+    }
+    let path = String::from_utf8(frame.split_to(n).to_vec())
+        .map_err(|_| invalid("path is not UTF-8"))?;
+    Ok((path, frame))
+}
+
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    out.put_u16_le(headers.len() as u16);
+    for (name, value) in headers {
+        out.put_u16_le(name.as_str().len() as u16);
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.put_u16_le(value.len() as u16);
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+fn get_headers(frame: &mut Bytes) -> io::Result<HeaderMap> {
+    let mut take = |n: usize| -> io::Result<Bytes> {
+        if frame.len() < n {
+            return Err(invalid("header block longer than the frame"));
+        }
+        Ok(frame.split_to(n))
+    };
+    let count = take(2)?.get_u16_le();
+    let mut map = HeaderMap::new();
+    for _ in 0..count {
+        let n = take(2)?.get_u16_le() as usize;
+        let name = HeaderName::from_bytes(&take(n)?).map_err(|_| invalid("bad header name"))?;
+        let n = take(2)?.get_u16_le() as usize;
+        let value =
+            HeaderValue::from_maybe_shared(take(n)?).map_err(|_| invalid("bad header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// A response frame, length prefix included.
+pub(crate) fn encode_response(headers: &HeaderMap, trailers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(4 + 64 + body.len());
+    out.put_u32_le(0);
+    put_headers(&mut out, headers);
+    put_headers(&mut out, trailers);
+    out.extend_from_slice(body);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out.to_vec()
+}
+
+/// `(headers, trailers, body)` of a response frame (without its length prefix).
+pub(crate) fn decode_response(mut frame: Bytes) -> io::Result<(HeaderMap, HeaderMap, Bytes)> {
+    let headers = get_headers(&mut frame)?;
+    let trailers = get_headers(&mut frame)?;
+    Ok((headers, trailers, frame))
+}
+
+async fn read_frame(stream: &mut TcpStream) -> io::Result<Bytes> {
+    let len = stream.read_u32_le().await? as usize;
+    if len > MAX_FRAME {
+        return Err(invalid(&format!("{len} bytes is over the {MAX_FRAME} limit")));
+    }
+    let mut buf = vec![0; len];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf.into())
+}
+
+// ---- client ----
+
+/// The client side: a pool of tunnel connections to one master, usable as the transport of
+/// the generated gRPC client.
+#[derive(Debug, Clone)]
+pub(crate) struct Tunnel {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    addr: String,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<TcpStream>>,
+}
+
+impl Tunnel {
+    /// Opens a first connection to `addr` (`host:port`).
+    pub(crate) async fn connect(addr: &str, connect_timeout: Duration) -> io::Result<Self> {
+        let tunnel = Self {
+            inner: Arc::new(Inner {
+                addr: addr.to_owned(),
+                connect_timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
+        };
+        let first = tunnel.open().await?;
+        tunnel.inner.idle.lock().push(first);
+        Ok(tunnel)
+    }
+
+    async fn open(&self) -> io::Result<TcpStream> {
+        let connect = TcpStream::connect(&self.inner.addr);
+        let mut stream = tokio::time::timeout(self.inner.connect_timeout, connect)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        stream.write_all(&MAGIC).await?;
+        Ok(stream)
+    }
+
+    async fn exchange(stream: &mut TcpStream, frame: &[u8]) -> io::Result<Bytes> {
+        stream.write_all(frame).await?;
+        read_frame(stream).await
+    }
+
+    /// Sends one request frame and returns the response frame. A pooled connection that
+    /// turns out dead (the master restarted) is replaced once by a fresh one.
+    async fn round_trip(&self, frame: &[u8]) -> io::Result<Bytes> {
+        let pooled = self.inner.idle.lock().pop();
+        let (stream, answer) = match pooled {
+            Some(mut s) => match Self::exchange(&mut s, frame).await {
+                Ok(a) => (s, a),
+                Err(e) => {
+                    tracing::debug!(addr = %self.inner.addr, error = %e, "pooled master connection failed; reconnecting");
+                    let mut s = self.open().await?;
+                    let a = Self::exchange(&mut s, frame).await?;
+                    (s, a)
+                }
+            },
+            None => {
+                let mut s = self.open().await?;
+                let a = Self::exchange(&mut s, frame).await?;
+                (s, a)
+            }
+        };
+        let mut idle = self.inner.idle.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(stream);
+        }
+        Ok(answer)
+    }
+}
+
+/// A response body: the message, then the trailers.
+struct Reply {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl http_body::Body for Reply {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(d) = this.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+}
+
+impl Service<http::Request<Body>> for Tunnel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            let body = req.into_body().collect().await?.to_bytes();
+            let answer = this.round_trip(&encode_request(&path, &body)).await?;
+            let (headers, trailers, data) = decode_response(answer)?;
+            let body = Reply {
+                data: (!data.is_empty()).then_some(data),
+                trailers: (!trailers.is_empty()).then_some(trailers),
+            };
+            let mut resp = http::Response::new(Body::new(body));
+            *resp.headers_mut() = headers;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            Ok(resp)
+        })
+    }
+}
+
+// ---- server ----
+
+/// Serves tunnel frames from one connection (whose [`MAGIC`] was already consumed) with a
+/// gRPC service, one request at a time, until the peer closes or sends garbage.
+pub(crate) async fn serve_connection<S>(mut stream: TcpStream, mut service: S)
+where
+    S: Service<http::Request<Full<Bytes>>, Response = http::Response<Body>, Error = Infallible>,
+{
+    loop {
+        let frame = match read_frame(&mut stream).await {
+            Ok(f) => f,
+            Err(e) => {
+                if e.kind() != io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(error = %e, "tunnel connection closed");
+                }
+                return;
+            }
+        };
+        let Ok((path, body)) = decode_request(frame) else {
+            tracing::debug!("malformed tunnel request; closing the connection");
+            return;
+        };
+        let req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(body));
+        let Ok(req) = req else {
+            tracing::debug!("tunnel request with an invalid path; closing the connection");
+            return;
+        };
+        if poll_fn(|cx| service.poll_ready(cx)).await.is_err() {
+            return;
+        }
+        let Ok(resp) = service.call(req).await;
+        let (parts, body) = resp.into_parts();
+        let Ok(collected) = body.collect().await else {
+            tracing::debug!("the gRPC service failed to produce a body");
+            return;
+        };
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        let data = collected.to_bytes();
+        let mut headers = HeaderMap::new();
+        for (k, v) in &parts.headers {
+            if k.as_str().starts_with("grpc-") {
+                headers.append(k.clone(), v.clone());
+            }
+        }
+        if stream
+            .write_all(&encode_response(&headers, &trailers, &data))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let req = encode_request("/svc/Method", b"\0\0\0\0\x03abc");
+        let (path, body) = decode_request(Bytes::from(req[4..].to_vec())).unwrap();
+        assert_eq!((path.as_str(), &body[..]), ("/svc/Method", &b"\0\0\0\0\x03abc"[..]));
+        let mut h = HeaderMap::new();
+        h.insert("grpc-status", HeaderValue::from_static("5"));
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("0"));
+        t.append("grpc-message", HeaderValue::from_static("fine"));
+        let resp = encode_response(&h, &t, b"data");
+        assert_eq!(
+            u32::from_le_bytes(resp[..4].try_into().unwrap()) as usize,
+            resp.len() - 4
+        );
+        let (h2, t2, d2) = decode_response(Bytes::from(resp[4..].to_vec())).unwrap();
+        assert_eq!((h2, t2, &d2[..]), (h, t, &b"data"[..]));
+    }
+
+    #[test]
+    fn truncated_frames_are_errors_not_panics() {
+        let resp = encode_response(&HeaderMap::new(), &HeaderMap::new(), b"x");
+        for cut in 0..resp.len() - 5 {
+            let _ = decode_response(Bytes::from(resp[4..4 + cut].to_vec()));
+        }
+        assert!(decode_request(Bytes::from_static(b"\x01")).is_err());
+        assert!(decode_request(Bytes::from_static(b"\xff\x00ab")).is_err());
+        let mut bad = encode_response(&HeaderMap::new(), &HeaderMap::new(), b"");
+        bad[4] = 9; // claims 9 headers that are not there
+        assert!(decode_response(Bytes::from(bad[4..].to_vec())).is_err());
+    }
+}
