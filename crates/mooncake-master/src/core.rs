@@ -47,6 +47,8 @@ enum State {
 #[derive(Debug)]
 struct Object {
     size: u64,
+    /// Unique to this incarnation of the key (see [`ReplicaDescriptor::version`]).
+    version: u64,
     slots: Vec<Slot>,
     state: State,
     lease_until: Instant,
@@ -103,6 +105,9 @@ pub struct MasterCore {
     capacity: u64,
     allocated: u64,
     stats: EvictionStats,
+    /// The next object version; starts at `view_version << 20`, so a restarted master never
+    /// reissues a version of its previous incarnation.
+    next_version: u64,
 }
 
 impl MasterCore {
@@ -121,6 +126,7 @@ impl MasterCore {
             capacity: 0,
             allocated: 0,
             stats: EvictionStats::default(),
+            next_version: (view_version.max(1) as u64) << 20,
         }
     }
 
@@ -377,10 +383,10 @@ impl MasterCore {
             return Err(ErrorCode::ReplicaIsNotReady);
         }
         o.lease_until = o.lease_until.max(now + ttl);
-        let (size, slots) = (o.size, o.slots.clone());
+        let (size, version, slots) = (o.size, o.version, o.slots.clone());
         let replicas = slots
             .iter()
-            .filter_map(|s| self.describe(s, size))
+            .filter_map(|s| self.describe(s, size, version))
             .collect();
         Ok(ReplicaList {
             replicas,
@@ -388,11 +394,12 @@ impl MasterCore {
         })
     }
 
-    fn describe(&self, slot: &Slot, size: u64) -> Option<ReplicaDescriptor> {
+    fn describe(&self, slot: &Slot, size: u64, version: u64) -> Option<ReplicaDescriptor> {
         let m = self.segments.get(&slot.segment)?;
         Some(ReplicaDescriptor {
             buffer_address: m.segment.base + slot.offset,
             size,
+            version,
             transport_endpoint: m.segment.te_endpoint.clone(),
             protocol: m.segment.protocol.clone(),
             segment_name: m.segment.name.clone(),
@@ -465,9 +472,11 @@ impl MasterCore {
             }
             slots = self.place(client, size, config);
         }
+        let version = self.next_version;
+        self.next_version += 1;
         let descriptors = slots
             .iter()
-            .filter_map(|s| self.describe(s, size))
+            .filter_map(|s| self.describe(s, size, version))
             .collect();
         let pin = config.pin;
         self.pending.insert(key.as_str().to_owned());
@@ -475,6 +484,7 @@ impl MasterCore {
             key.as_str().to_owned(),
             Object {
                 size,
+                version,
                 slots,
                 state: State::Processing {
                     client,
@@ -745,7 +755,7 @@ impl MasterCore {
         Some(
             o.slots
                 .iter()
-                .filter_map(|s| self.describe(s, o.size))
+                .filter_map(|s| self.describe(s, o.size, o.version))
                 .collect(),
         )
     }

@@ -511,3 +511,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn every_put_of_a_key_gets_a_new_version_never_reissued_after_a_restart() {
+    let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
+    let cfg = ReplicateConfig::default();
+    let v1 = c.put_start(W, "k", 100, &cfg, t).unwrap()[0].clone();
+    c.put_end(W, "k", t).unwrap();
+    let read = c.get_replica_list("k", t).unwrap();
+    assert_eq!(read.replicas[0], v1, "reads report the version the put got");
+    c.remove("k", true, t).unwrap();
+    let v2 = c.put_start(W, "k", 100, &cfg, t).unwrap()[0].clone();
+    c.put_end(W, "k", t).unwrap();
+    assert_eq!(
+        v2.buffer_address, v1.buffer_address,
+        "the freed range is reused"
+    );
+    assert_ne!(v2.version, v1.version, "but the version differs");
+    let later = t + Duration::from_secs(20);
+    let v3 = c.upsert_start(W, "k", 100, &cfg, later).unwrap()[0].clone();
+    assert!(v3.version > v2.version);
+    // A later incarnation (larger view version) starts above every earlier version.
+    let mut restarted = MasterCore::new(MasterConfig::default(), 2);
+    restarted
+        .remount_segments(ClientId(7), vec![seg(1, "a:1", 64 * MIB)], t)
+        .unwrap();
+    let v4 = restarted.put_start(W, "k", 100, &cfg, t).unwrap()[0].clone();
+    assert!(v4.version > v3.version);
+}

@@ -487,11 +487,16 @@ impl Store {
             return Ok(vec![PyBytes::new(py, b"")]);
         };
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let out = block(py, client.get_batch(&refs));
-        Ok(out
-            .iter()
-            .map(|r| PyBytes::new(py, r.as_deref().unwrap_or_default()))
-            .collect())
+        let out = block(py, client.get_batch_staged(&refs));
+        out.iter()
+            .map(|r| match r {
+                Ok(v) => PyBytes::new_with(py, v.len(), |buf| {
+                    v.read_into(buf);
+                    Ok(())
+                }),
+                Err(_) => Ok(PyBytes::new(py, b"")),
+            })
+            .collect()
     }
 
     // ---- zero-copy API ----

@@ -101,6 +101,10 @@ pub struct ReplicaDescriptor {
     pub buffer_address: u64,
     /// Bytes.
     pub size: u64,
+    /// The object's version: unique to one put (or upsert) of the key, never reissued by
+    /// a restarted master; 0 when unknown. Equal descriptors with equal versions name the
+    /// same bytes, which lets a client validate a read it started from a cached location.
+    pub version: u64,
     /// Transfer-engine segment name of the owner.
     pub transport_endpoint: String,
     /// Transport.

@@ -415,3 +415,47 @@ async fn multi_buffer_objects_are_concatenated_and_need_an_exact_fit_to_read() {
     assert_eq!(up, vec![Ok(()), Ok(())]);
     assert_eq!(user.get("pp").await.unwrap(), b"new");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_started_from_a_stale_cached_location_are_never_returned() {
+    let c = cluster(MasterConfig::default()).await;
+    let _store = c.client(64 * MIB, 0).await;
+    let reader = c.client(0, 16 * MIB).await;
+    let writer = c.client(0, 16 * MIB).await;
+    let cfg = ReplicateConfig::default();
+    let (a, b) = (value(4096, 1), value(4096, 2));
+    reader.put("k", &a, &cfg).await.unwrap(); // the reader now caches k's location
+    let old = c.master.get_replica_list("k").await.unwrap().replicas[0].clone();
+    assert_eq!(reader.get("k").await.unwrap(), a);
+
+    // Another client removes k and stores other bytes in the very same range.
+    writer.remove("k", true).await.unwrap();
+    writer.put("other", &b, &cfg).await.unwrap();
+    let reused = c.master.get_replica_list("other").await.unwrap().replicas[0].clone();
+    assert_eq!(
+        reused.buffer_address, old.buffer_address,
+        "the test needs the range reused"
+    );
+    assert_eq!(reader.get("k").await, Err(ErrorCode::ObjectNotFound));
+    let buf = reader.engine().allocate_buffer(MIB, "cpu:0").await.unwrap();
+    assert_eq!(
+        reader.get_into("k", buf.addr(), MIB).await,
+        Err(ErrorCode::ObjectNotFound)
+    );
+
+    // k comes back with the same size at the same range: a new version, so the cached
+    // guess (same address and size) is still refused and the value read again.
+    reader.put("k", &a, &cfg).await.unwrap();
+    writer.remove("k", true).await.unwrap();
+    writer.remove("other", true).await.unwrap();
+    let d = value(4096, 9);
+    writer.put("k", &d, &cfg).await.unwrap();
+    assert_eq!(reader.get("k").await.unwrap(), d);
+    assert_eq!(reader.get_into("k", buf.addr(), MIB).await, Ok(4096));
+    assert_eq!(buf.to_vec(0, 4096), d);
+    // And with another size.
+    writer.upsert("k", &value(9000, 3), &cfg).await.unwrap();
+    assert_eq!(reader.get("k").await.unwrap(), value(9000, 3));
+    assert_eq!(reader.get_into("k", buf.addr(), MIB).await, Ok(9000));
+    assert_eq!(buf.to_vec(0, 9000), value(9000, 3));
+}

@@ -75,6 +75,7 @@ impl FakeMaster {
             .map(|i| ReplicaDescriptor {
                 buffer_address: 0x7f00_0000_0000 + (i as u64) * size,
                 size,
+                version: 7 + i as u64,
                 transport_endpoint: format!("te-{i}"),
                 protocol: "tcp".into(),
                 segment_name: config

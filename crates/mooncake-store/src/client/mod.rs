@@ -5,6 +5,7 @@
 //! transfer engine. A client with `global_segment_size > 0` contributes memory: it mounts
 //! a segment and keeps itself alive with a ping every second.
 
+mod locations;
 mod staging;
 
 pub use self::staging::StagedValue;
@@ -17,6 +18,7 @@ use mooncake_transfer_engine::{
 };
 use tokio::sync::watch;
 
+use self::locations::Locations;
 use self::staging::Staging;
 use crate::grpc::{GrpcClientConfig, GrpcMasterClient};
 use crate::types::{
@@ -105,6 +107,7 @@ struct Inner {
     id: ClientId,
     segment: Option<(Segment, LocalBuffer)>,
     staging: Option<Arc<Staging>>,
+    locations: Locations,
     stop: watch::Sender<bool>,
 }
 
@@ -214,6 +217,7 @@ impl Client {
                 id,
                 segment,
                 staging,
+                locations: Locations::default(),
                 stop,
             }),
         };
@@ -446,7 +450,13 @@ impl Client {
             other => other?,
         };
         match self.push(src, &replicas).await {
-            Ok(()) => m.put_end(self.inner.id, key).await,
+            Ok(()) => {
+                m.put_end(self.inner.id, key).await?;
+                if let Some(r) = self.preferred(&replicas) {
+                    self.inner.locations.insert(key, r);
+                }
+                Ok(())
+            }
             Err(e) => {
                 let _ = m.put_revoke(self.inner.id, key).await;
                 Err(e)
@@ -627,23 +637,97 @@ impl Client {
     /// The value of `key`, left in the staging buffer: copy it out with
     /// [`StagedValue::read_into`] (one copy, e.g. straight into a Python `bytes`).
     pub async fn get_staged(&self, key: &str) -> Result<StagedValue, ErrorCode> {
-        let list = self.inner.master.get_replica_list(key).await?;
+        let cached = self.inner.locations.get(key);
+        let guess = cached
+            .as_ref()
+            .and_then(|r| Some((r, self.stage(r.size).ok()?)));
+        let list = match guess {
+            Some((rep, slice)) => {
+                let dst = [(slice.addr(), rep.size)];
+                match self.speculate(key, &dst, rep).await? {
+                    None => return Ok(StagedValue(slice)),
+                    Some(list) => list,
+                }
+            }
+            None => self.inner.master.get_replica_list(key).await?,
+        };
         let size = list.size();
         let slice = self.stage(size)?;
-        self.pull(&[(slice.addr(), size)], &list.replicas).await?;
+        self.read_and_remember(key, &[(slice.addr(), size)], &list.replicas)
+            .await?;
         Ok(StagedValue(slice))
+    }
+
+    /// Reads `rep` into `dst` while asking the master for `key`'s replicas. `None`: the
+    /// master confirmed the cached replica (same address, size, segment and version) and
+    /// `dst` holds the value. `Some(list)`: the guess was stale or its read failed; `dst`
+    /// must be written again from `list`.
+    async fn speculate(
+        &self,
+        key: &str,
+        dst: &[(u64, u64)],
+        rep: &ReplicaDescriptor,
+    ) -> Result<Option<ReplicaList>, ErrorCode> {
+        let read = async {
+            let reqs = self.requests(Opcode::Read, dst, rep).await?;
+            self.inner
+                .engine
+                .transfer(&reqs)
+                .await
+                .map_err(|e| map_transfer(&e))
+        };
+        let (list, read) = tokio::join!(self.inner.master.get_replica_list(key), read);
+        let list = list.inspect_err(|_| self.inner.locations.remove(key))?;
+        if read.is_ok() && list.replicas.contains(rep) {
+            return Ok(None);
+        }
+        self.inner.locations.remove(key);
+        Ok(Some(list))
+    }
+
+    /// [`Client::pull`], then remembers the replica that served the read.
+    async fn read_and_remember(
+        &self,
+        key: &str,
+        dst: &[(u64, u64)],
+        replicas: &[ReplicaDescriptor],
+    ) -> Result<(), ErrorCode> {
+        let served = self.pull(dst, replicas).await?;
+        self.inner.locations.insert(key, served);
+        Ok(())
+    }
+
+    /// The replica reads try first: the local one, else the first.
+    fn preferred<'a>(&self, replicas: &'a [ReplicaDescriptor]) -> Option<&'a ReplicaDescriptor> {
+        let me = self.inner.engine.segment_name();
+        replicas
+            .iter()
+            .find(|r| r.transport_endpoint == me)
+            .or(replicas.first())
     }
 
     /// Reads `key` into `[addr, addr+capacity)` (inside a registered buffer) without
     /// copying; returns the value's size. A buffer smaller than the value is
     /// `InvalidParams` and is left untouched.
+    ///
+    /// A read from the replica this client last used for `key` may start before the master
+    /// answers; if the master names another replica, the buffer is written again from it.
     pub async fn get_into(&self, key: &str, addr: u64, capacity: u64) -> Result<u64, ErrorCode> {
-        let list = self.inner.master.get_replica_list(key).await?;
+        let list = match self.inner.locations.get(key) {
+            Some(rep) if rep.size <= capacity => {
+                match self.speculate(key, &[(addr, rep.size)], &rep).await? {
+                    None => return Ok(rep.size),
+                    Some(list) => list,
+                }
+            }
+            _ => self.inner.master.get_replica_list(key).await?,
+        };
         let size = list.size();
         if size > capacity {
             return Err(ErrorCode::InvalidParams);
         }
-        self.pull(&[(addr, size)], &list.replicas).await?;
+        self.read_and_remember(key, &[(addr, size)], &list.replicas)
+            .await?;
         Ok(size)
     }
 
@@ -696,17 +780,27 @@ impl Client {
 
     /// Values of many keys (missing keys are `ObjectNotFound`).
     pub async fn get_batch(&self, keys: &[&str]) -> Vec<Result<Vec<u8>, ErrorCode>> {
+        self.get_batch_staged(keys)
+            .await
+            .into_iter()
+            .map(|r| r.map(|v| v.to_vec()))
+            .collect()
+    }
+
+    /// Values of many keys, left in the staging buffer (see [`Client::get_staged`]); every
+    /// value must fit in the staging buffer at the same time.
+    pub async fn get_batch_staged(&self, keys: &[&str]) -> Vec<Result<StagedValue, ErrorCode>> {
         let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         let lists = match self.inner.master.batch_get_replica_list(&owned).await {
             Ok(l) => l,
             Err(e) => return keys.iter().map(|_| Err(e)).collect(),
         };
-        let mut out = Vec::with_capacity(keys.len());
+        let mut out: Vec<Result<StagedValue, ErrorCode>> = Vec::with_capacity(keys.len());
         let mut pending = Vec::new();
         for l in lists {
             match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
                 Ok((l, s)) => {
-                    out.push(Ok(Vec::new()));
+                    out.push(Err(ErrorCode::InternalError));
                     pending.push((out.len() - 1, l, s));
                 }
                 Err(e) => out.push(Err(e)),
@@ -719,7 +813,7 @@ impl Client {
                 let r = c
                     .pull(&[(s.addr(), l.size())], &l.replicas)
                     .await
-                    .map(|()| s.to_vec());
+                    .map(|_| StagedValue(s));
                 (i, r)
             });
         }
@@ -748,7 +842,7 @@ impl Client {
                             i,
                             c.pull(&[(addr, l.size())], &l.replicas)
                                 .await
-                                .map(|()| l.size()),
+                                .map(|_| l.size()),
                         )
                     });
                 }
@@ -762,11 +856,11 @@ impl Client {
     }
 
     /// Reads one object, trying the local replica first and failing over to the others.
-    async fn pull(
+    async fn pull<'a>(
         &self,
         dst: &[(u64, u64)],
-        replicas: &[ReplicaDescriptor],
-    ) -> Result<(), ErrorCode> {
+        replicas: &'a [ReplicaDescriptor],
+    ) -> Result<&'a ReplicaDescriptor, ErrorCode> {
         let me = self.inner.engine.segment_name();
         let mut order: Vec<&ReplicaDescriptor> = replicas.iter().collect();
         order.sort_by_key(|r| r.transport_endpoint != me);
@@ -780,7 +874,7 @@ impl Client {
                 }
             };
             match self.inner.engine.transfer(&reqs).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(r),
                 Err(e) => {
                     tracing::warn!(segment = %r.transport_endpoint, error = %e, "read from a replica failed; trying the next");
                     last = map_transfer(&e);
@@ -812,6 +906,7 @@ impl Client {
 
     /// Removes `key`; `ObjectHasLease` while a reader holds a lease, unless `force`.
     pub async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode> {
+        self.inner.locations.remove(key);
         self.inner.master.remove(key, force).await
     }
 

@@ -88,7 +88,10 @@ impl GrpcMasterClient {
             };
             match Self::handshake(addr, Transport::Tunnel(tunnel), config).await {
                 Err(ErrorCode::RpcFail) => {
-                    tracing::info!(addr, "the master does not speak the tunnel transport; using HTTP/2");
+                    tracing::info!(
+                        addr,
+                        "the master does not speak the tunnel transport; using HTTP/2"
+                    );
                 }
                 other => return other,
             }

@@ -201,6 +201,7 @@ impl From<ReplicaDescriptor> for pb::ReplicaDescriptor {
         Self {
             buffer_address: r.buffer_address,
             size: r.size,
+            object_version: r.version,
             transport_endpoint: r.transport_endpoint,
             protocol: r.protocol,
             segment_name: r.segment_name,
@@ -213,6 +214,7 @@ impl From<pb::ReplicaDescriptor> for ReplicaDescriptor {
         Self {
             buffer_address: r.buffer_address,
             size: r.size,
+            version: r.object_version,
             transport_endpoint: r.transport_endpoint,
             protocol: r.protocol,
             segment_name: r.segment_name,

@@ -52,8 +52,11 @@ pub async fn serve(
 
 /// Accepts connections and sorts them: tunnel connections are served here, the rest are
 /// passed to the HTTP/2 server. Dropping this future stops every tunnel connection.
-async fn accept_loop<S>(listener: TcpListener, service: S, http2: mpsc::Sender<io::Result<TcpStream>>)
-where
+async fn accept_loop<S>(
+    listener: TcpListener,
+    service: S,
+    http2: mpsc::Sender<io::Result<TcpStream>>,
+) where
     S: tonic::codegen::Service<
             http::Request<http_body_util::Full<bytes::Bytes>>,
             Response = http::Response<tonic::body::Body>,

@@ -74,8 +74,8 @@ pub(crate) fn decode_request(mut frame: Bytes) -> io::Result<(String, Bytes)> {
     if frame.len() < n {
         return Err(invalid("path longer than the frame"));
     }
-    let path = String::from_utf8(frame.split_to(n).to_vec())
-        .map_err(|_| invalid("path is not UTF-8"))?;
+    let path =
+        String::from_utf8(frame.split_to(n).to_vec()).map_err(|_| invalid("path is not UTF-8"))?;
     Ok((path, frame))
 }
 
@@ -131,7 +131,9 @@ pub(crate) fn decode_response(mut frame: Bytes) -> io::Result<(HeaderMap, Header
 async fn read_frame(stream: &mut TcpStream) -> io::Result<Bytes> {
     let len = stream.read_u32_le().await? as usize;
     if len > MAX_FRAME {
-        return Err(invalid(&format!("{len} bytes is over the {MAX_FRAME} limit")));
+        return Err(invalid(&format!(
+            "{len} bytes is over the {MAX_FRAME} limit"
+        )));
     }
     let mut buf = vec![0; len];
     stream.read_exact(&mut buf).await?;
@@ -336,7 +338,10 @@ mod tests {
     fn frames_round_trip() {
         let req = encode_request("/svc/Method", b"\0\0\0\0\x03abc");
         let (path, body) = decode_request(Bytes::from(req[4..].to_vec())).unwrap();
-        assert_eq!((path.as_str(), &body[..]), ("/svc/Method", &b"\0\0\0\0\x03abc"[..]));
+        assert_eq!(
+            (path.as_str(), &body[..]),
+            ("/svc/Method", &b"\0\0\0\0\x03abc"[..])
+        );
         let mut h = HeaderMap::new();
         h.insert("grpc-status", HeaderValue::from_static("5"));
         let mut t = HeaderMap::new();
