@@ -11,6 +11,7 @@
 mod bench;
 mod demo;
 mod interop;
+mod py_bench;
 mod python;
 mod stack;
 mod te_compare;
@@ -36,6 +37,7 @@ fn main() -> Result<()> {
         "interop" => interop::run(&args[1..]),
         "bench" => bench::run(),
         "py-test" => python::test(),
+        "py-bench" => py_bench::run(),
         "wheel" => python::install_wheel(true).map(|py| {
             println!("installed the release wheel into {}", py.display());
         }),
@@ -45,6 +47,7 @@ fn main() -> Result<()> {
             println!("  lint  cargo fmt --check, clippy -D warnings, rustdoc -D warnings");
             println!("  ci    lint, then test");
             println!("  py-test  build the Python wheel (dev profile) and run its pytest suite");
+            println!("  py-bench the Python-level store benchmark, ours vs the C++ wheel, into docs/bench/python.md");
             println!("  wheel    build the release wheel into target/wheels and install it into target/py-venv");
             println!(
                 "  demo  start a master and a store service, run a short store_bench, stop them"
