@@ -11,8 +11,8 @@ use std::time::Instant;
 use mooncake_store::allocator::{AllocHandle, OffsetAllocator};
 use mooncake_store::placement::{Candidate, PlacementRequest, Rng};
 use mooncake_store::{
-    ClientId, ClientStatus, ErrorCode, ObjectKey, Pin, PingReply, ReplicaDescriptor, ReplicaList,
-    ReplicateConfig, Segment, SegmentId,
+    ClientId, ClientStatus, DrainMove, ErrorCode, ObjectKey, Pin, PingReply, ReplicaDescriptor,
+    ReplicaList, ReplicateConfig, Segment, SegmentId,
 };
 
 use crate::MasterConfig;
@@ -22,6 +22,16 @@ struct Mounted {
     segment: Segment,
     client: ClientId,
     alloc: OffsetAllocator,
+    /// Being drained: no new object is placed here.
+    draining: bool,
+}
+
+/// A copy in progress off a draining segment: the new range, not yet a replica.
+#[derive(Debug, Clone, Copy)]
+struct PendingMove {
+    from: SegmentId,
+    version: u64,
+    slot: Slot,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +118,8 @@ pub struct MasterCore {
     /// The next object version; starts at `view_version << 20`, so a restarted master never
     /// reissues a version of its previous incarnation.
     next_version: u64,
+    /// Copies off draining segments, by key.
+    moves: HashMap<String, PendingMove>,
 }
 
 impl MasterCore {
@@ -127,6 +139,7 @@ impl MasterCore {
             allocated: 0,
             stats: EvictionStats::default(),
             next_version: (view_version.max(1) as u64) << 20,
+            moves: HashMap::new(),
         }
     }
 
@@ -219,6 +232,7 @@ impl MasterCore {
                 segment,
                 client,
                 alloc,
+                draining: false,
             },
         );
         let state = self.clients.entry(client).or_default();
@@ -272,6 +286,19 @@ impl MasterCore {
             c.segments.retain(|s| *s != id);
         }
         self.delayed_frees.retain(|(_, s, _)| *s != id);
+        // Copies off this segment that were never committed: free their new ranges; copies
+        // onto it vanish with it.
+        let abandoned: Vec<Slot> = self
+            .moves
+            .iter()
+            .filter(|(_, m)| m.from == id || m.slot.segment == id)
+            .map(|(_, m)| m.slot)
+            .collect();
+        self.moves
+            .retain(|_, m| m.from != id && m.slot.segment != id);
+        for slot in abandoned {
+            self.free_slot(slot.segment, slot.handle);
+        }
         let pending = &mut self.pending;
         self.objects.retain(|k, o| {
             o.slots.retain(|s| s.segment != id);
@@ -537,7 +564,7 @@ impl MasterCore {
             let Some(m) = self.segments.get_mut(&id) else {
                 continue;
             };
-            if names.contains(&m.segment.name) {
+            if m.draining || names.contains(&m.segment.name) {
                 continue;
             }
             if let Some(a) = m.alloc.allocate(size) {
@@ -617,6 +644,116 @@ impl MasterCore {
             }
         }
         keys.len() as u64
+    }
+
+    // ---- draining ----
+
+    /// Starts draining `segment` (owned by `client`): nothing new is placed on it, and each
+    /// complete object whose only replica lives there gets a range on another segment.
+    /// Returns the copies the owner must make; objects that fit nowhere come back without a
+    /// target (they are lost when the segment goes).
+    pub fn drain_start(
+        &mut self,
+        client: ClientId,
+        segment: SegmentId,
+    ) -> Result<Vec<DrainMove>, ErrorCode> {
+        let m = self
+            .segments
+            .get_mut(&segment)
+            .ok_or(ErrorCode::SegmentNotFound)?;
+        if m.client != client {
+            return Err(ErrorCode::IllegalClient);
+        }
+        m.draining = true;
+        let mut only_here: Vec<(String, u64, u64, Slot)> = self
+            .objects
+            .iter()
+            .filter(|(k, o)| {
+                o.state == State::Complete
+                    && o.slots.len() == 1
+                    && o.slots[0].segment == segment
+                    && !self.moves.contains_key(*k)
+            })
+            .map(|(k, o)| (k.clone(), o.size, o.version, o.slots[0]))
+            .collect();
+        // Largest first: they are the hardest to place.
+        only_here.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut out = Vec::with_capacity(only_here.len());
+        let config = ReplicateConfig::default();
+        for (key, size, version, from) in only_here {
+            let Some(slot) = self.place(client, size, &config).into_iter().next() else {
+                if let Some(source) = self.describe(&from, size, version) {
+                    out.push(DrainMove {
+                        key,
+                        source,
+                        target: None,
+                    });
+                }
+                continue;
+            };
+            let (Some(source), Some(target)) = (
+                self.describe(&from, size, version),
+                self.describe(&slot, size, version),
+            ) else {
+                self.free_slot(slot.segment, slot.handle);
+                continue;
+            };
+            self.moves.insert(
+                key.clone(),
+                PendingMove {
+                    from: segment,
+                    version,
+                    slot,
+                },
+            );
+            out.push(DrainMove {
+                key,
+                source,
+                target: Some(target),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Ends copies started by [`MasterCore::drain_start`]: a copied object gains its new
+    /// range as a replica (unless it was removed or rewritten meanwhile, which is
+    /// `ObjectNotFound`); a failed copy's range is freed.
+    pub fn drain_end(
+        &mut self,
+        client: ClientId,
+        results: &[(String, bool)],
+    ) -> Vec<Result<(), ErrorCode>> {
+        results
+            .iter()
+            .map(|(key, copied)| {
+                let Some(mv) = self.moves.get(key).copied() else {
+                    return Err(ErrorCode::ObjectNotFound);
+                };
+                if self.segments.get(&mv.from).map(|m| m.client) != Some(client) {
+                    return Err(ErrorCode::IllegalClient);
+                }
+                self.moves.remove(key);
+                let current = self
+                    .objects
+                    .get_mut(key)
+                    .filter(|o| o.version == mv.version && o.state == State::Complete);
+                let gone = current.is_none();
+                match (current, copied) {
+                    (Some(o), true) => {
+                        o.slots.push(mv.slot);
+                        Ok(())
+                    }
+                    _ => {
+                        self.free_slot(mv.slot.segment, mv.slot.handle);
+                        Err(if gone {
+                            ErrorCode::ObjectNotFound
+                        } else {
+                            ErrorCode::TransferFail
+                        })
+                    }
+                }
+            })
+            .collect()
     }
 
     // ---- space ----

@@ -539,3 +539,131 @@ fn every_put_of_a_key_gets_a_new_version_never_reissued_after_a_restart() {
     let v4 = restarted.put_start(W, "k", 100, &cfg, t).unwrap()[0].clone();
     assert!(v4.version > v3.version);
 }
+
+fn on(segment: &str) -> ReplicateConfig {
+    ReplicateConfig {
+        preferred_segments: vec![segment.into()],
+        ..ReplicateConfig::default()
+    }
+}
+
+fn used(c: &MasterCore, name: &str) -> u64 {
+    c.segment_usage()
+        .into_iter()
+        .find(|(n, _, _)| n == name)
+        .map(|(_, _, used)| used)
+        .unwrap_or(0)
+}
+
+#[test]
+fn draining_moves_sole_replicas_and_keeps_everything_consistent() {
+    let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
+    c.remount_segments(ClientId(8), vec![seg(2, "b:1", 64 * MIB)], t)
+        .unwrap();
+    for i in 0..10 {
+        let k = format!("k{i}");
+        c.put_start(W, &k, MIB, &on("a:1"), t).unwrap();
+        c.put_end(W, &k, t).unwrap();
+    }
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..ReplicateConfig::default()
+    };
+    c.put_start(W, "both", MIB, &two, t).unwrap();
+    c.put_end(W, "both", t).unwrap();
+    c.put_start(W, "unfinished", MIB, &on("a:1"), t).unwrap();
+    assert_eq!(
+        c.drain_start(ClientId(8), SegmentId(1)),
+        Err(ErrorCode::IllegalClient)
+    );
+
+    let moves = c.drain_start(ClientId(7), SegmentId(1)).unwrap();
+    let mut keys: Vec<_> = moves.iter().map(|m| m.key.clone()).collect();
+    keys.sort();
+    assert_eq!(
+        keys.len(),
+        10,
+        "only complete objects with no other replica: {keys:?}"
+    );
+    for m in &moves {
+        let target = m.target.as_ref().unwrap();
+        assert_eq!(
+            (m.source.segment_name.as_str(), target.segment_name.as_str()),
+            ("a:1", "b:1")
+        );
+        assert_eq!(
+            (target.size, target.version),
+            (m.source.size, m.source.version)
+        );
+    }
+    c.check_invariants().unwrap();
+    // Nothing new lands on a draining segment, even when asked for.
+    let placed = c.put_start(W, "new", MIB, &on("a:1"), t).unwrap();
+    assert_eq!(placed[0].segment_name, "b:1");
+    c.put_end(W, "new", t).unwrap();
+
+    // One copy failed, one object was removed meanwhile, the rest made it.
+    c.remove("k1", true, t).unwrap();
+    let results: Vec<(String, bool)> = moves
+        .iter()
+        .map(|m| (m.key.clone(), m.key != "k0"))
+        .collect();
+    let ends = c.drain_end(ClientId(7), &results);
+    for ((k, _), r) in results.iter().zip(&ends) {
+        let expected = match k.as_str() {
+            "k0" => Err(ErrorCode::TransferFail),
+            "k1" => Err(ErrorCode::ObjectNotFound),
+            _ => Ok(()),
+        };
+        assert_eq!(*r, expected, "{k}");
+    }
+    assert_eq!(
+        c.drain_end(ClientId(7), &results[..1]),
+        vec![Err(ErrorCode::ObjectNotFound)],
+        "a move ends once"
+    );
+    c.check_invariants().unwrap();
+    c.unmount_segment(ClientId(7), SegmentId(1)).unwrap();
+    c.check_invariants().unwrap();
+    for i in 2..10 {
+        let l = c.get_replica_list(&format!("k{i}"), t).unwrap();
+        assert_eq!(l.replicas.len(), 1);
+        assert_eq!(l.replicas[0].segment_name, "b:1");
+    }
+    assert_eq!(c.get_replica_list("k0", t), Err(ErrorCode::ObjectNotFound));
+    assert!(c.get_replica_list("both", t).is_ok() && c.get_replica_list("new", t).is_ok());
+    // 8 moved objects + "both" + "new" on b:1; the failed copy's range was freed.
+    assert_eq!(used(&c, "b:1"), 10 * MIB);
+}
+
+#[test]
+fn a_drain_with_no_room_or_an_owner_that_dies_frees_every_reserved_range() {
+    let (mut c, t) = core_with(&[(1, "a:1", 64 * MIB)]);
+    c.remount_segments(ClientId(8), vec![seg(2, "b:1", 3 * MIB)], t)
+        .unwrap();
+    for i in 0..4 {
+        let k = format!("k{i}");
+        c.put_start(W, &k, MIB, &on("a:1"), t).unwrap();
+        c.put_end(W, &k, t).unwrap();
+    }
+    let moves = c.drain_start(ClientId(7), SegmentId(1)).unwrap();
+    assert_eq!(moves.len(), 4);
+    assert_eq!(
+        moves.iter().filter(|m| m.target.is_none()).count(),
+        1,
+        "b:1 has room for three"
+    );
+    assert_eq!(used(&c, "b:1"), 3 * MIB);
+    // The draining client goes silent: its segment expires and the reserved ranges return.
+    let later = t + Duration::from_secs(60);
+    c.ping(ClientId(8), later);
+    let report = c.tick(later);
+    assert!(report.expired_clients.contains(&ClientId(7)));
+    c.check_invariants().unwrap();
+    assert_eq!(used(&c, "b:1"), 0);
+    let results: Vec<(String, bool)> = moves.iter().map(|m| (m.key.clone(), true)).collect();
+    assert!(c
+        .drain_end(ClientId(7), &results)
+        .iter()
+        .all(|r| *r == Err(ErrorCode::ObjectNotFound)));
+}

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use mooncake_store::{
-    BatchResult, ClientId, ErrorCode, MasterApi, PingReply, ProtocolVersion, ReplicaDescriptor,
-    ReplicaList, ReplicateConfig, Segment, SegmentId,
+    BatchResult, ClientId, DrainMove, ErrorCode, MasterApi, PingReply, ProtocolVersion,
+    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,
 };
 use parking_lot::Mutex;
 
@@ -329,5 +329,28 @@ impl MasterApi for Master {
     async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode> {
         let r = self.core.lock().remove_all(force, Instant::now());
         self.count(Op::RemoveAll, Ok(r))
+    }
+
+    async fn drain_segment_start(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+    ) -> Result<Vec<DrainMove>, ErrorCode> {
+        let r = self.core.lock().drain_start(client, segment);
+        if let Ok(moves) = &r {
+            tracing::info!(segment = ?segment, objects = moves.len(), "draining a segment");
+        }
+        r
+    }
+
+    async fn drain_segment_end(
+        &self,
+        client: ClientId,
+        results: &[(String, bool)],
+    ) -> BatchResult<()> {
+        let r = self.core.lock().drain_end(client, results);
+        let kept = r.iter().filter(|x| x.is_ok()).count();
+        tracing::info!(kept, lost = r.len() - kept, "drained objects committed");
+        Ok(r)
     }
 }

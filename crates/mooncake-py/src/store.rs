@@ -333,7 +333,7 @@ impl Store {
             protocol: required(protocol, "protocol")?,
             device_name: required(rdma_devices, "rdma_devices")?,
             master_server_addr: required(master_server_addr, "master_server_addr")?,
-            ping_interval: Duration::from_secs(1),
+            ..ClientConfig::default()
         };
         Ok(self.do_setup(py, config))
     }

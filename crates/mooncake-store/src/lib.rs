@@ -20,11 +20,11 @@ pub mod placement;
 mod service;
 pub mod types;
 
-pub use client::{Client, ClientConfig, SetupError, StagedValue};
+pub use client::{Client, ClientConfig, DrainReport, SetupError, StagedValue};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};
 pub use types::{
-    ClientId, ClientStatus, ObjectKey, Pin, PingReply, ProtocolVersion, ReplicaDescriptor,
-    ReplicaList, ReplicateConfig, Segment, SegmentId,
+    ClientId, ClientStatus, DrainMove, ObjectKey, Pin, PingReply, ProtocolVersion,
+    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,
 };

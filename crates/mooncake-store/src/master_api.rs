@@ -5,8 +5,8 @@ use std::fmt::Debug;
 use async_trait::async_trait;
 
 use crate::types::{
-    ClientId, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment,
-    SegmentId,
+    ClientId, DrainMove, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
+    ReplicateConfig, Segment, SegmentId,
 };
 use crate::ErrorCode;
 
@@ -104,6 +104,30 @@ pub trait MasterApi: Send + Sync + Debug {
             out.push(self.upsert_start(client, key, *size, config).await);
         }
         Ok(out)
+    }
+
+    /// Starts draining `segment` (owned by `client`): no new object is placed on it, and
+    /// every complete object whose only replica is there gets a range elsewhere. The owner
+    /// copies each [`DrainMove`] and reports with [`MasterApi::drain_segment_end`]. Masters
+    /// without draining answer `NotSupported`.
+    async fn drain_segment_start(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+    ) -> Result<Vec<DrainMove>, ErrorCode> {
+        let _ = (client, segment);
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// Commits (`true`) or abandons (`false`) the copies of [`MasterApi::drain_segment_start`],
+    /// per key.
+    async fn drain_segment_end(
+        &self,
+        client: ClientId,
+        results: &[(String, bool)],
+    ) -> BatchResult<()> {
+        let _ = (client, results);
+        Err(ErrorCode::NotSupported)
     }
 
     /// Removes an object; refused with `ObjectHasLease` while leased unless `force`.

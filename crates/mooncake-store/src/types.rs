@@ -113,6 +113,19 @@ pub struct ReplicaDescriptor {
     pub segment_name: String,
 }
 
+/// One object on a draining segment: to copy from `source` (on the draining segment) to
+/// `target` (a new range elsewhere), then commit with `drain_segment_end`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainMove {
+    /// The object.
+    pub key: String,
+    /// Its replica on the draining segment.
+    pub source: ReplicaDescriptor,
+    /// The range to copy it to (same size and version); `None` when no other segment had
+    /// room (the object is lost when the segment goes).
+    pub target: Option<ReplicaDescriptor>,
+}
+
 /// The answer of `get_replica_list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaList {

@@ -18,8 +18,8 @@ use super::tunnel::Tunnel;
 use super::MAX_MESSAGE_SIZE;
 use crate::master_api::{BatchResult, MasterApi};
 use crate::types::{
-    ClientId, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment,
-    SegmentId,
+    ClientId, DrainMove, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
+    ReplicateConfig, Segment, SegmentId,
 };
 use crate::ErrorCode;
 
@@ -505,5 +505,54 @@ impl MasterApi for GrpcMasterClient {
             .await?;
         check(r.error_code)?;
         Ok(r.removed)
+    }
+
+    async fn drain_segment_start(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+    ) -> Result<Vec<DrainMove>, ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let (segment_hi, segment_lo) = split(segment.0);
+        let req = pb::DrainStartRequest {
+            client_hi,
+            client_lo,
+            segment_hi,
+            segment_lo,
+        };
+        let r = self
+            .call("DrainSegmentStart", |mut c| async move {
+                c.drain_segment_start(req).await
+            })
+            .await?;
+        check(r.error_code)?;
+        r.moves
+            .into_iter()
+            .map(|m| {
+                Ok(DrainMove {
+                    key: m.key,
+                    source: m.source.ok_or(ErrorCode::InvalidParams)?.into(),
+                    target: m.target.map(Into::into),
+                })
+            })
+            .collect()
+    }
+
+    async fn drain_segment_end(
+        &self,
+        client: ClientId,
+        results: &[(String, bool)],
+    ) -> BatchResult<()> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let req = pb::DrainEndRequest {
+            client_hi,
+            client_lo,
+            keys: results.iter().map(|r| r.0.clone()).collect(),
+            copied: results.iter().map(|r| r.1).collect(),
+        };
+        let r = self.call("DrainSegmentEnd", |mut c| async move {
+            c.drain_segment_end(req).await
+        });
+        status_batch(r.await?, results.len())
     }
 }

@@ -28,7 +28,7 @@ use crate::types::{ProtocolVersion, SegmentId};
 /// is answered with `InvalidParams` without reaching `api`. Accepted sockets get
 /// `TCP_NODELAY`. On shutdown, in-flight RPCs are allowed to finish.
 ///
-/// The same port also speaks the lean [tunnel](super::tunnel) transport that
+/// The same port also speaks the lean tunnel transport (length-prefixed frames) that
 /// [`GrpcMasterClient`](super::GrpcMasterClient) prefers: each accepted connection's first
 /// bytes are peeked, tunnel connections are answered inline, all others go to HTTP/2.
 pub async fn serve(
@@ -334,6 +334,45 @@ impl MasterService for GrpcMaster {
         req: Request<pb::RemoveAllRequest>,
     ) -> RpcResult<pb::RemoveAllResponse> {
         ok(self.api.remove_all(req.into_inner().force).await.into())
+    }
+
+    async fn drain_segment_start(
+        &self,
+        req: Request<pb::DrainStartRequest>,
+    ) -> RpcResult<pb::DrainStartResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        let segment = SegmentId(join(req.segment_hi, req.segment_lo));
+        ok(match self.api.drain_segment_start(client, segment).await {
+            Ok(moves) => pb::DrainStartResponse {
+                error_code: 0,
+                moves: moves
+                    .into_iter()
+                    .map(|m| pb::DrainMove {
+                        key: m.key,
+                        source: Some(m.source.into()),
+                        target: m.target.map(Into::into),
+                    })
+                    .collect(),
+            },
+            Err(e) => pb::DrainStartResponse {
+                error_code: e.code(),
+                moves: Vec::new(),
+            },
+        })
+    }
+
+    async fn drain_segment_end(
+        &self,
+        req: Request<pb::DrainEndRequest>,
+    ) -> RpcResult<pb::BatchStatusResponse> {
+        let req = req.into_inner();
+        if req.keys.len() != req.copied.len() {
+            return batch_status(Err(crate::ErrorCode::InvalidParams));
+        }
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        let results: Vec<(String, bool)> = req.keys.into_iter().zip(req.copied).collect();
+        batch_status(self.api.drain_segment_end(client, &results).await)
     }
 }
 
