@@ -40,6 +40,9 @@ enum Cmd {
         /// Replicas per object.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// A segment name (`host:port`) to place the objects on first.
+        #[arg(long)]
+        preferred: Option<String>,
     },
     /// Reads every object back and compares it byte for byte.
     Verify,
@@ -69,9 +72,13 @@ fn main() -> Result<()> {
                 .map(|i| format!("{}-{i}", args.prefix))
                 .collect();
             match args.command {
-                Cmd::Fill { replicas } => {
+                Cmd::Fill {
+                    replicas,
+                    preferred,
+                } => {
                     let cfg = ReplicateConfig {
                         replica_num: replicas,
+                        preferred_segments: preferred.into_iter().collect(),
                         ..Default::default()
                     };
                     for (c, chunk) in keys.chunks(32).enumerate() {

@@ -677,7 +677,7 @@ impl MasterCore {
             .map(|(k, o)| (k.clone(), o.size, o.version, o.slots[0]))
             .collect();
         // Largest first: they are the hardest to place.
-        only_here.sort_by(|a, b| b.1.cmp(&a.1));
+        only_here.sort_by_key(|o| std::cmp::Reverse(o.1));
         let mut out = Vec::with_capacity(only_here.len());
         let config = ReplicateConfig::default();
         for (key, size, version, from) in only_here {

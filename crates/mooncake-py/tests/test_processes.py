@@ -84,6 +84,23 @@ def test_contributor_exit_loses_its_data_but_not_the_store_services(short_ttl_cl
     assert "own 20" in out and "kept 20" in out, out
 
 
+def test_a_contributor_that_closes_cleanly_keeps_its_data(short_ttl_cluster):
+    """The seed's case: an inference process with global_segment_size > 0 that exits
+    through close() no longer loses what it held: close() drains its segment first."""
+    c = short_ttl_cluster
+    run_python(c, """
+        mine = ReplicateConfig()
+        mine.preferred_segment = s.get_hostname()
+        for i in range(50):
+            assert s.put(f"drained-{i}", value(i), mine) == 0
+        assert s.close() == 0
+    """, segment=64 << 20)
+    out = run_python(c, """
+        print("kept", sum(s.get(f"drained-{i}") == value(i) for i in range(50)))
+    """)
+    assert "kept 50" in out, out
+
+
 def test_console_scripts_take_the_binaries_flags():
     for name in ("mooncake_master", "mooncake_store_service", "mooncake_client"):
         r = subprocess.run([script(name), "--help"], capture_output=True, text=True, timeout=30)

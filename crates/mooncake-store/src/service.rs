@@ -69,7 +69,8 @@ impl StoreService {
         self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Serves until `shutdown`, then unmounts the segment and stops the engine.
+    /// Serves until `shutdown`, then drains the segment (its sole replicas are copied to
+    /// other segments, for up to `drain_timeout`), unmounts it and stops the engine.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -90,7 +91,7 @@ impl StoreService {
             }
             None => shutdown.await,
         }
-        tracing::info!("store service stopping: unmounting its segment");
+        tracing::info!("store service stopping: draining, then unmounting its segment");
         self.client
             .close()
             .await

@@ -1,6 +1,6 @@
 //! `mooncake_store_service` (the C++ wheel's `mooncake_client`): contributes memory to the
 //! pool so cached data outlives inference servers. Same flags as the C++ binary.
-use crate::flags::parse_size;
+use crate::flags::{parse_secs, parse_size};
 use anyhow::Result;
 use clap::Parser;
 use mooncake_store::{ClientConfig, StoreService, StoreServiceConfig};
@@ -37,6 +37,10 @@ struct Args {
     /// RDMA devices (accepted for compatibility).
     #[arg(long = "device_names", default_value = "")]
     device_names: String,
+    /// On SIGTERM/SIGINT, seconds spent copying the objects only this segment holds to
+    /// other segments before unmounting it (0 = drop them, as the C++ `mooncake_client` does).
+    #[arg(long = "drain_timeout", value_parser = parse_secs, default_value = "30")]
+    drain_timeout: std::time::Duration,
     /// Accepted for compatibility.
     #[arg(long, default_value_t = 1, hide = true)]
     threads: usize,
@@ -63,6 +67,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             protocol: args.protocol,
             device_name: args.device_names,
             master_server_addr: args.master_server_address,
+            drain_timeout: args.drain_timeout,
             ..ClientConfig::default()
         },
         http_addr: Some(format!("{host}:{}", args.port)),
@@ -87,7 +92,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
                 ));
             }
             service.run(crate::shutdown_signal()).await?;
-            crate::announce("mooncake_store_service stopped: segment unmounted");
+            crate::announce("mooncake_store_service stopped: segment drained and unmounted");
             Ok(())
         })
 }
