@@ -34,6 +34,9 @@ pub struct EngineConfig {
     pub max_proto_version: ProtoVersion,
     /// Concurrent inbound data connections served. Default 1024.
     pub max_inbound_connections: usize,
+    /// Copy through the shared memory of same-host peers that publish it (same kernel boot
+    /// id) instead of using TCP. Default true.
+    pub shared_memory: bool,
 }
 
 impl EngineConfig {
@@ -51,6 +54,7 @@ impl EngineConfig {
             slice_size: 4 << 20,
             max_proto_version: ProtoVersion::V2,
             max_inbound_connections: 1024,
+            shared_memory: true,
         }
     }
 

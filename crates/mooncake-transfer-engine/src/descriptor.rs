@@ -24,6 +24,10 @@ pub struct BufferDesc {
     /// RDMA remote keys, one per device (empty for TCP).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rkey: Vec<u32>,
+    /// Our extension: the shared-memory file behind the buffer, which same-host peers (same
+    /// `shm_boot_id`) may map instead of using TCP. Absent otherwise; C++ readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_path: Option<String>,
 }
 
 /// One RDMA device of a descriptor.
@@ -57,6 +61,11 @@ pub struct SegmentDescriptor {
     /// Always written, empty for TCP (as the 0.3.13 wheel does).
     #[serde(default)]
     pub rdma_server_name: String,
+    /// Our extension: the owner's kernel boot id, written when a buffer has a `shm_path`.
+    /// A peer uses shared memory only if its own boot id is the same (the same host, not
+    /// merely the same hostname).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_boot_id: Option<String>,
     /// Host of the TCP data listener; older engines omit it (then `rpc_meta` is used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_data_host: Option<String>,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mooncake_metadata::{MetadataError, MetadataStore};
@@ -97,6 +97,48 @@ impl LocalBuffer {
 struct PeerSegment {
     name: String,
     route: RwLock<Route>,
+    /// The peer's shared-memory buffers mapped here (same host only).
+    shm: RwLock<Vec<PeerShm>>,
+}
+
+/// A same-host peer's buffer, mapped into this process.
+#[derive(Debug)]
+struct PeerShm {
+    /// The buffer's address in the peer.
+    remote: u64,
+    len: u64,
+    region: Arc<Region>,
+    /// The file and its inode when mapped: a peer that exits removes its file, and a
+    /// mapping of a removed file must not keep serving (nor keep its memory alive).
+    path: std::path::PathBuf,
+    ino: u64,
+}
+
+fn inode(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+impl PeerSegment {
+    /// The mapped region and local address of `[remote, remote+len)`, if it lies inside a
+    /// shared buffer of the peer whose file still exists. A mapping whose file is gone (the
+    /// peer exited or unregistered the buffer) is dropped; the request then goes over TCP.
+    fn shm_target(&self, remote: u64, len: u64) -> Option<(Arc<Region>, u64)> {
+        let end = remote.checked_add(len)?;
+        let found = self
+            .shm
+            .read()
+            .iter()
+            .position(|m| remote >= m.remote && end <= m.remote + m.len)?;
+        let mut maps = self.shm.write();
+        let m = maps.get(found)?;
+        if inode(&m.path) != Some(m.ino) {
+            tracing::debug!(segment = %self.name, path = ?m.path, "the peer's shared memory is gone; using TCP");
+            maps.remove(found);
+            return None;
+        }
+        Some((m.region.clone(), m.region.addr() + (remote - m.remote)))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +163,12 @@ struct Inner {
     tasks: Mutex<JoinSet<()>>,
     publish_lock: tokio::sync::Mutex<()>,
     runtime: tokio::runtime::Handle,
+    /// This host's kernel boot id (`/proc/sys/kernel/random/boot_id`), if readable.
+    boot_id: Option<String>,
+    /// Bytes moved by copies through peers' shared memory.
+    shm_bytes: AtomicU64,
+    /// Names of the shared-memory files this engine creates.
+    next_shm: AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
@@ -191,6 +239,12 @@ impl TransferEngine {
             tasks: Mutex::new(JoinSet::new()),
             publish_lock: tokio::sync::Mutex::new(()),
             runtime: tokio::runtime::Handle::current(),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+            shm_bytes: AtomicU64::new(0),
+            next_shm: AtomicU64::new(0),
         });
         let engine = Self { inner };
         engine.publish_rpc_meta().await?;
@@ -271,6 +325,50 @@ impl TransferEngine {
         Ok(LocalBuffer { region })
     }
 
+    /// Like [`TransferEngine::allocate_buffer`], backed by a new shared-memory file in
+    /// `/dev/shm` (mode 0600, removed when the buffer goes). Same-host peers map it and copy
+    /// with `memcpy` instead of using TCP; other peers still use TCP. All `len` bytes are
+    /// reserved up front: a full `/dev/shm` is an error here.
+    pub async fn allocate_shared_buffer(
+        &self,
+        len: u64,
+        location: &str,
+    ) -> Result<LocalBuffer, TransferError> {
+        if len == 0 {
+            return Err(TransferError::InvalidArgument(
+                "cannot allocate a zero-length buffer".into(),
+            ));
+        }
+        let n = self.inner.next_shm.fetch_add(1, Ordering::Relaxed);
+        if n == 0 {
+            reap_stale_shm_files();
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::path::PathBuf::from(format!(
+            "/dev/shm/mooncake-{}-{n}-{nanos:x}",
+            std::process::id()
+        ));
+        let region = tokio::task::spawn_blocking(move || Region::shared(&path, len, true))
+            .await
+            .map_err(|e| TransferError::InvalidArgument(format!("allocation task failed: {e}")))?
+            .map_err(|source| TransferError::Io {
+                peer: self.inner.data_addr,
+                what: "shared memory",
+                source,
+            })?;
+        let region = Arc::new(region);
+        self.insert(region.clone(), location).await?;
+        Ok(LocalBuffer { region })
+    }
+
+    /// Bytes this engine moved by copying through same-host peers' shared memory.
+    pub fn shm_bytes(&self) -> u64 {
+        self.inner.shm_bytes.load(Ordering::Relaxed)
+    }
+
     /// Registers caller-owned memory so peers can read and write it, and publishes it.
     /// `location` is Mooncake's tag (`"cpu:0"`, `"*"`); TCP ignores it.
     pub async fn register_memory(
@@ -326,8 +424,14 @@ impl TransferEngine {
                 lkey: vec![],
                 name: name.clone(),
                 rkey: vec![],
+                shm_path: e.value.shm_path().map(|p| p.display().to_string()),
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let shm_boot_id = buffers
+            .iter()
+            .any(|b| b.shm_path.is_some())
+            .then(|| self.inner.boot_id.clone())
+            .flatten();
         SegmentDescriptor {
             buffers,
             devices: vec![],
@@ -335,6 +439,7 @@ impl TransferEngine {
             priority_matrix: None,
             protocol: "tcp".into(),
             rdma_server_name: String::new(),
+            shm_boot_id,
             tcp_data_host: Some(self.inner.config.advertised_host()),
             tcp_data_port: self.inner.data_addr.port(),
             tcp_proto_version: 2,
@@ -434,7 +539,8 @@ impl TransferEngine {
         if let Some(h) = self.inner.names.lock().get(name) {
             return Ok(*h);
         }
-        let route = self.resolve(name).await?;
+        let (route, desc) = self.resolve(name).await?;
+        let shm = self.map_shm(&desc);
         let mut names = self.inner.names.lock();
         if let Some(h) = names.get(name) {
             return Ok(*h);
@@ -443,6 +549,7 @@ impl TransferEngine {
         let seg = Arc::new(PeerSegment {
             name: name.to_owned(),
             route: RwLock::new(route),
+            shm: RwLock::new(shm),
         });
         self.inner.segments.write().insert(handle.0, seg);
         names.insert(name.to_owned(), handle);
@@ -462,8 +569,39 @@ impl TransferEngine {
         SegmentDescriptor::from_json(name, &bytes)
     }
 
+    /// Maps the shared-memory buffers of a same-host peer (same boot id); buffers that
+    /// cannot be mapped (another mount namespace, no permission) are reached over TCP.
+    fn map_shm(&self, desc: &SegmentDescriptor) -> Vec<PeerShm> {
+        let same_host = self.inner.config.shared_memory
+            && self.inner.boot_id.is_some()
+            && desc.shm_boot_id == self.inner.boot_id;
+        if !same_host {
+            return Vec::new();
+        }
+        desc.buffers
+            .iter()
+            .filter_map(|b| {
+                let path = std::path::Path::new(b.shm_path.as_ref()?);
+                let ino = inode(path)?;
+                match Region::map_peer(path, b.length) {
+                    Ok(region) => Some(PeerShm {
+                        remote: b.addr,
+                        len: b.length,
+                        region: Arc::new(region),
+                        path: path.to_path_buf(),
+                        ino,
+                    }),
+                    Err(e) => {
+                        tracing::debug!(segment = %desc.name, ?path, error = %e, "cannot map the peer's shared memory; using TCP");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
     /// Fetches a segment's descriptor and works out where to send data.
-    async fn resolve(&self, name: &str) -> Result<Route, TransferError> {
+    async fn resolve(&self, name: &str) -> Result<(Route, SegmentDescriptor), TransferError> {
         let ks = &self.inner.config.key_space;
         let desc = self.fetch_descriptor(name).await?;
         if desc.protocol != "tcp" {
@@ -497,7 +635,7 @@ impl TransferEngine {
         } else {
             ProtoVersion::V1
         };
-        Ok(Route { data, version })
+        Ok((Route { data, version }, desc))
     }
 
     /// Moves every request; returns the first failure (all requests are attempted).
@@ -538,6 +676,9 @@ impl TransferEngine {
             .ok_or_else(|| {
                 TransferError::InvalidArgument(format!("unknown segment handle {}", r.target.0))
             })?;
+        if let Some(done) = self.try_shm(&seg, &local, r) {
+            return done;
+        }
         let first = self.run_slices(&seg, &local, r).await;
         let Err(err) = first else { return Ok(()) };
         if !matches!(
@@ -550,18 +691,59 @@ impl TransferEngine {
         let old = *seg.route.read();
         self.inner.tcp.forget(old.data);
         match self.resolve(&seg.name).await {
-            Ok(route)
-                if route.data != old.data || matches!(err, TransferError::Rejected { .. }) =>
-            {
-                *seg.route.write() = route;
-                if route.data == old.data && matches!(err, TransferError::Rejected { .. }) {
-                    return Err(err);
-                }
-                tracing::info!(segment = %seg.name, from = %old.data, to = %route.data, "segment moved; retrying");
-                self.run_slices(&seg, &local, r).await
+            Ok((route, desc)) => {
+                *seg.shm.write() = self.map_shm(&desc);
+                self.retry_moved(&seg, &local, r, err, old, route).await
             }
-            _ => Err(err),
+            Err(_) => Err(err),
         }
+    }
+
+    /// After a failure, retries once if the peer's data address moved (or it rejected the
+    /// request and has since moved).
+    async fn retry_moved(
+        &self,
+        seg: &PeerSegment,
+        local: &Arc<Region>,
+        r: TransferRequest,
+        err: TransferError,
+        old: Route,
+        route: Route,
+    ) -> Result<(), TransferError> {
+        let rejected = matches!(err, TransferError::Rejected { .. });
+        if route.data == old.data && !rejected {
+            return Err(err);
+        }
+        *seg.route.write() = route;
+        if let Some(done) = self.try_shm(seg, local, r) {
+            return done;
+        }
+        if route.data == old.data {
+            return Err(err);
+        }
+        tracing::info!(segment = %seg.name, from = %old.data, to = %route.data, "segment moved; retrying");
+        self.run_slices(seg, local, r).await
+    }
+
+    /// Serves `r` by copying through the peer's shared memory, if the target lies there.
+    fn try_shm(
+        &self,
+        seg: &PeerSegment,
+        local: &Region,
+        r: TransferRequest,
+    ) -> Option<Result<(), TransferError>> {
+        let (region, at) = seg.shm_target(r.target_offset, r.length)?;
+        let Ok(len) = usize::try_from(r.length) else {
+            return Some(Err(TransferError::InvalidArgument(
+                "length exceeds usize".into(),
+            )));
+        };
+        match r.opcode {
+            Opcode::Read => local.copy_from(r.source, &region, at, len),
+            Opcode::Write => region.copy_from(at, local, r.source, len),
+        }
+        self.inner.shm_bytes.fetch_add(r.length, Ordering::Relaxed);
+        Some(Ok(()))
     }
 
     async fn run_slices(
@@ -689,6 +871,27 @@ async fn lookup(host: &str, port: u16) -> Result<SocketAddr, String> {
     addrs
         .next()
         .ok_or_else(|| format!("host {host:?} has no address"))
+}
+
+/// Removes `/dev/shm/mooncake-<pid>-*` files whose process is gone (a crashed engine
+/// cannot remove its own). Files of live processes, and anything else, are left alone.
+fn reap_stale_shm_files() {
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("mooncake-")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(file = ?entry.path(), "removing the shared memory of a dead engine");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 async fn republish_loop(engine: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool>) {

@@ -371,3 +371,108 @@ async fn one_bad_request_does_not_fail_its_pipelined_neighbours() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_host_peers_copy_through_shared_memory_and_fall_back_to_tcp() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:17131").await;
+    let b = engine(&meta, "127.0.0.1:17132").await;
+    let src = a.allocate_buffer(8 << 20, "cpu:0").await.unwrap();
+    let shared = b.allocate_shared_buffer(4 << 20, "cpu:0").await.unwrap();
+    let plain = b.allocate_buffer(4 << 20, "cpu:0").await.unwrap();
+    let desc = b.descriptor();
+    let find = |addr: u64| desc.buffers.iter().find(|d| d.addr == addr).unwrap();
+    let path = find(shared.addr())
+        .shm_path
+        .clone()
+        .expect("the shared buffer is published");
+    assert!(desc.shm_boot_id.is_some());
+    assert!(find(plain.addr()).shm_path.is_none());
+    assert!(std::path::Path::new(&path).exists());
+    let json = String::from_utf8(desc.to_json()).unwrap();
+    assert!(
+        json.contains("\"tcp_data_port\""),
+        "C++ peers still get the TCP fields"
+    );
+
+    let seg = a.open_segment("127.0.0.1:17132").await.unwrap();
+    let data = pattern(3 << 20, 5);
+    src.write_at(0, &data);
+    let req = |opcode, source, target_offset, length| TransferRequest {
+        opcode,
+        source,
+        target: seg,
+        target_offset,
+        length,
+    };
+    a.transfer(&[req(Opcode::Write, src.addr(), shared.addr() + 1, 3 << 20)])
+        .await
+        .unwrap();
+    assert!(shared.to_vec(1, 3 << 20) == data);
+    a.transfer(&[req(
+        Opcode::Read,
+        src.addr() + (4 << 20),
+        shared.addr() + 1,
+        3 << 20,
+    )])
+    .await
+    .unwrap();
+    assert!(src.to_vec(4 << 20, 3 << 20) == data);
+    assert_eq!(a.shm_bytes(), 6 << 20, "both went through shared memory");
+
+    // The anonymous buffer of the same peer is reached over TCP.
+    a.transfer(&[req(Opcode::Write, src.addr(), plain.addr(), 4096)])
+        .await
+        .unwrap();
+    assert!(plain.to_vec(0, 4096) == data[..4096]);
+    assert_eq!(a.shm_bytes(), 6 << 20);
+    // A range crossing the end of the shared buffer is not served from it (nor anywhere).
+    assert!(a
+        .transfer(&[req(
+            Opcode::Read,
+            src.addr(),
+            shared.addr() + (4 << 20) - 10,
+            20
+        )])
+        .await
+        .is_err());
+
+    // A peer whose shared memory cannot be mapped here (another mount namespace, say) is
+    // reached over TCP: c opens b after b's file disappeared from /dev/shm.
+    std::fs::remove_file(&path).unwrap();
+    // An engine that mapped it before notices the file is gone and switches to TCP.
+    a.transfer(&[req(Opcode::Write, src.addr(), shared.addr() + 64, 4096)])
+        .await
+        .unwrap();
+    assert!(shared.to_vec(64, 4096) == data[..4096]);
+    assert_eq!(a.shm_bytes(), 6 << 20, "not through the removed file");
+    let c = engine(&meta, "127.0.0.1:17133").await;
+    let cbuf = c.allocate_buffer(4096, "cpu:0").await.unwrap();
+    let seg_c = c.open_segment("127.0.0.1:17132").await.unwrap();
+    cbuf.write_at(0, b"over tcp");
+    c.transfer(&[TransferRequest {
+        opcode: Opcode::Write,
+        source: cbuf.addr(),
+        target: seg_c,
+        target_offset: shared.addr(),
+        length: 8,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(shared.to_vec(0, 8), b"over tcp");
+    assert_eq!(c.shm_bytes(), 0);
+
+    // The engine removes the files it created once their buffers are unregistered and gone.
+    let other = b.allocate_shared_buffer(4096, "cpu:0").await.unwrap();
+    let other_path = b
+        .descriptor()
+        .buffers
+        .iter()
+        .find(|d| d.addr == other.addr())
+        .and_then(|d| d.shm_path.clone())
+        .unwrap();
+    assert!(std::path::Path::new(&other_path).exists());
+    b.unregister(other.addr()).await.unwrap();
+    drop(other);
+    assert!(!std::path::Path::new(&other_path).exists());
+}

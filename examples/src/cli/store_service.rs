@@ -41,6 +41,10 @@ struct Args {
     /// other segments before unmounting it (0 = drop them, as the C++ `mooncake_client` does).
     #[arg(long = "drain_timeout", value_parser = parse_secs, default_value = "30")]
     drain_timeout: std::time::Duration,
+    /// Put the segment in a shared-memory file (`/dev/shm`), so clients on this host copy
+    /// with `memcpy` instead of TCP (falls back to private memory if `/dev/shm` is full).
+    #[arg(long = "shared_memory", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    shared_memory: bool,
     /// Accepted for compatibility.
     #[arg(long, default_value_t = 1, hide = true)]
     threads: usize,
@@ -68,6 +72,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             device_name: args.device_names,
             master_server_addr: args.master_server_address,
             drain_timeout: args.drain_timeout,
+            shared_memory: args.shared_memory,
             ..ClientConfig::default()
         },
         http_addr: Some(format!("{host}:{}", args.port)),

@@ -46,6 +46,10 @@ pub struct ClientConfig {
     pub master_server_addr: String,
     /// Liveness heartbeat period (Mooncake: 1 s).
     pub ping_interval: Duration,
+    /// Back the contributed segment with a shared-memory file in `/dev/shm`, so clients on
+    /// the same host read and write it with `memcpy` instead of TCP. Falls back to
+    /// anonymous memory (with a warning) when `/dev/shm` has no room. Default true.
+    pub shared_memory: bool,
     /// On [`Client::close`], how long a contributing client may spend copying the objects
     /// only its segment holds to other segments before unmounting it (0 = do not drain,
     /// Mooncake's behaviour: those objects are lost).
@@ -64,6 +68,7 @@ impl Default for ClientConfig {
             master_server_addr: "127.0.0.1:50051".into(),
             ping_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
+            shared_memory: true,
         }
     }
 }
@@ -196,9 +201,7 @@ impl Client {
         let engine = start_engine(&config, &host, metadata).await?;
         let id = ClientId((u128::from(random_u64()) << 64) | u128::from(random_u64()));
         let segment = if config.global_segment_size > 0 {
-            let buffer = engine
-                .allocate_buffer(config.global_segment_size, "cpu:0")
-                .await?;
+            let buffer = allocate_segment(&engine, &config).await?;
             let seg = Segment {
                 id: SegmentId((u128::from(random_u64()) << 64) | u128::from(random_u64())),
                 name: engine.segment_name().to_owned(),
@@ -1058,6 +1061,26 @@ fn map_transfer(e: &mooncake_transfer_engine::TransferError) -> ErrorCode {
         }
         _ => ErrorCode::TransferFail,
     }
+}
+
+/// The contributed segment's memory: shared memory (so same-host readers copy instead of
+/// using TCP) when [`ClientConfig::shared_memory`] allows and `/dev/shm` has room, else
+/// anonymous memory.
+async fn allocate_segment(
+    engine: &TransferEngine,
+    config: &ClientConfig,
+) -> Result<LocalBuffer, SetupError> {
+    let len = config.global_segment_size;
+    if config.shared_memory {
+        match engine.allocate_shared_buffer(len, "cpu:0").await {
+            Ok(b) => return Ok(b),
+            Err(e) => tracing::warn!(
+                bytes = len, error = %e,
+                "cannot put the segment in shared memory; same-host readers will use TCP"
+            ),
+        }
+    }
+    Ok(engine.allocate_buffer(len, "cpu:0").await?)
 }
 
 /// Starts the engine under `<host>:<port>` with a port from Mooncake's client range

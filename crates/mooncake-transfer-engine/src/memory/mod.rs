@@ -1,16 +1,22 @@
 //! Registered memory: the only module of this crate with `unsafe` code.
 //!
 //! A [`Region`] is a range of this process's memory that remote peers may read and write
-//! through the engine, like an RDMA memory region. It is either engine-allocated (an
-//! anonymous, pre-faulted mapping owned by the region) or caller-owned (the caller promised,
-//! when registering, that the range stays valid until it is unregistered).
+//! through the engine, like an RDMA memory region. It is engine-allocated (an anonymous,
+//! pre-faulted mapping owned by the region), shared (a file in `/dev/shm` mapped
+//! `MAP_SHARED`, which same-host peers map too and copy with `memcpy`), a peer's shared
+//! file mapped here, or caller-owned (the caller promised, when registering, that the range
+//! stays valid until it is unregistered).
 //!
 //! Concurrent transfers into one region are not synchronised with each other or with the
 //! owner's own accesses, exactly as with RDMA: the store protocol (allocation, leases)
 //! keeps writers of one object apart. The engine never hands out Rust references into a
 //! region beyond the duration of one socket read or write or one copy.
 
+use std::fs::OpenOptions;
 use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -55,19 +61,120 @@ pub(crate) struct Region {
     addr: u64,
     len: u64,
     owner: Option<MmapMut>,
+    shm: Option<ShmFile>,
+}
+
+/// The shared-memory file behind a region this process created.
+#[derive(Debug)]
+struct ShmFile {
+    path: PathBuf,
+    /// Remove the file when the region goes (files the engine named itself).
+    unlink: bool,
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        if let Some(shm) = &self.shm {
+            if shm.unlink {
+                let _ = std::fs::remove_file(&shm.path);
+            }
+        }
+    }
+}
+
+fn usize_len(len: u64) -> io::Result<usize> {
+    usize::try_from(len).map_err(|_| io::Error::other("length exceeds usize"))
 }
 
 impl Region {
     /// Maps `len` bytes of anonymous memory, pre-faulted (`MAP_POPULATE`) so the first
     /// transfer does not pay for page faults.
     pub(crate) fn anonymous(len: u64) -> io::Result<Self> {
-        let size = usize::try_from(len).map_err(|_| io::Error::other("length exceeds usize"))?;
-        let map = MmapOptions::new().len(size).populate().map_anon()?;
+        let map = MmapOptions::new()
+            .len(usize_len(len)?)
+            .populate()
+            .map_anon()?;
         Ok(Self {
             addr: map.as_ptr() as u64,
             len,
             owner: Some(map),
+            shm: None,
         })
+    }
+
+    /// Creates the shared-memory file `path` (mode 0600: only this user's processes may
+    /// map it), reserves all of its `len` bytes up front (so a full `/dev/shm` is an error
+    /// here, never a `SIGBUS` later) and maps it shared and pre-faulted. An existing file is
+    /// refused, so nothing is ever overwritten. `unlink`: remove the file when the region
+    /// is dropped.
+    pub(crate) fn shared(path: &Path, len: u64, unlink: bool) -> io::Result<Self> {
+        let size = usize_len(len)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        let cleanup = |e: io::Error| {
+            let _ = std::fs::remove_file(path);
+            e
+        };
+        let off = libc::off_t::try_from(len)
+            .map_err(|_| cleanup(io::Error::other("length exceeds off_t")))?;
+        // SAFETY: `fallocate`-style reservation on a file descriptor we own; no memory is
+        // touched. It returns an errno value (0 on success) instead of setting errno.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, off) };
+        if rc != 0 {
+            let e = io::Error::from_raw_os_error(rc);
+            return Err(cleanup(io::Error::new(
+                e.kind(),
+                format!("cannot reserve {len} bytes for {}: {e}", path.display()),
+            )));
+        }
+        // SAFETY: the file is ours (just created, mode 0600) and sized to `len`; other
+        // processes that map it write it only through the engine's copies, with the same
+        // no-references discipline as remote peers (see the module docs).
+        let map =
+            unsafe { MmapOptions::new().len(size).populate().map_mut(&file) }.map_err(cleanup)?;
+        Ok(Self {
+            addr: map.as_ptr() as u64,
+            len,
+            owner: Some(map),
+            shm: Some(ShmFile {
+                path: path.to_path_buf(),
+                unlink,
+            }),
+        })
+    }
+
+    /// Maps a same-host peer's shared-memory file (at least `len` bytes) into this
+    /// process, so transfers to that peer are copies.
+    pub(crate) fn map_peer(path: &Path, len: u64) -> io::Result<Self> {
+        let size = usize_len(len)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let have = file.metadata()?.len();
+        if have < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} has {have} bytes, the peer publishes {len}",
+                    path.display()
+                ),
+            ));
+        }
+        // SAFETY: as in `shared`: the mapping is only accessed through bounded copies.
+        let map = unsafe { MmapOptions::new().len(size).map_mut(&file) }?;
+        Ok(Self {
+            addr: map.as_ptr() as u64,
+            len,
+            owner: Some(map),
+            shm: None,
+        })
+    }
+
+    /// The shared-memory file of a region this process created with [`Region::shared`].
+    pub(crate) fn shm_path(&self) -> Option<&Path> {
+        self.shm.as_ref().map(|s| s.path.as_path())
     }
 
     /// A caller-owned range (the promise travels with [`ForeignMemory`]).
@@ -76,6 +183,7 @@ impl Region {
             addr: memory.addr,
             len: memory.len,
             owner: None,
+            shm: None,
         }
     }
 
