@@ -31,6 +31,7 @@ fn core(c: &mut Criterion) {
         te_endpoint: format!("127.0.0.1:{id}"),
         protocol: "tcp".into(),
         host_id: "127.0.0.1".into(),
+        durable: false,
     };
     core.remount_segments(ClientId(1), vec![seg(1), seg(2)], now)
         .expect("mount");

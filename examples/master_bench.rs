@@ -80,6 +80,7 @@ async fn run(args: Args) -> Result<()> {
         te_endpoint: "127.0.0.1:19999".into(),
         protocol: "tcp".into(),
         host_id: "127.0.0.1".into(),
+        durable: false,
     };
     setup.remount_segments(ClientId(0xBE4C), vec![seg]).await?;
     // Keep the contributing client alive for the whole run, as a store service would.

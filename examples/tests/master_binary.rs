@@ -71,6 +71,7 @@ async fn the_seed_command_line_works_with_the_sample_config() {
         te_endpoint: "127.0.0.1:13001".into(),
         protocol: "tcp".into(),
         host_id: "127.0.0.1".into(),
+        durable: false,
     };
     client
         .remount_segments(ClientId(1), vec![seg])

@@ -116,20 +116,24 @@ fn objects_with_two_replicas_survive_a_killed_store_service() {
 }
 
 fn start_master() -> (Proc, String, String) {
-    let (master, mut out) = spawn(
-        env!("CARGO_BIN_EXE_mooncake_master"),
-        &[
-            "--rpc_port=0",
-            "--rpc_address=127.0.0.1",
-            "--enable_http_metadata_server=1",
-            "--http_metadata_server_host=127.0.0.1",
-            "--http_metadata_server_port=0",
-            "--metrics_host=127.0.0.1",
-            "--metrics_port=0",
-            "--client_ttl=2",
-        ]
-        .map(String::from),
-    );
+    start_master_with(&[])
+}
+
+fn start_master_with(extra: &[&str]) -> (Proc, String, String) {
+    let mut args: Vec<String> = [
+        "--rpc_port=0",
+        "--rpc_address=127.0.0.1",
+        "--enable_http_metadata_server=1",
+        "--http_metadata_server_host=127.0.0.1",
+        "--http_metadata_server_port=0",
+        "--metrics_host=127.0.0.1",
+        "--metrics_port=0",
+        "--client_ttl=2",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let (master, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
     let rpc = last_word(&mut out, "mooncake_master rpc listening on");
     let meta = last_word(&mut out, "mooncake_master http metadata server on");
     (master, rpc, meta)
@@ -137,16 +141,23 @@ fn start_master() -> (Proc, String, String) {
 
 /// Starts a store service; returns it, its stdout and its segment name.
 fn start_store(rpc: &str, meta: &str) -> (Proc, BufReader<ChildStdout>, String) {
-    let (p, mut out) = spawn(
-        env!("CARGO_BIN_EXE_mooncake_store_service"),
-        &[
-            "--host=127.0.0.1".into(),
-            "--port=0".into(),
-            "--global_segment_size=128 MB".into(),
-            format!("--master_server_address={rpc}"),
-            format!("--metadata_server={meta}"),
-        ],
-    );
+    start_store_with(rpc, meta, &[])
+}
+
+fn start_store_with(
+    rpc: &str,
+    meta: &str,
+    extra: &[String],
+) -> (Proc, BufReader<ChildStdout>, String) {
+    let mut args = vec![
+        "--host=127.0.0.1".into(),
+        "--port=0".into(),
+        "--global_segment_size=128 MB".into(),
+        format!("--master_server_address={rpc}"),
+        format!("--metadata_server={meta}"),
+    ];
+    args.extend(extra.iter().cloned());
+    let (p, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_store_service"), &args);
     let mut line = String::new();
     loop {
         line.clear();
@@ -191,4 +202,134 @@ fn a_store_service_stopped_with_sigterm_drains_its_objects_first() {
         text.contains("verified 1000 objects byte for byte"),
         "{text}"
     );
+}
+
+/// A durable segment file under /dev/shm, removed (with its side file) before and after.
+struct DurablePath(std::path::PathBuf);
+
+impl DurablePath {
+    fn new(tag: &str) -> Self {
+        let p = std::path::PathBuf::from(format!(
+            "/dev/shm/mooncake-e2e-{tag}-{}",
+            std::process::id()
+        ));
+        let me = Self(p);
+        me.clean();
+        me
+    }
+
+    fn arg(&self) -> String {
+        format!("--segment_path={}", self.0.display())
+    }
+
+    fn clean(&self) {
+        let _ = std::fs::remove_file(&self.0);
+        let mut side = self.0.as_os_str().to_owned();
+        side.push(".mooncake.json");
+        let _ = std::fs::remove_file(side);
+    }
+}
+
+impl Drop for DurablePath {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
+fn kill9(p: &mut Proc) {
+    p.0.kill().unwrap();
+    let _ = p.0.wait();
+}
+
+#[test]
+fn a_durable_store_service_killed_and_restarted_serves_every_object_again() {
+    let (_master, rpc, meta) = start_master_with(&["--durable_segment_grace_sec=30"]);
+    let path = DurablePath::new("restart");
+    let (mut first, _out1, seg1) = start_store_with(&rpc, &meta, &[path.arg()]);
+    let preferred = format!("--preferred={seg1}");
+    let args = ["--count=1000", "--size=16KiB"];
+    let filled = cli(&rpc, &meta, &[args[0], args[1], "fill", &preferred]);
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stdout)
+    );
+    kill9(&mut first);
+    // During the gap: clean errors, never wrong bytes.
+    let gap = cli(&rpc, &meta, &[args[0], args[1], "verify"]);
+    let text = String::from_utf8_lossy(&gap.stdout);
+    assert!(!text.contains("content differs"), "{text}");
+    // Restarted on the same file, right away (before the master noticed the death).
+    let (_second, _out2, _) = start_store_with(&rpc, &meta, &[path.arg()]);
+    let verified = cli(&rpc, &meta, &[args[0], args[1], "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{text}");
+    assert!(
+        text.contains("verified 1000 objects byte for byte"),
+        "{text}"
+    );
+    // While it runs, the file cannot be taken by a second store service.
+    let (mut third, _) = spawn(
+        env!("CARGO_BIN_EXE_mooncake_store_service"),
+        &[
+            "--host=127.0.0.1".into(),
+            "--port=0".into(),
+            "--global_segment_size=128 MB".into(),
+            format!("--master_server_address={rpc}"),
+            format!("--metadata_server={meta}"),
+            path.arg(),
+        ],
+    );
+    let status = third.0.wait().unwrap();
+    assert!(
+        !status.success(),
+        "a second owner of a live durable segment must fail"
+    );
+}
+
+#[test]
+fn a_durable_segment_back_after_its_grace_period_serves_nothing_stale() {
+    let (_master, rpc, meta) =
+        start_master_with(&["--client_ttl=1", "--durable_segment_grace_sec=1"]);
+    let path = DurablePath::new("grace");
+    let (mut first, _out1, seg1) = start_store_with(&rpc, &meta, &[path.arg()]);
+    let preferred = format!("--preferred={seg1}");
+    let filled = cli(
+        &rpc,
+        &meta,
+        &["--count=100", "--size=4KiB", "fill", &preferred],
+    );
+    assert!(filled.status.success());
+    kill9(&mut first);
+    std::thread::sleep(Duration::from_secs(4));
+    let (_second, _out2, _) = start_store_with(&rpc, &meta, &[path.arg()]);
+    let verified = cli(&rpc, &meta, &["--count=100", "--size=4KiB", "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(!verified.status.success());
+    assert!(!text.contains("content differs"), "{text}");
+    assert_eq!(
+        text.matches("(-704)").count(),
+        100,
+        "every object reported missing: {text}"
+    );
+
+    // The same file with another size, or for another master: refused, nothing changed.
+    let before = std::fs::metadata(&path.0).unwrap().len();
+    let out = Command::new(env!("CARGO_BIN_EXE_mooncake_store_service"))
+        .args([
+            "--host=127.0.0.1",
+            "--port=0",
+            "--global_segment_size=64 MB",
+            &format!("--master_server_address={rpc}"),
+            &format!("--metadata_server={meta}"),
+            &path.arg(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(&path.0).unwrap().len(), before);
 }

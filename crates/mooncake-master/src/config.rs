@@ -23,6 +23,10 @@ pub struct MasterConfig {
     pub eviction_ratio: f64,
     /// Replica placement (`--allocation_strategy`, `random`).
     pub allocation_strategy: PlacementStrategy,
+    /// How long a durable segment whose owner went silent keeps its objects, waiting for a
+    /// restarted owner to remount it (`--durable_segment_grace_sec`); `None` is
+    /// `client_ttl` + 5 s.
+    pub durable_segment_grace: Option<Duration>,
     /// Seed of placement's random choices.
     pub seed: u64,
 }
@@ -39,6 +43,7 @@ impl Default for MasterConfig {
             eviction_high_watermark_ratio: 0.90,
             eviction_ratio: 0.05,
             allocation_strategy: PlacementStrategy::Random,
+            durable_segment_grace: None,
             seed: 0x5EED,
         }
     }
@@ -55,6 +60,12 @@ pub struct ConfigError {
 }
 
 impl MasterConfig {
+    /// The grace period of durable segments.
+    pub fn durable_grace(&self) -> Duration {
+        self.durable_segment_grace
+            .unwrap_or(self.client_ttl + Duration::from_secs(5))
+    }
+
     /// Checks ranges (the C++ master refuses to start on the same errors).
     pub fn validate(self) -> Result<Self, ConfigError> {
         if !(0.0..=1.0).contains(&self.eviction_high_watermark_ratio) {

@@ -24,6 +24,9 @@ struct Mounted {
     alloc: OffsetAllocator,
     /// Being drained: no new object is placed here.
     draining: bool,
+    /// A durable segment whose owner went silent: its objects are kept, unreadable, until
+    /// this instant, waiting for a restarted owner to remount it.
+    detached_until: Option<Instant>,
 }
 
 /// A copy in progress off a draining segment: the new range, not yet a replica.
@@ -216,12 +219,32 @@ impl MasterCore {
         {
             return Err(ErrorCode::InvalidParams);
         }
-        if let Some(m) = self.segments.get(&segment.id) {
-            return if m.client == client {
-                Ok(())
-            } else {
-                Err(ErrorCode::SegmentAlreadyExists)
-            };
+        if let Some(m) = self.segments.get_mut(&segment.id) {
+            if m.client == client {
+                return Ok(());
+            }
+            // A restarted owner re-attached a durable segment (it holds the file's lock, so
+            // the previous owner is dead even if its liveness has not expired yet): same id
+            // and size; the new process may map it elsewhere and serve it under another name.
+            if !m.segment.durable {
+                return Err(ErrorCode::SegmentAlreadyExists);
+            }
+            if !segment.durable || segment.size != m.segment.size {
+                return Err(ErrorCode::InvalidParams);
+            }
+            let id = segment.id;
+            if let Some(old) = self.clients.get_mut(&m.client) {
+                old.segments.retain(|s| *s != id);
+            }
+            m.segment = segment;
+            m.client = client;
+            m.detached_until = None;
+            let state = self.clients.entry(client).or_default();
+            state.segments.push(id);
+            if state.deadline.is_none() {
+                state.deadline = Some(now + self.config.client_ttl);
+            }
+            return Ok(());
         }
         let id = segment.id;
         self.capacity += segment.size;
@@ -233,6 +256,7 @@ impl MasterCore {
                 client,
                 alloc,
                 draining: false,
+                detached_until: None,
             },
         );
         let state = self.clients.entry(client).or_default();
@@ -335,14 +359,27 @@ impl MasterCore {
             .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
             .map(|(id, _)| *id)
             .collect();
+        let grace = self.config.durable_grace();
         for id in &expired {
             if let Some(state) = self.clients.remove(id) {
                 for seg in state.segments {
-                    self.drop_segment(seg);
+                    match self.segments.get_mut(&seg) {
+                        Some(m) if m.segment.durable => m.detached_until = Some(now + grace),
+                        _ => self.drop_segment(seg),
+                    }
                 }
             }
         }
         report.expired_clients = expired;
+        let gone: Vec<SegmentId> = self
+            .segments
+            .iter()
+            .filter(|(_, m)| m.detached_until.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for seg in gone {
+            self.drop_segment(seg);
+        }
         let (due, later): (Vec<_>, Vec<_>) = self
             .delayed_frees
             .drain(..)
@@ -411,10 +448,19 @@ impl MasterCore {
         }
         o.lease_until = o.lease_until.max(now + ttl);
         let (size, version, slots) = (o.size, o.version, o.slots.clone());
-        let replicas = slots
+        // Replicas on a detached durable segment wait for its owner's restart.
+        let replicas: Vec<ReplicaDescriptor> = slots
             .iter()
+            .filter(|s| {
+                self.segments
+                    .get(&s.segment)
+                    .is_some_and(|m| m.detached_until.is_none())
+            })
             .filter_map(|s| self.describe(s, size, version))
             .collect();
+        if replicas.is_empty() {
+            return Err(ErrorCode::ReplicaIsNotReady);
+        }
         Ok(ReplicaList {
             replicas,
             lease_ttl_ms: ttl.as_millis() as u64,
@@ -564,7 +610,7 @@ impl MasterCore {
             let Some(m) = self.segments.get_mut(&id) else {
                 continue;
             };
-            if m.draining || names.contains(&m.segment.name) {
+            if m.draining || m.detached_until.is_some() || names.contains(&m.segment.name) {
                 continue;
             }
             if let Some(a) = m.alloc.allocate(size) {

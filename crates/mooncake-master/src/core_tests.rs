@@ -17,6 +17,7 @@ fn seg(id: u128, name: &str, size: u64) -> Segment {
         te_endpoint: name.into(),
         protocol: "tcp".into(),
         host_id: name.split(':').next().unwrap_or(name).into(),
+        durable: false,
     }
 }
 
@@ -666,4 +667,94 @@ fn a_drain_with_no_room_or_an_owner_that_dies_frees_every_reserved_range() {
         .drain_end(ClientId(7), &results)
         .iter()
         .all(|r| *r == Err(ErrorCode::ObjectNotFound)));
+}
+
+fn durable(id: u128, name: &str, size: u64) -> Segment {
+    Segment {
+        durable: true,
+        ..seg(id, name, size)
+    }
+}
+
+#[test]
+fn a_durable_segment_waits_for_its_restarted_owner_then_serves_again() {
+    let config = MasterConfig {
+        client_ttl: Duration::from_secs(2),
+        durable_segment_grace: Some(Duration::from_secs(10)),
+        ..MasterConfig::default()
+    };
+    let mut c = MasterCore::new(config, 1);
+    let t = Instant::now();
+    c.remount_segments(ClientId(7), vec![durable(1, "a:1", 64 * MIB)], t)
+        .unwrap();
+    c.remount_segments(ClientId(8), vec![seg(2, "b:1", 64 * MIB)], t)
+        .unwrap();
+    c.put_start(W, "k", MIB, &on("a:1"), t).unwrap();
+    c.put_end(W, "k", t).unwrap();
+    let before = c.get_replica_list("k", t).unwrap().replicas[0].clone();
+
+    // The owner goes silent: the segment is detached, not dropped.
+    let t1 = t + Duration::from_secs(3);
+    c.ping(ClientId(8), t1);
+    assert_eq!(c.tick(t1).expired_clients, vec![ClientId(7)]);
+    c.check_invariants().unwrap();
+    assert_eq!(
+        c.get_replica_list("k", t1),
+        Err(ErrorCode::ReplicaIsNotReady)
+    );
+    assert!(c.exist_key("k", t1), "the object is kept");
+    let placed = c.put_start(W, "new", MIB, &on("a:1"), t1).unwrap();
+    assert_eq!(
+        placed[0].segment_name, "b:1",
+        "nothing new on a detached segment"
+    );
+
+    // A plain segment with the same id is refused; the restarted owner remounts it, mapped
+    // at another address under another name, and the object is served from there.
+    let t2 = t1 + Duration::from_secs(4);
+    assert_eq!(
+        c.remount_segments(ClientId(9), vec![seg(1, "a:2", 64 * MIB)], t2),
+        Err(ErrorCode::InvalidParams)
+    );
+    let mut moved = durable(1, "a:2", 64 * MIB);
+    moved.base = 0x7000_0000;
+    c.remount_segments(ClientId(9), vec![moved], t2).unwrap();
+    let after = c.get_replica_list("k", t2).unwrap().replicas[0].clone();
+    assert_eq!(after.segment_name, "a:2");
+    assert_eq!(
+        after.buffer_address - 0x7000_0000,
+        before.buffer_address - 0x1000_0000,
+        "same offset in the segment"
+    );
+    assert_eq!(after.version, before.version);
+    c.check_invariants().unwrap();
+    // Only a durable mount of the same size takes over (the store service holding the
+    // file's lock), even before the previous owner's liveness expired.
+    assert_eq!(
+        c.remount_segments(ClientId(10), vec![seg(1, "a:3", 64 * MIB)], t2),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.remount_segments(ClientId(10), vec![durable(1, "a:3", 32 * MIB)], t2),
+        Err(ErrorCode::InvalidParams)
+    );
+    c.remount_segments(ClientId(10), vec![durable(1, "a:2", 64 * MIB)], t2)
+        .unwrap();
+    assert_eq!(
+        c.get_replica_list("k", t2).unwrap().replicas[0].segment_name,
+        "a:2"
+    );
+    c.check_invariants().unwrap();
+    c.ping(ClientId(9), t2);
+
+    // Silent again (client 10 never pings), no restart within the grace period: gone.
+    let t3 = t2 + Duration::from_secs(3);
+    c.ping(ClientId(8), t3);
+    c.tick(t3);
+    let t4 = t3 + Duration::from_secs(11);
+    c.ping(ClientId(8), t4);
+    c.tick(t4);
+    assert_eq!(c.get_replica_list("k", t4), Err(ErrorCode::ObjectNotFound));
+    assert!(!c.segment_usage().iter().any(|(n, _, _)| n == "a:2"));
+    c.check_invariants().unwrap();
 }

@@ -22,6 +22,7 @@ fn segment(id: u128, name: &str, size: u64) -> Segment {
         te_endpoint: name.into(),
         protocol: "tcp".into(),
         host_id: "127.0.0.1".into(),
+        durable: false,
     }
 }
 

@@ -56,6 +56,11 @@ pub struct Segment {
     pub protocol: String,
     /// Host without port (placement's notion of "local").
     pub host_id: String,
+    /// Backed by a named shared-memory file that outlives its owner: when the owner goes
+    /// silent the master keeps the segment's objects (unreadable) for a grace period, and
+    /// a restarted owner that re-attached the file remounts the same id and serves them
+    /// again. Objects are kept as segment-relative offsets, so a new mapping address is fine.
+    pub durable: bool,
 }
 
 /// Pinning of an object against eviction.

@@ -365,6 +365,7 @@ fn segment(id: u128, name: &str) -> Segment {
         te_endpoint: format!("{name}-te"),
         protocol: "tcp".into(),
         host_id: "10.0.0.1".into(),
+        durable: false,
     }
 }
 

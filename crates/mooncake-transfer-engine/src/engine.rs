@@ -364,6 +364,41 @@ impl TransferEngine {
         Ok(LocalBuffer { region })
     }
 
+    /// A buffer backed by the named shared-memory file `path` that outlives this process (a
+    /// durable segment): created with all `len` bytes reserved if it does not exist,
+    /// re-attached (its contents kept) if it does and has exactly `len` bytes. Returns the
+    /// buffer and whether it was re-attached. The file is never removed by the engine.
+    pub async fn attach_shared_buffer(
+        &self,
+        path: &std::path::Path,
+        len: u64,
+        location: &str,
+    ) -> Result<(LocalBuffer, bool), TransferError> {
+        if len == 0 {
+            return Err(TransferError::InvalidArgument(
+                "cannot allocate a zero-length buffer".into(),
+            ));
+        }
+        let path = path.to_path_buf();
+        let (region, attached) = tokio::task::spawn_blocking(move || {
+            if path.exists() {
+                Region::attach(&path, len).map(|r| (r, true))
+            } else {
+                Region::shared(&path, len, false).map(|r| (r, false))
+            }
+        })
+        .await
+        .map_err(|e| TransferError::InvalidArgument(format!("allocation task failed: {e}")))?
+        .map_err(|source| TransferError::Io {
+            peer: self.inner.data_addr,
+            what: "shared memory",
+            source,
+        })?;
+        let region = Arc::new(region);
+        self.insert(region.clone(), location).await?;
+        Ok((LocalBuffer { region }, attached))
+    }
+
     /// Bytes this engine moved by copying through same-host peers' shared memory.
     pub fn shm_bytes(&self) -> u64 {
         self.inner.shm_bytes.load(Ordering::Relaxed)

@@ -65,6 +65,10 @@ struct Args {
     /// A contributing client silent this long (seconds) is expired.
     #[arg(long = "client_ttl", value_parser = parse_secs, default_value = "10")]
     client_ttl: Duration,
+    /// A durable segment (a store service with `--segment_path`) whose owner went silent
+    /// keeps its objects this long (seconds) for a restarted owner; 0 = client_ttl + 5 s.
+    #[arg(long = "durable_segment_grace_sec", value_parser = parse_secs, default_value = "0")]
+    durable_segment_grace_sec: Duration,
     /// An unfinished put older than this (seconds) is discarded.
     #[arg(long = "put_start_discard_timeout_sec", value_parser = parse_secs, default_value = "30")]
     put_start_discard_timeout_sec: Duration,
@@ -120,6 +124,8 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         eviction_high_watermark_ratio: args.eviction_high_watermark_ratio,
         eviction_ratio: args.eviction_ratio,
         allocation_strategy: args.allocation_strategy,
+        durable_segment_grace: (!args.durable_segment_grace_sec.is_zero())
+            .then_some(args.durable_segment_grace_sec),
         ..MasterConfig::default()
     }
     .validate()?;

@@ -41,6 +41,12 @@ struct Args {
     /// other segments before unmounting it (0 = drop them, as the C++ `mooncake_client` does).
     #[arg(long = "drain_timeout", value_parser = parse_secs, default_value = "30")]
     drain_timeout: std::time::Duration,
+    /// Keep the segment in this named shared-memory file (e.g. `/dev/shm/mooncake-seg-1`;
+    /// hugetlbfs works too): a store service restarted with the same path after a crash or
+    /// an upgrade re-attaches the memory and serves its objects again, if the master's
+    /// grace period has not run out. Such a segment is not drained on shutdown.
+    #[arg(long = "segment_path")]
+    segment_path: Option<std::path::PathBuf>,
     /// Put the segment in a shared-memory file (`/dev/shm`), so clients on this host copy
     /// with `memcpy` instead of TCP (falls back to private memory if `/dev/shm` is full).
     #[arg(long = "shared_memory", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
@@ -73,6 +79,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             master_server_addr: args.master_server_address,
             drain_timeout: args.drain_timeout,
             shared_memory: args.shared_memory,
+            segment_path: args.segment_path,
             ..ClientConfig::default()
         },
         http_addr: Some(format!("{host}:{}", args.port)),

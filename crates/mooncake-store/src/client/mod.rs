@@ -5,6 +5,7 @@
 //! transfer engine. A client with `global_segment_size > 0` contributes memory: it mounts
 //! a segment and keeps itself alive with a ping every second.
 
+mod durable;
 mod locations;
 mod staging;
 
@@ -46,6 +47,13 @@ pub struct ClientConfig {
     pub master_server_addr: String,
     /// Liveness heartbeat period (Mooncake: 1 s).
     pub ping_interval: Duration,
+    /// Keep the contributed segment in this named shared-memory file (e.g.
+    /// `/dev/shm/mooncake-store-1`) so it survives this process: a client started again with
+    /// the same path (after a crash or an upgrade) re-attaches the memory and remounts the
+    /// same segment, and the master serves its objects again if that happens within its
+    /// grace period. A side file `<path>.mooncake.json` records the segment. `close()` leaves
+    /// a durable segment in place (no drain, no unmount). Default none.
+    pub segment_path: Option<std::path::PathBuf>,
     /// Back the contributed segment with a shared-memory file in `/dev/shm`, so clients on
     /// the same host read and write it with `memcpy` instead of TCP. Falls back to
     /// anonymous memory (with a warning) when `/dev/shm` has no room. Default true.
@@ -69,6 +77,7 @@ impl Default for ClientConfig {
             ping_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             shared_memory: true,
+            segment_path: None,
         }
     }
 }
@@ -198,19 +207,60 @@ impl Client {
             .next()
             .unwrap_or("127.0.0.1")
             .to_owned();
-        let engine = start_engine(&config, &host, metadata).await?;
+        // A durable segment comes back under the name and id it had.
+        let previous = match (&config.segment_path, config.global_segment_size) {
+            (Some(path), size) if size > 0 => {
+                durable::existing(path, size, &config.master_server_addr)
+                    .map_err(SetupError::Protocol)?
+            }
+            _ => None,
+        };
+        let engine = match &previous {
+            Some(p) => {
+                let mut again = config.clone();
+                again.local_hostname = p.name.clone();
+                match start_engine(&again, &host, metadata.clone()).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::info!(name = %p.name, error = %e, "the durable segment's old name is taken; using a new one");
+                        start_engine(&config, &host, metadata).await?
+                    }
+                }
+            }
+            None => start_engine(&config, &host, metadata).await?,
+        };
         let id = ClientId((u128::from(random_u64()) << 64) | u128::from(random_u64()));
         let segment = if config.global_segment_size > 0 {
-            let buffer = allocate_segment(&engine, &config).await?;
+            let (buffer, attached) = allocate_segment(&engine, &config).await?;
+            let segment_id = match (&previous, attached) {
+                (Some(p), true) => p.id().unwrap_or(SegmentId(0)),
+                _ => SegmentId((u128::from(random_u64()) << 64) | u128::from(random_u64())),
+            };
             let seg = Segment {
-                id: SegmentId((u128::from(random_u64()) << 64) | u128::from(random_u64())),
+                id: segment_id,
                 name: engine.segment_name().to_owned(),
                 base: buffer.addr(),
                 size: buffer.len(),
                 te_endpoint: engine.segment_name().to_owned(),
                 protocol: "tcp".into(),
                 host_id: host.clone(),
+                durable: config.segment_path.is_some(),
             };
+            if let Some(path) = &config.segment_path {
+                let identity = durable::Identity {
+                    segment_id: format!("{:x}", seg.id.0),
+                    name: seg.name.clone(),
+                    size: seg.size,
+                    master: config.master_server_addr.clone(),
+                };
+                durable::record(path, &identity).map_err(|e| {
+                    SetupError::Protocol(format!(
+                        "cannot record the segment beside {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                tracing::info!(path = %path.display(), attached, segment = %seg.name, "durable segment");
+            }
             master
                 .remount_segments(id, vec![seg.clone()])
                 .await
@@ -943,13 +993,16 @@ impl Client {
 
     /// Stops pinging, unmounts the contributed segment and stops the engine. A contributing
     /// client first drains its segment (see [`Client::drain`]) for up to
-    /// [`ClientConfig::drain_timeout`], so the objects only it holds survive its exit.
+    /// [`ClientConfig::drain_timeout`], so the objects only it holds survive its exit. A
+    /// durable segment ([`ClientConfig::segment_path`]) is neither drained nor unmounted:
+    /// it stays for a restarted client to re-attach.
     pub async fn close(&self) -> Result<(), ErrorCode> {
         if *self.inner.stop.borrow() {
             return Ok(());
         }
         let timeout = self.inner.config.drain_timeout;
-        if self.inner.segment.is_some() && !timeout.is_zero() {
+        let durable = self.inner.config.segment_path.is_some();
+        if self.inner.segment.is_some() && !timeout.is_zero() && !durable {
             match self.drain(timeout).await {
                 Ok(r) if r.lost.is_empty() => {
                     tracing::info!(moved = r.moved, "segment drained");
@@ -1063,24 +1116,28 @@ fn map_transfer(e: &mooncake_transfer_engine::TransferError) -> ErrorCode {
     }
 }
 
-/// The contributed segment's memory: shared memory (so same-host readers copy instead of
-/// using TCP) when [`ClientConfig::shared_memory`] allows and `/dev/shm` has room, else
+/// The contributed segment's memory and whether it was re-attached: the durable file of
+/// [`ClientConfig::segment_path`]; else shared memory (so same-host readers copy instead of
+/// using TCP) when [`ClientConfig::shared_memory`] allows and `/dev/shm` has room; else
 /// anonymous memory.
 async fn allocate_segment(
     engine: &TransferEngine,
     config: &ClientConfig,
-) -> Result<LocalBuffer, SetupError> {
+) -> Result<(LocalBuffer, bool), SetupError> {
     let len = config.global_segment_size;
+    if let Some(path) = &config.segment_path {
+        return Ok(engine.attach_shared_buffer(path, len, "cpu:0").await?);
+    }
     if config.shared_memory {
         match engine.allocate_shared_buffer(len, "cpu:0").await {
-            Ok(b) => return Ok(b),
+            Ok(b) => return Ok((b, false)),
             Err(e) => tracing::warn!(
                 bytes = len, error = %e,
                 "cannot put the segment in shared memory; same-host readers will use TCP"
             ),
         }
     }
-    Ok(engine.allocate_buffer(len, "cpu:0").await?)
+    Ok((engine.allocate_buffer(len, "cpu:0").await?, false))
 }
 
 /// Starts the engine under `<host>:<port>` with a port from Mooncake's client range

@@ -130,6 +130,7 @@ impl From<Segment> for pb::Segment {
             te_endpoint: s.te_endpoint,
             protocol: s.protocol,
             host_id: s.host_id,
+            durable: s.durable,
         }
     }
 }
@@ -144,6 +145,7 @@ impl From<pb::Segment> for Segment {
             te_endpoint: s.te_endpoint,
             protocol: s.protocol,
             host_id: s.host_id,
+            durable: s.durable,
         }
     }
 }

@@ -70,6 +70,26 @@ struct ShmFile {
     path: PathBuf,
     /// Remove the file when the region goes (files the engine named itself).
     unlink: bool,
+    /// Durable files stay open with an exclusive `flock`, which the kernel releases when
+    /// this process dies: a restarted owner knows the old one is gone when it gets it.
+    _lock: Option<std::fs::File>,
+}
+
+/// Takes the exclusive `flock` of a durable segment file, or says who cannot.
+fn lock_exclusive(file: &std::fs::File, path: &Path) -> io::Result<()> {
+    // SAFETY: `flock` on a descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::WouldBlock {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("{} is in use by another live process", path.display()),
+        ));
+    }
+    Err(e)
 }
 
 impl Drop for Region {
@@ -136,6 +156,12 @@ impl Region {
         // no-references discipline as remote peers (see the module docs).
         let map =
             unsafe { MmapOptions::new().len(size).populate().map_mut(&file) }.map_err(cleanup)?;
+        let lock = if unlink {
+            None
+        } else {
+            lock_exclusive(&file, path).map_err(cleanup)?;
+            Some(file)
+        };
         Ok(Self {
             addr: map.as_ptr() as u64,
             len,
@@ -143,6 +169,38 @@ impl Region {
             shm: Some(ShmFile {
                 path: path.to_path_buf(),
                 unlink,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Maps an existing shared-memory file of exactly `len` bytes that this process will
+    /// own and serve (a durable segment re-attached after a restart); it is never removed.
+    /// Fails if another live process holds it.
+    pub(crate) fn attach(path: &Path, len: u64) -> io::Result<Self> {
+        let size = usize_len(len)?;
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        lock_exclusive(&file, path)?;
+        let have = file.metadata()?.len();
+        if have != len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} has {have} bytes, not the {len} asked for; nothing was changed",
+                    path.display()
+                ),
+            ));
+        }
+        // SAFETY: as in `shared`: the mapping is only accessed through bounded copies.
+        let map = unsafe { MmapOptions::new().len(size).populate().map_mut(&file) }?;
+        Ok(Self {
+            addr: map.as_ptr() as u64,
+            len,
+            owner: Some(map),
+            shm: Some(ShmFile {
+                path: path.to_path_buf(),
+                unlink: false,
+                _lock: Some(file),
             }),
         })
     }
