@@ -173,16 +173,9 @@ impl Engine {
             tracing::error!("protocol {protocol:?} is not available in this build; use tcp");
             return -1;
         }
-        let metadata = match mooncake_metadata::connect(metadata_server) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!("metadata server {metadata_server}: {e}");
-                return -1;
-            }
-        };
         let config = mooncake_examples::env::engine_config(local_hostname);
         runtime();
-        match block(py, TransferEngine::start(config, metadata)) {
+        match block(py, TransferEngine::start_uri(config, metadata_server)) {
             Ok(e) => {
                 *self.engine.lock() = Some(e);
                 0

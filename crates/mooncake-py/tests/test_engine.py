@@ -87,3 +87,39 @@ def test_initialize_failures(cluster):
         e.get_rpc_port()
     assert e.initialize("127.0.0.1:1", "nonsense://x", "tcp", "") == -1
     assert e.initialize("127.0.0.1:1", cluster.metadata, "efa", "") == -1
+
+
+def test_p2phandshake_engines_as_sglang_uses_them():
+    """SGLang's PD disaggregation: initialize(host, "P2PHANDSHAKE", ...) and address the
+    peer as f"{host}:{peer.get_rpc_port()}"."""
+    prefill, decode = TransferEngine(), TransferEngine()
+    for e in (prefill, decode):
+        assert e.initialize("127.0.0.1", "P2PHANDSHAKE", "tcp", "") == 0
+    session = f"127.0.0.1:{decode.get_rpc_port()}"
+    assert decode.get_local_segment_name() == session
+    src = prefill.allocate_managed_buffer(MIB)
+    dst = decode.allocate_managed_buffer(MIB)
+    prefill.write_bytes_to_buffer(src, b"kv-cache" * 1024, 8192)
+    assert prefill.transfer_sync_write(session, src, dst, 8192) == 0
+    assert decode.read_bytes_from_buffer(dst, 8192) == b"kv-cache" * 1024
+    assert prefill.transfer_sync_write("127.0.0.1:1", src, dst, 10) == -1
+    for e in (prefill, decode):
+        assert e.shutdown() == 0
+
+
+def test_store_setup_with_p2phandshake(cluster):
+    """Every member of a cluster uses the same metadata mode (as with the C++ wheel): here
+    a P2PHANDSHAKE contributor and a P2PHANDSHAKE reader share data without a metadata
+    server."""
+    from mooncake.store import MooncakeDistributedStore, ReplicateConfig
+    holder, reader = MooncakeDistributedStore(), MooncakeDistributedStore()
+    assert holder.setup("127.0.0.1", "P2PHANDSHAKE", 16 * MIB, 16 * MIB, "tcp", "",
+                        cluster.master_addr) == 0
+    assert reader.setup("127.0.0.1", "P2PHANDSHAKE", 0, 16 * MIB, "tcp", "",
+                        cluster.master_addr) == 0
+    here = ReplicateConfig()
+    here.preferred_segment = holder.get_hostname()
+    assert reader.put("p2p-key", b"p2p-value", here) == 0
+    assert reader.get("p2p-key") == b"p2p-value"
+    assert reader.remove("p2p-key", True) == 0
+    assert reader.close() == 0 and holder.close() == 0

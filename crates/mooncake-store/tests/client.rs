@@ -459,3 +459,34 @@ async fn reads_started_from_a_stale_cached_location_are_never_returned() {
     assert_eq!(reader.get_into("k", buf.addr(), MIB).await, Ok(9000));
     assert_eq!(buf.to_vec(0, 9000), value(9000, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2phandshake_clients_need_no_metadata_server() {
+    let master = Master::new(MasterConfig::default());
+    let client = |segment: u64| {
+        let master = master.clone();
+        async move {
+            let config = ClientConfig {
+                metadata_server: "P2PHANDSHAKE".into(),
+                global_segment_size: segment,
+                ..ClientConfig::default()
+            };
+            Client::with_master(config, master as Arc<dyn MasterApi>)
+                .await
+                .unwrap()
+        }
+    };
+    let store = client(64 * MIB).await;
+    let user = client(0).await;
+    let name = store.segment().unwrap().name.clone();
+    assert_eq!(
+        name,
+        format!("127.0.0.1:{}", store.engine().rpc_port()),
+        "P2P segment names are <host>:<rpc port>"
+    );
+    let v = value(100_000, 4);
+    user.put("p2p", &v, &ReplicateConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(user.get("p2p").await.unwrap(), v);
+}

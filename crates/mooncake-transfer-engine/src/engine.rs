@@ -197,6 +197,30 @@ impl TransferEngine {
         config: EngineConfig,
         metadata: Arc<dyn MetadataStore>,
     ) -> Result<Self, TransferError> {
+        Self::start_with(config, Some(metadata)).await
+    }
+
+    /// Starts in Mooncake's `P2PHANDSHAKE` mode: no central metadata store. The segment is
+    /// renamed `<host>:<handshake port>` (as the C++ engine does), serves its own
+    /// descriptor on the handshake port, and fetches peers' descriptors from the peers.
+    pub async fn start_p2p(config: EngineConfig) -> Result<Self, TransferError> {
+        Self::start_with(config, None).await
+    }
+
+    /// [`TransferEngine::start`] with a metadata connection string; `P2PHANDSHAKE` selects
+    /// [`TransferEngine::start_p2p`].
+    pub async fn start_uri(config: EngineConfig, metadata: &str) -> Result<Self, TransferError> {
+        match mooncake_metadata::connect(metadata) {
+            Ok(m) => Self::start(config, m).await,
+            Err(MetadataError::NoCentralStore { .. }) => Self::start_p2p(config).await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn start_with(
+        mut config: EngineConfig,
+        metadata: Option<Arc<dyn MetadataStore>>,
+    ) -> Result<Self, TransferError> {
         if config.local_server_name.is_empty() {
             return Err(TransferError::InvalidArgument(
                 "local_server_name is empty".into(),
@@ -217,6 +241,22 @@ impl TransferEngine {
             })
         };
         let (data_addr, rpc_addr) = (local(&data_listener)?, local(&rpc_listener)?);
+        let handshake = Arc::new(HandshakeState::new());
+        let metadata = match metadata {
+            Some(m) => m,
+            None => {
+                config.advertise_host = Some(advertise.clone());
+                config.local_server_name = if advertise.contains(':') {
+                    format!("[{advertise}]:{}", rpc_addr.port())
+                } else {
+                    format!("{advertise}:{}", rpc_addr.port())
+                };
+                Arc::new(crate::p2p::P2pMetadata::new(
+                    config.local_server_name.clone(),
+                    handshake.clone(),
+                ))
+            }
+        };
         let registry: SharedRegistry = Arc::default();
         let (shutdown, _) = watch::channel(false);
         let inner = Arc::new(Inner {
@@ -230,7 +270,7 @@ impl TransferEngine {
             registry: registry.clone(),
             data_addr,
             rpc_addr,
-            handshake: Arc::new(HandshakeState::new()),
+            handshake,
             segments: RwLock::default(),
             names: Mutex::default(),
             next_segment: AtomicU64::new(1),

@@ -226,6 +226,11 @@ impl HandshakeState {
         *self.descriptor.lock() = json;
     }
 
+    /// The own segment descriptor JSON served in P2P mode, if set.
+    pub fn descriptor(&self) -> Option<String> {
+        self.descriptor.lock().clone()
+    }
+
     /// Queues a notification, dropping the oldest beyond the bound.
     pub fn push_notification(&self, n: Notification) {
         let mut q = self.notifications.lock();

@@ -22,6 +22,7 @@ mod error;
 pub mod handshake;
 #[allow(unsafe_code)]
 mod memory;
+mod p2p;
 mod registry;
 mod tcp;
 

@@ -476,3 +476,42 @@ async fn same_host_peers_copy_through_shared_memory_and_fall_back_to_tcp() {
     drop(other);
     assert!(!std::path::Path::new(&other_path).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2phandshake_engines_find_each_other_without_a_metadata_store() {
+    let a = TransferEngine::start_uri(EngineConfig::new("127.0.0.1"), "P2PHANDSHAKE")
+        .await
+        .unwrap();
+    let b = TransferEngine::start_uri(EngineConfig::new("127.0.0.1"), "P2PHANDSHAKE")
+        .await
+        .unwrap();
+    assert_eq!(
+        b.segment_name(),
+        format!("127.0.0.1:{}", b.rpc_port()),
+        "renamed <host>:<rpc port>, as the C++ engine does"
+    );
+    let src = a.allocate_buffer(1 << 20, "cpu:0").await.unwrap();
+    let dst = b.allocate_buffer(1 << 20, "cpu:0").await.unwrap();
+    let data = pattern(1 << 20, 3);
+    src.write_at(0, &data);
+    let seg = a.open_segment(b.segment_name()).await.unwrap();
+    a.transfer(&[TransferRequest {
+        opcode: Opcode::Write,
+        source: src.addr(),
+        target: seg,
+        target_offset: dst.addr(),
+        length: 1 << 20,
+    }])
+    .await
+    .unwrap();
+    assert!(dst.to_vec(0, 1 << 20) == data);
+    let fetched = a.fetch_descriptor(b.segment_name()).await.unwrap();
+    assert_eq!(
+        (fetched.buffers, fetched.tcp_data_port),
+        (b.descriptor().buffers, b.descriptor().tcp_data_port)
+    );
+    // A name that is not <host>:<port>, or a port where nobody answers: clear errors.
+    assert!(a.open_segment("not-a-p2p-name").await.is_err());
+    let err = a.open_segment("127.0.0.1:1").await.unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}

@@ -188,12 +188,17 @@ impl Client {
                 config.protocol
             )));
         }
-        let metadata = mooncake_metadata::connect(&config.metadata_server).map_err(|source| {
-            SetupError::Metadata {
-                url: config.metadata_server.clone(),
-                source,
+        // `P2PHANDSHAKE`: no central store; the engine exchanges descriptors itself.
+        let metadata = match mooncake_metadata::connect(&config.metadata_server) {
+            Ok(m) => Some(m),
+            Err(mooncake_metadata::MetadataError::NoCentralStore { .. }) => None,
+            Err(source) => {
+                return Err(SetupError::Metadata {
+                    url: config.metadata_server.clone(),
+                    source,
+                })
             }
-        })?;
+        };
         master
             .connect(crate::ProtocolVersion::CURRENT)
             .await
@@ -1145,7 +1150,7 @@ async fn allocate_segment(
 async fn start_engine(
     config: &ClientConfig,
     host: &str,
-    metadata: Arc<dyn mooncake_metadata::MetadataStore>,
+    metadata: Option<Arc<dyn mooncake_metadata::MetadataStore>>,
 ) -> Result<TransferEngine, SetupError> {
     let explicit = config
         .local_hostname
@@ -1156,7 +1161,11 @@ async fn start_engine(
         let name = explicit
             .clone()
             .unwrap_or_else(|| format!("{host}:{}", 12_300 + random_u64() % 2_000));
-        match TransferEngine::start(EngineConfig::new(name), metadata.clone()).await {
+        let started = match &metadata {
+            Some(m) => TransferEngine::start(EngineConfig::new(name), m.clone()).await,
+            None => TransferEngine::start_p2p(EngineConfig::new(name)).await,
+        };
+        match started {
             Ok(e) => return Ok(e),
             Err(e @ mooncake_transfer_engine::TransferError::InvalidArgument(_))
                 if explicit.is_none() =>
