@@ -8,6 +8,7 @@
 
 mod addr;
 mod config;
+mod dummy;
 mod engine;
 mod runtime;
 mod store;

@@ -12,8 +12,13 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
+use std::sync::Arc;
+
+use mooncake_store::standalone::StandaloneClient;
+
 use crate::addr::{address, addresses, value};
 use crate::config::{store_config, PyReplicateConfig};
+use crate::dummy;
 use crate::runtime::block;
 
 const INVALID: i32 = ErrorCode::InvalidParams as i32;
@@ -23,6 +28,8 @@ const INVALID: i32 = ErrorCode::InvalidParams as i32;
 #[derive(Default)]
 pub(crate) struct Store {
     client: Mutex<Option<Client>>,
+    /// Set by `setup_dummy`: every call goes to the node's store service instead.
+    dummy: Mutex<Option<Arc<StandaloneClient>>>,
 }
 
 /// Required argument of the positional `setup` form.
@@ -120,6 +127,10 @@ fn setup_code(e: &SetupError, explicit_port: bool) -> i32 {
 }
 
 impl Store {
+    fn dummy(&self) -> Option<Arc<StandaloneClient>> {
+        self.dummy.lock().clone()
+    }
+
     fn client(&self) -> Result<Client, ErrorCode> {
         self.client.lock().clone().ok_or_else(|| {
             tracing::warn!("the store is not set up (call setup() first)");
@@ -155,6 +166,13 @@ impl Store {
         upsert: bool,
     ) -> PyResult<i32> {
         let values = parts.iter().map(value).collect::<PyResult<Vec<_>>>()?;
+        let slices: Vec<&[u8]> = values.iter().map(|v| v.as_ref()).collect();
+        if let Some(d) = self.dummy() {
+            return Ok(match store_config(config) {
+                Ok(cfg) => dummy::put_one(py, &d, key, slices, &cfg, upsert),
+                Err(e) => e.code(),
+            });
+        }
         let (client, cfg) = match (self.client(), store_config(config)) {
             (Ok(c), Ok(cfg)) => (c, cfg),
             (Err(e), _) | (_, Err(e)) => return Ok(e.code()),
@@ -162,7 +180,6 @@ impl Store {
         if key.is_empty() {
             return Ok(INVALID);
         }
-        let slices: Vec<&[u8]> = values.iter().map(|v| v.as_ref()).collect();
         Ok(to_code(&block(py, async {
             match slices.as_slice() {
                 [one] if !upsert => client.put(key, one, &cfg).await,
@@ -183,6 +200,20 @@ impl Store {
         let vals = values.iter().map(value).collect::<PyResult<Vec<_>>>()?;
         if keys.len() != vals.len() || keys.iter().any(String::is_empty) {
             return Ok(INVALID);
+        }
+        if let Some(d) = self.dummy() {
+            let cfg = match store_config(config) {
+                Ok(c) => c,
+                Err(e) => return Ok(e.code()),
+            };
+            let items: Vec<(String, Vec<&[u8]>)> = keys
+                .iter()
+                .cloned()
+                .zip(vals.iter().map(|v| vec![v.as_ref()]))
+                .collect();
+            return Ok(dummy::batch_code(&dummy::put_values(
+                py, &d, &items, &cfg, upsert,
+            )));
         }
         let (client, cfg) = match (self.client(), store_config(config)) {
             (Ok(c), Ok(cfg)) => (c, cfg),
@@ -234,6 +265,23 @@ impl Store {
     ) -> PyResult<Vec<i32>> {
         if keys.len() != parts.len() || keys.len() != sizes_len {
             return Ok(vec![INVALID; keys.len()]);
+        }
+        if let Some(d) = self.dummy() {
+            let mut cfg = match store_config(config) {
+                Ok(c) => c,
+                Err(e) => return Ok(vec![e.code(); keys.len()]),
+            };
+            if co_locate_allowed {
+                cfg.prefer_alloc_in_same_node = false;
+            }
+            if cfg.prefer_alloc_in_same_node {
+                return Ok(vec![INVALID; keys.len()]);
+            }
+            let items = keys.into_iter().zip(parts).collect();
+            return Ok(dummy::put_from(py, &d, items, &cfg, upsert)
+                .into_iter()
+                .map(|c| c as i32)
+                .collect());
         }
         let cfg = match (self.client(), store_config(config)) {
             (Ok(c), Ok(mut cfg)) => {
@@ -338,8 +386,57 @@ impl Store {
         Ok(self.do_setup(py, config))
     }
 
+    /// Standalone mode: a thin client forwarding every call to the store service on this
+    /// host whose `--port` is the port of `server_address`, sharing a memory pool of
+    /// `mem_pool_size` bytes with it (plus `local_buffer_size` of staging). 0, or a negative
+    /// code with the reason in the log (e.g. -900 when the store service is unreachable).
+    fn setup_dummy(
+        &self,
+        py: Python<'_>,
+        mem_pool_size: u64,
+        local_buffer_size: u64,
+        server_address: &str,
+    ) -> i32 {
+        if self.client.lock().is_some() || self.dummy.lock().is_some() {
+            tracing::warn!("setup called twice; the first setup stays in effect");
+            return 0;
+        }
+        crate::runtime::runtime();
+        let connected = block(
+            py,
+            StandaloneClient::connect(mem_pool_size, local_buffer_size, server_address),
+        );
+        match connected {
+            Ok(d) => {
+                *self.dummy.lock() = Some(Arc::new(d));
+                0
+            }
+            Err(e) => {
+                tracing::error!("setup_dummy failed: {e}");
+                match e {
+                    mooncake_store::standalone::StandaloneError::Connect { .. }
+                    | mooncake_store::standalone::StandaloneError::Refused(_) => {
+                        ErrorCode::RpcFail.code()
+                    }
+                    _ => INVALID,
+                }
+            }
+        }
+    }
+
+    /// In standalone mode, `size` bytes of the shared pool for zero-copy calls (an address);
+    /// 0 when the pool is full or not in standalone mode.
+    fn alloc_from_mem_pool(&self, size: u64) -> u64 {
+        self.dummy()
+            .and_then(|d| d.alloc_from_mem_pool(size))
+            .unwrap_or(0)
+    }
+
     /// Unmounts the contributed segment and stops the engine; 0, also when called twice.
     fn close(&self, py: Python<'_>) -> i32 {
+        if self.dummy.lock().take().is_some() {
+            return 0;
+        }
         let Some(client) = self.client.lock().take() else {
             return 0;
         };
@@ -348,6 +445,9 @@ impl Store {
 
     /// 0 healthy, 1 not set up or closed, 2 master unreachable.
     fn health_check(&self, py: Python<'_>) -> i32 {
+        if let Some(d) = self.dummy() {
+            return if block(py, d.healthy()) { 0 } else { 2 };
+        }
         let Some(client) = self.client.lock().clone() else {
             return 1;
         };
@@ -366,6 +466,9 @@ impl Store {
 
     /// The `host:port` segment name of this client.
     fn get_hostname(&self) -> String {
+        if let Some(d) = self.dummy() {
+            return d.hostname().to_owned();
+        }
         self.client
             .lock()
             .as_ref()
@@ -462,6 +565,9 @@ impl Store {
         py: Python<'py>,
         key: &str,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if let Some(d) = self.dummy() {
+            return dummy::get(py, &d, key);
+        }
         let Ok(client) = self.client() else {
             return Ok(None);
         };
@@ -483,6 +589,12 @@ impl Store {
         py: Python<'py>,
         keys: Vec<String>,
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        if let Some(d) = self.dummy() {
+            return keys
+                .iter()
+                .map(|k| Ok(dummy::get(py, &d, k)?.unwrap_or_else(|| PyBytes::new(py, b""))))
+                .collect();
+        }
         let Ok(client) = self.client() else {
             return Ok(vec![PyBytes::new(py, b"")]);
         };
@@ -509,6 +621,17 @@ impl Store {
         size: u64,
     ) -> PyResult<i32> {
         let addr = address(&buffer_ptr)?;
+        if let Some(d) = self.dummy() {
+            if d.offset_of(addr, size).is_some() {
+                return Ok(0);
+            }
+            tracing::warn!(
+                addr,
+                size,
+                "in standalone mode buffers must come from alloc_from_mem_pool"
+            );
+            return Ok(INVALID);
+        }
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Ok(e.code()),
@@ -530,6 +653,13 @@ impl Store {
     /// Unregisters a buffer (waits for transfers using it); -600 for an unknown pointer.
     fn unregister_buffer(&self, py: Python<'_>, buffer_ptr: Bound<'_, PyAny>) -> PyResult<i32> {
         let addr = address(&buffer_ptr)?;
+        if let Some(d) = self.dummy() {
+            return Ok(if d.offset_of(addr, 1).is_some() {
+                0
+            } else {
+                INVALID
+            });
+        }
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Ok(e.code()),
@@ -601,6 +731,9 @@ impl Store {
         size: u64,
     ) -> PyResult<i64> {
         let addr = address(&buffer_ptr)?;
+        if let Some(d) = self.dummy() {
+            return Ok(dummy::get_into(py, &d, vec![(key.to_owned(), addr, size)])[0]);
+        }
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Ok(e.code().into()),
@@ -652,6 +785,14 @@ impl Store {
             return Ok(vec![INVALID.into(); keys.len()]);
         }
         let ptrs = addresses(&buffer_ptrs)?;
+        if let Some(d) = self.dummy() {
+            let items = keys
+                .into_iter()
+                .zip(ptrs.into_iter().zip(sizes))
+                .map(|(k, (a, n))| (k, a, n))
+                .collect();
+            return Ok(dummy::get_into(py, &d, items));
+        }
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Ok(vec![e.code().into(); keys.len()]),
@@ -698,6 +839,13 @@ impl Store {
             Some(p) if p.len() == keys.len() => p,
             _ => return Ok(vec![INVALID.into(); keys.len()]),
         };
+        if let Some(d) = self.dummy() {
+            return Ok(dummy::get_into_parts(
+                py,
+                &d,
+                keys.into_iter().zip(parts).collect(),
+            ));
+        }
         let client = match self.client() {
             Ok(c) => c,
             Err(e) => return Ok(vec![e.code().into(); keys.len()]),
@@ -712,6 +860,9 @@ impl Store {
 
     /// 1 exists, 0 does not, negative on error; grants a read lease when 1.
     fn is_exist(&self, py: Python<'_>, key: &str) -> i32 {
+        if let Some(d) = self.dummy() {
+            return block(py, d.is_exist(vec![key.to_owned()]))[0] as i32;
+        }
         match self.client() {
             Ok(c) => exist_code(block(py, c.is_exist(key))),
             Err(e) => e.code(),
@@ -722,6 +873,12 @@ impl Store {
     fn batch_is_exist(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
         if keys.is_empty() {
             return Vec::new();
+        }
+        if let Some(d) = self.dummy() {
+            return block(py, d.is_exist(keys))
+                .into_iter()
+                .map(|c| c as i32)
+                .collect();
         }
         match self.client() {
             Ok(c) => block(py, c.batch_is_exist(&keys))
@@ -734,6 +891,9 @@ impl Store {
 
     /// The object's size, or a negative code (-704 missing).
     fn get_size(&self, py: Python<'_>, key: &str) -> i64 {
+        if let Some(d) = self.dummy() {
+            return block(py, d.get_size(key.to_owned()));
+        }
         match self.client() {
             Ok(c) => size_code(block(py, c.get_size(key))),
             Err(e) => e.code().into(),
@@ -743,6 +903,9 @@ impl Store {
     /// 0; -704 missing; -706 while leased unless `force`.
     #[pyo3(signature = (key, force=false))]
     fn remove(&self, py: Python<'_>, key: &str, force: bool) -> i32 {
+        if let Some(d) = self.dummy() {
+            return block(py, d.remove(vec![key.to_owned()], force))[0] as i32;
+        }
         match self.client() {
             Ok(c) => to_code(&block(py, c.remove(key, force))),
             Err(e) => e.code(),
@@ -752,6 +915,12 @@ impl Store {
     /// Per-key results of `remove`.
     #[pyo3(signature = (keys, force=false))]
     fn batch_remove(&self, py: Python<'_>, keys: Vec<String>, force: bool) -> Vec<i32> {
+        if let Some(d) = self.dummy() {
+            return block(py, d.remove(keys, force))
+                .into_iter()
+                .map(|c| c as i32)
+                .collect();
+        }
         match self.client() {
             Ok(c) => block(py, c.batch_remove(&keys, force))
                 .iter()
@@ -764,6 +933,9 @@ impl Store {
     /// Removes every object (leased ones only with `force`); the count, or negative.
     #[pyo3(signature = (force=false))]
     fn remove_all(&self, py: Python<'_>, force: bool) -> i64 {
+        if let Some(d) = self.dummy() {
+            return block(py, d.remove_all(force));
+        }
         match self.client() {
             Ok(c) => size_code(block(py, c.remove_all(force))),
             Err(e) => e.code().into(),
@@ -780,6 +952,18 @@ impl Store {
         config: Option<PyRef<'_, PyReplicateConfig>>,
         upsert: bool,
     ) -> PyResult<i32> {
+        if let Some(d) = self.dummy() {
+            if parts.iter().map(|p| p.1).sum::<u64>() == 0 {
+                return Ok(if key.is_empty() { INVALID } else { 0 });
+            }
+            return Ok(match store_config(config) {
+                Ok(cfg) => {
+                    let items = vec![(key.to_owned(), parts.to_vec())];
+                    dummy::put_from(py, &d, items, &cfg, upsert)[0] as i32
+                }
+                Err(e) => e.code(),
+            });
+        }
         let (client, cfg) = match (self.client(), store_config(config)) {
             (Ok(c), Ok(cfg)) => (c, cfg),
             (Err(e), _) | (_, Err(e)) => return Ok(e.code()),

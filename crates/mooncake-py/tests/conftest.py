@@ -75,14 +75,16 @@ class Cluster:
         self.services = []
         self.service = self.add_service(segment)
 
-    def add_service(self, segment="256MB", name="mooncake_store_service"):
+    def add_service(self, segment="256MB", name="mooncake_store_service", port=0, extra=()):
         p = Proc([
-            script(name), "--host=127.0.0.1", "--port=0",
+            script(name), "--host=127.0.0.1", f"--port={port}",
             f"--global_segment_size={segment}", f"--master_server_address={self.master_addr}",
-            f"--metadata_server={self.metadata}",
+            f"--metadata_server={self.metadata}", *extra,
         ])
         line = p.wait_for("mounted")
         p.segment = line.split(" segment ")[1].split(" ")[0]
+        line = p.wait_for("metrics on")
+        p.port = int(line.strip().rsplit(":", 1)[1].split("/")[0])
         self.services.append(p)
         return p
 

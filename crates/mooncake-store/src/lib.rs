@@ -18,6 +18,7 @@ pub mod grpc;
 mod master_api;
 pub mod placement;
 mod service;
+pub mod standalone;
 pub mod types;
 
 pub use client::{Client, ClientConfig, DrainReport, SetupError, StagedValue};

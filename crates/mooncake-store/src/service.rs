@@ -75,6 +75,17 @@ impl StoreService {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), SetupError> {
+        // Standalone (setup_dummy) clients of this host reach us on
+        // @mooncake_client_<port>.sock, <port> being the HTTP port.
+        let standalone = self.http_addr().map(|a| {
+            let name = crate::standalone::socket_name(a.port());
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::standalone::serve_standalone(name.clone(), client).await {
+                    tracing::warn!(socket = %name, error = %e, "cannot serve standalone clients");
+                }
+            })
+        });
         match self.http {
             Some(listener) => {
                 let router = Router::new()
@@ -90,6 +101,9 @@ impl StoreService {
                     })?;
             }
             None => shutdown.await,
+        }
+        if let Some(t) = standalone {
+            t.abort();
         }
         tracing::info!("store service stopping: draining, then unmounting its segment");
         self.client

@@ -439,6 +439,25 @@ impl TransferEngine {
         Ok((LocalBuffer { region }, attached))
     }
 
+    /// Maps another local process's shared-memory file (e.g. a standalone client's pool)
+    /// and registers it, so transfers can read and write it directly. Unregister it (then
+    /// drop the buffer) when that process goes.
+    pub async fn register_shared_file(
+        &self,
+        path: &std::path::Path,
+        len: u64,
+        location: &str,
+    ) -> Result<LocalBuffer, TransferError> {
+        let region = Region::map_peer(path, len).map_err(|source| TransferError::Io {
+            peer: self.inner.data_addr,
+            what: "shared memory",
+            source,
+        })?;
+        let region = Arc::new(region);
+        self.insert(region.clone(), location).await?;
+        Ok(LocalBuffer { region })
+    }
+
     /// Bytes this engine moved by copying through same-host peers' shared memory.
     pub fn shm_bytes(&self) -> u64 {
         self.inner.shm_bytes.load(Ordering::Relaxed)

@@ -31,5 +31,5 @@ pub use codec::Opcode;
 pub use config::EngineConfig;
 pub use engine::{LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
 pub use error::TransferError;
-pub use memory::ForeignMemory;
+pub use memory::{ForeignMemory, SharedMemory};
 pub use registry::{BufferRegistry, Entry};

@@ -55,6 +55,53 @@ impl ForeignMemory {
     }
 }
 
+/// A shared-memory file this process created and maps, to hand to another process by
+/// path (e.g. a standalone client's memory pool, which its store service maps and
+/// registers). Mode 0600; removed when dropped.
+#[derive(Debug)]
+pub struct SharedMemory {
+    region: Region,
+}
+
+impl SharedMemory {
+    /// Creates `path` with `len` bytes, all reserved, and maps it.
+    pub fn create(path: &Path, len: u64) -> io::Result<Self> {
+        Region::shared(path, len, true).map(|region| Self { region })
+    }
+
+    /// Start address in this process.
+    pub fn addr(&self) -> u64 {
+        self.region.addr()
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.region.len()
+    }
+
+    /// Whether it is empty (never, once created).
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        self.region.shm_path().unwrap_or(Path::new(""))
+    }
+
+    /// Copies `data` in at `offset`. Panics if it does not fit.
+    pub fn write_at(&self, offset: u64, data: &[u8]) {
+        self.region
+            .slice_mut(self.addr() + offset, data.len())
+            .copy_from_slice(data);
+    }
+
+    /// Copies bytes out at `offset` into `out`. Panics if out of range.
+    pub fn read_at(&self, offset: u64, out: &mut [u8]) {
+        out.copy_from_slice(self.region.slice(self.addr() + offset, out.len()));
+    }
+}
+
 /// A registered memory range.
 #[derive(Debug)]
 pub(crate) struct Region {

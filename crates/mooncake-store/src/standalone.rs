@@ -1,0 +1,650 @@
+//! Standalone mode (Mooncake's `setup_dummy`): a thin client inside each inference rank
+//! forwards every store call to the node's store service, over a local Unix socket, and
+//! shares a memory pool with it, so eight tensor-parallel ranks share one memory holder and
+//! one set of connections.
+//!
+//! - The thin client ([`StandaloneClient`]) creates its pool as a `/dev/shm` file (mode
+//!   0600: only this user's processes may map it) laid out as `[staging | pool]`: staging
+//!   carries the bytes of `put`/`get`, the pool holds the caller's zero-copy buffers
+//!   (`alloc_from_mem_pool`). It connects to the abstract socket
+//!   `@mooncake_client_<port>.sock` (the C++ naming; `<port>` is the store service's
+//!   `--port`) and says hello with the file's path.
+//! - The store service ([`serve_standalone`]) maps the file, registers it with its engine
+//!   and serves requests with its own [`Client`], moving value bytes straight between the
+//!   pool and the segments. Offsets travel, never addresses.
+//!
+//! Frames are a little-endian `u32` length and a JSON body; one request at a time per
+//! connection. The protocol is ours (the C++ one is not specified).
+
+use std::os::linux::net::SocketAddrExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::allocator::{AllocHandle, OffsetAllocator};
+use crate::types::{Pin, ReplicateConfig};
+use crate::{Client, ErrorCode};
+
+/// The abstract socket name of the store service whose `--port` is `port`.
+pub fn socket_name(port: u16) -> String {
+    format!("mooncake_client_{port}.sock")
+}
+
+const MAX_FRAME: usize = 64 << 20;
+
+/// `ReplicateConfig` on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WireConfig {
+    replica_num: usize,
+    /// 0 none, 1 soft, 2 hard.
+    pin: u8,
+    preferred: Vec<String>,
+    same_node: bool,
+}
+
+impl From<&ReplicateConfig> for WireConfig {
+    fn from(c: &ReplicateConfig) -> Self {
+        Self {
+            replica_num: c.replica_num,
+            pin: match c.pin {
+                Pin::None => 0,
+                Pin::Soft => 1,
+                Pin::Hard => 2,
+            },
+            preferred: c.preferred_segments.clone(),
+            same_node: c.prefer_alloc_in_same_node,
+        }
+    }
+}
+
+impl From<WireConfig> for ReplicateConfig {
+    fn from(w: WireConfig) -> Self {
+        Self {
+            replica_num: w.replica_num,
+            pin: match w.pin {
+                1 => Pin::Soft,
+                2 => Pin::Hard,
+                _ => Pin::None,
+            },
+            preferred_segments: w.preferred,
+            prefer_alloc_in_same_node: w.same_node,
+        }
+    }
+}
+
+/// `(offset, len)` ranges of the pool.
+type Ranges = Vec<(u64, u64)>;
+
+/// One request of a thin client.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Request {
+    Hello {
+        pool: PathBuf,
+        size: u64,
+    },
+    Put {
+        items: Vec<(String, Ranges)>,
+        upsert: bool,
+        config: WireConfig,
+    },
+    GetInto {
+        items: Vec<(String, u64, u64)>,
+    },
+    GetIntoParts {
+        items: Vec<(String, Ranges)>,
+    },
+    IsExist {
+        keys: Vec<String>,
+    },
+    GetSize {
+        key: String,
+    },
+    Remove {
+        keys: Vec<String>,
+        force: bool,
+    },
+    RemoveAll {
+        force: bool,
+    },
+    Hostname,
+}
+
+/// One answer: a code (or count, or size) per item; `text` for `Hostname`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    codes: Vec<i64>,
+    text: String,
+}
+
+async fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let n = s.read_u32_le().await? as usize;
+    if n > MAX_FRAME {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes"),
+        ));
+    }
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+async fn write_frame(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    s.write_all(&out).await
+}
+
+fn code<T>(r: &Result<T, ErrorCode>, ok: impl Fn(&T) -> i64) -> i64 {
+    match r {
+        Ok(v) => ok(v),
+        Err(e) => e.code().into(),
+    }
+}
+
+// ---- store service side ----
+
+/// Serves thin clients on the abstract Unix socket `name` with `client` until the task is
+/// dropped. Each connection maps its client's pool, registers it, and unregisters it when
+/// the client goes.
+pub async fn serve_standalone(name: String, client: Client) -> std::io::Result<()> {
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let std_listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+    std_listener.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(std_listener)?;
+    tracing::info!(socket = %format!("@{name}"), "serving standalone (setup_dummy) clients");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let client = client.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_connection(stream, client).await {
+                tracing::debug!(error = %e, "standalone client connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_connection(mut s: UnixStream, client: Client) -> std::io::Result<()> {
+    let hello: Request =
+        serde_json::from_slice(&read_frame(&mut s).await?).map_err(std::io::Error::other)?;
+    let Request::Hello { pool, size } = hello else {
+        return Err(std::io::Error::other("the first request must be hello"));
+    };
+    let engine = client.engine().clone();
+    let buffer = match engine.register_shared_file(&pool, size, "cpu:0").await {
+        Ok(b) => b,
+        Err(e) => {
+            let reply = Reply {
+                codes: vec![ErrorCode::InvalidParams.code().into()],
+                text: format!("cannot map {}: {e}", pool.display()),
+            };
+            write_frame(&mut s, &serde_json::to_vec(&reply)?).await?;
+            return Ok(());
+        }
+    };
+    write_frame(&mut s, &serde_json::to_vec(&Reply::default())?).await?;
+    let base = buffer.addr();
+    let result = async {
+        loop {
+            let frame = match read_frame(&mut s).await {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let req: Request = serde_json::from_slice(&frame).map_err(std::io::Error::other)?;
+            let reply = handle(&client, base, size, req).await;
+            write_frame(&mut s, &serde_json::to_vec(&reply)?).await?;
+        }
+    }
+    .await;
+    let _ = engine.unregister(base).await;
+    drop(buffer);
+    result
+}
+
+/// Pool ranges to addresses in this process; `None` if any range leaves the pool.
+fn addresses(base: u64, size: u64, ranges: &[(u64, u64)]) -> Option<Vec<(u64, u64)>> {
+    ranges
+        .iter()
+        .map(|&(off, len)| (off.checked_add(len)? <= size).then_some((base + off, len)))
+        .collect()
+}
+
+async fn handle(client: &Client, base: u64, size: u64, req: Request) -> Reply {
+    let invalid = i64::from(ErrorCode::InvalidParams.code());
+    let codes = match req {
+        Request::Hello { .. } => vec![invalid],
+        Request::Put {
+            items,
+            upsert,
+            config,
+        } => {
+            let config = ReplicateConfig::from(config);
+            let mut mapped = Vec::with_capacity(items.len());
+            let mut bad = Vec::new();
+            for (i, (k, r)) in items.iter().enumerate() {
+                match addresses(base, size, r) {
+                    Some(a) => mapped.push((k.as_str(), a)),
+                    None => bad.push(i),
+                }
+            }
+            if !bad.is_empty() {
+                vec![invalid; items.len()]
+            } else if mapped.len() == 1 {
+                let (k, a) = &mapped[0];
+                vec![code(
+                    &client.put_parts_from(k, a, &config, upsert).await,
+                    |_| 0,
+                )]
+            } else {
+                client
+                    .batch_put_parts_from(&mapped, &config, upsert)
+                    .await
+                    .iter()
+                    .map(|r| code(r, |_| 0))
+                    .collect()
+            }
+        }
+        Request::GetInto { items } => {
+            let mut out = vec![invalid; items.len()];
+            let mut ok = Vec::new();
+            let mut idx = Vec::new();
+            for (i, (k, off, cap)) in items.iter().enumerate() {
+                if let Some(a) = addresses(base, size, &[(*off, *cap)]) {
+                    ok.push((k.as_str(), a[0].0, *cap));
+                    idx.push(i);
+                }
+            }
+            let got = if ok.len() == 1 {
+                vec![client.get_into(ok[0].0, ok[0].1, ok[0].2).await]
+            } else {
+                client.batch_get_into(&ok).await
+            };
+            for (i, r) in idx.into_iter().zip(got) {
+                out[i] = code(&r, |n| *n as i64);
+            }
+            out
+        }
+        Request::GetIntoParts { items } => {
+            let mut out = vec![invalid; items.len()];
+            let mut ok = Vec::new();
+            let mut idx = Vec::new();
+            for (i, (k, r)) in items.iter().enumerate() {
+                if let Some(a) = addresses(base, size, r) {
+                    ok.push((k.as_str(), a));
+                    idx.push(i);
+                }
+            }
+            for (i, r) in idx.into_iter().zip(client.batch_get_into_parts(&ok).await) {
+                out[i] = code(&r, |n| *n as i64);
+            }
+            out
+        }
+        Request::IsExist { keys } => client
+            .batch_is_exist(&keys)
+            .await
+            .iter()
+            .map(|r| code(r, |b| i64::from(*b)))
+            .collect(),
+        Request::GetSize { key } => vec![code(&client.get_size(&key).await, |n| *n as i64)],
+        Request::Remove { keys, force } => client
+            .batch_remove(&keys, force)
+            .await
+            .iter()
+            .map(|r| code(r, |_| 0))
+            .collect(),
+        Request::RemoveAll { force } => {
+            vec![code(&client.remove_all(force).await, |n| *n as i64)]
+        }
+        Request::Hostname => {
+            return Reply {
+                codes: vec![0],
+                text: client.engine().segment_name().to_owned(),
+            }
+        }
+    };
+    Reply {
+        codes,
+        text: String::new(),
+    }
+}
+
+// ---- thin client side ----
+
+/// Why a thin client could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    /// `server_address` has no usable port.
+    #[error("server_address {0:?} must be host:port (the store service's --port)")]
+    Address(String),
+    /// The pool could not be created.
+    #[error("cannot create the memory pool {path}: {source}")]
+    Pool {
+        /// Its file.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store service could not be reached.
+    #[error("cannot reach the store service at @{socket} (is mooncake_store_service --port={port} running on this host?): {source}")]
+    Connect {
+        /// The socket name.
+        socket: String,
+        /// The port.
+        port: u16,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store service refused the pool.
+    #[error("the store service refused the memory pool: {0}")]
+    Refused(String),
+}
+
+/// The thin client of a `setup_dummy` rank.
+#[derive(Debug)]
+pub struct StandaloneClient {
+    port: u16,
+    pool: mooncake_transfer_engine::SharedMemory,
+    staging_len: u64,
+    conn: tokio::sync::Mutex<Option<UnixStream>>,
+    staging: Mutex<OffsetAllocator>,
+    user: Mutex<OffsetAllocator>,
+    hostname: String,
+}
+
+/// A range of the staging area, returned on drop.
+#[derive(Debug)]
+pub struct StagedRange<'a> {
+    client: &'a StandaloneClient,
+    handle: AllocHandle,
+    /// Offset in the pool.
+    pub offset: u64,
+    /// Length.
+    pub len: u64,
+}
+
+impl Drop for StagedRange<'_> {
+    fn drop(&mut self) {
+        let _ = self.client.staging.lock().free(self.handle);
+    }
+}
+
+impl StagedRange<'_> {
+    /// Copies the first `out.len()` bytes of the range out.
+    pub fn read_into(&self, out: &mut [u8]) {
+        self.client.pool.read_at(self.offset, out);
+    }
+}
+
+impl StandaloneClient {
+    /// Creates the pool (`local_buffer_size` of staging, then `mem_pool_size` for
+    /// [`StandaloneClient::alloc_from_mem_pool`]) and connects to the store service whose
+    /// `--port` is the port of `server_address`.
+    pub async fn connect(
+        mem_pool_size: u64,
+        local_buffer_size: u64,
+        server_address: &str,
+    ) -> Result<Self, StandaloneError> {
+        let port = server_address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .or_else(|| server_address.parse().ok())
+            .ok_or_else(|| StandaloneError::Address(server_address.to_owned()))?;
+        let path = PathBuf::from(format!(
+            "/dev/shm/mooncake-{}-dummy-{:x}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        ));
+        let total = (local_buffer_size + mem_pool_size).max(4096);
+        let pool =
+            mooncake_transfer_engine::SharedMemory::create(&path, total).map_err(|source| {
+                StandaloneError::Pool {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        let mut client = Self {
+            port,
+            staging_len: local_buffer_size,
+            staging: Mutex::new(OffsetAllocator::new(local_buffer_size.max(1))),
+            user: Mutex::new(OffsetAllocator::new(mem_pool_size.max(1))),
+            pool,
+            conn: tokio::sync::Mutex::new(None),
+            hostname: String::new(),
+        };
+        let conn = client.open().await?;
+        *client.conn.get_mut() = Some(conn);
+        let reply = client.call(&Request::Hostname).await;
+        client.hostname = reply.text;
+        Ok(client)
+    }
+
+    async fn open(&self) -> Result<UnixStream, StandaloneError> {
+        let socket = socket_name(self.port);
+        let err = |source| StandaloneError::Connect {
+            socket: socket.clone(),
+            port: self.port,
+            source,
+        };
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(socket.as_bytes()).map_err(err)?;
+        let std_stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(err)?;
+        std_stream.set_nonblocking(true).map_err(err)?;
+        let mut s = UnixStream::from_std(std_stream).map_err(err)?;
+        let hello = Request::Hello {
+            pool: self.pool.path().to_path_buf(),
+            size: self.pool.len(),
+        };
+        let body = serde_json::to_vec(&hello).map_err(|e| err(std::io::Error::other(e)))?;
+        write_frame(&mut s, &body).await.map_err(err)?;
+        let reply: Reply = serde_json::from_slice(&read_frame(&mut s).await.map_err(err)?)
+            .map_err(|e| err(std::io::Error::other(e)))?;
+        if reply.codes.first().is_some_and(|c| *c != 0) {
+            return Err(StandaloneError::Refused(reply.text));
+        }
+        Ok(s)
+    }
+
+    /// Sends one request; a broken connection (the store service restarted) is reopened
+    /// once. Failures come back as `RpcFail` codes.
+    async fn call(&self, req: &Request) -> Reply {
+        let body = match serde_json::to_vec(req) {
+            Ok(b) => b,
+            Err(_) => return Reply::default(),
+        };
+        let mut conn = self.conn.lock().await;
+        for attempt in 0..2 {
+            if conn.is_none() {
+                match self.open().await {
+                    Ok(s) => *conn = Some(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "standalone store service unreachable");
+                        break;
+                    }
+                }
+            }
+            let Some(s) = conn.as_mut() else { break };
+            let answer = async {
+                write_frame(s, &body).await?;
+                read_frame(s).await
+            }
+            .await;
+            match answer.map(|f| serde_json::from_slice::<Reply>(&f)) {
+                Ok(Ok(r)) => return r,
+                other => {
+                    tracing::debug!(
+                        attempt,
+                        ?other,
+                        "standalone connection failed; reconnecting"
+                    );
+                    *conn = None;
+                }
+            }
+        }
+        Reply {
+            codes: vec![ErrorCode::RpcFail.code().into()],
+            text: String::new(),
+        }
+    }
+
+    fn codes(&self, r: Reply, n: usize) -> Vec<i64> {
+        if r.codes.len() == n {
+            r.codes
+        } else {
+            vec![
+                r.codes
+                    .first()
+                    .copied()
+                    .unwrap_or(ErrorCode::RpcFail.code().into());
+                n
+            ]
+        }
+    }
+
+    /// The store service's segment name (what `get_hostname` returns).
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// `[addr, addr+len)` as a pool offset, if it lies in the pool.
+    pub fn offset_of(&self, addr: u64, len: u64) -> Option<u64> {
+        let base = self.pool.addr();
+        (addr >= base && addr.checked_add(len)? <= base + self.pool.len()).then(|| addr - base)
+    }
+
+    /// A buffer of `size` bytes in the shared pool for zero-copy calls (address), or `None`.
+    pub fn alloc_from_mem_pool(&self, size: u64) -> Option<u64> {
+        let a = self.user.lock().allocate(size)?;
+        Some(self.pool.addr() + self.staging_len + a.offset)
+    }
+
+    /// Room in the staging area.
+    pub fn stage(&self, len: u64) -> Option<StagedRange<'_>> {
+        let a = self.staging.lock().allocate(len)?;
+        Some(StagedRange {
+            client: self,
+            handle: a.handle,
+            offset: a.offset,
+            len,
+        })
+    }
+
+    /// Copies `data` into a staged range at `at` bytes into it.
+    pub fn fill(&self, range: &StagedRange<'_>, at: u64, data: &[u8]) {
+        self.pool.write_at(range.offset + at, data);
+    }
+
+    /// Puts (or upserts) objects made of pool ranges; per-key code.
+    pub async fn put(
+        &self,
+        items: Vec<(String, Ranges)>,
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Vec<i64> {
+        let n = items.len();
+        let r = self
+            .call(&Request::Put {
+                items,
+                upsert,
+                config: config.into(),
+            })
+            .await;
+        self.codes(r, n)
+    }
+
+    /// `(key, pool offset, capacity)` reads; per-key size or code.
+    pub async fn get_into(&self, items: Vec<(String, u64, u64)>) -> Vec<i64> {
+        let n = items.len();
+        let r = self.call(&Request::GetInto { items }).await;
+        self.codes(r, n)
+    }
+
+    /// Exact-fit scattered reads; per-key size or code.
+    pub async fn get_into_parts(&self, items: Vec<(String, Ranges)>) -> Vec<i64> {
+        let n = items.len();
+        let r = self.call(&Request::GetIntoParts { items }).await;
+        self.codes(r, n)
+    }
+
+    /// Per-key 1, 0 or a code.
+    pub async fn is_exist(&self, keys: Vec<String>) -> Vec<i64> {
+        let n = keys.len();
+        let r = self.call(&Request::IsExist { keys }).await;
+        self.codes(r, n)
+    }
+
+    /// Size or code.
+    pub async fn get_size(&self, key: String) -> i64 {
+        let r = self.call(&Request::GetSize { key }).await;
+        self.codes(r, 1)[0]
+    }
+
+    /// Per-key code.
+    pub async fn remove(&self, keys: Vec<String>, force: bool) -> Vec<i64> {
+        let n = keys.len();
+        let r = self.call(&Request::Remove { keys, force }).await;
+        self.codes(r, n)
+    }
+
+    /// Count or code.
+    pub async fn remove_all(&self, force: bool) -> i64 {
+        let r = self.call(&Request::RemoveAll { force }).await;
+        self.codes(r, 1)[0]
+    }
+
+    /// Whether the store service answers.
+    pub async fn healthy(&self) -> bool {
+        !self.call(&Request::Hostname).await.text.is_empty()
+    }
+}
+
+/// Shared handle for the Python binding.
+pub type SharedStandalone = Arc<StandaloneClient>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_ranges_never_leave_the_pool() {
+        assert_eq!(
+            addresses(0x1000, 100, &[(0, 10), (90, 10)]),
+            Some(vec![(0x1000, 10), (0x1000 + 90, 10)])
+        );
+        assert_eq!(addresses(0x1000, 100, &[(95, 10)]), None);
+        assert_eq!(addresses(0x1000, 100, &[(u64::MAX, 2)]), None);
+    }
+
+    #[test]
+    fn configs_and_requests_survive_the_wire() {
+        let c = ReplicateConfig {
+            replica_num: 2,
+            pin: Pin::Hard,
+            preferred_segments: vec!["a:1".into()],
+            prefer_alloc_in_same_node: false,
+        };
+        let back = ReplicateConfig::from(WireConfig::from(&c));
+        assert_eq!(back, c);
+        let req = Request::GetInto {
+            items: vec![("k".into(), 4096, 10)],
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(json.contains("\"op\":\"get_into\""), "{json}");
+        assert!(matches!(
+            serde_json::from_str::<Request>(&json).unwrap(),
+            Request::GetInto { .. }
+        ));
+        assert!(serde_json::from_str::<Request>("{\"op\":\"format_disk\"}").is_err());
+    }
+}
