@@ -347,22 +347,39 @@ impl TransferEngine {
         len: u64,
         location: &str,
     ) -> Result<LocalBuffer, TransferError> {
+        let (buffer, ()) = self
+            .allocate_with(len, location, "mmap", move || {
+                Region::anonymous(len).map(|r| (r, ()))
+            })
+            .await?;
+        Ok(buffer)
+    }
+
+    /// Checks `len`, builds a region off the async threads (mapping and pre-faulting large
+    /// buffers takes a while), registers and publishes it.
+    async fn allocate_with<T: Send + 'static>(
+        &self,
+        len: u64,
+        location: &str,
+        what: &'static str,
+        make: impl FnOnce() -> std::io::Result<(Region, T)> + Send + 'static,
+    ) -> Result<(LocalBuffer, T), TransferError> {
         if len == 0 {
             return Err(TransferError::InvalidArgument(
                 "cannot allocate a zero-length buffer".into(),
             ));
         }
-        let region = tokio::task::spawn_blocking(move || Region::anonymous(len))
+        let (region, extra) = tokio::task::spawn_blocking(make)
             .await
             .map_err(|e| TransferError::InvalidArgument(format!("allocation task failed: {e}")))?
             .map_err(|source| TransferError::Io {
                 peer: self.inner.data_addr,
-                what: "mmap",
+                what,
                 source,
             })?;
         let region = Arc::new(region);
         self.insert(region.clone(), location).await?;
-        Ok(LocalBuffer { region })
+        Ok((LocalBuffer { region }, extra))
     }
 
     /// Like [`TransferEngine::allocate_buffer`], backed by a new shared-memory file in
@@ -374,11 +391,6 @@ impl TransferEngine {
         len: u64,
         location: &str,
     ) -> Result<LocalBuffer, TransferError> {
-        if len == 0 {
-            return Err(TransferError::InvalidArgument(
-                "cannot allocate a zero-length buffer".into(),
-            ));
-        }
         let n = self.inner.next_shm.fetch_add(1, Ordering::Relaxed);
         if n == 0 {
             reap_stale_shm_files();
@@ -391,17 +403,12 @@ impl TransferEngine {
             "/dev/shm/mooncake-{}-{n}-{nanos:x}",
             std::process::id()
         ));
-        let region = tokio::task::spawn_blocking(move || Region::shared(&path, len, true))
-            .await
-            .map_err(|e| TransferError::InvalidArgument(format!("allocation task failed: {e}")))?
-            .map_err(|source| TransferError::Io {
-                peer: self.inner.data_addr,
-                what: "shared memory",
-                source,
-            })?;
-        let region = Arc::new(region);
-        self.insert(region.clone(), location).await?;
-        Ok(LocalBuffer { region })
+        let (buffer, ()) = self
+            .allocate_with(len, location, "shared memory", move || {
+                Region::shared(&path, len, true).map(|r| (r, ()))
+            })
+            .await?;
+        Ok(buffer)
     }
 
     /// A buffer backed by the named shared-memory file `path` that outlives this process (a
@@ -414,13 +421,8 @@ impl TransferEngine {
         len: u64,
         location: &str,
     ) -> Result<(LocalBuffer, bool), TransferError> {
-        if len == 0 {
-            return Err(TransferError::InvalidArgument(
-                "cannot allocate a zero-length buffer".into(),
-            ));
-        }
         let path = path.to_path_buf();
-        let (region, attached) = tokio::task::spawn_blocking(move || {
+        self.allocate_with(len, location, "shared memory", move || {
             if path.exists() {
                 Region::attach(&path, len).map(|r| (r, true))
             } else {
@@ -428,15 +430,6 @@ impl TransferEngine {
             }
         })
         .await
-        .map_err(|e| TransferError::InvalidArgument(format!("allocation task failed: {e}")))?
-        .map_err(|source| TransferError::Io {
-            peer: self.inner.data_addr,
-            what: "shared memory",
-            source,
-        })?;
-        let region = Arc::new(region);
-        self.insert(region.clone(), location).await?;
-        Ok((LocalBuffer { region }, attached))
     }
 
     /// Maps another local process's shared-memory file (e.g. a standalone client's pool)
@@ -737,16 +730,61 @@ impl TransferEngine {
         match requests {
             [] => Ok(()),
             [one] => self.transfer_one(*one).await,
-            many => {
-                let mut set = JoinSet::new();
-                for r in many {
-                    let engine = self.clone();
-                    let r = *r;
-                    set.spawn(async move { engine.transfer_one(r).await });
+            many => self
+                .transfer_each(many)
+                .await
+                .into_iter()
+                .find(Result::is_err)
+                .unwrap_or(Ok(())),
+        }
+    }
+
+    /// Moves every request and reports each one's outcome, in order. Requests that are
+    /// copies (local, or a same-host peer's shared memory) run inline; the others run
+    /// concurrently over the network.
+    pub async fn transfer_each(
+        &self,
+        requests: &[TransferRequest],
+    ) -> Vec<Result<(), TransferError>> {
+        let mut out: Vec<Option<Result<(), TransferError>>> =
+            requests.iter().map(|_| None).collect();
+        let mut set = JoinSet::new();
+        for (i, r) in requests.iter().enumerate() {
+            match self.try_inline(*r) {
+                Some(done) => out[i] = Some(done),
+                None => {
+                    let (engine, r) = (self.clone(), *r);
+                    set.spawn(async move { (i, engine.transfer_one(r).await) });
                 }
-                first_error(set).await
             }
         }
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, r)) = joined {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|o| o.unwrap_or(Err(TransferError::Shutdown)))
+            .collect()
+    }
+
+    /// The outcome of `r` if it is a copy that needs no network (`None` otherwise).
+    fn try_inline(&self, r: TransferRequest) -> Option<Result<(), TransferError>> {
+        if r.length == 0 {
+            return Some(Ok(()));
+        }
+        if *self.inner.shutdown.borrow() {
+            return Some(Err(TransferError::Shutdown));
+        }
+        let local = match self.registered(r.source, r.length) {
+            Ok(l) => l,
+            Err(e) => return Some(Err(e)),
+        };
+        if r.target == SegmentHandle::LOCAL {
+            return Some(self.local_copy(&local, r));
+        }
+        let seg = self.inner.segments.read().get(&r.target.0).cloned()?;
+        self.try_shm(&seg, &local, r)
     }
 
     /// Moves one request, slicing it over several connections when it is large.

@@ -688,16 +688,53 @@ impl Client {
 
     /// Runs requests concurrently; returns per-request success.
     async fn transfer_each(&self, reqs: &[TransferRequest]) -> Vec<bool> {
+        self.inner
+            .engine
+            .transfer_each(reqs)
+            .await
+            .iter()
+            .map(Result::is_ok)
+            .collect()
+    }
+
+    /// Reads many objects: one pass over every object's preferred replica (copies inline,
+    /// network reads concurrently), then the full failover path for the ones that failed.
+    async fn pull_many(
+        &self,
+        jobs: &[(Vec<(u64, u64)>, ReplicaList)],
+    ) -> Vec<Result<(), ErrorCode>> {
+        let mut reqs = Vec::new();
+        let mut owner = Vec::new();
+        let mut out: Vec<Result<(), ErrorCode>> = vec![Ok(()); jobs.len()];
+        for (j, (dst, list)) in jobs.iter().enumerate() {
+            let Some(rep) = self.preferred(&list.replicas) else {
+                out[j] = Err(ErrorCode::ReplicaIsNotReady);
+                continue;
+            };
+            match self.requests(Opcode::Read, dst, rep).await {
+                Ok(r) => {
+                    owner.extend(r.iter().map(|_| j));
+                    reqs.extend(r);
+                }
+                Err(e) => out[j] = Err(e),
+            }
+        }
+        for (k, ok) in self.transfer_each(&reqs).await.into_iter().enumerate() {
+            if !ok {
+                out[owner[k]] = Err(ErrorCode::TransferFail);
+            }
+        }
         let mut set = tokio::task::JoinSet::new();
-        for (i, r) in reqs.iter().enumerate() {
-            let (engine, r) = (self.inner.engine.clone(), *r);
-            set.spawn(async move { (i, engine.transfer(&[r]).await.is_ok()) });
+        for (j, (dst, list)) in jobs.iter().enumerate() {
+            if out[j].is_err() && out[j] != Err(ErrorCode::ReplicaIsNotReady) {
+                let (c, dst, list) = (self.clone(), dst.clone(), list.clone());
+                set.spawn(async move { (j, c.pull(&dst, &list.replicas).await.map(|_| ())) });
+            }
         }
-        let mut ok = vec![false; reqs.len()];
-        while let Some(Ok((i, r))) = set.join_next().await {
-            ok[i] = r;
+        while let Some(Ok((j, r))) = set.join_next().await {
+            out[j] = r;
         }
-        ok
+        out
     }
 
     // ---- reads ----
@@ -834,19 +871,23 @@ impl Client {
             Ok(l) => l,
             Err(e) => return items.iter().map(|_| Err(e)).collect(),
         };
-        let mut set = tokio::task::JoinSet::new();
         let mut out: Vec<Result<u64, ErrorCode>> = vec![Err(ErrorCode::InternalError); items.len()];
+        let mut jobs = Vec::new();
+        let mut idx = Vec::new();
         for (i, (l, (_, parts))) in lists.into_iter().zip(items).enumerate() {
-            match l {
-                Ok(l) => {
-                    let (c, parts) = (self.clone(), parts.clone());
-                    set.spawn(async move { (i, c.pull_exact(&parts, &l).await) });
+            match l.map(|l| (total(parts).cmp(&l.size()), l)) {
+                Ok((std::cmp::Ordering::Less, _)) => out[i] = Err(ErrorCode::InvalidParams),
+                Ok((std::cmp::Ordering::Greater, _)) => out[i] = Err(ErrorCode::TransferFail),
+                Ok((std::cmp::Ordering::Equal, l)) => {
+                    jobs.push((parts.clone(), l));
+                    idx.push(i);
                 }
                 Err(e) => out[i] = Err(e),
             }
         }
-        while let Some(Ok((i, r))) = set.join_next().await {
-            out[i] = r;
+        let results = self.pull_many(&jobs).await;
+        for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
+            out[i] = r.map(|()| l.size());
         }
         out
     }
@@ -869,29 +910,21 @@ impl Client {
             Err(e) => return keys.iter().map(|_| Err(e)).collect(),
         };
         let mut out: Vec<Result<StagedValue, ErrorCode>> = Vec::with_capacity(keys.len());
-        let mut pending = Vec::new();
+        let mut jobs = Vec::new();
+        let mut slices = Vec::new();
         for l in lists {
             match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
                 Ok((l, s)) => {
                     out.push(Err(ErrorCode::InternalError));
-                    pending.push((out.len() - 1, l, s));
+                    jobs.push((vec![(s.addr(), l.size())], l));
+                    slices.push((out.len() - 1, s));
                 }
                 Err(e) => out.push(Err(e)),
             }
         }
-        let mut set = tokio::task::JoinSet::new();
-        for (i, l, s) in pending {
-            let c = self.clone();
-            set.spawn(async move {
-                let r = c
-                    .pull(&[(s.addr(), l.size())], &l.replicas)
-                    .await
-                    .map(|_| StagedValue(s));
-                (i, r)
-            });
-        }
-        while let Some(Ok((i, r))) = set.join_next().await {
-            out[i] = r;
+        let results = self.pull_many(&jobs).await;
+        for ((i, s), r) in slices.into_iter().zip(results) {
+            out[i] = r.map(|()| StagedValue(s));
         }
         out
     }
@@ -903,27 +936,22 @@ impl Client {
             Ok(l) => l,
             Err(e) => return items.iter().map(|_| Err(e)).collect(),
         };
-        let mut set = tokio::task::JoinSet::new();
         let mut out: Vec<Result<u64, ErrorCode>> = vec![Err(ErrorCode::InternalError); items.len()];
+        let mut jobs = Vec::new();
+        let mut idx = Vec::new();
         for (i, (l, (_, addr, cap))) in lists.into_iter().zip(items).enumerate() {
             match l {
                 Ok(l) if l.size() > *cap => out[i] = Err(ErrorCode::InvalidParams),
                 Ok(l) => {
-                    let (c, addr) = (self.clone(), *addr);
-                    set.spawn(async move {
-                        (
-                            i,
-                            c.pull(&[(addr, l.size())], &l.replicas)
-                                .await
-                                .map(|_| l.size()),
-                        )
-                    });
+                    jobs.push((vec![(*addr, l.size())], l));
+                    idx.push(i);
                 }
                 Err(e) => out[i] = Err(e),
             }
         }
-        while let Some(Ok((i, r))) = set.join_next().await {
-            out[i] = r;
+        let results = self.pull_many(&jobs).await;
+        for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
+            out[i] = r.map(|()| l.size());
         }
         out
     }

@@ -300,7 +300,15 @@ async fn read_loop(
             }),
         };
         let ok = result.is_ok();
-        let _ = job.done.send(Outcome::Done(result));
+        // A connection that breaks under a request may have been broken by a neighbour (a
+        // server that refuses one request closes the connection, and a reset can destroy
+        // answers already sent): retry it on a fresh lane. Rejections and timeouts are the
+        // request's own.
+        let outcome = match result {
+            Err(TransferError::Io { .. }) => Outcome::Aborted,
+            other => Outcome::Done(other),
+        };
+        let _ = job.done.send(outcome);
         if !ok {
             failed.notify_one();
             inflight.close();

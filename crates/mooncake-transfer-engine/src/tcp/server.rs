@@ -150,6 +150,19 @@ async fn serve_connection(
             if v2 {
                 wr.write_all(&Status::Rejected.encode()).await?;
             }
+            // Close gracefully: FIN after the answers, then discard what the client had
+            // already pipelined. Closing with unread input would send a reset, which can
+            // destroy answers still in flight to the client.
+            let _ = wr.shutdown().await;
+            let drain = async {
+                let mut sink = [0u8; 16 * 1024];
+                while let Ok(n) = rd.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
             return Err(ConnError::Refused(header));
         };
         match header.opcode {
