@@ -91,14 +91,14 @@ def test_a_contributor_that_closes_cleanly_keeps_its_data(short_ttl_cluster):
     run_python(c, """
         mine = ReplicateConfig()
         mine.preferred_segment = s.get_hostname()
-        for i in range(50):
-            assert s.put(f"drained-{i}", value(i), mine) == 0
+        for i in range(1000):
+            assert s.put(f"drained-{i}", value(i % 50), mine) == 0
         assert s.close() == 0
     """, segment=64 << 20)
     out = run_python(c, """
-        print("kept", sum(s.get(f"drained-{i}") == value(i) for i in range(50)))
+        print("kept", sum(s.get(f"drained-{i}") == value(i % 50) for i in range(1000)))
     """)
-    assert "kept 50" in out, out
+    assert "kept 1000" in out, out
 
 
 def test_console_scripts_take_the_binaries_flags():
