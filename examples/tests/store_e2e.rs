@@ -51,38 +51,9 @@ fn cli(rpc: &str, meta: &str, args: &[&str]) -> Output {
 
 #[test]
 fn objects_with_two_replicas_survive_a_killed_store_service() {
-    let (_master, mut out) = spawn(
-        env!("CARGO_BIN_EXE_mooncake_master"),
-        &[
-            "--rpc_port=0",
-            "--rpc_address=127.0.0.1",
-            "--enable_http_metadata_server=1",
-            "--http_metadata_server_host=127.0.0.1",
-            "--http_metadata_server_port=0",
-            "--metrics_host=127.0.0.1",
-            "--metrics_port=0",
-            "--client_ttl=2",
-        ]
-        .map(String::from),
-    );
-    let rpc = last_word(&mut out, "mooncake_master rpc listening on");
-    let meta = last_word(&mut out, "mooncake_master http metadata server on");
-    let store = |_: usize| {
-        spawn(
-            env!("CARGO_BIN_EXE_mooncake_store_service"),
-            &[
-                "--host=127.0.0.1".into(),
-                "--port=0".into(),
-                "--global_segment_size=128 MB".into(),
-                format!("--master_server_address={rpc}"),
-                format!("--metadata_server={meta}"),
-            ],
-        )
-    };
-    let (mut victim, mut out1) = store(1);
-    let (_survivor, mut out2) = store(2);
-    last_word(&mut out1, "mooncake_store_service segment");
-    last_word(&mut out2, "mooncake_store_service segment");
+    let (_master, rpc, meta) = start_master();
+    let (mut victim, _out1, _) = start_store(&rpc, &meta);
+    let (_survivor, _out2, _) = start_store(&rpc, &meta);
 
     let filled = cli(
         &rpc,
@@ -94,8 +65,7 @@ fn objects_with_two_replicas_survive_a_killed_store_service() {
         "{}",
         String::from_utf8_lossy(&filled.stdout)
     );
-    victim.0.kill().unwrap();
-    let _ = victim.0.wait();
+    kill9(&mut victim);
     let killed = Instant::now();
     let verified = cli(&rpc, &meta, &["--count=1000", "--size=16KiB", "verify"]);
     let text = String::from_utf8_lossy(&verified.stdout);

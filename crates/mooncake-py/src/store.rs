@@ -243,6 +243,9 @@ impl Store {
         config: Option<PyRef<'_, PyReplicateConfig>>,
         upsert: bool,
     ) -> PyResult<Vec<i32>> {
+        if keys.len() != ptrs.len() || keys.len() != sizes.len() {
+            return Ok(vec![INVALID; keys.len()]);
+        }
         let ptrs = addresses(&ptrs)?;
         let parts: Vec<Vec<(u64, u64)>> = ptrs
             .iter()
@@ -751,9 +754,6 @@ impl Store {
         sizes: Vec<u64>,
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> PyResult<Vec<i32>> {
-        if keys.len() != buffer_ptrs.len() || keys.len() != sizes.len() {
-            return Ok(vec![INVALID; keys.len()]);
-        }
         self.batch_from(py, keys, buffer_ptrs, sizes, config, false)
     }
 
@@ -767,9 +767,6 @@ impl Store {
         sizes: Vec<u64>,
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> PyResult<Vec<i32>> {
-        if keys.len() != buffer_ptrs.len() || keys.len() != sizes.len() {
-            return Ok(vec![INVALID; keys.len()]);
-        }
         self.batch_from(py, keys, buffer_ptrs, sizes, config, true)
     }
 
