@@ -490,3 +490,51 @@ async fn p2phandshake_clients_need_no_metadata_server() {
         .unwrap();
     assert_eq!(user.get("p2p").await.unwrap(), v);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_go_straight_into_shared_memory_and_through_staging_over_tcp() {
+    let c = cluster(MasterConfig::default()).await;
+    let shm = c.client(16 * MIB, 0).await;
+    let tcp = Client::with_master(
+        ClientConfig {
+            metadata_server: c.metadata.clone(),
+            global_segment_size: 16 * MIB,
+            local_buffer_size: 0,
+            shared_memory: false,
+            ..ClientConfig::default()
+        },
+        c.master.clone() as Arc<dyn MasterApi>,
+    )
+    .await
+    .unwrap();
+    let user = c.client(0, 4 * MIB).await;
+    for (holder, name) in [(&shm, "shm"), (&tcp, "tcp")] {
+        let at = ReplicateConfig {
+            preferred_segments: vec![holder.segment().unwrap().name.clone()],
+            ..ReplicateConfig::default()
+        };
+        let before = user.engine().shm_bytes();
+        let v = value(300_000, 9);
+        user.put(&format!("{name}-one"), &v, &at).await.unwrap();
+        user.put_parts(
+            &format!("{name}-parts"),
+            &[&v[..1000], &v[1000..]],
+            &at,
+            false,
+        )
+        .await
+        .unwrap();
+        let moved = user.engine().shm_bytes() - before;
+        assert_eq!(
+            moved,
+            if name == "shm" { 600_000 } else { 0 },
+            "{name}: bytes copied through shared memory"
+        );
+        assert_eq!(user.get(&format!("{name}-one")).await.unwrap(), v, "{name}");
+        assert_eq!(
+            user.get(&format!("{name}-parts")).await.unwrap(),
+            v,
+            "{name}"
+        );
+    }
+}

@@ -768,6 +768,38 @@ impl TransferEngine {
             .collect()
     }
 
+    /// Copies `data` straight to `[target_offset, +len)` of `target` when this engine
+    /// reaches that range without the network (its own registered memory, or a same-host
+    /// peer's shared memory); `Ok(false)` when it needs a transfer. Saves staging the bytes
+    /// in registered memory first.
+    pub fn write_direct(
+        &self,
+        target: SegmentHandle,
+        target_offset: u64,
+        data: &[u8],
+    ) -> Result<bool, TransferError> {
+        let len = data.len() as u64;
+        if len == 0 {
+            return Ok(true);
+        }
+        if target == SegmentHandle::LOCAL {
+            let region = self.registered(target_offset, len)?;
+            region
+                .slice_mut(target_offset, data.len())
+                .copy_from_slice(data);
+            return Ok(true);
+        }
+        let Some(seg) = self.inner.segments.read().get(&target.0).cloned() else {
+            return Ok(false);
+        };
+        let Some((region, at)) = seg.shm_target(target_offset, len) else {
+            return Ok(false);
+        };
+        region.slice_mut(at, data.len()).copy_from_slice(data);
+        self.inner.shm_bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(true)
+    }
+
     /// The outcome of `r` if it is a copy that needs no network (`None` otherwise).
     fn try_inline(&self, r: TransferRequest) -> Option<Result<(), TransferError>> {
         if r.length == 0 {

@@ -381,14 +381,108 @@ impl Client {
         if len == 0 {
             return Err(ErrorCode::InvalidParams);
         }
-        let slice = self.stage(len)?;
-        let mut off = 0;
-        for p in parts {
-            slice.fill_at(off, p);
-            off += p.len() as u64;
+        self.write_bytes(key, parts, config, upsert).await
+    }
+
+    /// Puts (or upserts) byte slices as one object. Replicas this client reaches without the
+    /// network (same-host shared memory) get the bytes copied straight in; the others get
+    /// them through the staging buffer, which is reserved first either way (a value larger
+    /// than the free staging buffer is `InvalidParams`, as in Mooncake).
+    async fn write_bytes(
+        &self,
+        key: &str,
+        parts: &[&[u8]],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Result<(), ErrorCode> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if len == 0 {
+            return Err(ErrorCode::InvalidParams);
         }
-        self.write(key, &[(slice.addr(), len)], config, upsert)
+        let slice = self.stage(len)?;
+        let replicas = match self.start(key, len, config, upsert).await {
+            Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
+            other => other?,
+        };
+        let mut remote = Vec::new();
+        for rep in &replicas {
+            if !self.copy_direct(rep, parts).await {
+                remote.push(rep.clone());
+            }
+        }
+        let pushed = if remote.is_empty() {
+            Ok(())
+        } else {
+            let mut off = 0;
+            for p in parts {
+                slice.fill_at(off, p);
+                off += p.len() as u64;
+            }
+            self.push(&[(slice.addr(), len)], &remote).await
+        };
+        self.finish(key, &replicas, pushed).await
+    }
+
+    /// Copies `parts`, end to end, straight into `rep` if it needs no network.
+    async fn copy_direct(&self, rep: &ReplicaDescriptor, parts: &[&[u8]]) -> bool {
+        let Ok(target) = self
+            .inner
+            .engine
+            .open_segment(&rep.transport_endpoint)
             .await
+        else {
+            return false;
+        };
+        let mut off = rep.buffer_address;
+        for p in parts {
+            // Parts of one replica all go the same way; a later part that cannot (it should
+            // not happen) sends the whole value through the staging buffer instead.
+            match self.inner.engine.write_direct(target, off, p) {
+                Ok(true) => off += p.len() as u64,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// `put_start` or `upsert_start`.
+    async fn start(
+        &self,
+        key: &str,
+        size: u64,
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        let m = &self.inner.master;
+        if upsert {
+            m.upsert_start(self.inner.id, key, size, config).await
+        } else {
+            m.put_start(self.inner.id, key, size, config).await
+        }
+    }
+
+    /// Commits a written object (and remembers where it is), or revokes a failed one so
+    /// nothing half-written is ever visible.
+    async fn finish(
+        &self,
+        key: &str,
+        replicas: &[ReplicaDescriptor],
+        written: Result<(), ErrorCode>,
+    ) -> Result<(), ErrorCode> {
+        let m = &self.inner.master;
+        match written {
+            Ok(()) => {
+                m.put_end(self.inner.id, key).await?;
+                if let Some(r) = self.preferred(replicas) {
+                    self.inner.locations.insert(key, r);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = m.put_revoke(self.inner.id, key).await;
+                Err(e)
+            }
+        }
     }
 
     /// Stores `value`, replacing any existing value.
@@ -483,13 +577,7 @@ impl Client {
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Result<(), ErrorCode> {
-        if value.is_empty() {
-            return Err(ErrorCode::InvalidParams);
-        }
-        let slice = self.stage(value.len() as u64)?;
-        slice.fill(value);
-        self.write(key, &[(slice.addr(), value.len() as u64)], config, upsert)
-            .await
+        self.write_bytes(key, &[value], config, upsert).await
     }
 
     fn stage(&self, len: u64) -> Result<staging::Slice, ErrorCode> {
@@ -511,30 +599,12 @@ impl Client {
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Result<(), ErrorCode> {
-        let size = total(src);
-        let m = &self.inner.master;
-        let started = if upsert {
-            m.upsert_start(self.inner.id, key, size, config).await
-        } else {
-            m.put_start(self.inner.id, key, size, config).await
-        };
-        let replicas = match started {
+        let replicas = match self.start(key, total(src), config, upsert).await {
             Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
             other => other?,
         };
-        match self.push(src, &replicas).await {
-            Ok(()) => {
-                m.put_end(self.inner.id, key).await?;
-                if let Some(r) = self.preferred(&replicas) {
-                    self.inner.locations.insert(key, r);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                let _ = m.put_revoke(self.inner.id, key).await;
-                Err(e)
-            }
-        }
+        let pushed = self.push(src, &replicas).await;
+        self.finish(key, &replicas, pushed).await
     }
 
     async fn write_batch(
