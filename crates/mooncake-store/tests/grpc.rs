@@ -344,12 +344,14 @@ fn config() -> GrpcClientConfig {
     config_over(true)
 }
 
-/// The client config over the tunnel transport or over HTTP/2.
+/// The client config over the tunnel transport (through the master's local Unix socket)
+/// or over HTTP/2.
 fn config_over(tunnel: bool) -> GrpcClientConfig {
     GrpcClientConfig {
         connect_timeout: Duration::from_secs(5),
         rpc_timeout: Duration::from_secs(10),
         tunnel,
+        local_socket: true,
     }
 }
 
@@ -387,10 +389,23 @@ async fn every_rpc_round_trips_over_http2() {
     every_rpc_round_trips(false).await;
 }
 
+#[tokio::test]
+async fn every_rpc_round_trips_over_the_tunnel_on_tcp() {
+    every_rpc_round_trips_with(GrpcClientConfig {
+        local_socket: false,
+        ..config()
+    })
+    .await;
+}
+
 async fn every_rpc_round_trips(tunnel: bool) {
+    every_rpc_round_trips_with(config_over(tunnel)).await;
+}
+
+async fn every_rpc_round_trips_with(config: GrpcClientConfig) {
     let fake = Arc::new(FakeMaster::default());
     let server = start(fake.clone()).await;
-    let c = GrpcMasterClient::connect(&server.addr.to_string(), config_over(tunnel))
+    let c = GrpcMasterClient::connect(&server.addr.to_string(), config)
         .await
         .unwrap();
     assert_eq!(c.master_version(), ProtocolVersion::CURRENT);

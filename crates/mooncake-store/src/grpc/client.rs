@@ -41,6 +41,9 @@ pub struct GrpcClientConfig {
     /// connections, answered inline) instead of HTTP/2; falls back to HTTP/2 if the master
     /// does not speak it. Default true.
     pub tunnel: bool,
+    /// With the tunnel, reach a master on this host (a loopback address) through its
+    /// abstract Unix socket instead of TCP; falls back to TCP if it has none. Default true.
+    pub local_socket: bool,
 }
 
 impl Default for GrpcClientConfig {
@@ -49,6 +52,7 @@ impl Default for GrpcClientConfig {
             connect_timeout: Duration::from_secs(5),
             rpc_timeout: Duration::from_secs(30),
             tunnel: true,
+            local_socket: true,
         }
     }
 }
@@ -79,13 +83,15 @@ impl GrpcMasterClient {
         if config.tunnel {
             let host_port = addr.split_once("://").map_or(addr, |(_, rest)| rest);
             let host_port = host_port.trim_end_matches('/');
-            let tunnel = match Tunnel::connect(host_port, config.connect_timeout).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(addr, error = %e, "cannot connect to the master");
-                    return Err(ErrorCode::RpcFail);
-                }
-            };
+            let tunnel =
+                match Tunnel::connect(host_port, config.connect_timeout, config.local_socket).await
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(addr, error = %e, "cannot connect to the master");
+                        return Err(ErrorCode::RpcFail);
+                    }
+                };
             match Self::handshake(addr, Transport::Tunnel(tunnel), config).await {
                 Err(ErrorCode::RpcFail) => {
                     tracing::info!(

@@ -40,6 +40,11 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
     let (http2, incoming) = mpsc::channel::<io::Result<TcpStream>>(64);
+    let local = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| local_listener(a.port()));
+    let local = local.map(|l| tokio::spawn(local_accept_loop(l, service.clone())));
     let accept = tokio::spawn(accept_loop(listener, service.clone(), http2));
     let served = Server::builder()
         .add_service(service)
@@ -47,7 +52,62 @@ pub async fn serve(
         .await
         .map_err(io::Error::other);
     accept.abort();
+    if let Some(l) = local {
+        l.abort();
+    }
     served
+}
+
+/// The abstract Unix socket beside the TCP port, for tunnel clients on this host.
+fn local_listener(port: u16) -> Option<tokio::net::UnixListener> {
+    use std::os::linux::net::SocketAddrExt;
+    let name = super::tunnel::local_socket_name(port);
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
+    let l = match std::os::unix::net::UnixListener::bind_addr(&addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::debug!(socket = %name, error = %e, "no local socket; same-host clients use TCP");
+            return None;
+        }
+    };
+    l.set_nonblocking(true).ok()?;
+    tokio::net::UnixListener::from_std(l).ok()
+}
+
+/// Serves tunnel connections from this host's clients on the Unix socket.
+async fn local_accept_loop<S>(listener: tokio::net::UnixListener, service: S)
+where
+    S: tonic::codegen::Service<
+            http::Request<http_body_util::Full<bytes::Bytes>>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let service = service.clone();
+        conns.spawn(async move {
+            let mut magic = [0u8; 4];
+            if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
+                .await
+                .is_ok()
+                && magic == super::tunnel::MAGIC
+            {
+                super::tunnel::serve_connection(stream, service).await;
+            }
+        });
+    }
 }
 
 /// Accepts connections and sorts them: tunnel connections are served here, the rest are

@@ -30,8 +30,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
 use tonic::body::Body;
 use tonic::codegen::Service;
 
@@ -128,7 +128,65 @@ pub(crate) fn decode_response(mut frame: Bytes) -> io::Result<(HeaderMap, Header
     Ok((headers, trailers, frame))
 }
 
-async fn read_frame(stream: &mut TcpStream) -> io::Result<Bytes> {
+/// The abstract Unix socket a master whose RPC port is `port` also listens on: clients on
+/// the same host reach it without the TCP stack.
+pub(crate) fn local_socket_name(port: u16) -> String {
+    format!("mooncake_master_{port}.sock")
+}
+
+/// A tunnel connection: TCP, or the master's abstract Unix socket on the same host.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Whether `host` names this machine (then the master's Unix socket is tried first).
+fn is_loopback(host: &str) -> bool {
+    matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]")
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<Bytes> {
     let len = stream.read_u32_le().await? as usize;
     if len > MAX_FRAME {
         return Err(invalid(&format!(
@@ -142,8 +200,9 @@ async fn read_frame(stream: &mut TcpStream) -> io::Result<Bytes> {
 
 // ---- client ----
 
-/// The client side: a pool of tunnel connections to one master, usable as the transport of
-/// the generated gRPC client.
+/// The client side: a pool of tunnel connections to one master (TCP, or the master's
+/// abstract Unix socket when it runs on this host), usable as the transport of the
+/// generated gRPC client.
 #[derive(Debug, Clone)]
 pub(crate) struct Tunnel {
     inner: Arc<Inner>,
@@ -153,16 +212,22 @@ pub(crate) struct Tunnel {
 struct Inner {
     addr: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<TcpStream>>,
+    local_socket: bool,
+    idle: Mutex<Vec<Conn>>,
 }
 
 impl Tunnel {
     /// Opens a first connection to `addr` (`host:port`).
-    pub(crate) async fn connect(addr: &str, connect_timeout: Duration) -> io::Result<Self> {
+    pub(crate) async fn connect(
+        addr: &str,
+        connect_timeout: Duration,
+        local_socket: bool,
+    ) -> io::Result<Self> {
         let tunnel = Self {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
                 connect_timeout,
+                local_socket,
                 idle: Mutex::new(Vec::new()),
             }),
         };
@@ -171,17 +236,38 @@ impl Tunnel {
         Ok(tunnel)
     }
 
-    async fn open(&self) -> io::Result<TcpStream> {
+    async fn open(&self) -> io::Result<Conn> {
+        if self.inner.local_socket {
+            if let Some(s) = self.open_local() {
+                return Ok(s);
+            }
+        }
         let connect = TcpStream::connect(&self.inner.addr);
         let mut stream = tokio::time::timeout(self.inner.connect_timeout, connect)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
         stream.write_all(&MAGIC).await?;
-        Ok(stream)
+        Ok(Conn::Tcp(stream))
     }
 
-    async fn exchange(stream: &mut TcpStream, frame: &[u8]) -> io::Result<Bytes> {
+    /// The master's abstract Unix socket, when the master is on this host and has one.
+    fn open_local(&self) -> Option<Conn> {
+        use std::io::Write;
+        use std::os::linux::net::SocketAddrExt;
+        let (host, port) = self.inner.addr.rsplit_once(':')?;
+        if !is_loopback(host) {
+            return None;
+        }
+        let name = local_socket_name(port.parse().ok()?);
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
+        let mut s = std::os::unix::net::UnixStream::connect_addr(&addr).ok()?;
+        s.write_all(&MAGIC).ok()?;
+        s.set_nonblocking(true).ok()?;
+        UnixStream::from_std(s).ok().map(Conn::Unix)
+    }
+
+    async fn exchange(stream: &mut Conn, frame: &[u8]) -> io::Result<Bytes> {
         stream.write_all(frame).await?;
         read_frame(stream).await
     }
@@ -275,8 +361,9 @@ impl Service<http::Request<Body>> for Tunnel {
 
 /// Serves tunnel frames from one connection (whose [`MAGIC`] was already consumed) with a
 /// gRPC service, one request at a time, until the peer closes or sends garbage.
-pub(crate) async fn serve_connection<S>(mut stream: TcpStream, mut service: S)
+pub(crate) async fn serve_connection<C, S>(mut stream: C, mut service: S)
 where
+    C: AsyncRead + AsyncWrite + Unpin,
     S: Service<http::Request<Full<Bytes>>, Response = http::Response<Body>, Error = Infallible>,
 {
     loop {
