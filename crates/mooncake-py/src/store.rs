@@ -389,6 +389,37 @@ impl Store {
         Ok(self.do_setup(py, config))
     }
 
+    /// Mooncake's older entry point: `setup("localhost:12345", "127.0.0.1:2379",
+    /// mount_segment_size, 1 GiB, protocol, device_name, "127.0.0.1:50051")`, i.e. etcd
+    /// metadata on this host (refused with a clear error by a build without etcd). -600 if
+    /// the store is already set up.
+    #[pyo3(signature = (protocol, device_name, mount_segment_size=16 << 20))]
+    fn init_all(
+        &self,
+        py: Python<'_>,
+        protocol: String,
+        device_name: String,
+        mount_segment_size: u64,
+    ) -> i32 {
+        if self.client.lock().is_some() || self.dummy.lock().is_some() {
+            tracing::error!("Client is already initialized");
+            return INVALID;
+        }
+        self.do_setup(
+            py,
+            ClientConfig {
+                local_hostname: "localhost:12345".into(),
+                metadata_server: "127.0.0.1:2379".into(),
+                global_segment_size: mount_segment_size,
+                local_buffer_size: 1 << 30,
+                protocol,
+                device_name,
+                master_server_addr: "127.0.0.1:50051".into(),
+                ..ClientConfig::default()
+            },
+        )
+    }
+
     /// Standalone mode: a thin client forwarding every call to the store service on this
     /// host whose `--port` is the port of `server_address`, sharing a memory pool of
     /// `mem_pool_size` bytes with it (plus `local_buffer_size` of staging). 0, or a negative

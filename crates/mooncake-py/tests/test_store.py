@@ -254,3 +254,15 @@ def test_vllm_pattern(store):
     ctypes.memset(v, 0, len(v))
     assert store.batch_get_into_multi_buffers(keys, addrs, sizes) == [2 * block] * layers
     assert k.raw == before_k and v.raw == before_v
+
+
+def test_init_all_uses_mooncakes_fixed_defaults(cluster, capfd):
+    # Master 127.0.0.1:50051 and etcd at 127.0.0.1:2379, as the C++ client: a clear error
+    # here (no master there, and no etcd in this build).
+    s = MooncakeDistributedStore()
+    assert s.init_all("tcp", "") < 0
+    err = capfd.readouterr().err
+    assert "127.0.0.1:50051" in err or "etcd" in err, err
+    ready = cluster.store()
+    assert ready.init_all("tcp", "") == INVALID  # already set up
+    ready.close()
