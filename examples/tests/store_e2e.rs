@@ -303,3 +303,55 @@ fn a_durable_segment_back_after_its_grace_period_serves_nothing_stale() {
     );
     assert_eq!(std::fs::metadata(&path.0).unwrap().len(), before);
 }
+
+/// Runs the store service under `sh` with file sizes capped (`ulimit -f`) and SIGXFSZ
+/// ignored, so reserving its shared memory fails exactly as on a full `/dev/shm`.
+fn store_without_shm_room(rpc: &str, meta: &str, extra: &str) -> std::process::Child {
+    let script = format!(
+        "trap '' XFSZ; ulimit -f 1024; exec {} --host=127.0.0.1 --port=0 \
+         --global_segment_size=64MB --master_server_address={rpc} --metadata_server={meta} {extra}",
+        env!("CARGO_BIN_EXE_mooncake_store_service")
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn no_room_in_shared_memory_is_a_clear_error_for_durable_segments_and_a_fallback_otherwise() {
+    let (_master, rpc, meta) = start_master();
+    let path = DurablePath::new("full");
+    let durable = store_without_shm_room(&rpc, &meta, &path.arg())
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&durable.stderr);
+    assert!(!durable.status.success());
+    assert!(
+        err.contains("cannot reserve") && err.contains(&path.0.display().to_string()),
+        "{err}"
+    );
+    assert!(!path.0.exists(), "nothing is left behind");
+
+    // Without a segment path the service falls back to private memory and still serves.
+    let mut child = store_without_shm_room(&rpc, &meta, "");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut fallback = Proc(child);
+    let mounted = last_word(&mut out, "mooncake_store_service segment");
+    assert_eq!(mounted, "mounted");
+    let filled = cli(&rpc, &meta, &["--count=50", "--size=4KiB", "fill"]);
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stdout)
+    );
+    let verified = cli(&rpc, &meta, &["--count=50", "--size=4KiB", "verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    kill9(&mut fallback);
+}
