@@ -181,6 +181,19 @@ impl AsyncWrite for Conn {
     }
 }
 
+impl Conn {
+    /// Whether an idle connection is still open: nothing may be waiting on it, so pending
+    /// input (an end of stream, a reset) means the master closed it.
+    fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let r = match self {
+            Conn::Tcp(s) => s.try_read(&mut probe),
+            Conn::Unix(s) => s.try_read(&mut probe),
+        };
+        matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
 /// Whether `host` names this machine (then the master's Unix socket is tried first).
 fn is_loopback(host: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]")
@@ -275,23 +288,24 @@ impl Tunnel {
     /// Sends one request frame and returns the response frame. A pooled connection that
     /// turns out dead (the master restarted) is replaced once by a fresh one.
     async fn round_trip(&self, frame: &[u8]) -> io::Result<Bytes> {
-        let pooled = self.inner.idle.lock().pop();
-        let (stream, answer) = match pooled {
-            Some(mut s) => match Self::exchange(&mut s, frame).await {
-                Ok(a) => (s, a),
-                Err(e) => {
-                    tracing::debug!(addr = %self.inner.addr, error = %e, "pooled master connection failed; reconnecting");
-                    let mut s = self.open().await?;
-                    let a = Self::exchange(&mut s, frame).await?;
-                    (s, a)
+        // A request is sent at most once: calls like `put_start` must not run twice. So a
+        // pooled connection the master has closed (it restarted) is weeded out *before*
+        // sending, and a failure after sending is reported, never retried.
+        let pooled = loop {
+            let next = self.inner.idle.lock().pop();
+            match next {
+                Some(s) if s.is_alive() => break Some(s),
+                Some(_) => {
+                    tracing::debug!(addr = %self.inner.addr, "dropping a pooled master connection the master closed");
                 }
-            },
-            None => {
-                let mut s = self.open().await?;
-                let a = Self::exchange(&mut s, frame).await?;
-                (s, a)
+                None => break None,
             }
         };
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => self.open().await?,
+        };
+        let answer = Self::exchange(&mut stream, frame).await?;
         let mut idle = self.inner.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push(stream);
@@ -441,6 +455,53 @@ mod tests {
         );
         let (h2, t2, d2) = decode_response(Bytes::from(resp[4..].to_vec())).unwrap();
         assert_eq!((h2, t2, &d2[..]), (h, t, &b"data"[..]));
+    }
+
+    /// A master that answers the first request, then reads the second one and dies: the
+    /// client must report the failure, not send the request again (it may have run).
+    #[tokio::test]
+    async fn a_request_is_never_sent_twice() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut magic = [0u8; 4];
+                    s.read_exact(&mut magic).await.unwrap();
+                    while read_frame(&mut s).await.is_ok() {
+                        if counter.fetch_add(1, Ordering::SeqCst) > 0 {
+                            return; // processed, then gone without an answer
+                        }
+                        let reply = encode_response(&HeaderMap::new(), &HeaderMap::new(), b"ok");
+                        s.write_all(&reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        let t = Tunnel::connect(&addr, Duration::from_secs(2), false)
+            .await
+            .unwrap();
+        assert_eq!(
+            &t.round_trip(&encode_request("/a", b"1")).await.unwrap()[..],
+            &{
+                let r = encode_response(&HeaderMap::new(), &HeaderMap::new(), b"ok");
+                r[4..].to_vec()
+            }[..]
+        );
+        assert!(t.round_trip(&encode_request("/a", b"2")).await.is_err());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            2,
+            "the second request was sent once"
+        );
     }
 
     #[test]
