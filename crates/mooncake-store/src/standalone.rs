@@ -456,45 +456,47 @@ impl StandaloneClient {
         Ok(s)
     }
 
-    /// Sends one request; a broken connection (the store service restarted) is reopened
-    /// once. Failures come back as `RpcFail` codes.
+    /// Sends one request. A connection the store service closed (it restarted) is reopened
+    /// before sending; a failure after sending is reported, never retried, so no request
+    /// runs twice. Failures come back as `RpcFail` codes.
     async fn call(&self, req: &Request) -> Reply {
-        let body = match serde_json::to_vec(req) {
-            Ok(b) => b,
-            Err(_) => return Reply::default(),
+        let failed = Reply {
+            codes: vec![ErrorCode::RpcFail.code().into()],
+            text: String::new(),
+        };
+        let Ok(body) = serde_json::to_vec(req) else {
+            return failed;
         };
         let mut conn = self.conn.lock().await;
-        for attempt in 0..2 {
-            if conn.is_none() {
-                match self.open().await {
-                    Ok(s) => *conn = Some(s),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "standalone store service unreachable");
-                        break;
-                    }
-                }
-            }
-            let Some(s) = conn.as_mut() else { break };
-            let answer = async {
-                write_frame(s, &body).await?;
-                read_frame(s).await
-            }
-            .await;
-            match answer.map(|f| serde_json::from_slice::<Reply>(&f)) {
-                Ok(Ok(r)) => return r,
-                other => {
-                    tracing::debug!(
-                        attempt,
-                        ?other,
-                        "standalone connection failed; reconnecting"
-                    );
-                    *conn = None;
+        let mut probe = [0u8; 1];
+        let alive = conn.as_ref().is_some_and(|s| {
+            matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        if !alive {
+            *conn = None;
+            match self.open().await {
+                Ok(s) => *conn = Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "standalone store service unreachable");
+                    return failed;
                 }
             }
         }
-        Reply {
-            codes: vec![ErrorCode::RpcFail.code().into()],
-            text: String::new(),
+        let Some(s) = conn.as_mut() else {
+            return failed;
+        };
+        let answer = async {
+            write_frame(s, &body).await?;
+            read_frame(s).await
+        }
+        .await;
+        match answer.map(|f| serde_json::from_slice::<Reply>(&f)) {
+            Ok(Ok(r)) => r,
+            other => {
+                tracing::warn!(?other, "standalone store service connection failed");
+                *conn = None;
+                failed
+            }
         }
     }
 
