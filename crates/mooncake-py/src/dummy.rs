@@ -11,7 +11,8 @@ use crate::runtime::block;
 
 const INVALID: i64 = ErrorCode::InvalidParams as i64;
 
-fn first_error(codes: &[i64]) -> i32 {
+/// The single code of a batch call: 0, or the first per-key error.
+pub(crate) fn first_error(codes: &[i64]) -> i32 {
     codes.iter().copied().find(|c| *c != 0).unwrap_or(0) as i32
 }
 
@@ -169,9 +170,4 @@ pub(crate) fn get_into_parts(
         }
     }
     out
-}
-
-/// Result code of a batch of puts, as `put_batch` returns it.
-pub(crate) fn batch_code(codes: &[i64]) -> i32 {
-    first_error(codes)
 }

@@ -211,7 +211,7 @@ impl Store {
                 .cloned()
                 .zip(vals.iter().map(|v| vec![v.as_ref()]))
                 .collect();
-            return Ok(dummy::batch_code(&dummy::put_values(
+            return Ok(dummy::first_error(&dummy::put_values(
                 py, &d, &items, &cfg, upsert,
             )));
         }

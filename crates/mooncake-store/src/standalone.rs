@@ -18,7 +18,6 @@
 
 use std::os::linux::net::SocketAddrExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -610,9 +609,6 @@ impl StandaloneClient {
         !self.call(&Request::Hostname).await.text.is_empty()
     }
 }
-
-/// Shared handle for the Python binding.
-pub type SharedStandalone = Arc<StandaloneClient>;
 
 #[cfg(test)]
 mod tests {

@@ -77,14 +77,7 @@ fn local_listener(port: u16) -> Option<tokio::net::UnixListener> {
 /// Serves tunnel connections from this host's clients on the Unix socket.
 async fn local_accept_loop<S>(listener: tokio::net::UnixListener, service: S)
 where
-    S: tonic::codegen::Service<
-            http::Request<http_body_util::Full<bytes::Bytes>>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: super::tunnel::TunnelService,
 {
     let mut conns = JoinSet::new();
     loop {
@@ -92,21 +85,11 @@ where
             a = listener.accept() => a,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
         };
-        let Ok((mut stream, _)) = accepted else {
+        let Ok((stream, _)) = accepted else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let service = service.clone();
-        conns.spawn(async move {
-            let mut magic = [0u8; 4];
-            if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
-                .await
-                .is_ok()
-                && magic == super::tunnel::MAGIC
-            {
-                super::tunnel::serve_connection(stream, service).await;
-            }
-        });
+        conns.spawn(super::tunnel::serve_new_connection(stream, service.clone()));
     }
 }
 
@@ -117,14 +100,7 @@ async fn accept_loop<S>(
     service: S,
     http2: mpsc::Sender<io::Result<TcpStream>>,
 ) where
-    S: tonic::codegen::Service<
-            http::Request<http_body_util::Full<bytes::Bytes>>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
+    S: super::tunnel::TunnelService,
 {
     let mut tunnels = JoinSet::new();
     loop {
@@ -144,14 +120,7 @@ async fn accept_loop<S>(
         let (service, http2) = (service.clone(), http2.clone());
         tunnels.spawn(async move {
             if is_tunnel(&stream).await {
-                let mut stream = stream;
-                let mut magic = [0u8; 4];
-                if tokio::io::AsyncReadExt::read_exact(&mut stream, &mut magic)
-                    .await
-                    .is_ok()
-                {
-                    super::tunnel::serve_connection(stream, service).await;
-                }
+                super::tunnel::serve_new_connection(stream, service).await;
             } else {
                 let _ = http2.send(Ok(stream)).await;
             }

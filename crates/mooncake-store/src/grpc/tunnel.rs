@@ -373,12 +373,49 @@ impl Service<http::Request<Body>> for Tunnel {
 
 // ---- server ----
 
-/// Serves tunnel frames from one connection (whose [`MAGIC`] was already consumed) with a
-/// gRPC service, one request at a time, until the peer closes or sends garbage.
-pub(crate) async fn serve_connection<C, S>(mut stream: C, mut service: S)
+/// The generated gRPC server, as the tunnel drives it.
+pub(crate) trait TunnelService:
+    Service<
+        http::Request<Full<Bytes>>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T> TunnelService for T where
+    T: Service<
+            http::Request<Full<Bytes>>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// Reads a new connection's [`MAGIC`], then serves it; anything else is dropped.
+pub(crate) async fn serve_new_connection<C, S>(mut stream: C, service: S)
 where
     C: AsyncRead + AsyncWrite + Unpin,
-    S: Service<http::Request<Full<Bytes>>, Response = http::Response<Body>, Error = Infallible>,
+    S: TunnelService,
+{
+    let mut magic = [0u8; 4];
+    if stream.read_exact(&mut magic).await.is_ok() && magic == MAGIC {
+        serve_connection(stream, service).await;
+    }
+}
+
+/// Serves tunnel frames from one connection (whose [`MAGIC`] was already consumed) with a
+/// gRPC service, one request at a time, until the peer closes or sends garbage.
+async fn serve_connection<C, S>(mut stream: C, mut service: S)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: TunnelService,
 {
     loop {
         let frame = match read_frame(&mut stream).await {
