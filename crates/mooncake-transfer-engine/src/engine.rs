@@ -76,9 +76,7 @@ impl LocalBuffer {
 
     /// Copies `data` into the buffer at `offset`. Panics if it does not fit.
     pub fn write_at(&self, offset: u64, data: &[u8]) {
-        self.region
-            .slice_mut(self.addr() + offset, data.len())
-            .copy_from_slice(data);
+        self.region.write(self.addr() + offset, data);
     }
 
     /// Copies bytes out of the buffer at `offset` into `out`. Panics if out of range.
@@ -784,9 +782,7 @@ impl TransferEngine {
         }
         if target == SegmentHandle::LOCAL {
             let region = self.registered(target_offset, len)?;
-            region
-                .slice_mut(target_offset, data.len())
-                .copy_from_slice(data);
+            region.write(target_offset, data);
             return Ok(true);
         }
         let Some(seg) = self.inner.segments.read().get(&target.0).cloned() else {
@@ -795,7 +791,7 @@ impl TransferEngine {
         let Some((region, at)) = seg.shm_target(target_offset, len) else {
             return Ok(false);
         };
-        region.slice_mut(at, data.len()).copy_from_slice(data);
+        region.write(at, data);
         self.inner.shm_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(true)
     }

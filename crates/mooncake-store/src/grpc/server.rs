@@ -89,7 +89,10 @@ where
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        conns.spawn(super::tunnel::serve_new_connection(stream, service.clone()));
+        let Ok(conn) = super::tunnel::Conn::unix(stream) else {
+            continue;
+        };
+        conns.spawn(super::tunnel::serve_new_connection(conn, service.clone()));
     }
 }
 
@@ -120,7 +123,9 @@ async fn accept_loop<S>(
         let (service, http2) = (service.clone(), http2.clone());
         tunnels.spawn(async move {
             if is_tunnel(&stream).await {
-                super::tunnel::serve_new_connection(stream, service).await;
+                if let Ok(conn) = super::tunnel::Conn::tcp(stream) {
+                    super::tunnel::serve_new_connection(conn, service).await;
+                }
             } else {
                 let _ = http2.send(Ok(stream)).await;
             }

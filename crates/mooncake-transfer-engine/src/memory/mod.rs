@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapMut, MmapOptions};
 
+mod copy;
+
 /// Caller-owned memory offered for registration with
 /// [`crate::TransferEngine::register_memory`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,9 +93,7 @@ impl SharedMemory {
 
     /// Copies `data` in at `offset`. Panics if it does not fit.
     pub fn write_at(&self, offset: u64, data: &[u8]) {
-        self.region
-            .slice_mut(self.addr() + offset, data.len())
-            .copy_from_slice(data);
+        self.region.write(self.addr() + offset, data);
     }
 
     /// Copies bytes out at `offset` into `out`. Panics if out of range.
@@ -340,11 +340,20 @@ impl Region {
         unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len) }
     }
 
-    /// Copies `len` bytes from `src` (inside `src_region`) to `dst` (inside `self`).
+    /// Copies `len` bytes from `src` (inside `src_region`) to `dst` (inside `self`); large
+    /// copies stream and use the copy helper threads (see [`copy`]).
     pub(crate) fn copy_from(&self, dst: u64, src_region: &Region, src: u64, len: usize) {
         let d = self.check(dst, len);
         let s = src_region.check(src, len);
-        // SAFETY: both ranges are inside valid regions (checked); `copy` allows overlap.
-        unsafe { std::ptr::copy(s as *const u8, d as *mut u8, len) }
+        // SAFETY: both ranges are inside valid regions (checked); `copy` allows overlap and
+        // no reference into the region outlives a copy (module docs).
+        unsafe { copy::copy(d as *mut u8, s as *const u8, len) }
+    }
+
+    /// Copies `data` to `[addr, addr+len)`, which must lie inside the region (checked).
+    pub(crate) fn write(&self, addr: u64, data: &[u8]) {
+        let d = self.check(addr, data.len());
+        // SAFETY: the destination is inside the region (checked); `data` is a live slice.
+        unsafe { copy::copy(d as *mut u8, data.as_ptr(), data.len()) }
     }
 }

@@ -1,0 +1,317 @@
+//! Bulk copies between registered memory: the data path of the shared-memory transport and
+//! of local transfers.
+//!
+//! A small copy is a plain `memmove`. A large one (at least [`BULK_MIN`] bytes) is cut into
+//! [`CHUNK`]-byte chunks that the calling thread and the helper threads of a small process-wide
+//! pool take in turn, each written with non-temporal (streaming) stores on x86_64: a bulk
+//! copy's destination is not read back soon, so writing around the caches saves reading
+//! every destination line first and evicting everything else. On this project's 2-core
+//! machines one thread copies 16 MiB at ~6 GB/s with `memcpy`, ~17 GB/s streaming, and two
+//! threads streaming reach ~24 GB/s.
+//!
+//! The caller never depends on a helper: it takes chunks itself until none are left, then
+//! waits only for chunks a helper has already started. A helper that is busy or not
+//! scheduled simply takes nothing.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::{Condvar, Mutex};
+
+/// Copies of at least this many bytes stream and are shared with the helper threads.
+pub(crate) const BULK_MIN: usize = 512 << 10;
+
+/// The unit of work a thread takes from a bulk copy.
+const CHUNK: usize = 128 << 10;
+
+/// How long a helper watches for the next copy before it sleeps.
+const HELPER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// At most this many helper threads (besides the caller) work on one copy.
+const MAX_HELPERS: usize = 3;
+
+/// Copies `len` bytes from `src` to `dst`; the ranges may overlap (then it is a plain
+/// `memmove`).
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `len` bytes until this returns,
+/// and no Rust reference may alias `dst`'s range meanwhile.
+pub(crate) unsafe fn copy(dst: *mut u8, src: *const u8, len: usize) {
+    let (d, s) = (dst as usize, src as usize);
+    let overlap = d < s.wrapping_add(len) && s < d.wrapping_add(len);
+    if len < BULK_MIN || overlap {
+        // SAFETY: the caller's contract; `copy` allows overlapping ranges.
+        unsafe { std::ptr::copy(src, dst, len) };
+        return;
+    }
+    let job = Arc::new(Job {
+        dst: d,
+        src: s,
+        len,
+        chunks: len.div_ceil(CHUNK),
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+    });
+    let pool = pool();
+    let shared = pool.helpers.load(Ordering::Relaxed) > 0;
+    if shared {
+        let mut slot = pool.job.lock();
+        *slot = Some(job.clone());
+        pool.posted.fetch_add(1, Ordering::Release);
+        drop(slot);
+        pool.wake.notify_all();
+    }
+    job.run();
+    let mut spins = 0u32;
+    while job.done.load(Ordering::Acquire) < job.chunks {
+        // Only chunks a helper is copying right now remain; they end within microseconds
+        // unless the helper was preempted, so spin briefly, then give the core away.
+        spins += 1;
+        if spins < 1 << 12 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    if shared {
+        let mut slot = pool.job.lock();
+        if slot.as_ref().is_some_and(|j| Arc::ptr_eq(j, &job)) {
+            *slot = None;
+        }
+    }
+}
+
+/// One bulk copy being shared out by chunks.
+struct Job {
+    dst: usize,
+    src: usize,
+    len: usize,
+    chunks: usize,
+    /// The next chunk to take (may run past `chunks`: nothing left).
+    next: AtomicUsize,
+    /// Chunks finished, their stores fenced.
+    done: AtomicUsize,
+}
+
+impl Job {
+    /// Takes and copies chunks until none are left.
+    fn run(&self) {
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            if i >= self.chunks {
+                return;
+            }
+            let off = i * CHUNK;
+            let n = CHUNK.min(self.len - off);
+            // SAFETY: chunk `i` lies inside the ranges the caller of `copy` vouched for, which
+            // stay valid until every chunk taken is done (the caller waits for `done`); the
+            // ranges do not overlap (checked before sharing) and chunks are disjoint.
+            unsafe { stream_copy((self.dst + off) as *mut u8, (self.src + off) as *const u8, n) };
+            self.done.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// The helper threads and the copy they may join.
+struct Pool {
+    job: Mutex<Option<Arc<Job>>>,
+    wake: Condvar,
+    /// Helper threads running.
+    helpers: AtomicUsize,
+    /// Copies posted so far (changed under the `job` lock).
+    posted: AtomicU64,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<&'static Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool: &'static Pool = Box::leak(Box::new(Pool {
+            job: Mutex::new(None),
+            wake: Condvar::new(),
+            helpers: AtomicUsize::new(0),
+            posted: AtomicU64::new(0),
+        }));
+        let started = (0..cores.saturating_sub(1).min(MAX_HELPERS))
+            .filter(|i| {
+                std::thread::Builder::new()
+                    .name(format!("mooncake-copy-{i}"))
+                    .spawn(move || helper(pool))
+                    .is_ok()
+            })
+            .count();
+        // With no helper running, callers copy alone and never post their jobs.
+        pool.helpers.store(started, Ordering::Relaxed);
+        pool
+    })
+}
+
+/// A helper: waits for a copy posted since it last looked and takes chunks of it. After
+/// each copy it watches for the next one for [`HELPER_SPIN`] (yielding the core to anyone
+/// else who wants it) before it sleeps: waking a sleeping thread costs about as much as
+/// copying a megabyte, and bulk copies tend to come in runs.
+fn helper(pool: &'static Pool) {
+    let mut seen = 0u64;
+    loop {
+        let deadline = std::time::Instant::now() + HELPER_SPIN;
+        while pool.posted.load(Ordering::Acquire) == seen
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+        let job = {
+            let mut slot = pool.job.lock();
+            while pool.posted.load(Ordering::Acquire) == seen {
+                pool.wake.wait(&mut slot);
+            }
+            seen = pool.posted.load(Ordering::Acquire);
+            slot.clone()
+        };
+        if let Some(job) = job {
+            job.run();
+        }
+    }
+}
+
+/// Copies `len` bytes between non-overlapping ranges with streaming stores, fenced before
+/// returning (so a release store after it publishes the bytes).
+///
+/// # Safety
+/// As for [`copy`], and the ranges must not overlap.
+#[cfg(target_arch = "x86_64")]
+unsafe fn stream_copy(dst: *mut u8, src: *const u8, len: usize) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    // Plain copy up to the first 16-byte-aligned destination address.
+    let head = dst.align_offset(16).min(len);
+    // SAFETY: inside the caller's ranges.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, head) };
+    let mut i = head;
+    while i + 64 <= len {
+        // SAFETY: `[i, i+64)` lies inside both ranges; `dst + i` is 16-byte aligned, as the
+        // streaming store requires; unaligned loads have no such requirement. SSE2 is part
+        // of the x86_64 baseline.
+        unsafe {
+            let s = src.add(i) as *const __m128i;
+            let d = dst.add(i) as *mut __m128i;
+            let a = _mm_loadu_si128(s);
+            let b = _mm_loadu_si128(s.add(1));
+            let c = _mm_loadu_si128(s.add(2));
+            let e = _mm_loadu_si128(s.add(3));
+            _mm_stream_si128(d, a);
+            _mm_stream_si128(d.add(1), b);
+            _mm_stream_si128(d.add(2), c);
+            _mm_stream_si128(d.add(3), e);
+        }
+        i += 64;
+    }
+    // SAFETY: the tail lies inside both ranges; the fence orders the streaming stores
+    // before anything this thread stores next.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.add(i), dst.add(i), len - i);
+        _mm_sfence();
+    }
+}
+
+/// Other architectures: a plain copy.
+///
+/// # Safety
+/// As for [`copy`], and the ranges must not overlap.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn stream_copy(dst: *mut u8, src: *const u8, len: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { std::ptr::copy_nonoverlapping(src, dst, len) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+            .collect()
+    }
+
+    fn check(len: usize, src_off: usize, dst_off: usize) {
+        let src = pattern(len + src_off, 7);
+        let mut dst = vec![0xAAu8; len + dst_off + 64];
+        // SAFETY: both ranges lie inside the vectors, which outlive the call.
+        unsafe { copy(dst.as_mut_ptr().add(dst_off), src.as_ptr().add(src_off), len) };
+        assert!(dst[..dst_off].iter().all(|b| *b == 0xAA), "bytes before the target");
+        assert_eq!(&dst[dst_off..dst_off + len], &src[src_off..], "len {len}");
+        assert!(
+            dst[dst_off + len..].iter().all(|b| *b == 0xAA),
+            "bytes after the target (len {len}, offsets {src_off}/{dst_off})"
+        );
+    }
+
+    #[test]
+    fn small_and_bulk_copies_at_every_alignment() {
+        for len in [0, 1, 15, 16, 17, 63, 64, 65, 4096, BULK_MIN - 1] {
+            check(len, 3, 5);
+        }
+        for len in [BULK_MIN, BULK_MIN + 1, (1 << 20) + 13, 3 * CHUNK + 77, 16 << 20] {
+            for (s, d) in [(0, 0), (1, 0), (0, 7), (13, 9), (16, 32)] {
+                check(len, s, d);
+            }
+        }
+    }
+
+    #[test]
+    fn overlapping_bulk_copy_is_a_memmove() {
+        let len = BULK_MIN * 2;
+        let mut buf = pattern(len + 4096, 3);
+        let want = buf[..len].to_vec();
+        let p = buf.as_mut_ptr();
+        // SAFETY: both ranges lie inside `buf`.
+        unsafe { copy(p.add(4096), p, len) };
+        assert_eq!(&buf[4096..], &want[..]);
+    }
+
+    #[test]
+    fn concurrent_bulk_copies_do_not_mix() {
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for round in 0..20usize {
+                        let len = (1 << 20) + round * 4097;
+                        let src = pattern(len, t.wrapping_mul(17).wrapping_add(round as u8));
+                        let mut dst = vec![0u8; len];
+                        // SAFETY: both ranges lie inside the vectors.
+                        unsafe { copy(dst.as_mut_ptr(), src.as_ptr(), len) };
+                        assert!(dst == src, "thread {t} round {round}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("copy thread");
+        }
+    }
+}
+/// Times bulk copies with a pause between them, as a store client makes them:
+/// `cargo test --release -p mooncake-transfer-engine --lib time_bulk_copy -- --ignored --nocapture`.
+#[cfg(test)]
+mod timing {
+    #[test]
+    #[ignore = "prints timings; run by hand"]
+    fn time_bulk_copy() {
+        for size in [1usize << 20, 16 << 20] {
+            let n = (256 << 20) / size;
+            let src: Vec<Vec<u8>> = (0..n).map(|_| vec![1u8; size]).collect();
+            let mut dst: Vec<Vec<u8>> = (0..n).map(|_| vec![2u8; size]).collect();
+            for round in 0..3 {
+                let mut total = std::time::Duration::ZERO;
+                for i in 0..n {
+                    let t = std::time::Instant::now();
+                    // SAFETY: both vectors hold `size` bytes and outlive the call.
+                    unsafe { super::copy(dst[i].as_mut_ptr(), src[i].as_ptr(), size) };
+                    total += t.elapsed();
+                    std::thread::sleep(std::time::Duration::from_micros(30));
+                }
+                let per = total.as_secs_f64() / n as f64;
+                eprintln!("size {size} round {round}: {:.1} us/copy, {:.1} GB/s", per * 1e6, size as f64 / per / 1e9);
+            }
+        }
+    }
+}
