@@ -40,6 +40,15 @@ struct Args {
     /// Value sizes, comma-separated.
     #[arg(long, value_delimiter = ',', value_parser = parse_size, default_value = "4KiB,64KiB,1MiB,16MiB")]
     sizes: Vec<u64>,
+    /// Which API pairs to run, comma-separated: `copy` (put/get), `zero_copy`
+    /// (put_from/get_into), `batch` (put_batch/get_batch), `batch_zero_copy`
+    /// (batch_put_from/batch_get_into).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "copy,zero_copy,batch,batch_zero_copy"
+    )]
+    apis: Vec<Api>,
     /// Multiplies every call count (0.1 for a quick run).
     #[arg(long, default_value_t = 1.0)]
     scale: f64,
@@ -61,6 +70,16 @@ struct Args {
     /// Internal: run as one worker of the concurrency workload.
     #[arg(long, hide = true)]
     worker: Option<String>,
+}
+
+/// A pair of store APIs measured together (the put fills what the get reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum Api {
+    Copy,
+    ZeroCopy,
+    Batch,
+    BatchZeroCopy,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -179,8 +198,12 @@ async fn run(args: Args) -> Result<()> {
             .iter()
             .map(|s| {
                 let (n, b) = counts(*s);
-                4 * ((n as f64 * args.scale).ceil() as u64)
-                    + 4 * ((b as f64 * args.scale).ceil() as u64)
+                let singles = [Api::Copy, Api::ZeroCopy];
+                let per = |api: &Api| -> u64 {
+                    let calls = if singles.contains(api) { n } else { b };
+                    2 * ((calls as f64 * args.scale).ceil() as u64)
+                };
+                args.apis.iter().map(per).sum::<u64>()
             })
             .sum();
         let bar = if args.quiet {
@@ -265,128 +288,137 @@ async fn single_client(
         r.map_err(|e| anyhow::anyhow!("{what} of {tag}: {e}"))
     };
 
-    bar.set_message(format!("{tag} put"));
-    let mut rec = Recorder::new();
-    for k in &keys[..n as usize] {
-        let t = Instant::now();
-        check(c.put(k, &value, &cfg).await, "put")?;
-        rec.lat.push(t.elapsed());
-        bar.inc(1);
-    }
-    rows.push(rec.row(size, "put", n));
-    bar.set_message(format!("{tag} get"));
-    let mut rec = Recorder::new();
-    for (i, k) in keys[..n as usize].iter().enumerate() {
-        let t = Instant::now();
-        let v = c
-            .get(k)
-            .await
-            .map_err(|e| anyhow::anyhow!("get of {tag}: {e}"))?;
-        rec.lat.push(t.elapsed());
-        if v.len() != size as usize || (i == 0 && v != value) {
-            bail!("get of {tag} returned wrong data");
+    if args.apis.contains(&Api::Copy) {
+        bar.set_message(format!("{tag} put"));
+        let mut rec = Recorder::new();
+        for k in &keys[..n as usize] {
+            let t = Instant::now();
+            check(c.put(k, &value, &cfg).await, "put")?;
+            rec.lat.push(t.elapsed());
+            bar.inc(1);
         }
-        bar.inc(1);
+        rows.push(rec.row(size, "put", n));
+        bar.set_message(format!("{tag} get"));
+        let mut rec = Recorder::new();
+        for (i, k) in keys[..n as usize].iter().enumerate() {
+            let t = Instant::now();
+            let v = c
+                .get(k)
+                .await
+                .map_err(|e| anyhow::anyhow!("get of {tag}: {e}"))?;
+            rec.lat.push(t.elapsed());
+            if v.len() != size as usize || (i == 0 && v != value) {
+                bail!("get of {tag} returned wrong data");
+            }
+            bar.inc(1);
+        }
+        rows.push(rec.row(size, "get", n));
+        c.batch_remove(&keys, true).await;
     }
-    rows.push(rec.row(size, "get", n));
-    c.batch_remove(&keys, true).await;
 
-    bar.set_message(format!("{tag} put_from"));
-    let mut rec = Recorder::new();
-    for (i, k) in keys[..n as usize].iter().enumerate() {
-        let t = Instant::now();
-        check(c.put_from(k, slot(i as u64), size, &cfg).await, "put_from")?;
-        rec.lat.push(t.elapsed());
-        bar.inc(1);
-    }
-    rows.push(rec.row(size, "put_from", n));
-    bar.set_message(format!("{tag} get_into"));
-    let mut rec = Recorder::new();
-    for (i, k) in keys[..n as usize].iter().enumerate() {
-        let t = Instant::now();
-        let got = c
-            .get_into(k, slot(i as u64), size)
-            .await
-            .map_err(|e| anyhow::anyhow!("get_into of {tag}: {e}"))?;
-        rec.lat.push(t.elapsed());
-        if got != size {
-            bail!("get_into of {tag} returned {got} bytes");
+    if args.apis.contains(&Api::ZeroCopy) {
+        bar.set_message(format!("{tag} put_from"));
+        let mut rec = Recorder::new();
+        for (i, k) in keys[..n as usize].iter().enumerate() {
+            let t = Instant::now();
+            check(c.put_from(k, slot(i as u64), size, &cfg).await, "put_from")?;
+            rec.lat.push(t.elapsed());
+            bar.inc(1);
         }
-        bar.inc(1);
+        rows.push(rec.row(size, "put_from", n));
+        bar.set_message(format!("{tag} get_into"));
+        let mut rec = Recorder::new();
+        for (i, k) in keys[..n as usize].iter().enumerate() {
+            let t = Instant::now();
+            let got = c
+                .get_into(k, slot(i as u64), size)
+                .await
+                .map_err(|e| anyhow::anyhow!("get_into of {tag}: {e}"))?;
+            rec.lat.push(t.elapsed());
+            if got != size {
+                bail!("get_into of {tag} returned {got} bytes");
+            }
+            bar.inc(1);
+        }
+        rows.push(rec.row(size, "get_into", n));
+        if zc.to_vec(0, size as usize) != value {
+            bail!("get_into of {tag}: content differs");
+        }
+        c.batch_remove(&keys, true).await;
     }
-    rows.push(rec.row(size, "get_into", n));
-    if zc.to_vec(0, size as usize) != value {
-        bail!("get_into of {tag}: content differs");
-    }
-    c.batch_remove(&keys, true).await;
 
     let batches: Vec<&[String]> = keys.chunks(32).take(b as usize).collect();
-    bar.set_message(format!("{tag} put_batch"));
-    let mut rec = Recorder::new();
-    for ks in &batches {
-        let items: Vec<(&str, &[u8])> = ks.iter().map(|k| (k.as_str(), value.as_slice())).collect();
-        let t = Instant::now();
-        let r = c.put_batch(&items, &cfg).await;
-        rec.lat.push(t.elapsed());
-        if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
-            bail!("put_batch of {tag}: {e}");
-        }
-        bar.inc(1);
-    }
-    rows.push(rec.row(size, "put_batch[32]", b * 32));
-    bar.set_message(format!("{tag} get_batch"));
-    let mut rec = Recorder::new();
-    for ks in &batches {
-        let refs: Vec<&str> = ks.iter().map(String::as_str).collect();
-        let t = Instant::now();
-        let r = c.get_batch(&refs).await;
-        rec.lat.push(t.elapsed());
-        for v in r {
-            let v = v.map_err(|e| anyhow::anyhow!("get_batch of {tag}: {e}"))?;
-            if v.len() != size as usize {
-                bail!("get_batch of {tag}: wrong length");
+    if args.apis.contains(&Api::Batch) {
+        bar.set_message(format!("{tag} put_batch"));
+        let mut rec = Recorder::new();
+        for ks in &batches {
+            let items: Vec<(&str, &[u8])> =
+                ks.iter().map(|k| (k.as_str(), value.as_slice())).collect();
+            let t = Instant::now();
+            let r = c.put_batch(&items, &cfg).await;
+            rec.lat.push(t.elapsed());
+            if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
+                bail!("put_batch of {tag}: {e}");
             }
+            bar.inc(1);
         }
-        bar.inc(1);
+        rows.push(rec.row(size, "put_batch[32]", b * 32));
+        bar.set_message(format!("{tag} get_batch"));
+        let mut rec = Recorder::new();
+        for ks in &batches {
+            let refs: Vec<&str> = ks.iter().map(String::as_str).collect();
+            let t = Instant::now();
+            let r = c.get_batch(&refs).await;
+            rec.lat.push(t.elapsed());
+            for v in r {
+                let v = v.map_err(|e| anyhow::anyhow!("get_batch of {tag}: {e}"))?;
+                if v.len() != size as usize {
+                    bail!("get_batch of {tag}: wrong length");
+                }
+            }
+            bar.inc(1);
+        }
+        rows.push(rec.row(size, "get_batch[32]", b * 32));
+        c.batch_remove(&keys, true).await;
     }
-    rows.push(rec.row(size, "get_batch[32]", b * 32));
-    c.batch_remove(&keys, true).await;
 
-    bar.set_message(format!("{tag} batch_put_from"));
-    let mut rec = Recorder::new();
-    for ks in &batches {
-        let items: Vec<(&str, u64, u64)> = ks
-            .iter()
-            .enumerate()
-            .map(|(j, k)| (k.as_str(), slot(j as u64), size))
-            .collect();
-        let t = Instant::now();
-        let r = c.batch_put_from(&items, &cfg).await;
-        rec.lat.push(t.elapsed());
-        if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
-            bail!("batch_put_from of {tag}: {e}");
+    if args.apis.contains(&Api::BatchZeroCopy) {
+        bar.set_message(format!("{tag} batch_put_from"));
+        let mut rec = Recorder::new();
+        for ks in &batches {
+            let items: Vec<(&str, u64, u64)> = ks
+                .iter()
+                .enumerate()
+                .map(|(j, k)| (k.as_str(), slot(j as u64), size))
+                .collect();
+            let t = Instant::now();
+            let r = c.batch_put_from(&items, &cfg).await;
+            rec.lat.push(t.elapsed());
+            if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
+                bail!("batch_put_from of {tag}: {e}");
+            }
+            bar.inc(1);
         }
-        bar.inc(1);
-    }
-    rows.push(rec.row(size, "batch_put_from[32]", b * 32));
-    bar.set_message(format!("{tag} batch_get_into"));
-    let mut rec = Recorder::new();
-    for ks in &batches {
-        let items: Vec<(&str, u64, u64)> = ks
-            .iter()
-            .enumerate()
-            .map(|(j, k)| (k.as_str(), slot(j as u64), size))
-            .collect();
-        let t = Instant::now();
-        let r = c.batch_get_into(&items).await;
-        rec.lat.push(t.elapsed());
-        if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
-            bail!("batch_get_into of {tag}: {e}");
+        rows.push(rec.row(size, "batch_put_from[32]", b * 32));
+        bar.set_message(format!("{tag} batch_get_into"));
+        let mut rec = Recorder::new();
+        for ks in &batches {
+            let items: Vec<(&str, u64, u64)> = ks
+                .iter()
+                .enumerate()
+                .map(|(j, k)| (k.as_str(), slot(j as u64), size))
+                .collect();
+            let t = Instant::now();
+            let r = c.batch_get_into(&items).await;
+            rec.lat.push(t.elapsed());
+            if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
+                bail!("batch_get_into of {tag}: {e}");
+            }
+            bar.inc(1);
         }
-        bar.inc(1);
+        rows.push(rec.row(size, "batch_get_into[32]", b * 32));
+        c.batch_remove(&keys, true).await;
     }
-    rows.push(rec.row(size, "batch_get_into[32]", b * 32));
-    c.batch_remove(&keys, true).await;
     Ok(rows)
 }
 

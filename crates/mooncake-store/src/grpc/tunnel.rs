@@ -271,7 +271,6 @@ impl Conn {
         Sock::unix(stream.into_std()?).map(Self::from)
     }
 
-
     /// Whether an idle connection is still open: nothing may be waiting on it, so pending
     /// input (an end of stream, a reset) means the master closed it.
     fn is_alive(&self) -> bool {
@@ -282,9 +281,7 @@ impl Conn {
     async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let n = match self.sock.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.sock.write_ready(buf).await
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock.write_ready(buf).await,
                 other => other,
             };
             match n {
@@ -617,16 +614,16 @@ mod tests {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
     async fn read_frame<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<Bytes> {
-    let len = stream.read_u32_le().await? as usize;
-    if len > MAX_FRAME {
-        return Err(invalid(&format!(
-            "{len} bytes is over the {MAX_FRAME} limit"
-        )));
+        let len = stream.read_u32_le().await? as usize;
+        if len > MAX_FRAME {
+            return Err(invalid(&format!(
+                "{len} bytes is over the {MAX_FRAME} limit"
+            )));
+        }
+        let mut buf = vec![0; len];
+        stream.read_exact(&mut buf).await?;
+        Ok(buf.into())
     }
-    let mut buf = vec![0; len];
-    stream.read_exact(&mut buf).await?;
-    Ok(buf.into())
-}
 
     #[test]
     fn frames_round_trip() {

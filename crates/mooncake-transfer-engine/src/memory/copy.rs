@@ -106,7 +106,13 @@ impl Job {
             // SAFETY: chunk `i` lies inside the ranges the caller of `copy` vouched for, which
             // stay valid until every chunk taken is done (the caller waits for `done`); the
             // ranges do not overlap (checked before sharing) and chunks are disjoint.
-            unsafe { stream_copy((self.dst + off) as *mut u8, (self.src + off) as *const u8, n) };
+            unsafe {
+                stream_copy(
+                    (self.dst + off) as *mut u8,
+                    (self.src + off) as *const u8,
+                    n,
+                )
+            };
             self.done.fetch_add(1, Ordering::Release);
         }
     }
@@ -154,9 +160,7 @@ fn helper(pool: &'static Pool) {
     let mut seen = 0u64;
     loop {
         let deadline = std::time::Instant::now() + HELPER_SPIN;
-        while pool.posted.load(Ordering::Acquire) == seen
-            && std::time::Instant::now() < deadline
-        {
+        while pool.posted.load(Ordering::Acquire) == seen && std::time::Instant::now() < deadline {
             std::thread::yield_now();
         }
         let job = {
@@ -236,8 +240,17 @@ mod tests {
         let src = pattern(len + src_off, 7);
         let mut dst = vec![0xAAu8; len + dst_off + 64];
         // SAFETY: both ranges lie inside the vectors, which outlive the call.
-        unsafe { copy(dst.as_mut_ptr().add(dst_off), src.as_ptr().add(src_off), len) };
-        assert!(dst[..dst_off].iter().all(|b| *b == 0xAA), "bytes before the target");
+        unsafe {
+            copy(
+                dst.as_mut_ptr().add(dst_off),
+                src.as_ptr().add(src_off),
+                len,
+            )
+        };
+        assert!(
+            dst[..dst_off].iter().all(|b| *b == 0xAA),
+            "bytes before the target"
+        );
         assert_eq!(&dst[dst_off..dst_off + len], &src[src_off..], "len {len}");
         assert!(
             dst[dst_off + len..].iter().all(|b| *b == 0xAA),
@@ -250,7 +263,13 @@ mod tests {
         for len in [0, 1, 15, 16, 17, 63, 64, 65, 4096, BULK_MIN - 1] {
             check(len, 3, 5);
         }
-        for len in [BULK_MIN, BULK_MIN + 1, (1 << 20) + 13, 3 * CHUNK + 77, 16 << 20] {
+        for len in [
+            BULK_MIN,
+            BULK_MIN + 1,
+            (1 << 20) + 13,
+            3 * CHUNK + 77,
+            16 << 20,
+        ] {
             for (s, d) in [(0, 0), (1, 0), (0, 7), (13, 9), (16, 32)] {
                 check(len, s, d);
             }
@@ -310,7 +329,11 @@ mod timing {
                     std::thread::sleep(std::time::Duration::from_micros(30));
                 }
                 let per = total.as_secs_f64() / n as f64;
-                eprintln!("size {size} round {round}: {:.1} us/copy, {:.1} GB/s", per * 1e6, size as f64 / per / 1e9);
+                eprintln!(
+                    "size {size} round {round}: {:.1} us/copy, {:.1} GB/s",
+                    per * 1e6,
+                    size as f64 / per / 1e9
+                );
             }
         }
     }
