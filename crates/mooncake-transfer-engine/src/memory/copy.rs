@@ -24,9 +24,6 @@ pub(crate) const BULK_MIN: usize = 512 << 10;
 /// The unit of work a thread takes from a bulk copy.
 const CHUNK: usize = 128 << 10;
 
-/// How long a helper watches for the next copy before it sleeps.
-const HELPER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
-
 /// At most this many helper threads (besides the caller) work on one copy.
 const MAX_HELPERS: usize = 3;
 
@@ -152,17 +149,12 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// A helper: waits for a copy posted since it last looked and takes chunks of it. After
-/// each copy it watches for the next one for [`HELPER_SPIN`] (yielding the core to anyone
-/// else who wants it) before it sleeps: waking a sleeping thread costs about as much as
-/// copying a megabyte, and bulk copies tend to come in runs.
+/// A helper: sleeps until a copy is posted that it has not seen, and takes chunks of it.
+/// (Watching for the next copy instead of sleeping made store calls slower: on two cores
+/// the watcher competes with the caller's own polling and with the master.)
 fn helper(pool: &'static Pool) {
     let mut seen = 0u64;
     loop {
-        let deadline = std::time::Instant::now() + HELPER_SPIN;
-        while pool.posted.load(Ordering::Acquire) == seen && std::time::Instant::now() < deadline {
-            std::thread::yield_now();
-        }
         let job = {
             let mut slot = pool.job.lock();
             while pool.posted.load(Ordering::Acquire) == seen {
