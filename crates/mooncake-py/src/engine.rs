@@ -472,10 +472,7 @@ impl Engine {
         length: usize,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let (buffer, offset) = self.managed_range(buffer_addr, length as u64)?;
-        PyBytes::new_with(py, length, |out| {
-            buffer.read_at(offset, out);
-            Ok(())
-        })
+        crate::store::bytes_filled(py, length, |out| buffer.read_at_uninit(offset, out))
     }
 
     /// Copies `src_data[:length]` into a managed buffer; 0.

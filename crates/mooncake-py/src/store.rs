@@ -606,10 +606,7 @@ impl Store {
             return Ok(None);
         };
         match block(py, client.get_staged(key)) {
-            Ok(v) => Ok(Some(PyBytes::new_with(py, v.len(), |out| {
-                v.read_into(out);
-                Ok(())
-            })?)),
+            Ok(v) => Ok(Some(bytes_filled(py, v.len(), |out| v.read_into_uninit(out))?)),
             Err(e) => {
                 tracing::debug!(key, code = e.code(), "get failed");
                 Ok(None)
@@ -636,10 +633,7 @@ impl Store {
         let out = block(py, client.get_batch_staged(&refs));
         out.iter()
             .map(|r| match r {
-                Ok(v) => PyBytes::new_with(py, v.len(), |buf| {
-                    v.read_into(buf);
-                    Ok(())
-                }),
+                Ok(v) => bytes_filled(py, v.len(), |buf| v.read_into_uninit(buf)),
                 Err(_) => Ok(PyBytes::new(py, b"")),
             })
             .collect()
@@ -1014,5 +1008,28 @@ fn exist_code(r: Result<bool, ErrorCode>) -> i32 {
     match r {
         Ok(b) => i32::from(b),
         Err(e) => e.code(),
+    }
+}
+
+/// A new `bytes` of `len` bytes written by `fill`, without zeroing it first as
+/// `PyBytes::new_with` does: zeroing a fresh megabyte costs as much as copying into it, on
+/// one thread, while the engine's bulk copy splits the copy and its page faults.
+pub(crate) fn bytes_filled<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]),
+) -> PyResult<Bound<'py, PyBytes>> {
+    let n = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("value too large"))?;
+    // SAFETY: a NULL source asks CPython for a new, uninitialised `bytes` of `n` bytes (a
+    // new reference, or NULL with an exception set, which `from_owned_ptr_or_err` turns
+    // into an error). Nobody else sees the object until we return it, so its buffer is
+    // ours to fill; `fill` only writes it (through `MaybeUninit`), all `len` bytes.
+    unsafe {
+        let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), n);
+        let obj = Bound::from_owned_ptr_or_err(py, obj)?;
+        let buf = pyo3::ffi::PyBytes_AsString(obj.as_ptr()).cast::<std::mem::MaybeUninit<u8>>();
+        fill(std::slice::from_raw_parts_mut(buf, len));
+        Ok(obj.cast_into_unchecked())
     }
 }

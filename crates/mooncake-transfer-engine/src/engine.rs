@@ -81,12 +81,18 @@ impl LocalBuffer {
 
     /// Copies bytes out of the buffer at `offset` into `out`. Panics if out of range.
     pub fn read_at(&self, offset: u64, out: &mut [u8]) {
-        out.copy_from_slice(self.region.slice(self.addr() + offset, out.len()));
+        self.read_at_uninit(offset, crate::memory::as_uninit(out));
+    }
+
+    /// Like [`LocalBuffer::read_at`], into memory that may be uninitialised (a fresh
+    /// allocation): large reads are split between threads, page faults included.
+    pub fn read_at_uninit(&self, offset: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
+        self.region.read_uninit(self.addr() + offset, out);
     }
 
     /// The bytes at `offset..offset+len` as a new vector.
     pub fn to_vec(&self, offset: u64, len: usize) -> Vec<u8> {
-        self.region.slice(self.addr() + offset, len).to_vec()
+        self.region.to_vec(self.addr() + offset, len)
     }
 }
 

@@ -68,6 +68,11 @@ impl Slice {
         self.staging.buffer.read_at(self.offset, out);
     }
 
+    /// Copies the range's bytes into `out` (exactly `len` bytes long, maybe uninitialised).
+    pub(crate) fn read_into_uninit(&self, out: &mut [std::mem::MaybeUninit<u8>]) {
+        self.staging.buffer.read_at_uninit(self.offset, out);
+    }
+
     /// The range's bytes.
     pub(crate) fn to_vec(&self) -> Vec<u8> {
         self.staging.buffer.to_vec(self.offset, self.len as usize)
@@ -100,6 +105,13 @@ impl StagedValue {
     /// Copies the value into `out`, which must be exactly [`StagedValue::len`] bytes long.
     pub fn read_into(&self, out: &mut [u8]) {
         self.0.read_into(out);
+    }
+
+    /// Like [`StagedValue::read_into`], into memory that may be uninitialised (a fresh
+    /// allocation, e.g. a Python `bytes` object): large values are copied, and their new
+    /// pages faulted in, by two threads at once.
+    pub fn read_into_uninit(&self, out: &mut [std::mem::MaybeUninit<u8>]) {
+        self.0.read_into_uninit(out);
     }
 
     /// The value as a new vector.

@@ -269,6 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn region_reads_into_fresh_and_existing_memory() {
+        let len = (1 << 20) + 5;
+        let region = crate::memory::Region::anonymous(2 << 20).expect("map");
+        let data = pattern(len, 11);
+        region.write(region.addr() + 3, &data);
+        assert_eq!(region.to_vec(region.addr() + 3, len), data);
+        let mut out = vec![0u8; len];
+        region.read_uninit(region.addr() + 3, crate::memory::as_uninit(&mut out));
+        assert_eq!(out, data);
+    }
+
+    #[test]
     fn overlapping_bulk_copy_is_a_memmove() {
         let len = BULK_MIN * 2;
         let mut buf = pattern(len + 4096, 3);

@@ -98,8 +98,15 @@ impl SharedMemory {
 
     /// Copies bytes out at `offset` into `out`. Panics if out of range.
     pub fn read_at(&self, offset: u64, out: &mut [u8]) {
-        out.copy_from_slice(self.region.slice(self.addr() + offset, out.len()));
+        self.region.read_uninit(self.addr() + offset, as_uninit(out));
     }
+}
+
+/// `out` seen as possibly-uninitialised bytes (to be overwritten).
+pub(crate) fn as_uninit(out: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and every write through the result
+    // stores initialised bytes, so `out` stays initialised.
+    unsafe { &mut *(out as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
 }
 
 /// A registered memory range.
@@ -348,6 +355,26 @@ impl Region {
         // SAFETY: both ranges are inside valid regions (checked); `copy` allows overlap and
         // no reference into the region outlives a copy (module docs).
         unsafe { copy::copy(d as *mut u8, s as *const u8, len) }
+    }
+
+    /// Copies `[addr, addr+out.len())`, which must lie inside the region (checked), into
+    /// `out`, which may be uninitialised; large reads take the bulk path (see [`copy`]),
+    /// which also splits the first-touch page faults of fresh memory between threads.
+    pub(crate) fn read_uninit(&self, addr: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
+        let s = self.check(addr, out.len());
+        // SAFETY: the source is inside the region (checked); `out` is a live, exclusively
+        // borrowed slice of the same length, and writing bytes into `MaybeUninit` is sound.
+        unsafe { copy::copy(out.as_mut_ptr().cast::<u8>(), s as *const u8, out.len()) }
+    }
+
+    /// `[addr, addr+len)` (inside the region, checked) as a new vector, through
+    /// [`Region::read_uninit`].
+    pub(crate) fn to_vec(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len);
+        self.read_uninit(addr, &mut v.spare_capacity_mut()[..len]);
+        // SAFETY: `read_uninit` initialised all `len` bytes of the spare capacity.
+        unsafe { v.set_len(len) };
+        v
     }
 
     /// Copies `data` to `[addr, addr+len)`, which must lie inside the region (checked).
