@@ -694,6 +694,53 @@ mod tests {
         );
     }
 
+    /// Answers each request after `delay`, echoing its body, in pieces (length, then the
+    /// rest a moment later), so the client's reads see partial frames.
+    async fn slow_echo_server(delay: Duration) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut magic = [0u8; 4];
+                    s.read_exact(&mut magic).await.unwrap();
+                    while let Ok(frame) = read_frame(&mut s).await {
+                        let (_, body) = decode_request(frame).unwrap();
+                        tokio::time::sleep(delay).await;
+                        let reply = encode_response(&HeaderMap::new(), &HeaderMap::new(), &body);
+                        s.write_all(&reply[..2]).await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        s.write_all(&reply[2..]).await.unwrap();
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Answers that come after the polling window, in pieces, and callers that wait at
+    /// the same time (only one of them polls; the others sleep on the reactor) all get
+    /// their own answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn late_and_concurrent_answers_arrive_whole() {
+        let addr = slow_echo_server(spin_window() + Duration::from_millis(5)).await;
+        let t = Tunnel::connect(&addr, Duration::from_secs(2), false)
+            .await
+            .unwrap();
+        let calls = (0..6u8).map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                let body = vec![i; 1000 + i as usize];
+                let answer = t.round_trip(&encode_request("/a", &body)).await.unwrap();
+                let (_, _, data) = decode_response(answer).unwrap();
+                assert_eq!(&data[..], &body[..], "caller {i}");
+            })
+        });
+        for c in calls.collect::<Vec<_>>() {
+            c.await.unwrap();
+        }
+    }
+
     #[test]
     fn truncated_frames_are_errors_not_panics() {
         let resp = encode_response(&HeaderMap::new(), &HeaderMap::new(), b"x");
