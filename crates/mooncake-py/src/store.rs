@@ -606,7 +606,9 @@ impl Store {
             return Ok(None);
         };
         match block(py, client.get_staged(key)) {
-            Ok(v) => Ok(Some(bytes_filled(py, v.len(), |out| v.read_into_uninit(out))?)),
+            Ok(v) => Ok(Some(bytes_filled(py, v.len(), |out| {
+                v.read_into_uninit(out)
+            })?)),
             Err(e) => {
                 tracing::debug!(key, code = e.code(), "get failed");
                 Ok(None)

@@ -13,6 +13,7 @@
 
 pub mod allocator;
 mod client;
+mod conn;
 mod error;
 pub mod grpc;
 mod master_api;

@@ -21,8 +21,9 @@ use std::path::PathBuf;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
+
+use crate::conn::{Conn, Sock};
 
 use crate::allocator::{AllocHandle, OffsetAllocator};
 use crate::types::{Pin, ReplicateConfig};
@@ -120,24 +121,12 @@ pub(crate) struct Reply {
     text: String,
 }
 
-async fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
-    let n = s.read_u32_le().await? as usize;
-    if n > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("frame of {n} bytes"),
-        ));
-    }
-    let mut buf = vec![0; n];
-    s.read_exact(&mut buf).await?;
-    Ok(buf)
+async fn read_frame(s: &Conn) -> std::io::Result<bytes::Bytes> {
+    s.read_frame(MAX_FRAME).await
 }
 
-async fn write_frame(s: &mut UnixStream, body: &[u8]) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(body);
-    s.write_all(&out).await
+async fn write_frame(s: &Conn, body: &[u8]) -> std::io::Result<()> {
+    s.write_frame(body).await
 }
 
 fn code<T>(r: &Result<T, ErrorCode>, ok: impl Fn(&T) -> i64) -> i64 {
@@ -162,16 +151,20 @@ pub async fn serve_standalone(name: String, client: Client) -> std::io::Result<(
         let (stream, _) = listener.accept().await?;
         let client = client.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, client).await {
+            let served = match Conn::unix(stream) {
+                Ok(conn) => serve_connection(conn, client).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "standalone client connection ended");
             }
         });
     }
 }
 
-async fn serve_connection(mut s: UnixStream, client: Client) -> std::io::Result<()> {
+async fn serve_connection(s: Conn, client: Client) -> std::io::Result<()> {
     let hello: Request =
-        serde_json::from_slice(&read_frame(&mut s).await?).map_err(std::io::Error::other)?;
+        serde_json::from_slice(&read_frame(&s).await?).map_err(std::io::Error::other)?;
     let Request::Hello { pool, size } = hello else {
         return Err(std::io::Error::other("the first request must be hello"));
     };
@@ -183,22 +176,22 @@ async fn serve_connection(mut s: UnixStream, client: Client) -> std::io::Result<
                 codes: vec![ErrorCode::InvalidParams.code().into()],
                 text: format!("cannot map {}: {e}", pool.display()),
             };
-            write_frame(&mut s, &serde_json::to_vec(&reply)?).await?;
+            write_frame(&s, &serde_json::to_vec(&reply)?).await?;
             return Ok(());
         }
     };
-    write_frame(&mut s, &serde_json::to_vec(&Reply::default())?).await?;
+    write_frame(&s, &serde_json::to_vec(&Reply::default())?).await?;
     let base = buffer.addr();
     let result = async {
         loop {
-            let frame = match read_frame(&mut s).await {
+            let frame = match read_frame(&s).await {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),
             };
             let req: Request = serde_json::from_slice(&frame).map_err(std::io::Error::other)?;
             let reply = handle(&client, base, size, req).await;
-            write_frame(&mut s, &serde_json::to_vec(&reply)?).await?;
+            write_frame(&s, &serde_json::to_vec(&reply)?).await?;
         }
     }
     .await;
@@ -353,7 +346,7 @@ pub struct StandaloneClient {
     port: u16,
     pool: mooncake_transfer_engine::SharedMemory,
     staging_len: u64,
-    conn: tokio::sync::Mutex<Option<UnixStream>>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     staging: Mutex<OffsetAllocator>,
     user: Mutex<OffsetAllocator>,
     hostname: String,
@@ -429,7 +422,7 @@ impl StandaloneClient {
         Ok(client)
     }
 
-    async fn open(&self) -> Result<UnixStream, StandaloneError> {
+    async fn open(&self) -> Result<Conn, StandaloneError> {
         let socket = socket_name(self.port);
         let err = |source| StandaloneError::Connect {
             socket: socket.clone(),
@@ -439,15 +432,14 @@ impl StandaloneClient {
         let addr =
             std::os::unix::net::SocketAddr::from_abstract_name(socket.as_bytes()).map_err(err)?;
         let std_stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(err)?;
-        std_stream.set_nonblocking(true).map_err(err)?;
-        let mut s = UnixStream::from_std(std_stream).map_err(err)?;
+        let s = Conn::from(Sock::unix(std_stream).map_err(err)?);
         let hello = Request::Hello {
             pool: self.pool.path().to_path_buf(),
             size: self.pool.len(),
         };
         let body = serde_json::to_vec(&hello).map_err(|e| err(std::io::Error::other(e)))?;
-        write_frame(&mut s, &body).await.map_err(err)?;
-        let reply: Reply = serde_json::from_slice(&read_frame(&mut s).await.map_err(err)?)
+        write_frame(&s, &body).await.map_err(err)?;
+        let reply: Reply = serde_json::from_slice(&read_frame(&s).await.map_err(err)?)
             .map_err(|e| err(std::io::Error::other(e)))?;
         if reply.codes.first().is_some_and(|c| *c != 0) {
             return Err(StandaloneError::Refused(reply.text));
@@ -467,10 +459,7 @@ impl StandaloneClient {
             return failed;
         };
         let mut conn = self.conn.lock().await;
-        let mut probe = [0u8; 1];
-        let alive = conn.as_ref().is_some_and(|s| {
-            matches!(s.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-        });
+        let alive = conn.as_ref().is_some_and(Conn::is_alive);
         if !alive {
             *conn = None;
             match self.open().await {
@@ -481,7 +470,7 @@ impl StandaloneClient {
                 }
             }
         }
-        let Some(s) = conn.as_mut() else {
+        let Some(s) = conn.as_ref() else {
             return failed;
         };
         let answer = async {

@@ -89,7 +89,7 @@ where
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(conn) = super::tunnel::Conn::unix(stream) else {
+        let Ok(conn) = crate::conn::Conn::unix(stream) else {
             continue;
         };
         conns.spawn(super::tunnel::serve_new_connection(conn, service.clone()));
@@ -123,7 +123,7 @@ async fn accept_loop<S>(
         let (service, http2) = (service.clone(), http2.clone());
         tunnels.spawn(async move {
             if is_tunnel(&stream).await {
-                if let Ok(conn) = super::tunnel::Conn::tcp(stream) {
+                if let Ok(conn) = crate::conn::Conn::tcp(stream) {
                     super::tunnel::serve_new_connection(conn, service).await;
                 }
             } else {

@@ -5,7 +5,7 @@
 //! Why: a unary call over HTTP/2 crosses several tasks on each side (connection task,
 //! stream task, buffer worker); on 2 cores each hop is a thread wake-up, and a small
 //! `get` spent most of its time there. Here the caller's own future writes the request and
-//! reads the answer on a pooled connection, and the master answers inline in the
+//! reads (polls for) the answer on a pooled [`Conn`], and the master answers inline in the
 //! connection's task.
 //!
 //! A connection starts with [`MAGIC`]; the master's listener peeks at it and hands every
@@ -31,11 +31,12 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tonic::body::Body;
 use tonic::codegen::Service;
 
 use super::MAX_MESSAGE_SIZE;
+use crate::conn::{Conn, Sock};
 
 /// First bytes a tunnel client sends on a new connection.
 pub(crate) const MAGIC: [u8; 4] = *b"MCT1";
@@ -134,226 +135,6 @@ pub(crate) fn local_socket_name(port: u16) -> String {
     format!("mooncake_master_{port}.sock")
 }
 
-/// A tunnel connection's socket: TCP, or the master's abstract Unix socket on the same
-/// host, as the reactor sees it (`io`) and as a second descriptor of the same socket for
-/// direct non-blocking system calls (`raw`; tokio's own `try_read` skips the system call
-/// until the reactor has seen the socket become readable, which defeats polling).
-#[derive(Debug)]
-enum Sock {
-    Tcp {
-        io: TcpStream,
-        raw: std::net::TcpStream,
-    },
-    Unix {
-        io: UnixStream,
-        raw: std::os::unix::net::UnixStream,
-    },
-}
-
-impl Sock {
-    fn tcp(s: std::net::TcpStream) -> io::Result<Self> {
-        s.set_nonblocking(true)?;
-        let raw = s.try_clone()?;
-        Ok(Sock::Tcp {
-            io: TcpStream::from_std(s)?,
-            raw,
-        })
-    }
-
-    fn unix(s: std::os::unix::net::UnixStream) -> io::Result<Self> {
-        s.set_nonblocking(true)?;
-        let raw = s.try_clone()?;
-        Ok(Sock::Unix {
-            io: UnixStream::from_std(s)?,
-            raw,
-        })
-    }
-
-    /// A non-blocking read system call.
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::io::Read;
-        match self {
-            Sock::Tcp { raw, .. } => (&*raw).read(buf),
-            Sock::Unix { raw, .. } => (&*raw).read(buf),
-        }
-    }
-
-    /// A non-blocking write system call.
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        use std::io::Write;
-        match self {
-            Sock::Tcp { raw, .. } => (&*raw).write(buf),
-            Sock::Unix { raw, .. } => (&*raw).write(buf),
-        }
-    }
-
-    /// Sleeps until the reactor says the socket is readable, then reads.
-    async fn read_ready(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let r = match self {
-                Sock::Tcp { io, .. } => {
-                    io.readable().await?;
-                    io.try_read(buf)
-                }
-                Sock::Unix { io, .. } => {
-                    io.readable().await?;
-                    io.try_read(buf)
-                }
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-        }
-    }
-
-    /// Sleeps until the reactor says the socket is writable, then writes.
-    async fn write_ready(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            let r = match self {
-                Sock::Tcp { io, .. } => {
-                    io.writable().await?;
-                    io.try_write(buf)
-                }
-                Sock::Unix { io, .. } => {
-                    io.writable().await?;
-                    io.try_write(buf)
-                }
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-        }
-    }
-}
-
-/// How long a caller polls its connection for the answer (and the master for a
-/// connection's next request) before sleeping until the reactor wakes it: 150 µs, or
-/// `MC_RPC_SPIN_US` (0 turns polling off). A master on this host or the next rack answers
-/// within this; polling saves a thread wake-up (tens of microseconds on a virtual machine
-/// whose idle core halts), which is most of a small call's latency.
-fn spin_window() -> Duration {
-    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *SPIN.get_or_init(|| {
-        let us = std::env::var("MC_RPC_SPIN_US")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(150);
-        Duration::from_micros(us)
-    })
-}
-
-/// At most one caller per process polls at a time, so callers never take every core.
-static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// One tunnel connection of the client. Reads and writes are direct non-blocking system
-/// calls, so a caller can poll for its answer; the reactor is used only to sleep.
-#[derive(Debug)]
-pub(crate) struct Conn {
-    sock: Sock,
-}
-
-impl From<Sock> for Conn {
-    fn from(sock: Sock) -> Self {
-        Self { sock }
-    }
-}
-
-impl Conn {
-    /// An accepted TCP connection.
-    pub(crate) fn tcp(stream: TcpStream) -> io::Result<Self> {
-        Sock::tcp(stream.into_std()?).map(Self::from)
-    }
-
-    /// An accepted Unix-socket connection.
-    pub(crate) fn unix(stream: UnixStream) -> io::Result<Self> {
-        Sock::unix(stream.into_std()?).map(Self::from)
-    }
-
-    /// Whether an idle connection is still open: nothing may be waiting on it, so pending
-    /// input (an end of stream, a reset) means the master closed it.
-    fn is_alive(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(self.sock.read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            let n = match self.sock.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock.write_ready(buf).await,
-                other => other,
-            };
-            match n {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    /// Fills `buf`, polling for up to [`spin_window`] (if no other caller is) before sleeping.
-    async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
-        use std::sync::atomic::Ordering;
-        let mut got = 0;
-        let mut spin = None;
-        let mut result = Ok(());
-        while got < buf.len() {
-            let mut r = self.sock.read(&mut buf[got..]);
-            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                let deadline = *spin.get_or_insert_with(|| {
-                    let mine = !spin_window().is_zero() && !SPINNING.swap(true, Ordering::Acquire);
-                    mine.then(|| std::time::Instant::now() + spin_window())
-                });
-                match deadline {
-                    Some(d) if std::time::Instant::now() < d => {
-                        std::thread::yield_now();
-                        continue;
-                    }
-                    Some(_) => {
-                        SPINNING.store(false, Ordering::Release);
-                        spin = Some(None);
-                    }
-                    None => {}
-                }
-                r = self.sock.read_ready(&mut buf[got..]).await;
-            }
-            match r {
-                Ok(0) => {
-                    result = Err(io::ErrorKind::UnexpectedEof.into());
-                    break;
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        if let Some(Some(_)) = spin {
-            SPINNING.store(false, Ordering::Release);
-        }
-        result
-    }
-
-    async fn read_frame(&self) -> io::Result<Bytes> {
-        let mut len = [0u8; 4];
-        self.read_exact(&mut len).await?;
-        let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_FRAME {
-            return Err(invalid(&format!(
-                "{len} bytes is over the {MAX_FRAME} limit"
-            )));
-        }
-        let mut buf = vec![0; len];
-        self.read_exact(&mut buf).await?;
-        Ok(buf.into())
-    }
-}
-
 /// Whether `host` names this machine (then the master's Unix socket is tried first).
 fn is_loopback(host: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]")
@@ -429,7 +210,7 @@ impl Tunnel {
 
     async fn exchange(stream: &Conn, frame: &[u8]) -> io::Result<Bytes> {
         stream.write_all(frame).await?;
-        stream.read_frame().await
+        stream.read_frame(MAX_FRAME).await
     }
 
     /// Sends one request frame and returns the response frame. A pooled connection that
@@ -555,10 +336,10 @@ pub(crate) async fn serve_new_connection<S: TunnelService>(conn: Conn, service: 
 
 /// Serves tunnel frames from one connection (whose [`MAGIC`] was already consumed) with a
 /// gRPC service, one request at a time, until the peer closes or sends garbage. The next
-/// request is polled for briefly, like the client's answer (see [`spin_window`]).
+/// request is polled for briefly, like the client's answer (see [`crate::conn::spin_window`]).
 async fn serve_connection<S: TunnelService>(stream: Conn, mut service: S) {
     loop {
-        let frame = match stream.read_frame().await {
+        let frame = match stream.read_frame(MAX_FRAME).await {
             Ok(f) => f,
             Err(e) => {
                 if e.kind() != io::ErrorKind::UnexpectedEof {
@@ -723,7 +504,7 @@ mod tests {
     /// their own answer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn late_and_concurrent_answers_arrive_whole() {
-        let addr = slow_echo_server(spin_window() + Duration::from_millis(5)).await;
+        let addr = slow_echo_server(crate::conn::spin_window() + Duration::from_millis(5)).await;
         let t = Tunnel::connect(&addr, Duration::from_secs(2), false)
             .await
             .unwrap();

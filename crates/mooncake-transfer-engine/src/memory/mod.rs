@@ -98,7 +98,8 @@ impl SharedMemory {
 
     /// Copies bytes out at `offset` into `out`. Panics if out of range.
     pub fn read_at(&self, offset: u64, out: &mut [u8]) {
-        self.region.read_uninit(self.addr() + offset, as_uninit(out));
+        self.region
+            .read_uninit(self.addr() + offset, as_uninit(out));
     }
 }
 
