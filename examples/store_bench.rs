@@ -386,11 +386,7 @@ async fn single_client(
         bar.set_message(format!("{tag} batch_put_from"));
         let mut rec = Recorder::new();
         for ks in &batches {
-            let items: Vec<(&str, u64, u64)> = ks
-                .iter()
-                .enumerate()
-                .map(|(j, k)| (k.as_str(), slot(j as u64), size))
-                .collect();
+            let items = zero_copy_items(ks, &slot, size);
             let t = Instant::now();
             let r = c.batch_put_from(&items, &cfg).await;
             rec.lat.push(t.elapsed());
@@ -403,11 +399,7 @@ async fn single_client(
         bar.set_message(format!("{tag} batch_get_into"));
         let mut rec = Recorder::new();
         for ks in &batches {
-            let items: Vec<(&str, u64, u64)> = ks
-                .iter()
-                .enumerate()
-                .map(|(j, k)| (k.as_str(), slot(j as u64), size))
-                .collect();
+            let items = zero_copy_items(ks, &slot, size);
             let t = Instant::now();
             let r = c.batch_get_into(&items).await;
             rec.lat.push(t.elapsed());
@@ -420,6 +412,18 @@ async fn single_client(
         c.batch_remove(&keys, true).await;
     }
     Ok(rows)
+}
+
+/// One batch's `(key, address, length)` items, one slot of the buffer each.
+fn zero_copy_items<'a>(
+    ks: &'a [String],
+    slot: &dyn Fn(u64) -> u64,
+    size: u64,
+) -> Vec<(&'a str, u64, u64)> {
+    ks.iter()
+        .enumerate()
+        .map(|(j, k)| (k.as_str(), slot(j as u64), size))
+        .collect()
 }
 
 fn now_us() -> u128 {

@@ -11,6 +11,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 
 /// A tunnel connection's socket: TCP, or the master's abstract Unix socket on the same
@@ -66,43 +67,16 @@ impl Sock {
         }
     }
 
-    /// Sleeps until the reactor says the socket is readable, then reads.
-    async fn read_ready(&self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let r = match self {
-                Sock::Tcp { io, .. } => {
-                    io.readable().await?;
-                    io.try_read(buf)
-                }
-                Sock::Unix { io, .. } => {
-                    io.readable().await?;
-                    io.try_read(buf)
-                }
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
-        }
-    }
-
-    /// Sleeps until the reactor says the socket is writable, then writes.
-    async fn write_ready(&self, buf: &[u8]) -> io::Result<usize> {
-        loop {
-            let r = match self {
-                Sock::Tcp { io, .. } => {
-                    io.writable().await?;
-                    io.try_write(buf)
-                }
-                Sock::Unix { io, .. } => {
-                    io.writable().await?;
-                    io.try_write(buf)
-                }
-            };
-            match r {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
-            }
+    /// Sleeps until the reactor says the socket is ready for `interest`, then runs `op`
+    /// (a non-blocking system call), again after each `WouldBlock`.
+    async fn when_ready<R>(
+        &self,
+        interest: Interest,
+        op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Sock::Tcp { io, .. } => io.async_io(interest, op).await,
+            Sock::Unix { io, .. } => io.async_io(interest, op).await,
         }
     }
 }
@@ -160,7 +134,11 @@ impl Conn {
     pub(crate) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
             let n = match self.sock.write(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.sock.write_ready(buf).await,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.sock
+                        .when_ready(Interest::WRITABLE, || self.sock.write(buf))
+                        .await
+                }
                 other => other,
             };
             match n {
@@ -197,7 +175,11 @@ impl Conn {
                     }
                     None => {}
                 }
-                r = self.sock.read_ready(&mut buf[got..]).await;
+                let rest = &mut buf[got..];
+                r = self
+                    .sock
+                    .when_ready(Interest::READABLE, || self.sock.read(rest))
+                    .await;
             }
             match r {
                 Ok(0) => {
