@@ -97,6 +97,10 @@ pub(crate) fn spin_window() -> Duration {
     })
 }
 
+/// A yield that keeps a poller off its core this long means other threads want the cores:
+/// the poller stops polling and sleeps.
+const CONTENDED: Duration = Duration::from_micros(50);
+
 /// At most one caller per process polls at a time, so callers never take every core.
 static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -164,16 +168,18 @@ impl Conn {
                     let mine = !spin_window().is_zero() && !SPINNING.swap(true, Ordering::Acquire);
                     mine.then(|| std::time::Instant::now() + spin_window())
                 });
-                match deadline {
-                    Some(d) if std::time::Instant::now() < d => {
+                if let Some(d) = deadline {
+                    let before = std::time::Instant::now();
+                    if before < d {
                         std::thread::yield_now();
-                        continue;
+                        // A yield that took long let other work run: the cores are busy,
+                        // and polling would only take time from whoever has to answer.
+                        if before.elapsed() < CONTENDED {
+                            continue;
+                        }
                     }
-                    Some(_) => {
-                        SPINNING.store(false, Ordering::Release);
-                        spin = Some(None);
-                    }
-                    None => {}
+                    SPINNING.store(false, Ordering::Release);
+                    spin = Some(None);
                 }
                 let rest = &mut buf[got..];
                 r = self
