@@ -129,7 +129,10 @@ const SHM_RECHECK_MS: u64 = 20;
 /// Milliseconds since this process first asked.
 fn shm_clock_ms() -> u64 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START.get_or_init(std::time::Instant::now).elapsed().as_millis() as u64
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 fn inode(path: &std::path::Path) -> Option<u64> {
