@@ -116,23 +116,6 @@ struct PeerShm {
     /// mapping of a removed file must not keep serving (nor keep its memory alive).
     path: std::path::PathBuf,
     ino: u64,
-    /// When the file was last seen in place ([`shm_clock_ms`]); it is looked up again
-    /// once this is [`SHM_RECHECK_MS`] old, not on every copy.
-    checked_ms: AtomicU64,
-}
-
-/// How often a mapped peer file is looked up again (a `stat` per copy cost more than the
-/// rest of a small copy's bookkeeping). A peer that exits removes its file; its segment
-/// leaves the master at the same time, so no new copy is directed there in between.
-const SHM_RECHECK_MS: u64 = 20;
-
-/// Milliseconds since this process first asked.
-fn shm_clock_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
 }
 
 fn inode(path: &std::path::Path) -> Option<u64> {
@@ -146,18 +129,11 @@ impl PeerSegment {
     /// peer exited or unregistered the buffer) is dropped; the request then goes over TCP.
     fn shm_target(&self, remote: u64, len: u64) -> Option<(Arc<Region>, u64)> {
         let end = remote.checked_add(len)?;
-        let now = shm_clock_ms();
-        let found = {
-            let maps = self.shm.read();
-            let i = maps
-                .iter()
-                .position(|m| remote >= m.remote && end <= m.remote + m.len)?;
-            let m = &maps[i];
-            if now.saturating_sub(m.checked_ms.load(Ordering::Relaxed)) < SHM_RECHECK_MS {
-                return Some((m.region.clone(), m.region.addr() + (remote - m.remote)));
-            }
-            i
-        };
+        let found = self
+            .shm
+            .read()
+            .iter()
+            .position(|m| remote >= m.remote && end <= m.remote + m.len)?;
         let mut maps = self.shm.write();
         let m = maps.get(found)?;
         if inode(&m.path) != Some(m.ino) {
@@ -165,7 +141,6 @@ impl PeerSegment {
             maps.remove(found);
             return None;
         }
-        m.checked_ms.store(now, Ordering::Relaxed);
         Some((m.region.clone(), m.region.addr() + (remote - m.remote)))
     }
 }
@@ -706,7 +681,6 @@ impl TransferEngine {
                         region: Arc::new(region),
                         path: path.to_path_buf(),
                         ino,
-                        checked_ms: AtomicU64::new(shm_clock_ms()),
                     }),
                     Err(e) => {
                         tracing::debug!(segment = %desc.name, ?path, error = %e, "cannot map the peer's shared memory; using TCP");

@@ -440,9 +440,7 @@ async fn same_host_peers_copy_through_shared_memory_and_fall_back_to_tcp() {
     // A peer whose shared memory cannot be mapped here (another mount namespace, say) is
     // reached over TCP: c opens b after b's file disappeared from /dev/shm.
     std::fs::remove_file(&path).unwrap();
-    // An engine that mapped it before notices the file is gone (it looks again at most
-    // every 20 ms) and switches to TCP.
-    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    // An engine that mapped it before notices the file is gone and switches to TCP.
     a.transfer(&[req(Opcode::Write, src.addr(), shared.addr() + 64, 4096)])
         .await
         .unwrap();
