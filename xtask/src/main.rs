@@ -13,6 +13,7 @@ mod demo;
 mod interop;
 mod py_bench;
 mod python;
+mod shm_bench;
 mod stack;
 mod te_compare;
 #[cfg(test)]
@@ -36,16 +37,19 @@ fn main() -> Result<()> {
         "demo" => demo::run(),
         "interop" => interop::run(&args[1..]),
         "bench" => bench::run(),
+        "shm-bench" => shm_bench::run(&args[1..]),
         "py-test" => python::test(),
         "py-bench" => py_bench::run(),
         "wheel" => python::install_wheel(true).map(|py| {
             println!("installed the release wheel into {}", py.display());
         }),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <test|lint|ci|demo|interop|bench|py-test|wheel>");
+            println!("usage: cargo xtask <test|lint|ci|demo|interop|bench|shm-bench|py-test|py-bench|wheel>");
             println!("  test  run every test (unit, integration, conformance, end-to-end)");
             println!("  lint  cargo fmt --check, clippy -D warnings, rustdoc -D warnings");
             println!("  ci    lint, then test");
+            println!("  bench     the full store_bench against a master and a store service, into docs/bench/report.md");
+            println!("  shm-bench [ROUNDS]  1/16 MiB put_from/get_into, shared memory vs TCP, alternating, into docs/bench/shm.md");
             println!("  py-test  build the Python wheel (dev profile) and run its pytest suite");
             println!("  py-bench the Python-level store benchmark, ours vs the C++ wheel, into docs/bench/python.md");
             println!("  wheel    build the release wheel into target/wheels and install it into target/py-venv");

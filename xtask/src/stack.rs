@@ -84,6 +84,11 @@ pub(crate) struct Stack {
 impl Stack {
     /// Builds the binaries in release and starts the stack with a `segment` ("512 MB").
     pub(crate) fn start(segment: &str) -> Result<Self> {
+        Self::start_with(segment, &[])
+    }
+
+    /// Like [`Stack::start`], with more flags for the store service.
+    pub(crate) fn start_with(segment: &str, store_flags: &[String]) -> Result<Self> {
         let mut build = crate::cargo();
         build.args(["build", "--release", "--locked", "-p", "mooncake-examples"]);
         crate::run(build)?;
@@ -101,16 +106,15 @@ impl Stack {
         let metadata = wait_for(&mut master_out, "mooncake_master http metadata server on")?;
         let metrics = wait_for(&mut master_out, "mooncake_master metrics on")?;
         println!("started mooncake_master: rpc {rpc}, metadata {metadata}, metrics {metrics}");
-        let (store, mut out) = Proc::start(
-            "mooncake_store_service",
-            &[
-                "--host=127.0.0.1".into(),
-                "--port=0".into(),
-                format!("--global_segment_size={segment}"),
-                format!("--master_server_address={rpc}"),
-                format!("--metadata_server={metadata}"),
-            ],
-        )?;
+        let mut args = vec![
+            "--host=127.0.0.1".into(),
+            "--port=0".into(),
+            format!("--global_segment_size={segment}"),
+            format!("--master_server_address={rpc}"),
+            format!("--metadata_server={metadata}"),
+        ];
+        args.extend_from_slice(store_flags);
+        let (store, mut out) = Proc::start("mooncake_store_service", &args)?;
         wait_for(&mut out, "mooncake_store_service segment")?;
         println!("started mooncake_store_service: {segment} segment mounted");
         Ok(Self {
