@@ -101,6 +101,13 @@ pub(crate) fn spin_window() -> Duration {
 /// the poller stops polling and sleeps.
 const CONTENDED: Duration = Duration::from_micros(50);
 
+/// Whether this thread may hold its core while it polls: not on a single-threaded runtime,
+/// where the task that would answer (an in-process master, say) could never run meanwhile.
+fn may_poll_here() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 /// At most one caller per process polls at a time, so callers never take every core.
 static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -165,7 +172,9 @@ impl Conn {
             let mut r = self.sock.read(&mut buf[got..]);
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 let deadline = *spin.get_or_insert_with(|| {
-                    let mine = !spin_window().is_zero() && !SPINNING.swap(true, Ordering::Acquire);
+                    let mine = !spin_window().is_zero()
+                        && may_poll_here()
+                        && !SPINNING.swap(true, Ordering::Acquire);
                     mine.then(|| std::time::Instant::now() + spin_window())
                 });
                 if let Some(d) = deadline {
@@ -230,5 +239,24 @@ impl Conn {
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(body);
         self.write_all(&out).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_poll_here;
+
+    #[test]
+    fn polling_only_where_the_answer_can_come_meanwhile() {
+        assert!(!may_poll_here(), "outside any runtime");
+        let single = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert!(!single.block_on(async { may_poll_here() }), "one thread");
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        assert!(multi.block_on(async { may_poll_here() }), "worker threads");
     }
 }
