@@ -13,6 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
+use tokio::time::Instant;
 
 /// A tunnel connection's socket: TCP, or the master's abstract Unix socket on the same
 /// host, as the reactor sees it (`io`) and as a second descriptor of the same socket for
@@ -68,15 +69,29 @@ impl Sock {
     }
 
     /// Sleeps until the reactor says the socket is ready for `interest`, then runs `op`
-    /// (a non-blocking system call), again after each `WouldBlock`.
+    /// (a non-blocking system call), again after each `WouldBlock`; gives up with
+    /// `TimedOut` at `deadline`. Only this path arms a timer: registering one from a
+    /// thread that is not the runtime's driver wakes the driver, a thread hop per call.
     async fn when_ready<R>(
         &self,
         interest: Interest,
         op: impl FnMut() -> io::Result<R>,
+        deadline: Option<Instant>,
     ) -> io::Result<R> {
-        match self {
-            Sock::Tcp { io, .. } => io.async_io(interest, op).await,
-            Sock::Unix { io, .. } => io.async_io(interest, op).await,
+        let ready = async {
+            match self {
+                Sock::Tcp { io, .. } => io.async_io(interest, op).await,
+                Sock::Unix { io, .. } => io.async_io(interest, op).await,
+            }
+        };
+        match deadline {
+            None => ready.await,
+            Some(d) => tokio::time::timeout_at(d, ready).await.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer before the deadline",
+                ))
+            }),
         }
     }
 }
@@ -142,12 +157,21 @@ impl Conn {
         matches!(self.sock.read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    pub(crate) async fn write_all(&self, mut buf: &[u8]) -> io::Result<()> {
+    pub(crate) async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+        self.write_all_until(buf, None).await
+    }
+
+    /// [`Conn::write_all`], failing with `TimedOut` if it has to wait past `deadline`.
+    pub(crate) async fn write_all_until(
+        &self,
+        mut buf: &[u8],
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
         while !buf.is_empty() {
             let n = match self.sock.write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.sock
-                        .when_ready(Interest::WRITABLE, || self.sock.write(buf))
+                        .when_ready(Interest::WRITABLE, || self.sock.write(buf), deadline)
                         .await
                 }
                 other => other,
@@ -164,6 +188,11 @@ impl Conn {
 
     /// Fills `buf`, polling for up to [`spin_window`] (if no other caller is) before sleeping.
     pub(crate) async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
+        self.read_exact_until(buf, None).await
+    }
+
+    /// [`Conn::read_exact`], failing with `TimedOut` if it has to wait past `deadline`.
+    async fn read_exact_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<()> {
         use std::sync::atomic::Ordering;
         let mut got = 0;
         let mut spin = None;
@@ -171,13 +200,13 @@ impl Conn {
         while got < buf.len() {
             let mut r = self.sock.read(&mut buf[got..]);
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                let deadline = *spin.get_or_insert_with(|| {
+                let poll_until = *spin.get_or_insert_with(|| {
                     let mine = !spin_window().is_zero()
                         && may_poll_here()
                         && !SPINNING.swap(true, Ordering::Acquire);
                     mine.then(|| std::time::Instant::now() + spin_window())
                 });
-                if let Some(d) = deadline {
+                if let Some(d) = poll_until {
                     let before = std::time::Instant::now();
                     if before < d {
                         std::thread::yield_now();
@@ -193,7 +222,7 @@ impl Conn {
                 let rest = &mut buf[got..];
                 r = self
                     .sock
-                    .when_ready(Interest::READABLE, || self.sock.read(rest))
+                    .when_ready(Interest::READABLE, || self.sock.read(rest), deadline)
                     .await;
             }
             match r {
@@ -217,8 +246,17 @@ impl Conn {
 
     /// Reads one frame: a little-endian `u32` length, then that many bytes (at most `max`).
     pub(crate) async fn read_frame(&self, max: usize) -> io::Result<Bytes> {
+        self.read_frame_until(max, None).await
+    }
+
+    /// [`Conn::read_frame`], failing with `TimedOut` if it has to wait past `deadline`.
+    pub(crate) async fn read_frame_until(
+        &self,
+        max: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<Bytes> {
         let mut len = [0u8; 4];
-        self.read_exact(&mut len).await?;
+        self.read_exact_until(&mut len, deadline).await?;
         let len = u32::from_le_bytes(len) as usize;
         if len > max {
             return Err(io::Error::new(
@@ -227,7 +265,7 @@ impl Conn {
             ));
         }
         let mut buf = vec![0; len];
-        self.read_exact(&mut buf).await?;
+        self.read_exact_until(&mut buf, deadline).await?;
         Ok(buf.into())
     }
 

@@ -69,6 +69,9 @@ pub struct GrpcMasterClient {
     addr: String,
     rpc: MasterServiceClient<Transport>,
     rpc_timeout: Duration,
+    /// The transport enforces `rpc_timeout` itself (the tunnel), arming a timer only when
+    /// it has to sleep; otherwise every call runs under a tokio timeout.
+    timed_by_transport: bool,
     master_version: ProtocolVersion,
 }
 
@@ -83,15 +86,19 @@ impl GrpcMasterClient {
         if config.tunnel {
             let host_port = addr.split_once("://").map_or(addr, |(_, rest)| rest);
             let host_port = host_port.trim_end_matches('/');
-            let tunnel =
-                match Tunnel::connect(host_port, config.connect_timeout, config.local_socket).await
-                {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::warn!(addr, error = %e, "cannot connect to the master");
-                        return Err(ErrorCode::RpcFail);
-                    }
-                };
+            let connecting = Tunnel::connect(
+                host_port,
+                config.connect_timeout,
+                config.rpc_timeout,
+                config.local_socket,
+            );
+            let tunnel = match connecting.await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(addr, error = %e, "cannot connect to the master");
+                    return Err(ErrorCode::RpcFail);
+                }
+            };
             match Self::handshake(addr, Transport::Tunnel(tunnel), config).await {
                 Err(ErrorCode::RpcFail) => {
                     tracing::info!(
@@ -141,6 +148,7 @@ impl GrpcMasterClient {
         transport: Transport,
         config: GrpcClientConfig,
     ) -> Result<Self, ErrorCode> {
+        let timed_by_transport = matches!(transport, Transport::Tunnel(_));
         let rpc = MasterServiceClient::new(transport)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
@@ -148,6 +156,7 @@ impl GrpcMasterClient {
             addr: addr.to_owned(),
             rpc,
             rpc_timeout: config.rpc_timeout,
+            timed_by_transport,
             master_version: ProtocolVersion::CURRENT,
         };
         match MasterApi::connect(&client, ProtocolVersion::CURRENT).await {
@@ -184,7 +193,14 @@ impl GrpcMasterClient {
         F: FnOnce(MasterServiceClient<Transport>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        match tokio::time::timeout(self.rpc_timeout, f(self.rpc.clone())).await {
+        // A timer armed here, from a thread that is not the runtime's driver, wakes the
+        // driver on every call; the tunnel bounds its own waits instead.
+        let answer = if self.timed_by_transport {
+            Ok(f(self.rpc.clone()).await)
+        } else {
+            tokio::time::timeout(self.rpc_timeout, f(self.rpc.clone())).await
+        };
+        match answer {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => {
                 let code = status_to_error(&status);

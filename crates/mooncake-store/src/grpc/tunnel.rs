@@ -154,21 +154,27 @@ pub(crate) struct Tunnel {
 struct Inner {
     addr: String,
     connect_timeout: Duration,
+    /// Bound on one round trip's waits (the caller's `rpc_timeout`).
+    rpc_timeout: Duration,
     local_socket: bool,
     idle: Mutex<Vec<Conn>>,
 }
 
 impl Tunnel {
-    /// Opens a first connection to `addr` (`host:port`).
+    /// Opens a first connection to `addr` (`host:port`). A round trip that has to wait
+    /// past `rpc_timeout` fails with gRPC's `DEADLINE_EXCEEDED`, so callers need no timer
+    /// of their own (see [`Conn::read_frame_until`]).
     pub(crate) async fn connect(
         addr: &str,
         connect_timeout: Duration,
+        rpc_timeout: Duration,
         local_socket: bool,
     ) -> io::Result<Self> {
         let tunnel = Self {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
                 connect_timeout,
+                rpc_timeout,
                 local_socket,
                 idle: Mutex::new(Vec::new()),
             }),
@@ -208,9 +214,13 @@ impl Tunnel {
         Sock::unix(s).ok().map(Conn::from)
     }
 
-    async fn exchange(stream: &Conn, frame: &[u8]) -> io::Result<Bytes> {
-        stream.write_all(frame).await?;
-        stream.read_frame(MAX_FRAME).await
+    async fn exchange(
+        stream: &Conn,
+        frame: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> io::Result<Bytes> {
+        stream.write_all_until(frame, Some(deadline)).await?;
+        stream.read_frame_until(MAX_FRAME, Some(deadline)).await
     }
 
     /// Sends one request frame and returns the response frame. A pooled connection that
@@ -229,11 +239,14 @@ impl Tunnel {
                 None => break None,
             }
         };
+        let deadline = tokio::time::Instant::now() + self.inner.rpc_timeout;
         let stream = match pooled {
             Some(s) => s,
             None => self.open().await?,
         };
-        let answer = Self::exchange(&stream, frame).await?;
+        // A connection whose answer did not come is dropped, never pooled: its late answer
+        // must not be read as the next call's.
+        let answer = Self::exchange(&stream, frame, deadline).await?;
         let mut idle = self.inner.idle.lock();
         if idle.len() < MAX_IDLE {
             idle.push(stream);
@@ -282,7 +295,13 @@ impl Service<http::Request<Body>> for Tunnel {
         Box::pin(async move {
             let path = req.uri().path().to_owned();
             let body = req.into_body().collect().await?.to_bytes();
-            let answer = this.round_trip(&encode_request(&path, &body)).await?;
+            let answer = match this.round_trip(&encode_request(&path, &body)).await {
+                Ok(a) => a,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return Err(tonic::Status::deadline_exceeded(e.to_string()).into())
+                }
+                Err(e) => return Err(e.into()),
+            };
             let (headers, trailers, data) = decode_response(answer)?;
             let body = Reply {
                 data: (!data.is_empty()).then_some(data),
@@ -456,7 +475,7 @@ mod tests {
                 });
             }
         });
-        let t = Tunnel::connect(&addr, Duration::from_secs(2), false)
+        let t = Tunnel::connect(&addr, Duration::from_secs(2), Duration::from_secs(5), false)
             .await
             .unwrap();
         assert_eq!(
@@ -505,7 +524,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn late_and_concurrent_answers_arrive_whole() {
         let addr = slow_echo_server(crate::conn::spin_window() + Duration::from_millis(5)).await;
-        let t = Tunnel::connect(&addr, Duration::from_secs(2), false)
+        let t = Tunnel::connect(&addr, Duration::from_secs(2), Duration::from_secs(5), false)
             .await
             .unwrap();
         let calls = (0..6u8).map(|i| {
