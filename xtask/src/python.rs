@@ -27,16 +27,7 @@ pub(crate) fn venv() -> Result<PathBuf> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !have {
-        let mut pip = Command::new(&python);
-        pip.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args(TOOLS);
-        run(pip)?;
+        run(pip_install(&python, TOOLS))?;
     }
     Ok(python)
 }
@@ -62,17 +53,8 @@ pub(crate) fn install_wheel(release: bool) -> Result<PathBuf> {
     let Some(wheel) = wheel else {
         bail!("maturin wrote no wheel into {}", out.display())
     };
-    let mut pip = Command::new(&python);
-    pip.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--force-reinstall",
-        "--no-deps",
-    ])
-    .arg(&wheel);
+    let mut pip = pip_install(&python, &["--force-reinstall", "--no-deps"]);
+    pip.arg(&wheel);
     run(pip)?;
     Ok(python)
 }
@@ -85,4 +67,18 @@ pub(crate) fn test() -> Result<()> {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(root().join("crates/mooncake-py/tests"));
     run(pytest)
+}
+
+/// `python -m pip install --quiet --disable-pip-version-check <args>`.
+fn pip_install(python: &std::path::Path, args: &[&str]) -> Command {
+    let mut pip = Command::new(python);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ])
+    .args(args);
+    pip
 }

@@ -113,9 +113,8 @@ pub(crate) fn get<'py>(
         d.get_into(vec![(key.to_owned(), range.offset, range.len)]),
     );
     match got.first() {
-        Some(&n) if n > 0 => Ok(Some(PyBytes::new_with(py, n as usize, |out| {
-            range.read_into(out);
-            Ok(())
+        Some(&n) if n > 0 => Ok(Some(crate::store::bytes_filled(py, n as usize, |out| {
+            range.read_into_uninit(out)
         })?)),
         _ => Ok(None),
     }

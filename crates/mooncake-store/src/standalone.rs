@@ -374,6 +374,12 @@ impl StagedRange<'_> {
     pub fn read_into(&self, out: &mut [u8]) {
         self.client.pool.read_at(self.offset, out);
     }
+
+    /// Like [`StagedRange::read_into`], into memory that may be uninitialised (a fresh
+    /// Python `bytes`).
+    pub fn read_into_uninit(&self, out: &mut [std::mem::MaybeUninit<u8>]) {
+        self.client.pool.read_at_uninit(self.offset, out);
+    }
 }
 
 impl StandaloneClient {

@@ -98,8 +98,12 @@ impl SharedMemory {
 
     /// Copies bytes out at `offset` into `out`. Panics if out of range.
     pub fn read_at(&self, offset: u64, out: &mut [u8]) {
-        self.region
-            .read_uninit(self.addr() + offset, as_uninit(out));
+        self.read_at_uninit(offset, as_uninit(out));
+    }
+
+    /// Like [`SharedMemory::read_at`], into memory that may be uninitialised.
+    pub fn read_at_uninit(&self, offset: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
+        self.region.read_uninit(self.addr() + offset, out);
     }
 }
 
