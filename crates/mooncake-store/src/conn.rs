@@ -15,47 +15,39 @@ use tokio::io::Interest;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
-/// A tunnel connection's socket: TCP, or the master's abstract Unix socket on the same
-/// host, as the reactor sees it (`io`) and as a second descriptor of the same socket for
-/// direct non-blocking system calls (`raw`; tokio's own `try_read` skips the system call
-/// until the reactor has seen the socket become readable, which defeats polling).
+/// A connection's socket (TCP, or a Unix socket on the same host), non-blocking and read
+/// and written with direct system calls.
+///
+/// It is registered with the reactor only while a caller sleeps on it ([`Sock::when_ready`])
+/// and deregistered once it wakes. A socket left registered makes every arriving message
+/// wake the runtime's driver thread (epoll reports each one), even while the caller is
+/// polling for it itself: two thread wake-ups per call, on both ends, that took the cores
+/// from the caller and the master. (For the same reason the reads do not go through a
+/// tokio stream: its `try_read` skips the system call until the reactor has seen the
+/// socket become readable, which defeats polling.)
 #[derive(Debug)]
 pub(crate) enum Sock {
-    Tcp {
-        io: TcpStream,
-        raw: std::net::TcpStream,
-    },
-    Unix {
-        io: UnixStream,
-        raw: std::os::unix::net::UnixStream,
-    },
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
 }
 
 impl Sock {
     pub(crate) fn tcp(s: std::net::TcpStream) -> io::Result<Self> {
         s.set_nonblocking(true)?;
-        let raw = s.try_clone()?;
-        Ok(Sock::Tcp {
-            io: TcpStream::from_std(s)?,
-            raw,
-        })
+        Ok(Sock::Tcp(s))
     }
 
     pub(crate) fn unix(s: std::os::unix::net::UnixStream) -> io::Result<Self> {
         s.set_nonblocking(true)?;
-        let raw = s.try_clone()?;
-        Ok(Sock::Unix {
-            io: UnixStream::from_std(s)?,
-            raw,
-        })
+        Ok(Sock::Unix(s))
     }
 
     /// A non-blocking read system call.
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         use std::io::Read;
         match self {
-            Sock::Tcp { raw, .. } => (&*raw).read(buf),
-            Sock::Unix { raw, .. } => (&*raw).read(buf),
+            Sock::Tcp(s) => (&*s).read(buf),
+            Sock::Unix(s) => (&*s).read(buf),
         }
     }
 
@@ -63,15 +55,18 @@ impl Sock {
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
         use std::io::Write;
         match self {
-            Sock::Tcp { raw, .. } => (&*raw).write(buf),
-            Sock::Unix { raw, .. } => (&*raw).write(buf),
+            Sock::Tcp(s) => (&*s).write(buf),
+            Sock::Unix(s) => (&*s).write(buf),
         }
     }
 
-    /// Sleeps until the reactor says the socket is ready for `interest`, then runs `op`
-    /// (a non-blocking system call), again after each `WouldBlock`; gives up with
-    /// `TimedOut` at `deadline`. Only this path arms a timer: registering one from a
-    /// thread that is not the runtime's driver wakes the driver, a thread hop per call.
+    /// Registers the socket with the reactor (a second descriptor of it, closed again on
+    /// return, which ends the registration), sleeps until it is ready for `interest`, then
+    /// runs `op` (a non-blocking system call), again after each `WouldBlock`; gives up with
+    /// `TimedOut` at `deadline`. Readiness that came before the registration is not lost:
+    /// registering reports the socket's current state. Only this path arms a timer:
+    /// registering one from a thread that is not the runtime's driver wakes the driver, a
+    /// thread hop per call.
     async fn when_ready<R>(
         &self,
         interest: Interest,
@@ -80,8 +75,16 @@ impl Sock {
     ) -> io::Result<R> {
         let ready = async {
             match self {
-                Sock::Tcp { io, .. } => io.async_io(interest, op).await,
-                Sock::Unix { io, .. } => io.async_io(interest, op).await,
+                Sock::Tcp(s) => {
+                    TcpStream::from_std(s.try_clone()?)?
+                        .async_io(interest, op)
+                        .await
+                }
+                Sock::Unix(s) => {
+                    UnixStream::from_std(s.try_clone()?)?
+                        .async_io(interest, op)
+                        .await
+                }
             }
         };
         match deadline {
@@ -140,12 +143,12 @@ impl From<Sock> for Conn {
 }
 
 impl Conn {
-    /// An accepted TCP connection.
+    /// An accepted TCP connection (taken off the reactor).
     pub(crate) fn tcp(stream: TcpStream) -> io::Result<Self> {
         Sock::tcp(stream.into_std()?).map(Self::from)
     }
 
-    /// An accepted Unix-socket connection.
+    /// An accepted Unix-socket connection (taken off the reactor).
     pub(crate) fn unix(stream: UnixStream) -> io::Result<Self> {
         Sock::unix(stream.into_std()?).map(Self::from)
     }
@@ -282,7 +285,68 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::may_poll_here;
+    use super::{may_poll_here, Conn, Sock};
+
+    /// The inode of the socket behind descriptor `fd` (`socket:[N]`).
+    fn socket_inode(fd: std::os::fd::RawFd) -> u64 {
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        let link = link.to_string_lossy();
+        link.trim_start_matches("socket:[")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap()
+    }
+
+    /// Whether any epoll instance of this process watches the socket with inode `ino`.
+    fn on_a_reactor(ino: u64) -> bool {
+        let needle = format!("ino:{ino:x} ");
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .any(|e| {
+                let is_epoll = std::fs::read_link(e.path())
+                    .is_ok_and(|l| l.to_string_lossy().contains("eventpoll"));
+                let info = format!("/proc/self/fdinfo/{}", e.file_name().to_string_lossy());
+                is_epoll && std::fs::read_to_string(info).is_ok_and(|i| i.contains(&needle))
+            })
+    }
+
+    #[test]
+    fn a_socket_is_on_the_reactor_only_while_a_caller_sleeps_on_it() {
+        use std::os::fd::AsRawFd;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let ino = socket_inode(a.as_raw_fd());
+            let (a, b) = (
+                Conn::from(Sock::unix(a).unwrap()),
+                Conn::from(Sock::unix(b).unwrap()),
+            );
+            // An answer that is already there: read without the reactor.
+            b.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            a.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            assert!(!on_a_reactor(ino), "a polled socket must not be registered");
+            // A reader that has to sleep (the answer comes long after any polling window).
+            let reader = tokio::spawn(async move {
+                let mut buf = [0u8; 4];
+                a.read_exact(&mut buf).await.map(|_| buf)
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert!(on_a_reactor(ino), "a sleeping reader waits on the reactor");
+            b.write_all(b"pong").await.unwrap();
+            assert_eq!(&reader.await.unwrap().unwrap(), b"pong");
+            assert!(
+                !on_a_reactor(ino),
+                "the registration ends when the reader wakes"
+            );
+        });
+    }
 
     #[test]
     fn polling_only_where_the_answer_can_come_meanwhile() {
