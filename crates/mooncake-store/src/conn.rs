@@ -107,11 +107,21 @@ impl Sock {
 pub(crate) fn spin_window() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
-        let us = std::env::var("MC_RPC_SPIN_US")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(150);
-        Duration::from_micros(us)
+        Duration::from_micros(parse_spin(std::env::var("MC_RPC_SPIN_US").ok().as_deref()))
+    })
+}
+
+/// `MC_RPC_SPIN_US` in microseconds: 150 when unset; a value that is not a number is
+/// reported (once, as a warning naming it) and the default used.
+fn parse_spin(value: Option<&str>) -> u64 {
+    const DEFAULT: u64 = 150;
+    let Some(v) = value else { return DEFAULT };
+    v.trim().parse().unwrap_or_else(|_| {
+        tracing::warn!(
+            value = v,
+            "MC_RPC_SPIN_US is not a number of microseconds; using {DEFAULT}"
+        );
+        DEFAULT
     })
 }
 
@@ -346,6 +356,16 @@ mod tests {
                 "the registration ends when the reader wakes"
             );
         });
+    }
+
+    #[test]
+    fn spin_window_setting() {
+        use super::parse_spin;
+        assert_eq!(parse_spin(None), 150);
+        assert_eq!(parse_spin(Some(" 40 ")), 40);
+        assert_eq!(parse_spin(Some("0")), 0);
+        assert_eq!(parse_spin(Some("fast")), 150);
+        assert_eq!(parse_spin(Some("-3")), 150);
     }
 
     #[test]
