@@ -526,21 +526,15 @@ impl Client {
                 slices.push(Err(ErrorCode::InvalidParams));
                 continue;
             }
-            slices.push(self.stage(v.len() as u64).inspect(|s| s.fill(v)));
+            slices.push(self.stage(v.len() as u64));
         }
-        let sources: Vec<Result<Vec<(u64, u64)>, ErrorCode>> = slices
-            .iter()
+        let sources: Vec<Result<Source, ErrorCode>> = slices
+            .into_iter()
             .zip(items)
-            .map(|(s, (_, v))| {
-                s.as_ref()
-                    .map(|s| vec![(s.addr(), v.len() as u64)])
-                    .map_err(|e| *e)
-            })
+            .map(|(s, (_, v))| s.map(|slice| Source::Bytes(v, slice)))
             .collect();
         let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        let out = self.write_batch(&keys, &sources, config, upsert).await;
-        drop(slices);
-        out
+        self.write_batch(&keys, &sources, config, upsert).await
     }
 
     /// Zero-copy batch put from registered memory: `(key, addr, size)` per item.
@@ -550,8 +544,10 @@ impl Client {
         config: &ReplicateConfig,
     ) -> Vec<Result<(), ErrorCode>> {
         let keys: Vec<&str> = items.iter().map(|(k, _, _)| *k).collect();
-        let sources: Vec<Result<Vec<(u64, u64)>, ErrorCode>> =
-            items.iter().map(|(_, a, n)| Ok(vec![(*a, *n)])).collect();
+        let sources: Vec<Result<Source, ErrorCode>> = items
+            .iter()
+            .map(|(_, a, n)| Ok(Source::Registered(vec![(*a, *n)])))
+            .collect();
         self.write_batch(&keys, &sources, config, false).await
     }
 
@@ -564,8 +560,10 @@ impl Client {
         upsert: bool,
     ) -> Vec<Result<(), ErrorCode>> {
         let keys: Vec<&str> = items.iter().map(|(k, _)| *k).collect();
-        let sources: Vec<Result<Vec<(u64, u64)>, ErrorCode>> =
-            items.iter().map(|(_, p)| Ok(p.clone())).collect();
+        let sources: Vec<Result<Source, ErrorCode>> = items
+            .iter()
+            .map(|(_, p)| Ok(Source::Registered(p.clone())))
+            .collect();
         self.write_batch(&keys, &sources, config, upsert).await
     }
 
@@ -610,7 +608,7 @@ impl Client {
     async fn write_batch(
         &self,
         keys: &[&str],
-        sources: &[Result<Vec<(u64, u64)>, ErrorCode>],
+        sources: &[Result<Source<'_>, ErrorCode>],
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Vec<Result<(), ErrorCode>> {
@@ -622,7 +620,7 @@ impl Client {
         let mut idx = Vec::new();
         let mut items = Vec::new();
         for (i, (k, s)) in keys.iter().zip(sources).enumerate() {
-            match s.as_ref().map(|p| total(p)) {
+            match s.as_ref().map(Source::len) {
                 Ok(0) => {}
                 Ok(n) if seen.insert(*k) => {
                     idx.push(i);
@@ -653,9 +651,22 @@ impl Client {
             let i = idx[j];
             match r {
                 Ok(replicas) => {
-                    let Ok(parts) = &sources[i] else { continue };
+                    let Ok(src) = &sources[i] else { continue };
+                    let mut staged = false;
                     for rep in replicas {
-                        match self.requests(Opcode::Write, parts, rep).await {
+                        let parts = match src {
+                            Source::Registered(parts) => parts.clone(),
+                            Source::Bytes(value, slice) => {
+                                if self.copy_direct(rep, &[value]).await {
+                                    continue;
+                                }
+                                if !std::mem::replace(&mut staged, true) {
+                                    slice.fill(value);
+                                }
+                                vec![(slice.addr(), value.len() as u64)]
+                            }
+                        };
+                        match self.requests(Opcode::Write, &parts, rep).await {
                             Ok(reqs) => {
                                 owners.extend(reqs.iter().map(|_| j));
                                 requests.extend(reqs);
@@ -703,7 +714,7 @@ impl Client {
         }
         // Duplicates of a key within the batch share its result.
         for (i, k) in keys.iter().enumerate() {
-            if !idx.contains(&i) && sources[i].as_ref().is_ok_and(|p| total(p) > 0) {
+            if !idx.contains(&i) && sources[i].as_ref().is_ok_and(|p| p.len() > 0) {
                 if let Some(first) = keys.iter().position(|x| x == k) {
                     out[i] = out[first];
                 }
@@ -1206,6 +1217,25 @@ impl Client {
 }
 
 /// Total length of `(addr, len)` parts.
+/// Where the bytes of one object of a batch put come from.
+enum Source<'a> {
+    /// Ranges of registered memory, laid end to end.
+    Registered(Vec<(u64, u64)>),
+    /// A value in ordinary memory and the staging slice reserved for it: copied straight
+    /// into the replicas this client reaches without the network, staged (once) for the
+    /// others.
+    Bytes(&'a [u8], staging::Slice),
+}
+
+impl Source<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Registered(parts) => total(parts),
+            Source::Bytes(value, _) => value.len() as u64,
+        }
+    }
+}
+
 fn total(parts: &[(u64, u64)]) -> u64 {
     parts.iter().map(|(_, n)| n).sum()
 }
