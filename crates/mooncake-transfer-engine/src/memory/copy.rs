@@ -27,6 +27,36 @@ const CHUNK: usize = 128 << 10;
 /// At most this many helper threads (besides the caller) work on one copy.
 const MAX_HELPERS: usize = 3;
 
+/// Fresh destinations of at least this many bytes ask for transparent huge pages.
+pub(crate) const FRESH_HUGE_MIN: usize = 4 << 20;
+
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Asks the kernel to back the whole 2 MiB pages inside `[dst, dst+len)`, memory about to
+/// be written for the first time (a new vector or `bytes` of a large value), with
+/// transparent huge pages (`MADV_HUGEPAGE`; honoured where THP is `always` or `madvise`,
+/// the common default). First touch then costs one fault and one 2 MiB clear per huge
+/// page instead of 512 faults: a fresh 16 MiB buffer fills ~3x faster here. Only ranges of
+/// at least [`FRESH_HUGE_MIN`] bytes, and only the pages wholly inside the range (nothing
+/// outside it gains memory); any failure just leaves the small pages.
+/// `MC_HUGE_PAGE_READS=0` turns it off (each advised range can split the heap's mapping
+/// in the kernel, and where THP `defrag` compacts synchronously a fault may wait for it).
+pub(crate) fn advise_fresh(dst: *mut u8, len: usize) {
+    static ON: OnceLock<bool> = OnceLock::new();
+    let on =
+        *ON.get_or_init(|| std::env::var("MC_HUGE_PAGE_READS").map_or(true, |v| v.trim() != "0"));
+    if len < FRESH_HUGE_MIN || !on {
+        return;
+    }
+    let start = (dst as usize).next_multiple_of(HUGE_PAGE);
+    let end = (dst as usize + len) / HUGE_PAGE * HUGE_PAGE;
+    if end > start {
+        // SAFETY: advice on whole pages inside memory the caller owns and is about to
+        // overwrite; MADV_HUGEPAGE changes no contents.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+    }
+}
+
 /// Copies `len` bytes from `src` to `dst`; the ranges may overlap (then it is a plain
 /// `memmove`).
 ///
@@ -278,6 +308,58 @@ mod tests {
         let mut out = vec![0u8; len];
         region.read_uninit(region.addr() + 3, crate::memory::as_uninit(&mut out));
         assert_eq!(out, data);
+    }
+
+    /// `VmFlags` of the mapping (in `/proc/self/smaps`) that contains `addr`.
+    fn vm_flags(addr: usize) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut inside = false;
+        for line in smaps.lines() {
+            let range = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = range.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = (a..b).contains(&addr);
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.trim().to_owned();
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}")
+    }
+
+    #[test]
+    fn large_fresh_reads_ask_for_huge_pages_inside_their_range_only() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            return; // a kernel without THP refuses the advice; nothing to check
+        }
+        let region = crate::memory::Region::anonymous(16 << 20).expect("map");
+        let huge = |addr: u64| vm_flags(addr as usize).split(' ').any(|f| f == "hg");
+        let base = region.addr();
+        let first = (base + 100).next_multiple_of(HUGE_PAGE as u64);
+        // Too small: no advice.
+        let small = FRESH_HUGE_MIN - 1;
+        advise_fresh((base + 100) as *mut u8, small);
+        assert!(!huge(first), "a range under FRESH_HUGE_MIN is left alone");
+        // Large: the whole huge pages inside the range, nothing before it.
+        advise_fresh((base + 100) as *mut u8, 6 << 20);
+        assert!(huge(first), "the first whole huge page of the range");
+        assert!(!huge(base + 99), "memory before the range keeps its pages");
+        assert!(
+            !huge(base + (15 << 20)),
+            "memory after the range keeps its pages"
+        );
+        // The read path advises its fresh destination.
+        let data = pattern(8 << 20, 3);
+        region.write(base, &data);
+        let out = region.to_vec(base, 8 << 20);
+        assert_eq!(out, data);
+        let inside = (out.as_ptr() as u64).next_multiple_of(HUGE_PAGE as u64);
+        assert!(huge(inside), "a new vector of a large value");
     }
 
     #[test]

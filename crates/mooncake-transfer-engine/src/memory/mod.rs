@@ -363,10 +363,12 @@ impl Region {
     }
 
     /// Copies `[addr, addr+out.len())`, which must lie inside the region (checked), into
-    /// `out`, which may be uninitialised; large reads take the bulk path (see [`copy`]),
-    /// which also splits the first-touch page faults of fresh memory between threads.
+    /// `out`, which may be uninitialised (fresh memory: large ones get huge pages where
+    /// the kernel allows, see [`copy::advise_fresh`]); large reads take the bulk path (see
+    /// [`copy`]), which also splits the first-touch page faults between threads.
     pub(crate) fn read_uninit(&self, addr: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
         let s = self.check(addr, out.len());
+        copy::advise_fresh(out.as_mut_ptr().cast::<u8>(), out.len());
         // SAFETY: the source is inside the region (checked); `out` is a live, exclusively
         // borrowed slice of the same length, and writing bytes into `MaybeUninit` is sound.
         unsafe { copy::copy(out.as_mut_ptr().cast::<u8>(), s as *const u8, out.len()) }
