@@ -544,6 +544,16 @@ async fn bytes_go_straight_into_shared_memory_and_through_staging_over_tcp() {
         );
         assert_eq!(user.get(&a).await.unwrap(), v, "{name}");
         assert_eq!(user.get(&b).await.unwrap(), w, "{name}");
+        let got = user.get_batch(&[a.as_str(), "absent", b.as_str()]).await;
+        assert_eq!(got[0].as_deref(), Ok(&v[..]), "{name}");
+        assert_eq!(got[1], Err(ErrorCode::ObjectNotFound), "{name}");
+        assert_eq!(got[2].as_deref(), Ok(&w[..]), "{name}");
+        let staged = user.get_batch_staged(&[a.as_str()]).await;
+        assert_eq!(
+            staged[0].as_ref().map(|s| s.to_vec()),
+            Ok(v.clone()),
+            "{name}"
+        );
     }
     // Two replicas, one reached by a copy and one over TCP: the staged bytes serve the
     // TCP one, and both hold the value.

@@ -782,24 +782,52 @@ impl TransferEngine {
         target_offset: u64,
         data: &[u8],
     ) -> Result<bool, TransferError> {
-        let len = data.len() as u64;
-        if len == 0 {
+        if data.is_empty() {
             return Ok(true);
         }
-        if target == SegmentHandle::LOCAL {
-            let region = self.registered(target_offset, len)?;
-            region.write(target_offset, data);
-            return Ok(true);
-        }
-        let Some(seg) = self.inner.segments.read().get(&target.0).cloned() else {
-            return Ok(false);
-        };
-        let Some((region, at)) = seg.shm_target(target_offset, len) else {
+        let Some((region, at)) = self.direct(target, target_offset, data.len() as u64)? else {
             return Ok(false);
         };
         region.write(at, data);
-        self.inner.shm_bytes.fetch_add(len, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// `[target_offset, +len)` of `target` as a new vector, copied straight out when this
+    /// engine reaches that range without the network (`Ok(None)` when it needs a
+    /// transfer). Saves reading into registered memory first.
+    pub fn read_direct(
+        &self,
+        target: SegmentHandle,
+        target_offset: u64,
+        len: usize,
+    ) -> Result<Option<Vec<u8>>, TransferError> {
+        if len == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let found = self.direct(target, target_offset, len as u64)?;
+        Ok(found.map(|(region, at)| region.to_vec(at, len)))
+    }
+
+    /// The mapped region and local address of `[offset, +len)` of `target`, if this engine
+    /// reaches it with a copy: its own registered memory, or a same-host peer's shared
+    /// memory (counted in [`TransferEngine::shm_bytes`]).
+    fn direct(
+        &self,
+        target: SegmentHandle,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<(Arc<Region>, u64)>, TransferError> {
+        if target == SegmentHandle::LOCAL {
+            return Ok(Some((self.registered(offset, len)?, offset)));
+        }
+        let Some(seg) = self.inner.segments.read().get(&target.0).cloned() else {
+            return Ok(None);
+        };
+        let found = seg.shm_target(offset, len);
+        if found.is_some() {
+            self.inner.shm_bytes.fetch_add(len, Ordering::Relaxed);
+        }
+        Ok(found)
     }
 
     /// The outcome of `r` if it is a copy that needs no network (`None` otherwise).

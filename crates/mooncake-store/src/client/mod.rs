@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mooncake_transfer_engine::{
-    EngineConfig, LocalBuffer, Opcode, TransferEngine, TransferRequest,
+    EngineConfig, LocalBuffer, Opcode, SegmentHandle, TransferEngine, TransferRequest,
 };
 use tokio::sync::watch;
 
@@ -821,8 +821,61 @@ impl Client {
     // ---- reads ----
 
     /// The value of `key`, copied through the staging buffer.
+    ///
+    /// A replica this client reaches with a copy (its own segment, or a same-host peer's
+    /// shared memory) is copied straight into the new vector; others are read through the
+    /// staging buffer. Either way the value must fit in the staging buffer (Mooncake's
+    /// rule: larger values need [`Client::get_into`]).
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, ErrorCode> {
-        Ok(self.get_staged(key).await?.to_vec())
+        let list = match self.inner.locations.get(key) {
+            Some(rep) => {
+                let Some(target) = self.copy_target(&rep).await else {
+                    return Ok(self.get_staged(key).await?.to_vec());
+                };
+                let _room = self.stage(rep.size)?;
+                let master = self.inner.master.get_replica_list(key);
+                let (list, read) = tokio::join!(master, async { self.read_new(target, &rep) });
+                let list = list.inspect_err(|_| self.inner.locations.remove(key))?;
+                match read {
+                    Some(v) if list.replicas.contains(&rep) => return Ok(v),
+                    _ => self.inner.locations.remove(key),
+                }
+                list
+            }
+            None => self.inner.master.get_replica_list(key).await?,
+        };
+        let slice = self.stage(list.size())?;
+        if let Some(rep) = self.preferred(&list.replicas) {
+            if let Some(target) = self.copy_target(rep).await {
+                if let Some(v) = self.read_new(target, rep) {
+                    self.inner.locations.insert(key, rep);
+                    return Ok(v);
+                }
+            }
+        }
+        self.read_and_remember(key, &[(slice.addr(), list.size())], &list.replicas)
+            .await?;
+        Ok(StagedValue(slice).to_vec())
+    }
+
+    /// The segment of `rep`, opened (`None` if it cannot be: the read then takes the
+    /// transfer path, which reports the problem).
+    async fn copy_target(&self, rep: &ReplicaDescriptor) -> Option<SegmentHandle> {
+        self.inner
+            .engine
+            .open_segment(&rep.transport_endpoint)
+            .await
+            .ok()
+    }
+
+    /// `rep`'s value as a new vector, if this client reaches it with a copy.
+    fn read_new(&self, target: SegmentHandle, rep: &ReplicaDescriptor) -> Option<Vec<u8>> {
+        let len = usize::try_from(rep.size).ok()?;
+        let read = self
+            .inner
+            .engine
+            .read_direct(target, rep.buffer_address, len);
+        read.ok().flatten()
     }
 
     /// The value of `key`, left in the staging buffer: copy it out with
@@ -974,39 +1027,81 @@ impl Client {
     }
 
     /// Values of many keys (missing keys are `ObjectNotFound`).
+    /// Values reached with a copy (as in [`Client::get`]) go straight into their vectors;
+    /// the others are read through the staging buffer, where every value must fit at the
+    /// same time.
     pub async fn get_batch(&self, keys: &[&str]) -> Vec<Result<Vec<u8>, ErrorCode>> {
-        self.get_batch_staged(keys)
+        self.batch_read(keys, true)
             .await
             .into_iter()
-            .map(|r| r.map(|v| v.to_vec()))
+            .map(|r| {
+                r.map(|v| match v {
+                    Fetched::Copied(v) => v,
+                    Fetched::Staged(s) => s.to_vec(),
+                })
+            })
             .collect()
     }
 
     /// Values of many keys, left in the staging buffer (see [`Client::get_staged`]); every
     /// value must fit in the staging buffer at the same time.
     pub async fn get_batch_staged(&self, keys: &[&str]) -> Vec<Result<StagedValue, ErrorCode>> {
+        self.batch_read(keys, false)
+            .await
+            .into_iter()
+            .map(|r| {
+                r.and_then(|v| match v {
+                    Fetched::Staged(s) => Ok(s),
+                    Fetched::Copied(_) => Err(ErrorCode::InternalError),
+                })
+            })
+            .collect()
+    }
+
+    /// One `batch_get_replica_list`, a staging slice reserved per value (all held until
+    /// the end), then each value copied straight into a new vector if `copy_out` and this
+    /// client reaches its preferred replica with a copy, else read into its slice (network
+    /// reads concurrently, with failover).
+    async fn batch_read(&self, keys: &[&str], copy_out: bool) -> Vec<Result<Fetched, ErrorCode>> {
         let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
         let lists = match self.inner.master.batch_get_replica_list(&owned).await {
             Ok(l) => l,
             Err(e) => return keys.iter().map(|_| Err(e)).collect(),
         };
-        let mut out: Vec<Result<StagedValue, ErrorCode>> = Vec::with_capacity(keys.len());
+        let mut out: Vec<Result<Fetched, ErrorCode>> = Vec::with_capacity(keys.len());
         let mut jobs = Vec::new();
         let mut slices = Vec::new();
+        let mut held = Vec::new();
         for l in lists {
-            match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
-                Ok((l, s)) => {
-                    out.push(Err(ErrorCode::InternalError));
-                    jobs.push((vec![(s.addr(), l.size())], l));
-                    slices.push((out.len() - 1, s));
+            let (l, s) = match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
+                Ok(staged) => staged,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
                 }
-                Err(e) => out.push(Err(e)),
+            };
+            let rep = self.preferred(&l.replicas).filter(|_| copy_out);
+            let copied = match rep {
+                Some(rep) => match self.copy_target(rep).await {
+                    Some(target) => self.read_new(target, rep),
+                    None => None,
+                },
+                None => None,
+            };
+            if let Some(v) = copied {
+                out.push(Ok(Fetched::Copied(v)));
+                held.push(s);
+                continue;
             }
+            out.push(Err(ErrorCode::InternalError));
+            jobs.push((vec![(s.addr(), l.size())], l));
+            slices.push((out.len() - 1, s));
         }
         let results = self.pull_many(&jobs).await;
         for ((i, s), r) in slices.into_iter().zip(results) {
-            out[i] = r.map(|()| StagedValue(s));
+            out[i] = r.map(|()| Fetched::Staged(StagedValue(s)));
         }
+        drop(held);
         out
     }
 
@@ -1217,6 +1312,12 @@ impl Client {
 }
 
 /// Total length of `(addr, len)` parts.
+/// One value of a batch read: copied straight into a new vector, or in the staging buffer.
+enum Fetched {
+    Copied(Vec<u8>),
+    Staged(StagedValue),
+}
+
 /// Where the bytes of one object of a batch put come from.
 enum Source<'a> {
     /// Ranges of registered memory, laid end to end.
