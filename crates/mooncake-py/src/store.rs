@@ -605,7 +605,7 @@ impl Store {
         let Ok(client) = self.client() else {
             return Ok(None);
         };
-        match block(py, client.get_staged(key)) {
+        match block(py, client.get_value(key)) {
             Ok(v) => Ok(Some(bytes_filled(py, v.len(), |out| {
                 v.read_into_uninit(out)
             })?)),

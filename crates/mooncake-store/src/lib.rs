@@ -22,7 +22,7 @@ mod service;
 pub mod standalone;
 pub mod types;
 
-pub use client::{Client, ClientConfig, DrainReport, SetupError, StagedValue};
+pub use client::{Client, ClientConfig, DrainReport, SetupError, StagedValue, Value};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};

@@ -548,6 +548,12 @@ async fn bytes_go_straight_into_shared_memory_and_through_staging_over_tcp() {
         assert_eq!(got[0].as_deref(), Ok(&v[..]), "{name}");
         assert_eq!(got[1], Err(ErrorCode::ObjectNotFound), "{name}");
         assert_eq!(got[2].as_deref(), Ok(&w[..]), "{name}");
+        // `get_value` hands out the replica's own bytes when it maps them.
+        let found = user.get_value(&b).await.unwrap();
+        let mapped = matches!(found, mooncake_store::Value::Mapped(_));
+        assert_eq!(mapped, name == "shm", "{name}: {found:?}");
+        assert_eq!(found.len(), w.len(), "{name}");
+        assert_eq!(found.to_vec(), w, "{name}");
         let staged = user.get_batch_staged(&[a.as_str()]).await;
         assert_eq!(
             staged[0].as_ref().map(|s| s.to_vec()),

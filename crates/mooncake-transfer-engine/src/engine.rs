@@ -185,6 +185,44 @@ impl std::fmt::Debug for Inner {
     }
 }
 
+/// A range of memory an engine reaches with a copy (its own registered memory, or a
+/// same-host peer's shared memory), found by [`TransferEngine::direct_range`]. It keeps the
+/// mapping alive; its bytes are whatever the range holds when they are read.
+#[derive(Debug)]
+pub struct DirectRange {
+    region: Option<Arc<Region>>,
+    addr: u64,
+    len: usize,
+}
+
+impl DirectRange {
+    /// Bytes in the range.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the range into `out`, which may be uninitialised (fresh memory) and must be
+    /// exactly [`DirectRange::len`] bytes long (panics otherwise).
+    pub fn read_into_uninit(&self, out: &mut [std::mem::MaybeUninit<u8>]) {
+        assert_eq!(out.len(), self.len, "destination length");
+        if let Some(region) = &self.region {
+            region.read_uninit(self.addr, out);
+        }
+    }
+
+    /// The range's bytes as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.region
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.to_vec(self.addr, self.len))
+    }
+}
+
 /// The transfer engine: one per process and segment name.
 ///
 /// Cheap to clone (an `Arc`). Start it with [`TransferEngine::start`]; stop it with
@@ -792,20 +830,28 @@ impl TransferEngine {
         Ok(true)
     }
 
-    /// `[target_offset, +len)` of `target` as a new vector, copied straight out when this
-    /// engine reaches that range without the network (`Ok(None)` when it needs a
-    /// transfer). Saves reading into registered memory first.
-    pub fn read_direct(
+    /// `[target_offset, +len)` of `target`, if this engine reaches it without the network,
+    /// to be copied out by the caller ([`DirectRange::read_into_uninit`]), straight into
+    /// memory it allocates once it knows the size (a Python `bytes`, say).
+    pub fn direct_range(
         &self,
         target: SegmentHandle,
         target_offset: u64,
         len: usize,
-    ) -> Result<Option<Vec<u8>>, TransferError> {
+    ) -> Result<Option<DirectRange>, TransferError> {
         if len == 0 {
-            return Ok(Some(Vec::new()));
+            return Ok(Some(DirectRange {
+                region: None,
+                addr: 0,
+                len: 0,
+            }));
         }
         let found = self.direct(target, target_offset, len as u64)?;
-        Ok(found.map(|(region, at)| region.to_vec(at, len)))
+        Ok(found.map(|(region, addr)| DirectRange {
+            region: Some(region),
+            addr,
+            len,
+        }))
     }
 
     /// The mapped region and local address of `[offset, +len)` of `target`, if this engine

@@ -29,7 +29,7 @@ mod tcp;
 pub use batch::{BatchId, TaskStatus, TransferStatus};
 pub use codec::Opcode;
 pub use config::EngineConfig;
-pub use engine::{LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
+pub use engine::{DirectRange, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
 pub use error::TransferError;
 pub use memory::{ForeignMemory, SharedMemory};
 pub use registry::{BufferRegistry, Entry};

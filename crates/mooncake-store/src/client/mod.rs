@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mooncake_transfer_engine::{
-    EngineConfig, LocalBuffer, Opcode, SegmentHandle, TransferEngine, TransferRequest,
+    DirectRange, EngineConfig, LocalBuffer, Opcode, TransferEngine, TransferRequest,
 };
 use tokio::sync::watch;
 
@@ -829,28 +829,26 @@ impl Client {
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, ErrorCode> {
         let list = match self.inner.locations.get(key) {
             Some(rep) => {
-                let Some(target) = self.copy_target(&rep).await else {
+                let Some(range) = self.direct_range(&rep).await else {
                     return Ok(self.get_staged(key).await?.to_vec());
                 };
                 let _room = self.stage(rep.size)?;
                 let master = self.inner.master.get_replica_list(key);
-                let (list, read) = tokio::join!(master, async { self.read_new(target, &rep) });
+                let (list, v) = tokio::join!(master, async { range.to_vec() });
                 let list = list.inspect_err(|_| self.inner.locations.remove(key))?;
-                match read {
-                    Some(v) if list.replicas.contains(&rep) => return Ok(v),
-                    _ => self.inner.locations.remove(key),
+                if list.replicas.contains(&rep) {
+                    return Ok(v);
                 }
+                self.inner.locations.remove(key);
                 list
             }
             None => self.inner.master.get_replica_list(key).await?,
         };
         let slice = self.stage(list.size())?;
         if let Some(rep) = self.preferred(&list.replicas) {
-            if let Some(target) = self.copy_target(rep).await {
-                if let Some(v) = self.read_new(target, rep) {
-                    self.inner.locations.insert(key, rep);
-                    return Ok(v);
-                }
+            if let Some(range) = self.direct_range(rep).await {
+                self.inner.locations.insert(key, rep);
+                return Ok(range.to_vec());
             }
         }
         self.read_and_remember(key, &[(slice.addr(), list.size())], &list.replicas)
@@ -858,24 +856,44 @@ impl Client {
         Ok(StagedValue(slice).to_vec())
     }
 
-    /// The segment of `rep`, opened (`None` if it cannot be: the read then takes the
-    /// transfer path, which reports the problem).
-    async fn copy_target(&self, rep: &ReplicaDescriptor) -> Option<SegmentHandle> {
-        self.inner
-            .engine
-            .open_segment(&rep.transport_endpoint)
-            .await
-            .ok()
+    /// The value of `key`, to be copied out once by the caller ([`Value::read_into_uninit`],
+    /// e.g. straight into a Python `bytes`): the range itself if this client reaches the
+    /// replica with a copy (no copy made yet), else the value read into the staging buffer
+    /// (as [`Client::get_staged`], including its read from a cached location started
+    /// alongside the master call). The value must fit in the staging buffer either way.
+    pub async fn get_value(&self, key: &str) -> Result<Value, ErrorCode> {
+        let mut known = None;
+        if let Some(rep) = self.inner.locations.get(key) {
+            match self.direct_range(&rep).await {
+                Some(range) => known = Some((rep, range)),
+                None => return self.get_staged(key).await.map(Value::Staged),
+            }
+        }
+        let list = self.inner.master.get_replica_list(key).await?;
+        let slice = self.stage(list.size())?;
+        if let Some(rep) = self.preferred(&list.replicas) {
+            let range = match known {
+                Some((cached, range)) if cached == *rep => Some(range),
+                _ => self.direct_range(rep).await,
+            };
+            if let Some(range) = range {
+                self.inner.locations.insert(key, rep);
+                return Ok(Value::Mapped(range));
+            }
+        }
+        self.read_and_remember(key, &[(slice.addr(), list.size())], &list.replicas)
+            .await?;
+        Ok(Value::Staged(StagedValue(slice)))
     }
 
-    /// `rep`'s value as a new vector, if this client reaches it with a copy.
-    fn read_new(&self, target: SegmentHandle, rep: &ReplicaDescriptor) -> Option<Vec<u8>> {
+    /// `rep`'s bytes as a range this client reaches with a copy, if it does (a segment
+    /// that cannot be opened is left to the transfer path, which reports the problem).
+    async fn direct_range(&self, rep: &ReplicaDescriptor) -> Option<DirectRange> {
+        let engine = &self.inner.engine;
+        let target = engine.open_segment(&rep.transport_endpoint).await.ok()?;
         let len = usize::try_from(rep.size).ok()?;
-        let read = self
-            .inner
-            .engine
-            .read_direct(target, rep.buffer_address, len);
-        read.ok().flatten()
+        let found = engine.direct_range(target, rep.buffer_address, len);
+        found.ok().flatten()
     }
 
     /// The value of `key`, left in the staging buffer: copy it out with
@@ -1082,10 +1100,7 @@ impl Client {
             };
             let rep = self.preferred(&l.replicas).filter(|_| copy_out);
             let copied = match rep {
-                Some(rep) => match self.copy_target(rep).await {
-                    Some(target) => self.read_new(target, rep),
-                    None => None,
-                },
+                Some(rep) => self.direct_range(rep).await.map(|r| r.to_vec()),
                 None => None,
             };
             if let Some(v) = copied {
@@ -1312,6 +1327,47 @@ impl Client {
 }
 
 /// Total length of `(addr, len)` parts.
+/// A value found by [`Client::get_value`], not yet copied out.
+#[derive(Debug)]
+pub enum Value {
+    /// The replica's own bytes, in memory this client maps (its segment, or a same-host
+    /// peer's shared memory).
+    Mapped(DirectRange),
+    /// A copy in the staging buffer.
+    Staged(StagedValue),
+}
+
+impl Value {
+    /// The value's size in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Value::Mapped(r) => r.len(),
+            Value::Staged(s) => s.len(),
+        }
+    }
+
+    /// Whether the value is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies the value into `out` (exactly [`Value::len`] bytes, possibly uninitialised).
+    pub fn read_into_uninit(&self, out: &mut [std::mem::MaybeUninit<u8>]) {
+        match self {
+            Value::Mapped(r) => r.read_into_uninit(out),
+            Value::Staged(s) => s.read_into_uninit(out),
+        }
+    }
+
+    /// The value as a new vector.
+    pub fn to_vec(&self) -> Vec<u8> {
+        match self {
+            Value::Mapped(r) => r.to_vec(),
+            Value::Staged(s) => s.to_vec(),
+        }
+    }
+}
+
 /// One value of a batch read: copied straight into a new vector, or in the staging buffer.
 enum Fetched {
     Copied(Vec<u8>),
