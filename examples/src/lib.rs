@@ -29,6 +29,17 @@ pub fn init_tracing_at(level: &str) {
         .try_init();
 }
 
+/// Raises this process's soft limit on open files to its hard limit, as servers do: the
+/// master and the store service hold a socket per client connection (two while one
+/// sleeps on the reactor) and a common soft default of 1024 runs out long before the
+/// machine does. A failure is logged and changes nothing.
+pub fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
 /// Prints one line to stdout, ignoring a closed stdout: a supervisor that stopped reading
 /// our announcements must not be able to kill a running server (`println!` panics on EPIPE).
 pub fn announce(line: &str) {

@@ -215,3 +215,53 @@ fn a_closed_stdout_does_not_kill_the_master() {
         "the master must exit cleanly on SIGTERM with a closed stdout: {status}"
     );
 }
+
+/// `(soft, hard)` "Max open files" of process `pid`, from `/proc/<pid>/limits`.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    (words[3].to_owned(), words[4].to_owned())
+}
+
+#[test]
+fn the_master_raises_its_open_file_limit_to_the_hard_limit() {
+    let hard = open_file_limits(std::process::id()).1;
+    if hard.parse::<u64>().is_ok_and(|h| h <= 256) {
+        return; // nothing to raise to
+    }
+    // Started under a low soft limit, as a login shell's default would be.
+    let bin = env!("CARGO_BIN_EXE_mooncake_master");
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -Sn 256 && exec {bin} --rpc_port=0 --rpc_address=127.0.0.1 \
+             --metrics_host=127.0.0.1 --metrics_port=0"
+        ))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("mooncake_master rpc listening on"),
+        "{first}"
+    );
+    let (soft, now_hard) = open_file_limits(child.id());
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert_eq!(
+        soft, now_hard,
+        "soft open-file limit raised to the hard one"
+    );
+    assert_ne!(soft, "256");
+}

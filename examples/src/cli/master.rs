@@ -114,6 +114,7 @@ fn parse_args(cli: Vec<String>) -> Result<Args> {
 pub fn run(argv: Vec<String>) -> Result<()> {
     let args = parse_args(argv)?;
     crate::init_tracing(args.verbosity);
+    crate::raise_fd_limit();
     let master = MasterConfig {
         default_kv_lease_ttl: args.default_kv_lease_ttl,
         default_kv_soft_pin_ttl: args.default_kv_soft_pin_ttl,

@@ -64,6 +64,7 @@ struct Args {
 pub fn run(argv: Vec<String>) -> Result<()> {
     let args = Args::parse_from(argv);
     crate::init_tracing(args.verbosity);
+    crate::raise_fd_limit();
     let host = std::env::var("MC_TCP_BIND_ADDRESS")
         .ok()
         .filter(|h| !h.is_empty())
