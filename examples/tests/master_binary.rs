@@ -12,6 +12,25 @@ fn master_cmd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mooncake_master"))
 }
 
+/// Starts `cmd` and waits for its first announcement, which must say the master listens;
+/// stdout is closed afterwards (the master must not mind).
+fn spawn_listening(cmd: &mut Command) -> std::process::Child {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.starts_with("mooncake_master rpc listening on 127.0.0.1:"),
+        "{first}"
+    );
+    child
+}
+
 fn http(addr: &str, req: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -154,20 +173,10 @@ fn flags_on_the_command_line_beat_the_config_file() {
         String::from_utf8_lossy(&out.stderr).contains("eviction_high_watermark_ratio"),
         "the file value applies"
     );
-    let mut child = master_cmd()
-        .arg(format!("--config_path={}", cfg.display()))
-        .arg("--eviction_high_watermark_ratio=0.5")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.starts_with("mooncake_master rpc listening on 127.0.0.1:"),
-        "{line}"
+    let mut child = spawn_listening(
+        master_cmd()
+            .arg(format!("--config_path={}", cfg.display()))
+            .arg("--eviction_high_watermark_ratio=0.5"),
     );
     let _ = child.kill();
     let _ = child.wait();
@@ -175,32 +184,22 @@ fn flags_on_the_command_line_beat_the_config_file() {
 
 #[test]
 fn a_closed_stdout_does_not_kill_the_master() {
-    let mut child = master_cmd()
-        .args([
-            "--rpc_port=0",
-            "--rpc_address=127.0.0.1",
-            "--metrics_host=127.0.0.1",
-            "--metrics_port=0",
-        ])
-        .args([
-            "--enable_http_metadata_server=1",
-            "--http_metadata_server_host=127.0.0.1",
-            "--http_metadata_server_port=0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(
-            first.starts_with("mooncake_master rpc listening on"),
-            "{first}"
-        );
-    } // The reader is gone: later announcements (at the latest "stopped") hit a closed pipe.
+    // `spawn_listening` drops the reader after the first line: later announcements (at
+    // the latest "stopped") hit a closed pipe.
+    let mut child = spawn_listening(
+        master_cmd()
+            .args([
+                "--rpc_port=0",
+                "--rpc_address=127.0.0.1",
+                "--metrics_host=127.0.0.1",
+                "--metrics_port=0",
+            ])
+            .args([
+                "--enable_http_metadata_server=1",
+                "--http_metadata_server_host=127.0.0.1",
+                "--http_metadata_server_port=0",
+            ]),
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
@@ -236,24 +235,10 @@ fn the_master_raises_its_open_file_limit_to_the_hard_limit() {
     }
     // Started under a low soft limit, as a login shell's default would be.
     let bin = env!("CARGO_BIN_EXE_mooncake_master");
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "ulimit -Sn 256 && exec {bin} --rpc_port=0 --rpc_address=127.0.0.1 \
-             --metrics_host=127.0.0.1 --metrics_port=0"
-        ))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(
-        first.starts_with("mooncake_master rpc listening on"),
-        "{first}"
-    );
+    let mut child = spawn_listening(Command::new("sh").arg("-c").arg(format!(
+        "ulimit -Sn 256 && exec {bin} --rpc_port=0 --rpc_address=127.0.0.1 \
+         --metrics_host=127.0.0.1 --metrics_port=0"
+    )));
     let (soft, now_hard) = open_file_limits(child.id());
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
