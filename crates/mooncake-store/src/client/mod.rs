@@ -654,8 +654,8 @@ impl Client {
                     let Ok(src) = &sources[i] else { continue };
                     let mut staged = false;
                     for rep in replicas {
-                        let parts = match src {
-                            Source::Registered(parts) => parts.clone(),
+                        let parts: std::borrow::Cow<'_, [(u64, u64)]> = match src {
+                            Source::Registered(parts) => parts.into(),
                             Source::Bytes(value, slice) => {
                                 if self.copy_direct(rep, &[value]).await {
                                     continue;
@@ -663,7 +663,7 @@ impl Client {
                                 if !std::mem::replace(&mut staged, true) {
                                     slice.fill(value);
                                 }
-                                vec![(slice.addr(), value.len() as u64)]
+                                vec![(slice.addr(), value.len() as u64)].into()
                             }
                         };
                         match self.requests(Opcode::Write, &parts, rep).await {
@@ -844,16 +844,7 @@ impl Client {
             }
             None => self.inner.master.get_replica_list(key).await?,
         };
-        let slice = self.stage(list.size())?;
-        if let Some(rep) = self.preferred(&list.replicas) {
-            if let Some(range) = self.direct_range(rep).await {
-                self.inner.locations.insert(key, rep);
-                return Ok(range.to_vec());
-            }
-        }
-        self.read_and_remember(key, &[(slice.addr(), list.size())], &list.replicas)
-            .await?;
-        Ok(StagedValue(slice).to_vec())
+        Ok(self.read_listed(key, &list, None).await?.to_vec())
     }
 
     /// The value of `key`, to be copied out once by the caller ([`Value::read_into_uninit`],
@@ -870,6 +861,19 @@ impl Client {
             }
         }
         let list = self.inner.master.get_replica_list(key).await?;
+        self.read_listed(key, &list, known).await
+    }
+
+    /// `key`'s value from the replicas the master listed: the preferred replica's range if
+    /// this client reaches it with a copy (`known` is one already found for a replica), else
+    /// read into the staging buffer with failover. Either way the value must fit in the
+    /// staging buffer, and the replica used is remembered.
+    async fn read_listed(
+        &self,
+        key: &str,
+        list: &ReplicaList,
+        known: Option<(ReplicaDescriptor, DirectRange)>,
+    ) -> Result<Value, ErrorCode> {
         let slice = self.stage(list.size())?;
         if let Some(rep) = self.preferred(&list.replicas) {
             let range = match known {
@@ -1045,6 +1049,7 @@ impl Client {
     }
 
     /// Values of many keys (missing keys are `ObjectNotFound`).
+    ///
     /// Values reached with a copy (as in [`Client::get`]) go straight into their vectors;
     /// the others are read through the staging buffer, where every value must fit at the
     /// same time.
@@ -1326,7 +1331,6 @@ impl Client {
     }
 }
 
-/// Total length of `(addr, len)` parts.
 /// A value found by [`Client::get_value`], not yet copied out.
 #[derive(Debug)]
 pub enum Value {
@@ -1393,6 +1397,7 @@ impl Source<'_> {
     }
 }
 
+/// Total length of `(addr, len)` parts.
 fn total(parts: &[(u64, u64)]) -> u64 {
     parts.iter().map(|(_, n)| n).sum()
 }
