@@ -9,6 +9,9 @@ pub struct MasterConfig {
     pub default_kv_lease_ttl: Duration,
     /// Soft-pin duration (`--default_kv_soft_pin_ttl`, 30 min).
     pub default_kv_soft_pin_ttl: Duration,
+    /// Longest soft pin a put may ask for (`--max_kv_soft_pin_ttl`, 24 h); longer is
+    /// `InvalidParams`.
+    pub max_kv_soft_pin_ttl: Duration,
     /// Whether soft-pinned objects may be evicted after all others (`true`).
     pub allow_evict_soft_pinned_objects: bool,
     /// A contributing client silent this long is expired (`--client_ttl`, 10 s).
@@ -36,6 +39,7 @@ impl Default for MasterConfig {
         Self {
             default_kv_lease_ttl: Duration::from_secs(10),
             default_kv_soft_pin_ttl: Duration::from_secs(30 * 60),
+            max_kv_soft_pin_ttl: Duration::from_secs(24 * 3600),
             allow_evict_soft_pinned_objects: true,
             client_ttl: Duration::from_secs(10),
             put_start_discard_timeout: Duration::from_secs(30),

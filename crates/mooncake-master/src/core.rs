@@ -17,6 +17,9 @@ use mooncake_store::{
 
 use crate::MasterConfig;
 
+mod clear;
+mod tasks;
+
 #[derive(Debug)]
 struct Mounted {
     segment: Segment,
@@ -66,17 +69,47 @@ struct Object {
     state: State,
     lease_until: Instant,
     pin: Pin,
+    /// How long the soft pin lasts from commit ([`Pin::Soft`] only).
+    soft_pin_ttl: std::time::Duration,
     soft_pin_until: Option<Instant>,
+    /// The client whose put or upsert created this incarnation (`batch_replica_clear`
+    /// lets only it clear the object).
+    owner: ClientId,
 }
 
 /// Mooncake's put/upsert argument checks: a valid key, a non-zero size, at least one
 /// replica, and no `prefer_alloc_in_same_node` (refused as the C++ release does).
-fn validate_put(key: &str, size: u64, config: &ReplicateConfig) -> Result<ObjectKey, ErrorCode> {
+fn validate_put(
+    key: &str,
+    size: u64,
+    config: &ReplicateConfig,
+    max_soft_pin: std::time::Duration,
+) -> Result<ObjectKey, ErrorCode> {
     let key = ObjectKey::new(key)?;
     if size == 0 || config.replica_num == 0 || config.prefer_alloc_in_same_node {
         return Err(ErrorCode::InvalidParams);
     }
+    // Mooncake's `ResolveSoftPinRequest`: a TTL only with a soft pin, and at most the max.
+    match config.soft_pin_ttl_ms {
+        Some(_) if config.pin != Pin::Soft => return Err(ErrorCode::InvalidParams),
+        Some(ms) if u128::from(ms) > max_soft_pin.as_millis() => {
+            return Err(ErrorCode::InvalidParams)
+        }
+        _ => {}
+    }
     Ok(key)
+}
+
+/// The pin an object gets and its soft-pin lifetime: a soft pin of 0 ms is no pin.
+fn resolve_pin(
+    config: &ReplicateConfig,
+    default: std::time::Duration,
+) -> (Pin, std::time::Duration) {
+    match (config.pin, config.soft_pin_ttl_ms) {
+        (Pin::Soft, Some(0)) => (Pin::None, default),
+        (Pin::Soft, Some(ms)) => (Pin::Soft, std::time::Duration::from_millis(ms)),
+        (pin, _) => (pin, default),
+    }
 }
 
 /// What one [`MasterCore::tick`] did.
@@ -123,6 +156,8 @@ pub struct MasterCore {
     next_version: u64,
     /// Copies off draining segments, by key.
     moves: HashMap<String, PendingMove>,
+    /// Copy and move tasks.
+    tasks: tasks::Tasks,
 }
 
 impl MasterCore {
@@ -143,6 +178,7 @@ impl MasterCore {
             stats: EvictionStats::default(),
             next_version: (view_version.max(1) as u64) << 20,
             moves: HashMap::new(),
+            tasks: tasks::Tasks::default(),
         }
     }
 
@@ -388,6 +424,7 @@ impl MasterCore {
         for (_, seg, handle) in due {
             self.free_slot(seg, handle);
         }
+        self.expire_tasks(now);
         let discard = self.config.put_start_discard_timeout;
         let abandoned: Vec<String> = self
             .pending
@@ -488,7 +525,7 @@ impl MasterCore {
         config: &ReplicateConfig,
         now: Instant,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let key = validate_put(key, size, config)?;
+        let key = validate_put(key, size, config, self.config.max_kv_soft_pin_ttl)?;
         if let Some(o) = self.objects.get(key.as_str()) {
             match o.state {
                 State::Complete => return Err(ErrorCode::ObjectAlreadyExists),
@@ -513,7 +550,7 @@ impl MasterCore {
         config: &ReplicateConfig,
         now: Instant,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let key = validate_put(key, size, config)?;
+        let key = validate_put(key, size, config, self.config.max_kv_soft_pin_ttl)?;
         if let Some(o) = self.objects.get(key.as_str()) {
             match o.state {
                 State::Processing { started, .. }
@@ -551,7 +588,7 @@ impl MasterCore {
             .iter()
             .filter_map(|s| self.describe(s, size, version))
             .collect();
-        let pin = config.pin;
+        let (pin, soft_pin_ttl) = resolve_pin(config, self.config.default_kv_soft_pin_ttl);
         self.pending.insert(key.as_str().to_owned());
         self.objects.insert(
             key.as_str().to_owned(),
@@ -565,7 +602,9 @@ impl MasterCore {
                 },
                 lease_until: now,
                 pin,
+                soft_pin_ttl,
                 soft_pin_until: None,
+                owner: client,
             },
         );
         Ok(descriptors)
@@ -600,8 +639,9 @@ impl MasterCore {
                 .allocation_strategy
                 .order(&candidates, &req, &mut self.rng)
         };
-        let mut slots: Vec<Slot> = Vec::with_capacity(config.replica_num);
-        let mut names: Vec<String> = Vec::with_capacity(config.replica_num);
+        let mut slots: Vec<Slot> = Vec::with_capacity(config.replica_num.min(self.segments.len()));
+        let mut names: Vec<String> =
+            Vec::with_capacity(config.replica_num.min(self.segments.len()));
         for i in order {
             if slots.len() == config.replica_num {
                 break;
@@ -610,7 +650,11 @@ impl MasterCore {
             let Some(m) = self.segments.get_mut(&id) else {
                 continue;
             };
-            if m.draining || m.detached_until.is_some() || names.contains(&m.segment.name) {
+            if m.draining
+                || m.detached_until.is_some()
+                || names.contains(&m.segment.name)
+                || config.excluded_segments.contains(&m.segment.name)
+            {
                 continue;
             }
             if let Some(a) = m.alloc.allocate(size) {
@@ -628,7 +672,6 @@ impl MasterCore {
 
     /// Makes an object readable.
     pub fn put_end(&mut self, client: ClientId, key: &str, now: Instant) -> Result<(), ErrorCode> {
-        let soft_ttl = self.config.default_kv_soft_pin_ttl;
         let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
         match o.state {
             State::Processing { client: owner, .. } if owner == client => {
@@ -636,7 +679,7 @@ impl MasterCore {
                 o.state = State::Complete;
                 o.lease_until = now;
                 if o.pin == Pin::Soft {
-                    o.soft_pin_until = Some(now + soft_ttl);
+                    o.soft_pin_until = Some(now + o.soft_pin_ttl);
                 }
                 Ok(())
             }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use mooncake_store::{
     BatchResult, ClientId, DrainMove, ErrorCode, MasterApi, PingReply, ProtocolVersion,
-    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,
+    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId, TaskAssignment, TaskId,
+    TaskInfo,
 };
 use parking_lot::Mutex;
 
@@ -353,4 +354,80 @@ impl MasterApi for Master {
         tracing::info!(kept, lost = r.len() - kept, "drained objects committed");
         Ok(r)
     }
+
+    async fn batch_replica_clear(
+        &self,
+        client: ClientId,
+        keys: &[String],
+        segment: &str,
+    ) -> Result<Vec<String>, ErrorCode> {
+        let cleared = self
+            .core
+            .lock()
+            .batch_replica_clear(client, keys, segment, Instant::now());
+        self.count(Op::BatchReplicaClear, Ok(cleared))
+    }
+
+    async fn remove_by_regex(&self, pattern: &str, force: bool) -> Result<u64, ErrorCode> {
+        let r = self
+            .core
+            .lock()
+            .remove_by_regex(pattern, force, Instant::now());
+        self.count(Op::RemoveByRegex, r)
+    }
+
+    async fn create_copy_task(&self, key: &str, targets: &[String]) -> Result<TaskId, ErrorCode> {
+        let r = self
+            .core
+            .lock()
+            .create_copy_task(key, targets, Instant::now(), wall_ms());
+        self.count(Op::CreateCopyTask, r)
+    }
+
+    async fn create_move_task(
+        &self,
+        key: &str,
+        source: &str,
+        target: &str,
+    ) -> Result<TaskId, ErrorCode> {
+        let r = self
+            .core
+            .lock()
+            .create_move_task(key, source, target, Instant::now(), wall_ms());
+        self.count(Op::CreateMoveTask, r)
+    }
+
+    async fn query_task(&self, id: TaskId) -> Result<TaskInfo, ErrorCode> {
+        let r = self.core.lock().query_task(id);
+        self.count(Op::QueryTask, r)
+    }
+
+    async fn fetch_tasks(&self, client: ClientId) -> Result<Vec<TaskAssignment>, ErrorCode> {
+        let tasks = self
+            .core
+            .lock()
+            .fetch_tasks(client, Instant::now(), wall_ms());
+        self.count(Op::FetchTasks, Ok(tasks))
+    }
+
+    async fn finish_task(
+        &self,
+        client: ClientId,
+        id: TaskId,
+        copied: bool,
+        message: &str,
+    ) -> Result<(), ErrorCode> {
+        let r =
+            self.core
+                .lock()
+                .finish_task(client, id, copied, message, Instant::now(), wall_ms());
+        self.count(Op::UpdateTask, r)
+    }
+}
+
+/// Unix time in ms.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

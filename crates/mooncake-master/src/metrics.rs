@@ -31,9 +31,23 @@ pub enum Op {
     Ping,
     /// upsert_start (ours)
     UpsertStart,
+    /// batch_replica_clear
+    BatchReplicaClear,
+    /// remove_by_regex
+    RemoveByRegex,
+    /// create_copy_task
+    CreateCopyTask,
+    /// create_move_task
+    CreateMoveTask,
+    /// query_task
+    QueryTask,
+    /// fetch_tasks
+    FetchTasks,
+    /// update_task
+    UpdateTask,
 }
 
-const OPS: [(Op, &str); 12] = [
+const OPS: [(Op, &str); 19] = [
     (Op::ExistKey, "exist_key"),
     (Op::GetReplicaList, "get_replica_list"),
     (Op::PutStart, "put_start"),
@@ -46,14 +60,21 @@ const OPS: [(Op, &str); 12] = [
     (Op::RemountSegment, "remount_segment"),
     (Op::Ping, "ping"),
     (Op::UpsertStart, "upsert_start"),
+    (Op::BatchReplicaClear, "batch_replica_clear"),
+    (Op::RemoveByRegex, "remove_by_regex"),
+    (Op::CreateCopyTask, "create_copy_task"),
+    (Op::CreateMoveTask, "create_move_task"),
+    (Op::QueryTask, "query_task"),
+    (Op::FetchTasks, "fetch_tasks"),
+    (Op::UpdateTask, "update_task"),
 ];
 
 /// Lock-free counters of the master.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    requests: [AtomicU64; 12],
-    failures: [AtomicU64; 12],
-    batch_items: [AtomicU64; 12],
+    requests: [AtomicU64; 19],
+    failures: [AtomicU64; 19],
+    batch_items: [AtomicU64; 19],
     /// Clients refused for an incompatible protocol version.
     pub version_rejections: AtomicU64,
 }

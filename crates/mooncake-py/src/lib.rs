@@ -12,6 +12,7 @@ mod dummy;
 mod engine;
 mod runtime;
 mod store;
+mod task;
 
 use pyo3::prelude::*;
 
@@ -43,6 +44,7 @@ fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Store>()?;
     m.add_class::<config::PyReplicateConfig>()?;
     m.add_class::<engine::Engine>()?;
+    m.add_class::<task::QueryTaskResponse>()?;
     m.add_function(wrap_pyfunction!(run_master, m)?)?;
     m.add_function(wrap_pyfunction!(run_store_service, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

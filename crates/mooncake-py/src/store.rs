@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use mooncake_store::{to_code, Client, ClientConfig, ErrorCode, SetupError};
+use mooncake_store::{to_code, Client, ClientConfig, ErrorCode, SetupError, TaskId};
 use parking_lot::Mutex;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -126,6 +126,20 @@ fn setup_code(e: &SetupError, explicit_port: bool) -> i32 {
     }
 }
 
+/// Dropping the last reference (`del store`, garbage collection, interpreter exit) tears
+/// the client down as `close()` does: its segment is drained and unmounted at once, so no
+/// other client's put is placed on memory that is about to disappear (`python-api-2.md`
+/// §12). The GIL stays held, as in the C++ wheel's destructor.
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            if let Err(e) = crate::runtime::runtime().block_on(client.close()) {
+                tracing::warn!("closing a dropped store failed: {e}");
+            }
+        }
+    }
+}
+
 impl Store {
     fn dummy(&self) -> Option<Arc<StandaloneClient>> {
         self.dummy.lock().clone()
@@ -139,9 +153,12 @@ impl Store {
     }
 
     fn do_setup(&self, py: Python<'_>, config: ClientConfig) -> i32 {
-        if self.client.lock().is_some() {
-            tracing::warn!("setup() called twice; the first setup stays in effect");
-            return 0;
+        // As with the C++ wheel, setting up again replaces the client: the old one is torn
+        // down first (its segment unmounted), so nothing it mounted is left behind.
+        let old = self.client.lock().take();
+        if let Some(old) = old {
+            tracing::info!("setup() called again; closing the previous client first");
+            let _ = block(py, old.close());
         }
         let explicit = config.local_hostname.contains(':');
         match block(py, Client::setup(config)) {
@@ -456,6 +473,22 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Whether `setup`/`setup_dummy` succeeded and `close` has not been called since.
+    fn _is_set_up(&self) -> bool {
+        self.client.lock().is_some() || self.dummy.lock().is_some()
+    }
+
+    /// The setup-time local (staging) buffer's size; 0 when not set up or set up without one.
+    fn _local_buffer_size(&self) -> u64 {
+        if let Some(d) = self.dummy() {
+            return d.local_buffer_size();
+        }
+        self.client
+            .lock()
+            .as_ref()
+            .map_or(0, |c| c.config().local_buffer_size)
     }
 
     /// In standalone mode, `size` bytes of the shared pool for zero-copy calls (an address);
@@ -965,7 +998,119 @@ impl Store {
             Err(e) => e.code().into(),
         }
     }
+
+    // ---- replica clear, regex removal, replica descriptors, copy and move tasks ----
+
+    /// The keys (of `keys`) this client created that nobody holds a lease on, cleared: the
+    /// whole object, or only its replicas on `segment_name` when given. Never an error
+    /// code: skipped keys (and every key, when the call fails) are simply left out.
+    #[pyo3(signature = (keys, segment_name=String::new()))]
+    fn batch_replica_clear(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        segment_name: String,
+    ) -> Vec<String> {
+        match self.client() {
+            Ok(c) if self.dummy().is_none() => {
+                block(py, c.batch_replica_clear(&keys, &segment_name))
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Removes every object whose key matches the (ECMAScript-like) regular expression;
+    /// the count, or a negative code (-600 for a pattern that does not compile).
+    #[pyo3(signature = (regex_pattern, force=false))]
+    fn remove_by_regex(&self, py: Python<'_>, regex_pattern: &str, force: bool) -> i64 {
+        match self.client() {
+            Ok(c) => size_code(block(py, c.remove_by_regex(regex_pattern, force))),
+            Err(e) => e.code().into(),
+        }
+    }
+
+    /// Queues a copy of `key` to the `targets` segments: `((hi, lo), 0)` or `((0, 0), code)`.
+    fn create_copy_task(&self, py: Python<'_>, key: &str, targets: Vec<String>) -> (PyTaskId, i32) {
+        match self.client() {
+            Ok(c) => task_id_result(block(py, c.create_copy_task(key, &targets))),
+            Err(e) => ((0, 0), e.code()),
+        }
+    }
+
+    /// Queues a move of `key`'s replica on `source` to `target`.
+    fn create_move_task(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        source: &str,
+        target: &str,
+    ) -> (PyTaskId, i32) {
+        match self.client() {
+            Ok(c) => task_id_result(block(py, c.create_move_task(key, source, target))),
+            Err(e) => ((0, 0), e.code()),
+        }
+    }
+
+    /// `(QueryTaskResponse, 0)`, or `(None, code)` (-1400 for an unknown id).
+    fn query_task(
+        &self,
+        py: Python<'_>,
+        task_id: Bound<'_, PyAny>,
+    ) -> PyResult<(Option<crate::task::QueryTaskResponse>, i32)> {
+        let id = crate::task::task_id_arg(&task_id)?;
+        Ok(match self.client() {
+            Ok(c) => match block(py, c.query_task(id)) {
+                Ok(info) => (Some(info.into()), 0),
+                Err(e) => (None, e.code()),
+            },
+            Err(e) => (None, e.code()),
+        })
+    }
+
+    /// Per key, its replicas (grants a read lease), or `None` when it has none readable.
+    fn _replicas(&self, py: Python<'_>, keys: Vec<String>) -> Vec<Option<Vec<PyReplica>>> {
+        let Ok(c) = self.client() else {
+            return vec![None; keys.len()];
+        };
+        block(py, c.replica_lists(&keys))
+            .into_iter()
+            .map(|r| {
+                r.ok().map(|list| {
+                    list.replicas
+                        .into_iter()
+                        .map(|d| {
+                            (
+                                d.buffer_address,
+                                d.size,
+                                d.transport_endpoint,
+                                d.segment_name,
+                            )
+                        })
+                        .collect()
+                })
+            })
+            .collect()
+    }
+
+    /// Reads served through the SSD-offload RPC path: always 0 (no SSD offload here).
+    fn get_offload_rpc_read_count(&self) -> u64 {
+        0
+    }
 }
+
+/// A task id as the wheel shows it: `(hi, lo)`.
+type PyTaskId = (u64, u64);
+
+/// `(task_id, 0)` or `((0, 0), code)`.
+fn task_id_result(r: Result<TaskId, ErrorCode>) -> (PyTaskId, i32) {
+    match r {
+        Ok(id) => (id.halves(), 0),
+        Err(e) => ((0, 0), e.code()),
+    }
+}
+
+/// A replica as `(buffer_address, size, transport_endpoint, segment_name)`.
+type PyReplica = (u64, u64, String, String);
 
 impl Store {
     fn one_from(

@@ -173,7 +173,8 @@ def test_replicate_config(store):
     same = ReplicateConfig()
     same.prefer_alloc_in_same_node = True
     assert store.put("same", b"x", same) == INVALID
-    hard = ReplicateConfig(replica_num=2, with_hard_pin=True)
+    hard = ReplicateConfig()
+    hard.replica_num, hard.with_hard_pin = 2, True
     hard.preferred_segment = "127.0.0.1:1"  # unknown: placement falls back
     assert store.put("hard", b"x", hard) == 0 and store.get("hard") == b"x"
 

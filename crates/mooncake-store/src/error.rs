@@ -80,9 +80,27 @@ pub enum ErrorCode {
     /// The RPC to the master timed out.
     #[error("rpc to the master timed out")]
     RpcTimeout = -901,
+    /// The segment's state forbids it (draining, drained, unmounting).
+    #[error("unavailable in current status")]
+    UnavailableInCurrentStatus = -1010,
+    /// The master is not serving (a standby).
+    #[error("unavailable in current mode")]
+    UnavailableInCurrentMode = -1011,
     /// Not supported by this implementation.
     #[error("not supported")]
     NotSupported = -1012,
+    /// No task with that id (never created, or pruned).
+    #[error("task not found")]
+    TaskNotFound = -1400,
+    /// The master's task queue is full.
+    #[error("task pending limit exceeded")]
+    TaskPendingLimitExceeded = -1401,
+    /// No drain job with that id.
+    #[error("job not found")]
+    JobNotFound = -1402,
+    /// A DFS replica was asked for; this master has no DFS tier.
+    #[error("dfs service unavailable")]
+    DfsServiceUnavailable = -1601,
 }
 
 impl ErrorCode {
@@ -94,7 +112,7 @@ impl ErrorCode {
     /// The code for a numeric value; unknown values become `InternalError`.
     pub fn from_code(code: i32) -> Self {
         use ErrorCode::*;
-        const ALL: [ErrorCode; 26] = [
+        const ALL: [ErrorCode; 32] = [
             InternalError,
             BufferOverflow,
             SegmentNotFound,
@@ -120,7 +138,13 @@ impl ErrorCode {
             TransferFail,
             RpcFail,
             RpcTimeout,
+            UnavailableInCurrentStatus,
+            UnavailableInCurrentMode,
             NotSupported,
+            TaskNotFound,
+            TaskPendingLimitExceeded,
+            JobNotFound,
+            DfsServiceUnavailable,
         ];
         ALL.into_iter()
             .find(|c| c.code() == code)
@@ -150,7 +174,8 @@ mod tests {
         assert_eq!(ErrorCode::TransferFail.code(), -800);
         assert_eq!(ErrorCode::RpcFail.code(), -900);
         for c in [
-            -1, -10, -101, -200, -300, -600, -703, -704, -705, -706, -800, -900, -901, -1012,
+            -1, -10, -101, -200, -300, -600, -703, -704, -705, -706, -800, -900, -901, -1010,
+            -1011, -1012, -1400, -1401, -1402, -1601,
         ] {
             assert_eq!(ErrorCode::from_code(c).code(), c);
         }

@@ -20,12 +20,14 @@ mod master_api;
 pub mod placement;
 mod service;
 pub mod standalone;
+mod task;
 pub mod types;
 
 pub use client::{Client, ClientConfig, DrainReport, SetupError, StagedValue, Value};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};
+pub use task::{TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStatus};
 pub use types::{
     ClientId, ClientStatus, DrainMove, ObjectKey, Pin, PingReply, ProtocolVersion,
     ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,

@@ -4,6 +4,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+use crate::task::{TaskAssignment, TaskId, TaskInfo};
 use crate::types::{
     ClientId, DrainMove, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
     ReplicateConfig, Segment, SegmentId,
@@ -138,4 +139,67 @@ pub trait MasterApi: Send + Sync + Debug {
 
     /// Removes every object (leased ones only with `force`); returns how many.
     async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode>;
+
+    /// Mooncake's `BatchReplicaClear`: of `keys`, the objects `client` created that have no
+    /// active lease are removed (or only their replicas on `segment`, when not empty);
+    /// returns the keys cleared, in order. Skipped keys are simply left out.
+    async fn batch_replica_clear(
+        &self,
+        client: ClientId,
+        keys: &[String],
+        segment: &str,
+    ) -> Result<Vec<String>, ErrorCode> {
+        let _ = (client, keys, segment);
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// Removes every object whose key matches the regular expression; returns how many.
+    async fn remove_by_regex(&self, pattern: &str, force: bool) -> Result<u64, ErrorCode> {
+        let _ = (pattern, force);
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// Queues a copy of `key` to the `targets` segments (executed by the owner of one of
+    /// its replicas' segments).
+    async fn create_copy_task(&self, key: &str, targets: &[String]) -> Result<TaskId, ErrorCode> {
+        let _ = (key, targets);
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// Queues a move of `key`'s replica on `source` to `target`.
+    async fn create_move_task(
+        &self,
+        key: &str,
+        source: &str,
+        target: &str,
+    ) -> Result<TaskId, ErrorCode> {
+        let _ = (key, source, target);
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// A task's state; `TaskNotFound` for an unknown or pruned id.
+    async fn query_task(&self, id: TaskId) -> Result<TaskInfo, ErrorCode> {
+        let _ = id;
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// The pending tasks assigned to `client`, now processing, with their target ranges.
+    async fn fetch_tasks(&self, client: ClientId) -> Result<Vec<TaskAssignment>, ErrorCode> {
+        let _ = client;
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// Reports a fetched task: `copied` commits the new replicas (and, for a move, drops
+    /// the source one); otherwise the reserved ranges are freed and the task fails with
+    /// `message`.
+    async fn finish_task(
+        &self,
+        client: ClientId,
+        id: TaskId,
+        copied: bool,
+        message: &str,
+    ) -> Result<(), ErrorCode> {
+        let _ = (client, id, copied, message);
+        Err(ErrorCode::NotSupported)
+    }
 }

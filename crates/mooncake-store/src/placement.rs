@@ -110,7 +110,7 @@ impl PlacementStrategy {
                 (0..n.min(100)).map(|k| (start + k) % n).collect()
             }
             PlacementStrategy::FreeRatioFirst => {
-                let sample = (6 * req.replicas.max(1)).min(n);
+                let sample = req.replicas.max(1).saturating_mul(6).min(n);
                 let start = rng.below(n);
                 let mut picked: Vec<usize> = (0..sample).map(|k| (start + k) % n).collect();
                 let ratio = |i: usize| {

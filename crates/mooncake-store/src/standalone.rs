@@ -44,6 +44,8 @@ pub(crate) struct WireConfig {
     pin: u8,
     preferred: Vec<String>,
     same_node: bool,
+    #[serde(default)]
+    soft_pin_ttl_ms: Option<u64>,
 }
 
 impl From<&ReplicateConfig> for WireConfig {
@@ -57,6 +59,7 @@ impl From<&ReplicateConfig> for WireConfig {
             },
             preferred: c.preferred_segments.clone(),
             same_node: c.prefer_alloc_in_same_node,
+            soft_pin_ttl_ms: c.soft_pin_ttl_ms,
         }
     }
 }
@@ -72,6 +75,8 @@ impl From<WireConfig> for ReplicateConfig {
             },
             preferred_segments: w.preferred,
             prefer_alloc_in_same_node: w.same_node,
+            excluded_segments: Vec::new(),
+            soft_pin_ttl_ms: w.soft_pin_ttl_ms,
         }
     }
 }
@@ -508,6 +513,11 @@ impl StandaloneClient {
         }
     }
 
+    /// Bytes of the pool reserved for staging (the `local_buffer_size` of `setup_dummy`).
+    pub fn local_buffer_size(&self) -> u64 {
+        self.staging_len
+    }
+
     /// The store service's segment name (what `get_hostname` returns).
     pub fn hostname(&self) -> &str {
         &self.hostname
@@ -626,6 +636,8 @@ mod tests {
             pin: Pin::Hard,
             preferred_segments: vec!["a:1".into()],
             prefer_alloc_in_same_node: false,
+            soft_pin_ttl_ms: Some(5),
+            ..ReplicateConfig::default()
         };
         let back = ReplicateConfig::from(WireConfig::from(&c));
         assert_eq!(back, c);

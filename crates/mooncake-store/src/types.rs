@@ -32,7 +32,7 @@ impl fmt::Display for ObjectKey {
 }
 
 /// A client's identity (Mooncake uses a UUID: a pair of u64).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct ClientId(pub u128);
 
 /// A mounted segment's identity (a UUID in Mooncake).
@@ -86,6 +86,13 @@ pub struct ReplicateConfig {
     pub preferred_segments: Vec<String>,
     /// Mooncake's `prefer_alloc_in_same_node` (refused with `InvalidParams`, as the C++ does).
     pub prefer_alloc_in_same_node: bool,
+    /// Segment names never to place a replica on (set by a client that retries a put
+    /// whose holder was unreachable).
+    pub excluded_segments: Vec<String>,
+    /// With [`Pin::Soft`]: the pin's lifetime in ms from commit (`None` = the master's
+    /// `default_kv_soft_pin_ttl`, `Some(0)` = no pin; above `max_kv_soft_pin_ttl` the put
+    /// is refused with `InvalidParams`).
+    pub soft_pin_ttl_ms: Option<u64>,
 }
 
 impl Default for ReplicateConfig {
@@ -95,6 +102,8 @@ impl Default for ReplicateConfig {
             pin: Pin::None,
             preferred_segments: Vec::new(),
             prefer_alloc_in_same_node: false,
+            excluded_segments: Vec::new(),
+            soft_pin_ttl_ms: None,
         }
     }
 }

@@ -470,6 +470,7 @@ async fn every_rpc_round_trips_with(config: GrpcClientConfig) {
         pin: Pin::Hard,
         preferred_segments: vec!["node-a:1234".into()],
         prefer_alloc_in_same_node: true,
+        ..ReplicateConfig::default()
     };
     let replicas = c.put_start(BIG_CLIENT, "k1", 4096, &cfg).await.unwrap();
     assert_eq!(replicas.len(), 2);
@@ -749,6 +750,7 @@ async fn invalid_wire_values_are_invalid_params() {
         pin: 0,
         preferred_segments: vec![],
         prefer_alloc_in_same_node: false,
+        ..Default::default()
     };
 
     // Unknown pin.

@@ -118,6 +118,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
     let master = MasterConfig {
         default_kv_lease_ttl: args.default_kv_lease_ttl,
         default_kv_soft_pin_ttl: args.default_kv_soft_pin_ttl,
+        max_kv_soft_pin_ttl: args.max_kv_soft_pin_ttl,
         allow_evict_soft_pinned_objects: args.allow_evict_soft_pinned_objects,
         client_ttl: args.client_ttl,
         put_start_discard_timeout: args.put_start_discard_timeout_sec,

@@ -4,11 +4,14 @@ The same surface as the C++ wheel's ``mooncake.store`` (see ``python-api.md``): 
 Mooncake codes instead of exceptions, ``b''`` for a failed ``get``, per-key lists.
 """
 
+import atexit
 import ctypes
 import enum
+import weakref
 
 from mooncake._mooncake import MooncakeDistributedStore as _NativeStore
 from mooncake._mooncake import ReplicateConfig
+from mooncake import _mooncake as _native
 
 __all__ = [
     "MooncakeDistributedStore",
@@ -19,6 +22,8 @@ __all__ = [
     "ObjectDataType",
     "TaskType",
     "TaskStatus",
+    "QueryTaskResponse",
+    "ReplicaDescriptor",
 ]
 
 
@@ -50,26 +55,82 @@ class ObjectDataType(enum.IntEnum):
     GENERAL = 9
 
 
-class TaskType(enum.IntEnum):
+class _NativeEnum(enum.Enum):
+    """A pybind11-style enum: ``int()`` and hashing work, but a member never equals a
+    plain int (``TaskStatus.SUCCESS == 3`` is ``False``), as in the C++ wheel."""
+
+    def __int__(self):
+        return self.value
+
+    def __index__(self):
+        return self.value
+
+
+class TaskType(_NativeEnum):
     REPLICA_COPY = 0
     REPLICA_MOVE = 1
 
 
-class TaskStatus(enum.IntEnum):
+class TaskStatus(_NativeEnum):
+    # The C++ wheel lists its members in this order.
     PENDING = 0
     PROCESSING = 1
-    FAILED = 2
     SUCCESS = 3
+    FAILED = 2
 
 
 # The C++ module exports the enums' members at module level too (mooncake.store.COMPLETE).
-for _enum in (SoftPinAction, ReplicaStatus, ObjectDataType, TaskType):
+# TaskStatus is exported after ReplicaStatus, so PROCESSING and FAILED are TaskStatus's.
+for _enum in (ObjectDataType, ReplicaStatus, TaskType, TaskStatus):
     for _member in _enum:
-        globals().setdefault(_member.name, _member)
-# TaskStatus.FAILED would shadow ReplicaStatus.FAILED; the C++ module keeps the replica one.
-for _member in TaskStatus:
-    globals().setdefault(_member.name, _member)
+        globals()[_member.name] = _member
 del _enum, _member
+
+QueryTaskResponse = _native.QueryTaskResponse
+
+
+class BufferDescriptor:
+    """Where a memory replica's bytes are: ``buffer_address``, ``size`` and
+    ``transport_endpoint`` (the owner's segment name)."""
+
+    def __init__(self, buffer_address, size, transport_endpoint):
+        self.buffer_address = buffer_address
+        self.size = size
+        self.transport_endpoint = transport_endpoint
+
+    def __repr__(self):
+        return (f"BufferDescriptor(buffer_address={self.buffer_address}, size={self.size}, "
+                f"transport_endpoint={self.transport_endpoint!r})")
+
+
+class MemoryDescriptor:
+    """A memory replica's location (``buffer_descriptor``)."""
+
+    def __init__(self, buffer_descriptor):
+        self.buffer_descriptor = buffer_descriptor
+
+
+class ReplicaDescriptor:
+    """One readable replica of an object (``get_replica_desc``); every replica of this
+    store lives in memory and is complete."""
+
+    def __init__(self, buffer_address, size, transport_endpoint, segment_name):
+        self._memory = MemoryDescriptor(
+            BufferDescriptor(buffer_address, size, transport_endpoint))
+        self.segment_name = segment_name
+        self.status = ReplicaStatus.COMPLETE
+
+    def is_memory_replica(self):
+        return True
+
+    def is_disk_replica(self):
+        return False
+
+    def get_memory_descriptor(self):
+        return self._memory
+
+    def __repr__(self):
+        return f"ReplicaDescriptor(memory, {self._memory.buffer_descriptor!r})"
 
 
 class BufferHandle(bytearray):
@@ -85,8 +146,29 @@ class BufferHandle(bytearray):
         return len(self)
 
 
+# Every store object alive in this process: at interpreter exit each one still set up is
+# closed (its segment unmounted), as the C++ wheel's atexit handler does.
+_LIVE = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_stores():
+    for store in list(_LIVE):
+        try:
+            store.close()
+        except Exception:  # noqa: BLE001 - exit must go on whatever one store does
+            pass
+
+
 class MooncakeDistributedStore(_NativeStore):
-    """A Mooncake store client: ``setup(...)``, then put and get by key."""
+    """A Mooncake store client: ``setup(...)``, then put and get by key.
+
+    Dropping the last reference tears the client down as ``close()`` does: its segment
+    is unmounted at once (after its objects are drained to other segments)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        _LIVE.add(self)
 
     def get_buffer(self, key):
         """The value in a :class:`BufferHandle`, or ``None`` on any failure."""
@@ -96,3 +178,43 @@ class MooncakeDistributedStore(_NativeStore):
     def batch_get_buffer(self, keys):
         """A :class:`BufferHandle` (or ``None``) per key."""
         return [self.get_buffer(k) for k in keys]
+
+    def get_replica_desc(self, key):
+        """The key's readable replicas (grants a read lease); ``[]`` when missing."""
+        found = self._replicas([key])[0]
+        return [ReplicaDescriptor(*r) for r in found or ()]
+
+    def batch_get_replica_desc(self, keys):
+        """``{key: [ReplicaDescriptor, ...]}``; missing keys are left out."""
+        keys = list(keys)
+        return {k: [ReplicaDescriptor(*r) for r in found]
+                for k, found in zip(keys, self._replicas(keys)) if found is not None}
+
+    def _get_pyclient_capsule(self):
+        """A capsule named ``mooncake.PyClient.shared_ptr`` that ``BufferPool`` accepts as
+        this store's client (it holds ``id(self)``), or ``None`` before ``setup`` and
+        after ``close``."""
+        if not self._is_set_up():
+            return None
+        return _capsule_new(id(self), _CAPSULE_NAME, None)
+
+
+# The capsule keeps a pointer to its name, so the name lives as long as the module.
+_CAPSULE_NAME = b"mooncake.PyClient.shared_ptr"
+_capsule_new = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_char_p,
+                                 ctypes.c_void_p)(("PyCapsule_New", ctypes.pythonapi))
+
+from mooncake._buffer_pool import BufferLease, BufferLeaseView, BufferPool  # noqa: E402
+
+RegisteredBufferPool = BufferPool
+RegisteredBufferLease = BufferLease
+RegisteredBufferLeaseView = BufferLeaseView
+
+__all__ += [
+    "BufferPool",
+    "BufferLease",
+    "BufferLeaseView",
+    "RegisteredBufferPool",
+    "RegisteredBufferLease",
+    "RegisteredBufferLeaseView",
+]

@@ -8,6 +8,7 @@
 mod durable;
 mod locations;
 mod staging;
+mod tasks;
 
 pub use self::staging::StagedValue;
 
@@ -154,6 +155,10 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// Placements a put tries: a holder that cannot be reached is excluded and the master
+/// asked again, so one dead holder never fails a put while other segments have room.
+const PLACEMENT_ATTEMPTS: usize = 3;
+
 fn random_u64() -> u64 {
     let t = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -299,8 +304,17 @@ impl Client {
                 Arc::downgrade(&client.inner),
                 client.inner.stop.subscribe(),
             ));
+            tokio::spawn(tasks::task_loop(
+                Arc::downgrade(&client.inner),
+                client.inner.stop.subscribe(),
+            ));
         }
         Ok(client)
+    }
+
+    /// The configuration this client was set up with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
     }
 
     /// The transfer engine (to register buffers for the zero-copy APIs).
@@ -400,27 +414,42 @@ impl Client {
             return Err(ErrorCode::InvalidParams);
         }
         let slice = self.stage(len)?;
-        let replicas = match self.start(key, len, config, upsert).await {
-            Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
-            other => other?,
-        };
-        let mut remote = Vec::new();
-        for rep in &replicas {
-            if !self.copy_direct(rep, parts).await {
-                remote.push(rep.clone());
+        let mut config = std::borrow::Cow::Borrowed(config);
+        let mut filled = false;
+        let mut attempt = 1;
+        loop {
+            let replicas = match self.start(key, len, &config, upsert).await {
+                Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
+                other => other?,
+            };
+            let mut remote = Vec::new();
+            for rep in &replicas {
+                if !self.copy_direct(rep, parts).await {
+                    remote.push(rep.clone());
+                }
             }
+            let src = [(slice.addr(), len)];
+            let pushed = if remote.is_empty() {
+                Ok(())
+            } else {
+                if !std::mem::replace(&mut filled, true) {
+                    let mut off = 0;
+                    for p in parts {
+                        slice.fill_at(off, p);
+                        off += p.len() as u64;
+                    }
+                }
+                self.push(&src, &remote).await
+            };
+            if pushed.is_err() && attempt < PLACEMENT_ATTEMPTS {
+                if let Some(dead) = self.unreachable(key, &src, &remote).await {
+                    config.to_mut().excluded_segments.extend(dead);
+                    attempt += 1;
+                    continue;
+                }
+            }
+            return self.finish(key, &replicas, pushed).await;
         }
-        let pushed = if remote.is_empty() {
-            Ok(())
-        } else {
-            let mut off = 0;
-            for p in parts {
-                slice.fill_at(off, p);
-                off += p.len() as u64;
-            }
-            self.push(&[(slice.addr(), len)], &remote).await
-        };
-        self.finish(key, &replicas, pushed).await
     }
 
     /// Copies `parts`, end to end, straight into `rep` if it needs no network.
@@ -597,12 +626,46 @@ impl Client {
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Result<(), ErrorCode> {
-        let replicas = match self.start(key, total(src), config, upsert).await {
-            Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
-            other => other?,
-        };
-        let pushed = self.push(src, &replicas).await;
-        self.finish(key, &replicas, pushed).await
+        let mut config = std::borrow::Cow::Borrowed(config);
+        let mut attempt = 1;
+        loop {
+            let replicas = match self.start(key, total(src), &config, upsert).await {
+                Err(ErrorCode::ObjectAlreadyExists) => return Ok(()),
+                other => other?,
+            };
+            let pushed = self.push(src, &replicas).await;
+            if pushed.is_err() && attempt < PLACEMENT_ATTEMPTS {
+                if let Some(dead) = self.unreachable(key, src, &replicas).await {
+                    config.to_mut().excluded_segments.extend(dead);
+                    attempt += 1;
+                    continue;
+                }
+            }
+            return self.finish(key, &replicas, pushed).await;
+        }
+    }
+
+    /// After a failed write to `replicas`: the segments among them that cannot be written
+    /// (each tried on its own). When there are some, the put is revoked so that it can be
+    /// placed again without them; `None` (nothing revoked) when every holder answers.
+    async fn unreachable(
+        &self,
+        key: &str,
+        src: &[(u64, u64)],
+        replicas: &[ReplicaDescriptor],
+    ) -> Option<Vec<String>> {
+        let mut dead = Vec::new();
+        for rep in replicas {
+            if self.push(src, std::slice::from_ref(rep)).await.is_err() {
+                dead.push(rep.segment_name.clone());
+            }
+        }
+        if dead.is_empty() {
+            return None;
+        }
+        tracing::warn!(key, segments = ?dead, "replica holders unreachable; placing the put elsewhere");
+        let _ = self.inner.master.put_revoke(self.inner.id, key).await;
+        Some(dead)
     }
 
     async fn write_batch(
@@ -647,6 +710,8 @@ impl Client {
         };
         let mut requests = Vec::new();
         let mut owners = Vec::new();
+        let mut holders = Vec::new();
+        let mut dead: Vec<Vec<String>> = vec![Vec::new(); started.len()];
         for (j, r) in started.iter().enumerate() {
             let i = idx[j];
             match r {
@@ -669,9 +734,13 @@ impl Client {
                         match self.requests(Opcode::Write, &parts, rep).await {
                             Ok(reqs) => {
                                 owners.extend(reqs.iter().map(|_| j));
+                                holders.extend(reqs.iter().map(|_| &rep.segment_name));
                                 requests.extend(reqs);
                             }
-                            Err(e) => out[i] = Err(e),
+                            Err(e) => {
+                                out[i] = Err(e);
+                                dead[j].push(rep.segment_name.clone());
+                            }
                         }
                     }
                 }
@@ -683,6 +752,7 @@ impl Client {
         for (k, ok) in failed.iter().enumerate() {
             if !ok {
                 out[idx[owners[k]]] = Err(ErrorCode::TransferFail);
+                dead[owners[k]].push(holders[k].clone());
             }
         }
         let (mut end, mut revoke) = (Vec::new(), Vec::new());
@@ -704,13 +774,36 @@ impl Client {
                 .await;
         }
         if !end.is_empty() {
-            if let Ok(ends) = self.inner.master.batch_put_end(self.inner.id, &end).await {
-                for (key, r) in end.iter().zip(ends) {
-                    if let (Err(e), Some(i)) = (r, keys.iter().position(|k| k == key)) {
-                        out[i] = Err(e);
-                    }
+            // A commit that fails as a whole fails every key it carried: the master would
+            // discard those objects, so none of them may be reported stored.
+            let ends = match self.inner.master.batch_put_end(self.inner.id, &end).await {
+                Ok(ends) if ends.len() == end.len() => ends,
+                Ok(_) => vec![Err(ErrorCode::RpcFail); end.len()],
+                Err(e) => vec![Err(e); end.len()],
+            };
+            for (key, r) in end.iter().zip(ends) {
+                if let (Err(e), Some(i)) = (r, keys.iter().position(|k| k == key)) {
+                    out[i] = Err(e);
                 }
             }
+        }
+        // A key whose holder could not be reached is placed again without it, on its own.
+        for (j, segs) in dead.iter().enumerate() {
+            let i = idx[j];
+            if segs.is_empty() || out[i] != Err(ErrorCode::TransferFail) {
+                continue;
+            }
+            let mut again = config.clone();
+            again.excluded_segments.extend(segs.iter().cloned());
+            out[i] = match &sources[i] {
+                Ok(Source::Registered(parts)) => self.write(keys[i], parts, &again, upsert).await,
+                Ok(Source::Bytes(value, slice)) => {
+                    slice.fill(value);
+                    let src = [(slice.addr(), value.len() as u64)];
+                    self.write(keys[i], &src, &again, upsert).await
+                }
+                Err(e) => Err(*e),
+            };
         }
         // Duplicates of a key within the batch share its result.
         for (i, k) in keys.iter().enumerate() {

@@ -11,12 +11,13 @@ use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
-use super::convert::{self, batch_from_pb, check, client_to_pb, split};
+use super::convert::{self, assignment_from_pb, batch_from_pb, check, client_to_pb, split};
 use super::pb;
 use super::pb::master_service_client::MasterServiceClient;
 use super::tunnel::Tunnel;
 use super::MAX_MESSAGE_SIZE;
 use crate::master_api::{BatchResult, MasterApi};
+use crate::task::{TaskAssignment, TaskId, TaskInfo};
 use crate::types::{
     ClientId, DrainMove, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
     ReplicateConfig, Segment, SegmentId,
@@ -576,5 +577,127 @@ impl MasterApi for GrpcMasterClient {
             c.drain_segment_end(req).await
         });
         status_batch(r.await?, results.len())
+    }
+
+    async fn batch_replica_clear(
+        &self,
+        client: ClientId,
+        keys: &[String],
+        segment: &str,
+    ) -> Result<Vec<String>, ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let req = pb::ReplicaClearRequest {
+            client_hi,
+            client_lo,
+            keys: keys.to_vec(),
+            segment_name: segment.to_owned(),
+        };
+        let r = self
+            .call("BatchReplicaClear", |mut c| async move {
+                c.batch_replica_clear(req).await
+            })
+            .await?;
+        check(r.error_code)?;
+        Ok(r.keys)
+    }
+
+    async fn remove_by_regex(&self, pattern: &str, force: bool) -> Result<u64, ErrorCode> {
+        let req = pb::RemoveByRegexRequest {
+            pattern: pattern.to_owned(),
+            force,
+        };
+        let r = self
+            .call("RemoveByRegex", |mut c| async move {
+                c.remove_by_regex(req).await
+            })
+            .await?;
+        check(r.error_code)?;
+        Ok(r.removed)
+    }
+
+    async fn create_copy_task(&self, key: &str, targets: &[String]) -> Result<TaskId, ErrorCode> {
+        let req = pb::CopyTaskRequest {
+            key: key.to_owned(),
+            targets: targets.to_vec(),
+        };
+        let r = self
+            .call("CreateCopyTask", |mut c| async move {
+                c.create_copy_task(req).await
+            })
+            .await?;
+        check(r.error_code)?;
+        Ok(TaskId::from_halves(r.id_hi, r.id_lo))
+    }
+
+    async fn create_move_task(
+        &self,
+        key: &str,
+        source: &str,
+        target: &str,
+    ) -> Result<TaskId, ErrorCode> {
+        let req = pb::MoveTaskRequest {
+            key: key.to_owned(),
+            source: source.to_owned(),
+            target: target.to_owned(),
+        };
+        let r = self
+            .call("CreateMoveTask", |mut c| async move {
+                c.create_move_task(req).await
+            })
+            .await?;
+        check(r.error_code)?;
+        Ok(TaskId::from_halves(r.id_hi, r.id_lo))
+    }
+
+    async fn query_task(&self, id: TaskId) -> Result<TaskInfo, ErrorCode> {
+        let (id_hi, id_lo) = id.halves();
+        let req = pb::TaskIdRequest { id_hi, id_lo };
+        let r = self
+            .call("QueryTask", |mut c| async move { c.query_task(req).await })
+            .await?;
+        check(r.error_code)?;
+        Ok(r.task.ok_or(ErrorCode::InvalidParams)?.into())
+    }
+
+    async fn fetch_tasks(&self, client: ClientId) -> Result<Vec<TaskAssignment>, ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let req = pb::PingRequest {
+            client_hi,
+            client_lo,
+        };
+        let r = self
+            .call(
+                "FetchTasks",
+                |mut c| async move { c.fetch_tasks(req).await },
+            )
+            .await?;
+        check(r.error_code)?;
+        r.tasks.into_iter().map(assignment_from_pb).collect()
+    }
+
+    async fn finish_task(
+        &self,
+        client: ClientId,
+        id: TaskId,
+        copied: bool,
+        message: &str,
+    ) -> Result<(), ErrorCode> {
+        let (client_hi, client_lo) = client_to_pb(client);
+        let (id_hi, id_lo) = id.halves();
+        let req = pb::FinishTaskRequest {
+            client_hi,
+            client_lo,
+            id_hi,
+            id_lo,
+            copied,
+            message: message.to_owned(),
+        };
+        let r = self
+            .call(
+                "FinishTask",
+                |mut c| async move { c.finish_task(req).await },
+            )
+            .await?;
+        check(r.error_code)
     }
 }

@@ -5,6 +5,7 @@
 //! becomes [`ErrorCode::InvalidParams`], never a panic.
 
 use super::pb;
+use crate::task::{TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStatus};
 use crate::types::{
     ClientId, ClientStatus, Pin, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
     ReplicateConfig, Segment, SegmentId,
@@ -182,6 +183,8 @@ impl From<&ReplicateConfig> for pb::ReplicateConfig {
             pin: pb::Pin::from(c.pin) as i32,
             preferred_segments: c.preferred_segments.clone(),
             prefer_alloc_in_same_node: c.prefer_alloc_in_same_node,
+            excluded_segments: c.excluded_segments.clone(),
+            soft_pin_ttl_ms: c.soft_pin_ttl_ms,
         }
     }
 }
@@ -195,6 +198,8 @@ pub(crate) fn config_from_pb(c: Option<pb::ReplicateConfig>) -> Result<Replicate
         pin: pin_from_pb(c.pin)?,
         preferred_segments: c.preferred_segments,
         prefer_alloc_in_same_node: c.prefer_alloc_in_same_node,
+        excluded_segments: c.excluded_segments,
+        soft_pin_ttl_ms: c.soft_pin_ttl_ms,
     })
 }
 
@@ -221,6 +226,90 @@ impl From<pb::ReplicaDescriptor> for ReplicaDescriptor {
             protocol: r.protocol,
             segment_name: r.segment_name,
         }
+    }
+}
+
+impl From<TaskInfo> for pb::TaskInfo {
+    fn from(t: TaskInfo) -> Self {
+        let (id_hi, id_lo) = t.id.halves();
+        let (client_hi, client_lo) = client_to_pb(t.assigned_client);
+        Self {
+            id_hi,
+            id_lo,
+            kind: t.kind as i32,
+            status: t.status as i32,
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+            client_hi,
+            client_lo,
+            message: t.message,
+        }
+    }
+}
+
+fn kind_from_pb(v: i32) -> TaskKind {
+    if v == TaskKind::Move as i32 {
+        TaskKind::Move
+    } else {
+        TaskKind::Copy
+    }
+}
+
+impl From<pb::TaskInfo> for TaskInfo {
+    fn from(t: pb::TaskInfo) -> Self {
+        Self {
+            id: TaskId::from_halves(t.id_hi, t.id_lo),
+            kind: kind_from_pb(t.kind),
+            status: TaskStatus::from_code(t.status),
+            created_at_ms: t.created_at_ms,
+            updated_at_ms: t.updated_at_ms,
+            assigned_client: client_from_pb(t.client_hi, t.client_lo),
+            message: t.message,
+        }
+    }
+}
+
+impl From<TaskAssignment> for pb::TaskAssignment {
+    fn from(t: TaskAssignment) -> Self {
+        let (id_hi, id_lo) = t.id.halves();
+        Self {
+            id_hi,
+            id_lo,
+            kind: t.kind as i32,
+            key: t.key,
+            source: Some(t.source.into()),
+            targets: replicas_to_pb(t.targets),
+        }
+    }
+}
+
+/// A fetched task; one without a source replica is `InvalidParams`.
+pub(crate) fn assignment_from_pb(t: pb::TaskAssignment) -> Result<TaskAssignment, ErrorCode> {
+    Ok(TaskAssignment {
+        id: TaskId::from_halves(t.id_hi, t.id_lo),
+        kind: kind_from_pb(t.kind),
+        key: t.key,
+        source: t.source.ok_or(ErrorCode::InvalidParams)?.into(),
+        targets: replicas_from_pb(t.targets),
+    })
+}
+
+/// A task id answer: `(id, 0)` or `(0, code)`.
+pub(crate) fn task_id_to_pb(r: Result<TaskId, ErrorCode>) -> pb::TaskIdResponse {
+    match r {
+        Ok(id) => {
+            let (id_hi, id_lo) = id.halves();
+            pb::TaskIdResponse {
+                error_code: 0,
+                id_hi,
+                id_lo,
+            }
+        }
+        Err(e) => pb::TaskIdResponse {
+            error_code: e.code(),
+            id_hi: 0,
+            id_lo: 0,
+        },
     }
 }
 
@@ -417,6 +506,8 @@ mod tests {
             pin: Pin::Soft,
             preferred_segments: vec!["a:1".into(), "b:2".into()],
             prefer_alloc_in_same_node: true,
+            excluded_segments: vec!["c:3".into()],
+            soft_pin_ttl_ms: Some(0),
         };
         assert_eq!(config_from_pb(Some(pb::ReplicateConfig::from(&c))), Ok(c));
     }

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
+use super::convert::task_id_to_pb;
 use super::convert::{
     batch_to_pb, client_from_pb, config_from_pb, join, put_items_from_pb, segment_from_pb, status,
 };
@@ -18,6 +19,7 @@ use super::pb;
 use super::pb::master_service_server::{MasterService, MasterServiceServer};
 use super::MAX_MESSAGE_SIZE;
 use crate::master_api::MasterApi;
+use crate::task::TaskId;
 use crate::types::{ProtocolVersion, SegmentId};
 
 /// Serves the master's gRPC service on `listener` until `shutdown` completes, forwarding
@@ -407,6 +409,114 @@ impl MasterService for GrpcMaster {
         let client = client_from_pb(req.client_hi, req.client_lo);
         let results: Vec<(String, bool)> = req.keys.into_iter().zip(req.copied).collect();
         batch_status(self.api.drain_segment_end(client, &results).await)
+    }
+
+    async fn batch_replica_clear(
+        &self,
+        req: Request<pb::ReplicaClearRequest>,
+    ) -> RpcResult<pb::KeysResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        ok(
+            match self
+                .api
+                .batch_replica_clear(client, &req.keys, &req.segment_name)
+                .await
+            {
+                Ok(keys) => pb::KeysResponse {
+                    error_code: 0,
+                    keys,
+                },
+                Err(e) => pb::KeysResponse {
+                    error_code: e.code(),
+                    keys: Vec::new(),
+                },
+            },
+        )
+    }
+
+    async fn remove_by_regex(
+        &self,
+        req: Request<pb::RemoveByRegexRequest>,
+    ) -> RpcResult<pb::RemoveAllResponse> {
+        let req = req.into_inner();
+        ok(self
+            .api
+            .remove_by_regex(&req.pattern, req.force)
+            .await
+            .into())
+    }
+
+    async fn create_copy_task(
+        &self,
+        req: Request<pb::CopyTaskRequest>,
+    ) -> RpcResult<pb::TaskIdResponse> {
+        let req = req.into_inner();
+        ok(task_id_to_pb(
+            self.api.create_copy_task(&req.key, &req.targets).await,
+        ))
+    }
+
+    async fn create_move_task(
+        &self,
+        req: Request<pb::MoveTaskRequest>,
+    ) -> RpcResult<pb::TaskIdResponse> {
+        let req = req.into_inner();
+        ok(task_id_to_pb(
+            self.api
+                .create_move_task(&req.key, &req.source, &req.target)
+                .await,
+        ))
+    }
+
+    async fn query_task(
+        &self,
+        req: Request<pb::TaskIdRequest>,
+    ) -> RpcResult<pb::QueryTaskResponse> {
+        let req = req.into_inner();
+        let id = TaskId::from_halves(req.id_hi, req.id_lo);
+        ok(match self.api.query_task(id).await {
+            Ok(t) => pb::QueryTaskResponse {
+                error_code: 0,
+                task: Some(t.into()),
+            },
+            Err(e) => pb::QueryTaskResponse {
+                error_code: e.code(),
+                task: None,
+            },
+        })
+    }
+
+    async fn fetch_tasks(
+        &self,
+        req: Request<pb::PingRequest>,
+    ) -> RpcResult<pb::FetchTasksResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        ok(match self.api.fetch_tasks(client).await {
+            Ok(tasks) => pb::FetchTasksResponse {
+                error_code: 0,
+                tasks: tasks.into_iter().map(Into::into).collect(),
+            },
+            Err(e) => pb::FetchTasksResponse {
+                error_code: e.code(),
+                tasks: Vec::new(),
+            },
+        })
+    }
+
+    async fn finish_task(
+        &self,
+        req: Request<pb::FinishTaskRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        let req = req.into_inner();
+        let client = client_from_pb(req.client_hi, req.client_lo);
+        let id = TaskId::from_halves(req.id_hi, req.id_lo);
+        ok(status(
+            self.api
+                .finish_task(client, id, req.copied, &req.message)
+                .await,
+        ))
     }
 }
 
