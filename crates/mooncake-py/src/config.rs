@@ -288,6 +288,11 @@ impl PyReplicateConfig {
 }
 
 impl PyReplicateConfig {
+    /// The number of `group_ids`, when set.
+    pub(crate) fn group_count(&self) -> Option<usize> {
+        self.group_ids.as_ref().map(Vec::len)
+    }
+
     fn preferred(&self) -> Vec<String> {
         if self.preferred_segment.is_empty() {
             let mut out: Vec<String> = Vec::with_capacity(self.preferred_segments.len());

@@ -873,6 +873,9 @@ impl Store {
         all_sizes: Vec<Vec<u64>>,
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> PyResult<Vec<i32>> {
+        if !self._is_set_up() {
+            return Ok(Vec::new());
+        }
         let Some(parts) = multi_parts(&all_buffer_ptrs, &all_sizes)? else {
             return Ok(vec![INVALID; keys.len()]);
         };
@@ -999,6 +1002,178 @@ impl Store {
         }
     }
 
+    // ---- sessions and ranged reads/writes (python-api-2.md §2, §4) ----
+
+    /// Opens a get session per key: 0 or the master's code; `[]` when not set up.
+    fn batch_get_session_start(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
+        if self.dummy().is_some() {
+            return vec![INVALID; keys.len()];
+        }
+        match self.client.lock().clone() {
+            Some(c) => block(py, c.batch_get_session_start(&keys)),
+            None => Vec::new(),
+        }
+    }
+
+    /// Drops get sessions: 0 (-1 when not set up).
+    fn batch_get_session_end(&self, keys: Vec<String>) -> i32 {
+        if self.dummy().is_some() {
+            return INVALID;
+        }
+        match self.client.lock().clone() {
+            Some(c) => {
+                c.batch_get_session_end(&keys);
+                0
+            }
+            None => -1,
+        }
+    }
+
+    /// Reads fragments through get sessions: per key the bytes read, or a negative code.
+    fn batch_get_into_multi_buffer_ranges(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        all_buffer_ptrs: Bound<'_, PyAny>,
+        all_sizes: Bound<'_, PyAny>,
+        all_src_offsets: Bound<'_, PyAny>,
+    ) -> PyResult<Vec<i64>> {
+        self.session_ranges(
+            py,
+            keys,
+            &all_buffer_ptrs,
+            &all_sizes,
+            &all_src_offsets,
+            false,
+        )
+    }
+
+    /// Reserves puts without writing them: 0 or the master's code (-705 when the object
+    /// exists); `[]` when not set up.
+    #[pyo3(signature = (keys, sizes, config=None))]
+    fn batch_put_session_start(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        sizes: Vec<u64>,
+        config: Option<PyRef<'_, PyReplicateConfig>>,
+    ) -> Vec<i32> {
+        if self.dummy().is_some() {
+            return vec![INVALID; keys.len()];
+        }
+        let Some(c) = self.client.lock().clone() else {
+            return Vec::new();
+        };
+        let groups = config.as_ref().and_then(|c| c.group_count());
+        let cfg = match store_config(config) {
+            Ok(cfg) if keys.len() == sizes.len() && groups.is_none_or(|n| n == keys.len()) => cfg,
+            _ => return vec![INVALID; keys.len()],
+        };
+        let items: Vec<(String, u64)> = keys.into_iter().zip(sizes).collect();
+        block(py, c.batch_put_session_start(&items, &cfg))
+    }
+
+    /// Writes fragments into put sessions: per key the bytes written, or a negative code.
+    fn batch_put_from_multi_buffer_ranges(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        all_buffer_ptrs: Bound<'_, PyAny>,
+        all_sizes: Bound<'_, PyAny>,
+        all_dst_offsets: Bound<'_, PyAny>,
+    ) -> PyResult<Vec<i64>> {
+        self.session_ranges(
+            py,
+            keys,
+            &all_buffer_ptrs,
+            &all_sizes,
+            &all_dst_offsets,
+            true,
+        )
+    }
+
+    /// Commits put sessions: per key 0, -600 without a session, or the master's code.
+    fn batch_put_session_end(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
+        self.finish_sessions(py, keys, true)
+    }
+
+    /// Abandons put sessions: per key 0, -600 without a session, or the master's code.
+    fn batch_put_session_revoke(&self, py: Python<'_>, keys: Vec<String>) -> Vec<i32> {
+        self.finish_sessions(py, keys, false)
+    }
+
+    /// Reads `all_sizes[i][j][k]` bytes of `all_keys[i][j]` at object offset
+    /// `all_src_offsets[i][j][k]` into `buffer_ptrs[i] + all_dst_offsets[i][j][k]`: per
+    /// fragment its length or a negative code, shaped like the request (-600 throughout for
+    /// a malformed request or a buffer that is not registered).
+    fn get_into_ranges(
+        &self,
+        py: Python<'_>,
+        buffer_ptrs: Bound<'_, PyAny>,
+        all_keys: Vec<Vec<String>>,
+        all_dst_offsets: Bound<'_, PyAny>,
+        all_src_offsets: Bound<'_, PyAny>,
+        all_sizes: Bound<'_, PyAny>,
+    ) -> PyResult<Vec<Vec<Vec<i64>>>> {
+        let ptrs: Vec<u64> = u64s(&buffer_ptrs)?;
+        let dst: Vec<Vec<Vec<u64>>> = u64s(&all_dst_offsets)?;
+        let src: Vec<Vec<Vec<u64>>> = u64s(&all_src_offsets)?;
+        let sizes: Vec<Vec<Vec<u64>>> = u64s(&all_sizes)?;
+        let mut out: Vec<Vec<Vec<i64>>> = (0..ptrs.len())
+            .map(|i| {
+                let n = all_keys.get(i).map_or(1, Vec::len);
+                (0..n)
+                    .map(|j| {
+                        let f = dst.get(i).and_then(|r| r.get(j)).map_or(1, Vec::len);
+                        vec![i64::from(INVALID); f]
+                    })
+                    .collect()
+            })
+            .collect();
+        let n = ptrs.len();
+        let Some(client) = self.client.lock().clone() else {
+            return Ok(out);
+        };
+        if [all_keys.len(), dst.len(), src.len(), sizes.len()] != [n; 4] {
+            return Ok(out);
+        }
+        let mut items = Vec::new();
+        let mut slots = Vec::new();
+        for i in 0..n {
+            let nk = all_keys[i].len();
+            let Some(cap) = client.engine().registered_capacity(ptrs[i]) else {
+                continue;
+            };
+            if ptrs[i] == 0 || [dst[i].len(), src[i].len(), sizes[i].len()] != [nk; 3] {
+                continue;
+            }
+            for j in 0..nk {
+                let (d, s, z) = (&dst[i][j], &src[i][j], &sizes[i][j]);
+                if s.len() != d.len() || z.len() != d.len() {
+                    continue;
+                }
+                let mut frags = Vec::new();
+                for k in 0..d.len() {
+                    if d[k].checked_add(z[k]).is_some_and(|end| end <= cap) {
+                        frags.push((ptrs[i] + d[k], z[k], s[k]));
+                        slots.push((i, j, k));
+                    }
+                }
+                items.push((all_keys[i][j].clone(), frags));
+            }
+        }
+        let results = block(py, client.read_ranges(&items));
+        let mut it = slots.into_iter();
+        for row in results {
+            for r in row {
+                if let Some((i, j, k)) = it.next() {
+                    out[i][j][k] = r;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     // ---- replica clear, regex removal, replica descriptors, copy and move tasks ----
 
     /// The keys (of `keys`) this client created that nobody holds a lease on, cleared: the
@@ -1113,6 +1288,65 @@ fn task_id_result(r: Result<TaskId, ErrorCode>) -> (PyTaskId, i32) {
 type PyReplica = (u64, u64, String, String);
 
 impl Store {
+    /// The ranged calls on sessions: per key the bytes moved, or a negative code.
+    fn session_ranges(
+        &self,
+        py: Python<'_>,
+        keys: Vec<String>,
+        all_ptrs: &Bound<'_, PyAny>,
+        all_sizes: &Bound<'_, PyAny>,
+        all_offsets: &Bound<'_, PyAny>,
+        write: bool,
+    ) -> PyResult<Vec<i64>> {
+        let ptrs: Vec<Vec<u64>> = u64s(all_ptrs)?;
+        let sizes: Vec<Vec<u64>> = u64s(all_sizes)?;
+        let offs: Vec<Vec<u64>> = u64s(all_offsets)?;
+        let invalid = i64::from(INVALID);
+        if self.dummy().is_some() {
+            return Ok(vec![invalid; keys.len()]);
+        }
+        let Some(client) = self.client.lock().clone() else {
+            return Ok(Vec::new());
+        };
+        let n = keys.len();
+        if [ptrs.len(), sizes.len(), offs.len()] != [n; 3] {
+            return Ok(vec![invalid; n]);
+        }
+        let mut out = vec![invalid; n];
+        let mut items = Vec::new();
+        let mut idx = Vec::new();
+        for (i, key) in keys.into_iter().enumerate() {
+            let (p, z, o) = (&ptrs[i], &sizes[i], &offs[i]);
+            if z.len() != p.len() || o.len() != p.len() {
+                continue;
+            }
+            let frags = (0..p.len()).map(|k| (p[k], z[k], o[k])).collect();
+            items.push((key, frags));
+            idx.push(i);
+        }
+        let results = block(py, async {
+            if write {
+                client.put_session_ranges(&items).await
+            } else {
+                client.get_session_ranges(&items).await
+            }
+        });
+        for (i, r) in idx.into_iter().zip(results) {
+            out[i] = r;
+        }
+        Ok(out)
+    }
+
+    fn finish_sessions(&self, py: Python<'_>, keys: Vec<String>, commit: bool) -> Vec<i32> {
+        if self.dummy().is_some() {
+            return vec![INVALID; keys.len()];
+        }
+        match self.client.lock().clone() {
+            Some(c) => block(py, c.batch_put_session_finish(&keys, commit)),
+            None => Vec::new(),
+        }
+    }
+
     fn one_from(
         &self,
         py: Python<'_>,
@@ -1142,6 +1376,13 @@ impl Store {
             client.put_parts_from(key, parts, &cfg, upsert),
         )))
     }
+}
+
+/// Unsigned 64-bit ints (nested in lists); a negative, a float or `None` is `TypeError`.
+fn u64s<'py, T: for<'a> FromPyObject<'a, 'py>>(v: &Bound<'py, PyAny>) -> PyResult<T> {
+    v.extract::<T>().map_err(|_| {
+        PyTypeError::new_err("incompatible function arguments: expected unsigned 64-bit ints")
+    })
 }
 
 fn size_code(r: Result<u64, ErrorCode>) -> i64 {

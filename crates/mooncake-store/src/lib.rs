@@ -23,7 +23,7 @@ pub mod standalone;
 mod task;
 pub mod types;
 
-pub use client::{Client, ClientConfig, DrainReport, SetupError, StagedValue, Value};
+pub use client::{Client, ClientConfig, DrainReport, Fragment, SetupError, StagedValue, Value};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};

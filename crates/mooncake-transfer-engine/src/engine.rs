@@ -539,6 +539,13 @@ impl TransferEngine {
         Ok(())
     }
 
+    /// The bytes from `addr` to the end of the registered buffer containing it, or `None`
+    /// when `addr` lies in no registered buffer.
+    pub fn registered_capacity(&self, addr: u64) -> Option<u64> {
+        let registry = self.inner.registry.read();
+        registry.find(addr, 1).map(|e| e.addr + e.len - addr)
+    }
+
     /// The descriptor this engine publishes now.
     pub fn descriptor(&self) -> SegmentDescriptor {
         let name = &self.inner.config.local_server_name;

@@ -7,9 +7,11 @@
 
 mod durable;
 mod locations;
+mod sessions;
 mod staging;
 mod tasks;
 
+pub use self::sessions::Fragment;
 pub use self::staging::StagedValue;
 
 use std::sync::Arc;
@@ -138,6 +140,7 @@ struct Inner {
     segment: Option<(Segment, LocalBuffer)>,
     staging: Option<Arc<Staging>>,
     locations: Locations,
+    sessions: sessions::Sessions,
     stop: watch::Sender<bool>,
 }
 
@@ -296,6 +299,7 @@ impl Client {
                 segment,
                 staging,
                 locations: Locations::default(),
+                sessions: sessions::Sessions::default(),
                 stop,
             }),
         };
