@@ -60,7 +60,7 @@ fn u64_arg(v: &Bound<'_, PyAny>) -> PyResult<u64> {
     v.extract::<u64>().map_err(|_| incompatible())
 }
 
-/// `True`, `False`, `0`, `1` or `None` (false).
+/// A bool, an int (non-zero is true) or `None` (false).
 fn bool_arg(v: &Bound<'_, PyAny>) -> PyResult<bool> {
     if v.is_none() {
         return Ok(false);
@@ -68,11 +68,11 @@ fn bool_arg(v: &Bound<'_, PyAny>) -> PyResult<bool> {
     if let Ok(b) = v.cast::<PyBool>() {
         return Ok(b.is_true());
     }
-    match v.is_instance_of::<PyInt>().then(|| v.extract::<u8>()) {
-        Some(Ok(0)) => Ok(false),
-        Some(Ok(1)) => Ok(true),
-        _ => Err(incompatible()),
+    // Any int converts, as pybind's bool caster does (`with_hard_pin = 2` is true).
+    if v.is_instance_of::<PyInt>() {
+        return v.is_truthy();
     }
+    Err(incompatible())
 }
 
 /// A non-`str` sequence of `str`.
@@ -288,6 +288,11 @@ impl PyReplicateConfig {
 }
 
 impl PyReplicateConfig {
+    /// `prefer_alloc_in_same_node`.
+    pub(crate) fn same_node(&self) -> bool {
+        self.prefer_alloc_in_same_node
+    }
+
     /// The number of `group_ids`, when set.
     pub(crate) fn group_count(&self) -> Option<usize> {
         self.group_ids.as_ref().map(Vec::len)
@@ -350,4 +355,20 @@ pub(crate) fn store_config(
         Some(c) => c.to_store(),
         None => Ok(ReplicateConfig::default()),
     }
+}
+
+/// [`store_config`] for a call writing `keys` objects: `group_ids`, when set, must name
+/// one group per key (`InvalidParams` otherwise).
+pub(crate) fn store_config_for(
+    config: Option<PyRef<'_, PyReplicateConfig>>,
+    keys: usize,
+) -> Result<ReplicateConfig, ErrorCode> {
+    if config
+        .as_ref()
+        .and_then(|c| c.group_count())
+        .is_some_and(|n| n != keys)
+    {
+        return Err(ErrorCode::InvalidParams);
+    }
+    store_config(config)
 }

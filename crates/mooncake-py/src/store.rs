@@ -17,7 +17,7 @@ use std::sync::Arc;
 use mooncake_store::standalone::StandaloneClient;
 
 use crate::addr::{address, addresses, value};
-use crate::config::{store_config, PyReplicateConfig};
+use crate::config::{store_config, store_config_for, PyReplicateConfig};
 use crate::dummy;
 use crate::runtime::block;
 
@@ -185,12 +185,12 @@ impl Store {
         let values = parts.iter().map(value).collect::<PyResult<Vec<_>>>()?;
         let slices: Vec<&[u8]> = values.iter().map(|v| v.as_ref()).collect();
         if let Some(d) = self.dummy() {
-            return Ok(match store_config(config) {
+            return Ok(match store_config_for(config, 1) {
                 Ok(cfg) => dummy::put_one(py, &d, key, slices, &cfg, upsert),
                 Err(e) => e.code(),
             });
         }
-        let (client, cfg) = match (self.client(), store_config(config)) {
+        let (client, cfg) = match (self.client(), store_config_for(config, 1)) {
             (Ok(c), Ok(cfg)) => (c, cfg),
             (Err(e), _) | (_, Err(e)) => return Ok(e.code()),
         };
@@ -219,7 +219,7 @@ impl Store {
             return Ok(INVALID);
         }
         if let Some(d) = self.dummy() {
-            let cfg = match store_config(config) {
+            let cfg = match store_config_for(config, keys.len()) {
                 Ok(c) => c,
                 Err(e) => return Ok(e.code()),
             };
@@ -232,7 +232,7 @@ impl Store {
                 py, &d, &items, &cfg, upsert,
             )));
         }
-        let (client, cfg) = match (self.client(), store_config(config)) {
+        let (client, cfg) = match (self.client(), store_config_for(config, keys.len())) {
             (Ok(c), Ok(cfg)) => (c, cfg),
             (Err(e), _) | (_, Err(e)) => return Ok(e.code()),
         };
@@ -287,7 +287,7 @@ impl Store {
             return Ok(vec![INVALID; keys.len()]);
         }
         if let Some(d) = self.dummy() {
-            let mut cfg = match store_config(config) {
+            let mut cfg = match store_config_for(config, keys.len()) {
                 Ok(c) => c,
                 Err(e) => return Ok(vec![e.code(); keys.len()]),
             };
@@ -303,7 +303,7 @@ impl Store {
                 .map(|c| c as i32)
                 .collect());
         }
-        let cfg = match (self.client(), store_config(config)) {
+        let cfg = match (self.client(), store_config_for(config, keys.len())) {
             (Ok(c), Ok(mut cfg)) => {
                 if co_locate_allowed {
                     // A placement hint for the multi-buffer batch: accepted, not needed.
@@ -579,6 +579,10 @@ impl Store {
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> PyResult<i32> {
         let parts: Vec<_> = parts.iter().collect();
+        if parts_empty(&parts)? && self._is_set_up() {
+            // The wheel stores nothing and reports success for no bytes at all.
+            return Ok(0);
+        }
         self.write_parts(py, key, &parts, config, false)
     }
 
@@ -592,6 +596,10 @@ impl Store {
         config: Option<PyRef<'_, PyReplicateConfig>>,
     ) -> PyResult<i32> {
         let parts: Vec<_> = parts.iter().collect();
+        if parts_empty(&parts)? && self._is_set_up() {
+            // The wheel stores nothing and reports success for no bytes at all.
+            return Ok(0);
+        }
         self.write_parts(py, key, &parts, config, true)
     }
 
@@ -781,6 +789,17 @@ impl Store {
             (address(&metadata_buffer_ptr)?, metadata_size),
             (address(&buffer_ptr)?, size),
         ];
+        if !self._is_set_up() {
+            return Ok(INVALID);
+        }
+        // The wheel stores nothing for an empty value, whatever the metadata, and refuses
+        // a same-node placement with -1 here.
+        if size == 0 {
+            return Ok(0);
+        }
+        if config.as_ref().is_some_and(|c| c.same_node()) {
+            return Ok(ErrorCode::InternalError.code());
+        }
         self.one_from(py, key, &parts, config, false)
     }
 
@@ -1183,15 +1202,16 @@ impl Store {
     fn batch_replica_clear(
         &self,
         py: Python<'_>,
-        keys: Vec<String>,
+        keys: Bound<'_, PyAny>,
         segment_name: String,
-    ) -> Vec<String> {
-        match self.client() {
+    ) -> PyResult<Vec<String>> {
+        let keys = keys_arg(&keys)?;
+        Ok(match self.client() {
             Ok(c) if self.dummy().is_none() => {
                 block(py, c.batch_replica_clear(&keys, &segment_name))
             }
             _ => Vec::new(),
-        }
+        })
     }
 
     /// Removes every object whose key matches the (ECMAScript-like) regular expression;
@@ -1359,7 +1379,7 @@ impl Store {
             if parts.iter().map(|p| p.1).sum::<u64>() == 0 {
                 return Ok(if key.is_empty() { INVALID } else { 0 });
             }
-            return Ok(match store_config(config) {
+            return Ok(match store_config_for(config, 1) {
                 Ok(cfg) => {
                     let items = vec![(key.to_owned(), parts.to_vec())];
                     dummy::put_from(py, &d, items, &cfg, upsert)[0] as i32
@@ -1367,7 +1387,7 @@ impl Store {
                 Err(e) => e.code(),
             });
         }
-        let (client, cfg) = match (self.client(), store_config(config)) {
+        let (client, cfg) = match (self.client(), store_config_for(config, 1)) {
             (Ok(c), Ok(cfg)) => (c, cfg),
             (Err(e), _) | (_, Err(e)) => return Ok(e.code()),
         };
@@ -1376,6 +1396,40 @@ impl Store {
             client.put_parts_from(key, parts, &cfg, upsert),
         )))
     }
+}
+
+/// Whether every part is empty (also true for no parts).
+fn parts_empty(parts: &[Bound<'_, PyAny>]) -> PyResult<bool> {
+    for p in parts {
+        if !value(p)?.as_ref().is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Keys given as `str` or `bytes` (UTF-8) in any non-`str` sequence.
+fn keys_arg(v: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let bad = || PyTypeError::new_err("keys must be a list of str or bytes");
+    if v.is_instance_of::<pyo3::types::PyString>() {
+        return Err(bad());
+    }
+    let mut out = Vec::new();
+    for item in v.try_iter().map_err(|_| bad())? {
+        let item = item?;
+        out.push(match item.extract::<String>() {
+            Ok(s) => s,
+            Err(_) => {
+                let b: Vec<u8> = item
+                    .cast::<PyBytes>()
+                    .map_err(|_| bad())?
+                    .as_bytes()
+                    .to_vec();
+                String::from_utf8(b).map_err(|_| bad())?
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// Unsigned 64-bit ints (nested in lists); a negative, a float or `None` is `TypeError`.
