@@ -50,8 +50,8 @@ struct Args {
     /// Soft-pin duration, in ms (or `30m`).
     #[arg(long = "default_kv_soft_pin_ttl", value_parser = parse_ms, default_value = "1800000")]
     default_kv_soft_pin_ttl: Duration,
-    /// Upper bound of soft-pin durations, in ms (accepted for compatibility).
-    #[arg(long = "max_kv_soft_pin_ttl", value_parser = parse_ms, default_value = "86400000", hide = true)]
+    /// Longest soft pin a put may ask for (`soft_pin_ttl_ms`), in ms.
+    #[arg(long = "max_kv_soft_pin_ttl", value_parser = parse_ms, default_value = "86400000")]
     max_kv_soft_pin_ttl: Duration,
     /// Whether soft-pinned objects may be evicted after all others.
     #[arg(long = "allow_evict_soft_pinned_objects", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
