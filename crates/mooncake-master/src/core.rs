@@ -18,7 +18,10 @@ use mooncake_store::{
 use crate::MasterConfig;
 
 mod clear;
+mod jobs;
 mod tasks;
+
+pub use self::jobs::{DrainJobView, JobStatus, SegmentStatus};
 
 #[derive(Debug)]
 struct Mounted {
@@ -27,6 +30,8 @@ struct Mounted {
     alloc: OffsetAllocator,
     /// Being drained: no new object is placed here.
     draining: bool,
+    /// Drained by a drain job: empty, and no new object is placed here.
+    drained: bool,
     /// A durable segment whose owner went silent: its objects are kept, unreadable, until
     /// this instant, waiting for a restarted owner to remount it.
     detached_until: Option<Instant>,
@@ -158,6 +163,8 @@ pub struct MasterCore {
     moves: HashMap<String, PendingMove>,
     /// Copy and move tasks.
     tasks: tasks::Tasks,
+    /// Drain jobs.
+    jobs: jobs::Jobs,
 }
 
 impl MasterCore {
@@ -179,6 +186,7 @@ impl MasterCore {
             next_version: (view_version.max(1) as u64) << 20,
             moves: HashMap::new(),
             tasks: tasks::Tasks::default(),
+            jobs: jobs::Jobs::default(),
         }
     }
 
@@ -292,6 +300,7 @@ impl MasterCore {
                 client,
                 alloc,
                 draining: false,
+                drained: false,
                 detached_until: None,
             },
         );
@@ -651,6 +660,7 @@ impl MasterCore {
                 continue;
             };
             if m.draining
+                || m.drained
                 || m.detached_until.is_some()
                 || names.contains(&m.segment.name)
                 || config.excluded_segments.contains(&m.segment.name)

@@ -7,13 +7,16 @@
 //! - [`MasterConfig`]: Mooncake's defaults, validated.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod config;
 mod core;
 mod master;
 pub mod metrics;
 mod server;
 
-pub use crate::core::{EvictionStats, MasterCore, TickReport};
+pub use crate::core::{
+    DrainJobView, EvictionStats, JobStatus, MasterCore, SegmentStatus, TickReport,
+};
 pub use config::{ConfigError, MasterConfig};
 pub use master::Master;
 pub use server::{MasterServer, ServerConfig, ServerError};

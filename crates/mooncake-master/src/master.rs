@@ -13,7 +13,7 @@ use mooncake_store::{
 };
 use parking_lot::Mutex;
 
-use crate::core::{MasterCore, TickReport};
+use crate::core::{DrainJobView, MasterCore, SegmentStatus, TickReport};
 use crate::metrics::{Metrics, Op};
 use crate::MasterConfig;
 
@@ -86,6 +86,12 @@ impl Master {
             } else {
                 self.core.lock().evict_if_needed(Instant::now());
             }
+            // Drain jobs are scheduled twice a second, as in Mooncake.
+            if n.is_multiple_of((per_second / 2).max(1)) {
+                self.core
+                    .lock()
+                    .process_drain_jobs(Instant::now(), wall_ms());
+            }
         }
     }
 
@@ -115,12 +121,44 @@ impl Master {
 
     /// Names of mounted segments.
     pub fn segment_names(&self) -> Vec<String> {
-        self.core
-            .lock()
-            .segment_usage()
+        let core = self.core.lock();
+        core.segment_usage()
             .into_iter()
             .map(|(n, _, _)| n)
+            .filter(|n| core.segment_status(n) == Ok(SegmentStatus::Ok))
             .collect()
+    }
+
+    /// Starts a drain job (`POST /api/v1/drain_jobs`).
+    pub fn create_drain_job(
+        &self,
+        segments: &[String],
+        targets: &[String],
+        max_concurrency: u64,
+    ) -> Result<TaskId, ErrorCode> {
+        let r = self
+            .core
+            .lock()
+            .create_drain_job(segments, targets, max_concurrency, wall_ms());
+        if let Ok(id) = &r {
+            tracing::info!(job = ?id, ?segments, "drain job created");
+        }
+        r
+    }
+
+    /// A drain job's state.
+    pub fn query_drain_job(&self, id: TaskId) -> Result<DrainJobView, ErrorCode> {
+        self.core.lock().query_drain_job(id)
+    }
+
+    /// Cancels a drain job.
+    pub fn cancel_drain_job(&self, id: TaskId) -> Result<(), ErrorCode> {
+        self.core.lock().cancel_drain_job(id, wall_ms())
+    }
+
+    /// A mounted segment's status.
+    pub fn segment_status(&self, name: &str) -> Result<SegmentStatus, ErrorCode> {
+        self.core.lock().segment_status(name)
     }
 
     /// Prometheus text of every gauge and counter (Mooncake's names).

@@ -198,7 +198,8 @@ struct KeyQuery {
     key: String,
 }
 
-/// `/metrics`, `/health`, `/get_all_keys`, `/get_all_segments`, `/query_key?key=`.
+/// `/metrics`, `/health`, `/get_all_keys`, `/get_all_segments`, `/query_key?key=`, and
+/// the drain-job API (`admin.rs`).
 fn admin_router(master: Arc<Master>) -> Router {
     Router::new()
         .route(
@@ -215,6 +216,8 @@ fn admin_router(master: Arc<Master>) -> Router {
             get(|State(m): State<Arc<Master>>| async move { lines(m.segment_names()) }),
         )
         .route("/query_key", get(query_key))
+        .merge(crate::admin::routes())
+        .fallback(|| async { (StatusCode::NOT_FOUND, "404 Not Found") })
         .with_state(master)
 }
 

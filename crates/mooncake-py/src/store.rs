@@ -1083,9 +1083,8 @@ impl Store {
         let Some(c) = self.client.lock().clone() else {
             return Vec::new();
         };
-        let groups = config.as_ref().and_then(|c| c.group_count());
-        let cfg = match store_config(config) {
-            Ok(cfg) if keys.len() == sizes.len() && groups.is_none_or(|n| n == keys.len()) => cfg,
+        let cfg = match store_config_for(config, keys.len()) {
+            Ok(cfg) if keys.len() == sizes.len() => cfg,
             _ => return vec![INVALID; keys.len()],
         };
         let items: Vec<(String, u64)> = keys.into_iter().zip(sizes).collect();

@@ -21,9 +21,9 @@ const MAX_FINISHED: usize = 10_000;
 const TASK_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
-struct Task {
-    info: TaskInfo,
-    key: String,
+pub(super) struct Task {
+    pub(super) info: TaskInfo,
+    pub(super) key: String,
     /// The segment copied from (name).
     source: String,
     /// The segments copied to (names).
@@ -37,7 +37,7 @@ struct Task {
 /// Every task the master knows.
 #[derive(Debug, Default)]
 pub(crate) struct Tasks {
-    by_id: HashMap<TaskId, Task>,
+    pub(super) by_id: HashMap<TaskId, Task>,
     /// Finished ids, oldest first (for pruning).
     finished: VecDeque<TaskId>,
 }
@@ -47,7 +47,7 @@ impl MasterCore {
         self.segments
             .iter()
             .find(|(_, m)| m.segment.name == name)
-            .map(|(id, m)| (*id, !m.draining && m.detached_until.is_none()))
+            .map(|(id, m)| (*id, !m.draining && !m.drained && m.detached_until.is_none()))
     }
 
     fn slot_segment_name(&self, slot: &Slot) -> Option<&str> {
@@ -56,7 +56,7 @@ impl MasterCore {
             .map(|m| m.segment.name.as_str())
     }
 
-    fn queue_task(
+    pub(super) fn queue_task(
         &mut self,
         kind: TaskKind,
         key: &str,

@@ -304,14 +304,11 @@ impl Client {
             }),
         };
         if client.inner.segment.is_some() {
-            tokio::spawn(ping_loop(
-                Arc::downgrade(&client.inner),
-                client.inner.stop.subscribe(),
-            ));
-            tokio::spawn(tasks::task_loop(
-                Arc::downgrade(&client.inner),
-                client.inner.stop.subscribe(),
-            ));
+            let (weak, stop) = (Arc::downgrade(&client.inner), &client.inner.stop);
+            tokio::spawn(every_period(weak.clone(), stop.subscribe(), ping));
+            tokio::spawn(every_period(weak, stop.subscribe(), |inner| async move {
+                Client { inner }.run_tasks().await
+            }));
         }
         Ok(client)
     }
@@ -445,7 +442,7 @@ impl Client {
                 }
                 self.push(&src, &remote).await
             };
-            if pushed.is_err() && attempt < PLACEMENT_ATTEMPTS {
+            if pushed == Err(ErrorCode::TransferFail) && attempt < PLACEMENT_ATTEMPTS {
                 if let Some(dead) = self.unreachable(key, &src, &remote).await {
                     config.to_mut().excluded_segments.extend(dead);
                     attempt += 1;
@@ -638,7 +635,7 @@ impl Client {
                 other => other?,
             };
             let pushed = self.push(src, &replicas).await;
-            if pushed.is_err() && attempt < PLACEMENT_ATTEMPTS {
+            if pushed == Err(ErrorCode::TransferFail) && attempt < PLACEMENT_ATTEMPTS {
                 if let Some(dead) = self.unreachable(key, src, &replicas).await {
                     config.to_mut().excluded_segments.extend(dead);
                     attempt += 1;
@@ -649,8 +646,9 @@ impl Client {
         }
     }
 
-    /// After a failed write to `replicas`: the segments among them that cannot be written
-    /// (each tried on its own). When there are some, the put is revoked so that it can be
+    /// After a write to `replicas` that failed in transit: the segments among them that
+    /// cannot be written (each tried on its own; a local error such as unregistered source
+    /// memory blames no holder). When there are some, the put is revoked so that it can be
     /// placed again without them; `None` (nothing revoked) when every holder answers.
     async fn unreachable(
         &self,
@@ -660,7 +658,7 @@ impl Client {
     ) -> Option<Vec<String>> {
         let mut dead = Vec::new();
         for rep in replicas {
-            if self.push(src, std::slice::from_ref(rep)).await.is_err() {
+            if self.push(src, std::slice::from_ref(rep)).await == Err(ErrorCode::TransferFail) {
                 dead.push(rep.segment_name.clone());
             }
         }
@@ -1568,7 +1566,15 @@ async fn start_engine(
     ))
 }
 
-async fn ping_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool>) {
+/// Runs `each` every ping period until the client stops or is dropped.
+async fn every_period<F, Fut>(
+    inner: std::sync::Weak<Inner>,
+    mut stop: watch::Receiver<bool>,
+    mut each: F,
+) where
+    F: FnMut(Arc<Inner>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let period = match inner.upgrade() {
         Some(i) => i.config.ping_interval,
         None => return,
@@ -1579,18 +1585,23 @@ async fn ping_loop(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool
             _ = stop.wait_for(|s| *s) => return,
         }
         let Some(inner) = inner.upgrade() else { return };
-        match inner.master.ping(inner.id).await {
-            Ok(reply) if reply.status == ClientStatus::NeedRemount => {
-                if let Some((seg, _)) = &inner.segment {
-                    tracing::info!(segment = %seg.name, "master asked for a remount");
-                    let _ = inner
-                        .master
-                        .remount_segments(inner.id, vec![seg.clone()])
-                        .await;
-                }
+        each(inner).await;
+    }
+}
+
+/// The liveness heartbeat: a ping, and a remount when the master asks for one.
+async fn ping(inner: Arc<Inner>) {
+    match inner.master.ping(inner.id).await {
+        Ok(reply) if reply.status == ClientStatus::NeedRemount => {
+            if let Some((seg, _)) = &inner.segment {
+                tracing::info!(segment = %seg.name, "master asked for a remount");
+                let _ = inner
+                    .master
+                    .remount_segments(inner.id, vec![seg.clone()])
+                    .await;
             }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "ping failed"),
         }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "ping failed"),
     }
 }

@@ -1,15 +1,12 @@
 //! The client's side of copy and move tasks, replica clearing and regex removal.
 //!
 //! A contributing client polls the master for the tasks assigned to it (it owns their
-//! source segment) every ping period, copies each source replica into the ranges the
-//! master reserved, and reports the outcome.
-
-use std::sync::Weak;
+//! source segment) every ping period (`run_tasks`, spawned by `setup`), copies each source
+//! replica into the ranges the master reserved, and reports the outcome.
 
 use mooncake_transfer_engine::Opcode;
-use tokio::sync::watch;
 
-use super::{Client, Inner};
+use super::Client;
 use crate::task::{TaskAssignment, TaskId, TaskInfo};
 use crate::ErrorCode;
 
@@ -92,7 +89,7 @@ impl Client {
     }
 
     /// Fetches this client's tasks once and runs each.
-    async fn run_tasks(&self) {
+    pub(super) async fn run_tasks(&self) {
         let tasks = match self.inner.master.fetch_tasks(self.inner.id).await {
             Ok(t) => t,
             Err(e) => {
@@ -116,21 +113,5 @@ impl Client {
                 tracing::warn!(key = %task.key, error = %e, "cannot report a task");
             }
         }
-    }
-}
-
-/// Polls for tasks every ping period until the client stops or is dropped.
-pub(super) async fn task_loop(inner: Weak<Inner>, mut stop: watch::Receiver<bool>) {
-    let period = match inner.upgrade() {
-        Some(i) => i.config.ping_interval,
-        None => return,
-    };
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let Some(inner) = inner.upgrade() else { return };
-        Client { inner }.run_tasks().await;
     }
 }
