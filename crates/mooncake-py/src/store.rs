@@ -17,7 +17,7 @@ use std::sync::Arc;
 use mooncake_store::standalone::StandaloneClient;
 
 use crate::addr::{address, addresses, value};
-use crate::config::{store_config, store_config_for, PyReplicateConfig};
+use crate::config::{store_config_for, PyReplicateConfig};
 use crate::dummy;
 use crate::runtime::block;
 
@@ -30,6 +30,8 @@ pub(crate) struct Store {
     client: Mutex<Option<Client>>,
     /// Set by `setup_dummy`: every call goes to the node's store service instead.
     dummy: Mutex<Option<Arc<StandaloneClient>>>,
+    /// The file mappings behind `mount_segment`, by segment id.
+    mapped: Mutex<std::collections::HashMap<u128, memmap2::MmapMut>>,
 }
 
 /// Required argument of the positional `setup` form.
@@ -1192,6 +1194,104 @@ impl Store {
         Ok(out)
     }
 
+    // ---- extra segments (python-api-2.md §11) ----
+
+    /// Maps `[offset, offset+size)` of the file at `path` (offset page-aligned, the range
+    /// inside the file) and mounts it as a segment of this client:
+    /// `{'ret': 0, 'segment_ids': ['<hi>-<lo>']}`, or `ret` -1 with nothing mounted.
+    #[pyo3(signature = (path, size, offset=0, protocol=String::from("tcp"), location=String::new()))]
+    #[allow(unused_variables)]
+    fn mount_segment<'py>(
+        &self,
+        py: Python<'py>,
+        path: &str,
+        size: u64,
+        offset: u64,
+        protocol: String,
+        location: String,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        out.set_item("ret", -1)?;
+        out.set_item("segment_ids", Vec::<String>::new())?;
+        let Some(client) = self.client.lock().clone() else {
+            return Ok(out);
+        };
+        match self.map_and_mount(py, &client, path, size, offset) {
+            Ok(id) => {
+                out.set_item("ret", 0)?;
+                out.set_item("segment_ids", vec![dashed_id(id)])?;
+            }
+            Err(e) => tracing::warn!(path, size, offset, "mount_segment failed: {e}"),
+        }
+        Ok(out)
+    }
+
+    /// Allocates `size` bytes (rounded up to 16 MiB) and mounts them as a segment of this
+    /// client: `{'ret': 0, 'segment_ids': [...], 'allocated_size': n}`, or `ret` -1.
+    #[pyo3(signature = (size, protocol=String::from("tcp"), location=String::new()))]
+    #[allow(unused_variables)]
+    fn allocate_and_mount_segment<'py>(
+        &self,
+        py: Python<'py>,
+        size: u64,
+        protocol: String,
+        location: String,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        const SLAB: u64 = 16 << 20;
+        let out = PyDict::new(py);
+        out.set_item("ret", -1)?;
+        out.set_item("segment_ids", Vec::<String>::new())?;
+        out.set_item("allocated_size", 0)?;
+        let Some(client) = self.client.lock().clone() else {
+            return Ok(out);
+        };
+        let Some(rounded) = size.max(1).checked_next_multiple_of(SLAB) else {
+            return Ok(out);
+        };
+        if let Ok(id) = block(py, client.allocate_and_mount(rounded)) {
+            out.set_item("ret", 0)?;
+            out.set_item("segment_ids", vec![dashed_id(id.0)])?;
+            out.set_item("allocated_size", rounded)?;
+        }
+        Ok(out)
+    }
+
+    /// Unmounts segments from `mount_segment`: 0, or the first error (-1 for an id that
+    /// does not parse or that this client did not mount).
+    #[pyo3(signature = (segment_ids, grace_period_seconds=0))]
+    #[allow(unused_variables)]
+    fn unmount_segment(
+        &self,
+        py: Python<'_>,
+        segment_ids: Vec<String>,
+        grace_period_seconds: u64,
+    ) -> i32 {
+        self.unmount_extras(py, &segment_ids)
+    }
+
+    /// Unmounts segments from `allocate_and_mount_segment` and frees their memory.
+    #[pyo3(signature = (segment_ids, grace_period_seconds=0))]
+    #[allow(unused_variables)]
+    fn unmount_and_free_segment(
+        &self,
+        py: Python<'_>,
+        segment_ids: Vec<String>,
+        grace_period_seconds: u64,
+    ) -> i32 {
+        self.unmount_extras(py, &segment_ids)
+    }
+
+    /// This build has no local-disk (SSD offload) segment: 0 when set up, -1 otherwise.
+    #[pyo3(signature = (grace_period_seconds=0))]
+    #[allow(unused_variables)]
+    fn unmount_local_disk_segment(&self, grace_period_seconds: u64) -> i32 {
+        if self.client.lock().is_some() {
+            0
+        } else {
+            -1
+        }
+    }
+
     // ---- replica clear, regex removal, replica descriptors, copy and move tasks ----
 
     /// The keys (of `keys`) this client created that nobody holds a lease on, cleared: the
@@ -1292,6 +1392,11 @@ impl Store {
     }
 }
 
+/// A segment id as the wheel shows it: `<hi>-<lo>` in decimal.
+fn dashed_id(id: u128) -> String {
+    format!("{}-{}", (id >> 64) as u64, id as u64)
+}
+
 /// A task id as the wheel shows it: `(hi, lo)`.
 type PyTaskId = (u64, u64);
 
@@ -1307,6 +1412,86 @@ fn task_id_result(r: Result<TaskId, ErrorCode>) -> (PyTaskId, i32) {
 type PyReplica = (u64, u64, String, String);
 
 impl Store {
+    fn map_and_mount(
+        &self,
+        py: Python<'_>,
+        client: &Client,
+        path: &str,
+        size: u64,
+        offset: u64,
+    ) -> Result<u128, String> {
+        let page = 4096;
+        if size == 0 || !offset.is_multiple_of(page) {
+            return Err("size must be positive and offset page-aligned".into());
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| e.to_string())?;
+        let len = file.metadata().map_err(|e| e.to_string())?.len();
+        if offset.checked_add(size).is_none_or(|end| end > len) {
+            return Err(format!(
+                "[{offset}, {offset}+{size}) is not inside the file ({len} bytes)"
+            ));
+        }
+        let n = usize::try_from(size).map_err(|e| e.to_string())?;
+        // SAFETY: a shared mapping of a file the caller named for this purpose; it stays
+        // mapped (in `self.mapped`) until the segment is unmounted and unregistered.
+        let mut map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(offset)
+                .len(n)
+                .map_mut(&file)
+        }
+        .map_err(|e| e.to_string())?;
+        let addr = map.as_mut_ptr() as u64;
+        // SAFETY: the mapping above, kept alive until after `unregister`.
+        let memory = unsafe { mooncake_transfer_engine::ForeignMemory::new(addr, size) };
+        block(py, client.engine().register_memory(memory, "cpu:0")).map_err(|e| e.to_string())?;
+        match block(py, client.mount_registered(addr, size)) {
+            Ok(id) => {
+                self.mapped.lock().insert(id.0, map);
+                Ok(id.0)
+            }
+            Err(e) => {
+                let _ = block(py, client.engine().unregister(addr));
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn unmount_extras(&self, py: Python<'_>, ids: &[String]) -> i32 {
+        let Some(client) = self.client.lock().clone() else {
+            return -1;
+        };
+        let mut first = 0;
+        for raw in ids {
+            let parsed = raw
+                .split_once('-')
+                .and_then(|(hi, lo)| Some(TaskId::from_halves(hi.parse().ok()?, lo.parse().ok()?)));
+            let code = match parsed {
+                None => -1,
+                Some(id) => {
+                    match block(py, client.unmount_extra(mooncake_store::SegmentId(id.0))) {
+                        Ok(()) => {
+                            if let Some(map) = self.mapped.lock().remove(&id.0) {
+                                let _ = block(py, client.engine().unregister(map.as_ptr() as u64));
+                            }
+                            0
+                        }
+                        Err(ErrorCode::InvalidParams) => -1,
+                        Err(e) => e.code(),
+                    }
+                }
+            };
+            if first == 0 {
+                first = code;
+            }
+        }
+        first
+    }
+
     /// The ranged calls on sessions: per key the bytes moved, or a negative code.
     fn session_ranges(
         &self,

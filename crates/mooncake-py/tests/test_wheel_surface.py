@@ -250,3 +250,60 @@ def test_every_method_of_a_closed_store_returns_its_not_initialised_value(cluste
         assert t.batch_get_into_multi_buffer_ranges(["a"], [[1]], [[1]], [[0]]) == []
         assert t.batch_put_from_multi_buffer_ranges(["a"], [[1]], [[1]], [[0]]) == []
         assert t.get_into_ranges([4096], [["a"]], [[[0]]], [[[0]]], [[[1]]]) == [[[INVALID]]]
+        assert t.mount_segment("/nonexistent", MIB) == {"ret": -1, "segment_ids": []}
+        assert t.allocate_and_mount_segment(MIB) == {"ret": -1, "segment_ids": [],
+                                                     "allocated_size": 0}
+        assert t.unmount_segment(["1-2"]) == -1 and t.unmount_and_free_segment(["1-2"]) == -1
+        assert t.unmount_local_disk_segment() == -1
+
+
+def test_extra_segments_hold_objects_until_unmounted(cluster, tmp_path):
+    import urllib.request
+
+    def listed():
+        url = f"http://127.0.0.1:{cluster.metrics}/get_all_segments"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.read().decode()
+
+    s = cluster.store()  # a pure client: no setup-time segment
+    name = s.get_hostname()
+    path = tmp_path / "segment.bin"
+    path.write_bytes(b"\0" * (32 * MIB))
+    m = s.mount_segment(str(path), 16 * MIB, 4096)
+    assert m["ret"] == 0 and len(m["segment_ids"]) == 1
+    hi, lo = m["segment_ids"][0].split("-")
+    assert hi.isdigit() and lo.isdigit()
+    assert name in listed()
+    here = ReplicateConfig()
+    here.preferred_segment = name
+    assert s.put("extra-k", b"e" * 10_000, here) == 0
+    assert segments_of(s, "extra-k") == [name]
+    assert s.get("extra-k") == b"e" * 10_000
+    # The bytes are in the file, at the mapping's offset.
+    with open(path, "rb") as f:
+        assert b"e" * 10_000 in f.read()
+    # The master keeps a client that only mounted later alive (it pings from then on).
+    time.sleep(1.5)
+    assert s.get("extra-k") == b"e" * 10_000
+    assert s.unmount_segment(m["segment_ids"]) == 0
+    assert s.unmount_segment(m["segment_ids"]) == -1
+    assert s.is_exist("extra-k") == 0 and name not in listed()
+    assert s.mount_segment(str(path), 16 * MIB, 100)["ret"] == -1  # offset not page-aligned
+    assert s.mount_segment(str(path), 64 * MIB)["ret"] == -1  # beyond the file
+    assert s.mount_segment(str(tmp_path / "missing"), MIB) == {"ret": -1, "segment_ids": []}
+
+    a = s.allocate_and_mount_segment(MIB)
+    assert a["ret"] == 0 and a["allocated_size"] == 16 * MIB and len(a["segment_ids"]) == 1
+    assert s.put("extra-a", b"a" * 100, here) == 0 and s.get("extra-a") == b"a" * 100
+    assert s.unmount_and_free_segment(a["segment_ids"]) == 0
+    assert s.unmount_and_free_segment(a["segment_ids"]) == -1
+    assert s.unmount_segment(["garbage"]) == -1 and s.unmount_segment([]) == 0
+    assert s.unmount_local_disk_segment() == 0
+    # close() unmounts what is still mounted.
+    b = s.allocate_and_mount_segment(MIB)
+    assert b["ret"] == 0 and name in listed()
+    s.close()
+    assert name not in listed()
+    assert s.allocate_and_mount_segment(MIB) == {"ret": -1, "segment_ids": [],
+                                                 "allocated_size": 0}
+    assert s.unmount_segment(b["segment_ids"]) == -1 and s.unmount_local_disk_segment() == -1

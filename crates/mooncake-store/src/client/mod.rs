@@ -6,6 +6,7 @@
 //! a segment and keeps itself alive with a ping every second.
 
 mod durable;
+mod extra;
 mod locations;
 mod sessions;
 mod staging;
@@ -141,6 +142,11 @@ struct Inner {
     staging: Option<Arc<Staging>>,
     locations: Locations,
     sessions: sessions::Sessions,
+    /// Segments mounted after setup (`mount_segment`, `allocate_and_mount_segment`).
+    extras: parking_lot::Mutex<Vec<extra::Extra>>,
+    /// Whether the heartbeat and task polling run (from setup for a contributing client,
+    /// from its first extra segment otherwise).
+    loops: std::sync::atomic::AtomicBool,
     stop: watch::Sender<bool>,
 }
 
@@ -300,10 +306,16 @@ impl Client {
                 staging,
                 locations: Locations::default(),
                 sessions: sessions::Sessions::default(),
+                extras: parking_lot::Mutex::new(Vec::new()),
+                loops: std::sync::atomic::AtomicBool::new(false),
                 stop,
             }),
         };
         if client.inner.segment.is_some() {
+            client
+                .inner
+                .loops
+                .store(true, std::sync::atomic::Ordering::Release);
             let (weak, stop) = (Arc::downgrade(&client.inner), &client.inner.stop);
             tokio::spawn(every_period(weak.clone(), stop.subscribe(), ping));
             tokio::spawn(every_period(weak, stop.subscribe(), |inner| async move {
@@ -1354,6 +1366,7 @@ impl Client {
             .shutdown()
             .await
             .map_err(|e| map_transfer(&e));
+        self.unmount_extras().await;
         if let Some((seg, _)) = &self.inner.segment {
             self.inner
                 .master
@@ -1593,12 +1606,13 @@ async fn every_period<F, Fut>(
 async fn ping(inner: Arc<Inner>) {
     match inner.master.ping(inner.id).await {
         Ok(reply) if reply.status == ClientStatus::NeedRemount => {
-            if let Some((seg, _)) = &inner.segment {
-                tracing::info!(segment = %seg.name, "master asked for a remount");
-                let _ = inner
-                    .master
-                    .remount_segments(inner.id, vec![seg.clone()])
-                    .await;
+            let client = Client {
+                inner: inner.clone(),
+            };
+            let all = client.all_segments();
+            if !all.is_empty() {
+                tracing::info!(segments = all.len(), "master asked for a remount");
+                let _ = inner.master.remount_segments(inner.id, all).await;
             }
         }
         Ok(_) => {}
