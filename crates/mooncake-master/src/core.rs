@@ -1005,3 +1005,6 @@ impl MasterCore {
 #[cfg(test)]
 #[path = "core_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod features_tests;

@@ -1,0 +1,315 @@
+//! Scenario tests of replica clearing, copy/move tasks, drain jobs, soft-pin TTLs and
+//! excluded segments, on the sans-io core with manual instants.
+
+use std::time::{Duration, Instant};
+
+use mooncake_store::{
+    ClientId, ErrorCode, Pin, ReplicateConfig, Segment, SegmentId, TaskKind, TaskStatus,
+};
+
+use super::{JobStatus, MasterCore, SegmentStatus};
+use crate::MasterConfig;
+
+const MIB: u64 = 1 << 20;
+const OWNER_A: ClientId = ClientId(10);
+const OWNER_B: ClientId = ClientId(20);
+const WRITER: ClientId = ClientId(1);
+
+fn seg(id: u128, name: &str) -> Segment {
+    Segment {
+        id: SegmentId(id),
+        name: name.into(),
+        base: 0x1000_0000 * id as u64,
+        size: 64 * MIB,
+        te_endpoint: name.into(),
+        protocol: "tcp".into(),
+        host_id: "h".into(),
+        durable: false,
+    }
+}
+
+/// Segments `a:1` (owned by A) and `b:2` (owned by B).
+fn two_owners() -> (MasterCore, Instant) {
+    let mut c = MasterCore::new(MasterConfig::default(), 1);
+    let t = Instant::now();
+    c.remount_segments(OWNER_A, vec![seg(1, "a:1")], t).unwrap();
+    c.remount_segments(OWNER_B, vec![seg(2, "b:2")], t).unwrap();
+    (c, t)
+}
+
+fn on(segment: &str) -> ReplicateConfig {
+    ReplicateConfig {
+        preferred_segments: vec![segment.into()],
+        ..ReplicateConfig::default()
+    }
+}
+
+fn put_on(c: &mut MasterCore, key: &str, segment: &str, t: Instant) {
+    c.put_start(WRITER, key, 4096, &on(segment), t).unwrap();
+    c.put_end(WRITER, key, t).unwrap();
+}
+
+fn holders(c: &MasterCore, key: &str) -> Vec<String> {
+    let mut v: Vec<String> = c
+        .peek_replicas(key)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.segment_name)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn replica_clear_is_for_the_owner_of_unleased_complete_objects() {
+    let (mut c, t) = two_owners();
+    put_on(&mut c, "k1", "a:1", t);
+    put_on(&mut c, "k2", "a:1", t);
+    let keys = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert!(c
+        .batch_replica_clear(ClientId(99), &keys(&["k1"]), "", t)
+        .is_empty());
+    assert!(c.exist_key("k1", t), "a read grants a lease");
+    assert!(c
+        .batch_replica_clear(WRITER, &keys(&["k1"]), "", t)
+        .is_empty());
+    let later = t + Duration::from_secs(11);
+    assert!(c
+        .batch_replica_clear(WRITER, &keys(&["k1"]), "b:2", later)
+        .is_empty());
+    assert_eq!(
+        c.batch_replica_clear(WRITER, &keys(&["k1", "k1", "", "nope", "k2"]), "a:1", later),
+        keys(&["k1", "k2"])
+    );
+    assert!(!c.contains("k1") && !c.contains("k2"));
+    c.put_start(WRITER, "open", 10, &ReplicateConfig::default(), t)
+        .unwrap();
+    assert!(c
+        .batch_replica_clear(WRITER, &keys(&["open"]), "", later)
+        .is_empty());
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn copy_and_move_tasks_reserve_at_fetch_and_commit_at_finish() {
+    let (mut c, t) = two_owners();
+    put_on(&mut c, "k", "a:1", t);
+    let targets = vec!["b:2".to_owned()];
+    assert_eq!(
+        c.create_copy_task("k", &[], t, 1),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.create_copy_task("none", &targets, t, 1),
+        Err(ErrorCode::ObjectNotFound)
+    );
+    assert_eq!(
+        c.create_copy_task("k", &["x:9".to_owned()], t, 1),
+        Err(ErrorCode::InvalidParams)
+    );
+    let id = c.create_copy_task("k", &targets, t, 1000).unwrap();
+    let info = c.query_task(id).unwrap();
+    assert_eq!(
+        (info.kind, info.status, info.assigned_client),
+        (TaskKind::Copy, TaskStatus::Pending, OWNER_A)
+    );
+    assert!(
+        c.fetch_tasks(OWNER_B, t, 1001).is_empty(),
+        "only the source's owner executes"
+    );
+    let fetched = c.fetch_tasks(OWNER_A, t, 1001);
+    assert_eq!(fetched.len(), 1);
+    assert_eq!(fetched[0].targets[0].segment_name, "b:2");
+    assert_eq!(c.query_task(id).unwrap().status, TaskStatus::Processing);
+    c.check_invariants().unwrap();
+    assert_eq!(
+        c.finish_task(OWNER_B, id, true, "", t, 1002),
+        Err(ErrorCode::IllegalClient)
+    );
+    c.finish_task(OWNER_A, id, true, "", t, 1002).unwrap();
+    let done = c.query_task(id).unwrap();
+    assert_eq!(
+        (done.status, done.message.as_str()),
+        (TaskStatus::Success, "Task completed successfully")
+    );
+    assert_eq!((done.created_at_ms, done.updated_at_ms), (1000, 1002));
+    assert_eq!(holders(&c, "k"), ["a:1", "b:2"]);
+
+    put_on(&mut c, "m", "a:1", t);
+    assert_eq!(
+        c.create_move_task("m", "a:1", "a:1", t, 1),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.create_move_task("m", "b:2", "a:1", t, 1),
+        Err(ErrorCode::InvalidParams)
+    );
+    let mv = c.create_move_task("m", "a:1", "b:2", t, 1).unwrap();
+    c.fetch_tasks(OWNER_A, t, 2);
+    c.finish_task(OWNER_A, mv, true, "", t, 3).unwrap();
+    assert_eq!(holders(&c, "m"), ["b:2"]);
+    c.tick(t + Duration::from_secs(1));
+    c.check_invariants().unwrap();
+
+    // A failed copy frees its reservation; a copy of a removed object fails.
+    let f = c.create_copy_task("m", &["a:1".to_owned()], t, 1).unwrap();
+    assert_eq!(c.fetch_tasks(OWNER_B, t, 2).len(), 1);
+    c.finish_task(OWNER_B, f, false, "TRANSFER_FAIL", t, 3)
+        .unwrap();
+    assert_eq!(c.query_task(f).unwrap().status, TaskStatus::Failed);
+    let g = c.create_copy_task("m", &["a:1".to_owned()], t, 1).unwrap();
+    c.fetch_tasks(OWNER_B, t, 2);
+    c.remove("m", true, t).unwrap();
+    c.finish_task(OWNER_B, g, true, "", t, 3).unwrap();
+    assert_eq!(c.query_task(g).unwrap().status, TaskStatus::Failed);
+    assert_eq!(
+        c.query_task(mooncake_store::TaskId(12345)),
+        Err(ErrorCode::TaskNotFound)
+    );
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn tasks_that_nobody_executes_time_out() {
+    let (mut c, t) = two_owners();
+    put_on(&mut c, "k", "a:1", t);
+    let id = c.create_copy_task("k", &["b:2".to_owned()], t, 1).unwrap();
+    c.tick(t + Duration::from_secs(301));
+    let info = c.query_task(id).unwrap();
+    assert_eq!(
+        (info.status, info.message.as_str()),
+        (TaskStatus::Failed, "pending timeout")
+    );
+}
+
+#[test]
+fn a_drain_job_moves_everything_then_marks_its_segment_drained() {
+    let (mut c, t) = two_owners();
+    for i in 0..5 {
+        put_on(&mut c, &format!("k{i}"), "a:1", t);
+    }
+    let a = vec!["a:1".to_owned()];
+    assert_eq!(
+        c.create_drain_job(&[], &[], 4, 1),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.create_drain_job(&a, &a, 4, 1),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.create_drain_job(&a, &[], 0, 1),
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        c.create_drain_job(&["x:9".to_owned()], &[], 4, 1),
+        Err(ErrorCode::SegmentNotFound)
+    );
+    let job = c.create_drain_job(&a, &[], 2, 1).unwrap();
+    assert_eq!(c.segment_status("a:1"), Ok(SegmentStatus::Draining));
+    assert_eq!(
+        c.create_drain_job(&a, &[], 2, 1),
+        Err(ErrorCode::UnavailableInCurrentStatus)
+    );
+    // Rounds of: the master plans up to two moves, the owner executes them.
+    for round in 0..10 {
+        c.process_drain_jobs(t, 10 + round);
+        let tasks = c.fetch_tasks(OWNER_A, t, 10 + round);
+        assert!(tasks.len() <= 2);
+        for task in tasks {
+            c.finish_task(OWNER_A, task.id, true, "", t, 10 + round)
+                .unwrap();
+        }
+        c.check_invariants().unwrap();
+    }
+    let v = c.query_drain_job(job).unwrap();
+    assert_eq!(v.status, JobStatus::Succeeded, "{v:?}");
+    assert_eq!((v.succeeded_units, v.migrated_bytes), (5, 5 * 4096));
+    assert_eq!(c.segment_status("a:1"), Ok(SegmentStatus::Drained));
+    for i in 0..5 {
+        assert_eq!(holders(&c, &format!("k{i}")), ["b:2"]);
+    }
+    // Nothing new lands on a drained segment.
+    put_on(&mut c, "after", "a:1", t);
+    assert_eq!(holders(&c, "after"), ["b:2"]);
+    assert_eq!(
+        c.cancel_drain_job(job, 99),
+        Err(ErrorCode::UnavailableInCurrentStatus)
+    );
+}
+
+#[test]
+fn a_hard_pinned_object_blocks_a_drain_job_which_can_be_cancelled() {
+    let (mut c, t) = two_owners();
+    let pinned = ReplicateConfig {
+        pin: Pin::Hard,
+        ..on("a:1")
+    };
+    c.put_start(WRITER, "p", 4096, &pinned, t).unwrap();
+    c.put_end(WRITER, "p", t).unwrap();
+    let job = c.create_drain_job(&["a:1".to_owned()], &[], 4, 1).unwrap();
+    c.process_drain_jobs(t, 2);
+    let v = c.query_drain_job(job).unwrap();
+    assert_eq!(
+        (v.status, v.blocked_units, v.active_units),
+        (JobStatus::Running, 1, 0)
+    );
+    c.cancel_drain_job(job, 3).unwrap();
+    assert_eq!(
+        c.query_drain_job(job).unwrap().message,
+        "Drain job canceled"
+    );
+    assert_eq!(c.segment_status("a:1"), Ok(SegmentStatus::Ok));
+}
+
+#[test]
+fn soft_pin_ttls_and_excluded_segments() {
+    let (mut c, t) = two_owners();
+    let soft = |ms| ReplicateConfig {
+        pin: Pin::Soft,
+        soft_pin_ttl_ms: Some(ms),
+        ..ReplicateConfig::default()
+    };
+    assert_eq!(
+        c.put_start(WRITER, "x", 10, &soft(86_400_001), t),
+        Err(ErrorCode::InvalidParams)
+    );
+    let ttl_without_pin = ReplicateConfig {
+        soft_pin_ttl_ms: Some(5),
+        ..ReplicateConfig::default()
+    };
+    assert_eq!(
+        c.put_start(WRITER, "x", 10, &ttl_without_pin, t),
+        Err(ErrorCode::InvalidParams)
+    );
+    for (key, ms) in [("zero", 0), ("short", 5_000), ("max", 86_400_000)] {
+        c.put_start(WRITER, key, 10, &soft(ms), t).unwrap();
+        c.put_end(WRITER, key, t).unwrap();
+    }
+    assert_eq!(c.soft_pin_key_count(), 2, "a TTL of 0 is no pin");
+    // Excluded segments are never chosen, even when preferred.
+    for i in 0..10 {
+        let cfg = ReplicateConfig {
+            excluded_segments: vec!["a:1".into()],
+            ..on("a:1")
+        };
+        let key = format!("ex{i}");
+        c.put_start(WRITER, &key, 10, &cfg, t).unwrap();
+        c.put_end(WRITER, &key, t).unwrap();
+        assert_eq!(holders(&c, &key), ["b:2"]);
+    }
+    let nowhere = ReplicateConfig {
+        excluded_segments: vec!["a:1".into(), "b:2".into()],
+        ..ReplicateConfig::default()
+    };
+    assert_eq!(
+        c.put_start(WRITER, "none", 10, &nowhere, t),
+        Err(ErrorCode::NoAvailableHandle)
+    );
+    // A replica count far beyond the segments is best effort, not an abort.
+    let huge = ReplicateConfig {
+        replica_num: 1 << 40,
+        ..ReplicateConfig::default()
+    };
+    assert_eq!(c.put_start(WRITER, "huge", 10, &huge, t).unwrap().len(), 2);
+}
