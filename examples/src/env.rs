@@ -1,12 +1,15 @@
 //! Environment variables of the C++ engine, read in one place at the edge.
 
+use std::time::Duration;
+
 use mooncake_metadata::keys::KeySpace;
 use mooncake_transfer_engine::codec::ProtoVersion;
 use mooncake_transfer_engine::EngineConfig;
 
 /// An [`EngineConfig`] for `local_server_name`, with Mooncake's environment applied:
 /// `MC_TCP_BIND_ADDRESS` (advertised and bound host), `MC_METADATA_CLUSTER_ID` (key
-/// prefix) and `MC_TCP_PROTO=1` (speak v1 framing as initiator).
+/// prefix), `MC_TCP_PROTO=1` (speak v1 framing as initiator) and
+/// `MC_HANDSHAKE_CONNECT_TIMEOUT` (seconds to connect to a peer's handshake port).
 pub fn engine_config(local_server_name: &str) -> EngineConfig {
     let mut config = EngineConfig::new(local_server_name);
     if let Some(host) = var("MC_TCP_BIND_ADDRESS") {
@@ -18,9 +21,39 @@ pub fn engine_config(local_server_name: &str) -> EngineConfig {
     if var("MC_TCP_PROTO").as_deref() == Some("1") {
         config.max_proto_version = ProtoVersion::V1;
     }
+    if let Some(value) = var("MC_HANDSHAKE_CONNECT_TIMEOUT") {
+        match positive_seconds(&value) {
+            Some(timeout) => config.handshake_connect_timeout = timeout,
+            None => tracing::warn!(
+                %value,
+                "MC_HANDSHAKE_CONNECT_TIMEOUT is not a positive number of seconds; using {:?}",
+                config.handshake_connect_timeout
+            ),
+        }
+    }
     config
+}
+
+/// A positive whole number of seconds, as the C++ engine reads its timeouts.
+fn positive_seconds(value: &str) -> Option<Duration> {
+    let secs = value.trim().parse::<u64>().ok()?;
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_positive_whole_seconds() {
+        assert_eq!(positive_seconds("7"), Some(Duration::from_secs(7)));
+        assert_eq!(positive_seconds(" 2 "), Some(Duration::from_secs(2)));
+        for bad in ["0", "-1", "1.5", "5s", ""] {
+            assert_eq!(positive_seconds(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -10,6 +10,8 @@ mod addr;
 mod config;
 mod dummy;
 mod engine;
+mod jobs;
+mod notify;
 mod runtime;
 mod store;
 mod task;
@@ -44,6 +46,8 @@ fn _mooncake(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::Store>()?;
     m.add_class::<config::PyReplicateConfig>()?;
     m.add_class::<engine::Engine>()?;
+    m.add_class::<engine::InnerEngine>()?;
+    m.add_class::<notify::TransferNotify>()?;
     m.add_class::<task::QueryTaskResponse>()?;
     m.add_function(wrap_pyfunction!(run_master, m)?)?;
     m.add_function(wrap_pyfunction!(run_store_service, m)?)?;

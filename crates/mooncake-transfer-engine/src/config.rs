@@ -22,6 +22,12 @@ pub struct EngineConfig {
     pub republish_interval: Duration,
     /// Time to establish a data connection. Default 5 s.
     pub connect_timeout: Duration,
+    /// Time to connect to a peer's handshake (RPC) port for a probe or a notification
+    /// (`MC_HANDSHAKE_CONNECT_TIMEOUT`). Default 5 s.
+    pub handshake_connect_timeout: Duration,
+    /// Time to send a handshake request and read its reply once connected. Default 60 s,
+    /// the C++ client's receive timeout.
+    pub handshake_reply_timeout: Duration,
     /// Time for a status frame or payload progress (`MC_TCP_STATUS_TIMEOUT_SEC`). Default 30 s.
     pub io_timeout: Duration,
     /// Pipelined data connections ("lanes") per peer. Default 4, as the C++ engine; on
@@ -49,6 +55,8 @@ impl EngineConfig {
             key_space: KeySpace::default(),
             republish_interval: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            handshake_connect_timeout: Duration::from_secs(5),
+            handshake_reply_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(30),
             max_connections_per_peer: 4,
             slice_size: 4 << 20,

@@ -18,6 +18,7 @@ use crate::codec::{Opcode, ProtoVersion};
 use crate::descriptor::{timestamp, BufferDesc, RpcMeta, SegmentDescriptor};
 use crate::handshake::{self, HandshakeState, Notification};
 use crate::memory::{ForeignMemory, Region};
+use crate::peer_rpc::PeerDirectory;
 use crate::registry::BufferRegistry;
 use crate::tcp::{self, TcpClient, TcpClientConfig};
 use crate::{EngineConfig, TransferError};
@@ -158,6 +159,10 @@ struct Inner {
     data_addr: SocketAddr,
     rpc_addr: SocketAddr,
     handshake: Arc<HandshakeState>,
+    /// `P2PHANDSHAKE` mode: peers' names carry their handshake address.
+    p2p: bool,
+    /// Handshake addresses of peers, resolved by name.
+    peers: PeerDirectory,
     segments: RwLock<HashMap<u64, Arc<PeerSegment>>>,
     names: Mutex<HashMap<String, SegmentHandle>>,
     next_segment: AtomicU64,
@@ -284,6 +289,7 @@ impl TransferEngine {
         };
         let (data_addr, rpc_addr) = (local(&data_listener)?, local(&rpc_listener)?);
         let handshake = Arc::new(HandshakeState::new());
+        let p2p = metadata.is_none();
         let metadata = match metadata {
             Some(m) => m,
             None => {
@@ -313,6 +319,8 @@ impl TransferEngine {
             data_addr,
             rpc_addr,
             handshake,
+            p2p,
+            peers: PeerDirectory::default(),
             segments: RwLock::default(),
             names: Mutex::default(),
             next_segment: AtomicU64::new(1),
@@ -380,6 +388,25 @@ impl TransferEngine {
     /// The metadata store this engine publishes to.
     pub fn metadata(&self) -> &Arc<dyn MetadataStore> {
         &self.inner.metadata
+    }
+
+    /// Whether the engine runs in `P2PHANDSHAKE` mode (no central metadata store).
+    pub fn is_p2p(&self) -> bool {
+        self.inner.p2p
+    }
+
+    /// A number that identifies this engine in this process (the address of its shared
+    /// state): what the C++ wheel's `get_engine_ptr()` returns, an opaque handle.
+    pub fn instance_addr(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    pub(crate) fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn peers(&self) -> &PeerDirectory {
+        &self.inner.peers
     }
 
     /// Allocates `len` bytes of pre-faulted memory, registers it under `location` and
@@ -553,7 +580,7 @@ impl TransferEngine {
             .inner
             .registry
             .read()
-            .iter()
+            .iter_in_registration_order()
             .map(|e| BufferDesc {
                 addr: e.addr,
                 length: e.len,

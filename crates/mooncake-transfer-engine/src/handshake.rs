@@ -394,12 +394,31 @@ pub async fn serve_with(
     Ok(())
 }
 
+/// Deadlines of one client exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallTimeouts {
+    /// Time to establish the connection (the C++ client's `MC_HANDSHAKE_CONNECT_TIMEOUT`).
+    pub connect: Duration,
+    /// Time to write the request, and again to read the reply.
+    pub reply: Duration,
+}
+
+impl CallTimeouts {
+    /// The same deadline for every step.
+    pub fn uniform(limit: Duration) -> Self {
+        Self {
+            connect: limit,
+            reply: limit,
+        }
+    }
+}
+
 /// One client exchange: connect, send a frame, read the reply, check its type.
 async fn call(
     addr: SocketAddr,
     ty: FrameType,
     body: &[u8],
-    to: Duration,
+    to: CallTimeouts,
 ) -> Result<Vec<u8>, HandshakeError> {
     // Descriptors may be large; other replies are tiny.
     let max = if ty == FrameType::Metadata {
@@ -408,14 +427,33 @@ async fn call(
         DEFAULT_MAX_FRAME
     };
     let connect = async { TcpStream::connect(addr).await.map_err(io_err(Some(addr))) };
-    let mut s = timed(to, addr, "connect", connect).await?;
+    let mut s = timed(to.connect, addr, "connect", connect).await?;
     let _ = s.set_nodelay(true);
-    timed(to, addr, "request write", write_frame(&mut s, ty, body)).await?;
-    let (got, reply) = timed(to, addr, "reply read", read_frame(&mut s, max)).await?;
+    timed(
+        to.reply,
+        addr,
+        "request write",
+        write_frame(&mut s, ty, body),
+    )
+    .await?;
+    let (got, reply) = timed(to.reply, addr, "reply read", read_frame(&mut s, max)).await?;
     if got != ty {
         return Err(HandshakeError::UnexpectedType { expected: ty, got });
     }
     Ok(reply)
+}
+
+/// One client exchange whatever the reply says: sends a `ty` frame carrying `body` to
+/// `addr` and returns the reply's parsed JSON. A reply frame of another type is
+/// [`HandshakeError::UnexpectedType`]; a reply that is not JSON is
+/// [`HandshakeError::MalformedJson`].
+pub async fn exchange(
+    addr: SocketAddr,
+    ty: FrameType,
+    body: &[u8],
+    timeouts: CallTimeouts,
+) -> Result<Value, HandshakeError> {
+    parse_json(&call(addr, ty, body, timeouts).await?)
 }
 
 fn lossy_trimmed(bytes: &[u8]) -> String {
@@ -432,7 +470,13 @@ fn expect_success(reply: &[u8], key: &str) -> Result<(), HandshakeError> {
 
 /// Probes a peer's handshake port; succeeds on `{"status":"success"}`.
 pub async fn probe(addr: SocketAddr, timeout: Duration) -> Result<(), HandshakeError> {
-    let reply = call(addr, FrameType::Probe, b"{}", timeout).await?;
+    let reply = call(
+        addr,
+        FrameType::Probe,
+        b"{}",
+        CallTimeouts::uniform(timeout),
+    )
+    .await?;
     expect_success(&reply, "status")
 }
 
@@ -444,7 +488,8 @@ pub async fn notify(
     timeout: Duration,
 ) -> Result<(), HandshakeError> {
     let body = json!({"name": sender, "notify_msg": msg}).to_string();
-    let reply = call(addr, FrameType::Notify, body.as_bytes(), timeout).await?;
+    let to = CallTimeouts::uniform(timeout);
+    let reply = call(addr, FrameType::Notify, body.as_bytes(), to).await?;
     expect_success(&reply, "notify_msg")
 }
 
@@ -459,7 +504,7 @@ pub async fn fetch_metadata(
         addr,
         FrameType::Metadata,
         own_descriptor.as_bytes(),
-        timeout,
+        CallTimeouts::uniform(timeout),
     )
     .await?;
     // parse_json succeeding also guarantees valid UTF-8.

@@ -10,6 +10,9 @@
 //! - [`codec`]: the 24-byte request header and the status frame, sans-io;
 //! - [`descriptor`]: Mooncake's segment descriptor and `rpc_meta` JSON;
 //! - [`handshake`]: the RPC-port protocol (probe, notify, metadata, connection frames);
+//!   [`TransferEngine::send_probe`] and [`TransferEngine::send_notify`] call a peer's
+//!   RPC port by segment name ([`PeerRpcError`] carries the C++ engine's codes);
+//! - [`Topology`]: the local topology matrix (`get_local_topology()` in Python);
 //! - [`BufferRegistry`]: registered buffers and Mooncake's address validation.
 #![deny(unsafe_code)]
 
@@ -23,8 +26,10 @@ pub mod handshake;
 #[allow(unsafe_code)]
 mod memory;
 mod p2p;
+mod peer_rpc;
 mod registry;
 mod tcp;
+mod topology;
 
 pub use batch::{BatchId, TaskStatus, TransferStatus};
 pub use codec::Opcode;
@@ -32,4 +37,6 @@ pub use config::EngineConfig;
 pub use engine::{DirectRange, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
 pub use error::TransferError;
 pub use memory::{ForeignMemory, SharedMemory};
+pub use peer_rpc::{HandshakeAddr, PeerRpcError, DEFAULT_HANDSHAKE_PORT};
 pub use registry::{BufferRegistry, Entry};
+pub use topology::{Topology, TopologyEntry};

@@ -15,18 +15,22 @@ pub struct Entry<T> {
     pub location: String,
     /// The payload (the memory region in the engine).
     pub value: T,
+    /// Registration sequence number: the C++ engine publishes buffers in this order.
+    seq: u64,
 }
 
 /// Registered buffers keyed by start address. Buffers never overlap; adjacent ones may.
 #[derive(Debug, Clone)]
 pub struct BufferRegistry<T> {
     map: BTreeMap<u64, Entry<T>>,
+    next_seq: u64,
 }
 
 impl<T> Default for BufferRegistry<T> {
     fn default() -> Self {
         Self {
             map: BTreeMap::new(),
+            next_seq: 0,
         }
     }
 }
@@ -61,8 +65,10 @@ impl<T> BufferRegistry<T> {
                 len,
                 location: location.to_owned(),
                 value,
+                seq: self.next_seq,
             },
         );
+        self.next_seq += 1;
         Ok(())
     }
 
@@ -87,6 +93,14 @@ impl<T> BufferRegistry<T> {
         self.map.values()
     }
 
+    /// All buffers in the order they were registered, as the C++ engine lists them in
+    /// its descriptor (so its first buffer is the first one registered).
+    pub fn iter_in_registration_order(&self) -> impl Iterator<Item = &Entry<T>> {
+        let mut entries: Vec<&Entry<T>> = self.map.values().collect();
+        entries.sort_unstable_by_key(|e| e.seq);
+        entries.into_iter()
+    }
+
     /// Number of buffers.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -102,6 +116,20 @@ impl<T> BufferRegistry<T> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn registration_order_is_kept() {
+        let mut r = BufferRegistry::default();
+        for addr in [3000, 1000, 2000] {
+            r.insert(addr, 10, "*", ()).unwrap();
+        }
+        r.remove(1000);
+        r.insert(1000, 10, "*", ()).unwrap();
+        let order: Vec<u64> = r.iter_in_registration_order().map(|e| e.addr).collect();
+        assert_eq!(order, [3000, 2000, 1000]);
+        let by_addr: Vec<u64> = r.iter().map(|e| e.addr).collect();
+        assert_eq!(by_addr, [1000, 2000, 3000]);
+    }
 
     #[test]
     fn overlap_rules_match_mooncake() {
