@@ -198,6 +198,20 @@ class MooncakeDistributedStore(_NativeStore):
             return None
         return _capsule_new(id(self), _CAPSULE_NAME, None)
 
+    # The tensor helpers: Python functions of mooncake._tensor, bound here as methods.
+    # torch (and safetensors) are imported on the first call that needs them.
+    from mooncake._tensor import (  # noqa: E402
+        put_tensor, pub_tensor, upsert_tensor, upsert_pub_tensor, batch_put_tensor,
+        batch_pub_tensor, batch_upsert_tensor, batch_upsert_pub_tensor, put_tensor_from,
+        upsert_tensor_from, batch_put_tensor_from, batch_upsert_tensor_from, get_tensor,
+        batch_get_tensor, get_tensor_into, batch_get_tensor_into, get_tensor_into_cuda,
+        batch_get_tensor_into_cuda, put_tensor_with_tp, pub_tensor_with_tp,
+        put_tensor_with_tp_from, batch_put_tensor_with_tp, batch_pub_tensor_with_tp,
+        batch_put_tensor_with_tp_from, get_tensor_with_tp, get_tensor_with_tp_into,
+        batch_get_tensor_with_tp, batch_get_tensor_with_tp_into, save_tensor_to_safetensor,
+        load_tensor_from_safetensor,
+    )
+
 
 # The capsule keeps a pointer to its name, so the name lives as long as the module.
 _CAPSULE_NAME = b"mooncake.PyClient.shared_ptr"
