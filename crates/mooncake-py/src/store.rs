@@ -1317,6 +1317,9 @@ impl Store {
     /// the count, or a negative code (-600 for a pattern that does not compile).
     #[pyo3(signature = (regex_pattern, force=false))]
     fn remove_by_regex(&self, py: Python<'_>, regex_pattern: &str, force: bool) -> i64 {
+        if let Some(d) = self.dummy() {
+            return block(py, d.remove_by_regex(regex_pattern, force));
+        }
         match self.client() {
             Ok(c) => size_code(block(py, c.remove_by_regex(regex_pattern, force))),
             Err(e) => e.code().into(),
@@ -1325,6 +1328,9 @@ impl Store {
 
     /// Queues a copy of `key` to the `targets` segments: `((hi, lo), 0)` or `((0, 0), code)`.
     fn create_copy_task(&self, py: Python<'_>, key: &str, targets: Vec<String>) -> (PyTaskId, i32) {
+        if let Some(d) = self.dummy() {
+            return task_id_result(block(py, d.create_copy_task(key, &targets)));
+        }
         match self.client() {
             Ok(c) => task_id_result(block(py, c.create_copy_task(key, &targets))),
             Err(e) => ((0, 0), e.code()),
@@ -1339,6 +1345,9 @@ impl Store {
         source: &str,
         target: &str,
     ) -> (PyTaskId, i32) {
+        if let Some(d) = self.dummy() {
+            return task_id_result(block(py, d.create_move_task(key, source, target)));
+        }
         match self.client() {
             Ok(c) => task_id_result(block(py, c.create_move_task(key, source, target))),
             Err(e) => ((0, 0), e.code()),
@@ -1352,6 +1361,12 @@ impl Store {
         task_id: Bound<'_, PyAny>,
     ) -> PyResult<(Option<crate::task::QueryTaskResponse>, i32)> {
         let id = crate::task::task_id_arg(&task_id)?;
+        if let Some(d) = self.dummy() {
+            return Ok(match block(py, d.query_task(id)) {
+                Ok(info) => (Some(info.into()), 0),
+                Err(e) => (None, e.code()),
+            });
+        }
         Ok(match self.client() {
             Ok(c) => match block(py, c.query_task(id)) {
                 Ok(info) => (Some(info.into()), 0),

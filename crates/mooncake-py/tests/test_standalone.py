@@ -112,3 +112,34 @@ def test_dummy_data_survives_a_durable_store_service_restart():
         for p in (path, path + ".mooncake.json"):
             if os.path.exists(p):
                 os.remove(p)
+
+
+def test_task_calls_are_forwarded_to_the_store_service(cluster):
+    # A second segment to copy to; the copy is executed by the node's store service, which
+    # owns the segment the key lives on.
+    other = cluster.add_service(segment="64MB")
+    address = f"127.0.0.1:{cluster.service.port}"
+    out = run_dummy(address, f"""
+        import time
+        from mooncake.store import ReplicateConfig, TaskStatus
+        here = ReplicateConfig()
+        here.preferred_segment = s.get_hostname()
+        assert s.put("dummy-task", b"t" * 1000, here) == 0
+        tid, rc = s.create_copy_task("dummy-task", [{other.segment!r}])
+        assert rc == 0 and tid != (0, 0), (tid, rc)
+        for _ in range(100):
+            resp, rc = s.query_task(tid)
+            if resp.status in (TaskStatus.SUCCESS, TaskStatus.FAILED):
+                break
+            time.sleep(0.1)
+        print("status", resp.status.name, resp.id == tid)
+        print("missing", s.create_copy_task("dummy-none", [{other.segment!r}])[1])
+        print("move same", s.create_move_task("dummy-task", "a:1", "a:1")[1])
+        print("query unknown", s.query_task((0, 0)))
+        print("regex", s.remove_by_regex("^dummy-task$", True))
+        print("clear", s.batch_replica_clear(["x"]))
+    """)
+    assert "status SUCCESS True" in out, out
+    assert "missing -704" in out and "move same -600" in out
+    assert "query unknown (None, -1400)" in out and "regex 1" in out and "clear []" in out
+    other.stop()

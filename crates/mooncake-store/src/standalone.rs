@@ -26,6 +26,7 @@ use tokio::net::UnixListener;
 use crate::conn::{Conn, Sock};
 
 use crate::allocator::{AllocHandle, OffsetAllocator};
+use crate::task::{TaskId, TaskInfo, TaskKind, TaskStatus};
 use crate::types::{Pin, ReplicateConfig};
 use crate::{Client, ErrorCode};
 
@@ -116,6 +117,23 @@ pub(crate) enum Request {
     RemoveAll {
         force: bool,
     },
+    RemoveByRegex {
+        pattern: String,
+        force: bool,
+    },
+    CreateCopyTask {
+        key: String,
+        targets: Vec<String>,
+    },
+    CreateMoveTask {
+        key: String,
+        source: String,
+        target: String,
+    },
+    QueryTask {
+        id_hi: u64,
+        id_lo: u64,
+    },
     Hostname,
 }
 
@@ -132,6 +150,72 @@ async fn read_frame(s: &Conn) -> std::io::Result<bytes::Bytes> {
 
 async fn write_frame(s: &Conn, body: &[u8]) -> std::io::Result<()> {
     s.write_frame(body).await
+}
+
+/// A task id answer: `[0, hi, lo]` (u64 halves carried bit for bit) or `[code]`.
+fn task_reply(r: Result<TaskId, ErrorCode>) -> Reply {
+    let codes = match r {
+        Ok(id) => {
+            let (hi, lo) = id.halves();
+            vec![0, hi as i64, lo as i64]
+        }
+        Err(e) => vec![e.code().into()],
+    };
+    Reply {
+        codes,
+        text: String::new(),
+    }
+}
+
+fn task_id_of(r: Reply) -> Result<TaskId, ErrorCode> {
+    match r.codes.as_slice() {
+        [0, hi, lo] => Ok(TaskId::from_halves(*hi as u64, *lo as u64)),
+        [c, ..] if *c != 0 => Err(ErrorCode::from_code(*c as i32)),
+        _ => Err(ErrorCode::RpcFail),
+    }
+}
+
+/// A task's numbers, each u64 carried bit for bit in an i64.
+fn encode_task(t: &TaskInfo) -> Vec<i64> {
+    let (hi, lo) = t.id.halves();
+    let c = t.assigned_client.0;
+    [
+        0,
+        hi,
+        lo,
+        t.kind as u64,
+        t.status as u64,
+        t.created_at_ms,
+        t.updated_at_ms,
+        (c >> 64) as u64,
+        c as u64,
+    ]
+    .iter()
+    .map(|v| *v as i64)
+    .collect()
+}
+
+fn decode_task(codes: &[i64], message: String) -> Result<TaskInfo, ErrorCode> {
+    let v: Vec<u64> = codes.iter().map(|c| *c as u64).collect();
+    match v.as_slice() {
+        [0, hi, lo, kind, status, created, updated, c_hi, c_lo] => Ok(TaskInfo {
+            id: TaskId::from_halves(*hi, *lo),
+            kind: if *kind == 1 {
+                TaskKind::Move
+            } else {
+                TaskKind::Copy
+            },
+            status: TaskStatus::from_code(*status as i32),
+            created_at_ms: *created,
+            updated_at_ms: *updated,
+            assigned_client: crate::ClientId((u128::from(*c_hi) << 64) | u128::from(*c_lo)),
+            message,
+        }),
+        _ => Err(codes
+            .first()
+            .filter(|c| **c != 0)
+            .map_or(ErrorCode::RpcFail, |c| ErrorCode::from_code(*c as i32))),
+    }
 }
 
 fn code<T>(r: &Result<T, ErrorCode>, ok: impl Fn(&T) -> i64) -> i64 {
@@ -298,6 +382,31 @@ async fn handle(client: &Client, base: u64, size: u64, req: Request) -> Reply {
             .collect(),
         Request::RemoveAll { force } => {
             vec![code(&client.remove_all(force).await, |n| *n as i64)]
+        }
+        Request::RemoveByRegex { pattern, force } => {
+            vec![code(&client.remove_by_regex(&pattern, force).await, |n| {
+                *n as i64
+            })]
+        }
+        Request::CreateCopyTask { key, targets } => {
+            return task_reply(client.create_copy_task(&key, &targets).await)
+        }
+        Request::CreateMoveTask {
+            key,
+            source,
+            target,
+        } => return task_reply(client.create_move_task(&key, &source, &target).await),
+        Request::QueryTask { id_hi, id_lo } => {
+            return match client.query_task(TaskId::from_halves(id_hi, id_lo)).await {
+                Ok(t) => Reply {
+                    codes: encode_task(&t),
+                    text: t.message,
+                },
+                Err(e) => Reply {
+                    codes: vec![e.code().into()],
+                    text: String::new(),
+                },
+            }
         }
         Request::Hostname => {
             return Reply {
@@ -609,6 +718,45 @@ impl StandaloneClient {
         self.codes(r, 1)[0]
     }
 
+    /// Count or code.
+    pub async fn remove_by_regex(&self, pattern: &str, force: bool) -> i64 {
+        let pattern = pattern.to_owned();
+        let r = self.call(&Request::RemoveByRegex { pattern, force }).await;
+        self.codes(r, 1)[0]
+    }
+
+    /// The store service's client queues a copy task.
+    pub async fn create_copy_task(
+        &self,
+        key: &str,
+        targets: &[String],
+    ) -> Result<TaskId, ErrorCode> {
+        let (key, targets) = (key.to_owned(), targets.to_vec());
+        task_id_of(self.call(&Request::CreateCopyTask { key, targets }).await)
+    }
+
+    /// The store service's client queues a move task.
+    pub async fn create_move_task(
+        &self,
+        key: &str,
+        source: &str,
+        target: &str,
+    ) -> Result<TaskId, ErrorCode> {
+        let req = Request::CreateMoveTask {
+            key: key.to_owned(),
+            source: source.to_owned(),
+            target: target.to_owned(),
+        };
+        task_id_of(self.call(&req).await)
+    }
+
+    /// A task's state, through the store service.
+    pub async fn query_task(&self, id: TaskId) -> Result<TaskInfo, ErrorCode> {
+        let (id_hi, id_lo) = id.halves();
+        let r = self.call(&Request::QueryTask { id_hi, id_lo }).await;
+        decode_task(&r.codes, r.text)
+    }
+
     /// Whether the store service answers.
     pub async fn healthy(&self) -> bool {
         !self.call(&Request::Hostname).await.text.is_empty()
@@ -627,6 +775,30 @@ mod tests {
         );
         assert_eq!(addresses(0x1000, 100, &[(95, 10)]), None);
         assert_eq!(addresses(0x1000, 100, &[(u64::MAX, 2)]), None);
+    }
+
+    #[test]
+    fn tasks_survive_the_wire_bit_for_bit() {
+        let t = TaskInfo {
+            id: TaskId::from_halves(u64::MAX, 7),
+            kind: TaskKind::Move,
+            status: TaskStatus::Success,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            assigned_client: crate::ClientId(u128::MAX - 5),
+            message: "done".into(),
+        };
+        assert_eq!(decode_task(&encode_task(&t), "done".into()), Ok(t));
+        assert_eq!(
+            decode_task(&[-1400], String::new()),
+            Err(ErrorCode::TaskNotFound)
+        );
+        let r = task_reply(Ok(TaskId::from_halves(u64::MAX, 1)));
+        assert_eq!(task_id_of(r), Ok(TaskId::from_halves(u64::MAX, 1)));
+        assert_eq!(
+            task_id_of(task_reply(Err(ErrorCode::ObjectNotFound))),
+            Err(ErrorCode::ObjectNotFound)
+        );
     }
 
     #[test]
