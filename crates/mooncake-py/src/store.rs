@@ -1151,17 +1151,25 @@ impl Store {
             })
             .collect();
         let n = ptrs.len();
-        let Some(client) = self.client.lock().clone() else {
-            return Ok(out);
+        // In standalone mode the buffers are in the shared pool and the node's store
+        // service reads into it; otherwise they must be registered with this engine.
+        let dummy = self.dummy();
+        let client = self.client.lock().clone();
+        let capacity = |ptr: u64| match (&dummy, &client) {
+            (Some(d), _) => d.offset_of(ptr, 1).map(|off| d.pool_len() - off),
+            (None, Some(c)) => c.engine().registered_capacity(ptr),
+            (None, None) => None,
         };
-        if [all_keys.len(), dst.len(), src.len(), sizes.len()] != [n; 4] {
+        if (dummy.is_none() && client.is_none())
+            || [all_keys.len(), dst.len(), src.len(), sizes.len()] != [n; 4]
+        {
             return Ok(out);
         }
         let mut items = Vec::new();
         let mut slots = Vec::new();
         for i in 0..n {
             let nk = all_keys[i].len();
-            let Some(cap) = client.engine().registered_capacity(ptrs[i]) else {
+            let Some(cap) = capacity(ptrs[i]) else {
                 continue;
             };
             if ptrs[i] == 0 || [dst[i].len(), src[i].len(), sizes[i].len()] != [nk; 3] {
@@ -1182,7 +1190,23 @@ impl Store {
                 items.push((all_keys[i][j].clone(), frags));
             }
         }
-        let results = block(py, client.read_ranges(&items));
+        let results = match (&dummy, &client) {
+            (Some(d), _) => {
+                let in_pool = items
+                    .into_iter()
+                    .map(|(k, frags)| {
+                        let frags = frags
+                            .into_iter()
+                            .map(|(a, len, src)| (d.offset_of(a, 0).unwrap_or(u64::MAX), len, src))
+                            .collect();
+                        (k, frags)
+                    })
+                    .collect();
+                block(py, d.read_ranges(in_pool))
+            }
+            (None, Some(c)) => block(py, c.read_ranges(&items)),
+            (None, None) => Vec::new(),
+        };
         let mut it = slots.into_iter();
         for row in results {
             for r in row {

@@ -143,3 +143,25 @@ def test_task_calls_are_forwarded_to_the_store_service(cluster):
     assert "missing -704" in out and "move same -600" in out
     assert "query unknown (None, -1400)" in out and "regex 1" in out and "clear []" in out
     other.stop()
+
+
+def test_get_into_ranges_reads_into_the_shared_pool(cluster):
+    address = f"127.0.0.1:{cluster.service.port}"
+    out = run_dummy(address, """
+        data = bytes(range(256)) * 16
+        assert s.put("dummy-ranges", data) == 0
+        buf = s.alloc_from_mem_pool(1 << 16)
+        r = s.get_into_ranges([buf], [["dummy-ranges", "dummy-none"]],
+                              [[[0, 100], [200]]], [[[10, 4000], [0]]], [[[50, 96], [5]]])
+        print("r", r)
+        print("bytes", ctypes.string_at(buf, 50) == data[10:60],
+              ctypes.string_at(buf + 100, 96) == data[4000:4096])
+        outside = ctypes.create_string_buffer(64)
+        print("outside", s.get_into_ranges([ctypes.addressof(outside)], [["dummy-ranges"]],
+                                           [[[0]]], [[[0]]], [[[8]]]))
+        print("beyond", s.get_into_ranges([buf], [["dummy-ranges"]], [[[0]]], [[[4090]]],
+                                          [[[10]]]))
+    """)
+    assert "r [[[50, 96], [-704]]]" in out, out
+    assert "bytes True True" in out and "outside [[[-600]]]" in out
+    assert "beyond [[[-600]]]" in out

@@ -121,6 +121,10 @@ pub(crate) enum Request {
         pattern: String,
         force: bool,
     },
+    /// `get_into_ranges`: per key, `(pool offset, len, object offset)` fragments.
+    ReadRanges {
+        items: Vec<(String, Vec<crate::Fragment>)>,
+    },
     CreateCopyTask {
         key: String,
         targets: Vec<String>,
@@ -382,6 +386,29 @@ async fn handle(client: &Client, base: u64, size: u64, req: Request) -> Reply {
             .collect(),
         Request::RemoveAll { force } => {
             vec![code(&client.remove_all(force).await, |n| *n as i64)]
+        }
+        Request::ReadRanges { items } => {
+            // Fragments outside the pool are refused here; the rest are read into the
+            // pool's mapping in this process. One code per fragment, flattened.
+            let mut valid = Vec::with_capacity(items.len());
+            let mut spots = Vec::new();
+            let mut out = Vec::new();
+            for (k, frags) in items {
+                let mut ok = Vec::with_capacity(frags.len());
+                for (off, len, src) in frags {
+                    if let Some(a) = addresses(base, size, &[(off, len)]) {
+                        ok.push((a[0].0, len, src));
+                        spots.push(out.len());
+                    }
+                    out.push(invalid);
+                }
+                valid.push((k, ok));
+            }
+            let read = client.read_ranges(&valid).await;
+            for (spot, r) in spots.into_iter().zip(read.into_iter().flatten()) {
+                out[spot] = r;
+            }
+            out
         }
         Request::RemoveByRegex { pattern, force } => {
             vec![code(&client.remove_by_regex(&pattern, force).await, |n| {
@@ -716,6 +743,25 @@ impl StandaloneClient {
     pub async fn remove_all(&self, force: bool) -> i64 {
         let r = self.call(&Request::RemoveAll { force }).await;
         self.codes(r, 1)[0]
+    }
+
+    /// Bytes of the shared pool (staging excluded).
+    pub fn pool_len(&self) -> u64 {
+        self.pool.len()
+    }
+
+    /// `get_into_ranges` through the store service: fragments are `(pool offset, len,
+    /// object offset)`; per key, per fragment, the length read or a code.
+    pub async fn read_ranges(&self, items: Vec<(String, Vec<crate::Fragment>)>) -> Vec<Vec<i64>> {
+        let shape: Vec<usize> = items.iter().map(|(_, f)| f.len()).collect();
+        let total: usize = shape.iter().sum();
+        let r = self.call(&Request::ReadRanges { items }).await;
+        let flat = self.codes(r, total);
+        let mut it = flat.into_iter();
+        shape
+            .into_iter()
+            .map(|n| it.by_ref().take(n).collect())
+            .collect()
     }
 
     /// Count or code.
