@@ -48,18 +48,6 @@ fn text(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
 }
 
-/// Mooncake's upper-case name of an error code.
-fn code_name(e: ErrorCode) -> &'static str {
-    match e {
-        ErrorCode::InvalidParams => "INVALID_PARAMS",
-        ErrorCode::SegmentNotFound => "SEGMENT_NOT_FOUND",
-        ErrorCode::UnavailableInCurrentStatus => "UNAVAILABLE_IN_CURRENT_STATUS",
-        ErrorCode::JobNotFound => "JOB_NOT_FOUND",
-        ErrorCode::UnavailableInCurrentMode => "UNAVAILABLE_IN_CURRENT_MODE",
-        _ => "INTERNAL_ERROR",
-    }
-}
-
 fn error(e: ErrorCode, message: Option<&str>) -> Response {
     let status = match e {
         ErrorCode::InvalidParams => StatusCode::BAD_REQUEST,
@@ -73,7 +61,7 @@ fn error(e: ErrorCode, message: Option<&str>) -> Response {
         format!(
             "{{\"success\":false,\"error_code\":{},\"error_message\":{}}}",
             e.code(),
-            text(message.unwrap_or(code_name(e)))
+            text(message.unwrap_or(e.name()))
         ),
     )
 }
@@ -83,14 +71,16 @@ fn dashed(id: TaskId) -> String {
     format!("{hi}-{lo}")
 }
 
-/// `<u64>-<u64>`, read leniently (each side up to the first `-`).
+/// `<u64>-<u64>`, read leniently as `stoull` reads each side of the first `-`: leading
+/// blanks skipped, digits up to the first non-digit.
 fn job_id(params: &HashMap<String, String>) -> Option<TaskId> {
-    let raw = params.get("job_id")?;
-    let (hi, lo) = raw.split_once('-')?;
-    Some(TaskId::from_halves(
-        hi.trim().parse().ok()?,
-        lo.trim().parse().ok()?,
-    ))
+    fn stoull(s: &str) -> Option<u64> {
+        let s = s.trim_start();
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s[..end].parse().ok()
+    }
+    let (hi, lo) = params.get("job_id")?.split_once('-')?;
+    Some(TaskId::from_halves(stoull(hi)?, stoull(lo)?))
 }
 
 fn job_status(id: TaskId, status: &str) -> String {
@@ -223,7 +213,7 @@ mod tests {
     fn job_ids_are_read_leniently_and_written_as_two_decimals() {
         let p = |v: &str| HashMap::from([("job_id".to_owned(), v.to_owned())]);
         assert_eq!(job_id(&p("1-2")), Some(TaskId::from_halves(1, 2)));
-        assert_eq!(job_id(&p(" 7 - 8")), Some(TaskId::from_halves(7, 8)));
+        assert_eq!(job_id(&p(" 7- 8x")), Some(TaskId::from_halves(7, 8)));
         assert_eq!(job_id(&p("x")), None);
         assert_eq!(job_id(&p("1")), None);
         assert_eq!(job_id(&HashMap::new()), None);

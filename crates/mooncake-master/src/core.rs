@@ -355,6 +355,7 @@ impl MasterCore {
             c.segments.retain(|s| *s != id);
         }
         self.delayed_frees.retain(|(_, s, _)| *s != id);
+        self.tasks.forget_segment(id);
         // Copies off this segment that were never committed: free their new ranges; copies
         // onto it vanish with it.
         let abandoned: Vec<Slot> = self
@@ -586,7 +587,9 @@ impl MasterCore {
         let mut slots = self.place(client, size, config);
         while slots.is_empty() {
             // Evict synchronously before failing: a put fails only when nothing is evictable.
-            if self.evict(size, now) == 0 {
+            // Only when some segment the put may use could hold it at all: evicting cannot
+            // help a put that every usable segment is too small for (or that has none).
+            if !self.placeable(size, config) || self.evict(size, now) == 0 {
                 return Err(ErrorCode::NoAvailableHandle);
             }
             slots = self.place(client, size, config);
@@ -617,6 +620,17 @@ impl MasterCore {
             },
         );
         Ok(descriptors)
+    }
+
+    /// Whether a segment the put may use is large enough for `size` (free or not).
+    fn placeable(&self, size: u64, config: &ReplicateConfig) -> bool {
+        self.segments.values().any(|m| {
+            !m.draining
+                && !m.drained
+                && m.detached_until.is_none()
+                && !config.excluded_segments.contains(&m.segment.name)
+                && m.segment.size >= size
+        })
     }
 
     /// Picks segments and allocates one range on each distinct segment name.

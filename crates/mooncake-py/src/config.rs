@@ -262,7 +262,9 @@ impl PyReplicateConfig {
             self.replica_num,
             self.nof_replica_num,
             self.dfs_replica_num,
-            SOFT_PIN_ACTIONS[usize::from(self.soft_pin_action)],
+            SOFT_PIN_ACTIONS
+                .get(usize::from(self.soft_pin_action))
+                .unwrap_or(&"UNKNOWN"),
             self.soft_pin_ttl_ms
                 .map_or_else(|| "default".to_owned(), |t| t.to_string()),
             u8::from(self.with_hard_pin),
@@ -278,7 +280,9 @@ impl PyReplicateConfig {
             ", preferred_nof_segments: {}, prefer_alloc_in_same_node: {}, data_type: {}",
             list(&self.preferred_nof_segments),
             u8::from(self.prefer_alloc_in_same_node),
-            DATA_TYPES[usize::from(self.data_type)],
+            DATA_TYPES
+                .get(usize::from(self.data_type))
+                .unwrap_or(&"UNKNOWN"),
         );
         if let Some(g) = &self.group_ids {
             s += &format!(", group_ids: {}", list(g));

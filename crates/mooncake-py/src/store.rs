@@ -131,14 +131,19 @@ fn setup_code(e: &SetupError, explicit_port: bool) -> i32 {
 /// Dropping the last reference (`del store`, garbage collection, interpreter exit) tears
 /// the client down as `close()` does: its segment is drained and unmounted at once, so no
 /// other client's put is placed on memory that is about to disappear (`python-api-2.md`
-/// §12). The GIL stays held, as in the C++ wheel's destructor.
+/// §12). Other Python threads keep running meanwhile (the GIL is released for the drain),
+/// except while the interpreter shuts down, when the GIL stays held.
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Some(client) = self.client.get_mut().take() {
-            if let Err(e) = crate::runtime::runtime().block_on(client.close()) {
-                tracing::warn!("closing a dropped store failed: {e}");
-            }
+        let Some(client) = self.client.get_mut().take() else {
+            return;
+        };
+        let closed = Python::try_attach(|py| block(py, client.close()))
+            .unwrap_or_else(|| crate::runtime::runtime().block_on(client.close()));
+        if let Err(e) = closed {
+            tracing::warn!("closing a dropped store failed: {e}");
         }
+        self.mapped.get_mut().clear();
     }
 }
 
@@ -161,11 +166,17 @@ impl Store {
         if let Some(old) = old {
             tracing::info!("setup() called again; closing the previous client first");
             let _ = block(py, old.close());
+            self.mapped.lock().clear();
         }
         let explicit = config.local_hostname.contains(':');
         match block(py, Client::setup(config)) {
             Ok(c) => {
-                *self.client.lock() = Some(c);
+                // Another thread's setup may have finished meanwhile: the last one wins
+                // and the one it replaces is closed, never leaked.
+                let replaced = self.client.lock().replace(c);
+                if let Some(replaced) = replaced {
+                    let _ = block(py, replaced.close());
+                }
                 0
             }
             Err(e) => {
@@ -509,7 +520,9 @@ impl Store {
         let Some(client) = self.client.lock().take() else {
             return 0;
         };
-        to_code(&block(py, client.close()))
+        let closed = to_code(&block(py, client.close()));
+        self.mapped.lock().clear();
+        closed
     }
 
     /// 0 healthy, 1 not set up or closed, 2 master unreachable.
@@ -1030,7 +1043,10 @@ impl Store {
         if self.dummy().is_some() {
             return vec![INVALID; keys.len()];
         }
-        match self.client.lock().clone() {
+        // Bound first: a guard in the match scrutinee would be held across `block`,
+        // which releases the GIL (another thread could then wait on the lock with it).
+        let client = self.client.lock().clone();
+        match client {
             Some(c) => block(py, c.batch_get_session_start(&keys)),
             None => Vec::new(),
         }
@@ -1041,7 +1057,10 @@ impl Store {
         if self.dummy().is_some() {
             return INVALID;
         }
-        match self.client.lock().clone() {
+        // Bound first: a guard in the match scrutinee would be held across `block`,
+        // which releases the GIL (another thread could then wait on the lock with it).
+        let client = self.client.lock().clone();
+        match client {
             Some(c) => {
                 c.batch_get_session_end(&keys);
                 0
@@ -1514,7 +1533,8 @@ impl Store {
                 Some(id) => {
                     match block(py, client.unmount_extra(mooncake_store::SegmentId(id.0))) {
                         Ok(()) => {
-                            if let Some(map) = self.mapped.lock().remove(&id.0) {
+                            let map = self.mapped.lock().remove(&id.0);
+                            if let Some(map) = map {
                                 let _ = block(py, client.engine().unregister(map.as_ptr() as u64));
                             }
                             0
@@ -1584,7 +1604,10 @@ impl Store {
         if self.dummy().is_some() {
             return vec![INVALID; keys.len()];
         }
-        match self.client.lock().clone() {
+        // Bound first: a guard in the match scrutinee would be held across `block`,
+        // which releases the GIL (another thread could then wait on the lock with it).
+        let client = self.client.lock().clone();
+        match client {
             Some(c) => block(py, c.batch_put_session_finish(&keys, commit)),
             None => Vec::new(),
         }
@@ -1624,7 +1647,12 @@ impl Store {
 /// Whether every part is empty (also true for no parts).
 fn parts_empty(parts: &[Bound<'_, PyAny>]) -> PyResult<bool> {
     for p in parts {
-        if !value(p)?.as_ref().is_empty() {
+        // `len()` of bytes-like objects, without copying them; anything else is converted.
+        let empty = match p.len() {
+            Ok(n) => n == 0,
+            Err(_) => value(p)?.as_ref().is_empty(),
+        };
+        if !empty {
             return Ok(false);
         }
     }

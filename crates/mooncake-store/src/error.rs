@@ -109,6 +109,45 @@ impl ErrorCode {
         self as i32
     }
 
+    /// Mooncake's upper-case name (`toString(ErrorCode)`), e.g. `OBJECT_NOT_FOUND`.
+    pub fn name(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InternalError => "INTERNAL_ERROR",
+            BufferOverflow => "BUFFER_OVERFLOW",
+            SegmentNotFound => "SEGMENT_NOT_FOUND",
+            SegmentAlreadyExists => "SEGMENT_ALREADY_EXISTS",
+            ClientNotFound => "CLIENT_NOT_FOUND",
+            NoAvailableHandle => "NO_AVAILABLE_HANDLE",
+            InvalidVersion => "INVALID_VERSION",
+            InvalidKey => "INVALID_KEY",
+            WriteFail => "WRITE_FAIL",
+            InvalidParams => "INVALID_PARAMS",
+            IllegalClient => "ILLEGAL_CLIENT",
+            InvalidWrite => "INVALID_WRITE",
+            InvalidRead => "INVALID_READ",
+            InvalidReplica => "INVALID_REPLICA",
+            ReplicaIsNotReady => "REPLICA_IS_NOT_READY",
+            ObjectNotFound => "OBJECT_NOT_FOUND",
+            ObjectAlreadyExists => "OBJECT_ALREADY_EXISTS",
+            ObjectHasLease => "OBJECT_HAS_LEASE",
+            LeaseExpired => "LEASE_EXPIRED",
+            ObjectHasReplicationTask => "OBJECT_HAS_REPLICATION_TASK",
+            ReplicaIsGone => "REPLICA_IS_GONE",
+            ObjectReplicaBusy => "OBJECT_REPLICA_BUSY",
+            TransferFail => "TRANSFER_FAIL",
+            RpcFail => "RPC_FAIL",
+            RpcTimeout => "RPC_TIMEOUT",
+            UnavailableInCurrentStatus => "UNAVAILABLE_IN_CURRENT_STATUS",
+            UnavailableInCurrentMode => "UNAVAILABLE_IN_CURRENT_MODE",
+            NotSupported => "NOT_SUPPORTED",
+            TaskNotFound => "TASK_NOT_FOUND",
+            TaskPendingLimitExceeded => "TASK_PENDING_LIMIT_EXCEEDED",
+            JobNotFound => "JOB_NOT_FOUND",
+            DfsServiceUnavailable => "DFS_SERVICE_UNAVAILABLE",
+        }
+    }
+
     /// The code for a numeric value; unknown values become `InternalError`.
     pub fn from_code(code: i32) -> Self {
         use ErrorCode::*;
@@ -180,6 +219,11 @@ mod tests {
             assert_eq!(ErrorCode::from_code(c).code(), c);
         }
         assert_eq!(ErrorCode::from_code(-12345), ErrorCode::InternalError);
+        assert_eq!(ErrorCode::ObjectNotFound.name(), "OBJECT_NOT_FOUND");
+        assert_eq!(
+            ErrorCode::UnavailableInCurrentStatus.name(),
+            "UNAVAILABLE_IN_CURRENT_STATUS"
+        );
         assert_eq!(to_code(&Ok::<(), ErrorCode>(())), 0);
         assert_eq!(to_code(&Err::<(), _>(ErrorCode::ObjectHasLease)), -706);
     }

@@ -557,13 +557,14 @@ impl TransferEngine {
         let Some(entry) = entry else {
             return Err(TransferError::AddressNotRegistered { addr, len: 0 });
         };
-        self.publish().await?;
+        let published = self.publish().await;
         let region = entry.value;
-        // Caller-owned memory may be freed once we return: wait for in-flight users.
+        // Caller-owned memory may be freed once we return, even when publishing failed:
+        // wait for in-flight users.
         while Arc::strong_count(&region) > 1 && region.is_borrowed() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        Ok(())
+        published
     }
 
     /// The bytes from `addr` to the end of the registered buffer containing it, or `None`

@@ -313,3 +313,92 @@ fn soft_pin_ttls_and_excluded_segments() {
     };
     assert_eq!(c.put_start(WRITER, "huge", 10, &huge, t).unwrap().len(), 2);
 }
+
+#[test]
+fn a_target_unmounted_mid_task_loses_its_reservation_and_nothing_else() {
+    let (mut c, t) = two_owners();
+    put_on(&mut c, "k", "a:1", t);
+    let id = c.create_move_task("k", "a:1", "b:2", t, 1).unwrap();
+    assert_eq!(c.fetch_tasks(OWNER_A, t, 2)[0].targets.len(), 1);
+    c.unmount_segment(OWNER_B, SegmentId(2)).unwrap();
+    // The owner comes back with the same segment id: the old handles must stay unused.
+    c.remount_segments(OWNER_B, vec![seg(2, "b:2")], t).unwrap();
+    c.finish_task(OWNER_A, id, true, "", t, 3).unwrap();
+    assert_eq!(
+        holders(&c, "k"),
+        ["a:1"],
+        "a move never drops the only replica"
+    );
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn duplicate_targets_and_concurrent_copies_keep_replica_names_distinct() {
+    let (mut c, t) = two_owners();
+    put_on(&mut c, "k", "a:1", t);
+    let b = "b:2".to_owned();
+    let one = c
+        .create_copy_task("k", &[b.clone(), b.clone()], t, 1)
+        .unwrap();
+    let two = c.create_copy_task("k", &[b], t, 1).unwrap();
+    let fetched = c.fetch_tasks(OWNER_A, t, 2);
+    assert_eq!(
+        fetched.iter().map(|f| f.targets.len()).collect::<Vec<_>>(),
+        [1, 1]
+    );
+    c.finish_task(OWNER_A, one, true, "", t, 3).unwrap();
+    c.finish_task(OWNER_A, two, true, "", t, 3).unwrap();
+    assert_eq!(holders(&c, "k"), ["a:1", "b:2"]);
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn an_impossible_placement_evicts_nothing() {
+    let (mut c, t) = two_owners();
+    for i in 0..20 {
+        put_on(&mut c, &format!("e{i}"), "b:2", t);
+    }
+    let later = t + Duration::from_secs(60);
+    let nowhere = ReplicateConfig {
+        excluded_segments: vec!["a:1".into(), "b:2".into()],
+        ..ReplicateConfig::default()
+    };
+    assert_eq!(
+        c.put_start(WRITER, "x", 10, &nowhere, later),
+        Err(ErrorCode::NoAvailableHandle)
+    );
+    assert_eq!(
+        c.put_start(WRITER, "y", 65 * MIB, &ReplicateConfig::default(), later),
+        Err(ErrorCode::NoAvailableHandle)
+    );
+    assert!(
+        (0..20).all(|i| c.contains(&format!("e{i}"))),
+        "nothing was evicted"
+    );
+}
+
+#[test]
+fn a_processing_task_that_times_out_frees_its_ranges_only_after_the_release_timeout() {
+    let (mut c, t) = two_owners();
+    put_on(&mut c, "k", "a:1", t);
+    let id = c.create_copy_task("k", &["b:2".to_owned()], t, 1).unwrap();
+    c.fetch_tasks(OWNER_A, t, 2);
+    let used = c.allocated();
+    let at = |s| t + Duration::from_secs(s);
+    let alive = |c: &mut MasterCore, when| {
+        c.ping(OWNER_A, when);
+        c.ping(OWNER_B, when);
+    };
+    alive(&mut c, at(300));
+    c.tick(at(301));
+    assert_eq!(c.query_task(id).unwrap().message, "processing timeout");
+    assert_eq!(
+        c.allocated(),
+        used,
+        "the late executor may still write there"
+    );
+    alive(&mut c, at(901));
+    c.tick(at(902));
+    assert!(c.allocated() < used);
+    c.check_invariants().unwrap();
+}

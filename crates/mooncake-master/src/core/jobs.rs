@@ -392,12 +392,20 @@ impl MasterCore {
     /// first.
     fn drain_target(&self, key: &str, sources: &[SegmentId], targets: &[String]) -> Option<String> {
         let o = self.objects.get(key)?;
-        let held: Vec<SegmentId> = o.slots.iter().map(|s| s.segment).collect();
+        // Replicas never share a segment name, and extra segments of one client share its
+        // name: exclude by name, the sources' and the held ones.
+        let taken: Vec<&str> = o
+            .slots
+            .iter()
+            .map(|s| s.segment)
+            .chain(sources.iter().copied())
+            .filter_map(|id| self.segments.get(&id).map(|m| m.segment.name.as_str()))
+            .collect();
         self.segments
             .iter()
             .filter(|(id, m)| {
                 !sources.contains(id)
-                    && !held.contains(id)
+                    && !taken.contains(&m.segment.name.as_str())
                     && !m.draining
                     && !m.drained
                     && m.detached_until.is_none()

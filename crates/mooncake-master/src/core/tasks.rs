@@ -42,6 +42,17 @@ pub(crate) struct Tasks {
     finished: VecDeque<TaskId>,
 }
 
+impl Tasks {
+    /// Forgets every reserved range on a segment that is going away (its allocator goes
+    /// with it; a remount of the same id starts a new one, where the old handles must never
+    /// be freed).
+    pub(super) fn forget_segment(&mut self, segment: SegmentId) {
+        for t in self.by_id.values_mut() {
+            t.reserved.retain(|s| s.segment != segment);
+        }
+    }
+}
+
 impl MasterCore {
     fn segment_by_name(&self, name: &str) -> Option<(SegmentId, bool)> {
         self.segments
@@ -271,7 +282,13 @@ impl MasterCore {
             .filter_map(|s| self.slot_segment_name(s).map(str::to_owned))
             .collect();
         let mut reserved = Vec::new();
-        for name in targets.iter().filter(|t| !held.contains(t)) {
+        let mut wanted: Vec<&String> = Vec::with_capacity(targets.len());
+        for t in &targets {
+            if !held.contains(t) && *t != source && !wanted.contains(&t) {
+                wanted.push(t);
+            }
+        }
+        for name in wanted {
             let slot = self.segment_by_name(name).and_then(|(sid, ok)| {
                 let m = self.segments.get_mut(&sid).filter(|_| ok)?;
                 let a = m.alloc.allocate(size)?;
@@ -354,14 +371,39 @@ impl MasterCore {
             self.finish(id, TaskStatus::Failed, msg, now, wall_ms);
             return Ok(());
         }
+        // A reserved range on a segment name the object already holds (a concurrent copy
+        // got there first) is freed, not added: replicas keep distinct names.
+        let mut names: Vec<String> = self
+            .objects
+            .get(&key)
+            .map(|o| {
+                o.slots
+                    .iter()
+                    .filter_map(|s| self.slot_segment_name(s).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut added = Vec::new();
+        let mut dup = Vec::new();
+        for slot in reserved {
+            match self.slot_segment_name(&slot).map(str::to_owned) {
+                Some(n) if !names.contains(&n) => {
+                    names.push(n);
+                    added.push(slot);
+                }
+                _ => dup.push(slot),
+            }
+        }
+        self.free_slots(&dup);
         let source_slot = self.objects.get(&key).and_then(|o| {
             o.slots
                 .iter()
                 .position(|s| self.slot_segment_name(s) == Some(source.as_str()))
         });
         if let Some(o) = self.objects.get_mut(&key) {
-            o.slots.extend(reserved);
-            if kind == TaskKind::Move {
+            o.slots.extend(added);
+            // A move drops its source only while another replica remains.
+            if kind == TaskKind::Move && o.slots.len() > 1 {
                 if let Some(i) = source_slot {
                     let s = o.slots.remove(i);
                     self.delayed_frees
@@ -397,7 +439,15 @@ impl MasterCore {
                 }
             })
             .collect();
+        let release_at = now + self.config.put_start_release_timeout;
         for (id, why, wall_ms) in stale {
+            // The executor may still be writing into what it was given: those ranges are
+            // reused only after the release timeout, as for an abandoned put.
+            if let Some(t) = self.tasks.by_id.get_mut(&id) {
+                for s in std::mem::take(&mut t.reserved) {
+                    self.delayed_frees.push((release_at, s.segment, s.handle));
+                }
+            }
             self.finish(id, TaskStatus::Failed, why.to_owned(), now, wall_ms);
         }
     }
@@ -405,20 +455,5 @@ impl MasterCore {
 
 /// The message of a task that failed with `e`, as Mooncake's executor words it.
 pub(crate) fn failure_message(e: ErrorCode) -> String {
-    format!("{} (max retries reached: 0)", error_name(e))
-}
-
-/// Mooncake's upper-case name of an error code.
-pub(crate) fn error_name(e: ErrorCode) -> &'static str {
-    match e {
-        ErrorCode::ObjectNotFound => "OBJECT_NOT_FOUND",
-        ErrorCode::NoAvailableHandle => "NO_AVAILABLE_HANDLE",
-        ErrorCode::TransferFail => "TRANSFER_FAIL",
-        ErrorCode::ReplicaIsNotReady => "REPLICA_IS_NOT_READY",
-        ErrorCode::InvalidReplica => "INVALID_REPLICA",
-        ErrorCode::InvalidParams => "INVALID_PARAMS",
-        ErrorCode::SegmentNotFound => "SEGMENT_NOT_FOUND",
-        ErrorCode::RpcFail => "RPC_FAIL",
-        _ => "INTERNAL_ERROR",
-    }
+    format!("{} (max retries reached: 0)", e.name())
 }

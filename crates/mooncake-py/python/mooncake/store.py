@@ -212,6 +212,21 @@ class MooncakeDistributedStore(_NativeStore):
         load_tensor_from_safetensor,
     )
 
+    # The *_with_parallelism* tensor calls (mooncake._tensor_parallel).
+    from mooncake._tensor_parallel import (  # noqa: E402
+        put_tensor_with_parallelism, put_tensor_with_parallelism_from,
+        upsert_tensor_with_parallelism, upsert_tensor_with_parallelism_from,
+        batch_put_tensor_with_parallelism, batch_put_tensor_with_parallelism_from,
+        batch_upsert_tensor_with_parallelism, batch_upsert_tensor_with_parallelism_from,
+        get_tensor_with_parallelism, get_tensor_with_parallelism_into,
+        batch_get_tensor_with_parallelism, batch_get_tensor_with_parallelism_into,
+    )
+
+
+from mooncake._tensor_parallel import ParallelAxis, ReadTarget, TensorParallelism  # noqa: E402
+
+__all__ += ["ParallelAxis", "TensorParallelism", "ReadTarget"]
+
 
 # The capsule keeps a pointer to its name, so the name lives as long as the module.
 _CAPSULE_NAME = b"mooncake.PyClient.shared_ptr"

@@ -677,8 +677,13 @@ impl Client {
         if dead.is_empty() {
             return None;
         }
-        tracing::warn!(key, segments = ?dead, "replica holders unreachable; placing the put elsewhere");
-        let _ = self.inner.master.put_revoke(self.inner.id, key).await;
+        // Placing again needs the first reservation gone: if the revoke fails, a new
+        // put_start would meet this very put (-705) and report a success that never was.
+        if let Err(e) = self.inner.master.put_revoke(self.inner.id, key).await {
+            tracing::warn!(key, error = %e, "cannot revoke the put; not placing it again");
+            return None;
+        }
+        tracing::warn!(key, segments = ?dead, "replica holders unreachable; placed the put elsewhere");
         Some(dead)
     }
 
@@ -780,12 +785,24 @@ impl Client {
                 }
             }
         }
+        // Keys whose revoke failed must not be placed again (see `unreachable`).
+        let mut unrevoked = std::collections::HashSet::new();
         if !revoke.is_empty() {
-            let _ = self
+            match self
                 .inner
                 .master
                 .batch_put_revoke(self.inner.id, &revoke)
-                .await;
+                .await
+            {
+                Ok(rs) => {
+                    for (key, r) in revoke.iter().zip(rs) {
+                        if r.is_err() {
+                            unrevoked.insert(key.clone());
+                        }
+                    }
+                }
+                Err(_) => unrevoked.extend(revoke.iter().cloned()),
+            }
         }
         if !end.is_empty() {
             // A commit that fails as a whole fails every key it carried: the master would
@@ -804,7 +821,10 @@ impl Client {
         // A key whose holder could not be reached is placed again without it, on its own.
         for (j, segs) in dead.iter().enumerate() {
             let i = idx[j];
-            if segs.is_empty() || out[i] != Err(ErrorCode::TransferFail) {
+            if segs.is_empty()
+                || out[i] != Err(ErrorCode::TransferFail)
+                || unrevoked.contains(keys[i])
+            {
                 continue;
             }
             let mut again = config.clone();

@@ -27,6 +27,17 @@ struct PutSession {
     replicas: Vec<ReplicaDescriptor>,
     size: u64,
     sealed: bool,
+    /// Ranged writes in flight; end and revoke wait for them after sealing.
+    writers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a ranged write in flight for as long as it lives.
+struct Writing(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// The open sessions of one client, by key.
@@ -187,16 +198,23 @@ impl Client {
                     .ok_or(ErrorCode::InvalidReplica),
                 Err(e) => Err(*e),
             };
-            let mut row = Vec::with_capacity(frags.len());
-            for f in frags {
-                row.push(match &rep {
-                    Ok(rep) => match self.ranged(Opcode::Read, rep, rep.size, &[*f]).await {
-                        Ok(n) => n as i64,
-                        Err(e) => i64::from(e.code()),
-                    },
-                    Err(e) => i64::from(e.code()),
-                });
-            }
+            let row = match &rep {
+                Err(e) => vec![i64::from(e.code()); frags.len()],
+                Ok(rep) => {
+                    // Fragments beyond the object fail alone; the others move in one transfer.
+                    let fits = |f: &Fragment| f.2.checked_add(f.1).is_some_and(|e| e <= rep.size);
+                    let good: Vec<Fragment> = frags.iter().copied().filter(fits).collect();
+                    let moved = self.ranged(Opcode::Read, rep, rep.size, &good).await;
+                    frags
+                        .iter()
+                        .map(|f| match (&moved, fits(f)) {
+                            (_, false) => i64::from(ErrorCode::InvalidParams.code()),
+                            (Ok(_), true) => f.1 as i64,
+                            (Err(e), true) => i64::from(e.code()),
+                        })
+                        .collect()
+                }
+            };
             out.push(row);
         }
         out
@@ -246,6 +264,7 @@ impl Client {
                             replicas,
                             size,
                             sealed: false,
+                            writers: Default::default(),
                         },
                     );
                 }
@@ -264,12 +283,15 @@ impl Client {
             let session = {
                 let puts = self.inner.sessions.puts.lock();
                 match puts.get(key) {
-                    Some(s) if !s.sealed => Ok((s.replicas.clone(), s.size)),
+                    Some(s) if !s.sealed => {
+                        s.writers.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                        Ok((s.replicas.clone(), s.size, Writing(s.writers.clone())))
+                    }
                     _ => Err(ErrorCode::InvalidParams),
                 }
             };
             let r = match session {
-                Ok((replicas, size)) => {
+                Ok((replicas, size, _writing)) => {
                     let mut r = Ok(0);
                     for rep in &replicas {
                         r = self.ranged(Opcode::Write, rep, size, frags).await;
@@ -296,12 +318,14 @@ impl Client {
         let mut out = vec![0; keys.len()];
         let mut ask = Vec::new();
         let mut idx = Vec::new();
+        let mut writers = Vec::new();
         {
             let mut puts = self.inner.sessions.puts.lock();
             for (i, k) in keys.iter().enumerate() {
                 match puts.get_mut(k) {
                     Some(s) if !ask.contains(k) => {
                         s.sealed = true;
+                        writers.push(s.writers.clone());
                         ask.push(k.clone());
                         idx.push(i);
                     }
@@ -311,6 +335,12 @@ impl Client {
         }
         if ask.is_empty() {
             return out;
+        }
+        // Sealed: no new write starts; wait for those already under way.
+        for w in writers {
+            while w.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
         }
         let m = &self.inner.master;
         let r = if commit {

@@ -101,7 +101,7 @@ impl Client {
             let outcome = self.execute(&task).await;
             let message = match outcome {
                 Ok(()) => String::new(),
-                Err(e) => format!("{e} (max retries reached: 0)"),
+                Err(e) => format!("{} (max retries reached: 0)", e.name()),
             };
             tracing::info!(key = %task.key, kind = ?task.kind, ok = outcome.is_ok(), "task done");
             if let Err(e) = self
