@@ -143,3 +143,31 @@ def test_eight_threads_share_one_store(cluster):
         th.join()
     assert not errors, errors[:10]
     s.close()
+
+
+def test_threads_mixing_session_calls_with_others_never_deadlock(cluster):
+    s = cluster.store()
+    assert s.put("mix-k", b"m" * 4096) == 0
+    done = []
+
+    def sessions():
+        for i in range(200):
+            s.batch_get_session_start(["mix-k"])
+            s.batch_put_session_start([f"mix-p{i}"], [16])
+            s.batch_put_session_end([f"mix-p{i}"])
+            s.batch_get_session_end(["mix-k"])
+        done.append(1)
+
+    def others():
+        for _ in range(200):
+            assert s.get("mix-k") == b"m" * 4096
+            s.is_exist("mix-k")
+        done.append(1)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (sessions, others) * 2]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert len(done) == 4, "a thread is stuck"
+    s.close()
