@@ -1,17 +1,23 @@
 """``mooncake.engine``: the transfer engine (TCP), as in the C++ wheel (``python-api-2.md`` §9).
 
-Not provided: the RPC interface (``RpcInterface``, ``CoroRPCInterface``, ``ReceivedData``,
-``ReceivedTensor``, ``create_rpc_client``, ``create_rpc_server``) and ``SharedSegment``.
+The RPC interface (``RpcInterface``, alias ``CoroRPCInterface``, ``ReceivedData``,
+``ReceivedTensor``, ``create_rpc_client``, ``create_rpc_server``) is ``mooncake._rpc``, wire
+compatible with the C++ wheel's. Not provided: ``SharedSegment``.
 """
 
 import enum
 
 from mooncake._mooncake import InnerTransferEngine, TransferNotify
 from mooncake._mooncake import TransferEngine as _NativeEngine
+from mooncake._rpc import (
+    CoroRPCInterface, ReceivedData, ReceivedTensor, RpcInterface, create_rpc_client,
+    create_rpc_server,
+)
 
 __all__ = [
-    "InnerTransferEngine", "Read", "TransferEngine", "TransferNotify", "TransferOpcode",
-    "Write",
+    "CoroRPCInterface", "InnerTransferEngine", "Read", "ReceivedData", "ReceivedTensor",
+    "RpcInterface", "TransferEngine", "TransferNotify", "TransferOpcode", "Write",
+    "create_rpc_client", "create_rpc_server",
 ]
 
 # Transports compiled into this build: TCP only, like the wheel's non-CUDA build.
