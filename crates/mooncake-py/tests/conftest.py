@@ -101,6 +101,14 @@ class Cluster:
         self.master.stop()
 
 
+def assert_not_initialised(store, table, monkeypatch):
+    """Each `(method, args, value)` of `table` called on `store` (not set up, or closed)
+    returns `value`, torch hidden: the not-initialised answers need no torch."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for method, args, value in table:
+        assert getattr(store, method)(*args) == value, method
+
+
 @pytest.fixture(scope="module")
 def cluster():
     c = Cluster()

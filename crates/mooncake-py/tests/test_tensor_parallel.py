@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from conftest import assert_not_initialised
 from mooncake import _tensor_parallel as tp_mod
 from mooncake._tensor import encode_metadata
 from mooncake.store import (MooncakeDistributedStore, ParallelAxis, ReadTarget,
@@ -181,19 +182,15 @@ NOT_SET_UP = [
 ]
 
 
-@pytest.mark.parametrize("method,args,value", NOT_SET_UP, ids=[m[0] for m in NOT_SET_UP])
-def test_never_set_up_store_returns_the_not_initialised_value(monkeypatch, method, args,
-                                                              value):
-    monkeypatch.setitem(sys.modules, "torch", None)
-    assert getattr(MooncakeDistributedStore(), method)(*args) == value
+@pytest.mark.parametrize("row", NOT_SET_UP, ids=[m[0] for m in NOT_SET_UP])
+def test_never_set_up_store_returns_the_not_initialised_value(monkeypatch, row):
+    assert_not_initialised(MooncakeDistributedStore(), [row], monkeypatch)
 
 
 def test_closed_store_returns_the_not_initialised_values(cluster, monkeypatch):
     s = cluster.store()
     assert s.close() == 0
-    monkeypatch.setitem(sys.modules, "torch", None)
-    for method, args, value in NOT_SET_UP:
-        assert getattr(s, method)(*args) == value, method
+    assert_not_initialised(s, NOT_SET_UP, monkeypatch)
 
 
 # ---- without torch ----
