@@ -171,3 +171,31 @@ def test_threads_mixing_session_calls_with_others_never_deadlock(cluster):
         th.join(60)
     assert len(done) == 4, "a thread is stuck"
     s.close()
+
+
+def test_no_put_is_acknowledged_into_the_shared_memory_of_a_dead_holder(cluster):
+    # The holder's segment is in /dev/shm, which this host's writers copy into directly.
+    dead = cluster.add_service(segment="32MB")
+    s = cluster.store()
+    cfg = ReplicateConfig()
+    cfg.preferred_segment = dead.segment
+    assert s.put("shm-before", b"b" * 4096, cfg) == 0
+    assert [d.segment_name for d in s.get_replica_desc("shm-before")] == [dead.segment]
+    dead.stop(signal.SIGKILL)
+    assert dead.segment in segments(cluster), "the master has not noticed yet"
+    # Puts that would land in the dead holder's memory go elsewhere, all forms.
+    assert s.put("shm-after", b"a" * 4096, cfg) == 0
+    assert s.put_batch(["shm-b1", "shm-b2"], [b"1" * 100, b"2" * 200], cfg) == 0
+    buf = ctypes.create_string_buffer(MIB)
+    base = ctypes.addressof(buf)
+    ctypes.memmove(base, b"z" * 4096, 4096)
+    assert s.register_buffer(base, MIB) == 0
+    assert s.put_from("shm-from", base, 4096, cfg) == 0
+    assert s.batch_put_from(["shm-bf1", "shm-bf2"], [base, base + 100], [100, 200],
+                            cfg) == [0, 0]
+    for key in ("shm-after", "shm-b1", "shm-b2", "shm-from", "shm-bf1", "shm-bf2"):
+        holders = [d.segment_name for d in s.get_replica_desc(key)]
+        assert holders and dead.segment not in holders, (key, holders)
+    assert s.get("shm-after") == b"a" * 4096 and s.get("shm-bf2") == b"z" * 200
+    s.unregister_buffer(base)
+    s.close()

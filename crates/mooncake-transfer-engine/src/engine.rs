@@ -128,7 +128,11 @@ impl PeerSegment {
     /// The mapped region and local address of `[remote, remote+len)`, if it lies inside a
     /// shared buffer of the peer whose file still exists. A mapping whose file is gone (the
     /// peer exited or unregistered the buffer) is dropped; the request then goes over TCP.
-    fn shm_target(&self, remote: u64, len: u64) -> Option<(Arc<Region>, u64)> {
+    ///
+    /// A write also needs the peer alive (`write`): bytes copied into the memory of a
+    /// peer that has died would be acknowledged and then lost with it, so such a write
+    /// goes to TCP, where it fails and the writer places the object elsewhere.
+    fn shm_target(&self, remote: u64, len: u64, write: bool) -> Option<(Arc<Region>, u64)> {
         let end = remote.checked_add(len)?;
         let found = self
             .shm
@@ -140,6 +144,10 @@ impl PeerSegment {
         if inode(&m.path) != Some(m.ino) {
             tracing::debug!(segment = %self.name, path = ?m.path, "the peer's shared memory is gone; using TCP");
             maps.remove(found);
+            return None;
+        }
+        if write && !m.region.owner_alive() {
+            tracing::debug!(segment = %self.name, path = ?m.path, "the peer holding this shared memory is dead; not writing into it");
             return None;
         }
         Some((m.region.clone(), m.region.addr() + (remote - m.remote)))
@@ -858,7 +866,8 @@ impl TransferEngine {
         if data.is_empty() {
             return Ok(true);
         }
-        let Some((region, at)) = self.direct(target, target_offset, data.len() as u64)? else {
+        let Some((region, at)) = self.direct(target, target_offset, data.len() as u64, true)?
+        else {
             return Ok(false);
         };
         region.write(at, data);
@@ -881,7 +890,7 @@ impl TransferEngine {
                 len: 0,
             }));
         }
-        let found = self.direct(target, target_offset, len as u64)?;
+        let found = self.direct(target, target_offset, len as u64, false)?;
         Ok(found.map(|(region, addr)| DirectRange {
             region: Some(region),
             addr,
@@ -897,6 +906,7 @@ impl TransferEngine {
         target: SegmentHandle,
         offset: u64,
         len: u64,
+        write: bool,
     ) -> Result<Option<(Arc<Region>, u64)>, TransferError> {
         if target == SegmentHandle::LOCAL {
             return Ok(Some((self.registered(offset, len)?, offset)));
@@ -904,7 +914,7 @@ impl TransferEngine {
         let Some(seg) = self.inner.segments.read().get(&target.0).cloned() else {
             return Ok(None);
         };
-        let found = seg.shm_target(offset, len);
+        let found = seg.shm_target(offset, len, write);
         if found.is_some() {
             self.inner.shm_bytes.fetch_add(len, Ordering::Relaxed);
         }
@@ -1007,7 +1017,8 @@ impl TransferEngine {
         local: &Region,
         r: TransferRequest,
     ) -> Option<Result<(), TransferError>> {
-        let (region, at) = seg.shm_target(r.target_offset, r.length)?;
+        let write = r.opcode == Opcode::Write;
+        let (region, at) = seg.shm_target(r.target_offset, r.length, write)?;
         let Ok(len) = usize::try_from(r.length) else {
             return Some(Err(TransferError::InvalidArgument(
                 "length exceeds usize".into(),

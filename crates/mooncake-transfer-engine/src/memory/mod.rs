@@ -121,6 +121,8 @@ pub(crate) struct Region {
     len: u64,
     owner: Option<MmapMut>,
     shm: Option<ShmFile>,
+    /// A peer's file mapped here: kept open to probe its owner's `flock`.
+    peer_file: Option<std::fs::File>,
 }
 
 /// The shared-memory file behind a region this process created.
@@ -129,19 +131,31 @@ struct ShmFile {
     path: PathBuf,
     /// Remove the file when the region goes (files the engine named itself).
     unlink: bool,
-    /// Durable files stay open with an exclusive `flock`, which the kernel releases when
-    /// this process dies: a restarted owner knows the old one is gone when it gets it.
+    /// Every shared file stays open with an exclusive `flock`, which the kernel releases
+    /// when this process dies: peers that map it can tell a dead owner from a live one
+    /// ([`Region::owner_alive`]), and a restarted owner of a durable file knows the old
+    /// one is gone when it gets the lock.
     _lock: Option<std::fs::File>,
 }
 
 /// Takes the exclusive `flock` of a durable segment file, or says who cannot.
 fn lock_exclusive(file: &std::fs::File, path: &Path) -> io::Result<()> {
-    // SAFETY: `flock` on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
+    // A peer probing a dead owner holds a shared lock for a few microseconds: retry
+    // briefly before calling the file busy.
+    let mut tries = 0;
+    let e = loop {
+        // SAFETY: `flock` on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        tries += 1;
+        if e.kind() != io::ErrorKind::WouldBlock || tries == 50 {
+            break e;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
     if e.kind() == io::ErrorKind::WouldBlock {
         return Err(io::Error::new(
             io::ErrorKind::AddrInUse,
@@ -178,6 +192,7 @@ impl Region {
             len,
             owner: Some(map),
             shm: None,
+            peer_file: None,
         })
     }
 
@@ -215,12 +230,8 @@ impl Region {
         // no-references discipline as remote peers (see the module docs).
         let map =
             unsafe { MmapOptions::new().len(size).populate().map_mut(&file) }.map_err(cleanup)?;
-        let lock = if unlink {
-            None
-        } else {
-            lock_exclusive(&file, path).map_err(cleanup)?;
-            Some(file)
-        };
+        lock_exclusive(&file, path).map_err(cleanup)?;
+        let lock = Some(file);
         Ok(Self {
             addr: map.as_ptr() as u64,
             len,
@@ -230,6 +241,7 @@ impl Region {
                 unlink,
                 _lock: lock,
             }),
+            peer_file: None,
         })
     }
 
@@ -261,6 +273,7 @@ impl Region {
                 unlink: false,
                 _lock: Some(file),
             }),
+            peer_file: None,
         })
     }
 
@@ -286,7 +299,26 @@ impl Region {
             len,
             owner: Some(map),
             shm: None,
+            peer_file: Some(file),
         })
+    }
+
+    /// For a peer's file mapped with [`Region::map_peer`]: whether its owner still holds
+    /// it (its exclusive `flock`, which the kernel drops when the owner dies, even by
+    /// SIGKILL). `true` for other regions and when the probe itself fails.
+    pub(crate) fn owner_alive(&self) -> bool {
+        let Some(file) = &self.peer_file else {
+            return true;
+        };
+        let fd = file.as_raw_fd();
+        // SAFETY: `flock` on a descriptor this region owns; no memory is involved.
+        if unsafe { libc::flock(fd, libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+            return true;
+        }
+        // We got it: nobody holds the file exclusively any more. Give it back at once.
+        // SAFETY: as above.
+        unsafe { libc::flock(fd, libc::LOCK_UN) };
+        false
     }
 
     /// The shared-memory file of a region this process created with [`Region::shared`].
@@ -301,6 +333,7 @@ impl Region {
             len: memory.len,
             owner: None,
             shm: None,
+            peer_file: None,
         }
     }
 
@@ -389,5 +422,36 @@ impl Region {
         let d = self.check(addr, data.len());
         // SAFETY: the destination is inside the region (checked); `data` is a live slice.
         unsafe { copy::copy(d as *mut u8, data.as_ptr(), data.len()) }
+    }
+}
+
+#[cfg(test)]
+mod liveness_tests {
+    use super::Region;
+
+    #[test]
+    fn a_peer_tells_a_live_owner_from_a_dead_one_by_its_lock() {
+        let path = std::env::temp_dir().join(format!(
+            "mooncake-liveness-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        // A durable-style owner (file kept when it goes), so the peer can still map it.
+        let owner = Region::shared(&path, 4096, false).unwrap();
+        let peer = Region::map_peer(&path, 4096).unwrap();
+        assert!(peer.owner_alive());
+        assert!(
+            peer.owner_alive(),
+            "probing does not take the owner's lock away"
+        );
+        drop(owner);
+        assert!(!peer.owner_alive(), "the lock went with its owner");
+        // A restarted owner takes the file again, and is alive for the peer.
+        let again = Region::attach(&path, 4096).unwrap();
+        assert!(peer.owner_alive());
+        drop(again);
+        drop(peer);
+        let _ = std::fs::remove_file(&path);
     }
 }
