@@ -291,7 +291,11 @@ impl MasterCore {
             return Ok(());
         }
         let id = segment.id;
-        self.capacity += segment.size;
+        // Crafted sizes must not overflow the pool's total.
+        self.capacity = self
+            .capacity
+            .checked_add(segment.size)
+            .ok_or(ErrorCode::InvalidParams)?;
         let alloc = OffsetAllocator::new(segment.size);
         self.segments.insert(
             id,

@@ -402,3 +402,29 @@ fn a_processing_task_that_times_out_frees_its_ranges_only_after_the_release_time
     assert!(c.allocated() < used);
     c.check_invariants().unwrap();
 }
+
+#[test]
+fn crafted_segment_sizes_are_refused_not_overflowed() {
+    let (mut c, t) = two_owners();
+    let huge = |id, name: &str| Segment {
+        base: 0,
+        size: u64::MAX / 2,
+        ..seg(id, name)
+    };
+    assert_eq!(c.mount_segment(ClientId(30), huge(3, "c:3"), t), Ok(()));
+    assert_eq!(
+        c.mount_segment(ClientId(31), huge(4, "d:4"), t),
+        Err(ErrorCode::InvalidParams),
+        "the pool's capacity would overflow"
+    );
+    let wraps = Segment {
+        base: u64::MAX - 10,
+        size: 100,
+        ..seg(5, "e:5")
+    };
+    assert_eq!(
+        c.mount_segment(ClientId(32), wraps, t),
+        Err(ErrorCode::InvalidParams)
+    );
+    c.check_invariants().unwrap();
+}
