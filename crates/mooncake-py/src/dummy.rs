@@ -113,9 +113,21 @@ pub(crate) fn get<'py>(
         d.get_into(vec![(key.to_owned(), range.offset, range.len)]),
     );
     match got.first() {
-        Some(&n) if n > 0 => Ok(Some(crate::store::bytes_filled(py, n as usize, |out| {
-            range.read_into_uninit(out)
-        })?)),
+        // The size comes from the store service: never read past the range it was given.
+        Some(&n) if n > 0 && n as u64 <= range.len => {
+            Ok(Some(crate::store::bytes_filled(py, n as usize, |out| {
+                range.read_into_uninit(out)
+            })?))
+        }
+        Some(&n) if n > 0 => {
+            tracing::warn!(
+                key,
+                size = n,
+                room = range.len,
+                "the store service answered a size larger than the buffer it was given"
+            );
+            Ok(None)
+        }
         _ => Ok(None),
     }
 }
