@@ -479,3 +479,182 @@ def test_store_setup_with_p2phandshake(cluster):
     assert reader.get("p2p-key") == b"p2p-value"
     assert reader.remove("p2p-key", True) == 0
     assert reader.close() == 0 and holder.close() == 0
+
+
+# ---- SharedSegment: host memory shared by a group of ranks (POSIX shm) ----
+
+SEGMENT_BLOB = struct.Struct("<IHHIIQQ")  # magic, version, backend, rank, handle_bytes,
+#                                           fingerprint, alloc_size; then 128 handle bytes
+
+
+def fnv_fingerprint(name, size, world_size, owner_rank, mmap=True, host_register=False):
+    """C++ ComputeSegmentFingerprint, written out independently."""
+    h = 1469598103934665603
+    data = name + b"".join(v.to_bytes(8, "little") for v in
+                           (size, world_size, owner_rank, int(mmap), int(host_register)))
+    for b in data:
+        h = ((h ^ b) * 1099511628211) % (1 << 64)
+    return h
+
+
+def test_shared_segment_single_rank():
+    from mooncake.engine import SharedSegment
+
+    assert "SharedSegment" in engine_module.__all__
+    assert SharedSegment.__module__ == "mooncake.engine"
+    with pytest.raises(TypeError, match="No constructor defined"):
+        SharedSegment()
+    assert SharedSegment.supported() is True
+    assert SharedSegment.supported(mmap=False) is False  # no VMM backend
+    assert SharedSegment.supported(True, True) is False  # no HostRegister (Ascend)
+
+    seg, blob = SharedSegment.create("n", 5000, 1, 0)
+    assert isinstance(blob, bytes) and len(blob) == 160
+    magic, version, backend, rank, handle_bytes, fingerprint, alloc = \
+        SEGMENT_BLOB.unpack_from(blob)
+    assert (magic, version, backend, rank) == (0x4D435353, 1, 3, 0)
+    # The C++ wheel's fingerprint for this declaration.
+    assert fingerprint == 2054795158560556778 == fnv_fingerprint(b"n", 5000, 1, 0)
+    page = os.sysconf("SC_PAGESIZE")
+    assert alloc >= 5000 and alloc % page == 0
+    handle = blob[32:32 + handle_bytes]
+    prefix = b"/mcss_%d_" % os.getpid()  # then 16 hex digits
+    assert handle.startswith(prefix) and len(handle) == len(prefix) + 16
+    assert blob[32 + handle_bytes:] == bytes(128 - handle_bytes)
+    assert os.path.exists("/dev/shm" + handle.decode())
+
+    assert not seg.ready() and seg.size() == 5000 and seg.device_addr() == 0
+    base = seg.base_addr()
+    assert base and base % page == 0
+    ctypes.memmove(base + 4990, b"0123456789", 10)  # owner memory is usable at once
+    seg.complete([blob])
+    assert seg.ready() and seg.base_addr() == base
+    with pytest.raises(RuntimeError, match="^InvalidArgument: SharedSegment::Complete has "
+                                           "already been called$"):
+        seg.complete([blob])
+    del seg
+    assert not os.path.exists("/dev/shm" + handle.decode())  # the owner unlinks it
+
+
+def test_shared_segment_two_ranks_in_two_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from mooncake.engine import SharedSegment
+
+    owner, owner_blob = SharedSegment.create("kv|k:2", 10000, 2, 0)
+    ctypes.memmove(owner.base_addr(), b"from-owner", 10)
+    peer_code = (
+        "import ctypes, sys\n"
+        "from mooncake.engine import SharedSegment\n"
+        "owner_blob = bytes.fromhex(sys.argv[1])\n"
+        "seg, blob = SharedSegment.create('kv|k:2', 10000, 2, 1)\n"
+        "assert not seg.ready()\n"
+        "seg.complete([owner_blob, blob])\n"
+        "assert seg.ready() and seg.size() == 10000\n"
+        "assert ctypes.string_at(seg.base_addr(), 10) == b'from-owner'\n"
+        "ctypes.memmove(seg.base_addr() + 9990, b'from-peer!', 10)\n"
+        "print(blob.hex())\n")
+    out = subprocess.run([sys.executable, "-c", peer_code, owner_blob.hex()],
+                         capture_output=True, text=True, check=True).stdout
+    peer_blob = bytes.fromhex(out.strip())
+    assert SEGMENT_BLOB.unpack_from(peer_blob)[3:5] == (1, 0)  # rank 1, no handle
+    assert peer_blob[32:] == bytes(128)
+    owner.complete([owner_blob, peer_blob])
+    # The peer's write landed in the owner's pages.
+    assert ctypes.string_at(owner.base_addr() + 9990, 10) == b"from-peer!"
+
+
+def test_shared_segment_checks_the_group():
+    from mooncake.engine import SharedSegment
+
+    owner, owner_blob = SharedSegment.create("g", 5000, 2, 0)
+    peer, peer_blob = SharedSegment.create("g", 5000, 2, 1)  # same process is fine too
+
+    def fails(message, blobs, segment_args=("g", 5000, 2, 1)):
+        seg, own = SharedSegment.create(*segment_args)
+        with pytest.raises(RuntimeError) as info:
+            seg.complete([own if b is None else b for b in blobs])
+        assert str(info.value) == message
+        assert not seg.ready()
+
+    def edited(blob, offset, fmt, value):
+        b = bytearray(blob)
+        struct.pack_into(fmt, b, offset, value)
+        return bytes(b)
+
+    fails("InvalidArgument: Shared segment expects one blob per rank, got 1", [owner_blob])
+    fails("InvalidArgument: Shared segment blob has an unexpected length",
+          [owner_blob[:-1], None])
+    fails("InvalidArgument: Shared segment blob magic mismatch", [bytes(160), None])
+    fails("InvalidArgument: Shared segment blob version mismatch, peers run different "
+          "builds", [edited(owner_blob, 4, "<H", 2), None])
+    fails("InvalidArgument: Shared segment blob declares an oversized handle",
+          [edited(owner_blob, 12, "<I", 129), None])
+    fails("InvalidArgument: Shared segment blob of rank 0 carries a different rank id",
+          [None, owner_blob])
+    fails("InvalidArgument: Shared segment backend of rank 0 differs",
+          [edited(owner_blob, 6, "<H", 1), None])
+    fails("InvalidArgument: Shared segment declaration of rank 0 differs from the local "
+          "one", [owner_blob, None], ("other", 5000, 2, 1))
+    fails("InvalidArgument: Shared segment allocation size of rank 0 differs from the "
+          "local one", [edited(owner_blob, 24, "<Q", 1 << 40), None])
+    fails("InvalidArgument: Shared segment owner rank did not export a handle",
+          [edited(owner_blob, 12, "<I", 0), None])
+    bad = bytearray(owner_blob)
+    bad[32:33] = b"x"
+    fails("InvalidArgument: Shared segment owner handle is not a POSIX shm name",
+          [bytes(bad), None])
+    bad[32:34] = b"/Z"
+    fails("Memory: shm_open failed: No such file or directory", [bytes(bad), None])
+
+    # The peer's own handle bytes are not looked at; str and bytearray blobs are accepted.
+    owner.complete((owner_blob, bytearray(peer_blob)))
+    peer.complete([owner_blob, peer_blob])
+    ctypes.memmove(owner.base_addr(), b"shared", 6)
+    assert ctypes.string_at(peer.base_addr(), 6) == b"shared"
+    seg, own = SharedSegment.create("s", 10, 1, 0)
+    with pytest.raises(RuntimeError, match="magic mismatch"):
+        seg.complete(["x" * 160])
+    seg.complete(blobs=[own])
+
+
+def test_shared_segment_refusals():
+    from mooncake.engine import SharedSegment
+
+    def fails(message, *args, **kwargs):
+        with pytest.raises(RuntimeError) as info:
+            SharedSegment.create(*args, **kwargs)
+        assert str(info.value) == message
+
+    fails("InvalidArgument: Shared segment size must be in (0, 70368744177664]", "n", 0, 1, 0)
+    fails("InvalidArgument: Shared segment size must be in (0, 70368744177664]",
+          "n", (1 << 46) + 1, 1, 0)
+    fails("InvalidArgument: Shared segment world_size must not be zero", "n", 10, 0, 0)
+    fails("InvalidArgument: Shared segment rank_id and owner_rank must be below world_size",
+          "n", 10, 1, 1)
+    fails("InvalidArgument: Shared segment rank_id and owner_rank must be below world_size",
+          "n", 10, 1, 0, 3)
+    fails("InvalidArgument: Shared segment host_register requires mmap=true",
+          "n", 10, 1, 0, mmap=False, host_register=True)
+    fails("NotImplemented: This build has no VMM backend for shared segments",
+          "n", 10, 1, 0, mmap=False)
+    fails("NotImplemented: Shared segment mmap needs Ascend for HostRegister",
+          "n", 10, 1, 0, host_register=True)
+    # A non-owner only registers its pages on complete, so it fails there (as in C++).
+    seg, _ = SharedSegment.create("n", 10, 2, 1, host_register=True)
+    assert not seg.ready()
+
+    for args in [("n", -1, 1, 0), ("n", 5.0, 1, 0), (None, 10, 1, 0), ("n", 10, 1 << 32, 0),
+                 ("n", 10, 1, 0, 0, 1 << 31), ("n", 10, 1, 0, 0, 0, "yes")]:
+        with pytest.raises(TypeError, match="^create\\(\\): incompatible function argu"):
+            SharedSegment.create(*args)
+    seg, blob = SharedSegment.create(b"n", True, 1, 0, mmap=1, device_id=-1)
+    assert seg.size() == 1
+    for blobs in (b"x", "x", iter([blob]), None):
+        with pytest.raises(TypeError, match="^complete\\(\\): incompatible function argu"):
+            seg.complete(blobs)
+    with pytest.raises(TypeError, match="cannot pickle"):
+        import pickle
+
+        pickle.dumps(seg)

@@ -448,3 +448,88 @@ def test_safetensors_round_trip(store, torch, tmp_path):
     assert torch.equal(store.load_tensor_from_safetensor(file_name=path), t)
     assert torch.equal(store.get_tensor(path), t)  # stored under the file name
     assert store.load_tensor_from_safetensor("x", str(tmp_path / "absent")) is None
+
+
+# ---- mooncake.store._serialize_tensor / _deserialize_tensor / _tensor_metadata_size ----
+
+def test_tensor_object_helpers_without_torch(monkeypatch):
+    from mooncake import store as store_module
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch is not needed to refuse
+    assert store_module._tensor_metadata_size() == METADATA_SIZE == 304
+    with pytest.raises(TypeError):
+        store_module._tensor_metadata_size(1)
+    with pytest.raises(ValueError, match="unsupported tensor for Mooncake tensor"):
+        store_module._serialize_tensor([1.0, 2.0])  # not a tensor: refused before torch
+    for bad in (b"", b"x" * 303, float_object([1.0, 2.0], (2,))[:-1],
+                float_object([1.0, 2.0], (2,)) + b"\0",
+                encode_metadata(FLOAT32, (2,), (2,), 8)):  # metadata without its data
+        with pytest.raises(ValueError, match="invalid serialized Mooncake tensor payload"):
+            store_module._deserialize_tensor(bad)
+    for not_bytes in (bytearray(10), memoryview(b"x"), "x", None):
+        with pytest.raises(TypeError, match="incompatible function arguments"):
+            store_module._deserialize_tensor(not_bytes)
+    with pytest.raises(TypeError):  # positional only, as the pybind11 arg0
+        store_module._deserialize_tensor(payload=b"")
+    # A valid payload needs torch to become a tensor.
+    with pytest.raises(ImportError, match="need PyTorch"):
+        store_module._deserialize_tensor(float_object([1.0, 2.0], (2,)))
+
+
+def test_serialize_tensor_is_the_cpp_object(torch):
+    from mooncake.store import _deserialize_tensor, _serialize_tensor
+
+    t = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    meta, ptr, nbytes, owner = _serialize_tensor(t)
+    # The first 64 bytes the C++ wheel (0.3.13.post1) returns for this tensor.
+    assert meta[:64].hex() == (
+        "4e4f4f4d01003001000000000200000000000000000000003001000000000000"
+        "180000000000000002000000000000000300000000000000ffffffffffffffff")
+    assert meta == encode_metadata(FLOAT32, (2, 3), (2, 3), 24)
+    assert (ptr, nbytes) == (t.data_ptr(), 24) and owner is t  # contiguous: itself
+    assert torch.equal(_deserialize_tensor(meta + ctypes.string_at(ptr, nbytes)), t)
+
+    nc = t.t()  # not contiguous: a contiguous copy owns the data
+    meta, ptr, nbytes, owner = _serialize_tensor(nc)
+    assert owner is not nc and owner.is_contiguous() and torch.equal(owner, nc)
+    assert ptr == owner.data_ptr() and meta == encode_metadata(FLOAT32, (3, 2), (3, 2), 24)
+    assert ctypes.string_at(ptr, nbytes) == bytes_of(nc)
+
+    for code, dtype in dtype_cases(torch):
+        x = sample(torch, dtype, (2, 1, 3))
+        meta, ptr, nbytes, owner = _serialize_tensor(x)
+        assert meta == encode_metadata(code, (2, 1, 3), (2, 1, 3), nbytes), dtype
+        got = _deserialize_tensor(meta + ctypes.string_at(ptr, nbytes))
+        assert same(got, x), dtype
+
+
+def test_deserialize_tensor_quirks(torch):
+    from mooncake.store import _deserialize_tensor, _serialize_tensor
+
+    meta, ptr, nbytes, _ = _serialize_tensor(torch.tensor(3.5))  # 0-dim
+    assert nbytes == 4 and struct.unpack_from("<i", meta, 12)[0] == 0  # ndim 0
+    got = _deserialize_tensor(meta + ctypes.string_at(ptr, nbytes))
+    assert got.shape == (1,) and got.item() == 3.5  # comes back 1-D, as in C++
+
+    meta, _, nbytes, _ = _serialize_tensor(torch.empty(0, 4))
+    assert nbytes == 0
+    got = _deserialize_tensor(meta)  # an empty tensor is its metadata alone
+    assert got.shape == (0, 4) and got.dtype == torch.float32
+
+    payload = float_object([1.0, 2.0, 3.0, 4.0], (2, 2))
+    got = _deserialize_tensor(payload)
+    got[0, 0] = 9.0  # a writable private copy
+    assert payload == float_object([1.0, 2.0, 3.0, 4.0], (2, 2))
+    assert got.tolist() == [[9.0, 2.0], [3.0, 4.0]]
+
+
+def test_serialize_tensor_refusals(torch):
+    from mooncake.store import _serialize_tensor
+
+    refused = [None, [1, 2], torch.nn.Parameter(torch.zeros(2)),  # class name "Parameter"
+               torch.zeros([1] * 9)]
+    if hasattr(torch, "complex64"):
+        refused.append(torch.zeros(2, dtype=torch.complex64))
+    for value in refused:
+        with pytest.raises(ValueError, match="unsupported tensor for Mooncake tensor"):
+            _serialize_tensor(value)

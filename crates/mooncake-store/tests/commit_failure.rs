@@ -11,9 +11,7 @@ use mooncake_metadata::{HttpMetadataServer, HttpMetadataServerConfig};
 use mooncake_store::types::{
     ClientId, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList, Segment, SegmentId,
 };
-use mooncake_store::{
-    BatchResult, Client, ClientConfig, ErrorCode, MasterApi, ReplicateConfig,
-};
+use mooncake_store::{BatchResult, Client, ClientConfig, ErrorCode, MasterApi, ReplicateConfig};
 
 /// The real master, except that `batch_put_end` fails as a whole while `fail` is set.
 #[derive(Debug)]
@@ -132,7 +130,11 @@ async fn a_batch_put_whose_commit_fails_reports_the_failure_for_every_key() {
     assert_eq!(out, vec![Err(ErrorCode::RpcTimeout); 2]);
     assert_eq!(client.is_exist("c1").await, Ok(false));
     // Zero-copy batches go the same way.
-    let staged = client.engine().allocate_buffer(4096, "cpu:0").await.unwrap();
+    let staged = client
+        .engine()
+        .allocate_buffer(4096, "cpu:0")
+        .await
+        .unwrap();
     let from = client
         .batch_put_from(&[("c3", staged.addr(), 100)], &cfg)
         .await;

@@ -777,3 +777,100 @@ def load_tensor_from_safetensor(self, key=None, file_name=None):
         logger.error("Failed to store tensor for key %s, rc=%d", target, rc)
         return None
     return tensor
+
+
+# --- the module-level helpers of mooncake.store: _serialize_tensor and the rest ---
+#
+# C++ ``serialize_tensor_metadata`` / ``deserialize_tensor_from_bytes`` /
+# ``tensor_metadata_size`` (store_py.cpp), used by the C++ wheel's Python modules to build
+# and read a stored tensor object themselves. Same arguments (positional only), results,
+# errors (ValueError with the C++ messages) and bytes.
+
+_NOT_SERIALIZABLE = "unsupported tensor for Mooncake tensor serialization"
+_BAD_PAYLOAD = "invalid serialized Mooncake tensor payload"
+
+
+def _serialize_tensor(tensor, /):
+    # C++ accepts any object whose class name contains "Tensor" (so not nn.Parameter).
+    if "Tensor" not in tensor.__class__.__name__:
+        logger.error("Input  is not a PyTorch tensor")
+        raise ValueError(_NOT_SERIALIZABLE)
+    torch = _torch()
+    try:
+        # As in C++: made contiguous (the tensor itself when it already is), not moved
+        # to the host; the data pointer is the owner's, wherever it lives.
+        owner = tensor.contiguous()
+        data_ptr = int(owner.data_ptr())
+        nbytes = int(owner.numel()) * int(owner.element_size())
+        code = _dtype_code(torch, owner.dtype)
+        shape = tuple(int(d) for d in owner.shape)
+    except Exception as e:  # noqa: BLE001 - C++ logs and refuses whatever went wrong
+        logger.error("Error extracting tensor info: %s", e)
+        raise ValueError(_NOT_SERIALIZABLE) from None
+    if code is None:
+        logger.error("Unsupported tensor dtype")
+        raise ValueError(_NOT_SERIALIZABLE)
+    if len(shape) > MAX_DIMS:
+        logger.error("Tensor has more than %d dimensions: %d", MAX_DIMS, len(shape))
+        raise ValueError(_NOT_SERIALIZABLE)
+    if data_ptr == 0 and nbytes != 0:
+        raise ValueError(_NOT_SERIALIZABLE)
+    return encode_metadata(code, shape, shape, nbytes), data_ptr, nbytes, owner
+
+
+_serialize_tensor.__doc__ = """_serialize_tensor(arg0: object) -> tuple
+
+Inspect a torch tensor as Mooncake tensor metadata, data pointer, size, and owner.
+
+Returns ``(metadata, data_ptr, nbytes, owner)``: the 304 bytes of the tensor's
+``TensorMetadata`` (full layout, ``data_bytes`` set), the address and byte size of its
+data, and ``owner``, the contiguous tensor holding that data (the tensor itself when it is
+contiguous, else a contiguous copy), which must outlive any use of the address.
+``metadata`` followed by the ``nbytes`` bytes at ``data_ptr`` is the stored object.
+Raises ValueError for a value that is not a tensor of a supported dtype and rank.
+"""
+
+
+def _deserialize_tensor(payload, /):
+    if not isinstance(payload, bytes):
+        raise TypeError(
+            "_deserialize_tensor(): incompatible function arguments. The following "
+            "argument types are supported:\n    1. (arg0: bytes) -> object\n\n"
+            f"Invoked with: {payload!r}")
+    if len(payload) < METADATA_SIZE:
+        logger.error("Invalid data format: insufficient data for metadata")
+        raise ValueError(_BAD_PAYLOAD)
+    meta = decode_metadata(payload, len(payload))
+    if meta is None:
+        logger.error("Invalid tensor metadata")
+        raise ValueError(_BAD_PAYLOAD)
+    torch = _torch()
+    try:
+        tensor = _tensor_from(torch, meta, bytearray(payload))
+    except Exception as e:  # noqa: BLE001 - C++ logs and refuses whatever went wrong
+        logger.error("Failed to convert buffer to tensor: %s", e)
+        tensor = None
+    if tensor is None:
+        raise ValueError(_BAD_PAYLOAD)
+    return tensor
+
+
+_deserialize_tensor.__doc__ = """_deserialize_tensor(arg0: bytes) -> object
+
+Deserialize Mooncake tensor metadata plus payload bytes.
+
+The inverse of ``_serialize_tensor``: a tensor owning a private, writable copy of the
+data. ``payload`` must be exactly one stored object (metadata and data, nothing after).
+As for ``get_tensor``, a 0-dimensional tensor comes back with shape ``(1,)``. Raises
+ValueError for an invalid payload.
+"""
+
+
+def _tensor_metadata_size():
+    return METADATA_SIZE
+
+
+_tensor_metadata_size.__doc__ = """_tensor_metadata_size() -> int
+
+Return the serialized Mooncake tensor metadata size.
+"""

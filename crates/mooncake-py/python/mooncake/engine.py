@@ -2,7 +2,9 @@
 
 The RPC interface (``RpcInterface``, alias ``CoroRPCInterface``, ``ReceivedData``,
 ``ReceivedTensor``, ``create_rpc_client``, ``create_rpc_server``) is ``mooncake._rpc``, wire
-compatible with the C++ wheel's. Not provided: ``SharedSegment``.
+compatible with the C++ wheel's. ``SharedSegment`` (host memory shared by a group of ranks,
+POSIX-shm backend) is ``mooncake._shared_segment``, its blobs byte-compatible with the C++
+wheel's.
 """
 
 import enum
@@ -13,11 +15,12 @@ from mooncake._rpc import (
     CoroRPCInterface, ReceivedData, ReceivedTensor, RpcInterface, create_rpc_client,
     create_rpc_server,
 )
+from mooncake._shared_segment import SharedSegment
 
 __all__ = [
     "CoroRPCInterface", "InnerTransferEngine", "Read", "ReceivedData", "ReceivedTensor",
-    "RpcInterface", "TransferEngine", "TransferNotify", "TransferOpcode", "Write",
-    "create_rpc_client", "create_rpc_server",
+    "RpcInterface", "SharedSegment", "TransferEngine", "TransferNotify", "TransferOpcode",
+    "Write", "create_rpc_client", "create_rpc_server",
 ]
 
 # Transports compiled into this build: TCP only, like the wheel's non-CUDA build.

@@ -247,3 +247,9 @@ __all__ += [
     "RegisteredBufferLease",
     "RegisteredBufferLeaseView",
 ]
+
+# The module-level tensor object helpers of the C++ wheel (python-api-2.md: store_py.cpp
+# _serialize_tensor / _deserialize_tensor / _tensor_metadata_size).
+from mooncake._tensor import (  # noqa: E402
+    _deserialize_tensor, _serialize_tensor, _tensor_metadata_size,
+)
