@@ -1173,7 +1173,11 @@ fn reap_stale_shm_files() {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        // Its owner must be provably dead: the owner's `flock` is gone (right across PID
+        // namespaces) and, for files of engines that predate the lock, no process of that
+        // PID is visible here either.
+        let pid_gone = !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if pid_gone && crate::memory::shm_owner_gone(&entry.path()) {
             tracing::info!(file = ?entry.path(), "removing the shared memory of a dead engine");
             let _ = std::fs::remove_file(entry.path());
         }
@@ -1201,5 +1205,26 @@ async fn republish_loop(engine: std::sync::Weak<Inner>, mut stop: watch::Receive
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "metadata check failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod reaper_tests {
+    use crate::memory::Region;
+
+    #[test]
+    fn a_file_whose_owner_holds_its_lock_is_never_reaped_even_if_its_pid_is_not_visible() {
+        // A PID no process here has: as for an engine in another PID namespace.
+        let name = |tag: &str| format!("/dev/shm/mooncake-4000000000-{tag}-{}", std::process::id());
+        let (held, dead) = (name("held"), name("dead"));
+        let _ = std::fs::remove_file(&held);
+        // A live owner: the region holds the file's lock (and keeps the file when dropped).
+        let owner = Region::shared(std::path::Path::new(&held), 4096, false).unwrap();
+        std::fs::File::create(&dead).unwrap();
+        super::reap_stale_shm_files();
+        assert!(std::path::Path::new(&held).exists(), "its owner is alive");
+        assert!(!std::path::Path::new(&dead).exists(), "nobody holds it");
+        drop(owner);
+        let _ = std::fs::remove_file(&held);
     }
 }

@@ -165,6 +165,22 @@ fn lock_exclusive(file: &std::fs::File, path: &Path) -> io::Result<()> {
     Err(e)
 }
 
+/// Whether nobody holds the shared-memory file at `path`: its owner keeps an exclusive
+/// `flock` on it for as long as it lives, which the kernel drops when it dies, so this is
+/// right across PID namespaces (containers sharing `/dev/shm`), where a PID is not.
+pub(crate) fn shm_owner_gone(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return false;
+    };
+    // SAFETY: `flock` on a descriptor we own; no memory is involved. Closing the file (at
+    // the end of this function) releases the lock if we got it.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         if let Some(shm) = &self.shm {
@@ -445,8 +461,10 @@ mod liveness_tests {
             peer.owner_alive(),
             "probing does not take the owner's lock away"
         );
+        assert!(!super::shm_owner_gone(&path));
         drop(owner);
         assert!(!peer.owner_alive(), "the lock went with its owner");
+        assert!(super::shm_owner_gone(&path));
         // A restarted owner takes the file again, and is alive for the peer.
         let again = Region::attach(&path, 4096).unwrap();
         assert!(peer.owner_alive());
