@@ -2,6 +2,7 @@
 the node's store service and share a memory pool with it."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,3 +166,21 @@ def test_get_into_ranges_reads_into_the_shared_pool(cluster):
     assert "r [[[50, 96], [-704]]]" in out, out
     assert "bytes True True" in out and "outside [[[-600]]]" in out
     assert "beyond [[[-600]]]" in out
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to run a client as another user")
+def test_a_client_of_another_user_is_refused(cluster):
+    address = f"127.0.0.1:{cluster.service.port}"
+    code = ("from mooncake.store import MooncakeDistributedStore\n"
+            "s = MooncakeDistributedStore()\n"
+            f"print('rc', s.setup_dummy(16 << 20, 4 << 20, {address!r}))\n")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert "rc -900" in r.stdout, (r.stdout, r.stderr)  # refused by the service
+    assert "may not use it" in r.stderr, r.stderr
+    # The same call as this user works.
+    ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                        timeout=60)
+    assert "rc 0" in ok.stdout, (ok.stdout, ok.stderr)

@@ -243,9 +243,10 @@ pub async fn serve_standalone(name: String, client: Client) -> std::io::Result<(
     loop {
         let (stream, _) = listener.accept().await?;
         let client = client.clone();
+        let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
         tokio::spawn(async move {
             let served = match Conn::unix(stream) {
-                Ok(conn) => serve_connection(conn, client).await,
+                Ok(conn) => serve_connection(conn, client, peer_uid).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = served {
@@ -255,12 +256,26 @@ pub async fn serve_standalone(name: String, client: Client) -> std::io::Result<(
     }
 }
 
-async fn serve_connection(s: Conn, client: Client) -> std::io::Result<()> {
+async fn serve_connection(s: Conn, client: Client, peer_uid: Option<u32>) -> std::io::Result<()> {
     let hello: Request =
         serde_json::from_slice(&read_frame(&s).await?).map_err(std::io::Error::other)?;
     let Request::Hello { pool, size } = hello else {
         return Err(std::io::Error::other("the first request must be hello"));
     };
+    // Only processes of this service's user may use it (and share memory with it).
+    let me = mooncake_transfer_engine::effective_uid();
+    if peer_uid != Some(me) {
+        let reply = Reply {
+            codes: vec![ErrorCode::InvalidParams.code().into()],
+            text: format!(
+                "the store service runs as uid {me}; a client of uid {} may not use it",
+                peer_uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
+            ),
+        };
+        tracing::warn!(peer_uid, "refused a standalone client of another user");
+        write_frame(&s, &serde_json::to_vec(&reply)?).await?;
+        return Ok(());
+    }
     let engine = client.engine().clone();
     let buffer = match engine.register_shared_file(&pool, size, "cpu:0").await {
         Ok(b) => b,

@@ -22,6 +22,15 @@ use memmap2::{MmapMut, MmapOptions};
 
 mod copy;
 
+/// This process's effective user id (to check what other local processes hand us).
+pub fn effective_uid() -> u32 {
+    // SAFETY: `geteuid` has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Where shared-memory segment files live; peers' files are mapped only from here.
+pub(crate) const SHM_DIR: &str = "/dev/shm";
+
 /// Caller-owned memory offered for registration with
 /// [`crate::TransferEngine::register_memory`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,11 +304,44 @@ impl Region {
 
     /// Maps a same-host peer's shared-memory file (at least `len` bytes) into this
     /// process, so transfers to that peer are copies.
+    ///
+    /// The path comes from another process (the metadata service, a standalone client's
+    /// hello), so nothing it names is trusted: it must be a file directly in `/dev/shm`
+    /// (no symbolic link, opened with `O_NOFOLLOW`), a regular file owned by this process's
+    /// user, and exactly `len` bytes long.
     pub(crate) fn map_peer(path: &Path, len: u64) -> io::Result<Self> {
+        let refuse = |why: String| {
+            Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("refusing to map {}: {why}", path.display()),
+            ))
+        };
+        let in_shm = path.parent() == Some(Path::new(SHM_DIR))
+            && path
+                .file_name()
+                .is_some_and(|n| n != ".." && n != "." && !n.is_empty());
+        if !in_shm {
+            return refuse(format!("not a file directly in {SHM_DIR}"));
+        }
         let size = usize_len(len)?;
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
-        let have = file.metadata()?.len();
-        if have < len {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() {
+            return refuse("not a regular file".into());
+        }
+        let me = effective_uid();
+        if std::os::unix::fs::MetadataExt::uid(&meta) != me {
+            return refuse(format!(
+                "owned by uid {}, not this process's user ({me})",
+                std::os::unix::fs::MetadataExt::uid(&meta)
+            ));
+        }
+        let have = meta.len();
+        if have != len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -446,12 +488,51 @@ mod liveness_tests {
     use super::Region;
 
     #[test]
+    fn a_peer_file_is_mapped_only_from_dev_shm_regular_unlinked_and_of_the_published_size() {
+        let base = format!("/dev/shm/mooncake-mapcheck-{}", std::process::id());
+        let real = format!("{base}-real");
+        let link = format!("{base}-link");
+        let _ = std::fs::remove_file(&real);
+        let _ = std::fs::remove_file(&link);
+        let owner = Region::shared(std::path::Path::new(&real), 8192, false).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert!(Region::map_peer(std::path::Path::new(&real), 8192).is_ok());
+        let refused = |p: &str, len| Region::map_peer(std::path::Path::new(p), len).unwrap_err();
+        assert_eq!(
+            refused(&link, 8192).raw_os_error(),
+            Some(libc::ELOOP),
+            "a symlink"
+        );
+        assert_eq!(
+            refused(&real, 4096).kind(),
+            std::io::ErrorKind::InvalidData,
+            "size"
+        );
+        let outside = std::env::temp_dir().join("mooncake-mapcheck-outside");
+        std::fs::write(&outside, [0u8; 8192]).unwrap();
+        let e = Region::map_peer(&outside, 8192).unwrap_err();
+        assert!(
+            e.to_string().contains("not a file directly in /dev/shm"),
+            "{e}"
+        );
+        let e = refused("/dev/shm/../tmp/x", 8192);
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+        let _ = std::fs::remove_dir_all(format!("{base}-dir"));
+        std::fs::create_dir(format!("{base}-dir")).unwrap();
+        // A directory: refused (by `open` itself, before the regular-file check).
+        assert!(Region::map_peer(std::path::Path::new(&format!("{base}-dir")), 8192).is_err());
+        drop(owner);
+        for p in [&real, &link] {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_dir(format!("{base}-dir"));
+        let _ = std::fs::remove_file(&outside);
+    }
+
+    #[test]
     fn a_peer_tells_a_live_owner_from_a_dead_one_by_its_lock() {
-        let path = std::env::temp_dir().join(format!(
-            "mooncake-liveness-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let path =
+            std::path::PathBuf::from(format!("/dev/shm/mooncake-liveness-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         // A durable-style owner (file kept when it goes), so the peer can still map it.
         let owner = Region::shared(&path, 4096, false).unwrap();
