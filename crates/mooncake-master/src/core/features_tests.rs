@@ -428,3 +428,144 @@ fn crafted_segment_sizes_are_refused_not_overflowed() {
     );
     c.check_invariants().unwrap();
 }
+
+/// Anything a client can put in a request, unbounded.
+#[derive(Debug, Clone)]
+enum Hostile {
+    Put(String, u64, ReplicateConfig, bool),
+    Clear(Vec<String>, String),
+    Copy(String, Vec<String>),
+    Move(String, String, String),
+    Fetch(u128),
+    Finish(u128, u128, bool),
+    Drain(Vec<String>, Vec<String>, u64),
+    Mount(u128, u64, u64),
+    Regex(String),
+    Tick(u64),
+}
+
+fn name() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just("a:1".to_owned()),
+        Just("b:2".to_owned()),
+        Just(String::new()),
+        "[a-z:0-9]{0,8}",
+        ".{0,64}",
+    ]
+}
+
+fn hostile() -> impl proptest::strategy::Strategy<Value = Hostile> {
+    use proptest::prelude::*;
+    let config = (
+        any::<usize>(),
+        0u8..3,
+        proptest::collection::vec(name(), 0..4),
+        proptest::collection::vec(name(), 0..3),
+        proptest::option::of(any::<u64>()),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(replica_num, pin, preferred_segments, excluded_segments, ttl, same)| {
+                ReplicateConfig {
+                    replica_num,
+                    pin: [Pin::None, Pin::Soft, Pin::Hard][pin as usize],
+                    preferred_segments,
+                    prefer_alloc_in_same_node: same,
+                    excluded_segments,
+                    soft_pin_ttl_ms: ttl,
+                }
+            },
+        );
+    let size = prop_oneof![any::<u64>(), 0u64..(1 << 20), Just(u64::MAX)];
+    prop_oneof![
+        (".{0,5000}", size.clone(), config, any::<bool>())
+            .prop_map(|(k, n, c, up)| Hostile::Put(k, n, c, up)),
+        (proptest::collection::vec(name(), 0..6), name()).prop_map(|(k, s)| Hostile::Clear(k, s)),
+        (name(), proptest::collection::vec(name(), 0..4)).prop_map(|(k, t)| Hostile::Copy(k, t)),
+        (name(), name(), name()).prop_map(|(k, s, t)| Hostile::Move(k, s, t)),
+        any::<u128>().prop_map(Hostile::Fetch),
+        (any::<u128>(), any::<u128>(), any::<bool>())
+            .prop_map(|(c, t, ok)| Hostile::Finish(c, t, ok)),
+        (
+            proptest::collection::vec(name(), 0..4),
+            proptest::collection::vec(name(), 0..3),
+            any::<u64>()
+        )
+            .prop_map(|(s, t, n)| Hostile::Drain(s, t, n)),
+        (any::<u128>(), any::<u64>(), size).prop_map(|(id, base, n)| Hostile::Mount(id, base, n)),
+        ".{0,40}".prop_map(Hostile::Regex),
+        (0u64..700).prop_map(Hostile::Tick),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// A crafted request gets an error, never a panic, and the master stays consistent.
+    #[test]
+    fn hostile_requests_never_panic_the_core(
+        steps in proptest::collection::vec(hostile(), 1..40)
+    ) {
+        let (mut c, mut now) = two_owners();
+        let keys: Vec<String> = (0..4).map(|i| format!("k{i}")).collect();
+        for k in &keys {
+            put_on(&mut c, k, "a:1", now);
+        }
+        let mut wall = 1_000;
+        for s in steps {
+            wall += 1;
+            match s {
+                Hostile::Put(k, n, cfg, up) => {
+                    let k = if k.len() % 3 == 0 { keys[k.len() % 4].clone() } else { k };
+                    let r = if up {
+                        c.upsert_start(WRITER, &k, n % (8 * MIB + 1), &cfg, now)
+                    } else {
+                        c.put_start(WRITER, &k, n, &cfg, now)
+                    };
+                    if r.is_ok() {
+                        let _ = c.put_end(WRITER, &k, now);
+                    }
+                }
+                Hostile::Clear(k, s) => {
+                    let _ = c.batch_replica_clear(WRITER, &k, &s, now);
+                }
+                Hostile::Copy(k, t) => {
+                    let _ = c.create_copy_task(&k, &t, now, wall);
+                    let _ = c.create_copy_task(&keys[wall as usize % 4], &t, now, wall);
+                }
+                Hostile::Move(k, s, t) => {
+                    let _ = c.create_move_task(&k, &s, &t, now, wall);
+                    let _ = c.create_move_task(&keys[wall as usize % 4], "a:1", &t, now, wall);
+                }
+                Hostile::Fetch(client) => {
+                    let _ = c.fetch_tasks(ClientId(client), now, wall);
+                    let _ = c.fetch_tasks(OWNER_A, now, wall);
+                }
+                Hostile::Finish(client, task, ok) => {
+                    let _ = c.finish_task(ClientId(client), mooncake_store::TaskId(task), ok, "x", now, wall);
+                    for t in c.fetch_tasks(OWNER_A, now, wall) {
+                        let _ = c.finish_task(OWNER_A, t.id, ok, "", now, wall);
+                    }
+                }
+                Hostile::Drain(s, t, n) => {
+                    let _ = c.create_drain_job(&s, &t, n, wall);
+                    c.process_drain_jobs(now, wall);
+                }
+                Hostile::Mount(id, base, n) => {
+                    let seg = Segment { base, size: n, ..seg((id % 8) + 3, "m:3") };
+                    let _ = c.mount_segment(ClientId(id), seg, now);
+                }
+                Hostile::Regex(p) => {
+                    let _ = c.remove_by_regex(&p, false, now);
+                }
+                Hostile::Tick(s) => {
+                    now += Duration::from_secs(s);
+                    c.ping(OWNER_A, now);
+                    c.ping(OWNER_B, now);
+                    c.tick(now);
+                }
+            }
+            proptest::prop_assert!(c.check_invariants().is_ok(), "{:?}", c.check_invariants());
+        }
+    }
+}
