@@ -838,6 +838,22 @@ mod tests {
         assert_eq!(addresses(0x1000, 100, &[(u64::MAX, 2)]), None);
     }
 
+    proptest::proptest! {
+        /// A standalone frame from another process: any bytes parse to a request or an
+        /// error, never a panic; a lying peer's reply shapes never panic the client side.
+        #[test]
+        fn any_frame_parses_or_is_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = serde_json::from_slice::<Request>(&bytes);
+            let _ = serde_json::from_slice::<Reply>(&bytes);
+        }
+
+        #[test]
+        fn any_task_reply_decodes_or_is_refused(codes in proptest::collection::vec(proptest::prelude::any::<i64>(), 0..12)) {
+            let _ = decode_task(&codes, String::new());
+            let _ = task_id_of(Reply { codes, text: String::new() });
+        }
+    }
+
     #[test]
     fn tasks_survive_the_wire_bit_for_bit() {
         let t = TaskInfo {

@@ -251,3 +251,21 @@ mod tests {
         assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01 00:00:00.000000");
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests {
+    proptest::proptest! {
+        /// Descriptors come from the metadata service: any bytes parse or are refused,
+        /// never a panic.
+        #[test]
+        fn any_descriptor_bytes_parse_or_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = super::SegmentDescriptor::from_json("peer", &bytes);
+            let _ = super::RpcMeta::from_json("peer", &bytes);
+        }
+
+        #[test]
+        fn any_descriptor_json_parses_or_is_refused(s in "\\{.{0,200}\\}") {
+            let _ = super::SegmentDescriptor::from_json("peer", s.as_bytes());
+        }
+    }
+}

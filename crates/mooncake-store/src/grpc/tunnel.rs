@@ -413,6 +413,24 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+    proptest::proptest! {
+        /// Frames from the network: any bytes decode to a request or an error, never a
+        /// panic, and a well-formed request comes back as it was sent.
+        #[test]
+        fn any_frame_decodes_or_is_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode_request(Bytes::from(bytes.clone()));
+            let _ = decode_response(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn requests_round_trip(path in ".{0,80}", body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let frame = encode_request(&path, &body);
+            let (p, b) = decode_request(Bytes::from(frame).slice(4..)).unwrap();
+            proptest::prop_assert_eq!(p, path);
+            proptest::prop_assert_eq!(&b[..], &body[..]);
+        }
+    }
+
     async fn read_frame<R: AsyncRead + Unpin>(stream: &mut R) -> io::Result<Bytes> {
         let len = stream.read_u32_le().await? as usize;
         if len > MAX_FRAME {
