@@ -68,7 +68,9 @@ fn local_listener(port: u16) -> Option<tokio::net::UnixListener> {
     let l = match std::os::unix::net::UnixListener::bind_addr(&addr) {
         Ok(l) => l,
         Err(e) => {
-            tracing::debug!(socket = %name, error = %e, "no local socket; same-host clients use TCP");
+            // Loud: another process holding this name would otherwise receive the master
+            // requests of every client on this host that trusts it.
+            tracing::warn!(socket = %format!("@{name}"), error = %e, "cannot serve the master's local socket (is another process holding the name?); same-host clients should use TCP");
             return None;
         }
     };
