@@ -15,7 +15,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
-use mooncake_store::{ErrorCode, TaskId};
+use mooncake_store::{uuid_string, ErrorCode, TaskId};
 
 use crate::core::DrainJobView;
 use crate::Master;
@@ -66,11 +66,6 @@ fn error(e: ErrorCode, message: Option<&str>) -> Response {
     )
 }
 
-fn dashed(id: TaskId) -> String {
-    let (hi, lo) = id.halves();
-    format!("{hi}-{lo}")
-}
-
 /// `<u64>-<u64>`, read leniently as `stoull` reads each side of the first `-`: leading
 /// blanks skipped, digits up to the first non-digit.
 fn job_id(params: &HashMap<String, String>) -> Option<TaskId> {
@@ -86,7 +81,7 @@ fn job_id(params: &HashMap<String, String>) -> Option<TaskId> {
 fn job_status(id: TaskId, status: &str) -> String {
     format!(
         "{{\"success\":true,\"job_id\":\"{}\",\"status\":\"{status}\",\"error_code\":0,\"error_message\":\"\"}}",
-        dashed(id)
+        uuid_string(id.0)
     )
 }
 
@@ -136,7 +131,7 @@ fn view_json(j: &DrainJobView) -> String {
          \"created_at_ms_epoch\":{},\"last_updated_at_ms_epoch\":{},\"segments\":[{}],\
          \"succeeded_units\":{},\"failed_units\":{},\"blocked_units\":{},\"active_units\":{},\"migrated_bytes\":{},\
          \"message\":{},\"error_code\":0,\"error_message\":\"\"}}",
-        dashed(j.id),
+        uuid_string(j.id.0),
         j.status as u8,
         j.status.name(),
         j.created_at_ms,
@@ -218,7 +213,7 @@ mod tests {
         assert_eq!(job_id(&p("1")), None);
         assert_eq!(job_id(&HashMap::new()), None);
         assert_eq!(
-            dashed(TaskId::from_halves(u64::MAX, 3)),
+            uuid_string(TaskId::from_halves(u64::MAX, 3).0),
             format!("{}-3", u64::MAX)
         );
     }

@@ -1262,7 +1262,7 @@ impl Store {
         match self.map_and_mount(py, &client, path, size, offset) {
             Ok(id) => {
                 out.set_item("ret", 0)?;
-                out.set_item("segment_ids", vec![dashed_id(id)])?;
+                out.set_item("segment_ids", vec![mooncake_store::uuid_string(id)])?;
             }
             Err(e) => tracing::warn!(path, size, offset, "mount_segment failed: {e}"),
         }
@@ -1293,7 +1293,7 @@ impl Store {
         };
         if let Ok(id) = block(py, client.allocate_and_mount(rounded)) {
             out.set_item("ret", 0)?;
-            out.set_item("segment_ids", vec![dashed_id(id.0)])?;
+            out.set_item("segment_ids", vec![mooncake_store::uuid_string(id.0)])?;
             out.set_item("allocated_size", rounded)?;
         }
         Ok(out)
@@ -1448,11 +1448,6 @@ impl Store {
     fn get_offload_rpc_read_count(&self) -> u64 {
         0
     }
-}
-
-/// A segment id as the wheel shows it: `<hi>-<lo>` in decimal.
-fn dashed_id(id: u128) -> String {
-    format!("{}-{}", (id >> 64) as u64, id as u64)
 }
 
 /// A task id as the wheel shows it: `(hi, lo)`.

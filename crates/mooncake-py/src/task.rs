@@ -31,10 +31,6 @@ pub(crate) fn task_id_arg(v: &Bound<'_, PyAny>) -> PyResult<TaskId> {
     }
 }
 
-fn dashed(id: (u64, u64)) -> String {
-    format!("{}-{}", id.0, id.1)
-}
-
 #[pymethods]
 impl QueryTaskResponse {
     #[new]
@@ -92,12 +88,12 @@ impl QueryTaskResponse {
     fn __repr__(&self) -> String {
         format!(
             "QueryTaskResponse(id={}, type={}, status={}, created_at={}, last_updated_at={}, assigned_client={}, message=\"{}\")",
-            dashed(self.id()),
+            mooncake_store::uuid_string(self.info.id.0),
             self.info.kind as u8,
             self.info.status as u8,
             self.info.created_at_ms,
             self.info.updated_at_ms,
-            dashed(self.assigned_client()),
+            mooncake_store::uuid_string(self.info.assigned_client.0),
             self.info.message,
         )
     }

@@ -101,6 +101,37 @@ class Cluster:
         self.master.stop()
 
 
+class Registered:
+    """A zeroed ctypes buffer registered with a store for zero-copy calls."""
+
+    def __init__(self, store, size=MIB):
+        import ctypes
+        self.store, self.size = store, size
+        self.buf = ctypes.create_string_buffer(size)
+        self.addr = ctypes.addressof(self.buf)
+        assert store.register_buffer(self.addr, size) == 0
+
+    def write(self, data, offset=0):
+        import ctypes
+        ctypes.memmove(self.addr + offset, data, len(data))
+
+    def read(self, n, offset=0):
+        import ctypes
+        return ctypes.string_at(self.addr + offset, n)
+
+    def close(self):
+        assert self.store.unregister_buffer(self.addr) == 0
+
+
+@pytest.fixture
+def buffers(store):
+    """Makes registered buffers (`buffers(size)`) and unregisters them afterwards."""
+    made = []
+    yield lambda size=MIB: made.append(Registered(store, size)) or made[-1]
+    for b in made:
+        b.close()
+
+
 def assert_not_initialised(store, table, monkeypatch):
     """Each `(method, args, value)` of `table` called on `store` (not set up, or closed)
     returns `value`, torch hidden: the not-initialised answers need no torch."""

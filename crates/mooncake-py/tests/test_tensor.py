@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import MIB, assert_not_initialised
+from conftest import MIB, Registered, assert_not_initialised
 from mooncake import _tensor
 from mooncake._tensor import METADATA_SIZE, decode_metadata, encode_metadata
 from mooncake.store import MooncakeDistributedStore, ReplicateConfig
@@ -20,33 +20,6 @@ from mooncake.store import MooncakeDistributedStore, ReplicateConfig
 INVALID, FILE_NOT_FOUND = -600, -1100
 NEED_TORCH = "the tensor helpers of mooncake.store need PyTorch: pip install torch"
 FLOAT32, INT64, BFLOAT16 = 0, 8, 12
-
-
-class Registered:
-    """A zeroed ctypes buffer registered with a store for zero-copy calls."""
-
-    def __init__(self, store, size):
-        self.store, self.size = store, size
-        self.buf = ctypes.create_string_buffer(size)
-        self.addr = ctypes.addressof(self.buf)
-        assert store.register_buffer(self.addr, size) == 0
-
-    def write(self, data, offset=0):
-        ctypes.memmove(self.addr + offset, data, len(data))
-
-    def read(self, n, offset=0):
-        return ctypes.string_at(self.addr + offset, n)
-
-    def close(self):
-        assert self.store.unregister_buffer(self.addr) == 0
-
-
-@pytest.fixture
-def buffers(store):
-    made = []
-    yield lambda size=MIB: made.append(Registered(store, size)) or made[-1]
-    for b in made:
-        b.close()
 
 
 def float_object(values, shape):

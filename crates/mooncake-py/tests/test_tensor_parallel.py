@@ -53,28 +53,6 @@ class Writer:
         self.rank, self.size, self.split_dim = rank, size, split_dim
 
 
-class Registered:
-    def __init__(self, store, size=MIB):
-        self.store, self.size = store, size
-        self.buf = ctypes.create_string_buffer(size)
-        self.addr = ctypes.addressof(self.buf)
-        assert store.register_buffer(self.addr, size) == 0
-
-    def write(self, data, offset=0):
-        ctypes.memmove(self.addr + offset, data, len(data))
-
-    def close(self):
-        assert self.store.unregister_buffer(self.addr) == 0
-
-
-@pytest.fixture
-def buffers(store):
-    made = []
-    yield lambda size=MIB: made.append(Registered(store, size)) or made[-1]
-    for b in made:
-        b.close()
-
-
 def floats(values):
     return struct.pack(f"<{len(values)}f", *values)
 

@@ -27,7 +27,7 @@ pub use client::{Client, ClientConfig, DrainReport, Fragment, SetupError, Staged
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};
-pub use task::{TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStatus};
+pub use task::{uuid_string, TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStatus};
 pub use types::{
     ClientId, ClientStatus, DrainMove, ObjectKey, Pin, PingReply, ProtocolVersion,
     ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,

@@ -3,6 +3,12 @@
 
 use crate::types::{ClientId, ReplicaDescriptor};
 
+/// Mooncake's `UuidToString`: a 128-bit id as its two u64 halves in decimal, `hi-lo`
+/// (task, job and segment ids as the wheel and the admin API show them).
+pub fn uuid_string(id: u128) -> String {
+    format!("{}-{}", (id >> 64) as u64, id as u64)
+}
+
 /// A task's id (a UUID in Mooncake: two u64, shown as `hi-lo`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct TaskId(pub u128);
