@@ -19,6 +19,8 @@ struct Args {
     /// Largest accepted value in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_value_size: usize,
+    #[command(flatten)]
+    auth: mooncake_examples::flags::AuthArgs,
     /// Log verbosity: 0 info, 1 debug, 2 trace.
     #[arg(short = 'v', long = "verbose", default_value_t = 0)]
     verbosity: u8,
@@ -38,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let server = HttpMetadataServer::new(HttpMetadataServerConfig {
         max_value_size: args.max_value_size,
+        auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
     });
     server
         .run(listener, mooncake_examples::shutdown_signal())

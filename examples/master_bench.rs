@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Parser;
-use mooncake_master::{MasterConfig, MasterServer, ServerConfig};
+use mooncake_master::{MasterServer, ServerConfig};
 use mooncake_store::grpc::{GrpcClientConfig, GrpcMasterClient};
 use mooncake_store::{ClientId, MasterApi, ReplicateConfig, Segment, SegmentId};
 
@@ -56,13 +56,7 @@ async fn run(args: Args) -> Result<()> {
     let (addr, _stop) = match &args.master_server_address {
         Some(a) => (a.clone(), None),
         None => {
-            let server = MasterServer::bind(ServerConfig {
-                master: MasterConfig::default(),
-                rpc_addr: "127.0.0.1:0".into(),
-                http_metadata_addr: None,
-                metrics_addr: None,
-            })
-            .await?;
+            let server = MasterServer::bind(ServerConfig::new("127.0.0.1:0")).await?;
             let addr = server.rpc_addr().to_string();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(server.serve(async {

@@ -3,6 +3,30 @@
 use std::path::Path;
 use std::time::Duration;
 
+/// `--auth_token` (or `MOONCAKE_AUTH_TOKEN`): the cluster's shared secret, flattened into
+/// every binary's flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// The cluster's shared secret: required from (and presented to) the master, the
+    /// metadata server's writers and peers' transfer engines. Off when empty. C++ peers
+    /// cannot present it. Not encryption: see docs/configuration.md.
+    #[arg(
+        long = "auth_token",
+        env = mooncake_metadata::AUTH_TOKEN_ENV,
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub auth_token: String,
+}
+
+impl AuthArgs {
+    /// The token, `None` when empty; an error names what is wrong with it.
+    pub fn token(&self) -> Result<Option<mooncake_metadata::AuthToken>, String> {
+        mooncake_metadata::AuthToken::new(&self.auth_token)
+            .map_err(|e| format!("--auth_token: {e}"))
+    }
+}
+
 /// gflags booleans: `1/0`, `true/false`, `yes/no`, `on/off` (case-insensitive).
 pub fn parse_bool(s: &str) -> Result<bool, String> {
     match s.trim().to_ascii_lowercase().as_str() {

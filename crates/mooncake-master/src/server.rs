@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use mooncake_metadata::{HttpMetadataServer, HttpMetadataServerConfig};
+use mooncake_metadata::{AuthToken, HttpMetadataServer, HttpMetadataServerConfig};
+use mooncake_store::grpc::ServeOptions;
 use mooncake_store::MasterApi;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -29,6 +30,25 @@ pub struct ServerConfig {
     pub http_metadata_addr: Option<String>,
     /// Admin and metrics HTTP server (`--metrics_host:--metrics_port`).
     pub metrics_addr: Option<String>,
+    /// The cluster's token (`--auth_token`): required by the RPC port, by writes to the
+    /// embedded HTTP metadata server and by the admin API (`/api/v1/…`). Default none.
+    pub auth_token: Option<AuthToken>,
+    /// RPC connections served at once (TCP and the local socket together).
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// A master at `rpc_addr` with default settings and no other server.
+    pub fn new(rpc_addr: impl Into<String>) -> Self {
+        Self {
+            master: MasterConfig::default(),
+            rpc_addr: rpc_addr.into(),
+            http_metadata_addr: None,
+            metrics_addr: None,
+            auth_token: None,
+            max_connections: ServeOptions::default().max_connections,
+        }
+    }
 }
 
 /// Errors starting the master.
@@ -62,6 +82,8 @@ pub struct MasterServer {
     rpc: TcpListener,
     metadata: Option<TcpListener>,
     metrics: Option<TcpListener>,
+    auth_token: Option<AuthToken>,
+    max_connections: usize,
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, ServerError> {
@@ -96,6 +118,8 @@ impl MasterServer {
             rpc,
             metadata,
             metrics,
+            auth_token: config.auth_token,
+            max_connections: config.max_connections,
         })
     }
 
@@ -130,10 +154,14 @@ impl MasterServer {
         };
         let mut tasks = tokio::task::JoinSet::new();
         let api: Arc<dyn MasterApi> = self.master.clone();
+        let options = ServeOptions {
+            auth_token: self.auth_token.clone(),
+            max_connections: self.max_connections,
+        };
         tasks.spawn({
             let s = stopped(stop_rx.clone());
             async move {
-                mooncake_store::grpc::serve(self.rpc, api, s)
+                mooncake_store::grpc::serve_with(self.rpc, api, options, s)
                     .await
                     .map_err(|e| ServerError::Serve {
                         what: "master rpc server",
@@ -143,19 +171,23 @@ impl MasterServer {
         });
         if let Some(l) = self.metadata {
             let s = stopped(stop_rx.clone());
+            let auth_token = self.auth_token.clone();
             tasks.spawn(async move {
-                HttpMetadataServer::new(HttpMetadataServerConfig::default())
-                    .run(l, s)
-                    .await
-                    .map_err(|e| ServerError::Serve {
-                        what: "http metadata server",
-                        reason: e.to_string(),
-                    })
+                HttpMetadataServer::new(HttpMetadataServerConfig {
+                    auth_token,
+                    ..HttpMetadataServerConfig::default()
+                })
+                .run(l, s)
+                .await
+                .map_err(|e| ServerError::Serve {
+                    what: "http metadata server",
+                    reason: e.to_string(),
+                })
             });
         }
         if let Some(l) = self.metrics {
             let s = stopped(stop_rx.clone());
-            let router = admin_router(self.master.clone());
+            let router = admin_router(self.master.clone(), self.auth_token.clone());
             tasks.spawn(async move {
                 axum::serve(l, router)
                     .with_graceful_shutdown(s)
@@ -200,7 +232,28 @@ struct KeyQuery {
 
 /// `/metrics`, `/health`, `/get_all_keys`, `/get_all_segments`, `/query_key?key=`, and
 /// the drain-job API (`admin.rs`).
-fn admin_router(master: Arc<Master>) -> Router {
+fn admin_router(master: Arc<Master>, token: Option<AuthToken>) -> Router {
+    let token = token.map(Arc::new);
+    let admin = crate::admin::routes().route_layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let token = token.clone();
+            async move {
+                let presented = req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                if AuthToken::admits(token.as_deref(), presented) {
+                    next.run(req).await
+                } else {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        "authentication failed: the admin API needs `Authorization: Bearer <token>` (MOONCAKE_AUTH_TOKEN)",
+                    )
+                        .into_response()
+                }
+            }
+        },
+    ));
     Router::new()
         .route(
             "/metrics",
@@ -216,7 +269,7 @@ fn admin_router(master: Arc<Master>) -> Router {
             get(|State(m): State<Arc<Master>>| async move { lines(m.segment_names()) }),
         )
         .route("/query_key", get(query_key))
-        .merge(crate::admin::routes())
+        .merge(admin)
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 Not Found") })
         .with_state(master)
 }

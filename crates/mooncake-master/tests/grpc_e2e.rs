@@ -36,6 +36,7 @@ async fn start() -> (
         rpc_addr: "127.0.0.1:0".into(),
         http_metadata_addr: Some("127.0.0.1:0".into()),
         metrics_addr: Some("127.0.0.1:0".into()),
+        ..ServerConfig::new("127.0.0.1:0")
     })
     .await
     .unwrap();

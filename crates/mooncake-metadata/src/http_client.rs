@@ -9,7 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::keys::escape;
-use crate::{MetadataError, MetadataStore, MetadataUri};
+use crate::{AuthToken, MetadataError, MetadataStore, MetadataUri};
 
 /// Timeouts of [`HttpStore`]; the defaults are those of the C++ client (curl).
 #[derive(Debug, Clone)]
@@ -18,6 +18,9 @@ pub struct HttpStoreConfig {
     pub connect_timeout: Duration,
     /// Time allowed for a whole request, connection included. Default 3 s.
     pub request_timeout: Duration,
+    /// Token sent as `Authorization: Bearer <token>` (a server started with a token refuses
+    /// writes without it). Default: `MOONCAKE_AUTH_TOKEN`, if set.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl Default for HttpStoreConfig {
@@ -25,6 +28,7 @@ impl Default for HttpStoreConfig {
         Self {
             connect_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(3),
+            auth_token: AuthToken::from_env(),
         }
     }
 }
@@ -85,6 +89,9 @@ impl HttpStore {
         let mut builder = Request::builder().method(method).uri(&url);
         if is_put {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.config.auth_token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {}", token.as_str()));
         }
         let request = builder
             .body(Full::new(body))

@@ -3,14 +3,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::keys::unescape;
-use crate::{MetadataTable, TableReply, TableRequest};
+use crate::{AuthToken, MetadataTable, TableReply, TableRequest};
 
 /// Settings of [`HttpMetadataServer`].
 #[derive(Debug, Clone)]
@@ -18,12 +18,16 @@ pub struct HttpMetadataServerConfig {
     /// Largest accepted PUT body in bytes (a descriptor with many buffers can be MiBs).
     /// Larger bodies get HTTP 413. Default 64 MiB.
     pub max_value_size: usize,
+    /// When set, `PUT` and `DELETE` need `Authorization: Bearer <token>` (HTTP 401
+    /// otherwise); reads stay open, as C++ engines must still find our descriptors.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl Default for HttpMetadataServerConfig {
     fn default() -> Self {
         Self {
             max_value_size: 64 << 20,
+            auth_token: None,
         }
     }
 }
@@ -61,7 +65,10 @@ impl HttpMetadataServer {
             .route("/health", get(|| async { "OK" }))
             .fallback(|| async { (StatusCode::NOT_FOUND, "not found") })
             .layer(DefaultBodyLimit::max(self.config.max_value_size))
-            .with_state(self.table.clone())
+            .with_state(Served {
+                table: self.table.clone(),
+                auth_token: self.config.auth_token.clone().map(Arc::new),
+            })
     }
 
     /// Serves `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -92,12 +99,35 @@ fn key_param(query: Option<&str>) -> Result<Option<String>, ()> {
     Ok(None)
 }
 
+/// What the routes share.
+#[derive(Clone)]
+struct Served {
+    table: Arc<MetadataTable>,
+    auth_token: Option<Arc<AuthToken>>,
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    value.strip_prefix(b"Bearer ")
+}
+
 async fn metadata(
-    State(table): State<Arc<MetadataTable>>,
+    State(Served { table, auth_token }): State<Served>,
     method: Method,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
+    let writes = method == Method::PUT || method == Method::DELETE;
+    if writes && !AuthToken::admits(auth_token.as_deref(), bearer(&headers)) {
+        tracing::warn!(%method, "metadata write refused: authentication failed");
+        return (
+            StatusCode::UNAUTHORIZED,
+            "authentication failed: this metadata server needs `Authorization: Bearer <token>` (MOONCAKE_AUTH_TOKEN) for writes",
+        )
+            .into_response();
+    }
     let Ok(key) = key_param(query.as_deref()) else {
         return (
             StatusCode::BAD_REQUEST,

@@ -14,9 +14,12 @@
 //!   (`http://h:p/metadata`, `etcd://…`, `redis://…`, `P2PHANDSHAKE`);
 //! - [`keys`]: Mooncake's key layout (`mooncake/ram/<segment>`, `mooncake/rpc_meta/<segment>`).
 //!
+//! - [`AuthToken`]: the optional shared secret of a cluster.
+//!
 //! With the `testing` feature, `testing::Suite` is the conformance suite every backend runs.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod error;
 mod http_client;
 mod http_server;
@@ -29,10 +32,11 @@ mod uri;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use auth::{AuthToken, AUTH_TOKEN_ENV, MAX_TOKEN_LEN};
 pub use error::MetadataError;
 pub use http_client::{HttpStore, HttpStoreConfig};
 pub use http_server::{HttpMetadataServer, HttpMetadataServerConfig};
 pub use http_table::{MetadataTable, TableReply, TableRequest};
 pub use memory::MemoryStore;
 pub use store::MetadataStore;
-pub use uri::{connect, MetadataUri};
+pub use uri::{connect, connect_with, MetadataUri};

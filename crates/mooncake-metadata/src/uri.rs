@@ -2,7 +2,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::{HttpStore, HttpStoreConfig, MetadataError, MetadataStore};
+use crate::{AuthToken, HttpStore, HttpStoreConfig, MetadataError, MetadataStore};
 
 /// A parsed metadata connection string, as accepted by Mooncake's `--metadata_server`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,10 +130,23 @@ impl fmt::Display for MetadataUri {
 /// Backends that are not compiled in are an error naming the cargo feature;
 /// `P2PHANDSHAKE` is an error because it has no central store.
 pub fn connect(input: &str) -> Result<Arc<dyn MetadataStore>, MetadataError> {
+    connect_with(input, AuthToken::from_env())
+}
+
+/// [`connect`] presenting `auth_token` (instead of `MOONCAKE_AUTH_TOKEN`) to servers
+/// that need one for writes.
+pub fn connect_with(
+    input: &str,
+    auth_token: Option<AuthToken>,
+) -> Result<Arc<dyn MetadataStore>, MetadataError> {
     match MetadataUri::parse(input)? {
-        MetadataUri::Http { base } => {
-            Ok(Arc::new(HttpStore::new(&base, HttpStoreConfig::default())?))
-        }
+        MetadataUri::Http { base } => Ok(Arc::new(HttpStore::new(
+            &base,
+            HttpStoreConfig {
+                auth_token,
+                ..HttpStoreConfig::default()
+            },
+        )?)),
         MetadataUri::Etcd { .. } => Err(MetadataError::BackendNotCompiled {
             backend: "etcd",
             feature: "etcd",

@@ -17,6 +17,7 @@ async fn start_server() -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     let server = HttpMetadataServer::new(HttpMetadataServerConfig {
         max_value_size: 4 << 20,
+        auth_token: None,
     });
     tokio::spawn(server.run(listener, std::future::pending()));
     addr
@@ -185,6 +186,7 @@ async fn silent_server_times_out_within_the_bound() {
     let config = HttpStoreConfig {
         connect_timeout: Duration::from_millis(200),
         request_timeout: Duration::from_millis(300),
+        auth_token: None,
     };
     let store = HttpStore::new(&format!("http://{addr}/metadata"), config).unwrap();
     let start = Instant::now();
@@ -251,4 +253,51 @@ async fn http_store_rejects_non_http_urls() {
             reason: "an http metadata server URL must start with http://".into()
         }
     );
+}
+
+/// A server with a token refuses writes without it (401, "authentication failed") and
+/// keeps the table unchanged; reads stay open; a client with the token writes.
+#[tokio::test]
+async fn writes_need_the_token_when_the_server_has_one() {
+    use mooncake_metadata::AuthToken;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = listener.local_addr().unwrap();
+    let server = HttpMetadataServer::new(HttpMetadataServerConfig {
+        auth_token: AuthToken::new("s3cr3t").unwrap(),
+        ..HttpMetadataServerConfig::default()
+    });
+    tokio::spawn(server.run(listener, std::future::pending()));
+    let k = "/metadata?key=k";
+    for method in ["PUT", "DELETE"] {
+        let (status, body) = raw(a, method, k, b"{}").await;
+        assert_eq!(status, 401, "{method}");
+        assert!(body.contains("authentication failed"), "{body}");
+    }
+    let base = format!("http://{a}/metadata");
+    let store = |token: &str| {
+        HttpStore::new(
+            &base,
+            HttpStoreConfig {
+                auth_token: AuthToken::new(token).unwrap(),
+                ..HttpStoreConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let err = store("wrong")
+        .put("k", Bytes::from_static(b"{\"x\":1}"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert_eq!(raw(a, "GET", k, b"").await.0, 404, "nothing was written");
+    store("s3cr3t")
+        .put("k", Bytes::from_static(b"{\"x\":1}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store("").get("k").await.unwrap().unwrap(),
+        &b"{\"x\":1}"[..]
+    );
+    assert!(store("").delete("k").await.is_err());
+    store("s3cr3t").delete("k").await.unwrap();
 }

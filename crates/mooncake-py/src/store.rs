@@ -96,6 +96,18 @@ fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientConfig, i32>
         Ok(v) => v,
         Err(c) => return Ok(Err(c)),
     };
+    // `auth_token` (this build's addition): the cluster's token; MOONCAKE_AUTH_TOKEN
+    // otherwise.
+    let auth_token = match dict_str(d, "auth_token")? {
+        None => mooncake_metadata::AuthToken::from_env(),
+        Some(t) => match mooncake_metadata::AuthToken::new(&t) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("setup(config): {e}");
+                return Ok(Err(INVALID));
+            }
+        },
+    };
     if global != 0 && global < 1024 {
         tracing::error!("setup(config): global_segment_size must be 0 or at least 1 KiB");
         return Ok(Err(INVALID));
@@ -114,6 +126,7 @@ fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientConfig, i32>
         master_server_addr: dict_str(d, "master_server_addr")?
             .or(dict_str(d, "master_server_address")?)
             .unwrap_or_else(|| "127.0.0.1:50051".into()),
+        auth_token,
         ..ClientConfig::default()
     }))
 }

@@ -60,7 +60,8 @@ class Proc:
 
 
 class Cluster:
-    def __init__(self, client_ttl=10, segment="256MB"):
+    def __init__(self, client_ttl=10, segment="256MB", token=None):
+        self.auth = [f"--auth_token={token}"] if token else []
         self.rpc, self.http, self.metrics = free_port(), free_port(), free_port()
         self.master_addr = f"127.0.0.1:{self.rpc}"
         self.metadata = f"http://127.0.0.1:{self.http}/metadata"
@@ -69,7 +70,7 @@ class Cluster:
             "--enable_http_metadata_server=1", "--http_metadata_server_host=127.0.0.1",
             f"--http_metadata_server_port={self.http}", "--metrics_host=127.0.0.1",
             f"--metrics_port={self.metrics}", f"--client_ttl={client_ttl}",
-            "--default_kv_lease_ttl=500",
+            "--default_kv_lease_ttl=500", *self.auth,
         ])
         self.master.wait_for("metrics on")
         self.services = []
@@ -79,7 +80,7 @@ class Cluster:
         p = Proc([
             script(name), "--host=127.0.0.1", f"--port={port}",
             f"--global_segment_size={segment}", f"--master_server_address={self.master_addr}",
-            f"--metadata_server={self.metadata}", *extra,
+            f"--metadata_server={self.metadata}", *self.auth, *extra,
         ])
         line = p.wait_for("mounted")
         p.segment = line.split(" segment ")[1].split(" ")[0]

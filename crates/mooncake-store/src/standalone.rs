@@ -19,6 +19,9 @@
 use std::os::linux::net::SocketAddrExt;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use mooncake_metadata::AuthToken;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
@@ -92,6 +95,9 @@ pub(crate) enum Request {
     Hello {
         pool: PathBuf,
         size: u64,
+        /// The cluster's token, when the client has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     Put {
         items: Vec<(String, Ranges)>,
@@ -240,11 +246,20 @@ pub async fn serve_standalone(name: String, client: Client) -> std::io::Result<(
     std_listener.set_nonblocking(true)?;
     let listener = UnixListener::from_std(std_listener)?;
     tracing::info!(socket = %format!("@{name}"), "serving standalone (setup_dummy) clients");
+    // Connections are owned here: dropping this future stops every one of them.
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_STANDALONE_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
         let (stream, _) = listener.accept().await?;
         let client = client.clone();
         let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let served = match Conn::unix(stream) {
                 Ok(conn) => serve_connection(conn, client, peer_uid).await,
                 Err(e) => Err(e),
@@ -252,40 +267,51 @@ pub async fn serve_standalone(name: String, client: Client) -> std::io::Result<(
             if let Err(e) = served {
                 tracing::debug!(error = %e, "standalone client connection ended");
             }
+            drop(permit);
         });
     }
+}
+
+/// Thin clients served at once by one store service (further ones wait in the backlog).
+const MAX_STANDALONE_CONNECTIONS: usize = 1024;
+
+/// Sends a refusal as the answer to a hello.
+async fn refuse(s: &Conn, code: ErrorCode, text: String) -> std::io::Result<()> {
+    let reply = Reply {
+        codes: vec![code.code().into()],
+        text,
+    };
+    write_frame(s, &serde_json::to_vec(&reply)?).await
 }
 
 async fn serve_connection(s: Conn, client: Client, peer_uid: Option<u32>) -> std::io::Result<()> {
     let hello: Request =
         serde_json::from_slice(&read_frame(&s).await?).map_err(std::io::Error::other)?;
-    let Request::Hello { pool, size } = hello else {
+    let Request::Hello { pool, size, token } = hello else {
         return Err(std::io::Error::other("the first request must be hello"));
     };
     // Only processes of this service's user may use it (and share memory with it).
     let me = mooncake_transfer_engine::effective_uid();
     if peer_uid != Some(me) {
-        let reply = Reply {
-            codes: vec![ErrorCode::InvalidParams.code().into()],
-            text: format!(
-                "the store service runs as uid {me}; a client of uid {} may not use it",
-                peer_uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
-            ),
-        };
         tracing::warn!(peer_uid, "refused a standalone client of another user");
-        write_frame(&s, &serde_json::to_vec(&reply)?).await?;
-        return Ok(());
+        let text = format!(
+            "the store service runs as uid {me}; a client of uid {} may not use it",
+            peer_uid.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
+        );
+        return refuse(&s, ErrorCode::InvalidParams, text).await;
+    }
+    let required = client.config().auth_token.as_ref();
+    if !AuthToken::admits(required, token.as_deref().map(str::as_bytes)) {
+        tracing::warn!("refused a standalone client: authentication failed");
+        let text = "authentication failed: the store service needs the cluster's token (MOONCAKE_AUTH_TOKEN)".to_owned();
+        return refuse(&s, ErrorCode::RpcFail, text).await;
     }
     let engine = client.engine().clone();
     let buffer = match engine.register_shared_file(&pool, size, "cpu:0").await {
         Ok(b) => b,
         Err(e) => {
-            let reply = Reply {
-                codes: vec![ErrorCode::InvalidParams.code().into()],
-                text: format!("cannot map {}: {e}", pool.display()),
-            };
-            write_frame(&s, &serde_json::to_vec(&reply)?).await?;
-            return Ok(());
+            let text = format!("cannot map {}: {e}", pool.display());
+            return refuse(&s, ErrorCode::InvalidParams, text).await;
         }
     };
     write_frame(&s, &serde_json::to_vec(&Reply::default())?).await?;
@@ -506,6 +532,8 @@ pub struct StandaloneClient {
     staging: Mutex<OffsetAllocator>,
     user: Mutex<OffsetAllocator>,
     hostname: String,
+    /// Presented in the hello (`MOONCAKE_AUTH_TOKEN`).
+    auth_token: Option<AuthToken>,
 }
 
 /// A range of the staging area, returned on drop.
@@ -576,6 +604,7 @@ impl StandaloneClient {
             pool,
             conn: tokio::sync::Mutex::new(None),
             hostname: String::new(),
+            auth_token: AuthToken::from_env(),
         };
         let conn = client.open().await?;
         *client.conn.get_mut() = Some(conn);
@@ -594,10 +623,21 @@ impl StandaloneClient {
         let addr =
             std::os::unix::net::SocketAddr::from_abstract_name(socket.as_bytes()).map_err(err)?;
         let std_stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(err)?;
+        // Anyone can bind an abstract name: our pool (and requests) go only to a store
+        // service of our own user.
+        let me = mooncake_transfer_engine::effective_uid();
+        let holder = mooncake_transfer_engine::peer_uid(std::os::fd::AsFd::as_fd(&std_stream));
+        if holder != Some(me) {
+            return Err(StandaloneError::Refused(format!(
+                "@{socket} is held by uid {}, not by this user (uid {me}); not using it",
+                holder.map_or_else(|| "unknown".to_owned(), |u| u.to_string())
+            )));
+        }
         let s = Conn::from(Sock::unix(std_stream).map_err(err)?);
         let hello = Request::Hello {
             pool: self.pool.path().to_path_buf(),
             size: self.pool.len(),
+            token: self.auth_token.as_ref().map(|t| t.as_str().to_owned()),
         };
         let body = serde_json::to_vec(&hello).map_err(|e| err(std::io::Error::other(e)))?;
         write_frame(&s, &body).await.map_err(err)?;

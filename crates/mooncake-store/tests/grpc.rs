@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use mooncake_metadata::AuthToken;
 use mooncake_store::grpc::pb::master_service_client::MasterServiceClient;
-use mooncake_store::grpc::{pb, serve, GrpcClientConfig, GrpcMasterClient};
+use mooncake_store::grpc::{pb, serve_with, GrpcClientConfig, GrpcMasterClient, ServeOptions};
 use mooncake_store::{
     BatchResult, ClientId, ClientStatus, ErrorCode, MasterApi, Pin, PingReply, ProtocolVersion,
     ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,
@@ -44,6 +45,8 @@ struct FakeMaster {
     refuse: bool,
     /// Delay of every `ping`.
     ping_delay: Duration,
+    /// Calls of `connect` that reached the master.
+    connects: std::sync::atomic::AtomicUsize,
     state: Mutex<State>,
 }
 
@@ -122,6 +125,8 @@ fn batch<T>(keys: &[String], f: impl Fn(&str) -> Result<T, ErrorCode>) -> BatchR
 #[async_trait]
 impl MasterApi for FakeMaster {
     async fn connect(&self, client: ProtocolVersion) -> Result<ProtocolVersion, ErrorCode> {
+        self.connects
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let master = ProtocolVersion::CURRENT;
         if self.refuse || !master.accepts(client) {
             return Err(ErrorCode::InvalidVersion);
@@ -327,10 +332,14 @@ async fn start(api: Arc<FakeMaster>) -> Running {
 }
 
 async fn start_at(api: Arc<FakeMaster>, addr: SocketAddr) -> Running {
+    start_with(api, addr, ServeOptions::default()).await
+}
+
+async fn start_with(api: Arc<FakeMaster>, addr: SocketAddr, options: ServeOptions) -> Running {
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, api, async move {
+    let task = tokio::spawn(serve_with(listener, api, options, async move {
         let _ = rx.await;
     }));
     Running {
@@ -352,6 +361,7 @@ fn config_over(tunnel: bool) -> GrpcClientConfig {
         rpc_timeout: Duration::from_secs(10),
         tunnel,
         local_socket: true,
+        auth_token: None,
     }
 }
 
@@ -820,5 +830,113 @@ async fn invalid_wire_values_are_invalid_params() {
     assert_eq!(raw.put_start(req).await.unwrap().into_inner().error_code, 0);
     assert_eq!(fake.state().objects["k"].owner, ClientId(1 << 64 | 2));
 
+    server.stop().await;
+}
+
+fn token(text: &str) -> Option<AuthToken> {
+    AuthToken::new(text).unwrap()
+}
+
+/// A master with a token admits only clients presenting it, over every transport: the
+/// others fail to connect and never reach the master; the right token works.
+#[tokio::test]
+async fn a_master_with_a_token_refuses_everyone_else() {
+    let fake = Arc::new(FakeMaster::default());
+    let options = ServeOptions {
+        auth_token: token("s3cr3t"),
+        ..ServeOptions::default()
+    };
+    let server = start_with(fake.clone(), "127.0.0.1:0".parse().unwrap(), options).await;
+    let addr = server.addr.to_string();
+    let transports = [(true, true), (true, false), (false, false)];
+    for (tunnel, local_socket) in transports {
+        for presented in [None, token("wrong"), token("s3cr3")] {
+            let cfg = GrpcClientConfig {
+                local_socket,
+                auth_token: presented.clone(),
+                ..config_over(tunnel)
+            };
+            let refused = GrpcMasterClient::connect(&addr, cfg).await;
+            assert_eq!(
+                refused.err(),
+                Some(ErrorCode::RpcFail),
+                "tunnel {tunnel}, local {local_socket}, token {:?}",
+                presented.is_some()
+            );
+        }
+    }
+    assert_eq!(
+        fake.connects.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no refused call reached the master"
+    );
+    for (tunnel, local_socket) in transports {
+        let cfg = GrpcClientConfig {
+            local_socket,
+            auth_token: token("s3cr3t"),
+            ..config_over(tunnel)
+        };
+        let c = GrpcMasterClient::connect(&addr, cfg).await.unwrap();
+        assert_eq!(c.exist_key("k").await, Ok(false));
+    }
+    server.stop().await;
+}
+
+/// The refusal says why, to a client that reads the status (the raw generated client
+/// over HTTP/2 without a token).
+#[tokio::test]
+async fn an_unauthenticated_rpc_says_authentication_failed() {
+    let options = ServeOptions {
+        auth_token: token("s3cr3t"),
+        ..ServeOptions::default()
+    };
+    let server = start_with(Arc::default(), "127.0.0.1:0".parse().unwrap(), options).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = MasterServiceClient::new(channel);
+    let status = raw
+        .exist_key(pb::KeyRequest { key: "k".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert!(
+        status.message().contains("authentication failed"),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
+}
+
+/// With `max_connections` = 1, a second client waits (its call times out) while the first
+/// holds the only connection, and is served once the first is gone.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_one() {
+    let options = ServeOptions {
+        max_connections: 1,
+        ..ServeOptions::default()
+    };
+    let server = start_with(Arc::default(), "127.0.0.1:0".parse().unwrap(), options).await;
+    let addr = server.addr.to_string();
+    let short = GrpcClientConfig {
+        rpc_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let first = GrpcMasterClient::connect(&addr, config()).await.unwrap();
+    assert_eq!(
+        GrpcMasterClient::connect(&addr, short.clone()).await.err(),
+        Some(ErrorCode::RpcTimeout)
+    );
+    drop(first);
+    let mut served = None;
+    for _ in 0..50 {
+        if let Ok(c) = GrpcMasterClient::connect(&addr, short.clone()).await {
+            served = Some(c);
+            break;
+        }
+    }
+    assert_eq!(served.unwrap().exist_key("k").await, Ok(false));
     server.stop().await;
 }

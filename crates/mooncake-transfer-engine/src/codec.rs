@@ -14,6 +14,23 @@ pub const V2_FLAG: u8 = 0x80;
 /// High 32 bits of every v2 status frame: `"MCTV"`.
 pub const STATUS_MAGIC: u64 = 0x4D43_5456;
 
+/// `addr` of an authentication request: `size` bytes of token follow the header, and the
+/// server answers with a status frame ([`Status::Ok`] or [`Status::Unauthenticated`]).
+/// The address is non-canonical on every 64-bit machine, so it is never a registered
+/// buffer: a C++ server rejects it as an out-of-range READ, never serves it.
+pub const AUTH_ADDR: u64 = 0xFFFF_4D43_4155_5448;
+
+/// The header of an authentication request carrying `token_len` bytes of token.
+pub fn auth_header(token_len: usize) -> [u8; HEADER_LEN] {
+    Header {
+        size: token_len as u64,
+        addr: AUTH_ADDR,
+        opcode: Opcode::Read,
+        version: ProtoVersion::V2,
+    }
+    .encode()
+}
+
 /// Direction of a transfer, seen from the initiator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Opcode {
@@ -107,6 +124,8 @@ pub enum Status {
     Ok,
     /// The address range lies outside the server's registered buffers.
     Rejected,
+    /// The server needs the cluster's token and the connection did not present it.
+    Unauthenticated,
     /// A well-formed frame with a code this implementation does not know.
     Other(u32),
 }
@@ -117,6 +136,7 @@ impl Status {
         let code = match self {
             Status::Ok => 0,
             Status::Rejected => 1,
+            Status::Unauthenticated => 2,
             Status::Other(c) => c,
         };
         ((STATUS_MAGIC << 32) | u64::from(code)).to_le_bytes()
@@ -131,6 +151,7 @@ impl Status {
         Some(match v as u32 {
             0 => Status::Ok,
             1 => Status::Rejected,
+            2 => Status::Unauthenticated,
             c => Status::Other(c),
         })
     }
@@ -214,6 +235,10 @@ mod tests {
         assert_eq!(
             Status::decode(&[1, 0, 0, 0, 0x56, 0x54, 0x43, 0x4D]),
             Some(Status::Rejected)
+        );
+        assert_eq!(
+            Status::decode(&[2, 0, 0, 0, 0x56, 0x54, 0x43, 0x4D]),
+            Some(Status::Unauthenticated)
         );
         assert_eq!(
             Status::decode(&[7, 0, 0, 0, 0x56, 0x54, 0x43, 0x4D]),

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use mooncake_metadata::keys::KeySpace;
+use mooncake_metadata::AuthToken;
 
 use crate::codec::ProtoVersion;
 
@@ -43,6 +44,10 @@ pub struct EngineConfig {
     /// Copy through the shared memory of same-host peers that publish it (same kernel boot
     /// id) instead of using TCP. Default true.
     pub shared_memory: bool,
+    /// The cluster's token: every inbound data connection must present it first, and
+    /// every outbound one presents it. C++ engines cannot, so set it only in clusters of
+    /// our engines. Default: `MOONCAKE_AUTH_TOKEN`, if set.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl EngineConfig {
@@ -63,6 +68,7 @@ impl EngineConfig {
             max_proto_version: ProtoVersion::V2,
             max_inbound_connections: 1024,
             shared_memory: true,
+            auth_token: AuthToken::from_env(),
         }
     }
 

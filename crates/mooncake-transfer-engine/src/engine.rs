@@ -265,7 +265,7 @@ impl TransferEngine {
     /// [`TransferEngine::start`] with a metadata connection string; `P2PHANDSHAKE` selects
     /// [`TransferEngine::start_p2p`].
     pub async fn start_uri(config: EngineConfig, metadata: &str) -> Result<Self, TransferError> {
-        match mooncake_metadata::connect(metadata) {
+        match mooncake_metadata::connect_with(metadata, config.auth_token.clone()) {
             Ok(m) => Self::start(config, m).await,
             Err(MetadataError::NoCentralStore { .. }) => Self::start_p2p(config).await,
             Err(e) => Err(e.into()),
@@ -320,6 +320,7 @@ impl TransferEngine {
                 connect_timeout: config.connect_timeout,
                 io_timeout: config.io_timeout,
                 lanes_per_peer: config.max_connections_per_peer.max(1),
+                auth_token: config.auth_token.clone(),
             }),
             config,
             metadata,
@@ -355,6 +356,7 @@ impl TransferEngine {
                 registry,
                 inner.shutdown.subscribe(),
                 inner.config.max_inbound_connections,
+                inner.config.auth_token.clone(),
             ));
             let mut stop = inner.shutdown.subscribe();
             let state = inner.handshake.clone();

@@ -81,6 +81,15 @@ pub enum TransferError {
         /// Length.
         len: u64,
     },
+    /// The peer refused this engine's token (or needs one and none is configured), or,
+    /// being a C++ engine, does not take tokens at all.
+    #[error("authentication failed with peer {peer}: {reason}")]
+    Unauthenticated {
+        /// The peer.
+        peer: SocketAddr,
+        /// What the peer said.
+        reason: &'static str,
+    },
     /// The peer sent bytes that are not a valid status frame.
     #[error(
         "peer {peer} sent an invalid status frame {frame:02x?} (a v1 peer or a stream out of sync)"
@@ -118,7 +127,8 @@ impl TransferError {
             TransferError::InvalidDescriptor { .. } => -103,
             TransferError::Io { .. }
             | TransferError::BadStatus { .. }
-            | TransferError::Timeout { .. } => -102,
+            | TransferError::Timeout { .. }
+            | TransferError::Unauthenticated { .. } => -102,
             TransferError::Metadata(_) | TransferError::SegmentNotFound(_) => -200,
             TransferError::Shutdown => -202,
         }

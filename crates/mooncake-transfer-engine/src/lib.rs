@@ -36,7 +36,7 @@ pub use codec::Opcode;
 pub use config::EngineConfig;
 pub use engine::{DirectRange, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
 pub use error::TransferError;
-pub use memory::{effective_uid, ForeignMemory, SharedMemory};
+pub use memory::{effective_uid, peer_uid, ForeignMemory, SharedMemory};
 pub use peer_rpc::{HandshakeAddr, PeerRpcError, DEFAULT_HANDSHAKE_PORT};
 pub use registry::{BufferRegistry, Entry};
 pub use topology::{Topology, TopologyEntry};

@@ -515,3 +515,79 @@ async fn p2phandshake_engines_find_each_other_without_a_metadata_store() {
     let err = a.open_segment("127.0.0.1:1").await.unwrap_err().to_string();
     assert!(err.contains("127.0.0.1:1"), "{err}");
 }
+
+/// An engine with a token serves only peers presenting it: a wrong or missing token gets
+/// an error saying authentication failed, and not one byte is read or written. An engine
+/// without a token accepts peers that present one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_keeps_strangers_from_reading_or_writing() {
+    let meta = Arc::new(MemoryStore::new());
+    let with = |name: &str, token: &str| {
+        let mut config = EngineConfig::new(name);
+        config.auth_token = mooncake_metadata::AuthToken::new(token).unwrap();
+        config.shared_memory = false;
+        TransferEngine::start(config, meta.clone())
+    };
+    let holder = with("127.0.0.1:17301", "s3cr3t").await.unwrap();
+    let friend = with("127.0.0.1:17302", "s3cr3t").await.unwrap();
+    let open = with("127.0.0.1:17305", "").await.unwrap();
+    let secret = pattern(64 << 10, 9);
+    let held = holder.allocate_buffer(64 << 10, "cpu:0").await.unwrap();
+    held.write_at(0, &secret);
+    for (name, token) in [("127.0.0.1:17303", "wrong"), ("127.0.0.1:17304", "")] {
+        let stranger = with(name, token).await.unwrap();
+        let buf = stranger.allocate_buffer(64 << 10, "cpu:0").await.unwrap();
+        buf.write_at(0, &[0xAA; 64 << 10]);
+        let seg = stranger.open_segment("127.0.0.1:17301").await.unwrap();
+        for opcode in [Opcode::Read, Opcode::Write] {
+            let err = stranger
+                .transfer(&[TransferRequest {
+                    opcode,
+                    source: buf.addr(),
+                    target: seg,
+                    target_offset: held.addr(),
+                    length: 64 << 10,
+                }])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, TransferError::Unauthenticated { .. })
+                    && err.to_string().contains("authentication failed"),
+                "token {token:?}, {opcode:?}: {err}"
+            );
+        }
+        assert!(
+            buf.to_vec(0, 64 << 10) == vec![0xAA; 64 << 10],
+            "nothing was read"
+        );
+        stranger.shutdown().await.unwrap();
+    }
+    assert!(held.to_vec(0, 64 << 10) == secret, "nothing was written");
+    // The same token works both ways; a peer without a token takes ours.
+    let fbuf = friend.allocate_buffer(64 << 10, "cpu:0").await.unwrap();
+    let seg = friend.open_segment("127.0.0.1:17301").await.unwrap();
+    let read = TransferRequest {
+        opcode: Opcode::Read,
+        source: fbuf.addr(),
+        target: seg,
+        target_offset: held.addr(),
+        length: 64 << 10,
+    };
+    friend.transfer(&[read]).await.unwrap();
+    assert!(fbuf.to_vec(0, 64 << 10) == secret);
+    let obuf = open.allocate_buffer(64 << 10, "cpu:0").await.unwrap();
+    let seg = friend.open_segment("127.0.0.1:17305").await.unwrap();
+    friend
+        .transfer(&[TransferRequest {
+            opcode: Opcode::Write,
+            target: seg,
+            target_offset: obuf.addr(),
+            ..read
+        }])
+        .await
+        .unwrap();
+    assert!(obuf.to_vec(0, 64 << 10) == secret);
+    for e in [holder, friend, open] {
+        e.shutdown().await.unwrap();
+    }
+}

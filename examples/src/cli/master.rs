@@ -84,6 +84,11 @@ struct Args {
     /// RPC worker threads (0 = one per core).
     #[arg(long = "rpc_thread_num", default_value_t = 0)]
     rpc_thread_num: usize,
+    #[command(flatten)]
+    auth: crate::flags::AuthArgs,
+    /// RPC connections served at once (further clients wait in the accept backlog).
+    #[arg(long = "max_connections", default_value_t = 4096)]
+    max_connections: usize,
     /// Log verbosity: 0 info, 1 debug, 2 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
@@ -145,6 +150,8 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             )
         }),
         metrics_addr: Some(format!("{}:{}", args.metrics_host, args.metrics_port)),
+        auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
+        max_connections: args.max_connections,
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.rpc_thread_num > 0 {

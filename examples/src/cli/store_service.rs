@@ -54,6 +54,8 @@ struct Args {
     /// Accepted for compatibility.
     #[arg(long, default_value_t = 1, hide = true)]
     threads: usize,
+    #[command(flatten)]
+    auth: crate::flags::AuthArgs,
     /// Log verbosity: 0 info, 1 debug, 2 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
@@ -81,6 +83,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             drain_timeout: args.drain_timeout,
             shared_memory: args.shared_memory,
             segment_path: args.segment_path,
+            auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
             ..ClientConfig::default()
         },
         http_addr: Some(format!("{host}:{}", args.port)),

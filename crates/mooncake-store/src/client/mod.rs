@@ -66,6 +66,10 @@ pub struct ClientConfig {
     /// only its segment holds to other segments before unmounting it (0 = do not drain,
     /// Mooncake's behaviour: those objects are lost).
     pub drain_timeout: Duration,
+    /// The cluster's token, presented to the master, the metadata server (writes) and
+    /// peers' transfer engines, and required from peers' data connections. Default:
+    /// `MOONCAKE_AUTH_TOKEN`, if set.
+    pub auth_token: Option<mooncake_metadata::AuthToken>,
 }
 
 impl Default for ClientConfig {
@@ -82,6 +86,7 @@ impl Default for ClientConfig {
             drain_timeout: Duration::from_secs(30),
             shared_memory: true,
             segment_path: None,
+            auth_token: mooncake_metadata::AuthToken::from_env(),
         }
     }
 }
@@ -181,13 +186,16 @@ impl Client {
     /// Connects to the metadata service and the master (gRPC), starts the transfer engine
     /// and, when `global_segment_size > 0`, mounts a segment.
     pub async fn setup(config: ClientConfig) -> Result<Self, SetupError> {
-        let master =
-            GrpcMasterClient::connect(&config.master_server_addr, GrpcClientConfig::default())
-                .await
-                .map_err(|code| SetupError::Master {
-                    addr: config.master_server_addr.clone(),
-                    code,
-                })?;
+        let grpc = GrpcClientConfig {
+            auth_token: config.auth_token.clone(),
+            ..GrpcClientConfig::default()
+        };
+        let master = GrpcMasterClient::connect(&config.master_server_addr, grpc)
+            .await
+            .map_err(|code| SetupError::Master {
+                addr: config.master_server_addr.clone(),
+                code,
+            })?;
         Self::with_master(config, Arc::new(master)).await
     }
 
@@ -203,7 +211,10 @@ impl Client {
             )));
         }
         // `P2PHANDSHAKE`: no central store; the engine exchanges descriptors itself.
-        let metadata = match mooncake_metadata::connect(&config.metadata_server) {
+        let metadata = match mooncake_metadata::connect_with(
+            &config.metadata_server,
+            config.auth_token.clone(),
+        ) {
             Ok(m) => Some(m),
             Err(mooncake_metadata::MetadataError::NoCentralStore { .. }) => None,
             Err(source) => {
@@ -1579,9 +1590,13 @@ async fn start_engine(
         let name = explicit
             .clone()
             .unwrap_or_else(|| format!("{host}:{}", 12_300 + random_u64() % 2_000));
+        let engine = EngineConfig {
+            auth_token: config.auth_token.clone(),
+            ..EngineConfig::new(name)
+        };
         let started = match &metadata {
-            Some(m) => TransferEngine::start(EngineConfig::new(name), m.clone()).await,
-            None => TransferEngine::start_p2p(EngineConfig::new(name)).await,
+            Some(m) => TransferEngine::start(engine, m.clone()).await,
+            None => TransferEngine::start_p2p(engine).await,
         };
         match started {
             Ok(e) => return Ok(e),

@@ -23,6 +23,7 @@ use crate::types::{
     ReplicateConfig, Segment, SegmentId,
 };
 use crate::ErrorCode;
+use mooncake_metadata::AuthToken;
 
 /// HTTP/2 keep-alive ping interval: a master that vanished without closing the connection
 /// (host down, network cut) is noticed within interval + timeout instead of the kernel's
@@ -31,8 +32,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a keep-alive ping may go unanswered before the connection is dropped.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Timeouts of a [`GrpcMasterClient`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Timeouts and credentials of a [`GrpcMasterClient`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcClientConfig {
     /// Bound on establishing the connection (TCP and HTTP/2 handshake). Default 5 s.
     pub connect_timeout: Duration,
@@ -45,6 +46,9 @@ pub struct GrpcClientConfig {
     /// With the tunnel, reach a master on this host (a loopback address) through its
     /// abstract Unix socket instead of TCP; falls back to TCP if it has none. Default true.
     pub local_socket: bool,
+    /// Token presented to a master that requires one (see
+    /// [`ServeOptions::auth_token`](super::ServeOptions)). Default: `MOONCAKE_AUTH_TOKEN`.
+    pub auth_token: Option<AuthToken>,
 }
 
 impl Default for GrpcClientConfig {
@@ -54,6 +58,7 @@ impl Default for GrpcClientConfig {
             rpc_timeout: Duration::from_secs(30),
             tunnel: true,
             local_socket: true,
+            auth_token: AuthToken::from_env(),
         }
     }
 }
@@ -92,6 +97,7 @@ impl GrpcMasterClient {
                 config.connect_timeout,
                 config.rpc_timeout,
                 config.local_socket,
+                config.auth_token.as_ref(),
             );
             let tunnel = match connecting.await {
                 Ok(t) => t,
@@ -100,7 +106,7 @@ impl GrpcMasterClient {
                     return Err(ErrorCode::RpcFail);
                 }
             };
-            match Self::handshake(addr, Transport::Tunnel(tunnel), config).await {
+            match Self::handshake(addr, Transport::Tunnel(tunnel), config.clone()).await {
                 Err(ErrorCode::RpcFail) => {
                     tracing::info!(
                         addr,
@@ -140,7 +146,14 @@ impl GrpcMasterClient {
                 return Err(ErrorCode::RpcFail);
             }
         };
-        Self::handshake(addr, Transport::Http2(channel), config).await
+        let bearer = match &config.auth_token {
+            Some(t) => Some(
+                http::HeaderValue::from_str(&format!("Bearer {}", t.as_str()))
+                    .map_err(|_| ErrorCode::InvalidParams)?,
+            ),
+            None => None,
+        };
+        Self::handshake(addr, Transport::Http2(channel, bearer), config).await
     }
 
     /// Exchanges protocol versions over `transport`.
@@ -205,6 +218,9 @@ impl GrpcMasterClient {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => {
                 let code = status_to_error(&status);
+                if status.code() == Code::Unauthenticated {
+                    tracing::warn!(addr = %self.addr, method, "{}", status.message());
+                }
                 tracing::debug!(
                     addr = %self.addr, method, code = ?status.code(),
                     message = status.message(), "master rpc failed"
@@ -225,7 +241,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How the messages travel: HTTP/2 (tonic's channel) or the lean tunnel.
 #[derive(Debug, Clone)]
 enum Transport {
-    Http2(Channel),
+    /// With the `authorization` value sent on every request, when there is a token.
+    Http2(Channel, Option<http::HeaderValue>),
     Tunnel(Tunnel),
 }
 
@@ -236,14 +253,19 @@ impl Service<http::Request<Body>> for Transport {
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match self {
-            Transport::Http2(c) => c.poll_ready(cx).map_err(Into::into),
+            Transport::Http2(c, _) => c.poll_ready(cx).map_err(Into::into),
             Transport::Tunnel(t) => t.poll_ready(cx),
         }
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         match self {
-            Transport::Http2(c) => {
+            Transport::Http2(c, bearer) => {
+                let mut req = req;
+                if let Some(b) = bearer {
+                    req.headers_mut()
+                        .insert(http::header::AUTHORIZATION, b.clone());
+                }
                 let f = c.call(req);
                 Box::pin(async move { f.await.map_err(Into::into) })
             }

@@ -13,7 +13,7 @@ mod server;
 mod tunnel;
 
 pub use client::{GrpcClientConfig, GrpcMasterClient};
-pub use server::serve;
+pub use server::{serve, serve_with, ServeOptions};
 
 /// Largest message either side encodes or accepts (tonic's default of 4 MiB is too small
 /// for large batches of long keys).

@@ -4,10 +4,17 @@ use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
+use std::pin::Pin;
+use std::task::Poll;
+
+use mooncake_metadata::AuthToken;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Connected;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
@@ -22,6 +29,37 @@ use crate::master_api::MasterApi;
 use crate::task::TaskId;
 use crate::types::{ProtocolVersion, SegmentId};
 
+/// How [`serve_with`] admits connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// When set, every connection must present this token (the tunnel in its first frame,
+    /// HTTP/2 as `authorization: Bearer <token>` metadata); others are answered with
+    /// `UNAUTHENTICATED` and never reach the master. Default none.
+    pub auth_token: Option<AuthToken>,
+    /// Connections served at once over TCP and the local socket together; further peers
+    /// wait in the accept backlog. Default 4096.
+    pub max_connections: usize,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            auth_token: None,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Serves the master's gRPC service on `listener` until `shutdown` completes, forwarding
+/// every RPC to `api`, with the default [`ServeOptions`] (no token).
+pub async fn serve(
+    listener: TcpListener,
+    api: Arc<dyn MasterApi>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), io::Error> {
+    serve_with(listener, api, ServeOptions::default(), shutdown).await
+}
+
 /// Serves the master's gRPC service on `listener` until `shutdown` completes, forwarding
 /// every RPC to `api`.
 ///
@@ -33,23 +71,43 @@ use crate::types::{ProtocolVersion, SegmentId};
 /// The same port also speaks the lean tunnel transport (length-prefixed frames) that
 /// [`GrpcMasterClient`](super::GrpcMasterClient) prefers: each accepted connection's first
 /// bytes are peeked, tunnel connections are answered inline, all others go to HTTP/2.
-pub async fn serve(
+pub async fn serve_with(
     listener: TcpListener,
     api: Arc<dyn MasterApi>,
+    options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), io::Error> {
     let service = MasterServiceServer::new(GrpcMaster { api })
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE);
-    let (http2, incoming) = mpsc::channel::<io::Result<TcpStream>>(64);
+    let token = options.auth_token.map(Arc::new);
+    let limits = Limits {
+        token: token.clone(),
+        permits: Arc::new(Semaphore::new(
+            options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        )),
+    };
+    let (http2, incoming) = mpsc::channel::<io::Result<Permitted>>(64);
     let local = listener
         .local_addr()
         .ok()
         .and_then(|a| local_listener(a.port()));
-    let local = local.map(|l| tokio::spawn(local_accept_loop(l, service.clone())));
-    let accept = tokio::spawn(accept_loop(listener, service.clone(), http2));
+    let local = local.map(|l| tokio::spawn(local_accept_loop(l, service.clone(), limits.clone())));
+    let accept = tokio::spawn(accept_loop(listener, service.clone(), http2, limits));
+    let checked = InterceptedService::new(service, move |req: Request<()>| {
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+        if AuthToken::admits(token.as_deref(), presented) {
+            Ok(req)
+        } else {
+            tracing::warn!("refused a master rpc over HTTP/2: authentication failed");
+            Err(Status::unauthenticated(super::tunnel::AUTH_FAILED))
+        }
+    });
     let served = Server::builder()
-        .add_service(service)
+        .add_service(checked)
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown)
         .await
         .map_err(io::Error::other);
@@ -58,6 +116,73 @@ pub async fn serve(
         l.abort();
     }
     served
+}
+
+/// What every accepted connection is checked against.
+#[derive(Clone)]
+struct Limits {
+    token: Option<Arc<AuthToken>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A connection handed to the HTTP/2 server, holding its connection permit until closed.
+struct Permitted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Permitted {
+    type ConnectInfo = <TcpStream as Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Permitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Permitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// The abstract Unix socket beside the TCP port, for tunnel clients on this host.
@@ -79,24 +204,30 @@ fn local_listener(port: u16) -> Option<tokio::net::UnixListener> {
 }
 
 /// Serves tunnel connections from this host's clients on the Unix socket.
-async fn local_accept_loop<S>(listener: tokio::net::UnixListener, service: S)
+async fn local_accept_loop<S>(listener: tokio::net::UnixListener, service: S, limits: Limits)
 where
     S: super::tunnel::TunnelService,
 {
     let mut conns = JoinSet::new();
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-        };
-        let Ok((stream, _)) = accepted else {
+        while conns.try_join_next().is_some() {}
+        let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
+        };
+        // Acquired after the accept: both listeners share the permits, and a loop that
+        // waited for its next peer while holding one would starve the other listener.
+        let Ok(permit) = limits.permits.clone().acquire_owned().await else {
+            return;
         };
         let Ok(conn) = crate::conn::Conn::unix(stream) else {
             continue;
         };
-        conns.spawn(super::tunnel::serve_new_connection(conn, service.clone()));
+        let (service, token) = (service.clone(), limits.token.clone());
+        conns.spawn(async move {
+            super::tunnel::serve_new_connection(conn, service, token).await;
+            drop(permit);
+        });
     }
 }
 
@@ -105,17 +236,15 @@ where
 async fn accept_loop<S>(
     listener: TcpListener,
     service: S,
-    http2: mpsc::Sender<io::Result<TcpStream>>,
+    http2: mpsc::Sender<io::Result<Permitted>>,
+    limits: Limits,
 ) where
     S: super::tunnel::TunnelService,
 {
     let mut tunnels = JoinSet::new();
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            Some(_) = tunnels.join_next(), if !tunnels.is_empty() => continue,
-        };
-        let stream = match accepted {
+        while tunnels.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -123,15 +252,24 @@ async fn accept_loop<S>(
                 continue;
             }
         };
+        let Ok(permit) = limits.permits.clone().acquire_owned().await else {
+            return;
+        };
         let _ = stream.set_nodelay(true);
-        let (service, http2) = (service.clone(), http2.clone());
+        let (service, http2, token) = (service.clone(), http2.clone(), limits.token.clone());
         tunnels.spawn(async move {
             if is_tunnel(&stream).await {
                 if let Ok(conn) = crate::conn::Conn::tcp(stream) {
-                    super::tunnel::serve_new_connection(conn, service).await;
+                    super::tunnel::serve_new_connection(conn, service, token).await;
                 }
+                drop(permit);
             } else {
-                let _ = http2.send(Ok(stream)).await;
+                let _ = http2
+                    .send(Ok(Permitted {
+                        stream,
+                        _permit: permit,
+                    }))
+                    .await;
             }
         });
     }
@@ -153,7 +291,7 @@ async fn is_tunnel(stream: &TcpStream) -> bool {
     matches!(
         tokio::time::timeout(std::time::Duration::from_secs(5), peek).await,
         Ok(4)
-    ) && buf == super::tunnel::MAGIC
+    ) && (buf == super::tunnel::MAGIC || buf == super::tunnel::MAGIC_AUTH)
 }
 
 /// The generated service trait implemented over a [`MasterApi`].

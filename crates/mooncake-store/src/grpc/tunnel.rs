@@ -14,6 +14,10 @@
 //! - response: `u32 len | headers | trailers | grpc body`, where each header block is
 //!   `u16 count` then `(u16 name_len, name, u16 value_len, value)` per entry.
 //!
+//! A client with a token starts with [`MAGIC_AUTH`] and `u16 len | token` instead; a
+//! master that has a token and gets none, or another one, answers the first request with
+//! `UNAUTHENTICATED` and closes the connection without calling the service.
+//!
 //! The grpc body is tonic's own (5-byte message prefix included), so codecs, size limits
 //! and status handling are unchanged.
 
@@ -35,11 +39,20 @@ use tokio::net::TcpStream;
 use tonic::body::Body;
 use tonic::codegen::Service;
 
+use mooncake_metadata::AuthToken;
+
 use super::MAX_MESSAGE_SIZE;
 use crate::conn::{Conn, Sock};
 
 /// First bytes a tunnel client sends on a new connection.
 pub(crate) const MAGIC: [u8; 4] = *b"MCT1";
+
+/// First bytes of a tunnel client that presents a token: then `u16 len | token`.
+pub(crate) const MAGIC_AUTH: [u8; 4] = *b"MCT2";
+
+/// The message of every refusal for a missing or wrong token.
+pub(crate) const AUTH_FAILED: &str =
+    "authentication failed: the master needs the cluster's token (--auth_token / MOONCAKE_AUTH_TOKEN)";
 
 /// Largest frame accepted (a message plus its path or headers).
 const MAX_FRAME: usize = MAX_MESSAGE_SIZE + (64 << 10);
@@ -157,6 +170,8 @@ struct Inner {
     /// Bound on one round trip's waits (the caller's `rpc_timeout`).
     rpc_timeout: Duration,
     local_socket: bool,
+    /// The preamble of every new connection: [`MAGIC`], or [`MAGIC_AUTH`] and the token.
+    preamble: Vec<u8>,
     idle: Mutex<Vec<Conn>>,
 }
 
@@ -169,13 +184,24 @@ impl Tunnel {
         connect_timeout: Duration,
         rpc_timeout: Duration,
         local_socket: bool,
+        token: Option<&AuthToken>,
     ) -> io::Result<Self> {
+        let preamble = match token {
+            None => MAGIC.to_vec(),
+            Some(t) => {
+                let mut p = MAGIC_AUTH.to_vec();
+                p.put_u16_le(t.as_bytes().len() as u16);
+                p.extend_from_slice(t.as_bytes());
+                p
+            }
+        };
         let tunnel = Self {
             inner: Arc::new(Inner {
                 addr: addr.to_owned(),
                 connect_timeout,
                 rpc_timeout,
                 local_socket,
+                preamble,
                 idle: Mutex::new(Vec::new()),
             }),
         };
@@ -195,11 +221,13 @@ impl Tunnel {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        stream.write_all(&MAGIC).await?;
+        stream.write_all(&self.inner.preamble).await?;
         Conn::tcp(stream)
     }
 
-    /// The master's abstract Unix socket, when the master is on this host and has one.
+    /// The master's abstract Unix socket, when the master is on this host and has one,
+    /// and is held by a process of this user (anyone can bind an abstract name: a socket
+    /// held by another user is not trusted with our requests; TCP is used instead).
     fn open_local(&self) -> Option<Conn> {
         use std::io::Write;
         use std::os::linux::net::SocketAddrExt;
@@ -210,7 +238,18 @@ impl Tunnel {
         let name = local_socket_name(port.parse().ok()?);
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()?;
         let mut s = std::os::unix::net::UnixStream::connect_addr(&addr).ok()?;
-        s.write_all(&MAGIC).ok()?;
+        let holder = mooncake_transfer_engine::peer_uid(std::os::fd::AsFd::as_fd(&s));
+        let me = mooncake_transfer_engine::effective_uid();
+        if holder != Some(me) {
+            tracing::warn!(
+                socket = %format!("@{name}"),
+                holder_uid = ?holder,
+                uid = me,
+                "the master's local socket is held by another user; not trusting it, using TCP"
+            );
+            return None;
+        }
+        s.write_all(&self.inner.preamble).ok()?;
         Sock::unix(s).ok().map(Conn::from)
     }
 
@@ -345,11 +384,59 @@ impl<T> TunnelService for T where
 {
 }
 
-/// Reads a new connection's [`MAGIC`], then serves it; anything else is dropped.
-pub(crate) async fn serve_new_connection<S: TunnelService>(conn: Conn, service: S) {
+/// Reads a new connection's [`MAGIC`] (or [`MAGIC_AUTH`] and a token), then serves it;
+/// anything else is dropped. When `token` is set, a connection without it gets one
+/// `UNAUTHENTICATED` answer and is closed.
+pub(crate) async fn serve_new_connection<S: TunnelService>(
+    conn: Conn,
+    service: S,
+    token: Option<Arc<AuthToken>>,
+) {
     let mut magic = [0u8; 4];
-    if conn.read_exact(&mut magic).await.is_ok() && magic == MAGIC {
+    if conn.read_exact(&mut magic).await.is_err() {
+        return;
+    }
+    let presented = match magic {
+        MAGIC => None,
+        MAGIC_AUTH => {
+            let mut len = [0u8; 2];
+            if conn.read_exact(&mut len).await.is_err() {
+                return;
+            }
+            let len = usize::from(u16::from_le_bytes(len));
+            if len > mooncake_metadata::MAX_TOKEN_LEN {
+                return;
+            }
+            let mut presented = vec![0u8; len];
+            if conn.read_exact(&mut presented).await.is_err() {
+                return;
+            }
+            Some(presented)
+        }
+        _ => return,
+    };
+    if AuthToken::admits(token.as_deref(), presented.as_deref()) {
         serve_connection(conn, service).await;
+    } else {
+        tracing::warn!(
+            token_presented = presented.is_some(),
+            "refused a master connection: authentication failed"
+        );
+        refuse_unauthenticated(&conn).await;
+    }
+}
+
+/// Answers the first request of an unauthenticated connection with `UNAUTHENTICATED`
+/// (so the client can say why), without looking at it, and closes the connection.
+async fn refuse_unauthenticated(conn: &Conn) {
+    let first = tokio::time::timeout(Duration::from_secs(5), conn.read_frame(MAX_FRAME)).await;
+    if let Ok(Ok(_)) = first {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("16"));
+        trailers.insert("grpc-message", HeaderValue::from_static(AUTH_FAILED));
+        let _ = conn
+            .write_all(&encode_response(&HeaderMap::new(), &trailers, &[]))
+            .await;
     }
 }
 
@@ -493,9 +580,15 @@ mod tests {
                 });
             }
         });
-        let t = Tunnel::connect(&addr, Duration::from_secs(2), Duration::from_secs(5), false)
-            .await
-            .unwrap();
+        let t = Tunnel::connect(
+            &addr,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            false,
+            None,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             &t.round_trip(&encode_request("/a", b"1")).await.unwrap()[..],
             &{
@@ -542,9 +635,15 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn late_and_concurrent_answers_arrive_whole() {
         let addr = slow_echo_server(crate::conn::spin_window() + Duration::from_millis(5)).await;
-        let t = Tunnel::connect(&addr, Duration::from_secs(2), Duration::from_secs(5), false)
-            .await
-            .unwrap();
+        let t = Tunnel::connect(
+            &addr,
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            false,
+            None,
+        )
+        .await
+        .unwrap();
         let calls = (0..6u8).map(|i| {
             let t = t.clone();
             tokio::spawn(async move {

@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mooncake_metadata::AuthToken;
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -38,6 +39,8 @@ pub(crate) struct TcpClientConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) io_timeout: Duration,
     pub(crate) lanes_per_peer: usize,
+    /// Presented on every new lane before any request.
+    pub(crate) auth_token: Option<AuthToken>,
 }
 
 /// One request on the wire: local range, remote range, direction, framing.
@@ -177,7 +180,55 @@ async fn connect(addr: SocketAddr, config: &TcpClientConfig) -> Result<TcpStream
         })?
         .map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
+    if let Some(token) = &config.auth_token {
+        let mut stream = stream;
+        authenticate(&mut stream, addr, token, config.io_timeout).await?;
+        return Ok(stream);
+    }
     Ok(stream)
+}
+
+/// Presents `token` on a fresh connection and waits for the server's verdict.
+async fn authenticate(
+    stream: &mut TcpStream,
+    addr: SocketAddr,
+    token: &AuthToken,
+    timeout: Duration,
+) -> Result<(), TransferError> {
+    let exchange = async {
+        let mut frame = crate::codec::auth_header(token.as_bytes().len()).to_vec();
+        frame.extend_from_slice(token.as_bytes());
+        stream.write_all(&frame).await?;
+        let mut status = [0u8; STATUS_LEN];
+        stream.read_exact(&mut status).await?;
+        Ok::<_, std::io::Error>(status)
+    };
+    let status = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| TransferError::Timeout {
+            peer: addr,
+            timeout,
+        })?
+        .map_err(|source| TransferError::Io {
+            peer: addr,
+            what: "authentication",
+            source,
+        })?;
+    match Status::decode(&status) {
+        Some(Status::Ok) => Ok(()),
+        Some(Status::Unauthenticated) => Err(TransferError::Unauthenticated {
+            peer: addr,
+            reason: "it refused this engine's token (is MOONCAKE_AUTH_TOKEN the same on both?)",
+        }),
+        Some(Status::Rejected) => Err(TransferError::Unauthenticated {
+            peer: addr,
+            reason: "it does not take tokens (a C++ engine?); unset the token to talk to it",
+        }),
+        _ => Err(TransferError::BadStatus {
+            peer: addr,
+            frame: status,
+        }),
+    }
 }
 
 /// One lane: connects, then pipes requests through writer and reader until an error or
@@ -341,6 +392,11 @@ async fn complete(rd: &mut BufReader<OwnedReadHalf>, job: &Job) -> Result<(), Tr
                     len: op.len,
                 })
             }
+            Some(Status::Unauthenticated) => return Err(TransferError::Unauthenticated {
+                peer: op.peer,
+                reason:
+                    "it needs the cluster's token and this engine has none (MOONCAKE_AUTH_TOKEN)",
+            }),
             _ => {
                 return Err(TransferError::BadStatus {
                     peer: op.peer,

@@ -9,7 +9,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::write_all_vectored;
-use crate::codec::{Header, Opcode, ProtoVersion, Status, HEADER_LEN};
+use mooncake_metadata::AuthToken;
+
+use crate::codec::{Header, Opcode, ProtoVersion, Status, AUTH_ADDR, HEADER_LEN};
 use crate::engine::SharedRegistry;
 
 /// Accepts data connections until `shutdown` turns true; at most `max_connections` are
@@ -19,7 +21,9 @@ pub(crate) async fn serve(
     registry: SharedRegistry,
     mut shutdown: watch::Receiver<bool>,
     max_connections: usize,
+    auth_token: Option<AuthToken>,
 ) {
+    let auth_token = auth_token.map(Arc::new);
     let permits = Arc::new(Semaphore::new(max_connections));
     let mut conns = JoinSet::new();
     loop {
@@ -36,8 +40,9 @@ pub(crate) async fn serve(
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 let registry = registry.clone();
+                let token = auth_token.clone();
                 conns.spawn(async move {
-                    if let Err(e) = serve_connection(stream, &registry).await {
+                    if let Err(e) = serve_connection(stream, &registry, token.as_deref()).await {
                         tracing::debug!(%peer, error = %e, "data connection closed");
                     }
                     drop(permit);
@@ -61,6 +66,8 @@ enum ConnError {
     TruncatedHeader(usize),
     #[error("refused {0:?}: not inside one registered buffer")]
     Refused(Header),
+    #[error("authentication failed: the connection did not present the cluster's token")]
+    Unauthenticated,
 }
 
 /// Bytes read ahead: pipelined headers (and the start of WRITE payloads) arrive in one
@@ -118,14 +125,63 @@ async fn flush<W: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Reads the token of an authentication request whose header was read.
+async fn read_token<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    header: &Header,
+) -> Result<Vec<u8>, ConnError> {
+    let len = usize::try_from(header.size)
+        .ok()
+        .filter(|&n| n <= mooncake_metadata::MAX_TOKEN_LEN)
+        .ok_or(ConnError::Unauthenticated)?;
+    let mut token = vec![0u8; len];
+    rd.read_exact(&mut token).await?;
+    Ok(token)
+}
+
+/// Closes a connection gracefully after a refusal: FIN after the answers, then discard
+/// what the client had already pipelined. Closing with unread input would send a reset,
+/// which can destroy answers still in flight to the client.
+async fn close_after_refusal<R, W>(rd: &mut R, wr: &mut W)
+where
+    R: AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let _ = wr.shutdown().await;
+    let drain = async {
+        let mut sink = [0u8; 16 * 1024];
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
 async fn serve_connection(
     mut stream: TcpStream,
     registry: &SharedRegistry,
+    auth_token: Option<&AuthToken>,
 ) -> Result<(), ConnError> {
     let (rd, mut wr) = stream.split();
     let mut rd = BufReader::with_capacity(READ_AHEAD, rd);
     let mut answers: Vec<Answer> = Vec::new();
     let mut held = 0usize;
+    // With a token, nothing is served before the connection presents it.
+    if let Some(token) = auth_token {
+        let presented = match read_header(&mut rd).await? {
+            Some(h) if h.addr == AUTH_ADDR => Some(read_token(&mut rd, &h).await?),
+            Some(_) => None,
+            None => return Ok(()),
+        };
+        if !presented.as_deref().is_some_and(|p| token.matches(p)) {
+            let _ = wr.write_all(&Status::Unauthenticated.encode()).await;
+            close_after_refusal(&mut rd, &mut wr).await;
+            return Err(ConnError::Unauthenticated);
+        }
+        wr.write_all(&Status::Ok.encode()).await?;
+    }
     loop {
         // Answer before we could block on input: pipelined requests already buffered are
         // served first and their answers leave together.
@@ -140,6 +196,15 @@ async fn serve_connection(
             flush(&mut wr, &mut answers).await?;
             return Ok(());
         };
+        if header.addr == AUTH_ADDR {
+            // A token where none is needed (or a second one): read and accepted.
+            read_token(&mut rd, &header).await?;
+            answers.push(Answer {
+                status: true,
+                data: None,
+            });
+            continue;
+        }
         let v2 = header.version == ProtoVersion::V2;
         let region = registry
             .read()
@@ -150,19 +215,7 @@ async fn serve_connection(
             if v2 {
                 wr.write_all(&Status::Rejected.encode()).await?;
             }
-            // Close gracefully: FIN after the answers, then discard what the client had
-            // already pipelined. Closing with unread input would send a reset, which can
-            // destroy answers still in flight to the client.
-            let _ = wr.shutdown().await;
-            let drain = async {
-                let mut sink = [0u8; 16 * 1024];
-                while let Ok(n) = rd.read(&mut sink).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+            close_after_refusal(&mut rd, &mut wr).await;
             return Err(ConnError::Refused(header));
         };
         match header.opcode {
