@@ -48,6 +48,9 @@ pub struct EngineConfig {
     /// every outbound one presents it. C++ engines cannot, so set it only in clusters of
     /// our engines. Default: `MOONCAKE_AUTH_TOKEN`, if set.
     pub auth_token: Option<AuthToken>,
+    /// Longest wait of [`crate::TransferEngine::unregister`] for the transfers still using
+    /// caller-owned memory. Default 60 s (twice `io_timeout`: every transfer ends by then).
+    pub unregister_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -69,6 +72,7 @@ impl EngineConfig {
             max_inbound_connections: 1024,
             shared_memory: true,
             auth_token: AuthToken::from_env(),
+            unregister_timeout: Duration::from_secs(60),
         }
     }
 

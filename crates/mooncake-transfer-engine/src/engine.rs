@@ -562,6 +562,11 @@ impl TransferEngine {
 
     /// Unregisters the buffer starting at `addr`, publishes the new descriptor, and waits
     /// until no transfer uses it any more.
+    ///
+    /// Caller-owned memory may be freed once this returns `Ok`, so the wait is for every
+    /// in-flight transfer touching it, bounded by [`EngineConfig::unregister_timeout`]:
+    /// past it the buffer is registered again and [`TransferError::BufferBusy`] says so
+    /// (the memory must not be freed yet; try again later).
     pub async fn unregister(&self, addr: u64) -> Result<(), TransferError> {
         let entry = self.inner.registry.write().remove(addr);
         let Some(entry) = entry else {
@@ -569,9 +574,18 @@ impl TransferEngine {
         };
         let published = self.publish().await;
         let region = entry.value;
-        // Caller-owned memory may be freed once we return, even when publishing failed:
-        // wait for in-flight users.
+        let timeout = self.inner.config.unregister_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         while Arc::strong_count(&region) > 1 && region.is_borrowed() {
+            if tokio::time::Instant::now() >= deadline {
+                let in_flight = Arc::strong_count(&region) - 1;
+                self.insert(region, &entry.location).await?;
+                return Err(TransferError::BufferBusy {
+                    addr,
+                    in_flight,
+                    timeout,
+                });
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         published

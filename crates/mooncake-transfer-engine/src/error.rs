@@ -108,6 +108,17 @@ pub enum TransferError {
         /// The time allowed.
         timeout: Duration,
     },
+    /// [`crate::TransferEngine::unregister`] gave up waiting for transfers still using the
+    /// buffer; it stays registered, and its memory must not be freed yet.
+    #[error("buffer {addr:#x} is still used by {in_flight} transfer(s) after {timeout:?}; it stays registered (do not free it yet)")]
+    BufferBusy {
+        /// The buffer's start.
+        addr: u64,
+        /// Transfers (or other holders) still using it.
+        in_flight: usize,
+        /// The time waited.
+        timeout: Duration,
+    },
     /// The engine is shutting down.
     #[error("the transfer engine is shut down")]
     Shutdown,
@@ -121,7 +132,7 @@ impl TransferError {
             TransferError::InvalidArgument(_) => -1,
             TransferError::TooManyRequests { .. } => -2,
             TransferError::AddressNotRegistered { .. } | TransferError::Rejected { .. } => -3,
-            TransferError::BatchBusy(_) => -4,
+            TransferError::BatchBusy(_) | TransferError::BufferBusy { .. } => -4,
             TransferError::AddressOverlapped { .. } => -7,
             TransferError::NotSupportedTransport { .. } => -8,
             TransferError::InvalidDescriptor { .. } => -103,

@@ -578,3 +578,6 @@ mod liveness_tests {
         let _ = std::fs::remove_file(&path);
     }
 }
+
+#[cfg(test)]
+mod unregister_tests;
