@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use mooncake_store::{
     BatchResult, ClientId, DrainMove, ErrorCode, MasterApi, PingReply, ProtocolVersion,
     ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId, TaskAssignment, TaskId,
-    TaskInfo,
+    TaskInfo, MAX_BATCH_SIZE,
 };
 use parking_lot::Mutex;
 
@@ -214,6 +214,7 @@ impl Master {
         items: &[I],
         mut f: impl FnMut(&mut MasterCore, &I, Instant) -> Result<T, ErrorCode>,
     ) -> BatchResult<T> {
+        check_batch(items.len())?;
         let now = Instant::now();
         let rs = {
             let mut core = self.core.lock();
@@ -228,6 +229,19 @@ impl Master {
         self.metrics.record_batch(op, rs.len() as u64);
         Ok(rs)
     }
+}
+
+/// Refuses a batch of more than [`MAX_BATCH_SIZE`] items, loudly.
+fn check_batch(len: usize) -> Result<(), ErrorCode> {
+    if len > MAX_BATCH_SIZE {
+        tracing::warn!(
+            items = len,
+            limit = MAX_BATCH_SIZE,
+            "refused a batch call larger than the limit"
+        );
+        return Err(ErrorCode::InvalidParams);
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -399,6 +413,7 @@ impl MasterApi for Master {
         keys: &[String],
         segment: &str,
     ) -> Result<Vec<String>, ErrorCode> {
+        check_batch(keys.len())?;
         let cleared = self
             .core
             .lock()

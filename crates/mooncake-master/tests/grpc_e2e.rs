@@ -237,3 +237,39 @@ async fn an_unreachable_master_is_rpc_fail() {
     assert_eq!(err, ErrorCode::RpcFail);
     assert!(start.elapsed() < std::time::Duration::from_secs(6));
 }
+
+/// A batch larger than `MAX_BATCH_SIZE` is refused whole by the master (one call must not
+/// hold the master's lock for millions of keys); the gRPC client splits such batches, so
+/// users see every answer in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_batches_are_refused_by_the_master_and_split_by_the_client() {
+    let keys: Vec<String> = (0..mooncake_store::MAX_BATCH_SIZE + 5)
+        .map(|i| format!("k{i}"))
+        .collect();
+    let master = Master::new(MasterConfig::default());
+    assert_eq!(
+        master.batch_exist_key(&keys).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    assert_eq!(
+        master.batch_remove(&keys, true).await,
+        Err(ErrorCode::InvalidParams)
+    );
+    let (client, _, stop) = start().await;
+    let c = ClientId(7);
+    client
+        .mount_segment(c, segment(1, "seg", 64 * MIB))
+        .await
+        .unwrap();
+    let last = keys.last().unwrap().clone();
+    client
+        .put_start(c, &last, 10, &ReplicateConfig::default())
+        .await
+        .unwrap();
+    client.put_end(c, &last).await.unwrap();
+    let exist = client.batch_exist_key(&keys).await.unwrap();
+    assert_eq!(exist.len(), keys.len());
+    assert!(exist[..keys.len() - 1].iter().all(|e| *e == Ok(false)));
+    assert_eq!(exist[keys.len() - 1], Ok(true), "answers stay in order");
+    let _ = stop.send(());
+}

@@ -30,5 +30,6 @@ pub use service::{StoreService, StoreServiceConfig};
 pub use task::{uuid_string, TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStatus};
 pub use types::{
     ClientId, ClientStatus, DrainMove, ObjectKey, Pin, PingReply, ProtocolVersion,
-    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId,
+    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId, MAX_BATCH_SIZE,
+    MAX_KEY_LEN,
 };

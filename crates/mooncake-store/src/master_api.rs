@@ -14,6 +14,21 @@ use crate::ErrorCode;
 /// Per-key results of a batch call; the outer error is a failure of the whole call (RPC).
 pub type BatchResult<T> = Result<Vec<Result<T, ErrorCode>>, ErrorCode>;
 
+/// Runs a batch call over `items` in calls of at most [`crate::MAX_BATCH_SIZE`] items (the
+/// master refuses larger ones) and joins the answers in order. A failed call fails the
+/// whole batch, as one call would.
+pub(crate) async fn chunked<'a, I, T, F, Fut>(items: &'a [I], mut call: F) -> BatchResult<T>
+where
+    F: FnMut(&'a [I]) -> Fut,
+    Fut: std::future::Future<Output = BatchResult<T>>,
+{
+    let mut out = Vec::with_capacity(items.len());
+    for chunk in items.chunks(crate::MAX_BATCH_SIZE) {
+        out.extend(call(chunk).await?);
+    }
+    Ok(out)
+}
+
 /// The master's RPCs. Object-safe: clients hold an `Arc<dyn MasterApi>`, which is either
 /// the gRPC client of a remote master or a master linked into the process.
 ///

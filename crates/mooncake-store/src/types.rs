@@ -5,6 +5,12 @@ use std::fmt;
 /// Largest key accepted, in bytes (the master refuses longer keys with `InvalidParams`).
 pub const MAX_KEY_LEN: usize = 4096;
 
+/// Most items in one batch call (keys of `batch_put_start`, `batch_get_replica_list`, …,
+/// and of `batch_replica_clear`): the master runs a batch under one lock, so a larger one
+/// would stall every other client; it is refused whole with `InvalidParams`. The client
+/// splits larger batches itself.
+pub const MAX_BATCH_SIZE: usize = 1 << 16;
+
 /// An object key: non-empty UTF-8, at most [`MAX_KEY_LEN`] bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey(String);

@@ -16,8 +16,9 @@ use super::pb;
 use super::pb::master_service_client::MasterServiceClient;
 use super::tunnel::Tunnel;
 use super::MAX_MESSAGE_SIZE;
-use crate::master_api::{BatchResult, MasterApi};
+use crate::master_api::{chunked, BatchResult, MasterApi};
 use crate::task::{TaskAssignment, TaskId, TaskInfo};
+use crate::types::MAX_BATCH_SIZE;
 use crate::types::{
     ClientId, DrainMove, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
     ReplicateConfig, Segment, SegmentId,
@@ -408,6 +409,9 @@ impl MasterApi for GrpcMasterClient {
     }
 
     async fn batch_exist_key(&self, keys: &[String]) -> BatchResult<bool> {
+        if keys.len() > MAX_BATCH_SIZE {
+            return chunked(keys, |c| self.batch_exist_key(c)).await;
+        }
         let req = pb::KeysRequest {
             keys: keys.to_vec(),
         };
@@ -429,6 +433,9 @@ impl MasterApi for GrpcMasterClient {
     }
 
     async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList> {
+        if keys.len() > MAX_BATCH_SIZE {
+            return chunked(keys, |c| self.batch_get_replica_list(c)).await;
+        }
         let req = pb::KeysRequest {
             keys: keys.to_vec(),
         };
@@ -457,6 +464,9 @@ impl MasterApi for GrpcMasterClient {
         items: &[(String, u64)],
         config: &ReplicateConfig,
     ) -> BatchResult<Vec<ReplicaDescriptor>> {
+        if items.len() > MAX_BATCH_SIZE {
+            return chunked(items, |c| self.batch_put_start(client, c, config)).await;
+        }
         let (client_hi, client_lo) = client_to_pb(client);
         let (keys, sizes) = items.iter().cloned().unzip();
         let req = pb::BatchPutStartRequest {
@@ -485,6 +495,9 @@ impl MasterApi for GrpcMasterClient {
     }
 
     async fn batch_put_end(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
+        if keys.len() > MAX_BATCH_SIZE {
+            return chunked(keys, |c| self.batch_put_end(client, c)).await;
+        }
         let req = keys_request(client, keys);
         let r = self.call(
             "BatchPutEnd",
@@ -500,6 +513,9 @@ impl MasterApi for GrpcMasterClient {
     }
 
     async fn batch_put_revoke(&self, client: ClientId, keys: &[String]) -> BatchResult<()> {
+        if keys.len() > MAX_BATCH_SIZE {
+            return chunked(keys, |c| self.batch_put_revoke(client, c)).await;
+        }
         let req = keys_request(client, keys);
         let r = self.call("BatchPutRevoke", |mut c| async move {
             c.batch_put_revoke(req).await
@@ -532,6 +548,9 @@ impl MasterApi for GrpcMasterClient {
     }
 
     async fn batch_remove(&self, keys: &[String], force: bool) -> BatchResult<()> {
+        if keys.len() > MAX_BATCH_SIZE {
+            return chunked(keys, |c| self.batch_remove(c, force)).await;
+        }
         let req = pb::BatchRemoveRequest {
             keys: keys.to_vec(),
             force,

@@ -14,7 +14,6 @@ use crate::{EngineConfig, Opcode, TransferEngine, TransferError, TransferRequest
 /// transfer ended, unregistering succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unregister_gives_up_on_a_stuck_transfer_and_keeps_the_buffer() {
-    
     let meta = Arc::new(MemoryStore::new());
     let mut config = EngineConfig::new("127.0.0.1:17401");
     config.unregister_timeout = Duration::from_millis(300);
@@ -64,8 +63,15 @@ async fn unregister_gives_up_on_a_stuck_transfer_and_keeps_the_buffer() {
             && err.to_string().contains("stays registered"),
         "{err}"
     );
-    assert_eq!(a.registered_capacity(addr), Some(64 << 10), "still registered");
-    assert!(stuck.await.unwrap().is_err(), "the silent peer's transfer times out");
+    assert_eq!(
+        a.registered_capacity(addr),
+        Some(64 << 10),
+        "still registered"
+    );
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the silent peer's transfer times out"
+    );
     a.unregister(addr).await.unwrap();
     assert_eq!(a.registered_capacity(addr), None);
     drop(memory);
