@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout)]
 
 mod bench;
+mod chaos;
 mod demo;
 mod interop;
 mod py_bench;
@@ -35,6 +36,9 @@ fn main() -> Result<()> {
             test()
         }
         "demo" => demo::run(),
+        "chaos" => chaos::chaos(&args[1..]),
+        "soak" => chaos::soak(&args[1..]),
+        "chaos-client" => chaos::run_client(args.get(1).map(String::as_str).unwrap_or("")),
         "interop" => interop::run(&args[1..]),
         "bench" => bench::run(),
         "shm-bench" => shm_bench::run(&args[1..]),
@@ -50,6 +54,8 @@ fn main() -> Result<()> {
             println!("  ci    lint, then test");
             println!("  bench     the full store_bench against a master and a store service, into docs/bench/report.md");
             println!("  shm-bench [ROUNDS]  1/16 MiB put_from/get_into, shared memory vs TCP, alternating, into docs/bench/shm.md");
+            println!("  chaos [--seconds 300] [--seed N] [--release]  faults (SIGKILL/SIGSTOP/master restart) under load; invariants checked");
+            println!("  soak [--seconds 300] [--clients 16]  many clients, no faults: zero errors, p99, master memory per key");
             println!("  py-test  build the Python wheel (dev profile) and run its pytest suite");
             println!("  py-bench the Python-level store benchmark, ours vs the C++ wheel, into docs/bench/python.md");
             println!("  wheel    build the release wheel into target/wheels and install it into target/py-venv");
