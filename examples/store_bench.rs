@@ -67,6 +67,9 @@ struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Record and verify CRC-32C checksums of every value (to measure their cost).
+    #[arg(long = "verify_checksums")]
+    verify_checksums: bool,
     /// Internal: run as one worker of the concurrency workload.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -131,6 +134,7 @@ async fn client(args: &Args, local_buffer: u64) -> Result<Client> {
         global_segment_size: 0,
         local_buffer_size: local_buffer,
         master_server_addr: args.master_server_address.clone(),
+        verify_checksums: args.verify_checksums,
         ..ClientConfig::default()
     };
     Client::setup(config).await.context("store client setup")

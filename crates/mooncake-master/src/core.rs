@@ -80,6 +80,8 @@ struct Object {
     /// The client whose put or upsert created this incarnation (`batch_replica_clear`
     /// lets only it clear the object).
     owner: ClientId,
+    /// The writer's CRC-32C of the value, if it gave one.
+    checksum: Option<u32>,
 }
 
 /// Mooncake's put/upsert argument checks: a valid key, a non-zero size, at least one
@@ -498,7 +500,7 @@ impl MasterCore {
             return Err(ErrorCode::ReplicaIsNotReady);
         }
         o.lease_until = o.lease_until.max(now + ttl);
-        let (size, version, slots) = (o.size, o.version, o.slots.clone());
+        let (size, version, slots, checksum) = (o.size, o.version, o.slots.clone(), o.checksum);
         // Replicas on a detached durable segment wait for its owner's restart.
         let replicas: Vec<ReplicaDescriptor> = slots
             .iter()
@@ -515,6 +517,7 @@ impl MasterCore {
         Ok(ReplicaList {
             replicas,
             lease_ttl_ms: ttl.as_millis() as u64,
+            checksum,
         })
     }
 
@@ -621,6 +624,7 @@ impl MasterCore {
                 soft_pin_ttl,
                 soft_pin_until: None,
                 owner: client,
+                checksum: config.checksum,
             },
         );
         Ok(descriptors)

@@ -347,6 +347,8 @@ impl PyReplicateConfig {
             prefer_alloc_in_same_node: self.prefer_alloc_in_same_node,
             excluded_segments: Vec::new(),
             soft_pin_ttl_ms: self.soft_pin_ttl_ms,
+            // Set by the client when it has checksums on.
+            checksum: None,
         })
     }
 }

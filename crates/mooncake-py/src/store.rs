@@ -127,6 +127,10 @@ fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientConfig, i32>
             .or(dict_str(d, "master_server_address")?)
             .unwrap_or_else(|| "127.0.0.1:50051".into()),
         auth_token,
+        verify_checksums: match dict_str(d, "verify_checksums")? {
+            None => false,
+            Some(v) => matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"),
+        },
         ..ClientConfig::default()
     }))
 }

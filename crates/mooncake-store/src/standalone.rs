@@ -81,6 +81,8 @@ impl From<WireConfig> for ReplicateConfig {
             prefer_alloc_in_same_node: w.same_node,
             excluded_segments: Vec::new(),
             soft_pin_ttl_ms: w.soft_pin_ttl_ms,
+            // The store service's own client computes it when it has checksums on.
+            checksum: None,
         }
     }
 }

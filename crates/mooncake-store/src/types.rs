@@ -99,6 +99,10 @@ pub struct ReplicateConfig {
     /// `default_kv_soft_pin_ttl`, `Some(0)` = no pin; above `max_kv_soft_pin_ttl` the put
     /// is refused with `InvalidParams`).
     pub soft_pin_ttl_ms: Option<u64>,
+    /// CRC-32C of the value, set by a writer with checksums on
+    /// ([`ClientConfig::verify_checksums`](crate::ClientConfig)); the master stores it with
+    /// the object and returns it in [`ReplicaList::checksum`].
+    pub checksum: Option<u32>,
 }
 
 impl Default for ReplicateConfig {
@@ -110,6 +114,7 @@ impl Default for ReplicateConfig {
             prefer_alloc_in_same_node: false,
             excluded_segments: Vec::new(),
             soft_pin_ttl_ms: None,
+            checksum: None,
         }
     }
 }
@@ -153,6 +158,9 @@ pub struct ReplicaList {
     pub replicas: Vec<ReplicaDescriptor>,
     /// The read lease granted, in milliseconds.
     pub lease_ttl_ms: u64,
+    /// The writer's CRC-32C of the value, when it computed one: a reader with checksums
+    /// on verifies what it read and tries the next replica on a mismatch.
+    pub checksum: Option<u32>,
 }
 
 impl ReplicaList {

@@ -209,6 +209,7 @@ impl MasterApi for FakeMaster {
         Ok(ReplicaList {
             replicas: obj.replicas.clone(),
             lease_ttl_ms: LEASE_MS,
+            checksum: None,
         })
     }
 

@@ -228,6 +228,13 @@ impl DirectRange {
         }
     }
 
+    /// CRC-32C of the range's bytes (read in place).
+    pub fn crc32c(&self) -> u32 {
+        self.region
+            .as_ref()
+            .map_or(0, |r| crc32c::crc32c(r.slice(self.addr, self.len)))
+    }
+
     /// The range's bytes as a new vector.
     pub fn to_vec(&self) -> Vec<u8> {
         self.region
@@ -589,6 +596,15 @@ impl TransferEngine {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         published
+    }
+
+    /// CRC-32C of registered local memory `[addr, addr+len)`, continuing from `crc` (0 for a
+    /// fresh checksum; chain calls over the parts of a value), read in place. `None` when
+    /// the range is not inside one registered buffer.
+    pub fn crc32c_append(&self, crc: u32, addr: u64, len: u64) -> Option<u32> {
+        let region = self.inner.registry.read().find(addr, len)?.value.clone();
+        let len = usize::try_from(len).ok()?;
+        Some(crc32c::crc32c_append(crc, region.slice(addr, len)))
     }
 
     /// The bytes from `addr` to the end of the registered buffer containing it, or `None`

@@ -138,6 +138,8 @@ impl Cfg {
             prefer_alloc_in_same_node: self.same_node,
             excluded_segments: names(&self.excluded),
             soft_pin_ttl_ms: self.soft_pin_ttl_ms.map(Num::get),
+            // Fields added later (e.g. `checksum`) keep their defaults.
+            ..ReplicateConfig::default()
         }
     }
 }

@@ -234,7 +234,7 @@ impl Cluster {
             format!("--metadata_server={}", self.metadata),
             // Half of them in private memory: same-host clients then use TCP, as a client
             // on another machine would.
-            format!("--shared_memory={}", i % 2 == 0),
+            format!("--shared_memory={}", i.is_multiple_of(2)),
             "--drain_timeout=5".into(),
         ];
         let exe = self.bin.join("mooncake_store_service");

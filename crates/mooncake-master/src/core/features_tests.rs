@@ -474,6 +474,7 @@ fn hostile() -> impl proptest::strategy::Strategy<Value = Hostile> {
                     prefer_alloc_in_same_node: same,
                     excluded_segments,
                     soft_pin_ttl_ms: ttl,
+                    checksum: None,
                 }
             },
         );

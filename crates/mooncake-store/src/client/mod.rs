@@ -70,6 +70,10 @@ pub struct ClientConfig {
     /// peers' transfer engines, and required from peers' data connections. Default:
     /// `MOONCAKE_AUTH_TOKEN`, if set.
     pub auth_token: Option<mooncake_metadata::AuthToken>,
+    /// End-to-end checksums: single-object writes record the value's CRC-32C with the
+    /// object, and reads verify it (a replica that fails is reported and the next one is
+    /// tried). Off by default; see docs/configuration.md for what it covers and costs.
+    pub verify_checksums: bool,
 }
 
 impl Default for ClientConfig {
@@ -87,6 +91,7 @@ impl Default for ClientConfig {
             shared_memory: true,
             segment_path: None,
             auth_token: mooncake_metadata::AuthToken::from_env(),
+            verify_checksums: false,
         }
     }
 }
@@ -146,6 +151,8 @@ struct Inner {
     segment: Option<(Segment, LocalBuffer)>,
     staging: Option<Arc<Staging>>,
     locations: Locations,
+    /// Reads that met a replica failing its checksum.
+    checksum_failures: std::sync::atomic::AtomicU64,
     sessions: sessions::Sessions,
     /// Segments mounted after setup (`mount_segment`, `allocate_and_mount_segment`).
     extras: parking_lot::Mutex<Vec<extra::Extra>>,
@@ -316,6 +323,7 @@ impl Client {
                 segment,
                 staging,
                 locations: Locations::default(),
+                checksum_failures: std::sync::atomic::AtomicU64::new(0),
                 sessions: sessions::Sessions::default(),
                 extras: parking_lot::Mutex::new(Vec::new()),
                 loops: std::sync::atomic::AtomicBool::new(false),
@@ -439,6 +447,10 @@ impl Client {
         }
         let slice = self.stage(len)?;
         let mut config = std::borrow::Cow::Borrowed(config);
+        if self.inner.config.verify_checksums {
+            let crc = parts.iter().fold(0, |c, p| crc32c::crc32c_append(c, p));
+            config.to_mut().checksum = Some(crc);
+        }
         let mut filled = false;
         let mut attempt = 1;
         loop {
@@ -651,6 +663,9 @@ impl Client {
         upsert: bool,
     ) -> Result<(), ErrorCode> {
         let mut config = std::borrow::Cow::Borrowed(config);
+        if self.inner.config.verify_checksums {
+            config.to_mut().checksum = Some(self.local_crc(src)?);
+        }
         let mut attempt = 1;
         loop {
             let replicas = match self.start(key, total(src), &config, upsert).await {
@@ -953,7 +968,113 @@ impl Client {
         while let Some(Ok((j, r))) = set.join_next().await {
             out[j] = r;
         }
+        // With checksums on, every value read is verified (the key is not known here:
+        // reports name the object by its first replica).
+        if self.inner.config.verify_checksums {
+            for (j, (dst, list)) in jobs.iter().enumerate() {
+                if out[j].is_ok() && list.checksum.is_some() {
+                    let name = list
+                        .replicas
+                        .first()
+                        .map(|r| format!("{}@{:#x}", r.segment_name, r.buffer_address))
+                        .unwrap_or_default();
+                    if !self.checksum_ok(&name, list, || self.local_crc(dst).unwrap_or(0)) {
+                        out[j] = self.read_verified(&name, dst, list, false).await;
+                    }
+                }
+            }
+        }
         out
+    }
+
+    // ---- checksums ----
+
+    /// CRC-32C of registered local memory laid end to end (`InvalidParams` when a part is
+    /// not registered).
+    fn local_crc(&self, parts: &[(u64, u64)]) -> Result<u32, ErrorCode> {
+        parts.iter().try_fold(0, |crc, &(addr, len)| {
+            self.inner
+                .engine
+                .crc32c_append(crc, addr, len)
+                .ok_or(ErrorCode::InvalidParams)
+        })
+    }
+
+    /// Whether `crc` (of what was read) is what the writer recorded for `key`; counts and
+    /// reports a mismatch. Always true when checksums are off or none was recorded.
+    fn checksum_ok(&self, key: &str, list: &ReplicaList, crc: impl FnOnce() -> u32) -> bool {
+        let Some(want) = list.checksum.filter(|_| self.inner.config.verify_checksums) else {
+            return true;
+        };
+        let got = crc();
+        if got != want {
+            self.inner
+                .checksum_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                key,
+                want = format_args!("{want:#010x}"),
+                got = format_args!("{got:#010x}"),
+                "a replica failed its checksum; trying the others"
+            );
+        }
+        got == want
+    }
+
+    /// [`Client::read_and_remember`], then the checksum check (with the replica-by-replica
+    /// fallback on a mismatch).
+    async fn read_checked(
+        &self,
+        key: &str,
+        dst: &[(u64, u64)],
+        list: &ReplicaList,
+    ) -> Result<(), ErrorCode> {
+        self.read_and_remember(key, dst, &list.replicas).await?;
+        if self.checksum_ok(key, list, || self.local_crc(dst).unwrap_or(0)) {
+            return Ok(());
+        }
+        self.read_verified(key, dst, list, true).await
+    }
+
+    /// Reads `key` into `dst` replica by replica until one passes its checksum; the
+    /// fallback after a read that failed it. `TransferFail` when none does.
+    async fn read_verified(
+        &self,
+        key: &str,
+        dst: &[(u64, u64)],
+        list: &ReplicaList,
+        remember: bool,
+    ) -> Result<(), ErrorCode> {
+        for rep in &list.replicas {
+            let Ok(reqs) = self.requests(Opcode::Read, dst, rep).await else {
+                continue;
+            };
+            if self.inner.engine.transfer(&reqs).await.is_err() {
+                continue;
+            }
+            if self.checksum_ok(key, list, || self.local_crc(dst).unwrap_or(0)) {
+                if remember {
+                    self.inner.locations.insert(key, rep);
+                }
+                return Ok(());
+            }
+        }
+        if remember {
+            self.inner.locations.remove(key);
+        }
+        tracing::error!(
+            key,
+            replicas = list.replicas.len(),
+            "no replica passed its checksum"
+        );
+        Err(ErrorCode::TransferFail)
+    }
+
+    /// Reads that found a replica failing its checksum (each is also logged).
+    pub fn checksum_failures(&self) -> u64 {
+        self.inner
+            .checksum_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     // ---- reads ----
@@ -975,7 +1096,10 @@ impl Client {
                 let (list, v) = tokio::join!(master, async { range.to_vec() });
                 let list = list.inspect_err(|_| self.inner.locations.remove(key))?;
                 if list.replicas.contains(&rep) {
-                    return Ok(v);
+                    if self.checksum_ok(key, &list, || crc32c::crc32c(&v)) {
+                        return Ok(v);
+                    }
+                    return Ok(self.reread(key, &list).await?.to_vec());
                 }
                 self.inner.locations.remove(key);
                 list
@@ -983,6 +1107,14 @@ impl Client {
             None => self.inner.master.get_replica_list(key).await?,
         };
         Ok(self.read_listed(key, &list, None).await?.to_vec())
+    }
+
+    /// `key`'s value read again into the staging buffer, replica by replica, verified.
+    async fn reread(&self, key: &str, list: &ReplicaList) -> Result<Value, ErrorCode> {
+        let slice = self.stage(list.size())?;
+        self.read_verified(key, &[(slice.addr(), list.size())], list, true)
+            .await?;
+        Ok(Value::Staged(StagedValue(slice)))
     }
 
     /// The value of `key`, to be copied out once by the caller ([`Value::read_into_uninit`],
@@ -1019,11 +1151,15 @@ impl Client {
                 _ => self.direct_range(rep).await,
             };
             if let Some(range) = range {
-                self.inner.locations.insert(key, rep);
-                return Ok(Value::Mapped(range));
+                if self.checksum_ok(key, list, || range.crc32c()) {
+                    self.inner.locations.insert(key, rep);
+                    return Ok(Value::Mapped(range));
+                }
+                drop(slice);
+                return self.reread(key, list).await;
             }
         }
-        self.read_and_remember(key, &[(slice.addr(), list.size())], &list.replicas)
+        self.read_checked(key, &[(slice.addr(), list.size())], list)
             .await?;
         Ok(Value::Staged(StagedValue(slice)))
     }
@@ -1049,29 +1185,30 @@ impl Client {
             Some((rep, slice)) => {
                 let dst = [(slice.addr(), rep.size)];
                 match self.speculate(key, &dst, rep).await? {
-                    None => return Ok(StagedValue(slice)),
-                    Some(list) => list,
+                    (_, true) => return Ok(StagedValue(slice)),
+                    (list, false) => list,
                 }
             }
             None => self.inner.master.get_replica_list(key).await?,
         };
         let size = list.size();
         let slice = self.stage(size)?;
-        self.read_and_remember(key, &[(slice.addr(), size)], &list.replicas)
+        self.read_checked(key, &[(slice.addr(), size)], &list)
             .await?;
         Ok(StagedValue(slice))
     }
 
-    /// Reads `rep` into `dst` while asking the master for `key`'s replicas. `None`: the
-    /// master confirmed the cached replica (same address, size, segment and version) and
-    /// `dst` holds the value. `Some(list)`: the guess was stale or its read failed; `dst`
-    /// must be written again from `list`.
+    /// Reads `rep` into `dst` while asking the master for `key`'s replicas. `(list, true)`:
+    /// the master confirmed the cached replica (same address, size, segment and version)
+    /// and `dst` holds the value (verified, when checksums are on). `(list, false)`: the
+    /// guess was stale, its read failed or its bytes failed their checksum; `dst` must be
+    /// written again from `list`.
     async fn speculate(
         &self,
         key: &str,
         dst: &[(u64, u64)],
         rep: &ReplicaDescriptor,
-    ) -> Result<Option<ReplicaList>, ErrorCode> {
+    ) -> Result<(ReplicaList, bool), ErrorCode> {
         let read = async {
             let reqs = self.requests(Opcode::Read, dst, rep).await?;
             self.inner
@@ -1082,11 +1219,14 @@ impl Client {
         };
         let (list, read) = tokio::join!(self.inner.master.get_replica_list(key), read);
         let list = list.inspect_err(|_| self.inner.locations.remove(key))?;
-        if read.is_ok() && list.replicas.contains(rep) {
-            return Ok(None);
+        if read.is_ok()
+            && list.replicas.contains(rep)
+            && self.checksum_ok(key, &list, || self.local_crc(dst).unwrap_or(0))
+        {
+            return Ok((list, true));
         }
         self.inner.locations.remove(key);
-        Ok(Some(list))
+        Ok((list, false))
     }
 
     /// [`Client::pull`], then remembers the replica that served the read.
@@ -1120,8 +1260,8 @@ impl Client {
         let list = match self.inner.locations.get(key) {
             Some(rep) if rep.size <= capacity => {
                 match self.speculate(key, &[(addr, rep.size)], &rep).await? {
-                    None => return Ok(rep.size),
-                    Some(list) => list,
+                    (_, true) => return Ok(rep.size),
+                    (list, false) => list,
                 }
             }
             _ => self.inner.master.get_replica_list(key).await?,
@@ -1130,8 +1270,7 @@ impl Client {
         if size > capacity {
             return Err(ErrorCode::InvalidParams);
         }
-        self.read_and_remember(key, &[(addr, size)], &list.replicas)
-            .await?;
+        self.read_checked(key, &[(addr, size)], &list).await?;
         Ok(size)
     }
 
@@ -1233,7 +1372,7 @@ impl Client {
         let mut jobs = Vec::new();
         let mut slices = Vec::new();
         let mut held = Vec::new();
-        for l in lists {
+        for (key, l) in keys.iter().zip(lists) {
             let (l, s) = match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
                 Ok(staged) => staged,
                 Err(e) => {
@@ -1246,7 +1385,8 @@ impl Client {
                 Some(rep) => self.direct_range(rep).await.map(|r| r.to_vec()),
                 None => None,
             };
-            if let Some(v) = copied {
+            // A copy that fails its checksum is read again below, replica by replica.
+            if let Some(v) = copied.filter(|v| self.checksum_ok(key, &l, || crc32c::crc32c(v))) {
                 out.push(Ok(Fetched::Copied(v)));
                 held.push(s);
                 continue;

@@ -185,6 +185,7 @@ impl From<&ReplicateConfig> for pb::ReplicateConfig {
             prefer_alloc_in_same_node: c.prefer_alloc_in_same_node,
             excluded_segments: c.excluded_segments.clone(),
             soft_pin_ttl_ms: c.soft_pin_ttl_ms,
+            checksum: c.checksum,
         }
     }
 }
@@ -200,6 +201,7 @@ pub(crate) fn config_from_pb(c: Option<pb::ReplicateConfig>) -> Result<Replicate
         prefer_alloc_in_same_node: c.prefer_alloc_in_same_node,
         excluded_segments: c.excluded_segments,
         soft_pin_ttl_ms: c.soft_pin_ttl_ms,
+        checksum: c.checksum,
     })
 }
 
@@ -328,6 +330,7 @@ impl From<Result<ReplicaList, ErrorCode>> for pb::GetReplicaListResponse {
                 error_code: 0,
                 replicas: replicas_to_pb(l.replicas),
                 lease_ttl_ms: l.lease_ttl_ms,
+                checksum: l.checksum,
             },
             Err(e) => Self {
                 error_code: e.code(),
@@ -344,6 +347,7 @@ impl TryFrom<pb::GetReplicaListResponse> for ReplicaList {
         Ok(Self {
             replicas: replicas_from_pb(r.replicas),
             lease_ttl_ms: r.lease_ttl_ms,
+            checksum: r.checksum,
         })
     }
 }
@@ -508,7 +512,19 @@ mod tests {
             prefer_alloc_in_same_node: true,
             excluded_segments: vec!["c:3".into()],
             soft_pin_ttl_ms: Some(0),
+            checksum: Some(0xDEAD_BEEF),
         };
         assert_eq!(config_from_pb(Some(pb::ReplicateConfig::from(&c))), Ok(c));
+    }
+
+    #[test]
+    fn replica_lists_carry_the_checksum() {
+        let l = ReplicaList {
+            replicas: Vec::new(),
+            lease_ttl_ms: 5,
+            checksum: Some(7),
+        };
+        let wire = pb::GetReplicaListResponse::from(Ok(l.clone()));
+        assert_eq!(ReplicaList::try_from(wire), Ok(l));
     }
 }

@@ -1,0 +1,136 @@
+//! End-to-end checksums (`ClientConfig::verify_checksums`): a writer records the value's
+//! CRC-32C with the object; a reader that meets a corrupted replica reports it and reads
+//! another one; with every replica corrupted the read fails instead of returning garbage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mooncake_master::{Master, MasterConfig};
+use mooncake_metadata::{HttpMetadataServer, HttpMetadataServerConfig};
+use mooncake_store::{Client, ClientConfig, ErrorCode, MasterApi, ReplicateConfig};
+use mooncake_transfer_engine::{Opcode, TransferRequest};
+
+const MIB: u64 = 1 << 20;
+
+async fn client(master: &Arc<Master>, metadata: &str, segment: u64, verify: bool) -> Client {
+    let config = ClientConfig {
+        metadata_server: metadata.to_owned(),
+        global_segment_size: segment,
+        local_buffer_size: 16 * MIB,
+        ping_interval: Duration::from_millis(100),
+        verify_checksums: verify,
+        ..ClientConfig::default()
+    };
+    Client::with_master(config, master.clone() as Arc<dyn MasterApi>)
+        .await
+        .unwrap()
+}
+
+/// Overwrites replica `i` of `key` with garbage, through `via`'s transfer engine.
+async fn corrupt(master: &Master, via: &Client, key: &str, i: usize) {
+    let list = master.get_replica_list(key).await.unwrap();
+    let rep = &list.replicas[i];
+    let engine = via.engine();
+    let garbage = engine.allocate_buffer(rep.size, "cpu:0").await.unwrap();
+    garbage.write_at(0, &vec![0x5A; rep.size as usize]);
+    let target = engine.open_segment(&rep.transport_endpoint).await.unwrap();
+    engine
+        .transfer(&[TransferRequest {
+            opcode: Opcode::Write,
+            source: garbage.addr(),
+            target,
+            target_offset: rep.buffer_address,
+            length: rep.size,
+        }])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_replica_is_reported_and_another_one_is_read() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metadata = format!("http://{}/metadata", listener.local_addr().unwrap());
+    tokio::spawn(
+        HttpMetadataServer::new(HttpMetadataServerConfig::default())
+            .run(listener, std::future::pending()),
+    );
+    let master = Master::new(MasterConfig::default());
+    let _a = client(&master, &metadata, 64 * MIB, false).await;
+    let _b = client(&master, &metadata, 64 * MIB, false).await;
+    let writer = client(&master, &metadata, 0, true).await;
+    let reader = client(&master, &metadata, 0, true).await;
+    let careless = client(&master, &metadata, 0, false).await;
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..ReplicateConfig::default()
+    };
+    let value: Vec<u8> = (0..MIB as usize).map(|i| (i * 7 % 251) as u8).collect();
+    writer.put("k", &value, &two).await.unwrap();
+    assert!(master
+        .get_replica_list("k")
+        .await
+        .unwrap()
+        .checksum
+        .is_some());
+    assert!(reader.get("k").await.unwrap() == value);
+
+    corrupt(&master, &careless, "k", 0).await;
+    for round in 0..3 {
+        assert!(reader.get("k").await.unwrap() == value, "round {round}");
+    }
+    assert!(reader.checksum_failures() >= 1);
+    let staged = reader.get_staged("k").await.unwrap();
+    assert!(staged.to_vec() == value);
+    let into = reader.engine().allocate_buffer(MIB, "cpu:0").await.unwrap();
+    assert_eq!(reader.get_into("k", into.addr(), MIB).await, Ok(MIB));
+    assert!(into.to_vec(0, MIB as usize) == value);
+
+    corrupt(&master, &careless, "k", 1).await;
+    assert_eq!(reader.get("k").await, Err(ErrorCode::TransferFail));
+    assert_eq!(
+        reader.get_into("k", into.addr(), MIB).await,
+        Err(ErrorCode::TransferFail)
+    );
+    // Without checksums the garbage would have been returned.
+    assert!(careless.get("k").await.unwrap() == vec![0x5A; MIB as usize]);
+}
+
+/// Batch reads verify too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reads_verify_every_value() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metadata = format!("http://{}/metadata", listener.local_addr().unwrap());
+    tokio::spawn(
+        HttpMetadataServer::new(HttpMetadataServerConfig::default())
+            .run(listener, std::future::pending()),
+    );
+    let master = Master::new(MasterConfig::default());
+    let _a = client(&master, &metadata, 64 * MIB, false).await;
+    let _b = client(&master, &metadata, 64 * MIB, false).await;
+    let writer = client(&master, &metadata, 0, true).await;
+    let reader = client(&master, &metadata, 0, true).await;
+    let careless = client(&master, &metadata, 0, false).await;
+    let two = ReplicateConfig {
+        replica_num: 2,
+        ..ReplicateConfig::default()
+    };
+    let values: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + 1; 64 << 10]).collect();
+    for (i, v) in values.iter().enumerate() {
+        writer.put(&format!("b{i}"), v, &two).await.unwrap();
+    }
+    corrupt(&master, &careless, "b1", 0).await;
+    corrupt(&master, &careless, "b3", 0).await;
+    corrupt(&master, &careless, "b3", 1).await;
+    let got = reader.get_batch(&["b0", "b1", "b2", "b3"]).await;
+    assert!(got[0].as_ref().unwrap() == &values[0]);
+    assert!(
+        got[1].as_ref().unwrap() == &values[1],
+        "read from the good replica"
+    );
+    assert!(got[2].as_ref().unwrap() == &values[2]);
+    assert!(
+        got[3] == Err(ErrorCode::TransferFail),
+        "no good replica left"
+    );
+    assert!(reader.checksum_failures() >= 2);
+}
