@@ -12,6 +12,7 @@ mod bench;
 mod chaos;
 mod demo;
 mod interop;
+mod netns;
 mod py_bench;
 mod python;
 mod shm_bench;

@@ -21,6 +21,8 @@ pub(crate) struct ClientArgs {
     pub(crate) generation: u64,
     pub(crate) master: String,
     pub(crate) metadata: String,
+    /// The address this client's engine binds and advertises.
+    pub(crate) local_hostname: String,
     /// Unix time (ms) at which the client stops.
     pub(crate) until_ms: u64,
     /// The controller's fault log (`<unix ms> <kind> <target>` per line).
@@ -118,7 +120,7 @@ pub(crate) fn run(json: &str) -> Result<()> {
 
 async fn workload(args: ClientArgs) -> Result<()> {
     let config = ClientConfig {
-        local_hostname: "127.0.0.1".into(),
+        local_hostname: args.local_hostname.clone(),
         metadata_server: args.metadata.clone(),
         master_server_addr: args.master.clone(),
         global_segment_size: 0,

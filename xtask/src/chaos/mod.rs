@@ -53,6 +53,9 @@ pub(crate) struct Plan {
     pub(crate) max_value: usize,
     /// Each store service's segment, e.g. `128MB`.
     pub(crate) segment: &'static str,
+    /// Run every process in its own network namespace ("host") where the machine allows
+    /// it (`--loopback` turns it off).
+    pub(crate) network: bool,
 }
 
 fn parse(args: &[String], mut plan: Plan) -> Result<Plan> {
@@ -71,8 +74,9 @@ fn parse(args: &[String], mut plan: Plan) -> Result<Plan> {
             "--keys" => plan.keys = value(a)?.parse()?,
             "--release" => plan.release = true,
             "--no-faults" => plan.faults = false,
+            "--loopback" => plan.network = false,
             other => bail!(
-                "unknown argument {other:?}; use --seconds N, --clients N, --services N, --seed N, --keys N, --release, --no-faults"
+                "unknown argument {other:?}; use --seconds N, --clients N, --services N, --seed N, --keys N, --release, --no-faults, --loopback"
             ),
         }
     }
@@ -95,6 +99,7 @@ pub(crate) fn chaos(args: &[String]) -> Result<()> {
             keys: 200,
             max_value: 128 << 10,
             segment: "128MB",
+            network: true,
         },
     )?;
     run(&plan)
@@ -115,6 +120,7 @@ pub(crate) fn soak(args: &[String]) -> Result<()> {
             keys: 5_000,
             max_value: 4 << 10,
             segment: "512MB",
+            network: false,
         },
     )?;
     run(&plan)
@@ -141,22 +147,57 @@ fn run(plan: &Plan) -> Result<()> {
         plan.seed,
         dir.display()
     );
-    if plan.faults {
-        println!("{}: network faults (tc netem in namespaces) are not injected by this version; process faults only", plan.name);
+    let net = if !plan.network {
+        None
+    } else if crate::netns::Net::available() {
+        let hosts = 1 + plan.services + plan.clients;
+        Some(crate::netns::Net::create("mcx", 211, hosts)?)
+    } else {
+        println!(
+            "{}: network namespaces are not available here (needs root and iproute2); every process runs on loopback",
+            plan.name
+        );
+        None
+    };
+    let netem = match &net {
+        Some(n) => {
+            let h = &n.hosts[0];
+            let ok = crate::netns::Net::netem(h, 1, 0)?;
+            if ok {
+                crate::netns::Net::throttle(h, false)?;
+            }
+            ok
+        }
+        None => false,
+    };
+    match (&net, netem) {
+        (Some(n), true) => println!(
+            "{}: {} hosts in network namespaces on 10.211.0.0/24; network faults: partitions, rate limits, netem delay and loss",
+            plan.name,
+            n.hosts.len()
+        ),
+        (Some(n), false) => println!(
+            "{}: {} hosts in network namespaces on 10.211.0.0/24; network faults: partitions and rate limits (this kernel has no tc netem, so no delay or loss)",
+            plan.name,
+            n.hosts.len()
+        ),
+        (None, _) => {}
     }
     procs::build(plan.release)?;
     let faults_log = dir.join("faults.log");
     std::fs::write(&faults_log, "")?;
-    let mut cluster = Cluster::start(&dir, plan.release, plan.services, plan.segment)?;
+    let mut cluster = Cluster::start(&dir, plan.release, plan.services, plan.segment, net)?;
     let usage_base = cluster.usage();
     let start = Instant::now();
     let until_ms = now_ms() + plan.duration.as_millis() as u64;
     let (master, metadata) = (cluster.master_addr.clone(), cluster.metadata.clone());
+    let client_ips: Vec<String> = (0..plan.clients).map(|i| cluster.ip(i, true)).collect();
     let client_args = |index: usize, generation: u64| ClientArgs {
         index,
         generation,
         master: master.clone(),
         metadata: metadata.clone(),
+        local_hostname: client_ips[index].clone(),
         until_ms,
         faults: faults_log.clone(),
         stats: dir.join(format!("client-{index}-{generation}.json")),
@@ -183,7 +224,43 @@ fn run(plan: &Plan) -> Result<()> {
         if plan.duration.saturating_sub(start.elapsed()) < Duration::from_secs(8) {
             continue; // leave the end of the run quiet for the final checks
         }
-        let fault = match rng.next() % 10 {
+        let networked = cluster.net.is_some();
+        let dice = rng.next() % if networked { 14 } else { 10 };
+        let fault = match dice {
+            10..=11 => {
+                let i = (rng.next() % plan.services as u64) as usize;
+                let host = cluster.service_host(i).context("no host")?;
+                log_fault(&faults_log, "partition-service", i)?;
+                crate::netns::Net::partition(&host, true)?;
+                std::thread::sleep(Duration::from_millis(1500 + rng.next() % 2000));
+                crate::netns::Net::partition(&host, false)?;
+                format!("network partition of store service {i} for a while, healed")
+            }
+            12 => {
+                let i = (rng.next() % plan.services as u64) as usize;
+                let host = cluster.service_host(i).context("no host")?;
+                crate::netns::Net::throttle(&host, true)?;
+                std::thread::sleep(Duration::from_secs(3));
+                crate::netns::Net::throttle(&host, false)?;
+                format!("store service {i}'s link limited to 20 Mbit/s for 3 s")
+            }
+            13 if netem => {
+                let i = (rng.next() % plan.services as u64) as usize;
+                let host = cluster.service_host(i).context("no host")?;
+                crate::netns::Net::netem(&host, 20, 5)?;
+                std::thread::sleep(Duration::from_secs(3));
+                crate::netns::Net::throttle(&host, false)?;
+                format!("store service {i}'s link: 20 ms delay, 5% loss for 3 s")
+            }
+            13 => {
+                let i = (rng.next() % plan.services as u64) as usize;
+                let host = cluster.service_host(i).context("no host")?;
+                log_fault(&faults_log, "partition-service", i)?;
+                crate::netns::Net::partition(&host, true)?;
+                std::thread::sleep(Duration::from_millis(500));
+                crate::netns::Net::partition(&host, false)?;
+                format!("short network partition of store service {i}")
+            }
             0..=3 => {
                 let i = (rng.next() % plan.services as u64) as usize;
                 cluster.kill_service(i)?;

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use mooncake_store::{Client, ClientConfig, ReplicateConfig};
 
 use super::client::ClientArgs;
+use crate::netns::{Host, Net};
 
 /// Builds the binaries the run starts.
 pub(super) fn build(release: bool) -> Result<()> {
@@ -107,20 +108,33 @@ pub(super) struct Cluster {
     clients: Vec<Option<Running>>,
     starts: u64,
     segment: String,
+    /// Hosts in network namespaces: 0 the master and metadata server, then the store
+    /// services, then the clients. `None`: everything on loopback.
+    pub(super) net: Option<Net>,
+    services_n: usize,
 }
 
 impl Cluster {
-    pub(super) fn start(dir: &Path, release: bool, services: usize, segment: &str) -> Result<Self> {
+    pub(super) fn start(
+        dir: &Path,
+        release: bool,
+        services: usize,
+        segment: &str,
+        net: Option<Net>,
+    ) -> Result<Self> {
         let bin = crate::root()
             .join("target")
             .join(if release { "release" } else { "debug" });
         let metadata_port = free_port()?;
         let (rpc, metrics) = (free_port()?, free_port()?);
+        let master_ip = net
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |n| n.hosts[0].ip.clone());
         let mut me = Self {
             dir: dir.to_owned(),
             bin,
-            master_addr: format!("127.0.0.1:{rpc}"),
-            metadata: format!("http://127.0.0.1:{metadata_port}/metadata"),
+            master_addr: format!("{master_ip}:{rpc}"),
+            metadata: format!("http://{master_ip}:{metadata_port}/metadata"),
             metrics_port: metrics,
             metadata_server: Running {
                 name: String::new(),
@@ -134,13 +148,15 @@ impl Cluster {
             clients: Vec::new(),
             starts: 0,
             segment: segment.to_owned(),
+            net,
+            services_n: services,
         };
-        me.metadata_server = me.spawn(
-            "metadata",
-            &me.bin.join("http_metadata_server"),
-            &["--host=127.0.0.1".into(), format!("--port={metadata_port}")],
-            Some("listening"),
-        )?;
+        let exe = me.bin.join("http_metadata_server");
+        let args = [
+            format!("--host={master_ip}"),
+            format!("--port={metadata_port}"),
+        ];
+        me.metadata_server = me.spawn("metadata", me.host(0), &exe, &args, Some("listening"))?;
         me.master = me.start_master()?;
         for i in 0..services {
             let s = me.start_service(i)?;
@@ -149,9 +165,30 @@ impl Cluster {
         Ok(me)
     }
 
+    /// Host `i` of the run's network, if it has one.
+    pub(super) fn host(&self, i: usize) -> Option<Host> {
+        self.net.as_ref().map(|n| n.hosts[i].clone())
+    }
+
+    /// The host of store service `i`.
+    pub(super) fn service_host(&self, i: usize) -> Option<Host> {
+        self.host(1 + i)
+    }
+
+    /// The address store service `i` or client `i` (`client`) binds.
+    pub(super) fn ip(&self, i: usize, client: bool) -> String {
+        let h = if client {
+            1 + self.services_n + i
+        } else {
+            1 + i
+        };
+        self.host(h).map_or("127.0.0.1".to_owned(), |h| h.ip)
+    }
+
     fn spawn(
         &mut self,
         name: &str,
+        host: Option<Host>,
         exe: &Path,
         args: &[String],
         ready: Option<&str>,
@@ -160,7 +197,11 @@ impl Cluster {
         let out_path = self.dir.join(format!("{name}.{}.out", self.starts));
         let out = std::fs::File::create(&out_path)?;
         let err = std::fs::File::create(self.dir.join(format!("{name}.{}.err", self.starts)))?;
-        let child = Command::new(exe)
+        let mut cmd = match &host {
+            Some(h) => Net::command(h, exe),
+            None => Command::new(exe),
+        };
+        let child = cmd
             .args(args)
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
@@ -202,10 +243,11 @@ impl Cluster {
                 .to_owned(),
             self.metrics_port,
         );
+        let ip = self.host(0).map_or("127.0.0.1".to_owned(), |h| h.ip);
         let args = [
             format!("--rpc_port={rpc}"),
-            "--rpc_address=127.0.0.1".into(),
-            "--metrics_host=127.0.0.1".into(),
+            format!("--rpc_address={ip}"),
+            format!("--metrics_host={ip}"),
             format!("--metrics_port={metrics}"),
             "--client_ttl=5".into(),
             "--default_kv_lease_ttl=200".into(),
@@ -214,7 +256,13 @@ impl Cluster {
         // A restarted master may find its ports in TIME_WAIT for a moment.
         let t = Instant::now();
         loop {
-            match self.spawn("mooncake_master", &exe, &args, Some("metrics on")) {
+            match self.spawn(
+                "mooncake_master",
+                self.host(0),
+                &exe,
+                &args,
+                Some("metrics on"),
+            ) {
                 Ok(m) => return Ok(m),
                 Err(e) if t.elapsed() < Duration::from_secs(10) => {
                     eprintln!("master start failed ({e:#}); retrying");
@@ -227,25 +275,32 @@ impl Cluster {
 
     fn start_service(&mut self, i: usize) -> Result<Running> {
         let args = [
-            "--host=127.0.0.1".into(),
+            format!("--host={}", self.ip(i, false)),
             "--port=0".into(),
             format!("--global_segment_size={}", self.segment),
             format!("--master_server_address={}", self.master_addr),
             format!("--metadata_server={}", self.metadata),
             // Half of them in private memory: same-host clients then use TCP, as a client
             // on another machine would.
-            format!("--shared_memory={}", i.is_multiple_of(2)),
+            // Between namespaces no segment is shared (they stand for separate machines).
+            format!(
+                "--shared_memory={}",
+                self.net.is_none() && i.is_multiple_of(2)
+            ),
             "--drain_timeout=5".into(),
         ];
         let exe = self.bin.join("mooncake_store_service");
-        self.spawn(&format!("service-{i}"), &exe, &args, Some("mounted"))
+        let host = self.service_host(i);
+        self.spawn(&format!("service-{i}"), host, &exe, &args, Some("mounted"))
     }
 
     pub(super) fn start_client(&mut self, i: usize, args: &ClientArgs) -> Result<()> {
         let exe = std::env::current_exe()?;
         let json = serde_json::to_string(args)?;
+        let host = self.host(1 + self.services_n + i);
         let c = self.spawn(
             &format!("client-{i}"),
+            host,
             &exe,
             &["chaos-client".into(), json],
             None,
@@ -353,8 +408,12 @@ impl Probe {
             .worker_threads(1)
             .enable_all()
             .build()?;
+        let local = cluster
+            .net
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |n| n.gateway.clone());
         let config = ClientConfig {
-            local_hostname: "127.0.0.1".into(),
+            local_hostname: local,
             metadata_server: cluster.metadata.clone(),
             master_server_addr: cluster.master_addr.clone(),
             global_segment_size: 0,
@@ -365,7 +424,14 @@ impl Probe {
         Ok(Self {
             runtime,
             client,
-            metrics: format!("127.0.0.1:{}", cluster.metrics_port),
+            metrics: format!(
+                "{}:{}",
+                cluster
+                    .master_addr
+                    .rsplit_once(':')
+                    .map_or("127.0.0.1", |(h, _)| h),
+                cluster.metrics_port
+            ),
         })
     }
 
@@ -401,7 +467,7 @@ impl Probe {
 
     /// The number of keys the master holds (`/get_all_keys`).
     pub(super) fn key_count(&self) -> Option<u64> {
-        let mut s = std::net::TcpStream::connect(&self.metrics).ok()?;
+        let mut s = std::net::TcpStream::connect(self.metrics.as_str()).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
         write!(s, "GET /get_all_keys HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
         let mut text = String::new();
