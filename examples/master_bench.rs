@@ -65,7 +65,11 @@ async fn run(args: Args) -> Result<()> {
             (addr, Some(tx))
         }
     };
-    let setup = GrpcMasterClient::connect(&addr, GrpcClientConfig::default()).await?;
+    let grpc = GrpcClientConfig {
+        auth_token: mooncake_metadata::AuthToken::from_env(),
+        ..GrpcClientConfig::default()
+    };
+    let setup = GrpcMasterClient::connect(&addr, grpc.clone()).await?;
     let seg = Segment {
         id: SegmentId(0xBE4C),
         name: "127.0.0.1:19999".into(),
@@ -125,7 +129,14 @@ async fn drive(
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..args.concurrency {
-        let client = GrpcMasterClient::connect(addr, GrpcClientConfig::default()).await?;
+        let client = GrpcMasterClient::connect(
+            addr,
+            GrpcClientConfig {
+                auth_token: mooncake_metadata::AuthToken::from_env(),
+                ..GrpcClientConfig::default()
+            },
+        )
+        .await?;
         let keys = keys.clone();
         let batch = args.batch_size;
         tasks.spawn(async move {

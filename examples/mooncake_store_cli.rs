@@ -11,6 +11,8 @@ use mooncake_store::{Client, ClientConfig, ReplicateConfig};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(flatten)]
+    auth: mooncake_examples::flags::AuthArgs,
     /// The master's `host:port`.
     #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
     master_server_address: String,
@@ -65,6 +67,7 @@ fn main() -> Result<()> {
                 metadata_server: args.metadata_server.clone(),
                 master_server_addr: args.master_server_address.clone(),
                 local_buffer_size: (args.size * 64).max(16 << 20),
+                auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
                 ..ClientConfig::default()
             };
             let client = Client::setup(config).await?;

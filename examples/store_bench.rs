@@ -67,6 +67,8 @@ struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    auth: mooncake_examples::flags::AuthArgs,
     /// Record and verify CRC-32C checksums of every value (to measure their cost).
     #[arg(long = "verify_checksums")]
     verify_checksums: bool,
@@ -135,6 +137,7 @@ async fn client(args: &Args, local_buffer: u64) -> Result<Client> {
         local_buffer_size: local_buffer,
         master_server_addr: args.master_server_address.clone(),
         verify_checksums: args.verify_checksums,
+        auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
         ..ClientConfig::default()
     };
     Client::setup(config).await.context("store client setup")

@@ -118,14 +118,15 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args, per_unit: f64) -> Result<()> {
-    let metadata = mooncake_metadata::connect(&args.metadata_server)
-        .with_context(|| format!("--metadata_server={}", args.metadata_server))?;
     let name = args
         .local_server_name
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{}", std::process::id()));
-    let engine =
-        TransferEngine::start(mooncake_examples::env::engine_config(&name), metadata).await?;
+    let config = mooncake_examples::env::engine_config(&name);
+    let metadata =
+        mooncake_metadata::connect_with(&args.metadata_server, config.auth_token.clone())
+            .with_context(|| format!("--metadata_server={}", args.metadata_server))?;
+    let engine = TransferEngine::start(config, metadata).await?;
     let buffer = engine.allocate_buffer(args.buffer_size, "cpu:0").await?;
     let result = match args.mode {
         Mode::Target => {

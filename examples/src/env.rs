@@ -18,6 +18,7 @@ pub fn engine_config(local_server_name: &str) -> EngineConfig {
     if let Some(id) = var("MC_METADATA_CLUSTER_ID") {
         config.key_space = KeySpace::with_cluster_id(&id);
     }
+    config.auth_token = mooncake_metadata::AuthToken::from_env();
     if var("MC_TCP_PROTO").as_deref() == Some("1") {
         config.max_proto_version = ProtoVersion::V1;
     }

@@ -83,7 +83,12 @@ fuzz_target!(|data: &[u8]| {
             let v = ProtocolVersion::from(r);
             let _ = ProtocolVersion::CURRENT.accepts(v);
             let _ = v.accepts(ProtocolVersion::CURRENT);
-            let _ = v.accepts(v);
+            // Finding F1 (docs/fuzzing.md): `accepts` overflows when both minors are
+            // u32::MAX; skipped so the run goes on past it, unless
+            // MOONCAKE_FUZZ_KNOWN_FINDINGS is set (to reproduce it).
+            if v.minor != u32::MAX || std::env::var_os("MOONCAKE_FUZZ_KNOWN_FINDINGS").is_some() {
+                let _ = v.accepts(v);
+            }
             let _ = v.to_string();
         },
         ConnectResponse => |r: pb::ConnectResponse| {

@@ -19,7 +19,7 @@ pub struct HttpStoreConfig {
     /// Time allowed for a whole request, connection included. Default 3 s.
     pub request_timeout: Duration,
     /// Token sent as `Authorization: Bearer <token>` (a server started with a token refuses
-    /// writes without it). Default: `MOONCAKE_AUTH_TOKEN`, if set.
+    /// writes without it). Default none.
     pub auth_token: Option<AuthToken>,
 }
 
@@ -28,7 +28,7 @@ impl Default for HttpStoreConfig {
         Self {
             connect_timeout: Duration::from_millis(1500),
             request_timeout: Duration::from_secs(3),
-            auth_token: AuthToken::from_env(),
+            auth_token: None,
         }
     }
 }

@@ -130,11 +130,10 @@ impl fmt::Display for MetadataUri {
 /// Backends that are not compiled in are an error naming the cargo feature;
 /// `P2PHANDSHAKE` is an error because it has no central store.
 pub fn connect(input: &str) -> Result<Arc<dyn MetadataStore>, MetadataError> {
-    connect_with(input, AuthToken::from_env())
+    connect_with(input, None)
 }
 
-/// [`connect`] presenting `auth_token` (instead of `MOONCAKE_AUTH_TOKEN`) to servers
-/// that need one for writes.
+/// [`connect`] presenting `auth_token` to servers that need one for writes.
 pub fn connect_with(
     input: &str,
     auth_token: Option<AuthToken>,

@@ -431,6 +431,7 @@ impl Store {
             protocol: required(protocol, "protocol")?,
             device_name: required(rdma_devices, "rdma_devices")?,
             master_server_addr: required(master_server_addr, "master_server_addr")?,
+            auth_token: mooncake_metadata::AuthToken::from_env(),
             ..ClientConfig::default()
         };
         Ok(self.do_setup(py, config))
@@ -462,6 +463,7 @@ impl Store {
                 protocol,
                 device_name,
                 master_server_addr: "127.0.0.1:50051".into(),
+                auth_token: mooncake_metadata::AuthToken::from_env(),
                 ..ClientConfig::default()
             },
         )
@@ -485,7 +487,12 @@ impl Store {
         crate::runtime::runtime();
         let connected = block(
             py,
-            StandaloneClient::connect(mem_pool_size, local_buffer_size, server_address),
+            StandaloneClient::connect(
+                mem_pool_size,
+                local_buffer_size,
+                server_address,
+                mooncake_metadata::AuthToken::from_env(),
+            ),
         );
         match connected {
             Ok(d) => {

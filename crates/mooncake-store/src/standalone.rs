@@ -534,7 +534,7 @@ pub struct StandaloneClient {
     staging: Mutex<OffsetAllocator>,
     user: Mutex<OffsetAllocator>,
     hostname: String,
-    /// Presented in the hello (`MOONCAKE_AUTH_TOKEN`).
+    /// Presented in the hello, for a store service that has a token.
     auth_token: Option<AuthToken>,
 }
 
@@ -576,6 +576,7 @@ impl StandaloneClient {
         mem_pool_size: u64,
         local_buffer_size: u64,
         server_address: &str,
+        auth_token: Option<AuthToken>,
     ) -> Result<Self, StandaloneError> {
         let port = server_address
             .rsplit_once(':')
@@ -606,7 +607,7 @@ impl StandaloneClient {
             pool,
             conn: tokio::sync::Mutex::new(None),
             hostname: String::new(),
-            auth_token: AuthToken::from_env(),
+            auth_token,
         };
         let conn = client.open().await?;
         *client.conn.get_mut() = Some(conn);

@@ -46,7 +46,7 @@ pub struct EngineConfig {
     pub shared_memory: bool,
     /// The cluster's token: every inbound data connection must present it first, and
     /// every outbound one presents it. C++ engines cannot, so set it only in clusters of
-    /// our engines. Default: `MOONCAKE_AUTH_TOKEN`, if set.
+    /// our engines. Default none.
     pub auth_token: Option<AuthToken>,
     /// Longest wait of [`crate::TransferEngine::unregister`] for the transfers still using
     /// caller-owned memory. Default 60 s (twice `io_timeout`: every transfer ends by then).
@@ -71,7 +71,7 @@ impl EngineConfig {
             max_proto_version: ProtoVersion::V2,
             max_inbound_connections: 1024,
             shared_memory: true,
-            auth_token: AuthToken::from_env(),
+            auth_token: None,
             unregister_timeout: Duration::from_secs(60),
         }
     }

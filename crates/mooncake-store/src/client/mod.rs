@@ -67,8 +67,8 @@ pub struct ClientConfig {
     /// Mooncake's behaviour: those objects are lost).
     pub drain_timeout: Duration,
     /// The cluster's token, presented to the master, the metadata server (writes) and
-    /// peers' transfer engines, and required from peers' data connections. Default:
-    /// `MOONCAKE_AUTH_TOKEN`, if set.
+    /// peers' transfer engines, and required from peers' data connections. Default none
+    /// (binaries and the Python package fill it from `--auth_token` / `MOONCAKE_AUTH_TOKEN`).
     pub auth_token: Option<mooncake_metadata::AuthToken>,
     /// End-to-end checksums: single-object writes record the value's CRC-32C with the
     /// object, and reads verify it (a replica that fails is reported and the next one is
@@ -90,7 +90,7 @@ impl Default for ClientConfig {
             drain_timeout: Duration::from_secs(30),
             shared_memory: true,
             segment_path: None,
-            auth_token: mooncake_metadata::AuthToken::from_env(),
+            auth_token: None,
             verify_checksums: false,
         }
     }

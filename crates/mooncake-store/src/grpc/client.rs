@@ -48,7 +48,8 @@ pub struct GrpcClientConfig {
     /// abstract Unix socket instead of TCP; falls back to TCP if it has none. Default true.
     pub local_socket: bool,
     /// Token presented to a master that requires one (see
-    /// [`ServeOptions::auth_token`](super::ServeOptions)). Default: `MOONCAKE_AUTH_TOKEN`.
+    /// [`ServeOptions::auth_token`](super::ServeOptions)). Default none (binaries and the
+    /// Python package fill it from `--auth_token` / `MOONCAKE_AUTH_TOKEN`).
     pub auth_token: Option<AuthToken>,
 }
 
@@ -59,7 +60,7 @@ impl Default for GrpcClientConfig {
             rpc_timeout: Duration::from_secs(30),
             tunnel: true,
             local_socket: true,
-            auth_token: AuthToken::from_env(),
+            auth_token: None,
         }
     }
 }
