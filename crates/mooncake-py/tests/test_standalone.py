@@ -178,9 +178,83 @@ def test_a_client_of_another_user_is_refused(cluster):
     r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                         sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60)
-    assert "rc -900" in r.stdout, (r.stdout, r.stderr)  # refused by the service
-    assert "may not use it" in r.stderr, r.stderr
+    assert "rc -900" in r.stdout, (r.stdout, r.stderr)
+    # Our client refuses first: the socket is held by another user.
+    assert "not by this user" in r.stderr, r.stderr
+    # The service refuses too, for a client that does not check (a raw hello).
+    raw = ("import json, socket, struct\n"
+           "s = socket.socket(socket.AF_UNIX)\n"
+           f"s.connect('\\0mooncake_client_{cluster.service.port}.sock')\n"
+           "body = json.dumps({'op': 'hello', 'pool': '/dev/shm/x', 'size': 4096}).encode()\n"
+           "s.sendall(struct.pack('<I', len(body)) + body)\n"
+           "n = struct.unpack('<I', s.recv(4))[0]\n"
+           "print(s.recv(n).decode())\n")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                        sys.executable, "-c", raw], capture_output=True, text=True,
+                       timeout=60)
+    assert "may not use it" in r.stdout, (r.stdout, r.stderr)
     # The same call as this user works.
     ok = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                         timeout=60)
     assert "rc 0" in ok.stdout, (ok.stdout, ok.stderr)
+
+
+SQUATTER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind("\\0" + sys.argv[1])
+s.listen(8)
+print("bound", flush=True)
+while True:
+    c, _ = s.accept()
+    c.settimeout(2)
+    try:
+        data = c.recv(65536)
+    except OSError:
+        data = b""
+    print("got", len(data), flush=True)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to squat a socket as another user")
+def test_a_squatted_socket_gets_no_request(tmp_path):
+    """Another user holding the abstract names first: the master says so loudly and
+    serves over TCP; clients send nothing to the squatter (not the master's local socket,
+    not the standalone socket)."""
+    from conftest import Proc, script
+    rpc = free_port()
+    squatters = []
+    for name in (f"mooncake_master_{rpc}.sock", f"mooncake_client_{rpc + 1}.sock"):
+        p = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              sys.executable, "-u", "-c", SQUATTER, name],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "bound"
+        squatters.append(p)
+    http, metrics = free_port(), free_port()
+    master = Proc([script("mooncake_master"), f"--rpc_port={rpc}", "--rpc_address=127.0.0.1",
+                   "--enable_http_metadata_server=1", "--http_metadata_server_host=127.0.0.1",
+                   f"--http_metadata_server_port={http}", "--metrics_host=127.0.0.1",
+                   f"--metrics_port={metrics}"])
+    try:
+        master.wait_for("metrics on")
+        code = ("from mooncake.store import MooncakeDistributedStore as S\n"
+                "s = S()\n"
+                f"print('rc', s.setup('127.0.0.1', 'http://127.0.0.1:{http}/metadata', 0,"
+                f" 1 << 20, 'tcp', '', '127.0.0.1:{rpc}'))\n"
+                "print('exist', s.is_exist('nothing'))\n"
+                f"print('dummy', S().setup_dummy(1 << 20, 1 << 20, '127.0.0.1:{rpc + 1}'))\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           timeout=60)
+        assert "rc 0" in r.stdout and "exist 0" in r.stdout, (r.stdout, r.stderr)
+        assert "dummy -900" in r.stdout and "not by this user" in r.stderr, r.stderr
+        assert "held by another user" in r.stderr, r.stderr
+    finally:
+        master.stop()
+        for p in squatters:
+            p.terminate()
+    logs = [p.communicate(timeout=10)[0] for p in squatters]
+    for log in logs:
+        assert all(line == "got 0" for line in log.splitlines()), log
+    err = master.p.stderr.read()
+    assert "is another process holding the name" in err, err

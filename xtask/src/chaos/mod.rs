@@ -215,6 +215,7 @@ fn run(plan: &Plan) -> Result<()> {
     let mut usage_peak: Vec<Usage> = Vec::new();
     let mut generations = vec![0u64; plan.clients];
     let mut next_fault = Duration::from_secs(5);
+    let mut order: Vec<u64> = Vec::new();
     while start.elapsed() < plan.duration {
         std::thread::sleep(Duration::from_millis(250));
         procs::merge_peak(&mut usage_peak, &cluster.usage());
@@ -224,8 +225,18 @@ fn run(plan: &Plan) -> Result<()> {
         if plan.duration.saturating_sub(start.elapsed()) < Duration::from_secs(8) {
             continue; // leave the end of the run quiet for the final checks
         }
-        let networked = cluster.net.is_some();
-        let dice = rng.next() % if networked { 14 } else { 10 };
+        // Every kind of fault comes once per round, in a shuffled order.
+        if order.is_empty() {
+            order = if cluster.net.is_some() {
+                vec![0, 4, 6, 9, 10, 12, 13]
+            } else {
+                vec![0, 4, 6, 9]
+            };
+            for i in (1..order.len()).rev() {
+                order.swap(i, (rng.next() % (i as u64 + 1)) as usize);
+            }
+        }
+        let dice = order.pop().unwrap_or(0);
         let fault = match dice {
             10..=11 => {
                 let i = (rng.next() % plan.services as u64) as usize;
