@@ -26,6 +26,36 @@ async fn client(master: &Arc<Master>, metadata: &str, segment: u64, verify: bool
         .unwrap()
 }
 
+/// A master, two holders, a writer and a reader with checksums on, a client without.
+struct Setup {
+    master: Arc<Master>,
+    _holders: [Client; 2],
+    writer: Client,
+    reader: Client,
+    careless: Client,
+}
+
+async fn setup() -> Setup {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metadata = format!("http://{}/metadata", listener.local_addr().unwrap());
+    tokio::spawn(
+        HttpMetadataServer::new(HttpMetadataServerConfig::default())
+            .run(listener, std::future::pending()),
+    );
+    let master = Master::new(MasterConfig::default());
+    let _holders = [
+        client(&master, &metadata, 64 * MIB, false).await,
+        client(&master, &metadata, 64 * MIB, false).await,
+    ];
+    Setup {
+        writer: client(&master, &metadata, 0, true).await,
+        reader: client(&master, &metadata, 0, true).await,
+        careless: client(&master, &metadata, 0, false).await,
+        master,
+        _holders,
+    }
+}
+
 /// Overwrites replica `i` of `key` with garbage, through `via`'s transfer engine.
 async fn corrupt(master: &Master, via: &Client, key: &str, i: usize) {
     let list = master.get_replica_list(key).await.unwrap();
@@ -48,18 +78,13 @@ async fn corrupt(master: &Master, via: &Client, key: &str, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_replica_is_reported_and_another_one_is_read() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metadata = format!("http://{}/metadata", listener.local_addr().unwrap());
-    tokio::spawn(
-        HttpMetadataServer::new(HttpMetadataServerConfig::default())
-            .run(listener, std::future::pending()),
-    );
-    let master = Master::new(MasterConfig::default());
-    let _a = client(&master, &metadata, 64 * MIB, false).await;
-    let _b = client(&master, &metadata, 64 * MIB, false).await;
-    let writer = client(&master, &metadata, 0, true).await;
-    let reader = client(&master, &metadata, 0, true).await;
-    let careless = client(&master, &metadata, 0, false).await;
+    let Setup {
+        master,
+        _holders,
+        writer,
+        reader,
+        careless,
+    } = setup().await;
     let two = ReplicateConfig {
         replica_num: 2,
         ..ReplicateConfig::default()
@@ -98,18 +123,13 @@ async fn a_corrupted_replica_is_reported_and_another_one_is_read() {
 /// Batch reads verify too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_reads_verify_every_value() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let metadata = format!("http://{}/metadata", listener.local_addr().unwrap());
-    tokio::spawn(
-        HttpMetadataServer::new(HttpMetadataServerConfig::default())
-            .run(listener, std::future::pending()),
-    );
-    let master = Master::new(MasterConfig::default());
-    let _a = client(&master, &metadata, 64 * MIB, false).await;
-    let _b = client(&master, &metadata, 64 * MIB, false).await;
-    let writer = client(&master, &metadata, 0, true).await;
-    let reader = client(&master, &metadata, 0, true).await;
-    let careless = client(&master, &metadata, 0, false).await;
+    let Setup {
+        master,
+        _holders,
+        writer,
+        reader,
+        careless,
+    } = setup().await;
     let two = ReplicateConfig {
         replica_num: 2,
         ..ReplicateConfig::default()
