@@ -62,12 +62,20 @@ pub(crate) fn run() -> Result<()> {
     write_report(&rows)
 }
 
-fn human(size: u64) -> String {
+pub(crate) fn human(size: u64) -> String {
     if size >= 1 << 20 {
         format!("{}MiB", size >> 20)
     } else {
         format!("{}KiB", size >> 10)
     }
+}
+
+/// The C++ baseline of a row, MB/s.
+pub(crate) fn baseline(size: &str, op: &str) -> Option<f64> {
+    BASELINE
+        .iter()
+        .find(|(s, o, _)| *s == size && *o == op)
+        .map(|(_, _, v)| *v)
 }
 
 fn write_report(rows: &[serde_json::Value]) -> Result<()> {
@@ -104,20 +112,26 @@ fn write_report(rows: &[serde_json::Value]) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     md.push_str("\n![throughput by value size](store_bench.svg)\n");
     std::fs::write(dir.join("report.md"), &md)?;
-    std::fs::write(dir.join("store_bench.svg"), svg(&bars))?;
+    std::fs::write(
+        dir.join("store_bench.svg"),
+        svg(
+            "store_bench MB/s (log scale): Rust (blue) vs C++ baseline (grey)",
+            &bars,
+        ),
+    )?;
     println!("{md}\nwritten to docs/bench/report.md and docs/bench/store_bench.svg");
     Ok(())
 }
 
 /// A grouped horizontal bar chart (log scale): Rust and C++ MB/s per workload.
-fn svg(bars: &[(String, f64, f64)]) -> String {
+pub(crate) fn svg(title: &str, bars: &[(String, f64, f64)]) -> String {
     let (row, left, width) = (22.0, 190.0, 560.0);
     let height = 40.0 + row * bars.len() as f64;
     let x = |v: f64| left + width * (v.max(1.0).log10() / 4.0).min(1.0);
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"800\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n\
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"16\" font-size=\"13\">store_bench MB/s (log scale): Rust (blue) vs C++ baseline (grey)</text>\n",
+         <text x=\"10\" y=\"16\" font-size=\"13\">{title}</text>\n",
         height + 14.0
     );
     for decade in 0..=4 {

@@ -10,6 +10,7 @@
 
 mod bench;
 mod chaos;
+mod cluster_bench;
 mod demo;
 mod interop;
 mod netns;
@@ -38,6 +39,7 @@ fn main() -> Result<()> {
         }
         "demo" => demo::run(),
         "chaos" => chaos::chaos(&args[1..]),
+        "cluster-bench" => cluster_bench::run(&args[1..]),
         "soak" => chaos::soak(&args[1..]),
         "chaos-client" => chaos::run_client(args.get(1).map(String::as_str).unwrap_or("")),
         "interop" => interop::run(&args[1..]),
@@ -57,6 +59,7 @@ fn main() -> Result<()> {
             println!("  shm-bench [ROUNDS]  1/16 MiB put_from/get_into, shared memory vs TCP, alternating, into docs/bench/shm.md");
             println!("  chaos [--seconds 300] [--seed N] [--release]  faults (SIGKILL/SIGSTOP/master restart) under load; invariants checked");
             println!("  soak [--seconds 300] [--clients 16]  many clients, no faults: zero errors, p99, master memory per key");
+            println!("  cluster-bench [--delay_us N] [--procs 4] [--sizes L] [--loopback]  store_bench with master, 2 store services and client on separate hosts (namespaces), into docs/bench/cluster.md");
             println!("  py-test  build the Python wheel (dev profile) and run its pytest suite");
             println!("  py-bench the Python-level store benchmark, ours vs the C++ wheel, into docs/bench/python.md");
             println!("  wheel    build the release wheel into target/wheels and install it into target/py-venv");

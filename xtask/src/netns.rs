@@ -170,6 +170,25 @@ impl Net {
     }
 }
 
+impl Net {
+    /// `tc netem` delay of `us` microseconds on `host`'s link; `Ok(false)` without netem.
+    pub(crate) fn netem_delay_us(host: &Host, us: u32) -> Result<bool> {
+        let out = Command::new("tc")
+            .args([
+                "qdisc",
+                "replace",
+                "dev",
+                &host.link,
+                "root",
+                "netem",
+                "delay",
+                &format!("{us}us"),
+            ])
+            .output()?;
+        Ok(out.status.success())
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         for h in &self.hosts {
