@@ -201,7 +201,7 @@ fn write_report(rows: &[serde_json::Value], setting: &str) -> Result<()> {
     let mut md = String::from("# store_bench between hosts (`cargo xtask cluster-bench`)\n\n");
     let _ = writeln!(
         md,
-        "Setting: {setting}. Every byte crosses TCP. C++ = the same-host figures of `shared/spec/observed-behaviour.md` §4.2 (best of its two runs; its segment there was reached over TCP too, as the C++ release has no shared-memory path), for scale only: not measured in this run.\n"
+        "Setting: {setting}. Every byte crosses TCP. C++ = the same-host figures of `shared/spec/observed-behaviour.md` §4.2 (best of its two runs, client and store on one host), for scale only: not measured in this run, and not between hosts.\n"
     );
     md.push_str("| size | op | items | MB/s | C++ MB/s | ratio | p50 µs | p99 µs |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
     let mut bars = Vec::new();
