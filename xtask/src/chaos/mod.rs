@@ -107,6 +107,9 @@ pub(crate) fn chaos(args: &[String]) -> Result<()> {
 
 /// `cargo xtask soak [--seconds 300] [--clients 16]`: no faults, many clients.
 pub(crate) fn soak(args: &[String]) -> Result<()> {
+    if cfg!(debug_assertions) {
+        println!("soak: the workload clients are this xtask binary, built without optimisation; for representative latencies run `cargo run --release -p xtask -- soak`");
+    }
     let plan = parse(
         args,
         Plan {
