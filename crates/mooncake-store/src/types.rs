@@ -204,7 +204,9 @@ impl ProtocolVersion {
     /// Whether a master at `self` serves a client at `client`: same major, and the client's
     /// minor equal or one older (rolling upgrades update masters first).
     pub fn accepts(self, client: ProtocolVersion) -> bool {
-        client.major == self.major && client.minor <= self.minor && client.minor + 1 >= self.minor
+        client.major == self.major
+            && client.minor <= self.minor
+            && client.minor.saturating_add(1) >= self.minor
     }
 }
 
@@ -236,5 +238,12 @@ mod tests {
         assert!(!m.accepts(ProtocolVersion { major: 1, minor: 1 }));
         assert!(!m.accepts(ProtocolVersion { major: 1, minor: 4 }));
         assert!(!m.accepts(ProtocolVersion { major: 2, minor: 3 }));
+        // Found by the `store_pb` fuzz target: no overflow at the top of the range.
+        let top = ProtocolVersion {
+            major: 1,
+            minor: u32::MAX,
+        };
+        assert!(top.accepts(top));
+        assert!(!m.accepts(top));
     }
 }
