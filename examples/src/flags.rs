@@ -167,6 +167,43 @@ fn flatten(
 
 #[cfg(test)]
 mod tests {
+    mod decoders {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any flag value parses or gets an error message, never a panic.
+            #[test]
+            fn any_flag_value_parses_or_is_refused(s in ".{0,32}") {
+                let _ = parse_bool(&s);
+                let _ = parse_ms(&s);
+                let _ = parse_secs(&s);
+                let _ = parse_size(&s);
+                if let Err(e) = parse_size(&s) {
+                    prop_assert!(!e.is_empty());
+                }
+                let _ = AuthArgs { auth_token: s.clone() }.token();
+            }
+
+            /// Any config file (JSON or YAML, any bytes) becomes flags or an error naming
+            /// the file, never a panic.
+            #[test]
+            fn any_config_file_reads_or_is_refused(
+                text in prop_oneof![".{0,200}", r#"\{("[a-z_.]{1,12}": ?(-?[0-9]{1,20}|"[^"]{0,8}"|true|null|\[\]|\{\}),? ?){0,6}\}"#],
+                yaml in any::<bool>(),
+            ) {
+                let dir = std::env::temp_dir().join(format!("mc-flags-prop-{}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join(if yaml { "c.yaml" } else { "c.json" });
+                std::fs::write(&path, &text).unwrap();
+                match config_file_args(&path, &[("client_live_ttl_sec", "client_ttl")]) {
+                    Ok(args) => prop_assert!(args.iter().all(|a| a.starts_with("--"))),
+                    Err(e) => prop_assert!(!e.is_empty()),
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -83,12 +83,9 @@ fuzz_target!(|data: &[u8]| {
             let v = ProtocolVersion::from(r);
             let _ = ProtocolVersion::CURRENT.accepts(v);
             let _ = v.accepts(ProtocolVersion::CURRENT);
-            // Finding F1 (docs/fuzzing.md): `accepts` overflows when both minors are
-            // u32::MAX; skipped so the run goes on past it, unless
-            // MOONCAKE_FUZZ_KNOWN_FINDINGS is set (to reproduce it).
-            if v.minor != u32::MAX || std::env::var_os("MOONCAKE_FUZZ_KNOWN_FINDINGS").is_some() {
-                let _ = v.accepts(v);
-            }
+            // Finding 1 of docs/fuzzing.md (overflow at minor u32::MAX, fixed in 331a45b);
+            // fuzz/repro/store_pb-accepts-overflow.bin is its regression input.
+            let _ = v.accepts(v);
             let _ = v.to_string();
         },
         ConnectResponse => |r: pb::ConnectResponse| {

@@ -126,6 +126,42 @@ impl MetadataTable {
 
 #[cfg(test)]
 mod tests {
+    mod decoders {
+        use super::super::*;
+        use crate::keys::{escape, unescape};
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any request the HTTP server can build (any key, decoded or not, any body)
+            /// gets an answer with a real status code, never a panic.
+            #[test]
+            fn any_request_gets_an_answer(
+                ops in proptest::collection::vec(
+                    (0u8..3, proptest::option::of(".{0,40}"), proptest::collection::vec(any::<u8>(), 0..64)),
+                    0..32,
+                ),
+            ) {
+                let t = MetadataTable::new();
+                for (op, key, body) in ops {
+                    let reply = match op {
+                        0 => t.handle(TableRequest::Get { key }),
+                        1 => t.handle(TableRequest::Put { key, body: Bytes::from(body) }),
+                        _ => t.handle(TableRequest::Delete { key }),
+                    };
+                    prop_assert!((200..600).contains(&reply.status));
+                }
+            }
+
+            /// Key escaping: any raw query value unescapes or is refused; any key survives
+            /// escape then unescape.
+            #[test]
+            fn keys_escape_and_unescape(raw in ".{0,64}", key in ".{0,64}") {
+                let _ = unescape(&raw);
+                prop_assert_eq!(unescape(&escape(&key)), Some(key));
+            }
+        }
+    }
+
     use super::*;
 
     fn get(t: &MetadataTable, k: &str) -> TableReply {

@@ -513,6 +513,35 @@ pub async fn fetch_metadata(
 
 #[cfg(test)]
 mod tests {
+    mod decoders {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any bytes from a peer: the prefix decodes or is refused, and a whole frame
+            /// reads or fails, never a panic and never more memory than was received.
+            #[test]
+            fn any_bytes_read_as_a_frame_or_are_refused(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+                max in prop_oneof![Just(0u64), Just(100), Just(1 << 20), Just(u64::MAX)],
+            ) {
+                if bytes.len() >= PREFIX_LEN {
+                    let mut prefix = [0u8; PREFIX_LEN];
+                    prefix.copy_from_slice(&bytes[..PREFIX_LEN]);
+                    let _ = decode_prefix(&prefix, max);
+                }
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let mut r = &bytes[..];
+                if let Ok((ty, json)) = rt.block_on(read_frame(&mut r, max)) {
+                    prop_assert!(json.len() < bytes.len());
+                    if bytes[8] == ty as u8 {
+                        prop_assert_eq!(&encode_frame(ty, &json)[..], &bytes[..PREFIX_LEN + json.len()]);
+                    }
+                }
+            }
+        }
+    }
+
     use super::*;
     use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
