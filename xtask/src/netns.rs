@@ -145,19 +145,24 @@ impl Net {
     /// Adds `tc netem` delay and loss on `host`'s link; `Ok(false)` where the kernel has
     /// no netem (then nothing changed).
     pub(crate) fn netem(host: &Host, delay_ms: u32, loss_pct: u32) -> Result<bool> {
+        Self::tc_netem(
+            host,
+            &[&format!("{delay_ms}ms"), "loss", &format!("{loss_pct}%")],
+        )
+    }
+
+    /// `tc netem` delay of `us` microseconds on `host`'s link; `Ok(false)` without netem.
+    pub(crate) fn netem_delay_us(host: &Host, us: u32) -> Result<bool> {
+        Self::tc_netem(host, &[&format!("{us}us")])
+    }
+
+    /// `tc qdisc replace … netem delay <args>`: `Ok(false)` where the kernel has no netem.
+    fn tc_netem(host: &Host, delay: &[&str]) -> Result<bool> {
         let out = Command::new("tc")
             .args([
-                "qdisc",
-                "replace",
-                "dev",
-                &host.link,
-                "root",
-                "netem",
-                "delay",
-                &format!("{delay_ms}ms"),
-                "loss",
-                &format!("{loss_pct}%"),
+                "qdisc", "replace", "dev", &host.link, "root", "netem", "delay",
             ])
+            .args(delay)
             .output()?;
         if out.status.success() {
             return Ok(true);
@@ -167,25 +172,6 @@ impl Net {
             return Ok(false);
         }
         bail!("tc netem on {}: {}", host.link, err.trim())
-    }
-}
-
-impl Net {
-    /// `tc netem` delay of `us` microseconds on `host`'s link; `Ok(false)` without netem.
-    pub(crate) fn netem_delay_us(host: &Host, us: u32) -> Result<bool> {
-        let out = Command::new("tc")
-            .args([
-                "qdisc",
-                "replace",
-                "dev",
-                &host.link,
-                "root",
-                "netem",
-                "delay",
-                &format!("{us}us"),
-            ])
-            .output()?;
-        Ok(out.status.success())
     }
 }
 

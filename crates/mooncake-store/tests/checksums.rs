@@ -29,6 +29,8 @@ async fn client(master: &Arc<Master>, metadata: &str, segment: u64, verify: bool
 /// A master, two holders, a writer and a reader with checksums on, a client without.
 struct Setup {
     master: Arc<Master>,
+    /// Two replicas per object.
+    two: ReplicateConfig,
     _holders: [Client; 2],
     writer: Client,
     reader: Client,
@@ -48,6 +50,10 @@ async fn setup() -> Setup {
         client(&master, &metadata, 64 * MIB, false).await,
     ];
     Setup {
+        two: ReplicateConfig {
+            replica_num: 2,
+            ..ReplicateConfig::default()
+        },
         writer: client(&master, &metadata, 0, true).await,
         reader: client(&master, &metadata, 0, true).await,
         careless: client(&master, &metadata, 0, false).await,
@@ -78,70 +84,56 @@ async fn corrupt(master: &Master, via: &Client, key: &str, i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupted_replica_is_reported_and_another_one_is_read() {
-    let Setup {
-        master,
-        _holders,
-        writer,
-        reader,
-        careless,
-    } = setup().await;
-    let two = ReplicateConfig {
-        replica_num: 2,
-        ..ReplicateConfig::default()
-    };
+    let s = setup().await;
     let value: Vec<u8> = (0..MIB as usize).map(|i| (i * 7 % 251) as u8).collect();
-    writer.put("k", &value, &two).await.unwrap();
-    assert!(master
+    s.writer.put("k", &value, &s.two).await.unwrap();
+    assert!(s
+        .master
         .get_replica_list("k")
         .await
         .unwrap()
         .checksum
         .is_some());
-    assert!(reader.get("k").await.unwrap() == value);
+    assert!(s.reader.get("k").await.unwrap() == value);
 
-    corrupt(&master, &careless, "k", 0).await;
+    corrupt(&s.master, &s.careless, "k", 0).await;
     for round in 0..3 {
-        assert!(reader.get("k").await.unwrap() == value, "round {round}");
+        assert!(s.reader.get("k").await.unwrap() == value, "round {round}");
     }
-    assert!(reader.checksum_failures() >= 1);
-    let staged = reader.get_staged("k").await.unwrap();
+    assert!(s.reader.checksum_failures() >= 1);
+    let staged = s.reader.get_staged("k").await.unwrap();
     assert!(staged.to_vec() == value);
-    let into = reader.engine().allocate_buffer(MIB, "cpu:0").await.unwrap();
-    assert_eq!(reader.get_into("k", into.addr(), MIB).await, Ok(MIB));
+    let into = s
+        .reader
+        .engine()
+        .allocate_buffer(MIB, "cpu:0")
+        .await
+        .unwrap();
+    assert_eq!(s.reader.get_into("k", into.addr(), MIB).await, Ok(MIB));
     assert!(into.to_vec(0, MIB as usize) == value);
 
-    corrupt(&master, &careless, "k", 1).await;
-    assert_eq!(reader.get("k").await, Err(ErrorCode::TransferFail));
+    corrupt(&s.master, &s.careless, "k", 1).await;
+    assert_eq!(s.reader.get("k").await, Err(ErrorCode::TransferFail));
     assert_eq!(
-        reader.get_into("k", into.addr(), MIB).await,
+        s.reader.get_into("k", into.addr(), MIB).await,
         Err(ErrorCode::TransferFail)
     );
     // Without checksums the garbage would have been returned.
-    assert!(careless.get("k").await.unwrap() == vec![0x5A; MIB as usize]);
+    assert!(s.careless.get("k").await.unwrap() == vec![0x5A; MIB as usize]);
 }
 
 /// Batch reads verify too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_reads_verify_every_value() {
-    let Setup {
-        master,
-        _holders,
-        writer,
-        reader,
-        careless,
-    } = setup().await;
-    let two = ReplicateConfig {
-        replica_num: 2,
-        ..ReplicateConfig::default()
-    };
+    let s = setup().await;
     let values: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i + 1; 64 << 10]).collect();
     for (i, v) in values.iter().enumerate() {
-        writer.put(&format!("b{i}"), v, &two).await.unwrap();
+        s.writer.put(&format!("b{i}"), v, &s.two).await.unwrap();
     }
-    corrupt(&master, &careless, "b1", 0).await;
-    corrupt(&master, &careless, "b3", 0).await;
-    corrupt(&master, &careless, "b3", 1).await;
-    let got = reader.get_batch(&["b0", "b1", "b2", "b3"]).await;
+    corrupt(&s.master, &s.careless, "b1", 0).await;
+    corrupt(&s.master, &s.careless, "b3", 0).await;
+    corrupt(&s.master, &s.careless, "b3", 1).await;
+    let got = s.reader.get_batch(&["b0", "b1", "b2", "b3"]).await;
     assert!(got[0].as_ref().unwrap() == &values[0]);
     assert!(
         got[1].as_ref().unwrap() == &values[1],
@@ -152,5 +144,5 @@ async fn batch_reads_verify_every_value() {
         got[3] == Err(ErrorCode::TransferFail),
         "no good replica left"
     );
-    assert!(reader.checksum_failures() >= 2);
+    assert!(s.reader.checksum_failures() >= 2);
 }
