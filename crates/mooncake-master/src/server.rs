@@ -241,7 +241,7 @@ fn admin_router(master: Arc<Master>, token: Option<AuthToken>) -> Router {
                 let presented = req
                     .headers()
                     .get(axum::http::header::AUTHORIZATION)
-                    .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+                    .and_then(|v| AuthToken::from_bearer(v.as_bytes()));
                 if AuthToken::admits(token.as_deref(), presented) {
                     next.run(req).await
                 } else {

@@ -63,6 +63,16 @@ impl AuthToken {
         &self.0
     }
 
+    /// The `Authorization` header value that presents this token (`Bearer <token>`).
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// The token of an `Authorization: Bearer <token>` header value, if it is one.
+    pub fn from_bearer(value: &[u8]) -> Option<&[u8]> {
+        value.strip_prefix(b"Bearer ")
+    }
+
     /// Whether `presented` is this token, in time that depends only on the lengths (a
     /// peer cannot find the token byte by byte by timing refusals).
     pub fn matches(&self, presented: &[u8]) -> bool {

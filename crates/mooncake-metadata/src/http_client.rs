@@ -91,7 +91,7 @@ impl HttpStore {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
         }
         if let Some(token) = &self.config.auth_token {
-            builder = builder.header(header::AUTHORIZATION, format!("Bearer {}", token.as_str()));
+            builder = builder.header(header::AUTHORIZATION, token.bearer());
         }
         let request = builder
             .body(Full::new(body))

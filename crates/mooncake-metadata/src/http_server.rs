@@ -108,8 +108,7 @@ struct Served {
 
 /// The token of an `Authorization: Bearer <token>` header.
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    value.strip_prefix(b"Bearer ")
+    AuthToken::from_bearer(headers.get(header::AUTHORIZATION)?.as_bytes())
 }
 
 async fn metadata(

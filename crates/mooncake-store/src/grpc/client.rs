@@ -150,8 +150,7 @@ impl GrpcMasterClient {
         };
         let bearer = match &config.auth_token {
             Some(t) => Some(
-                http::HeaderValue::from_str(&format!("Bearer {}", t.as_str()))
-                    .map_err(|_| ErrorCode::InvalidParams)?,
+                http::HeaderValue::from_str(&t.bearer()).map_err(|_| ErrorCode::InvalidParams)?,
             ),
             None => None,
         };

@@ -98,7 +98,7 @@ pub async fn serve_with(
         let presented = req
             .metadata()
             .get("authorization")
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+            .and_then(|v| AuthToken::from_bearer(v.as_bytes()));
         if AuthToken::admits(token.as_deref(), presented) {
             Ok(req)
         } else {
