@@ -46,7 +46,7 @@ fn main() -> Result<()> {
         "bench" => bench::run(),
         "shm-bench" => shm_bench::run(&args[1..]),
         "py-test" => python::test(),
-        "py-bench" => py_bench::run(),
+        "py-bench" => py_bench::run(&args[1..]),
         "wheel" => python::install_wheel(true).map(|py| {
             println!("installed the release wheel into {}", py.display());
         }),
@@ -61,7 +61,7 @@ fn main() -> Result<()> {
             println!("  soak [--seconds 300] [--clients 16]  many clients, no faults: zero errors, p99, master memory per key");
             println!("  cluster-bench [--delay_us N] [--procs 4] [--sizes L] [--loopback]  store_bench with master, 2 store services and client on separate hosts (namespaces), into docs/bench/cluster.md");
             println!("  py-test  build the Python wheel (dev profile) and run its pytest suite");
-            println!("  py-bench the Python-level store benchmark, ours vs the C++ wheel, into docs/bench/python.md");
+            println!("  py-bench [--tcp] [--redis] [--procs 4] [--rounds 2]  the Python-level store benchmark, ours vs the C++ wheel (and Redis), into docs/bench/python.md (python-tcp.md with --tcp)");
             println!("  wheel    build the release wheel into target/wheels and install it into target/py-venv");
             println!(
                 "  demo  start a master and a store service, run a short store_bench, stop them"

@@ -3,6 +3,9 @@
 //! sitting: for each round, our wheel's `mooncake_master` + `mooncake_client` + pure client,
 //! then the C++ wheel's; rounds alternate and each row keeps its best. Writes
 //! `docs/bench/python.md` with ratios and the Redis figures of `observed-behaviour.md` §5.
+//! `--tcp` turns our store service's shared memory off (every byte crosses TCP, as between
+//! hosts) and writes `docs/bench/python-tcp.md`; `--redis` measures a live `redis-server`
+//! with redis-py in the same rounds; `--procs N` adds the concurrency rows (§4.3).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -50,7 +53,7 @@ fn wait_port(port: u16, what: &str) -> Result<()> {
 }
 
 /// One run of the Python bench against a master and store service from `venv`.
-fn run_side(venv: &Path) -> Result<Vec<Value>> {
+fn run_side(venv: &Path, opts: &Options, ours: bool) -> Result<Vec<Value>> {
     let (rpc, http, metrics, svc) = (free_port()?, free_port()?, free_port()?, free_port()?);
     let bin = venv.join("bin");
     let _master = Guard(
@@ -80,6 +83,11 @@ fn run_side(venv: &Path) -> Result<Vec<Value>> {
                 format!("--metadata_server={metadata}"),
                 "--protocol=tcp".into(),
             ])
+            .args(
+                // Ours would serve a same-host client through shared memory; the C++ store
+                // service always uses TCP.
+                (ours && opts.tcp).then_some("--shared_memory=false"),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -87,15 +95,17 @@ fn run_side(venv: &Path) -> Result<Vec<Value>> {
     );
     // The C++ store service prints nothing we can wait for; give it time to mount.
     std::thread::sleep(Duration::from_secs(3));
+    let master = format!("127.0.0.1:{rpc}");
+    bench_script(venv, opts, &["--master", &master, "--metadata", &metadata])
+}
+
+/// Runs `store_bench.py` with `args` in `venv`; its rows.
+fn bench_script(venv: &Path, opts: &Options, args: &[&str]) -> Result<Vec<Value>> {
     let script = crate::root().join("crates/mooncake-py/bench/store_bench.py");
-    let out = Command::new(bin.join("python"))
+    let out = Command::new(venv.join("bin/python"))
         .arg(script)
-        .args([
-            "--master",
-            &format!("127.0.0.1:{rpc}"),
-            "--metadata",
-            &metadata,
-        ])
+        .args(args)
+        .args(["--procs", &opts.procs.to_string()])
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
@@ -107,6 +117,69 @@ fn run_side(venv: &Path) -> Result<Vec<Value>> {
     }
     let v: Value = serde_json::from_slice(&out.stdout)?;
     Ok(v["rows"].as_array().cloned().unwrap_or_default())
+}
+
+/// One run of the plan against a fresh `redis-server` (no persistence) with redis-py.
+fn run_redis(venv: &Path, opts: &Options) -> Result<Vec<Value>> {
+    let port = free_port()?;
+    let _server = Guard(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (apt-get install redis-server)")?,
+    );
+    wait_port(port, "redis-server")?;
+    bench_script(venv, opts, &["--redis", &format!("127.0.0.1:{port}")])
+}
+
+/// What `cargo xtask py-bench` was asked for.
+#[derive(Debug)]
+struct Options {
+    /// Our store service without shared memory: every byte crosses TCP, as between hosts.
+    tcp: bool,
+    /// Client processes of the concurrency rows (0: none).
+    procs: usize,
+    rounds: usize,
+    /// Measure Redis live (else the §5 figures).
+    redis: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut o = Options {
+            tcp: false,
+            procs: 4,
+            rounds: ROUNDS,
+            redis: false,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| -> Result<usize> {
+                it.next()
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("{name} needs a number"))
+            };
+            match a.as_str() {
+                "--tcp" => o.tcp = true,
+                "--redis" => o.redis = true,
+                "--procs" => o.procs = value("--procs")?,
+                "--rounds" => o.rounds = value("--rounds")?.max(1),
+                other => bail!("py-bench: unknown argument {other}"),
+            }
+        }
+        Ok(o)
+    }
 }
 
 type Best = BTreeMap<(u64, String), (f64, f64)>;
@@ -137,64 +210,96 @@ fn human(size: u64) -> String {
     }
 }
 
-pub(crate) fn run() -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let opts = Options::parse(args)?;
     let ours = crate::python::install_wheel(true)?;
     let ours = ours
         .parent()
         .and_then(Path::parent)
         .context("venv layout")?
         .to_path_buf();
+    if opts.redis {
+        crate::python::pip_install_into(&ours, &["redis", "hiredis"])?;
+    }
     let cpp = crate::interop::prepare_venv()?;
-    let (mut a, mut b, mut order) = (Best::new(), Best::new(), Vec::new());
-    for round in 1..=ROUNDS {
-        println!("py-bench round {round}/{ROUNDS}: ours");
-        keep_best(&mut a, &run_side(&ours)?, &mut order);
-        println!("py-bench round {round}/{ROUNDS}: C++ wheel");
-        keep_best(&mut b, &run_side(&cpp)?, &mut order);
+    let (mut a, mut b, mut r, mut order) = (Best::new(), Best::new(), Best::new(), Vec::new());
+    for round in 1..=opts.rounds {
+        println!("py-bench round {round}/{}: ours", opts.rounds);
+        keep_best(&mut a, &run_side(&ours, &opts, true)?, &mut order);
+        println!("py-bench round {round}/{}: C++ wheel", opts.rounds);
+        keep_best(&mut b, &run_side(&cpp, &opts, false)?, &mut order);
+        if opts.redis {
+            println!("py-bench round {round}/{}: Redis", opts.rounds);
+            keep_best(&mut r, &run_redis(&ours, &opts)?, &mut order);
+        }
     }
-    let mut md = String::new();
-    writeln!(md, "# Python-level store benchmark: ours vs the C++ wheel")?;
-    writeln!(md)?;
-    writeln!(
-        md,
-        "`cargo xtask py-bench`: `crates/mooncake-py/bench/store_bench.py` (the workload plan of \
-         `observed-behaviour.md` §2, pure client, one separate store service with a 3 GB segment, \
-         1 GiB local buffer, `mmap` buffer for the zero-copy calls) run with our wheel and with \
-         `mooncake-transfer-engine-non-cuda==0.3.13.post1`, alternating, {ROUNDS} rounds, best \
-         MB/s and best p50 per row. Redis: redis-py figures of §5 (best of its two runs)."
-    )?;
-    writeln!(md)?;
-    writeln!(md, "| size | op | ours MB/s | C++ MB/s | ours/C++ | ours p50 µs | C++ p50 µs | Redis MB/s | ours/Redis |")?;
-    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
-    for key in &order {
-        let (Some(x), Some(y)) = (a.get(key), b.get(key)) else {
-            continue;
-        };
-        let redis = REDIS
-            .iter()
-            .find(|(s, op, _)| *s == key.0 && *op == key.1)
-            .map(|r| r.2);
-        let (rcol, rratio) = match redis {
-            Some(r) => (format!("{r:.0}"), format!("{:.2}", x.0 / r)),
-            None => ("".into(), "".into()),
-        };
-        writeln!(
-            md,
-            "| {} | {} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {} |",
-            human(key.0),
-            key.1,
-            x.0,
-            y.0,
-            x.0 / y.0,
-            x.1,
-            y.1,
-            rcol,
-            rratio
-        )?;
-    }
-    let path = crate::root().join("docs/bench/python.md");
+    let md = report(&opts, &a, &b, &r, &order)?;
+    let name = if opts.tcp { "python-tcp.md" } else { "python.md" };
+    let path = crate::root().join("docs/bench").join(name);
     std::fs::write(&path, &md)?;
     println!("{md}");
     println!("wrote {}", path.display());
     Ok(())
+}
+
+fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)]) -> Result<String> {
+    let mut md = String::new();
+    let setting = if opts.tcp {
+        "our store service with `--shared_memory=false`, so every byte crosses loopback TCP \
+         as it would between hosts (the C++ store service always uses TCP)"
+    } else {
+        "our store service with its default shared-memory segment (a same-host client copies \
+         through it; the C++ store service uses TCP)"
+    };
+    let redis = if opts.redis {
+        "Redis: `redis-server` (no persistence) on loopback with redis-py, the same plan \
+         (`SET`/`GET`, `MSET`/`MGET` of 32 keys), measured in the same rounds"
+    } else {
+        "Redis: the redis-py figures of §5 (best of its two runs)"
+    };
+    writeln!(md, "# Python-level store benchmark: ours vs the C++ wheel and Redis")?;
+    writeln!(md)?;
+    writeln!(
+        md,
+        "`cargo xtask py-bench {}`: `crates/mooncake-py/bench/store_bench.py` (the workload \
+         plan of `observed-behaviour.md` §2 and §4.3, pure client, one separate store service \
+         with a 3 GB segment, 1 GiB local buffer, `mmap` buffer for the zero-copy calls) run \
+         with our wheel and with `mooncake-transfer-engine-non-cuda==0.3.13.post1`: {setting}. \
+         {redis}. Sides alternate, {} rounds, best MB/s and best p50 per row.",
+        if opts.tcp { "--tcp --redis" } else { "" },
+        opts.rounds
+    )?;
+    writeln!(md)?;
+    writeln!(md, "| size | op | ours MB/s | C++ MB/s | ours/C++ | Redis MB/s | ours/Redis | ours p50 µs | C++ p50 µs | Redis p50 µs |")?;
+    writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    let p50 = |v: f64| if v > 0.0 && v < f64::MAX { format!("{v:.0}") } else { String::new() };
+    for key in order {
+        let Some(x) = a.get(key) else { continue };
+        let y = b.get(key);
+        let z = if opts.redis {
+            r.get(key).copied()
+        } else {
+            REDIS
+                .iter()
+                .find(|(s, op, _)| *s == key.0 && *op == key.1)
+                .map(|r| (r.2, 0.0))
+        };
+        let ratio = |other: Option<f64>| other.map(|o| format!("{:.2}", x.0 / o)).unwrap_or_default();
+        let mb = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_default();
+        writeln!(
+            md,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            human(key.0),
+            key.1,
+            x.0,
+            mb(y.map(|y| y.0)),
+            ratio(y.map(|y| y.0)),
+            mb(z.map(|z| z.0)),
+            ratio(z.map(|z| z.0)),
+            p50(x.1),
+            y.map(|y| p50(y.1)).unwrap_or_default(),
+            z.map(|z| p50(z.1)).unwrap_or_default(),
+        )?;
+    }
+    Ok(md)
 }

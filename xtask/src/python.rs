@@ -82,3 +82,17 @@ fn pip_install(python: &std::path::Path, args: &[&str]) -> Command {
     .args(args);
     pip
 }
+
+/// Installs PyPI `packages` into the venv at `venv` unless they import already.
+pub(crate) fn pip_install_into(venv: &std::path::Path, packages: &[&str]) -> Result<()> {
+    let python = venv.join("bin/python");
+    let imports = packages.join(",");
+    let present = Command::new(&python)
+        .args(["-c", &format!("import {imports}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        run(pip_install(&python, packages))?;
+    }
+    Ok(())
+}

@@ -5,6 +5,10 @@ whichever ``mooncake`` package the interpreter imports. A pure client
 (``global_segment_size=0``) against a separate store service; prints one JSON object.
 
     python store_bench.py --master 127.0.0.1:50051 --metadata http://127.0.0.1:8080/metadata
+
+With ``--redis host:port`` it runs the same plan against a Redis server with redis-py
+instead (``SET``/``GET`` for the single rows, ``MSET``/``MGET`` of 32 keys for the batch
+rows; Redis has no zero-copy calls), the yardstick of observed-behaviour.md section 5.
 """
 
 import argparse
@@ -14,7 +18,6 @@ import os
 import sys
 import time
 
-from mooncake.store import MooncakeDistributedStore
 
 KIB, MIB = 1 << 10, 1 << 20
 # value size -> (single calls, batch calls of 32)
@@ -52,17 +55,103 @@ def check(ok, what):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--master", required=True)
-    ap.add_argument("--metadata", required=True)
+    ap.add_argument("--master")
+    ap.add_argument("--metadata")
+    ap.add_argument("--redis", help="host:port of a Redis server to measure instead")
     ap.add_argument("--sizes", default="4096,65536,1048576,16777216")
     ap.add_argument("--local-buffer", type=int, default=1 << 30)
     ap.add_argument("--warmup-bytes", type=int, default=512 * MIB)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply call counts")
+    ap.add_argument("--procs", type=int, default=0,
+                    help="also run the concurrency plan with this many client processes")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not args.redis and not (args.master and args.metadata):
+        ap.error("--master and --metadata are required (or --redis)")
+    if args.worker:
+        return worker(args)
+    if args.redis:
+        rows = redis_rows(args)
+    else:
+        rows = mooncake_rows(args)
+    if args.procs > 0:
+        rows += concurrency(args)
+    json.dump({"rows": rows}, sys.stdout)
+    print()
+
+
+def connect(args, local_buffer):
+    """A Redis client or a pure Mooncake client, as the arguments say."""
+    if args.redis:
+        import redis
+
+        host, port = args.redis.rsplit(":", 1)
+        return redis.Redis(host=host, port=int(port))
+    from mooncake.store import MooncakeDistributedStore
 
     s = MooncakeDistributedStore()
-    rc = s.setup("127.0.0.1", args.metadata, 0, args.local_buffer, "tcp", "", args.master)
+    rc = s.setup("127.0.0.1", args.metadata, 0, local_buffer, "tcp", "", args.master)
     check(rc == 0, f"setup ({rc})")
+    return s
+
+
+def worker(args):
+    """One process of the concurrency plan: waits for "put" on stdin, writes its keys,
+    reports start and end times, then the same for "get"."""
+    index, size, count = (int(x) for x in args.worker.split(":"))
+    c = connect(args, 64 * MIB)
+    value = os.urandom(size)
+    keys = [f"p{index}-{size}-{i}" for i in range(count)]
+    put = (lambda k: c.set(k, value)) if args.redis else (lambda k: c.put(k, value) == 0)
+    get = c.get
+    print("ready", flush=True)
+    for phase, call, ok in (("put", put, lambda r: r), ("get", get, lambda r: len(r) == size)):
+        check(sys.stdin.readline().strip() == phase, f"worker phase {phase}")
+        t0 = time.time()
+        for k in keys:
+            check(ok(call(k)), phase)
+        print(f"{t0} {time.time()}", flush=True)
+    if not args.redis:
+        c.close()
+
+
+def concurrency(args):
+    """observed-behaviour.md section 4.3: N processes, 64 KiB x 600 and 1 MiB x 150 ops
+    each, puts then gets; aggregate MB/s from the first start to the last end."""
+    import subprocess
+
+    rows = []
+    for size, count in ((64 * KIB, 600), (1 * MIB, 150)):
+        count = max(1, int(count * args.scale))
+        base = [sys.executable, __file__]
+        if args.redis:
+            base += ["--redis", args.redis]
+        else:
+            base += ["--master", args.master, "--metadata", args.metadata]
+        procs = [subprocess.Popen(base + ["--worker", f"{i}:{size}:{count}"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                 for i in range(args.procs)]
+        for p in procs:
+            check(p.stdout.readline().strip() == "ready", "worker start")
+        for phase in ("put", "get"):
+            for p in procs:
+                p.stdin.write(phase + "\n")
+                p.stdin.flush()
+            spans = [tuple(float(x) for x in p.stdout.readline().split()) for p in procs]
+            check(all(len(sp) == 2 for sp in spans), f"worker {phase}")
+            wall = max(e for _, e in spans) - min(b for b, _ in spans)
+            items = count * args.procs
+            rows.append({"size": size, "op": f"{args.procs} procs {phase}", "items": items,
+                         "mb_s": items * size / wall / 1e6, "ops_s": items / wall,
+                         "p50_us": 0.0, "p99_us": 0.0})
+        for p in procs:
+            p.stdin.close()
+            check(p.wait() == 0, "worker exit")
+    return rows
+
+
+def mooncake_rows(args):
+    s = connect(args, args.local_buffer)
     sizes = [int(x) for x in args.sizes.split(",")]
     region = max(size * BATCH for size in sizes)
     buf = mmap.mmap(-1, 2 * region)
@@ -126,8 +215,33 @@ def main():
 
     s.unregister_buffer(base)
     s.close()
-    json.dump({"rows": rows}, sys.stdout)
-    print()
+    return rows
+
+
+def redis_rows(args):
+    r = connect(args, 0)
+    r.flushall()
+    rows = []
+    for size in [int(x) for x in args.sizes.split(",")]:
+        singles, batches = PLAN.get(size, (64, 4))
+        singles = max(1, int(singles * args.scale))
+        batches = max(1, int(batches * args.scale))
+        value = os.urandom(size)
+        keys = [f"k{size}-{i}" for i in range(singles)]
+        t, lat = timed(lambda k=k: check(r.set(k, value), "SET") for k in keys)
+        rows.append(row(size, "put", singles, t, lat))
+        t, lat = timed(lambda k=k: check(len(r.get(k)) == size, "GET") for k in keys)
+        rows.append(row(size, "get", singles, t, lat))
+        r.delete(*keys)
+        groups = [[f"b{size}-{b}-{i}" for i in range(BATCH)] for b in range(batches)]
+        t, lat = timed(lambda g=g: check(r.mset({k: value for k in g}), "MSET") for g in groups)
+        rows.append(row(size, f"put_batch[{BATCH}]", batches * BATCH, t, lat))
+        t, lat = timed(lambda g=g: check(all(len(v) == size for v in r.mget(g)), "MGET")
+                       for g in groups)
+        rows.append(row(size, f"get_batch[{BATCH}]", batches * BATCH, t, lat))
+        r.flushall()
+        print(f"store_bench (redis): {size} bytes done", file=sys.stderr)
+    return rows
 
 
 if __name__ == "__main__":

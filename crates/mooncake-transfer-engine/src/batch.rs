@@ -116,12 +116,15 @@ impl TransferEngine {
                 requested,
             });
         }
-        for r in requests {
-            let task = Arc::new(Task::default());
-            b.tasks.push(task.clone());
-            let (engine, r, done) = (self.clone(), *r, b.done.clone());
-            self.runtime().spawn(async move {
-                let (status, error) = match engine.transfer_one(r).await {
+        // The whole submission moves as one group: requests to one peer share
+        // connections and vectored writes instead of each waking its own task.
+        let tasks: Vec<Arc<Task>> = requests.iter().map(|_| Arc::new(Task::default())).collect();
+        b.tasks.extend(tasks.iter().cloned());
+        let (engine, requests, done) = (self.clone(), requests.to_vec(), b.done.clone());
+        self.runtime().spawn(async move {
+            let results = engine.transfer_each(&requests).await;
+            for ((task, r), result) in tasks.iter().zip(&requests).zip(results) {
+                let (status, error) = match result {
                     Ok(()) => {
                         task.transferred.store(r.length, Ordering::Relaxed);
                         (TransferStatus::Completed, None)
@@ -133,9 +136,9 @@ impl TransferEngine {
                 };
                 *task.error.lock() = error;
                 task.status.store(status as u8, Ordering::Release);
-                done.notify_waiters();
-            });
-        }
+            }
+            done.notify_waiters();
+        });
         Ok(())
     }
 

@@ -857,27 +857,43 @@ impl TransferEngine {
     }
 
     /// Moves every request and reports each one's outcome, in order. Requests that are
-    /// copies (local, or a same-host peer's shared memory) run inline; the others run
-    /// concurrently over the network.
+    /// copies (local, or a same-host peer's shared memory) run inline; the others go over
+    /// the network, all requests to one peer together (see [`Self::transfer_group`]) and
+    /// the peers concurrently.
     pub async fn transfer_each(
         &self,
         requests: &[TransferRequest],
     ) -> Vec<Result<(), TransferError>> {
         let mut out: Vec<Option<Result<(), TransferError>>> =
             requests.iter().map(|_| None).collect();
-        let mut set = JoinSet::new();
+        let mut groups: Vec<(u64, Vec<usize>)> = Vec::new();
         for (i, r) in requests.iter().enumerate() {
             match self.try_inline(*r) {
                 Some(done) => out[i] = Some(done),
-                None => {
-                    let (engine, r) = (self.clone(), *r);
-                    set.spawn(async move { (i, engine.transfer_one(r).await) });
-                }
+                None => match groups.iter_mut().find(|g| g.0 == r.target.0) {
+                    Some(g) => g.1.push(i),
+                    None => groups.push((r.target.0, vec![i])),
+                },
             }
         }
-        while let Some(joined) = set.join_next().await {
-            if let Ok((i, r)) = joined {
+        let pick = |idx: &[usize]| idx.iter().map(|&i| requests[i]).collect::<Vec<_>>();
+        if let [(_, idx)] = groups.as_slice() {
+            // One peer (the common case): no task to spawn.
+            for (&i, r) in idx.iter().zip(self.transfer_group(&pick(idx)).await) {
                 out[i] = Some(r);
+            }
+        } else {
+            let mut set = JoinSet::new();
+            for (_, idx) in groups {
+                let (engine, reqs) = (self.clone(), pick(&idx));
+                set.spawn(async move { (idx, engine.transfer_group(&reqs).await) });
+            }
+            while let Some(joined) = set.join_next().await {
+                if let Ok((idx, results)) = joined {
+                    for (i, r) in idx.into_iter().zip(results) {
+                        out[i] = Some(r);
+                    }
+                }
             }
         }
         out.into_iter()
@@ -974,46 +990,84 @@ impl TransferEngine {
 
     /// Moves one request, slicing it over several connections when it is large.
     pub(crate) async fn transfer_one(&self, r: TransferRequest) -> Result<(), TransferError> {
-        if r.length == 0 {
-            return Ok(());
-        }
-        if *self.inner.shutdown.borrow() {
-            return Err(TransferError::Shutdown);
-        }
-        let local = self.registered(r.source, r.length)?;
-        if r.target == SegmentHandle::LOCAL {
-            return self.local_copy(&local, r);
-        }
-        let seg = self
-            .inner
-            .segments
-            .read()
-            .get(&r.target.0)
-            .cloned()
-            .ok_or_else(|| {
-                TransferError::InvalidArgument(format!("unknown segment handle {}", r.target.0))
-            })?;
-        if let Some(done) = self.try_shm(&seg, &local, r) {
-            return done;
-        }
-        let first = self.run_slices(&seg, &local, r).await;
-        let Err(err) = first else { return Ok(()) };
-        if !matches!(
-            err,
-            TransferError::Io { .. } | TransferError::Rejected { .. }
-        ) {
-            return Err(err);
-        }
-        // The peer may have restarted on another port or re-registered: refresh and retry once.
-        let old = *seg.route.read();
-        self.inner.tcp.forget(old.data);
-        match self.resolve(&seg.name).await {
-            Ok((route, desc)) => {
-                *seg.shm.write() = self.map_shm(&desc);
-                self.retry_moved(&seg, &local, r, err, old, route).await
+        self.transfer_each(&[r])
+            .await
+            .pop()
+            .unwrap_or(Err(TransferError::Shutdown))
+    }
+
+    /// Moves network requests that all target one peer segment: sliced, then handed to
+    /// the TCP initiator together, so that they share connections, vectored writes and
+    /// answer reads instead of each paying its own round of wake-ups. Requests that fail
+    /// because the peer broke or refused get one retry after the segment is resolved
+    /// again (it may have restarted elsewhere or re-registered).
+    async fn transfer_group(&self, requests: &[TransferRequest]) -> Vec<Result<(), TransferError>> {
+        let Some(handle) = requests.first().map(|r| r.target) else {
+            return Vec::new();
+        };
+        let seg = self.inner.segments.read().get(&handle.0).cloned();
+        let Some(seg) = seg else {
+            let unknown = || {
+                TransferError::InvalidArgument(format!("unknown segment handle {}", handle.0))
+            };
+            return requests.iter().map(|_| Err(unknown())).collect();
+        };
+        let mut out: Vec<Result<(), TransferError>> = Vec::with_capacity(requests.len());
+        let mut locals = Vec::with_capacity(requests.len());
+        for r in requests {
+            match self.registered(r.source, r.length) {
+                Ok(local) => {
+                    locals.push(Some(local));
+                    out.push(Ok(()));
+                }
+                Err(e) => {
+                    locals.push(None);
+                    out.push(Err(e));
+                }
             }
-            Err(_) => Err(err),
         }
+        let route = *seg.route.read();
+        let mut ops = Vec::new();
+        let mut owner = Vec::new();
+        for (i, (r, local)) in requests.iter().zip(&locals).enumerate() {
+            if let Some(local) = local {
+                for op in self.slices(route, r) {
+                    ops.push((op, local.clone()));
+                    owner.push(i);
+                }
+            }
+        }
+        for (i, result) in owner.into_iter().zip(self.inner.tcp.execute_many(ops).await) {
+            if let (Err(e), true) = (result, out[i].is_ok()) {
+                out[i] = Err(e);
+            }
+        }
+        let recoverable = |r: &Result<(), TransferError>| {
+            matches!(
+                r,
+                Err(TransferError::Io { .. } | TransferError::Rejected { .. })
+            )
+        };
+        if !out.iter().any(recoverable) {
+            return out;
+        }
+        // The peer may have restarted on another port or re-registered: refresh once and
+        // retry each such request once.
+        self.inner.tcp.forget(route.data);
+        let fresh = self.resolve(&seg.name).await;
+        for (i, r) in requests.iter().enumerate() {
+            if !recoverable(&out[i]) {
+                continue;
+            }
+            let (Some(local), Ok((new_route, desc))) = (&locals[i], &fresh) else {
+                continue;
+            };
+            *seg.shm.write() = self.map_shm(desc);
+            let err = std::mem::replace(&mut out[i], Ok(()));
+            let Err(err) = err else { continue };
+            out[i] = self.retry_moved(&seg, local, *r, err, route, *new_route).await;
+        }
+        out
     }
 
     /// After a failure, retries once if the peer's data address moved (or it rejected the
@@ -1071,27 +1125,32 @@ impl TransferEngine {
         r: TransferRequest,
     ) -> Result<(), TransferError> {
         let route = *seg.route.read();
+        let ops = self.slices(route, &r).map(|op| (op, local.clone())).collect();
+        self.inner
+            .tcp
+            .execute_many(ops)
+            .await
+            .into_iter()
+            .find(Result::is_err)
+            .unwrap_or(Ok(()))
+    }
+
+    /// The wire requests of `r`: slices of at most `slice_size` bytes, so that a large
+    /// request spreads over several connections.
+    fn slices(&self, route: Route, r: &TransferRequest) -> impl Iterator<Item = tcp::WireOp> {
         let slice = self.inner.config.slice_size.max(1);
-        let op = |offset: u64, len: u64| tcp::WireOp {
-            peer: route.data,
-            version: route.version,
-            opcode: r.opcode,
-            local_addr: r.source + offset,
-            remote_addr: r.target_offset.wrapping_add(offset),
-            len,
-        };
-        if r.length <= slice {
-            return self.inner.tcp.execute(op(0, r.length), local).await;
-        }
-        let mut set = JoinSet::new();
-        let mut offset = 0;
-        while offset < r.length {
-            let len = slice.min(r.length - offset);
-            let (engine, local, wire) = (self.clone(), local.clone(), op(offset, len));
-            set.spawn(async move { engine.inner.tcp.execute(wire, &local).await });
-            offset += len;
-        }
-        first_error(set).await
+        let r = *r;
+        (0..r.length.div_ceil(slice)).map(move |k| {
+            let offset = k * slice;
+            tcp::WireOp {
+                peer: route.data,
+                version: route.version,
+                opcode: r.opcode,
+                local_addr: r.source + offset,
+                remote_addr: r.target_offset.wrapping_add(offset),
+                len: slice.min(r.length - offset),
+            }
+        })
     }
 
     /// The registered region wholly containing `[addr, addr+len)`.
@@ -1155,18 +1214,6 @@ impl Drop for Inner {
         self.shutdown.send_replace(true);
         self.tasks.get_mut().abort_all();
     }
-}
-
-/// Waits for every task; the first failure (in completion order), or `Ok`.
-async fn first_error(mut set: JoinSet<Result<(), TransferError>>) -> Result<(), TransferError> {
-    let mut first = Ok(());
-    while let Some(res) = set.join_next().await {
-        let res = res.unwrap_or(Err(TransferError::Shutdown));
-        if first.is_ok() {
-            first = res;
-        }
-    }
-    first
 }
 
 async fn bind(host: &str) -> Result<TcpListener, TransferError> {

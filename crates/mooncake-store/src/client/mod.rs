@@ -538,9 +538,7 @@ impl Client {
         match written {
             Ok(()) => {
                 m.put_end(self.inner.id, key).await?;
-                if let Some(r) = self.preferred(replicas) {
-                    self.inner.locations.insert(key, r);
-                }
+                self.remember(key, replicas);
                 Ok(())
             }
             Err(e) => {
@@ -844,6 +842,11 @@ impl Client {
                 }
             }
         }
+        for (j, r) in started.iter().enumerate() {
+            if let (Ok(replicas), Ok(())) = (r, &out[idx[j]]) {
+                self.remember(&items[j].0, replicas);
+            }
+        }
         // A key whose holder could not be reached is placed again without it, on its own.
         for (j, segs) in dead.iter().enumerate() {
             let i = idx[j];
@@ -929,6 +932,54 @@ impl Client {
             .iter()
             .map(Result::is_ok)
             .collect()
+    }
+
+    /// The master's replica lists for `keys`, asked while the reads of `guesses` (per key,
+    /// destination parts and the replica this client last saw it in) run. A guess is a
+    /// hit when its read succeeded and the master lists the very same replica (same
+    /// version: the bytes were not rewritten) and, with checksums on, the bytes verify;
+    /// stale guesses are forgotten. The batch form of [`Client::get_into`]'s speculation.
+    async fn batch_lookup(
+        &self,
+        keys: &[String],
+        guesses: &[Option<(Vec<(u64, u64)>, ReplicaDescriptor)>],
+    ) -> Result<(Vec<Result<ReplicaList, ErrorCode>>, Vec<bool>), ErrorCode> {
+        let mut reqs = Vec::new();
+        let mut owner = Vec::new();
+        let mut hits: Vec<bool> = guesses.iter().map(Option::is_some).collect();
+        for (i, guess) in guesses.iter().enumerate() {
+            if let Some((dst, rep)) = guess {
+                match self.requests(Opcode::Read, dst, rep).await {
+                    Ok(r) => {
+                        owner.extend(r.iter().map(|_| i));
+                        reqs.extend(r);
+                    }
+                    Err(_) => hits[i] = false,
+                }
+            }
+        }
+        let master = self.inner.master.batch_get_replica_list(keys);
+        let (lists, reads) = if reqs.is_empty() {
+            (master.await, Vec::new())
+        } else {
+            tokio::join!(master, self.inner.engine.transfer_each(&reqs))
+        };
+        let lists = lists?;
+        for (k, r) in reads.iter().enumerate() {
+            if r.is_err() {
+                hits[owner[k]] = false;
+            }
+        }
+        for (i, guess) in guesses.iter().enumerate() {
+            let Some((dst, rep)) = guess else { continue };
+            hits[i] = hits[i]
+                && matches!(lists.get(i), Some(Ok(l)) if l.replicas.contains(rep)
+                    && self.checksum_ok(&keys[i], l, || self.local_crc(dst).unwrap_or(0)));
+            if !hits[i] {
+                self.inner.locations.remove(&keys[i]);
+            }
+        }
+        Ok((lists, hits))
     }
 
     /// Reads many objects: one pass over every object's preferred replica (copies inline,
@@ -1241,6 +1292,14 @@ impl Client {
         Ok(())
     }
 
+    /// Remembers where `key`'s bytes are (the replica reads try first), so that the next
+    /// read of it can start before the master answers.
+    fn remember(&self, key: &str, replicas: &[ReplicaDescriptor]) {
+        if let Some(r) = self.preferred(replicas) {
+            self.inner.locations.insert(key, r);
+        }
+    }
+
     /// The replica reads try first: the local one, else the first.
     fn preferred<'a>(&self, replicas: &'a [ReplicaDescriptor]) -> Option<&'a ReplicaDescriptor> {
         let me = self.inner.engine.segment_name();
@@ -1320,6 +1379,9 @@ impl Client {
         }
         let results = self.pull_many(&jobs).await;
         for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
+            if r.is_ok() {
+                self.remember(items[i].0, &l.replicas);
+            }
             out[i] = r.map(|()| l.size());
         }
         out
@@ -1364,15 +1426,38 @@ impl Client {
     /// reads concurrently, with failover).
     async fn batch_read(&self, keys: &[&str], copy_out: bool) -> Vec<Result<Fetched, ErrorCode>> {
         let owned: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
-        let lists = match self.inner.master.batch_get_replica_list(&owned).await {
-            Ok(l) => l,
+        // Keys read or written here before are read into the staging buffer while the
+        // master answers, unless this client reaches their bytes with a plain copy.
+        let mut staged_guesses = Vec::with_capacity(keys.len());
+        for key in keys {
+            let guess = match self.inner.locations.get(key) {
+                Some(rep) if !copy_out || self.direct_range(&rep).await.is_none() => self
+                    .inner
+                    .staging
+                    .as_ref()
+                    .and_then(|st| st.take(rep.size))
+                    .map(|s| (rep, s)),
+                _ => None,
+            };
+            staged_guesses.push(guess);
+        }
+        let guesses: Vec<_> = staged_guesses
+            .iter()
+            .map(|g| g.as_ref().map(|(rep, s)| (vec![(s.addr(), rep.size)], rep.clone())))
+            .collect();
+        let (lists, hits) = match self.batch_lookup(&owned, &guesses).await {
+            Ok(found) => found,
             Err(e) => return keys.iter().map(|_| Err(e)).collect(),
         };
         let mut out: Vec<Result<Fetched, ErrorCode>> = Vec::with_capacity(keys.len());
         let mut jobs = Vec::new();
         let mut slices = Vec::new();
         let mut held = Vec::new();
-        for (key, l) in keys.iter().zip(lists) {
+        for (((key, l), hit), guess) in keys.iter().zip(lists).zip(hits).zip(staged_guesses) {
+            if let (true, Some((_, s))) = (hit, guess) {
+                out.push(Ok(Fetched::Staged(StagedValue(s))));
+                continue;
+            }
             let (l, s) = match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
                 Ok(staged) => staged,
                 Err(e) => {
@@ -1396,7 +1481,10 @@ impl Client {
             slices.push((out.len() - 1, s));
         }
         let results = self.pull_many(&jobs).await;
-        for ((i, s), r) in slices.into_iter().zip(results) {
+        for (((i, s), r), (_, l)) in slices.into_iter().zip(results).zip(&jobs) {
+            if r.is_ok() {
+                self.remember(keys[i], &l.replicas);
+            }
             out[i] = r.map(|()| Fetched::Staged(StagedValue(s)));
         }
         drop(held);
@@ -1406,14 +1494,25 @@ impl Client {
     /// Zero-copy batch get: `(key, addr, capacity)` per item; per-item size or error.
     pub async fn batch_get_into(&self, items: &[(&str, u64, u64)]) -> Vec<Result<u64, ErrorCode>> {
         let owned: Vec<String> = items.iter().map(|(k, _, _)| (*k).to_owned()).collect();
-        let lists = match self.inner.master.batch_get_replica_list(&owned).await {
-            Ok(l) => l,
+        let guesses: Vec<_> = items
+            .iter()
+            .map(|(key, addr, cap)| {
+                let rep = self.inner.locations.get(key).filter(|r| r.size <= *cap)?;
+                Some((vec![(*addr, rep.size)], rep))
+            })
+            .collect();
+        let (lists, hits) = match self.batch_lookup(&owned, &guesses).await {
+            Ok(found) => found,
             Err(e) => return items.iter().map(|_| Err(e)).collect(),
         };
         let mut out: Vec<Result<u64, ErrorCode>> = vec![Err(ErrorCode::InternalError); items.len()];
         let mut jobs = Vec::new();
         let mut idx = Vec::new();
         for (i, (l, (_, addr, cap))) in lists.into_iter().zip(items).enumerate() {
+            if hits[i] {
+                out[i] = Ok(l.map(|l| l.size()).unwrap_or(0));
+                continue;
+            }
             match l {
                 Ok(l) if l.size() > *cap => out[i] = Err(ErrorCode::InvalidParams),
                 Ok(l) => {
@@ -1425,6 +1524,9 @@ impl Client {
         }
         let results = self.pull_many(&jobs).await;
         for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
+            if r.is_ok() {
+                self.remember(items[i].0, &l.replicas);
+            }
             out[i] = r.map(|()| l.size());
         }
         out

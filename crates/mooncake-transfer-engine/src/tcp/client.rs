@@ -55,16 +55,29 @@ pub(crate) struct WireOp {
 }
 
 /// How a queued request ended.
+#[derive(Debug)]
 enum Outcome {
     Done(Result<(), TransferError>),
     /// The lane failed because of an earlier request; try again elsewhere.
     Aborted,
 }
 
+/// Requests queued together on one lane: written back to back, answered in order,
+/// reported together.
 struct Job {
-    op: WireOp,
-    local: Arc<Region>,
-    done: oneshot::Sender<Outcome>,
+    ops: Vec<(WireOp, Arc<Region>)>,
+    done: oneshot::Sender<Vec<Outcome>>,
+}
+
+impl Job {
+    fn bytes(&self) -> u64 {
+        self.ops.iter().map(|(op, _)| op.len).sum()
+    }
+
+    fn abort(self) {
+        let n = self.ops.len();
+        let _ = self.done.send((0..n).map(|_| Outcome::Aborted).collect());
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +90,12 @@ struct Lane {
 struct Peer {
     lanes: Vec<Lane>,
 }
+
+/// Bytes a batch must carry per lane before it is spread over another lane: small
+/// batches stay on one connection (fewest syscalls and wake-ups), large ones use them all.
+const SPREAD_BYTES: u64 = 256 << 10;
+/// Charged per request on top of its bytes when balancing lanes.
+const REQUEST_WEIGHT: u64 = 4096;
 
 /// Pipelined lanes per peer.
 #[derive(Debug)]
@@ -111,59 +130,165 @@ impl TcpClient {
         self.peers.lock().remove(&addr);
     }
 
-    /// Runs one request on the least-loaded lane of its peer.
-    pub(crate) async fn execute(
+    /// Runs requests to one peer (`ops[0].peer`; all must share it and its framing) and
+    /// reports each one's outcome, in order. They are spread over as many lanes as their
+    /// bytes warrant ([`SPREAD_BYTES`] per lane) and each lane gets its share as one job:
+    /// headers and payloads leave in few vectored writes and the answers are read in one
+    /// pass. Requests aborted by a neighbour's failure are retried on fresh lanes.
+    pub(crate) async fn execute_many(
         &self,
-        op: WireOp,
-        local: &Arc<Region>,
-    ) -> Result<(), TransferError> {
-        let peer = self.peer(op.peer);
+        ops: Vec<(WireOp, Arc<Region>)>,
+    ) -> Vec<Result<(), TransferError>> {
+        let Some(first) = ops.first().map(|(op, _)| *op) else {
+            return Vec::new();
+        };
+        let peer = self.peer(first.peer);
+        let mut results: Vec<Option<Result<(), TransferError>>> = ops.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..ops.len()).collect();
         for _ in 0..ATTEMPTS {
-            let lane = peer
-                .lanes
-                .iter()
-                .min_by_key(|l| l.load.load(Ordering::Relaxed))
-                .ok_or(TransferError::Shutdown)?;
-            lane.load.fetch_add(op.len + 4096, Ordering::Relaxed);
-            let outcome = self.submit(lane, op, local).await;
-            lane.load.fetch_sub(op.len + 4096, Ordering::Relaxed);
-            if let Outcome::Done(result) = outcome {
-                return result;
+            if pending.is_empty() {
+                break;
             }
+            let shares = self.assign(&peer, &ops, &pending);
+            let mut waits = Vec::with_capacity(shares.len());
+            for (lane, idx) in shares {
+                let job_ops: Vec<_> = idx.iter().map(|&i| ops[i].clone()).collect();
+                let weight = weight(&job_ops);
+                lane.load.fetch_add(weight, Ordering::Relaxed);
+                let answer = self.submit(lane, job_ops).await;
+                waits.push((lane, weight, idx, answer));
+            }
+            let mut again = Vec::new();
+            for (lane, weight, idx, answer) in waits {
+                let outcomes = match answer {
+                    Some(rx) => rx.await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                lane.load.fetch_sub(weight, Ordering::Relaxed);
+                let mut outcomes = outcomes.into_iter();
+                for i in idx {
+                    match outcomes.next() {
+                        Some(Outcome::Done(r)) => results[i] = Some(r),
+                        Some(Outcome::Aborted) | None => again.push(i),
+                    }
+                }
+            }
+            pending = again;
         }
-        Err(TransferError::Io {
-            peer: op.peer,
-            what: "transfer (connection kept failing)",
-            source: std::io::ErrorKind::ConnectionAborted.into(),
-        })
+        results
+            .into_iter()
+            .zip(&ops)
+            .map(|(r, (op, _))| {
+                r.unwrap_or_else(|| {
+                    Err(TransferError::Io {
+                        peer: op.peer,
+                        what: "transfer (connection kept failing)",
+                        source: std::io::ErrorKind::ConnectionAborted.into(),
+                    })
+                })
+            })
+            .collect()
     }
 
-    async fn submit(&self, lane: &Lane, op: WireOp, local: &Arc<Region>) -> Outcome {
+    /// Splits `pending` requests between the least-loaded lanes of `peer`: one lane per
+    /// [`SPREAD_BYTES`], each request to the lane with the least bytes so far.
+    fn assign<'p>(
+        &self,
+        peer: &'p Peer,
+        ops: &[(WireOp, Arc<Region>)],
+        pending: &[usize],
+    ) -> Vec<(&'p Lane, Vec<usize>)> {
+        if ops.first().is_some_and(|(op, _)| op.version == ProtoVersion::V1) {
+            // v1 WRITEs have no answer and complete as they leave: one job each.
+            let mut lanes: Vec<&Lane> = peer.lanes.iter().collect();
+            lanes.sort_by_key(|l| l.load.load(Ordering::Relaxed));
+            return pending
+                .iter()
+                .zip(lanes.iter().cycle())
+                .map(|(&i, lane)| (*lane, vec![i]))
+                .collect();
+        }
+        let total: u64 = pending.iter().map(|&i| ops[i].0.len + REQUEST_WEIGHT).sum();
+        let wanted = usize::try_from(total.div_ceil(SPREAD_BYTES))
+            .unwrap_or(usize::MAX)
+            .clamp(1, peer.lanes.len().max(1));
+        let mut lanes: Vec<&Lane> = peer.lanes.iter().collect();
+        lanes.sort_by_key(|l| l.load.load(Ordering::Relaxed));
+        lanes.truncate(wanted);
+        let mut shares: Vec<(&Lane, Vec<usize>, u64)> =
+            lanes.into_iter().map(|l| (l, Vec::new(), 0)).collect();
+        for &i in pending {
+            let Some(share) = shares.iter_mut().min_by_key(|s| s.2) else {
+                break;
+            };
+            share.1.push(i);
+            share.2 += ops[i].0.len + REQUEST_WEIGHT;
+        }
+        shares
+            .into_iter()
+            .filter(|s| !s.1.is_empty())
+            .map(|(l, idx, _)| (l, idx))
+            .collect()
+    }
+
+    /// Queues `ops` on `lane` (starting its connection if needed); `None` if the lane
+    /// closed before taking them.
+    async fn submit(
+        &self,
+        lane: &Lane,
+        ops: Vec<(WireOp, Arc<Region>)>,
+    ) -> Option<oneshot::Receiver<Vec<Outcome>>> {
+        let peer = ops.first()?.0.peer;
         let (done, answer) = oneshot::channel();
-        let mut job = Job {
-            op,
-            local: local.clone(),
-            done,
-        };
+        let job = Job { ops, done };
         let tx = {
             let mut slot = lane.tx.lock();
             match slot.as_ref().filter(|tx| !tx.is_closed()) {
                 Some(tx) => tx.clone(),
                 None => {
                     let (tx, rx) = mpsc::channel(PIPELINE_DEPTH);
-                    tokio::spawn(run_lane(op.peer, rx, self.config.clone()));
+                    tokio::spawn(run_lane(peer, rx, self.config.clone()));
                     *slot = Some(tx.clone());
                     tx
                 }
             }
         };
-        if let Err(mpsc::error::SendError(back)) = tx.send(job).await {
-            job = back;
-            drop(job);
-            return Outcome::Aborted;
+        match tx.send(job).await {
+            Ok(()) => Some(answer),
+            Err(mpsc::error::SendError(job)) => {
+                job.abort();
+                Some(answer)
+            }
         }
-        answer.await.unwrap_or(Outcome::Aborted)
     }
+}
+
+/// The same connection failure, reported to each request it failed.
+fn again(e: &TransferError) -> TransferError {
+    match e {
+        TransferError::Io { peer, what, source } => TransferError::Io {
+            peer: *peer,
+            what,
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        TransferError::Timeout { peer, timeout } => TransferError::Timeout {
+            peer: *peer,
+            timeout: *timeout,
+        },
+        TransferError::Unauthenticated { peer, reason } => TransferError::Unauthenticated {
+            peer: *peer,
+            reason,
+        },
+        TransferError::BadStatus { peer, frame } => TransferError::BadStatus {
+            peer: *peer,
+            frame: *frame,
+        },
+        other => TransferError::InvalidArgument(other.to_string()),
+    }
+}
+
+fn weight(ops: &[(WireOp, Arc<Region>)]) -> u64 {
+    ops.iter().map(|(op, _)| op.len + REQUEST_WEIGHT).sum()
 }
 
 async fn connect(addr: SocketAddr, config: &TcpClientConfig) -> Result<TcpStream, TransferError> {
@@ -237,9 +362,10 @@ async fn run_lane(addr: SocketAddr, mut rx: mpsc::Receiver<Job>, config: TcpClie
     let stream = match connect(addr, &config).await {
         Ok(s) => s,
         Err(e) => {
-            // Fail the first waiting request with the real error; the rest retry.
+            // Fail the first waiting job with the real error; the rest retry.
             if let Some(job) = rx.recv().await {
-                let _ = job.done.send(Outcome::Done(Err(e)));
+                let outcomes = job.ops.iter().map(|_| Outcome::Done(Err(again(&e)))).collect();
+                let _ = job.done.send(outcomes);
             }
             return;
         }
@@ -252,11 +378,20 @@ async fn run_lane(addr: SocketAddr, mut rx: mpsc::Receiver<Job>, config: TcpClie
     tokio::join!(writer, reader);
 }
 
-/// Requests coalesced into one vectored write (headers and payloads of several requests
-/// leave in one syscall when they queue up).
-const COALESCE_REQUESTS: usize = 16;
-/// Payload bytes coalesced into one vectored write.
+/// Requests per vectored write (headers and payloads of several requests leave in one
+/// syscall).
+const COALESCE_REQUESTS: usize = 64;
+/// Payload bytes per vectored write.
 const COALESCE_BYTES: u64 = 1 << 20;
+/// Bytes read ahead by the answer reader: status frames and small READ payloads of
+/// pipelined requests arrive several per syscall.
+const READ_AHEAD: usize = 32 * 1024;
+
+/// Whether a job is a v1 WRITE, which has no answer: it completes once its payload left
+/// the socket. `execute_many` gives each one a job of its own.
+fn unanswered(job: &Job) -> bool {
+    matches!(job.ops.as_slice(), [(op, _)] if op.version == ProtoVersion::V1 && op.opcode == Opcode::Write)
+}
 
 async fn write_loop(
     mut wr: OwnedWriteHalf,
@@ -270,65 +405,81 @@ async fn write_loop(
             _ = failed.notified() => return,
         };
         let mut jobs = vec![first];
-        let mut bytes = jobs[0].op.len;
-        while jobs.len() < COALESCE_REQUESTS && bytes < COALESCE_BYTES {
+        let (mut count, mut bytes) = (jobs[0].ops.len(), jobs[0].bytes());
+        while count < COALESCE_REQUESTS && bytes < COALESCE_BYTES {
             match rx.try_recv() {
                 Ok(j) => {
-                    bytes += j.op.len;
+                    count += j.ops.len();
+                    bytes += j.bytes();
                     jobs.push(j);
                 }
                 Err(_) => break,
             }
         }
-        let ops: Vec<(WireOp, Arc<Region>)> =
-            jobs.iter().map(|j| (j.op, j.local.clone())).collect();
-        // A v1 WRITE has no answer: it completes once the payload left the socket. Every
-        // other request is queued for the reader first, so that if the server rejects and
-        // closes while we write, the reader reports the rejection for that very request.
-        let mut unanswered = Vec::new();
+        let ops: Vec<(WireOp, Arc<Region>)> = jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
+        // Every answered job is queued for the reader first, so that if the server
+        // rejects and closes while we write, the reader reports the rejection for that
+        // very request.
+        let mut silent = Vec::new();
         for job in jobs {
-            if job.op.version == ProtoVersion::V1 && job.op.opcode == Opcode::Write {
-                unanswered.push(job);
-            } else if inflight.send(job).await.is_err() {
+            if unanswered(&job) {
+                silent.push(job);
+            } else if let Err(mpsc::error::SendError(job)) = inflight.send(job).await {
+                job.abort();
+                silent.into_iter().for_each(Job::abort);
                 return;
             }
         }
-        let headers: Vec<[u8; HEADER_LEN]> = ops
-            .iter()
-            .map(|(op, _)| {
-                Header {
-                    size: op.len,
-                    addr: op.remote_addr,
-                    opcode: op.opcode,
-                    version: op.version,
-                }
-                .encode()
-            })
-            .collect();
-        let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * ops.len());
-        for ((op, local), header) in ops.iter().zip(&headers) {
-            bufs.push(header);
-            if op.opcode == Opcode::Write {
-                bufs.push(local.slice(op.local_addr, op.len as usize));
-            }
-        }
-        let sent = write_all_vectored(&mut wr, &mut bufs).await;
+        let sent = write_ops(&mut wr, &ops).await;
         let ok = sent.is_ok();
-        for job in unanswered {
+        for job in silent {
             let result = match &sent {
                 Ok(()) => Ok(()),
                 Err(e) => Err(TransferError::Io {
-                    peer: job.op.peer,
+                    peer: job.ops[0].0.peer,
                     what: "write of the payload",
                     source: std::io::Error::new(e.kind(), e.to_string()),
                 }),
             };
-            let _ = job.done.send(Outcome::Done(result));
+            let _ = job.done.send(vec![Outcome::Done(result)]);
         }
         if !ok {
             return;
         }
     }
+}
+
+/// Writes the headers (and WRITE payloads) of `ops`, at most [`COALESCE_REQUESTS`]
+/// requests or about [`COALESCE_BYTES`] per vectored write.
+async fn write_ops(wr: &mut OwnedWriteHalf, ops: &[(WireOp, Arc<Region>)]) -> std::io::Result<()> {
+    let headers: Vec<[u8; HEADER_LEN]> = ops
+        .iter()
+        .map(|(op, _)| {
+            Header {
+                size: op.len,
+                addr: op.remote_addr,
+                opcode: op.opcode,
+                version: op.version,
+            }
+            .encode()
+        })
+        .collect();
+    let mut at = 0;
+    while at < ops.len() {
+        let mut bufs: Vec<&[u8]> = Vec::new();
+        let mut bytes = 0u64;
+        while at < ops.len() && bufs.len() < 2 * COALESCE_REQUESTS && bytes < COALESCE_BYTES {
+            let (op, local) = &ops[at];
+            bufs.push(&headers[at]);
+            if op.opcode == Opcode::Write {
+                bufs.push(local.slice(op.local_addr, op.len as usize));
+                bytes += op.len;
+            }
+            at += 1;
+        }
+        write_all_vectored(wr, &mut bufs).await?;
+    }
+    Ok(())
 }
 
 async fn read_loop(
@@ -337,34 +488,40 @@ async fn read_loop(
     config: &TcpClientConfig,
     failed: Arc<Notify>,
 ) {
-    // Small answers (status frames, small READs) arrive several per syscall.
-    let mut rd = BufReader::with_capacity(4 * 1024, rd);
+    let mut rd = BufReader::with_capacity(READ_AHEAD, rd);
     while let Some(job) = inflight.recv().await {
-        let op = job.op;
-        // The status timeout plus 10 ns per byte (100 MB/s at worst).
-        let deadline = config.io_timeout + Duration::from_nanos(op.len.saturating_mul(10));
-        let result = match tokio::time::timeout(deadline, complete(&mut rd, &job)).await {
-            Ok(r) => r,
-            Err(_) => Err(TransferError::Timeout {
-                peer: op.peer,
-                timeout: deadline,
-            }),
-        };
-        let ok = result.is_ok();
-        // A connection that breaks under a request may have been broken by a neighbour (a
-        // server that refuses one request closes the connection, and a reset can destroy
-        // answers already sent): retry it on a fresh lane. Rejections and timeouts are the
-        // request's own.
-        let outcome = match result {
-            Err(TransferError::Io { .. }) => Outcome::Aborted,
-            other => Outcome::Done(other),
-        };
-        let _ = job.done.send(outcome);
+        let mut outcomes = Vec::with_capacity(job.ops.len());
+        let mut ok = true;
+        for (op, local) in &job.ops {
+            if !ok {
+                outcomes.push(Outcome::Aborted);
+                continue;
+            }
+            // The status timeout plus 10 ns per byte (100 MB/s at worst).
+            let deadline = config.io_timeout + Duration::from_nanos(op.len.saturating_mul(10));
+            let result = match tokio::time::timeout(deadline, complete(&mut rd, op, local)).await {
+                Ok(r) => r,
+                Err(_) => Err(TransferError::Timeout {
+                    peer: op.peer,
+                    timeout: deadline,
+                }),
+            };
+            ok = result.is_ok();
+            // A connection that breaks under a request may have been broken by a
+            // neighbour (a server that refuses one request closes the connection, and a
+            // reset can destroy answers already sent): retry it on a fresh lane.
+            // Rejections and timeouts are the request's own.
+            outcomes.push(match result {
+                Err(TransferError::Io { .. }) => Outcome::Aborted,
+                other => Outcome::Done(other),
+            });
+        }
+        let _ = job.done.send(outcomes);
         if !ok {
             failed.notify_one();
             inflight.close();
             while let Some(rest) = inflight.recv().await {
-                let _ = rest.done.send(Outcome::Aborted);
+                rest.abort();
             }
             return;
         }
@@ -372,8 +529,11 @@ async fn read_loop(
 }
 
 /// Reads what the server answers to one request (status frame, READ payload).
-async fn complete(rd: &mut BufReader<OwnedReadHalf>, job: &Job) -> Result<(), TransferError> {
-    let op = job.op;
+async fn complete(
+    rd: &mut BufReader<OwnedReadHalf>,
+    op: &WireOp,
+    local: &Region,
+) -> Result<(), TransferError> {
     if op.version == ProtoVersion::V2 {
         let mut frame = [0u8; STATUS_LEN];
         rd.read_exact(&mut frame)
@@ -406,7 +566,7 @@ async fn complete(rd: &mut BufReader<OwnedReadHalf>, job: &Job) -> Result<(), Tr
         }
     }
     if op.opcode == Opcode::Read {
-        rd.read_exact(job.local.slice_mut(op.local_addr, op.len as usize))
+        rd.read_exact(local.slice_mut(op.local_addr, op.len as usize))
             .await
             .map_err(|source| TransferError::Io {
                 peer: op.peer,

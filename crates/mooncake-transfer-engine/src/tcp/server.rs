@@ -72,7 +72,7 @@ enum ConnError {
 
 /// Bytes read ahead: pipelined headers (and the start of WRITE payloads) arrive in one
 /// syscall instead of one per header.
-const READ_AHEAD: usize = 4 * 1024;
+const READ_AHEAD: usize = 32 * 1024;
 
 /// Reads a header; `Ok(None)` on a clean end of stream at a header boundary.
 async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<Header>, ConnError> {
@@ -94,7 +94,7 @@ async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<Head
 
 /// Answers held back to leave in one vectored write (at most this many, or this many
 /// payload bytes); they are flushed before the server would wait for more input.
-const COALESCE_ANSWERS: usize = 16;
+const COALESCE_ANSWERS: usize = 64;
 const COALESCE_BYTES: usize = 1 << 20;
 
 /// One answer: an optional status frame and an optional READ payload.
