@@ -13,7 +13,7 @@
 
 pub mod allocator;
 mod client;
-mod conn;
+use mooncake_transfer_engine::conn;
 mod error;
 pub mod grpc;
 mod master_api;

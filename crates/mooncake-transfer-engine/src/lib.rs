@@ -19,6 +19,7 @@
 mod batch;
 pub mod codec;
 mod config;
+pub mod conn;
 pub mod descriptor;
 mod engine;
 mod error;

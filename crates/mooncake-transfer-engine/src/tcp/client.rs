@@ -23,6 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::direct::{DirectPool, DIRECT_MAX_BYTES, DIRECT_MAX_REQUESTS};
 use super::write_all_vectored;
 use crate::codec::{Header, Opcode, ProtoVersion, Status, HEADER_LEN, STATUS_LEN};
 use crate::memory::Region;
@@ -101,6 +102,8 @@ const REQUEST_WEIGHT: u64 = 4096;
 #[derive(Debug)]
 pub(crate) struct TcpClient {
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
+    /// Connections for small jobs the caller runs itself.
+    direct: DirectPool,
     config: TcpClientConfig,
 }
 
@@ -108,6 +111,7 @@ impl TcpClient {
     pub(crate) fn new(config: TcpClientConfig) -> Self {
         Self {
             peers: Mutex::new(HashMap::new()),
+            direct: DirectPool::default(),
             config,
         }
     }
@@ -128,6 +132,7 @@ impl TcpClient {
     /// Closes every lane to `addr` (after a failure, or when the peer moved).
     pub(crate) fn forget(&self, addr: SocketAddr) {
         self.peers.lock().remove(&addr);
+        self.direct.forget(addr);
     }
 
     /// Runs requests to one peer (`ops[0].peer`; all must share it and its framing) and
@@ -142,9 +147,18 @@ impl TcpClient {
         let Some(first) = ops.first().map(|(op, _)| *op) else {
             return Vec::new();
         };
-        let peer = self.peer(first.peer);
         let mut results: Vec<Option<Result<(), TransferError>>> = ops.iter().map(|_| None).collect();
-        let mut pending: Vec<usize> = (0..ops.len()).collect();
+        let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
+        if first.version == ProtoVersion::V2
+            && ops.len() <= DIRECT_MAX_REQUESTS
+            && bytes <= DIRECT_MAX_BYTES
+        {
+            // Small jobs: the caller exchanges them itself; what that left undone (a
+            // broken connection) goes to the lanes below.
+            results = self.direct.exchange(&ops, &self.config).await;
+        }
+        let mut pending: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
+        let peer = self.peer(first.peer);
         for _ in 0..ATTEMPTS {
             if pending.is_empty() {
                 break;
@@ -264,7 +278,7 @@ impl TcpClient {
 }
 
 /// The same connection failure, reported to each request it failed.
-fn again(e: &TransferError) -> TransferError {
+pub(super) fn again(e: &TransferError) -> TransferError {
     match e {
         TransferError::Io { peer, what, source } => TransferError::Io {
             peer: *peer,
@@ -291,7 +305,7 @@ fn weight(ops: &[(WireOp, Arc<Region>)]) -> u64 {
     ops.iter().map(|(op, _)| op.len + REQUEST_WEIGHT).sum()
 }
 
-async fn connect(addr: SocketAddr, config: &TcpClientConfig) -> Result<TcpStream, TransferError> {
+pub(super) async fn connect(addr: SocketAddr, config: &TcpClientConfig) -> Result<TcpStream, TransferError> {
     let io = |source| TransferError::Io {
         peer: addr,
         what: "connect",

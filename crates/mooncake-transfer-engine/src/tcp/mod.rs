@@ -1,6 +1,7 @@
 //! The TCP transport: Mooncake's v2 data path, server and client.
 
 mod client;
+mod direct;
 mod server;
 
 pub(crate) use client::{TcpClient, TcpClientConfig, WireOp};

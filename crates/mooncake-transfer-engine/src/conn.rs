@@ -1,5 +1,5 @@
-//! Connections of the store's own small protocols (the master tunnel, the standalone
-//! client's socket), read and written with direct non-blocking system calls so that a
+//! Poll-friendly connections: the store's own small protocols (the master tunnel, the
+//! standalone client's socket) and the TCP data path's small exchanges, read and written with direct non-blocking system calls so that a
 //! caller waiting for an answer can poll for it instead of sleeping.
 //!
 //! Why: on a virtual machine whose idle core halts, waking a sleeping thread takes tens of
@@ -7,7 +7,7 @@
 //! for up to [`spin_window`] (one poller per process, yielding the core between polls),
 //! then sleeps on the reactor as before.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,18 +26,22 @@ use tokio::time::Instant;
 /// tokio stream: its `try_read` skips the system call until the reactor has seen the
 /// socket become readable, which defeats polling.)
 #[derive(Debug)]
-pub(crate) enum Sock {
+pub enum Sock {
+    /// A TCP connection.
     Tcp(std::net::TcpStream),
+    /// A Unix-socket connection (same host).
     Unix(std::os::unix::net::UnixStream),
 }
 
 impl Sock {
-    pub(crate) fn tcp(s: std::net::TcpStream) -> io::Result<Self> {
+    /// A TCP socket, made non-blocking.
+    pub fn tcp(s: std::net::TcpStream) -> io::Result<Self> {
         s.set_nonblocking(true)?;
         Ok(Sock::Tcp(s))
     }
 
-    pub(crate) fn unix(s: std::os::unix::net::UnixStream) -> io::Result<Self> {
+    /// A Unix socket, made non-blocking.
+    pub fn unix(s: std::os::unix::net::UnixStream) -> io::Result<Self> {
         s.set_nonblocking(true)?;
         Ok(Sock::Unix(s))
     }
@@ -48,6 +52,15 @@ impl Sock {
         match self {
             Sock::Tcp(s) => (&*s).read(buf),
             Sock::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    /// A non-blocking vectored write system call.
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        use std::io::Write;
+        match self {
+            Sock::Tcp(s) => (&*s).write_vectored(bufs),
+            Sock::Unix(s) => (&*s).write_vectored(bufs),
         }
     }
 
@@ -104,7 +117,7 @@ impl Sock {
 /// `MC_RPC_SPIN_US` (0 turns polling off). A master on this host or the next rack answers
 /// within this; polling saves a thread wake-up (tens of microseconds on a virtual machine
 /// whose idle core halts), which is most of a small call's latency.
-pub(crate) fn spin_window() -> Duration {
+pub fn spin_window() -> Duration {
     static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
         Duration::from_micros(parse_spin(std::env::var("MC_RPC_SPIN_US").ok().as_deref()))
@@ -142,7 +155,7 @@ static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// One tunnel connection of the client. Reads and writes are direct non-blocking system
 /// calls, so a caller can poll for its answer; the reactor is used only to sleep.
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub struct Conn {
     sock: Sock,
 }
 
@@ -154,28 +167,29 @@ impl From<Sock> for Conn {
 
 impl Conn {
     /// An accepted TCP connection (taken off the reactor).
-    pub(crate) fn tcp(stream: TcpStream) -> io::Result<Self> {
+    pub fn tcp(stream: TcpStream) -> io::Result<Self> {
         Sock::tcp(stream.into_std()?).map(Self::from)
     }
 
     /// An accepted Unix-socket connection (taken off the reactor).
-    pub(crate) fn unix(stream: UnixStream) -> io::Result<Self> {
+    pub fn unix(stream: UnixStream) -> io::Result<Self> {
         Sock::unix(stream.into_std()?).map(Self::from)
     }
 
     /// Whether an idle connection is still open: nothing may be waiting on it, so pending
     /// input (an end of stream, a reset) means the master closed it.
-    pub(crate) fn is_alive(&self) -> bool {
+    pub fn is_alive(&self) -> bool {
         let mut probe = [0u8; 1];
         matches!(self.sock.read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    pub(crate) async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
+    /// Writes every byte of `buf` (sleeping on the reactor while the socket is full).
+    pub async fn write_all(&self, buf: &[u8]) -> io::Result<()> {
         self.write_all_until(buf, None).await
     }
 
     /// [`Conn::write_all`], failing with `TimedOut` if it has to wait past `deadline`.
-    pub(crate) async fn write_all_until(
+    pub async fn write_all_until(
         &self,
         mut buf: &[u8],
         deadline: Option<Instant>,
@@ -199,18 +213,86 @@ impl Conn {
         Ok(())
     }
 
+    /// Writes every byte of `bufs` with vectored writes (sleeping on the reactor while the
+    /// socket is full), failing with `TimedOut` if it has to wait past `deadline`.
+    pub async fn write_all_vectored_until(
+        &self,
+        bufs: &mut [&[u8]],
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        let mut first = 0;
+        while first < bufs.len() {
+            if bufs[first].is_empty() {
+                first += 1;
+                continue;
+            }
+            let slices: Vec<IoSlice<'_>> = bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
+            let n = match self.sock.write_vectored(&slices) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.sock
+                        .when_ready(
+                            Interest::WRITABLE,
+                            || self.sock.write_vectored(&slices),
+                            deadline,
+                        )
+                        .await
+                }
+                other => other,
+            };
+            let mut n = match n {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            while n > 0 && first < bufs.len() {
+                let take = n.min(bufs[first].len());
+                bufs[first] = &bufs[first][take..];
+                n -= take;
+                if bufs[first].is_empty() {
+                    first += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fills `buf`, polling for up to [`spin_window`] (if no other caller is) before sleeping.
-    pub(crate) async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
+    pub async fn read_exact(&self, buf: &mut [u8]) -> io::Result<()> {
         self.read_exact_until(buf, None).await
     }
 
     /// [`Conn::read_exact`], failing with `TimedOut` if it has to wait past `deadline`.
-    async fn read_exact_until(&self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<()> {
+    pub async fn read_exact_until(
+        &self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> io::Result<()> {
+        self.read_at_least(buf, buf.len(), deadline).await.map(drop)
+    }
+
+    /// Reads what is there (at least one byte) into `buf`, polling and then sleeping as
+    /// [`Conn::read_exact`] does; returns the count. An end of stream is `UnexpectedEof`.
+    pub async fn read_some_until(
+        &self,
+        buf: &mut [u8],
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
+        self.read_at_least(buf, 1.min(buf.len()), deadline).await
+    }
+
+    /// Reads into `buf` until at least `min` bytes arrived; returns how many did.
+    async fn read_at_least(
+        &self,
+        buf: &mut [u8],
+        min: usize,
+        deadline: Option<Instant>,
+    ) -> io::Result<usize> {
         use std::sync::atomic::Ordering;
         let mut got = 0;
         let mut spin = None;
         let mut result = Ok(());
-        while got < buf.len() {
+        while got < min {
             let mut r = self.sock.read(&mut buf[got..]);
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 let poll_until = *spin.get_or_insert_with(|| {
@@ -254,16 +336,16 @@ impl Conn {
         if let Some(Some(_)) = spin {
             SPINNING.store(false, Ordering::Release);
         }
-        result
+        result.map(|()| got)
     }
 
     /// Reads one frame: a little-endian `u32` length, then that many bytes (at most `max`).
-    pub(crate) async fn read_frame(&self, max: usize) -> io::Result<Bytes> {
+    pub async fn read_frame(&self, max: usize) -> io::Result<Bytes> {
         self.read_frame_until(max, None).await
     }
 
     /// [`Conn::read_frame`], failing with `TimedOut` if it has to wait past `deadline`.
-    pub(crate) async fn read_frame_until(
+    pub async fn read_frame_until(
         &self,
         max: usize,
         deadline: Option<Instant>,
@@ -283,7 +365,7 @@ impl Conn {
     }
 
     /// Writes one frame: `body`'s length as a little-endian `u32`, then `body`.
-    pub(crate) async fn write_frame(&self, body: &[u8]) -> io::Result<()> {
+    pub async fn write_frame(&self, body: &[u8]) -> io::Result<()> {
         let len = u32::try_from(body.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame over 4 GiB"))?;
         let mut out = Vec::with_capacity(4 + body.len());

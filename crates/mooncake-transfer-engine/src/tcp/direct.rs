@@ -1,0 +1,257 @@
+//! Small exchanges done by the caller itself: no lane tasks, no channels.
+//!
+//! A job of a few small requests (a 4 KiB get, a batch of 32 small values) is dominated by
+//! wake-ups, not bytes: handing it to a lane's writer task, which wakes the peer, whose
+//! answer wakes the lane's reader task, which wakes the caller, costs several thread
+//! wake-ups of tens of microseconds each on a virtual machine whose idle cores halt. Here
+//! the caller takes an idle connection of its own from a small pool, writes every header
+//! (and WRITE payload) with vectored writes and reads the answers itself, polling for them
+//! briefly before sleeping ([`crate::conn`], the same technique as the store's master
+//! tunnel). The wire is the same v2 framing the lanes speak.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::client::{again, connect, TcpClientConfig, WireOp};
+use crate::codec::{Header, Opcode, ProtoVersion, Status, HEADER_LEN, STATUS_LEN};
+use crate::conn::Conn;
+use crate::memory::Region;
+use crate::TransferError;
+
+/// Jobs up to this many bytes are exchanged directly; larger ones use the lanes, where
+/// wake-ups are small beside the copies and several connections share the bytes.
+pub(crate) const DIRECT_MAX_BYTES: u64 = 256 << 10;
+/// Requests of one direct exchange at most (their headers are written before any answer
+/// is read, so they must fit in the socket buffers).
+pub(crate) const DIRECT_MAX_REQUESTS: usize = 256;
+/// Idle connections kept per peer.
+const IDLE_PER_PEER: usize = 8;
+/// Answers read ahead per system call.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// Idle direct connections per peer.
+#[derive(Debug, Default)]
+pub(crate) struct DirectPool {
+    idle: Mutex<HashMap<SocketAddr, Vec<Conn>>>,
+}
+
+impl DirectPool {
+    /// Drops the idle connections to `addr`.
+    pub(crate) fn forget(&self, addr: SocketAddr) {
+        self.idle.lock().remove(&addr);
+    }
+
+    fn take(&self, addr: SocketAddr) -> Option<Conn> {
+        let mut idle = self.idle.lock();
+        let list = idle.get_mut(&addr)?;
+        while let Some(conn) = list.pop() {
+            // Nothing may be pending on an idle connection: input means the peer closed it.
+            if conn.is_alive() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, addr: SocketAddr, conn: Conn) {
+        let mut idle = self.idle.lock();
+        let list = idle.entry(addr).or_default();
+        if list.len() < IDLE_PER_PEER {
+            list.push(conn);
+        }
+    }
+
+    /// Runs `ops` (one peer, v2 framing) on a connection of the caller's own. Each entry
+    /// of the answer is `Some` with the request's outcome, or `None` when the request was
+    /// not completed because the connection failed (or a neighbour was refused, which
+    /// closes it): those are for the lanes to retry.
+    pub(crate) async fn exchange(
+        &self,
+        ops: &[(WireOp, Arc<Region>)],
+        config: &TcpClientConfig,
+    ) -> Vec<Option<Result<(), TransferError>>> {
+        let mut out: Vec<Option<Result<(), TransferError>>> = ops.iter().map(|_| None).collect();
+        let Some(peer) = ops.first().map(|(op, _)| op.peer) else {
+            return out;
+        };
+        debug_assert!(ops.iter().all(|(op, _)| op.version == ProtoVersion::V2));
+        let conn = match self.take(peer) {
+            Some(conn) => conn,
+            None => match connect(peer, config).await.map(Conn::tcp) {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(_)) => return out,
+                Err(e) => {
+                    // The peer cannot be reached at all: that is every request's outcome.
+                    return ops.iter().map(|_| Some(Err(again(&e)))).collect();
+                }
+            },
+        };
+        let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
+        let deadline = tokio::time::Instant::now()
+            + config.io_timeout
+            + Duration::from_nanos(bytes.saturating_mul(10));
+        if send(&conn, ops, deadline).await.is_err() {
+            return out;
+        }
+        let mut answers = Answers {
+            conn: &conn,
+            buf: vec![0; READ_AHEAD],
+            start: 0,
+            end: 0,
+            deadline,
+        };
+        let mut healthy = true;
+        for ((op, local), slot) in ops.iter().zip(out.iter_mut()) {
+            match answers.next(op, local).await {
+                Ok(()) => *slot = Some(Ok(())),
+                Err(Failure::Own(e)) => {
+                    // A refused request closes the connection after its answer.
+                    *slot = Some(Err(e));
+                    healthy = false;
+                    break;
+                }
+                Err(Failure::TimedOut) => {
+                    *slot = Some(Err(TransferError::Timeout {
+                        peer,
+                        timeout: config.io_timeout,
+                    }));
+                    healthy = false;
+                    break;
+                }
+                Err(Failure::Connection) => {
+                    healthy = false;
+                    break;
+                }
+            }
+        }
+        if healthy && answers.start == answers.end {
+            self.put_back(peer, conn);
+        }
+        out
+    }
+}
+
+/// Writes the headers (and WRITE payloads) of `ops`.
+async fn send(
+    conn: &Conn,
+    ops: &[(WireOp, Arc<Region>)],
+    deadline: tokio::time::Instant,
+) -> std::io::Result<()> {
+    let headers: Vec<[u8; HEADER_LEN]> = ops
+        .iter()
+        .map(|(op, _)| {
+            Header {
+                size: op.len,
+                addr: op.remote_addr,
+                opcode: op.opcode,
+                version: op.version,
+            }
+            .encode()
+        })
+        .collect();
+    let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * ops.len());
+    for ((op, local), header) in ops.iter().zip(&headers) {
+        bufs.push(header);
+        if op.opcode == Opcode::Write {
+            bufs.push(local.slice(op.local_addr, op.len as usize));
+        }
+    }
+    conn.write_all_vectored_until(&mut bufs, Some(deadline))
+        .await
+}
+
+/// Why an answer could not be read.
+enum Failure {
+    /// The request's own outcome (refused, bad status).
+    Own(TransferError),
+    /// No answer before the deadline.
+    TimedOut,
+    /// The connection broke: the request's fate is unknown.
+    Connection,
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            Failure::TimedOut
+        } else {
+            Failure::Connection
+        }
+    }
+}
+
+/// The answers of one exchange, read ahead into a buffer.
+struct Answers<'a> {
+    conn: &'a Conn,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    deadline: tokio::time::Instant,
+}
+
+impl Answers<'_> {
+    /// Fills `dst` from the read-ahead buffer, then from the socket.
+    async fn fill(&mut self, dst: &mut [u8]) -> Result<(), Failure> {
+        let mut got = 0;
+        while got < dst.len() {
+            if self.start == self.end {
+                let want = dst.len() - got;
+                if want >= self.buf.len() {
+                    // Large payloads go straight to their destination.
+                    self.conn
+                        .read_exact_until(&mut dst[got..], Some(self.deadline))
+                        .await?;
+                    return Ok(());
+                }
+                let n = self
+                    .conn
+                    .read_some_until(&mut self.buf, Some(self.deadline))
+                    .await?;
+                (self.start, self.end) = (0, n);
+            }
+            let n = (self.end - self.start).min(dst.len() - got);
+            dst[got..got + n].copy_from_slice(&self.buf[self.start..self.start + n]);
+            self.start += n;
+            got += n;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer to `op`: its status frame, then a READ's payload into `local`.
+    async fn next(&mut self, op: &WireOp, local: &Region) -> Result<(), Failure> {
+        let mut frame = [0u8; STATUS_LEN];
+        self.fill(&mut frame).await?;
+        match Status::decode(&frame) {
+            Some(Status::Ok) => {}
+            Some(Status::Rejected) => {
+                return Err(Failure::Own(TransferError::Rejected {
+                    peer: op.peer,
+                    addr: op.remote_addr,
+                    len: op.len,
+                }))
+            }
+            Some(Status::Unauthenticated) => {
+                return Err(Failure::Own(TransferError::Unauthenticated {
+                    peer: op.peer,
+                    reason:
+                        "it needs the cluster's token and this engine has none (MOONCAKE_AUTH_TOKEN)",
+                }))
+            }
+            _ => {
+                return Err(Failure::Own(TransferError::BadStatus {
+                    peer: op.peer,
+                    frame,
+                }))
+            }
+        }
+        if op.opcode == Opcode::Read {
+            self.fill(local.slice_mut(op.local_addr, op.len as usize))
+                .await?;
+        }
+        Ok(())
+    }
+}
