@@ -327,26 +327,24 @@ async fn restart_after_a_crash_replaces_the_stale_rpc_meta_but_not_a_live_one() 
     first.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_bad_request_does_not_fail_its_pipelined_neighbours() {
+/// 64 requests of `len` bytes to one peer, request 31 out of range; `kind(i)` picks each
+/// one's opcode. Every other request must complete, and every WRITE must land.
+async fn one_bad_request_among(len: u64, kind: impl Fn(u64) -> Opcode, names: (&str, &str)) {
     let meta = Arc::new(MemoryStore::new());
-    let a = engine(&meta, "127.0.0.1:1").await;
-    let b = engine(&meta, "127.0.0.1:2").await;
+    let a = engine(&meta, names.0).await;
+    let b = engine(&meta, names.1).await;
     let a_buf = a.allocate_buffer(1 << 20, "*").await.unwrap();
     let b_buf = b.allocate_buffer(1 << 20, "*").await.unwrap();
     a_buf.write_at(0, &pattern(1 << 20, 3));
-    let seg = a.open_segment("127.0.0.1:2").await.unwrap();
+    b_buf.write_at(0, &pattern(1 << 20, 5));
+    let seg = a.open_segment(names.1).await.unwrap();
     let mut reqs: Vec<_> = (0..64u64)
         .map(|i| TransferRequest {
-            opcode: if i % 2 == 0 {
-                Opcode::Write
-            } else {
-                Opcode::Read
-            },
-            source: a_buf.addr() + i * 16384,
+            opcode: kind(i),
+            source: a_buf.addr() + i * len,
             target: seg,
-            target_offset: b_buf.addr() + i * 16384,
-            length: 16384,
+            target_offset: b_buf.addr() + i * len,
+            length: len,
         })
         .collect();
     reqs[31].target_offset = b_buf.addr() + (1 << 20) - 10;
@@ -363,13 +361,82 @@ async fn one_bad_request_does_not_fail_its_pipelined_neighbours() {
         assert_eq!(s.status, want, "request {i}: {:?}", s.error);
     }
     a.free_batch(batch).unwrap();
-    for i in (0..64).step_by(2) {
-        let off = i * 16384;
+    for i in (0..64).filter(|&i| i != 31) {
+        let off = i * len;
         assert!(
-            b_buf.to_vec(off, 16384) == a_buf.to_vec(off, 16384),
-            "write {i}"
+            b_buf.to_vec(off, len as usize) == a_buf.to_vec(off, len as usize),
+            "request {i} ({:?})",
+            reqs[i as usize].opcode
         );
     }
+}
+
+fn alternate(i: u64) -> Opcode {
+    if i % 2 == 0 {
+        Opcode::Write
+    } else {
+        Opcode::Read
+    }
+}
+
+/// Mixed READs and WRITEs, 1 MiB in all: the pipelined lanes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_request_does_not_fail_its_pipelined_neighbours() {
+    one_bad_request_among(16384, alternate, ("127.0.0.1:1", "127.0.0.1:2")).await;
+}
+
+/// READs only: the caller's direct exchange, refused at request 31; the rest go on to
+/// the lanes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_request_does_not_fail_its_neighbours_in_a_direct_exchange() {
+    one_bad_request_among(16384, |_| Opcode::Read, ("127.0.0.1:3", "127.0.0.1:4")).await;
+    one_bad_request_among(16384, |_| Opcode::Write, ("127.0.0.1:5", "127.0.0.1:6")).await;
+    // Small and mixed: direct too.
+    one_bad_request_among(2048, alternate, ("127.0.0.1:7", "127.0.0.1:8")).await;
+}
+
+/// Direct exchanges reuse their connections: a thousand small calls open only a few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_calls_reuse_pooled_connections() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:9").await;
+    let b = engine(&meta, "127.0.0.1:10").await;
+    let a_buf = a.allocate_buffer(1 << 20, "*").await.unwrap();
+    let b_buf = b.allocate_buffer(1 << 20, "*").await.unwrap();
+    b_buf.write_at(0, &pattern(1 << 20, 7));
+    let seg = a.open_segment("127.0.0.1:10").await.unwrap();
+    let port = |e: &TransferEngine| e.data_addr().port();
+    let before = established_to(port(&b));
+    for i in 0..1000u64 {
+        let off = (i % 256) * 4096;
+        a.transfer(&[TransferRequest {
+            opcode: Opcode::Read,
+            source: a_buf.addr() + off,
+            target: seg,
+            target_offset: b_buf.addr() + off,
+            length: 4096,
+        }])
+        .await
+        .unwrap();
+        assert!(a_buf.to_vec(off, 4096) == b_buf.to_vec(off, 4096), "call {i}");
+    }
+    let opened = established_to(port(&b)) - before;
+    assert!(opened <= 2, "{opened} connections for 1000 sequential calls");
+}
+
+/// Established TCP connections whose remote port is `port` (from /proc/net/tcp).
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3
+                && f[3] == "01"
+                && f[2].rsplit(':').next() == Some(&format!("{port:04X}"))
+        })
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

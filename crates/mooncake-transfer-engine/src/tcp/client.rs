@@ -149,12 +149,13 @@ impl TcpClient {
         };
         let mut results: Vec<Option<Result<(), TransferError>>> = ops.iter().map(|_| None).collect();
         let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
+        let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
         if first.version == ProtoVersion::V2
             && ops.len() <= DIRECT_MAX_REQUESTS
-            && bytes <= DIRECT_MAX_BYTES
+            && (one_way || bytes <= DIRECT_MAX_BYTES)
         {
-            // Small jobs: the caller exchanges them itself; what that left undone (a
-            // broken connection) goes to the lanes below.
+            // The caller exchanges the job itself; what that left undone (a broken
+            // connection) goes to the lanes below.
             results = self.direct.exchange(&ops, &self.config).await;
         }
         let mut pending: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
