@@ -291,9 +291,18 @@ impl Conn {
         use std::sync::atomic::Ordering;
         let mut got = 0;
         let mut spin = None;
+        let mut yielded = false;
         let mut result = Ok(());
         while got < min {
             let mut r = self.sock.read(&mut buf[got..]);
+            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) && !yielded {
+                // Once, before polling: let the task's other futures run, so that a read
+                // started beside this call (`tokio::join!`, a speculative read beside a
+                // master call) sends its own request now instead of after this answer.
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
+            }
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 let poll_until = *spin.get_or_insert_with(|| {
                     let mine = !spin_window().is_zero()
