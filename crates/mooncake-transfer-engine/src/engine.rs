@@ -17,7 +17,7 @@ use crate::batch::BatchTable;
 use crate::codec::{Opcode, ProtoVersion};
 use crate::descriptor::{timestamp, BufferDesc, RpcMeta, SegmentDescriptor};
 use crate::handshake::{self, HandshakeState, Notification};
-use crate::memory::{ForeignMemory, Region};
+use crate::memory::{ForeignMemory, LentRegion, Region};
 use crate::peer_rpc::PeerDirectory;
 use crate::registry::BufferRegistry;
 use crate::tcp::{self, TcpClient, TcpClientConfig};
@@ -920,6 +920,73 @@ impl TransferEngine {
         };
         region.write(at, data);
         Ok(true)
+    }
+
+    /// Writes `parts` (ordinary memory, laid end to end) to `[target_offset, ..)` of
+    /// `target` over a connection this call drives itself, without staging them in
+    /// registered memory first. `false`: not done, nothing to report (the target is
+    /// reached with a copy, speaks the old framing, or the exchange failed): write from
+    /// registered memory instead, which also reports errors and retries.
+    pub async fn write_lent(&self, target: SegmentHandle, target_offset: u64, parts: &[&[u8]]) -> bool {
+        let lent: Vec<LentRegion<'_>> = parts.iter().map(|p| LentRegion::shared(p)).collect();
+        let mut at = target_offset;
+        let pieces: Vec<_> = parts
+            .iter()
+            .zip(&lent)
+            .map(|(p, l)| {
+                let piece = (l.region().clone(), p.as_ptr() as u64, at, p.len() as u64);
+                at += p.len() as u64;
+                piece
+            })
+            .collect();
+        self.exchange_lent(target, Opcode::Write, pieces).await
+    }
+
+    /// Reads `[target_offset, +out.len())` of `target` into `out` (ordinary memory) over a
+    /// connection this call drives itself. `false`: not done (as [`Self::write_lent`]);
+    /// `out` may hold part of the bytes.
+    pub async fn read_lent(&self, target: SegmentHandle, target_offset: u64, out: &mut [u8]) -> bool {
+        let (addr, len) = (out.as_ptr() as u64, out.len() as u64);
+        let lent = LentRegion::exclusive(out);
+        let pieces = vec![(lent.region().clone(), addr, target_offset, len)];
+        self.exchange_lent(target, Opcode::Read, pieces).await
+    }
+
+    /// Runs `(region, local, remote, len)` pieces to one network peer, sliced, on the
+    /// caller's own connection; whether all completed. The region clones are gone when it
+    /// returns.
+    async fn exchange_lent(
+        &self,
+        target: SegmentHandle,
+        opcode: Opcode,
+        pieces: Vec<(Arc<Region>, u64, u64, u64)>,
+    ) -> bool {
+        if pieces.iter().all(|p| p.3 == 0) || target == SegmentHandle::LOCAL {
+            return pieces.iter().all(|p| p.3 == 0);
+        }
+        let seg = self.inner.segments.read().get(&target.0).cloned();
+        let Some(seg) = seg else { return false };
+        if pieces
+            .iter()
+            .any(|p| seg.shm_target(p.2, p.3, opcode == Opcode::Write).is_some())
+        {
+            return false;
+        }
+        let route = *seg.route.read();
+        let mut ops = Vec::new();
+        for (region, local, remote, len) in pieces {
+            let r = TransferRequest {
+                opcode,
+                source: local,
+                target,
+                target_offset: remote,
+                length: len,
+            };
+            ops.extend(self.slices(route, &r).map(|op| (op, region.clone())));
+        }
+        let done = self.inner.tcp.exchange_only(&ops).await;
+        drop(ops);
+        done.is_some_and(|results| results.iter().all(Result::is_ok))
     }
 
     /// `[target_offset, +len)` of `target`, if this engine reaches it without the network,

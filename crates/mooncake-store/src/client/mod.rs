@@ -460,7 +460,7 @@ impl Client {
             };
             let mut remote = Vec::new();
             for rep in &replicas {
-                if !self.copy_direct(rep, parts).await {
+                if !self.copy_direct(rep, parts).await && !self.send_lent(rep, parts).await {
                     remote.push(rep.clone());
                 }
             }
@@ -508,6 +508,17 @@ impl Client {
             }
         }
         true
+    }
+
+    /// Sends `parts`, end to end, to `rep` over the network straight from the caller's
+    /// memory (no staging copy); `false` if that path did not apply or did not complete,
+    /// and the staging path (with its retries and error reports) must run.
+    async fn send_lent(&self, rep: &ReplicaDescriptor, parts: &[&[u8]]) -> bool {
+        let engine = &self.inner.engine;
+        match engine.open_segment(&rep.transport_endpoint).await {
+            Ok(target) => engine.write_lent(target, rep.buffer_address, parts).await,
+            Err(_) => false,
+        }
     }
 
     /// `put_start` or `upsert_start`.

@@ -90,6 +90,57 @@ impl ForeignMemory {
     }
 }
 
+/// A [`Region`] over ordinary memory the caller lends for one exchange that the caller
+/// itself drives to the end ([`crate::tcp`]'s direct exchanges: no task outlives it), so
+/// that a value need not be staged in registered memory first. The borrow keeps the memory
+/// alive and unaliased for as long as this guard lives; the guard checks on drop that no
+/// clone of the region escaped (one would point at memory the borrow no longer protects)
+/// and aborts the process rather than let one be used.
+pub(crate) struct LentRegion<'a> {
+    region: std::sync::Arc<Region>,
+    _memory: std::marker::PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> LentRegion<'a> {
+    /// Lends `data` for reading only (the exchange may only send it: WRITE requests).
+    pub(crate) fn shared(data: &'a [u8]) -> Self {
+        Self::over(data.as_ptr() as u64, data.len() as u64)
+    }
+
+    /// Lends `data` to be written (READ requests land in it).
+    pub(crate) fn exclusive(data: &'a mut [u8]) -> Self {
+        Self::over(data.as_mut_ptr() as u64, data.len() as u64)
+    }
+
+    fn over(addr: u64, len: u64) -> Self {
+        Self {
+            region: std::sync::Arc::new(Region {
+                addr,
+                len,
+                owner: None,
+                shm: None,
+                peer_file: None,
+            }),
+            _memory: std::marker::PhantomData,
+        }
+    }
+
+    /// The region, to put in the exchange's requests (clones must be gone by the drop).
+    pub(crate) fn region(&self) -> &std::sync::Arc<Region> {
+        &self.region
+    }
+}
+
+impl Drop for LentRegion<'_> {
+    fn drop(&mut self) {
+        if std::sync::Arc::strong_count(&self.region) != 1 {
+            // A clone outlives the borrow: using it would touch freed memory.
+            eprintln!("mooncake-transfer-engine: a lent memory region escaped its exchange");
+            std::process::abort();
+        }
+    }
+}
+
 /// A shared-memory file this process created and maps, to hand to another process by
 /// path (e.g. a standalone client's memory pool, which its store service maps and
 /// registers). Mode 0600; removed when dropped.

@@ -205,6 +205,25 @@ impl TcpClient {
             .collect()
     }
 
+    /// Runs `ops` on a connection of the caller's own only (for memory lent for the call,
+    /// which must not reach the lanes' tasks). `None` unless every request completed
+    /// there, or was refused on its own.
+    pub(crate) async fn exchange_only(
+        &self,
+        ops: &[(WireOp, Arc<Region>)],
+    ) -> Option<Vec<Result<(), TransferError>>> {
+        let first = ops.first()?.0;
+        let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
+        let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
+        if first.version != ProtoVersion::V2
+            || ops.len() > DIRECT_MAX_REQUESTS
+            || !(one_way || bytes <= DIRECT_MAX_BYTES)
+        {
+            return None;
+        }
+        self.direct.exchange(ops, &self.config).await.into_iter().collect()
+    }
+
     /// Splits `pending` requests between the least-loaded lanes of `peer`: one lane per
     /// [`SPREAD_BYTES`], each request to the lane with the least bytes so far.
     fn assign<'p>(
