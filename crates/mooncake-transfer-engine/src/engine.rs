@@ -952,6 +952,20 @@ impl TransferEngine {
         self.exchange_lent(target, Opcode::Read, pieces).await
     }
 
+    /// [`Self::read_lent`] into memory not yet initialised (a new Python `bytes`, say):
+    /// `true` means all of `out` was written.
+    pub async fn read_lent_uninit(
+        &self,
+        target: SegmentHandle,
+        target_offset: u64,
+        out: &mut [std::mem::MaybeUninit<u8>],
+    ) -> bool {
+        let (addr, len) = (out.as_ptr() as u64, out.len() as u64);
+        let lent = LentRegion::uninit(out);
+        let pieces = vec![(lent.region().clone(), addr, target_offset, len)];
+        self.exchange_lent(target, Opcode::Read, pieces).await
+    }
+
     /// Runs `(region, local, remote, len)` pieces to one network peer, sliced, on the
     /// caller's own connection; whether all completed. The region clones are gone when it
     /// returns.

@@ -1291,6 +1291,46 @@ impl Client {
         Ok((list, false))
     }
 
+    /// The size of `key`'s value if this client remembers a replica of it that it reads
+    /// over the network: the size to allocate for [`Client::get_lent`].
+    pub async fn remembered_network_size(&self, key: &str) -> Option<u64> {
+        let rep = self.inner.locations.get(key)?;
+        self.direct_range(&rep).await.is_none().then_some(rep.size)
+    }
+
+    /// Reads `key` straight into `out` (ordinary memory, not registered; exactly the size
+    /// [`Client::remembered_network_size`] gave) from the replica this client remembers,
+    /// while the master confirms that replica, as [`Client::get_into`]'s speculative read
+    /// does, but without the staging copy. `Ok(true)`: all of `out` holds the value.
+    /// `Ok(false)`: nothing is known of `out`; read the value the usual way.
+    pub async fn get_lent(
+        &self,
+        key: &str,
+        out: &mut [std::mem::MaybeUninit<u8>],
+    ) -> Result<bool, ErrorCode> {
+        let Some(rep) = self.inner.locations.get(key).filter(|r| r.size == out.len() as u64)
+        else {
+            return Ok(false);
+        };
+        let engine = &self.inner.engine;
+        let Ok(target) = engine.open_segment(&rep.transport_endpoint).await else {
+            return Ok(false);
+        };
+        let (list, read) = tokio::join!(
+            self.inner.master.get_replica_list(key),
+            engine.read_lent_uninit(target, rep.buffer_address, out)
+        );
+        let list = list.inspect_err(|_| self.inner.locations.remove(key))?;
+        // Checksums are verified on the staged path; with them on, only that path serves.
+        if read && list.replicas.contains(&rep) && list.checksum.is_none_or(|_| !self.inner.config.verify_checksums) {
+            return Ok(true);
+        }
+        if !list.replicas.contains(&rep) {
+            self.inner.locations.remove(key);
+        }
+        Ok(false)
+    }
+
     /// [`Client::pull`], then remembers the replica that served the read.
     async fn read_and_remember(
         &self,

@@ -112,6 +112,12 @@ impl<'a> LentRegion<'a> {
         Self::over(data.as_mut_ptr() as u64, data.len() as u64)
     }
 
+    /// Lends memory not yet initialised to be written (READ requests land in it; the
+    /// caller treats it as initialised only where an exchange completed).
+    pub(crate) fn uninit(data: &'a mut [std::mem::MaybeUninit<u8>]) -> Self {
+        Self::over(data.as_mut_ptr() as u64, data.len() as u64)
+    }
+
     fn over(addr: u64, len: u64) -> Self {
         Self {
             region: std::sync::Arc::new(Region {
