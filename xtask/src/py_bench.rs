@@ -234,7 +234,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
     }
     let md = report(&opts, &a, &b, &r, &order)?;
-    let name = if opts.tcp { "python-tcp.md" } else { "python.md" };
+    let name = if opts.tcp {
+        "python-tcp.md"
+    } else {
+        "python.md"
+    };
     let path = crate::root().join("docs/bench").join(name);
     std::fs::write(&path, &md)?;
     println!("{md}");
@@ -257,7 +261,10 @@ fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)])
     } else {
         "Redis: the redis-py figures of §5 (best of its two runs)"
     };
-    writeln!(md, "# Python-level store benchmark: ours vs the C++ wheel and Redis")?;
+    writeln!(
+        md,
+        "# Python-level store benchmark: ours vs the C++ wheel and Redis"
+    )?;
     writeln!(md)?;
     writeln!(
         md,
@@ -272,7 +279,13 @@ fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)])
     writeln!(md)?;
     writeln!(md, "| size | op | ours MB/s | C++ MB/s | ours/C++ | Redis MB/s | ours/Redis | ours p50 µs | C++ p50 µs | Redis p50 µs |")?;
     writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
-    let p50 = |v: f64| if v > 0.0 && v < f64::MAX { format!("{v:.0}") } else { String::new() };
+    let p50 = |v: f64| {
+        if v > 0.0 && v < f64::MAX {
+            format!("{v:.0}")
+        } else {
+            String::new()
+        }
+    };
     for key in order {
         let Some(x) = a.get(key) else { continue };
         let y = b.get(key);
@@ -284,7 +297,8 @@ fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)])
                 .find(|(s, op, _)| *s == key.0 && *op == key.1)
                 .map(|r| (r.2, 0.0))
         };
-        let ratio = |other: Option<f64>| other.map(|o| format!("{:.2}", x.0 / o)).unwrap_or_default();
+        let ratio =
+            |other: Option<f64>| other.map(|o| format!("{:.2}", x.0 / o)).unwrap_or_default();
         let mb = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_default();
         writeln!(
             md,

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 /// A connection's socket (TCP, or a Unix socket on the same host), non-blocking and read
 /// and written with direct system calls.
 ///
-/// It is registered with the reactor only while a caller sleeps on it ([`Sock::when_ready`])
+/// It is registered with the reactor only while a caller sleeps on it (`Sock::when_ready`)
 /// and deregistered once it wakes. A socket left registered makes every arriving message
 /// wake the runtime's driver thread (epoll reports each one), even while the caller is
 /// polling for it itself: two thread wake-ups per call, on both ends, that took the cores

@@ -858,7 +858,7 @@ impl TransferEngine {
 
     /// Moves every request and reports each one's outcome, in order. Requests that are
     /// copies (local, or a same-host peer's shared memory) run inline; the others go over
-    /// the network, all requests to one peer together (see [`Self::transfer_group`]) and
+    /// the network, all requests to one peer together (sharing connections and vectored writes) and
     /// the peers concurrently.
     pub async fn transfer_each(
         &self,
@@ -927,7 +927,12 @@ impl TransferEngine {
     /// registered memory first. `false`: not done, nothing to report (the target is
     /// reached with a copy, speaks the old framing, or the exchange failed): write from
     /// registered memory instead, which also reports errors and retries.
-    pub async fn write_lent(&self, target: SegmentHandle, target_offset: u64, parts: &[&[u8]]) -> bool {
+    pub async fn write_lent(
+        &self,
+        target: SegmentHandle,
+        target_offset: u64,
+        parts: &[&[u8]],
+    ) -> bool {
         let lent: Vec<LentRegion<'_>> = parts.iter().map(|p| LentRegion::shared(p)).collect();
         let mut at = target_offset;
         let pieces: Vec<_> = parts
@@ -945,7 +950,12 @@ impl TransferEngine {
     /// Reads `[target_offset, +out.len())` of `target` into `out` (ordinary memory) over a
     /// connection this call drives itself. `false`: not done (as [`Self::write_lent`]);
     /// `out` may hold part of the bytes.
-    pub async fn read_lent(&self, target: SegmentHandle, target_offset: u64, out: &mut [u8]) -> bool {
+    pub async fn read_lent(
+        &self,
+        target: SegmentHandle,
+        target_offset: u64,
+        out: &mut [u8],
+    ) -> bool {
         let (addr, len) = (out.as_ptr() as u64, out.len() as u64);
         let lent = LentRegion::exclusive(out);
         let pieces = vec![(lent.region().clone(), addr, target_offset, len)];
@@ -1088,9 +1098,8 @@ impl TransferEngine {
         };
         let seg = self.inner.segments.read().get(&handle.0).cloned();
         let Some(seg) = seg else {
-            let unknown = || {
-                TransferError::InvalidArgument(format!("unknown segment handle {}", handle.0))
-            };
+            let unknown =
+                || TransferError::InvalidArgument(format!("unknown segment handle {}", handle.0));
             return requests.iter().map(|_| Err(unknown())).collect();
         };
         let mut out: Vec<Result<(), TransferError>> = Vec::with_capacity(requests.len());
@@ -1118,7 +1127,10 @@ impl TransferEngine {
                 }
             }
         }
-        for (i, result) in owner.into_iter().zip(self.inner.tcp.execute_many(ops).await) {
+        for (i, result) in owner
+            .into_iter()
+            .zip(self.inner.tcp.execute_many(ops).await)
+        {
             if let (Err(e), true) = (result, out[i].is_ok()) {
                 out[i] = Err(e);
             }
@@ -1146,7 +1158,9 @@ impl TransferEngine {
             *seg.shm.write() = self.map_shm(desc);
             let err = std::mem::replace(&mut out[i], Ok(()));
             let Err(err) = err else { continue };
-            out[i] = self.retry_moved(&seg, local, *r, err, route, *new_route).await;
+            out[i] = self
+                .retry_moved(&seg, local, *r, err, route, *new_route)
+                .await;
         }
         out
     }
@@ -1206,7 +1220,10 @@ impl TransferEngine {
         r: TransferRequest,
     ) -> Result<(), TransferError> {
         let route = *seg.route.read();
-        let ops = self.slices(route, &r).map(|op| (op, local.clone())).collect();
+        let ops = self
+            .slices(route, &r)
+            .map(|op| (op, local.clone()))
+            .collect();
         self.inner
             .tcp
             .execute_many(ops)

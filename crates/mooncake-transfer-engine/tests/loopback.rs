@@ -372,7 +372,7 @@ async fn one_bad_request_among(len: u64, kind: impl Fn(u64) -> Opcode, names: (&
 }
 
 fn alternate(i: u64) -> Opcode {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Opcode::Write
     } else {
         Opcode::Read
@@ -418,10 +418,16 @@ async fn small_calls_reuse_pooled_connections() {
         }])
         .await
         .unwrap();
-        assert!(a_buf.to_vec(off, 4096) == b_buf.to_vec(off, 4096), "call {i}");
+        assert!(
+            a_buf.to_vec(off, 4096) == b_buf.to_vec(off, 4096),
+            "call {i}"
+        );
     }
     let opened = established_to(port(&b)) - before;
-    assert!(opened <= 2, "{opened} connections for 1000 sequential calls");
+    assert!(
+        opened <= 2,
+        "{opened} connections for 1000 sequential calls"
+    );
 }
 
 /// Established TCP connections whose remote port is `port` (from /proc/net/tcp).
@@ -432,9 +438,7 @@ fn established_to(port: u16) -> usize {
         .skip(1)
         .filter(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3
-                && f[3] == "01"
-                && f[2].rsplit(':').next() == Some(&format!("{port:04X}"))
+            f.len() > 3 && f[3] == "01" && f[2].rsplit(':').next() == Some(&format!("{port:04X}"))
         })
         .count()
 }

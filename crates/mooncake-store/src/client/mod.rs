@@ -953,7 +953,7 @@ impl Client {
     async fn batch_lookup(
         &self,
         keys: &[String],
-        guesses: &[Option<(Vec<(u64, u64)>, ReplicaDescriptor)>],
+        guesses: &[Option<Guess>],
     ) -> Result<(Vec<Result<ReplicaList, ErrorCode>>, Vec<bool>), ErrorCode> {
         let mut reqs = Vec::new();
         let mut owner = Vec::new();
@@ -1308,7 +1308,11 @@ impl Client {
         key: &str,
         out: &mut [std::mem::MaybeUninit<u8>],
     ) -> Result<bool, ErrorCode> {
-        let Some(rep) = self.inner.locations.get(key).filter(|r| r.size == out.len() as u64)
+        let Some(rep) = self
+            .inner
+            .locations
+            .get(key)
+            .filter(|r| r.size == out.len() as u64)
         else {
             return Ok(false);
         };
@@ -1322,7 +1326,12 @@ impl Client {
         );
         let list = list.inspect_err(|_| self.inner.locations.remove(key))?;
         // Checksums are verified on the staged path; with them on, only that path serves.
-        if read && list.replicas.contains(&rep) && list.checksum.is_none_or(|_| !self.inner.config.verify_checksums) {
+        if read
+            && list.replicas.contains(&rep)
+            && list
+                .checksum
+                .is_none_or(|_| !self.inner.config.verify_checksums)
+        {
             return Ok(true);
         }
         if !list.replicas.contains(&rep) {
@@ -1494,7 +1503,10 @@ impl Client {
         }
         let guesses: Vec<_> = staged_guesses
             .iter()
-            .map(|g| g.as_ref().map(|(rep, s)| (vec![(s.addr(), rep.size)], rep.clone())))
+            .map(|g| {
+                g.as_ref()
+                    .map(|(rep, s)| (vec![(s.addr(), rep.size)], rep.clone()))
+            })
             .collect();
         let (lists, hits) = match self.batch_lookup(&owned, &guesses).await {
             Ok(found) => found,
@@ -1803,6 +1815,10 @@ impl Value {
         }
     }
 }
+
+/// A read started before the master answers: destination parts and the replica this
+/// client last saw the key in.
+type Guess = (Vec<(u64, u64)>, ReplicaDescriptor);
 
 /// One value of a batch read: copied straight into a new vector, or in the staging buffer.
 enum Fetched {

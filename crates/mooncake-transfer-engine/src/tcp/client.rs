@@ -147,7 +147,8 @@ impl TcpClient {
         let Some(first) = ops.first().map(|(op, _)| *op) else {
             return Vec::new();
         };
-        let mut results: Vec<Option<Result<(), TransferError>>> = ops.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<(), TransferError>>> =
+            ops.iter().map(|_| None).collect();
         let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
         let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
         if first.version == ProtoVersion::V2
@@ -221,7 +222,11 @@ impl TcpClient {
         {
             return None;
         }
-        self.direct.exchange(ops, &self.config).await.into_iter().collect()
+        self.direct
+            .exchange(ops, &self.config)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Splits `pending` requests between the least-loaded lanes of `peer`: one lane per
@@ -232,7 +237,10 @@ impl TcpClient {
         ops: &[(WireOp, Arc<Region>)],
         pending: &[usize],
     ) -> Vec<(&'p Lane, Vec<usize>)> {
-        if ops.first().is_some_and(|(op, _)| op.version == ProtoVersion::V1) {
+        if ops
+            .first()
+            .is_some_and(|(op, _)| op.version == ProtoVersion::V1)
+        {
             // v1 WRITEs have no answer and complete as they leave: one job each.
             let mut lanes: Vec<&Lane> = peer.lanes.iter().collect();
             lanes.sort_by_key(|l| l.load.load(Ordering::Relaxed));
@@ -325,7 +333,10 @@ fn weight(ops: &[(WireOp, Arc<Region>)]) -> u64 {
     ops.iter().map(|(op, _)| op.len + REQUEST_WEIGHT).sum()
 }
 
-pub(super) async fn connect(addr: SocketAddr, config: &TcpClientConfig) -> Result<TcpStream, TransferError> {
+pub(super) async fn connect(
+    addr: SocketAddr,
+    config: &TcpClientConfig,
+) -> Result<TcpStream, TransferError> {
     let io = |source| TransferError::Io {
         peer: addr,
         what: "connect",
@@ -398,7 +409,11 @@ async fn run_lane(addr: SocketAddr, mut rx: mpsc::Receiver<Job>, config: TcpClie
         Err(e) => {
             // Fail the first waiting job with the real error; the rest retry.
             if let Some(job) = rx.recv().await {
-                let outcomes = job.ops.iter().map(|_| Outcome::Done(Err(again(&e)))).collect();
+                let outcomes = job
+                    .ops
+                    .iter()
+                    .map(|_| Outcome::Done(Err(again(&e))))
+                    .collect();
                 let _ = job.done.send(outcomes);
             }
             return;
@@ -450,7 +465,8 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let ops: Vec<(WireOp, Arc<Region>)> = jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
+        let ops: Vec<(WireOp, Arc<Region>)> =
+            jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
         // Every answered job is queued for the reader first, so that if the server
         // rejects and closes while we write, the reader reports the rejection for that
         // very request.
