@@ -922,27 +922,17 @@ impl TransferEngine {
         Ok(true)
     }
 
-    /// Writes `parts` (ordinary memory, laid end to end) to `[target_offset, ..)` of
-    /// `target` over a connection this call drives itself, without staging them in
-    /// registered memory first. `false`: not done, nothing to report (the target is
+    /// Writes each `(target_offset, bytes)` of `items` (ordinary memory) to `target` over a
+    /// connection this call drives itself, without staging the bytes in registered memory
+    /// first; all or nothing. `false`: not done, nothing to report (the target is
     /// reached with a copy, speaks the old framing, or the exchange failed): write from
     /// registered memory instead, which also reports errors and retries.
-    pub async fn write_lent(
-        &self,
-        target: SegmentHandle,
-        target_offset: u64,
-        parts: &[&[u8]],
-    ) -> bool {
-        let lent: Vec<LentRegion<'_>> = parts.iter().map(|p| LentRegion::shared(p)).collect();
-        let mut at = target_offset;
-        let pieces: Vec<_> = parts
+    pub async fn write_lent(&self, target: SegmentHandle, items: &[(u64, &[u8])]) -> bool {
+        let lent: Vec<LentRegion<'_>> = items.iter().map(|(_, p)| LentRegion::shared(p)).collect();
+        let pieces: Vec<_> = items
             .iter()
             .zip(&lent)
-            .map(|(p, l)| {
-                let piece = (l.region().clone(), p.as_ptr() as u64, at, p.len() as u64);
-                at += p.len() as u64;
-                piece
-            })
+            .map(|((at, p), l)| (l.region().clone(), p.as_ptr() as u64, *at, p.len() as u64))
             .collect();
         self.exchange_lent(target, Opcode::Write, pieces).await
     }

@@ -515,10 +515,51 @@ impl Client {
     /// and the staging path (with its retries and error reports) must run.
     async fn send_lent(&self, rep: &ReplicaDescriptor, parts: &[&[u8]]) -> bool {
         let engine = &self.inner.engine;
-        match engine.open_segment(&rep.transport_endpoint).await {
-            Ok(target) => engine.write_lent(target, rep.buffer_address, parts).await,
-            Err(_) => false,
+        let Ok(target) = engine.open_segment(&rep.transport_endpoint).await else {
+            return false;
+        };
+        let mut at = rep.buffer_address;
+        let items: Vec<(u64, &[u8])> = parts
+            .iter()
+            .map(|p| {
+                let item = (at, *p);
+                at += p.len() as u64;
+                item
+            })
+            .collect();
+        engine.write_lent(target, &items).await
+    }
+
+    /// Sends `(item, replica, value)` writes straight from the caller's memory, one
+    /// exchange per holder. Each group comes back with `Some(())` if its exchange wrote
+    /// all of it, `None` if it must go through the staging buffer.
+    async fn send_lent_groups<'a>(
+        &self,
+        lent: &[(usize, &'a ReplicaDescriptor, &'a [u8])],
+    ) -> Vec<(Option<()>, Vec<(usize, &'a ReplicaDescriptor, &'a [u8])>)> {
+        let mut groups: Vec<(&str, Vec<(usize, &ReplicaDescriptor, &[u8])>)> = Vec::new();
+        for &(j, rep, value) in lent {
+            match groups.iter_mut().find(|g| g.0 == rep.transport_endpoint) {
+                Some(g) => g.1.push((j, rep, value)),
+                None => groups.push((&rep.transport_endpoint, vec![(j, rep, value)])),
+            }
         }
+        let engine = &self.inner.engine;
+        let mut out = Vec::with_capacity(groups.len());
+        for (endpoint, group) in groups {
+            let sent = match engine.open_segment(endpoint).await {
+                Ok(target) => {
+                    let items: Vec<(u64, &[u8])> = group
+                        .iter()
+                        .map(|(_, r, v)| (r.buffer_address, *v))
+                        .collect();
+                    engine.write_lent(target, &items).await
+                }
+                Err(_) => false,
+            };
+            out.push((sent.then_some(()), group));
+        }
+        out
     }
 
     /// `put_start` or `upsert_start`.
@@ -766,23 +807,20 @@ impl Client {
         let mut owners = Vec::new();
         let mut holders = Vec::new();
         let mut dead: Vec<Vec<String>> = vec![Vec::new(); started.len()];
+        let mut lent: Vec<(usize, &ReplicaDescriptor, &[u8])> = Vec::new();
         for (j, r) in started.iter().enumerate() {
             let i = idx[j];
             match r {
                 Ok(replicas) => {
                     let Ok(src) = &sources[i] else { continue };
-                    let mut staged = false;
                     for rep in replicas {
                         let parts: std::borrow::Cow<'_, [(u64, u64)]> = match src {
                             Source::Registered(parts) => parts.into(),
-                            Source::Bytes(value, slice) => {
-                                if self.copy_direct(rep, &[value]).await {
-                                    continue;
+                            Source::Bytes(value, _) => {
+                                if !self.copy_direct(rep, &[value]).await {
+                                    lent.push((j, rep, *value));
                                 }
-                                if !std::mem::replace(&mut staged, true) {
-                                    slice.fill(value);
-                                }
-                                vec![(slice.addr(), value.len() as u64)].into()
+                                continue;
                             }
                         };
                         match self.requests(Opcode::Write, &parts, rep).await {
@@ -800,6 +838,33 @@ impl Client {
                 }
                 Err(ErrorCode::ObjectAlreadyExists) => {}
                 Err(e) => out[i] = Err(*e),
+            }
+        }
+        // Values in ordinary memory go to each holder straight from the caller's memory,
+        // one exchange per holder; a holder that exchange does not complete gets them
+        // through the staging buffer with the registered sources.
+        for (sent, group) in self.send_lent_groups(&lent).await {
+            if sent.is_some() {
+                continue;
+            }
+            for (j, rep, value) in group {
+                let i = idx[j];
+                let Ok(Source::Bytes(_, slice)) = &sources[i] else {
+                    continue;
+                };
+                slice.fill(value);
+                let staged = [(slice.addr(), value.len() as u64)];
+                match self.requests(Opcode::Write, &staged, rep).await {
+                    Ok(reqs) => {
+                        owners.extend(reqs.iter().map(|_| j));
+                        holders.extend(reqs.iter().map(|_| &rep.segment_name));
+                        requests.extend(reqs);
+                    }
+                    Err(e) => {
+                        out[i] = Err(e);
+                        dead[j].push(rep.segment_name.clone());
+                    }
+                }
             }
         }
         let failed = self.transfer_each(&requests).await;
