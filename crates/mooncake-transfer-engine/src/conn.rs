@@ -112,6 +112,20 @@ impl Sock {
     }
 }
 
+/// Consumes `n` written bytes from `bufs[first..]`; the index of the first buffer with
+/// bytes left.
+pub(crate) fn advance(bufs: &mut [&[u8]], mut first: usize, mut n: usize) -> usize {
+    while n > 0 && first < bufs.len() {
+        let take = n.min(bufs[first].len());
+        bufs[first] = &bufs[first][take..];
+        n -= take;
+        if bufs[first].is_empty() {
+            first += 1;
+        }
+    }
+    first
+}
+
 /// How long a caller polls its connection for the answer (and the master for a
 /// connection's next request) before sleeping until the reactor wakes it: 150 µs, or
 /// `MC_RPC_SPIN_US` (0 turns polling off). A master on this host or the next rack answers
@@ -239,19 +253,11 @@ impl Conn {
                 }
                 other => other,
             };
-            let mut n = match n {
+            match n {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
+                Ok(n) => first = advance(bufs, first, n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
-            };
-            while n > 0 && first < bufs.len() {
-                let take = n.min(bufs[first].len());
-                bufs[first] = &bufs[first][take..];
-                n -= take;
-                if bufs[first].is_empty() {
-                    first += 1;
-                }
             }
         }
         Ok(())

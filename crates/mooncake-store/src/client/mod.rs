@@ -803,9 +803,7 @@ impl Client {
                 return out;
             }
         };
-        let mut requests = Vec::new();
-        let mut owners = Vec::new();
-        let mut holders = Vec::new();
+        let mut queued = Queued::default();
         let mut dead: Vec<Vec<String>> = vec![Vec::new(); started.len()];
         let mut lent: Vec<(usize, &ReplicaDescriptor, &[u8])> = Vec::new();
         for (j, r) in started.iter().enumerate() {
@@ -823,16 +821,9 @@ impl Client {
                                 continue;
                             }
                         };
-                        match self.requests(Opcode::Write, &parts, rep).await {
-                            Ok(reqs) => {
-                                owners.extend(reqs.iter().map(|_| j));
-                                holders.extend(reqs.iter().map(|_| &rep.segment_name));
-                                requests.extend(reqs);
-                            }
-                            Err(e) => {
-                                out[i] = Err(e);
-                                dead[j].push(rep.segment_name.clone());
-                            }
+                        if let Err(e) = queued.add(self, j, &parts, rep).await {
+                            out[i] = Err(e);
+                            dead[j].push(rep.segment_name.clone());
                         }
                     }
                 }
@@ -854,24 +845,18 @@ impl Client {
                 };
                 slice.fill(value);
                 let staged = [(slice.addr(), value.len() as u64)];
-                match self.requests(Opcode::Write, &staged, rep).await {
-                    Ok(reqs) => {
-                        owners.extend(reqs.iter().map(|_| j));
-                        holders.extend(reqs.iter().map(|_| &rep.segment_name));
-                        requests.extend(reqs);
-                    }
-                    Err(e) => {
-                        out[i] = Err(e);
-                        dead[j].push(rep.segment_name.clone());
-                    }
+                if let Err(e) = queued.add(self, j, &staged, rep).await {
+                    out[i] = Err(e);
+                    dead[j].push(rep.segment_name.clone());
                 }
             }
         }
-        let failed = self.transfer_each(&requests).await;
+        let failed = self.transfer_each(&queued.requests).await;
         for (k, ok) in failed.iter().enumerate() {
             if !ok {
-                out[idx[owners[k]]] = Err(ErrorCode::TransferFail);
-                dead[owners[k]].push(holders[k].clone());
+                let j = queued.owners[k];
+                out[idx[j]] = Err(ErrorCode::TransferFail);
+                dead[j].push(queued.holders[k].clone());
             }
         }
         let (mut end, mut revoke) = (Vec::new(), Vec::new());
@@ -1878,6 +1863,32 @@ impl Value {
             Value::Mapped(r) => r.to_vec(),
             Value::Staged(s) => s.to_vec(),
         }
+    }
+}
+
+/// The replica writes of a batch put that go through registered memory: requests, the
+/// batch item each belongs to, and its holder.
+#[derive(Default)]
+struct Queued<'r> {
+    requests: Vec<TransferRequest>,
+    owners: Vec<usize>,
+    holders: Vec<&'r String>,
+}
+
+impl<'r> Queued<'r> {
+    /// Queues item `j`'s write of `parts` (registered memory) into `rep`.
+    async fn add(
+        &mut self,
+        client: &Client,
+        j: usize,
+        parts: &[(u64, u64)],
+        rep: &'r ReplicaDescriptor,
+    ) -> Result<(), ErrorCode> {
+        let reqs = client.requests(Opcode::Write, parts, rep).await?;
+        self.owners.extend(reqs.iter().map(|_| j));
+        self.holders.extend(reqs.iter().map(|_| &rep.segment_name));
+        self.requests.extend(reqs);
+        Ok(())
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::direct::{DirectPool, DIRECT_MAX_BYTES, DIRECT_MAX_REQUESTS};
 use super::write_all_vectored;
-use crate::codec::{Header, Opcode, ProtoVersion, Status, HEADER_LEN, STATUS_LEN};
+use crate::codec::{Opcode, ProtoVersion, Status, STATUS_LEN};
 use crate::memory::Region;
 use crate::TransferError;
 
@@ -502,18 +502,7 @@ async fn write_loop(
 /// Writes the headers (and WRITE payloads) of `ops`, at most [`COALESCE_REQUESTS`]
 /// requests or about [`COALESCE_BYTES`] per vectored write.
 async fn write_ops(wr: &mut OwnedWriteHalf, ops: &[(WireOp, Arc<Region>)]) -> std::io::Result<()> {
-    let headers: Vec<[u8; HEADER_LEN]> = ops
-        .iter()
-        .map(|(op, _)| {
-            Header {
-                size: op.len,
-                addr: op.remote_addr,
-                opcode: op.opcode,
-                version: op.version,
-            }
-            .encode()
-        })
-        .collect();
+    let headers = super::headers(ops);
     let mut at = 0;
     while at < ops.len() {
         let mut bufs: Vec<&[u8]> = Vec::new();

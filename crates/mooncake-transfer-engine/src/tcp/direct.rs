@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::client::{again, connect, TcpClientConfig, WireOp};
-use crate::codec::{Header, Opcode, ProtoVersion, Status, HEADER_LEN, STATUS_LEN};
+use crate::codec::{Opcode, ProtoVersion, Status, STATUS_LEN};
 use crate::conn::Conn;
 use crate::memory::Region;
 use crate::TransferError;
@@ -148,18 +148,7 @@ async fn send(
     ops: &[(WireOp, Arc<Region>)],
     deadline: tokio::time::Instant,
 ) -> std::io::Result<()> {
-    let headers: Vec<[u8; HEADER_LEN]> = ops
-        .iter()
-        .map(|(op, _)| {
-            Header {
-                size: op.len,
-                addr: op.remote_addr,
-                opcode: op.opcode,
-                version: op.version,
-            }
-            .encode()
-        })
-        .collect();
+    let headers = super::headers(ops);
     let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * ops.len());
     for ((op, local), header) in ops.iter().zip(&headers) {
         bufs.push(header);

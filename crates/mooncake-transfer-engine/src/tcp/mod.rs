@@ -9,6 +9,8 @@ pub(crate) use server::serve;
 
 use std::io::IoSlice;
 
+use crate::codec::{Header, HEADER_LEN};
+
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Writes every byte of `bufs` with vectored writes (header and payload in one syscall).
@@ -23,18 +25,26 @@ pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
             continue;
         }
         let slices: Vec<IoSlice<'_>> = bufs[first..].iter().map(|b| IoSlice::new(b)).collect();
-        let mut n = w.write_vectored(&slices).await?;
+        let n = w.write_vectored(&slices).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 && first < bufs.len() {
-            let take = n.min(bufs[first].len());
-            bufs[first] = &bufs[first][take..];
-            n -= take;
-            if bufs[first].is_empty() {
-                first += 1;
-            }
-        }
+        first = crate::conn::advance(bufs, first, n);
     }
     w.flush().await
+}
+
+/// The wire headers of `ops`, in order.
+pub(crate) fn headers(ops: &[(WireOp, std::sync::Arc<crate::memory::Region>)]) -> Vec<[u8; HEADER_LEN]> {
+    ops.iter()
+        .map(|(op, _)| {
+            Header {
+                size: op.len,
+                addr: op.remote_addr,
+                opcode: op.opcode,
+                version: op.version,
+            }
+            .encode()
+        })
+        .collect()
 }
