@@ -662,3 +662,49 @@ async fn a_token_keeps_strangers_from_reading_or_writing() {
         e.shutdown().await.unwrap();
     }
 }
+
+/// A large WRITE is cut into stripes on several connections: every byte lands where it
+/// belongs, for sizes that do not divide evenly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn striped_writes_land_byte_for_byte() {
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, "127.0.0.1:11").await;
+    let b = engine(&meta, "127.0.0.1:12").await;
+    let a_buf = a.allocate_buffer(8 << 20, "*").await.unwrap();
+    let b_buf = b.allocate_buffer(8 << 20, "*").await.unwrap();
+    a_buf.write_at(0, &pattern(8 << 20, 11));
+    let seg = a.open_segment("127.0.0.1:12").await.unwrap();
+    for (off, len) in [
+        (0u64, (3 << 20) + 5),
+        (7, 1 << 20),
+        (4 << 20, (4 << 20) - 13),
+    ] {
+        b_buf.write_at(0, &vec![0u8; 8 << 20]);
+        a.transfer(&[TransferRequest {
+            opcode: Opcode::Write,
+            source: a_buf.addr() + off,
+            target: seg,
+            target_offset: b_buf.addr() + off,
+            length: len,
+        }])
+        .await
+        .unwrap();
+        let len = len as usize;
+        assert!(
+            b_buf.to_vec(off, len) == a_buf.to_vec(off, len),
+            "{len} bytes at {off}"
+        );
+        assert!(
+            b_buf.to_vec(0, off as usize).iter().all(|&x| x == 0),
+            "before {off}"
+        );
+        let end = off as usize + len;
+        assert!(
+            b_buf
+                .to_vec(end as u64, (8 << 20) - end)
+                .iter()
+                .all(|&x| x == 0),
+            "after"
+        );
+    }
+}

@@ -37,6 +37,11 @@ pub(crate) const DIRECT_MAX_BYTES: u64 = 256 << 10;
 pub(crate) const DIRECT_MAX_REQUESTS: usize = 256;
 /// Idle connections kept per peer.
 const IDLE_PER_PEER: usize = 8;
+/// A job of WRITEs is cut into a stripe per this many bytes (at most [`MAX_STRIPES`]),
+/// each on a connection of its own.
+const STRIPE_BYTES: u64 = 256 << 10;
+/// Connections one exchange uses at most.
+const MAX_STRIPES: usize = 4;
 /// Answers read ahead per system call.
 const READ_AHEAD: usize = 64 * 1024;
 
@@ -72,10 +77,15 @@ impl DirectPool {
         }
     }
 
-    /// Runs `ops` (one peer, v2 framing) on a connection of the caller's own. Each entry
+    /// Runs `ops` (one peer, v2 framing) on connections of the caller's own. Each entry
     /// of the answer is `Some` with the request's outcome, or `None` when the request was
-    /// not completed because the connection failed (or a neighbour was refused, which
+    /// not completed because a connection failed (or a neighbour was refused, which
     /// closes it): those are for the lanes to retry.
+    ///
+    /// A large job of WRITEs is cut into stripes sent on up to [`MAX_STRIPES`]
+    /// connections at once (every stripe is sent before any answer is read, so the peer
+    /// serves them in parallel); each stripe's answers are then read in turn, the others
+    /// meanwhile waiting in their sockets' buffers.
     pub(crate) async fn exchange(
         &self,
         ops: &[(WireOp, Arc<Region>)],
@@ -86,60 +96,141 @@ impl DirectPool {
             return out;
         };
         debug_assert!(ops.iter().all(|(op, _)| op.version == ProtoVersion::V2));
-        let conn = match self.take(peer) {
-            Some(conn) => conn,
-            None => match connect(peer, config).await.map(Conn::tcp) {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(_)) => return out,
-                Err(e) => {
-                    // The peer cannot be reached at all: that is every request's outcome.
-                    return ops.iter().map(|_| Some(Err(again(&e)))).collect();
-                }
-            },
-        };
-        let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-        let deadline = tokio::time::Instant::now()
-            + config.io_timeout
-            + Duration::from_nanos(bytes.saturating_mul(10));
-        if send(&conn, ops, deadline).await.is_err() {
-            return out;
+        let stripes = stripe(ops);
+        // Per request: pieces still owed (a stripe that never starts leaves its pieces
+        // owed, and their requests to the lanes).
+        let mut owed: Vec<usize> = vec![0; ops.len()];
+        for (_, owners) in &stripes {
+            owners.iter().for_each(|&o| owed[o] += 1);
         }
-        let mut answers = Answers {
-            conn: &conn,
-            buf: vec![0; READ_AHEAD],
-            start: 0,
-            end: 0,
-            deadline,
-        };
-        let mut healthy = true;
-        for ((op, local), slot) in ops.iter().zip(out.iter_mut()) {
-            match answers.next(op, local).await {
-                Ok(()) => *slot = Some(Ok(())),
-                Err(Failure::Own(e)) => {
-                    // A refused request closes the connection after its answer.
-                    *slot = Some(Err(e));
-                    healthy = false;
-                    break;
-                }
-                Err(Failure::TimedOut) => {
-                    *slot = Some(Err(TransferError::Timeout {
-                        peer,
-                        timeout: config.io_timeout,
-                    }));
-                    healthy = false;
-                    break;
-                }
-                Err(Failure::Connection) => {
-                    healthy = false;
-                    break;
+        let mut started = Vec::with_capacity(stripes.len());
+        for (stripe_ops, owners) in stripes {
+            let conn = match self.take(peer) {
+                Some(conn) => conn,
+                None => match connect(peer, config).await.map(Conn::tcp) {
+                    Ok(Ok(conn)) => conn,
+                    Ok(Err(_)) => break,
+                    Err(e) if started.is_empty() => {
+                        // The peer cannot be reached at all: that is every request's outcome.
+                        return ops.iter().map(|_| Some(Err(again(&e)))).collect();
+                    }
+                    Err(_) => break,
+                },
+            };
+            let bytes: u64 = stripe_ops.iter().map(|(op, _)| op.len).sum();
+            let deadline = tokio::time::Instant::now()
+                + config.io_timeout
+                + Duration::from_nanos(bytes.saturating_mul(10));
+            if send(&conn, &stripe_ops, deadline).await.is_err() {
+                break;
+            }
+            started.push((conn, stripe_ops, owners, deadline));
+        }
+        // Per request: whether a piece failed without an outcome.
+        let mut unknown = vec![false; ops.len()];
+        for (conn, stripe_ops, owners, deadline) in started {
+            let (results, healthy) = answer_all(&conn, &stripe_ops, deadline, config).await;
+            for (result, o) in results.into_iter().zip(owners) {
+                match result {
+                    Some(Ok(())) => owed[o] -= 1,
+                    Some(Err(e)) => out[o] = Some(Err(e)),
+                    None => unknown[o] = true,
                 }
             }
+            if healthy {
+                self.put_back(peer, conn);
+            }
         }
-        if healthy && answers.start == answers.end {
-            self.put_back(peer, conn);
+        for (o, slot) in out.iter_mut().enumerate() {
+            // Done when every piece completed; a piece whose fate is unknown sends the
+            // whole request to the lanes.
+            if slot.is_none() && owed[o] == 0 && !unknown[o] {
+                *slot = Some(Ok(()));
+            }
         }
         out
     }
+}
+
+/// Stripes of a job: at most [`MAX_STRIPES`], at least [`STRIPE_BYTES`] each, only for
+/// jobs of WRITEs; each with the indices in `ops` its pieces belong to.
+fn stripe(ops: &[(WireOp, Arc<Region>)]) -> Vec<(Vec<(WireOp, Arc<Region>)>, Vec<usize>)> {
+    let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
+    // Only WRITEs gain: the peer receives the stripes in parallel. READ stripes measured
+    // slower than one connection (16 MiB get_into 3.3-3.6 vs 3.7-4.7 GB/s): their
+    // answers are read one stripe after the other anyway.
+    let writes = ops.iter().all(|(op, _)| op.opcode == Opcode::Write);
+    let count = if writes {
+        (bytes / STRIPE_BYTES).clamp(1, MAX_STRIPES as u64)
+    } else {
+        1
+    };
+    if count == 1 {
+        return vec![(ops.to_vec(), (0..ops.len()).collect())];
+    }
+    let quota = bytes.div_ceil(count);
+    let mut stripes: Vec<(Vec<(WireOp, Arc<Region>)>, Vec<usize>)> = Vec::new();
+    let mut room = 0u64;
+    for (i, (op, local)) in ops.iter().enumerate() {
+        let mut done = 0u64;
+        while done < op.len {
+            if room == 0 {
+                stripes.push((Vec::new(), Vec::new()));
+                room = quota;
+            }
+            let len = room.min(op.len - done);
+            let piece = WireOp {
+                local_addr: op.local_addr + done,
+                remote_addr: op.remote_addr.wrapping_add(done),
+                len,
+                ..*op
+            };
+            let last = stripes.last_mut().expect("a stripe was pushed");
+            last.0.push((piece, local.clone()));
+            last.1.push(i);
+            done += len;
+            room -= len;
+        }
+    }
+    stripes
+}
+
+/// Reads the answers of every request sent on `conn`: each one's outcome (`None`: not
+/// known, the connection failed first) and whether the connection may be reused.
+async fn answer_all(
+    conn: &Conn,
+    ops: &[(WireOp, Arc<Region>)],
+    deadline: tokio::time::Instant,
+    config: &TcpClientConfig,
+) -> (Vec<Option<Result<(), TransferError>>>, bool) {
+    let mut out: Vec<Option<Result<(), TransferError>>> = ops.iter().map(|_| None).collect();
+    let mut answers = Answers {
+        conn,
+        buf: vec![0; READ_AHEAD],
+        start: 0,
+        end: 0,
+        deadline,
+    };
+    for ((op, local), slot) in ops.iter().zip(out.iter_mut()) {
+        match answers.next(op, local).await {
+            Ok(()) => *slot = Some(Ok(())),
+            Err(Failure::Own(e)) => {
+                // A refused request closes the connection after its answer.
+                *slot = Some(Err(e));
+                return (out, false);
+            }
+            Err(Failure::TimedOut) => {
+                *slot = Some(Err(TransferError::Timeout {
+                    peer: op.peer,
+                    timeout: config.io_timeout,
+                }));
+                return (out, false);
+            }
+            Err(Failure::Connection) => return (out, false),
+        }
+    }
+    let clean = answers.start == answers.end;
+    (out, clean)
 }
 
 /// Writes the headers (and WRITE payloads) of `ops`.

@@ -35,7 +35,9 @@ pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
 }
 
 /// The wire headers of `ops`, in order.
-pub(crate) fn headers(ops: &[(WireOp, std::sync::Arc<crate::memory::Region>)]) -> Vec<[u8; HEADER_LEN]> {
+pub(crate) fn headers(
+    ops: &[(WireOp, std::sync::Arc<crate::memory::Region>)],
+) -> Vec<[u8; HEADER_LEN]> {
     ops.iter()
         .map(|(op, _)| {
             Header {
