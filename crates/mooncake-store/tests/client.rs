@@ -298,7 +298,15 @@ async fn reads_fail_over_to_a_surviving_replica_and_dead_contributors_expire() {
     let a_name = a.segment().unwrap().name.clone();
     user.put("only-on-a", b"lost", &one).await.unwrap();
     // The contributor dies without unmounting: no more pings, its engine stops serving.
+    // (Dropped in-process, its engine stops asynchronously; wait until its data port is
+    // closed, as a dead process's would be at once, or a fast read may still be served.)
+    let a_data = a.engine().data_addr();
     drop(a);
+    let dropped = Instant::now();
+    while std::net::TcpStream::connect(a_data).is_ok() {
+        assert!(dropped.elapsed() < Duration::from_secs(5), "the engine kept serving");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for i in 0..20 {
         assert_eq!(
             user.get(&format!("r{i}")).await.unwrap(),

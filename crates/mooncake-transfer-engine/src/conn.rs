@@ -274,7 +274,9 @@ impl Conn {
         buf: &mut [u8],
         deadline: Option<Instant>,
     ) -> io::Result<()> {
-        self.read_at_least(buf, buf.len(), deadline).await.map(drop)
+        self.read_at_least(buf, buf.len(), deadline, true)
+            .await
+            .map(drop)
     }
 
     /// Reads what is there (at least one byte) into `buf`, polling and then sleeping as
@@ -284,20 +286,27 @@ impl Conn {
         buf: &mut [u8],
         deadline: Option<Instant>,
     ) -> io::Result<usize> {
-        self.read_at_least(buf, 1.min(buf.len()), deadline).await
+        // No yield here: this reads an exchange's answers chunk by chunk, and its request
+        // left long before (see `read_at_least`).
+        self.read_at_least(buf, 1.min(buf.len()), deadline, false)
+            .await
     }
 
-    /// Reads into `buf` until at least `min` bytes arrived; returns how many did.
+    /// Reads into `buf` until at least `min` bytes arrived; returns how many did. With
+    /// `yield_first`, the first time the answer is not there yet the task yields once
+    /// before polling, so that its other futures (a read started beside a master call)
+    /// send their requests before this one waits.
     async fn read_at_least(
         &self,
         buf: &mut [u8],
         min: usize,
         deadline: Option<Instant>,
+        yield_first: bool,
     ) -> io::Result<usize> {
         use std::sync::atomic::Ordering;
         let mut got = 0;
         let mut spin = None;
-        let mut yielded = false;
+        let mut yielded = !yield_first;
         let mut result = Ok(());
         while got < min {
             let mut r = self.sock.read(&mut buf[got..]);
