@@ -304,7 +304,10 @@ async fn reads_fail_over_to_a_surviving_replica_and_dead_contributors_expire() {
     drop(a);
     let dropped = Instant::now();
     while std::net::TcpStream::connect(a_data).is_ok() {
-        assert!(dropped.elapsed() < Duration::from_secs(5), "the engine kept serving");
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "the engine kept serving"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for i in 0..20 {

@@ -23,7 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::direct::{DirectPool, DIRECT_MAX_BYTES, DIRECT_MAX_REQUESTS};
+use super::direct::{DirectPool, DIRECT_MAX_BYTES, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES};
 use super::write_all_vectored;
 use crate::codec::{Opcode, ProtoVersion, Status, STATUS_LEN};
 use crate::memory::Region;
@@ -153,7 +153,7 @@ impl TcpClient {
         let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
         if first.version == ProtoVersion::V2
             && ops.len() <= DIRECT_MAX_REQUESTS
-            && (one_way || bytes <= DIRECT_MAX_BYTES)
+            && ((one_way && bytes <= DIRECT_ONE_WAY_MAX_BYTES) || bytes <= DIRECT_MAX_BYTES)
         {
             // The caller exchanges the job itself; what that left undone (a broken
             // connection) goes to the lanes below.
@@ -218,7 +218,7 @@ impl TcpClient {
         let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
         if first.version != ProtoVersion::V2
             || ops.len() > DIRECT_MAX_REQUESTS
-            || !(one_way || bytes <= DIRECT_MAX_BYTES)
+            || !((one_way && bytes <= DIRECT_ONE_WAY_MAX_BYTES) || bytes <= DIRECT_MAX_BYTES)
         {
             return None;
         }
