@@ -531,13 +531,13 @@ impl Client {
     }
 
     /// Sends `(item, replica, value)` writes straight from the caller's memory, one
-    /// exchange per holder. Each group comes back with `Some(())` if its exchange wrote
-    /// all of it, `None` if it must go through the staging buffer.
+    /// exchange per holder. Each group comes back with `true` if its exchange wrote all
+    /// of it, `false` if it must go through the staging buffer.
     async fn send_lent_groups<'a>(
         &self,
-        lent: &[(usize, &'a ReplicaDescriptor, &'a [u8])],
-    ) -> Vec<(Option<()>, Vec<(usize, &'a ReplicaDescriptor, &'a [u8])>)> {
-        let mut groups: Vec<(&str, Vec<(usize, &ReplicaDescriptor, &[u8])>)> = Vec::new();
+        lent: &[LentWrite<'a>],
+    ) -> Vec<(bool, Vec<LentWrite<'a>>)> {
+        let mut groups: Vec<(&str, Vec<LentWrite<'a>>)> = Vec::new();
         for &(j, rep, value) in lent {
             match groups.iter_mut().find(|g| g.0 == rep.transport_endpoint) {
                 Some(g) => g.1.push((j, rep, value)),
@@ -557,7 +557,7 @@ impl Client {
                 }
                 Err(_) => false,
             };
-            out.push((sent.then_some(()), group));
+            out.push((sent, group));
         }
         out
     }
@@ -805,7 +805,7 @@ impl Client {
         };
         let mut queued = Queued::default();
         let mut dead: Vec<Vec<String>> = vec![Vec::new(); started.len()];
-        let mut lent: Vec<(usize, &ReplicaDescriptor, &[u8])> = Vec::new();
+        let mut lent: Vec<LentWrite<'_>> = Vec::new();
         for (j, r) in started.iter().enumerate() {
             let i = idx[j];
             match r {
@@ -835,7 +835,7 @@ impl Client {
         // one exchange per holder; a holder that exchange does not complete gets them
         // through the staging buffer with the registered sources.
         for (sent, group) in self.send_lent_groups(&lent).await {
-            if sent.is_some() {
+            if sent {
                 continue;
             }
             for (j, rep, value) in group {
@@ -1891,6 +1891,9 @@ impl<'r> Queued<'r> {
         Ok(())
     }
 }
+
+/// A batch item's value bound for one holder, sent from the caller's memory.
+type LentWrite<'a> = (usize, &'a ReplicaDescriptor, &'a [u8]);
 
 /// A read started before the master answers: destination parts and the replica this
 /// client last saw the key in.
