@@ -1137,19 +1137,19 @@ impl TransferEngine {
         // The peer may have restarted on another port or re-registered: refresh once and
         // retry each such request once.
         self.inner.tcp.forget(route.data);
-        let fresh = self.resolve(&seg.name).await;
+        let Ok((new_route, desc)) = self.resolve(&seg.name).await else {
+            return out;
+        };
+        *seg.shm.write() = self.map_shm(&desc);
         for (i, r) in requests.iter().enumerate() {
             if !recoverable(&out[i]) {
                 continue;
             }
-            let (Some(local), Ok((new_route, desc))) = (&locals[i], &fresh) else {
-                continue;
-            };
-            *seg.shm.write() = self.map_shm(desc);
+            let Some(local) = &locals[i] else { continue };
             let err = std::mem::replace(&mut out[i], Ok(()));
             let Err(err) = err else { continue };
             out[i] = self
-                .retry_moved(&seg, local, *r, err, route, *new_route)
+                .retry_moved(&seg, local, *r, err, route, new_route)
                 .await;
         }
         out

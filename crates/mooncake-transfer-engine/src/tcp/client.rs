@@ -23,7 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::direct::{DirectPool, DIRECT_MAX_BYTES, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES};
+use super::direct::{direct_eligible, DirectPool};
 use super::write_all_vectored;
 use crate::codec::{Opcode, ProtoVersion, Status, STATUS_LEN};
 use crate::memory::Region;
@@ -102,7 +102,7 @@ const REQUEST_WEIGHT: u64 = 4096;
 #[derive(Debug)]
 pub(crate) struct TcpClient {
     peers: Mutex<HashMap<SocketAddr, Arc<Peer>>>,
-    /// Connections for small jobs the caller runs itself.
+    /// Connections for the jobs the caller runs itself (see `direct_eligible`).
     direct: DirectPool,
     config: TcpClientConfig,
 }
@@ -149,12 +149,7 @@ impl TcpClient {
         };
         let mut results: Vec<Option<Result<(), TransferError>>> =
             ops.iter().map(|_| None).collect();
-        let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-        let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
-        if first.version == ProtoVersion::V2
-            && ops.len() <= DIRECT_MAX_REQUESTS
-            && ((one_way && bytes <= DIRECT_ONE_WAY_MAX_BYTES) || bytes <= DIRECT_MAX_BYTES)
-        {
+        if direct_eligible(&ops) {
             // The caller exchanges the job itself; what that left undone (a broken
             // connection) goes to the lanes below.
             results = self.direct.exchange(&ops, &self.config).await;
@@ -213,13 +208,7 @@ impl TcpClient {
         &self,
         ops: &[(WireOp, Arc<Region>)],
     ) -> Option<Vec<Result<(), TransferError>>> {
-        let first = ops.first()?.0;
-        let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-        let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
-        if first.version != ProtoVersion::V2
-            || ops.len() > DIRECT_MAX_REQUESTS
-            || !((one_way && bytes <= DIRECT_ONE_WAY_MAX_BYTES) || bytes <= DIRECT_MAX_BYTES)
-        {
+        if !direct_eligible(ops) {
             return None;
         }
         self.direct

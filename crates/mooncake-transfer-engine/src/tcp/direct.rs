@@ -51,6 +51,20 @@ const MAX_STRIPES: usize = 4;
 /// Answers read ahead per system call.
 const READ_AHEAD: usize = 64 * 1024;
 
+/// Whether a job (one peer, in order) may run as a direct exchange: v2 framing, at most
+/// [`DIRECT_MAX_REQUESTS`] requests, and one kind up to [`DIRECT_ONE_WAY_MAX_BYTES`] or
+/// any mix up to [`DIRECT_MAX_BYTES`].
+pub(crate) fn direct_eligible(ops: &[(WireOp, Arc<Region>)]) -> bool {
+    let Some((first, _)) = ops.first() else {
+        return false;
+    };
+    let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
+    let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
+    first.version == ProtoVersion::V2
+        && ops.len() <= DIRECT_MAX_REQUESTS
+        && ((one_way && bytes <= DIRECT_ONE_WAY_MAX_BYTES) || bytes <= DIRECT_MAX_BYTES)
+}
+
 /// Idle direct connections per peer.
 #[derive(Debug, Default)]
 pub(crate) struct DirectPool {
