@@ -158,7 +158,7 @@ const CONTENDED: Duration = Duration::from_micros(50);
 
 /// Whether this thread may hold its core while it polls: not on a single-threaded runtime,
 /// where the task that would answer (an in-process master, say) could never run meanwhile.
-fn may_poll_here() -> bool {
+pub(crate) fn may_poll_here() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread)
 }
@@ -261,6 +261,34 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// One non-blocking read system call: `WouldBlock` when nothing has arrived, `Ok(0)`
+    /// at the end of the stream.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.read(buf)
+    }
+
+    /// One non-blocking vectored write system call: the count written, or `WouldBlock`
+    /// when the socket's buffer is full.
+    pub fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.sock.write_vectored(bufs)
+    }
+
+    /// Sleeps until the connection can take more output, failing with `TimedOut` if that
+    /// takes past `deadline`.
+    pub async fn writable_until(&self, deadline: Option<Instant>) -> io::Result<()> {
+        self.sock
+            .when_ready(Interest::WRITABLE, || Ok(()), deadline)
+            .await
+    }
+
+    /// Sleeps until the connection has input (or its end), failing with `TimedOut` if that
+    /// takes past `deadline`.
+    pub async fn readable_until(&self, deadline: Option<Instant>) -> io::Result<()> {
+        self.sock
+            .when_ready(Interest::READABLE, || Ok(()), deadline)
+            .await
     }
 
     /// Fills `buf`, polling for up to [`spin_window`] (if no other caller is) before sleeping.

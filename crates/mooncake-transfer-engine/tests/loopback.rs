@@ -663,48 +663,53 @@ async fn a_token_keeps_strangers_from_reading_or_writing() {
     }
 }
 
-/// A large WRITE is cut into stripes on several connections: every byte lands where it
-/// belongs, for sizes that do not divide evenly.
+/// A large WRITE or READ is cut into stripes on several connections: every byte lands
+/// where it belongs, for sizes that do not divide evenly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn striped_writes_land_byte_for_byte() {
+async fn striped_transfers_land_byte_for_byte() {
     let meta = Arc::new(MemoryStore::new());
     let a = engine(&meta, "127.0.0.1:11").await;
     let b = engine(&meta, "127.0.0.1:12").await;
     let a_buf = a.allocate_buffer(8 << 20, "*").await.unwrap();
     let b_buf = b.allocate_buffer(8 << 20, "*").await.unwrap();
-    a_buf.write_at(0, &pattern(8 << 20, 11));
     let seg = a.open_segment("127.0.0.1:12").await.unwrap();
-    for (off, len) in [
-        (0u64, (3 << 20) + 5),
-        (7, 1 << 20),
-        (4 << 20, (4 << 20) - 13),
-    ] {
-        b_buf.write_at(0, &vec![0u8; 8 << 20]);
-        a.transfer(&[TransferRequest {
-            opcode: Opcode::Write,
-            source: a_buf.addr() + off,
-            target: seg,
-            target_offset: b_buf.addr() + off,
-            length: len,
-        }])
-        .await
-        .unwrap();
-        let len = len as usize;
-        assert!(
-            b_buf.to_vec(off, len) == a_buf.to_vec(off, len),
-            "{len} bytes at {off}"
-        );
-        assert!(
-            b_buf.to_vec(0, off as usize).iter().all(|&x| x == 0),
-            "before {off}"
-        );
-        let end = off as usize + len;
-        assert!(
-            b_buf
-                .to_vec(end as u64, (8 << 20) - end)
-                .iter()
-                .all(|&x| x == 0),
-            "after"
-        );
+    // Large jobs of one kind travel in stripes on several connections, sent and (for
+    // READs) read back on all of them at once: every byte must land where it belongs.
+    for opcode in [Opcode::Write, Opcode::Read] {
+        let (from, to) = match opcode {
+            Opcode::Write => (&a_buf, &b_buf),
+            Opcode::Read => (&b_buf, &a_buf),
+        };
+        for (off, len) in [
+            (0u64, (3 << 20) + 5),
+            (7, 1 << 20),
+            (4 << 20, (4 << 20) - 13),
+        ] {
+            from.write_at(0, &pattern(8 << 20, 11 + off as u8));
+            to.write_at(0, &vec![0u8; 8 << 20]);
+            a.transfer(&[TransferRequest {
+                opcode,
+                source: a_buf.addr() + off,
+                target: seg,
+                target_offset: b_buf.addr() + off,
+                length: len,
+            }])
+            .await
+            .unwrap();
+            let len = len as usize;
+            let what = format!("{opcode:?} of {len} bytes at {off}");
+            assert!(to.to_vec(off, len) == from.to_vec(off, len), "{what}");
+            assert!(
+                to.to_vec(0, off as usize).iter().all(|&x| x == 0),
+                "{what}: before"
+            );
+            let end = off as usize + len;
+            assert!(
+                to.to_vec(end as u64, (8 << 20) - end)
+                    .iter()
+                    .all(|&x| x == 0),
+                "{what}: after"
+            );
+        }
     }
 }

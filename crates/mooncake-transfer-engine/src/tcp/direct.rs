@@ -19,6 +19,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::client::{again, connect, TcpClientConfig, WireOp};
+use super::together::{read_together, send_together, StripeAnswers, StripeView};
 use crate::codec::{Opcode, ProtoVersion, Status, STATUS_LEN};
 use crate::conn::Conn;
 use crate::memory::Region;
@@ -43,13 +44,24 @@ pub(crate) const DIRECT_ONE_WAY_MAX_BYTES: u64 = 32 << 20;
 pub(crate) const DIRECT_MAX_REQUESTS: usize = 256;
 /// Idle connections kept per peer.
 const IDLE_PER_PEER: usize = 8;
-/// A job of WRITEs is cut into a stripe per this many bytes (at most [`MAX_STRIPES`]),
+/// A job of one kind is cut into a stripe per this many bytes (at most [`MAX_STRIPES`]),
 /// each on a connection of its own.
 const STRIPE_BYTES: u64 = 256 << 10;
 /// Connections one exchange uses at most.
 const MAX_STRIPES: usize = 4;
 /// Answers read ahead per system call.
 const READ_AHEAD: usize = 64 * 1024;
+
+/// Whether every request of a job is of the first one's kind.
+fn one_kind(ops: &[(WireOp, Arc<Region>)]) -> bool {
+    ops.first()
+        .is_some_and(|(first, _)| ops.iter().all(|(op, _)| op.opcode == first.opcode))
+}
+
+/// Whether a job is of WRITEs only.
+fn writes(ops: &[(WireOp, Arc<Region>)]) -> bool {
+    ops.iter().all(|(op, _)| op.opcode == Opcode::Write)
+}
 
 /// Whether a job (one peer, in order) may run as a direct exchange: v2 framing, at most
 /// [`DIRECT_MAX_REQUESTS`] requests, and one kind up to [`DIRECT_ONE_WAY_MAX_BYTES`] or
@@ -59,7 +71,7 @@ pub(crate) fn direct_eligible(ops: &[(WireOp, Arc<Region>)]) -> bool {
         return false;
     };
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-    let one_way = ops.iter().all(|(op, _)| op.opcode == first.opcode);
+    let one_way = one_kind(ops);
     first.version == ProtoVersion::V2
         && ops.len() <= DIRECT_MAX_REQUESTS
         && ((one_way && bytes <= DIRECT_ONE_WAY_MAX_BYTES) || bytes <= DIRECT_MAX_BYTES)
@@ -102,10 +114,10 @@ impl DirectPool {
     /// not completed because a connection failed (or a neighbour was refused, which
     /// closes it): those are for the lanes to retry.
     ///
-    /// A large job of WRITEs is cut into stripes sent on up to [`MAX_STRIPES`]
-    /// connections at once (every stripe is sent before any answer is read, so the peer
-    /// serves them in parallel); each stripe's answers are then read in turn, the others
-    /// meanwhile waiting in their sockets' buffers.
+    /// A large job of one kind is cut into stripes on up to [`MAX_STRIPES`] connections,
+    /// all sent together before any answer is read, so the peer serves them in parallel;
+    /// the answers of READ stripes are read together too ([`super::together`]), those of
+    /// WRITE stripes (status frames) one stripe after the other.
     pub(crate) async fn exchange(
         &self,
         ops: &[(WireOp, Arc<Region>)],
@@ -123,7 +135,7 @@ impl DirectPool {
         for (_, owners) in &stripes {
             owners.iter().for_each(|&o| owed[o] += 1);
         }
-        let mut started = Vec::with_capacity(stripes.len());
+        let mut started: Vec<Started> = Vec::with_capacity(stripes.len());
         for (stripe_ops, owners) in stripes {
             let conn = match self.take(peer) {
                 Some(conn) => conn,
@@ -141,15 +153,29 @@ impl DirectPool {
             let deadline = tokio::time::Instant::now()
                 + config.io_timeout
                 + Duration::from_nanos(bytes.saturating_mul(10));
-            if send(&conn, &stripe_ops, deadline).await.is_err() {
-                break;
-            }
             started.push((conn, stripe_ops, owners, deadline));
         }
+        // Every stripe leaves before any answer is read, so that the peer serves them in
+        // parallel; a stripe that could not be sent leaves its pieces owed.
+        let sent = if let [(conn, stripe_ops, _, deadline)] = started.as_slice() {
+            vec![send(conn, stripe_ops, *deadline).await.is_ok()]
+        } else {
+            send_together(&views(&started)).await
+        };
+        let mut sent = sent.into_iter();
+        started.retain(|_| sent.next() == Some(true));
         // Per request: whether a piece failed without an outcome.
         let mut unknown = vec![false; ops.len()];
-        for (conn, stripe_ops, owners, deadline) in started {
-            let (results, healthy) = answer_all(&conn, &stripe_ops, deadline, config).await;
+        let answers: Vec<StripeAnswers> = if started.len() > 1 && !writes(ops) {
+            read_together(&views(&started), config).await
+        } else {
+            let mut answers = Vec::with_capacity(started.len());
+            for (conn, stripe_ops, _, deadline) in &started {
+                answers.push(answer_all(conn, stripe_ops, *deadline, config).await);
+            }
+            answers
+        };
+        for ((conn, _, owners, _), (results, healthy)) in started.into_iter().zip(answers) {
             for (result, o) in results.into_iter().zip(owners) {
                 match result {
                     Some(Ok(())) => owed[o] -= 1,
@@ -172,18 +198,32 @@ impl DirectPool {
     }
 }
 
+/// A stripe on its connection: the connection, the stripe's pieces, the index of the
+/// request each piece belongs to, and the stripe's deadline.
+type Started = (
+    Conn,
+    Vec<(WireOp, Arc<Region>)>,
+    Vec<usize>,
+    tokio::time::Instant,
+);
+
+/// What [`send_together`] and [`read_together`] take of started stripes.
+fn views(started: &[Started]) -> Vec<StripeView<'_>> {
+    started
+        .iter()
+        .map(|(conn, ops, _, deadline)| (conn, ops.as_slice(), *deadline))
+        .collect()
+}
+
 /// One stripe of a job: its pieces, and for each the index of the request it belongs to.
 type Stripe = (Vec<(WireOp, Arc<Region>)>, Vec<usize>);
 
 /// Stripes of a job: at most [`MAX_STRIPES`], at least [`STRIPE_BYTES`] each, only for
-/// jobs of WRITEs; each with the indices in `ops` its pieces belong to.
+/// jobs of one kind; each with the indices in `ops` its pieces belong to.
 fn stripe(ops: &[(WireOp, Arc<Region>)]) -> Vec<Stripe> {
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-    // Only WRITEs gain: the peer receives the stripes in parallel. READ stripes measured
-    // slower than one connection (16 MiB get_into 3.3-3.6 vs 3.7-4.7 GB/s): their
-    // answers are read one stripe after the other anyway.
-    let writes = ops.iter().all(|(op, _)| op.opcode == Opcode::Write);
-    let count = if writes {
+    // Jobs of one kind only: the peer receives (or sends) the stripes in parallel.
+    let count = if one_kind(ops) {
         (bytes / STRIPE_BYTES).clamp(1, MAX_STRIPES as u64)
     } else {
         1
@@ -335,33 +375,31 @@ impl Answers<'_> {
     async fn next(&mut self, op: &WireOp, local: &Region) -> Result<(), Failure> {
         let mut frame = [0u8; STATUS_LEN];
         self.fill(&mut frame).await?;
-        match Status::decode(&frame) {
-            Some(Status::Ok) => {}
-            Some(Status::Rejected) => {
-                return Err(Failure::Own(TransferError::Rejected {
-                    peer: op.peer,
-                    addr: op.remote_addr,
-                    len: op.len,
-                }))
-            }
-            Some(Status::Unauthenticated) => {
-                return Err(Failure::Own(TransferError::Unauthenticated {
-                    peer: op.peer,
-                    reason:
-                        "it needs the cluster's token and this engine has none (MOONCAKE_AUTH_TOKEN)",
-                }))
-            }
-            _ => {
-                return Err(Failure::Own(TransferError::BadStatus {
-                    peer: op.peer,
-                    frame,
-                }))
-            }
-        }
+        status_outcome(&frame, op).map_err(Failure::Own)?;
         if op.opcode == Opcode::Read {
             self.fill(local.slice_mut(op.local_addr, op.len as usize))
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// What a request's status frame says of it.
+pub(super) fn status_outcome(frame: &[u8; STATUS_LEN], op: &WireOp) -> Result<(), TransferError> {
+    match Status::decode(frame) {
+        Some(Status::Ok) => Ok(()),
+        Some(Status::Rejected) => Err(TransferError::Rejected {
+            peer: op.peer,
+            addr: op.remote_addr,
+            len: op.len,
+        }),
+        Some(Status::Unauthenticated) => Err(TransferError::Unauthenticated {
+            peer: op.peer,
+            reason: "it needs the cluster's token and this engine has none (MOONCAKE_AUTH_TOKEN)",
+        }),
+        _ => Err(TransferError::BadStatus {
+            peer: op.peer,
+            frame: *frame,
+        }),
     }
 }

@@ -3,6 +3,7 @@
 mod client;
 mod direct;
 mod server;
+mod together;
 
 pub(crate) use client::{TcpClient, TcpClientConfig, WireOp};
 pub(crate) use server::serve;

@@ -1,0 +1,286 @@
+//! Sending and reading the stripes of a large job on all their connections at once.
+//!
+//! A large job is cut into stripes on several connections so that the peer receives (or
+//! sends) them in parallel. Written or read one stripe after the other, only one connection
+//! moves at a time once the socket buffers fill (between hosts a 4 MiB stripe does not fit
+//! in them), and each stalled peer task must be woken again; here the caller writes to, or
+//! pulls from, every connection in turn with non-blocking system calls, straight from or
+//! into each request's memory, so every connection keeps moving. It polls while bytes keep
+//! moving and sleeps on the reactor only when none have for a spin window.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::client::{TcpClientConfig, WireOp};
+use super::direct::status_outcome;
+use crate::codec::{Opcode, HEADER_LEN, STATUS_LEN};
+use crate::conn::{advance, may_poll_here, spin_window, Conn};
+use crate::memory::Region;
+use crate::TransferError;
+
+/// A stripe sent on a connection of its own: the connection, the stripe's requests and its
+/// deadline.
+pub(super) type StripeView<'a> = (&'a Conn, &'a [(WireOp, Arc<Region>)], Instant);
+
+/// One stripe being sent: what is left of its headers and payloads.
+struct Send<'a> {
+    conn: &'a Conn,
+    bufs: Vec<&'a [u8]>,
+    /// The first buffer with bytes left.
+    first: usize,
+    deadline: Instant,
+    /// `Some(sent)` once the stripe ended.
+    ended: Option<bool>,
+}
+
+impl Send<'_> {
+    /// Writes what the socket takes; whether it took any byte.
+    fn pump(&mut self) -> bool {
+        let mut progress = false;
+        while self.ended.is_none() {
+            while self.first < self.bufs.len() && self.bufs[self.first].is_empty() {
+                self.first += 1;
+            }
+            if self.first == self.bufs.len() {
+                self.ended = Some(true);
+                break;
+            }
+            let slices: Vec<IoSlice<'_>> = self.bufs[self.first..]
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            match self.conn.try_write_vectored(&slices) {
+                Ok(0) => self.ended = Some(false),
+                Ok(n) => {
+                    progress = true;
+                    self.first = advance(&mut self.bufs, self.first, n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.ended = Some(false),
+            }
+        }
+        progress
+    }
+}
+
+/// Buffers per vectored write at most (the kernel's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 512;
+
+/// Sends the headers (and WRITE payloads) of every stripe, each on its own connection,
+/// together; for each stripe whether all of it left.
+pub(super) async fn send_together(stripes: &[StripeView<'_>]) -> Vec<bool> {
+    let headers: Vec<Vec<[u8; HEADER_LEN]>> = stripes
+        .iter()
+        .map(|(_, ops, _)| super::headers(ops))
+        .collect();
+    let mut sends: Vec<Send<'_>> = stripes
+        .iter()
+        .zip(&headers)
+        .map(|(&(conn, ops, deadline), headers)| {
+            let mut bufs: Vec<&[u8]> = Vec::with_capacity(2 * ops.len());
+            for ((op, local), header) in ops.iter().zip(headers) {
+                bufs.push(header);
+                if op.opcode == Opcode::Write {
+                    bufs.push(local.slice(op.local_addr, op.len as usize));
+                }
+            }
+            Send {
+                conn,
+                bufs,
+                first: 0,
+                deadline,
+                ended: None,
+            }
+        })
+        .collect();
+    let mut pace = Pace::new();
+    loop {
+        let progress = sends.iter_mut().fold(false, |p, s| s.pump() | p);
+        let Some(waiting) = sends.iter_mut().find(|s| s.ended.is_none()) else {
+            break;
+        };
+        if pace.keep_polling(progress).await {
+            continue;
+        }
+        if waiting
+            .conn
+            .writable_until(Some(waiting.deadline))
+            .await
+            .is_err()
+        {
+            waiting.ended = Some(false);
+        }
+        pace.woke();
+    }
+    sends.iter().map(|s| s.ended == Some(true)).collect()
+}
+
+/// When a loop over several connections polls and when it sleeps: it yields to the task's
+/// other futures once, then polls while bytes move and for a spin window after, then sleeps.
+struct Pace {
+    poll: bool,
+    until: std::time::Instant,
+    yielded: bool,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self {
+            poll: !spin_window().is_zero() && may_poll_here(),
+            until: std::time::Instant::now() + spin_window(),
+            yielded: false,
+        }
+    }
+
+    /// Whether to go round again instead of sleeping, after a round that moved bytes or not.
+    async fn keep_polling(&mut self, progress: bool) -> bool {
+        let now = std::time::Instant::now();
+        if progress {
+            self.until = now + spin_window();
+            return true;
+        }
+        if !self.yielded {
+            // Once, before polling: let the task's other futures (a master call beside a
+            // speculative read) send their requests before this one holds the thread.
+            self.yielded = true;
+            tokio::task::yield_now().await;
+            return true;
+        }
+        if self.poll && now < self.until {
+            std::thread::yield_now();
+            return true;
+        }
+        false
+    }
+
+    /// After a sleep: poll again for a spin window.
+    fn woke(&mut self) {
+        self.until = std::time::Instant::now() + spin_window();
+    }
+}
+
+/// The outcome of each request of one stripe (`None`: unknown, its connection failed
+/// first) and whether the connection may be reused.
+pub(super) type StripeAnswers = (Vec<Option<Result<(), TransferError>>>, bool);
+
+/// One stripe being read: where its answers stand.
+struct Drain<'a> {
+    conn: &'a Conn,
+    ops: &'a [(WireOp, Arc<Region>)],
+    deadline: Instant,
+    /// The request whose answer is being read.
+    next: usize,
+    /// Its status frame so far.
+    frame: [u8; STATUS_LEN],
+    /// Bytes of the status frame (or, once it is whole, of the payload) read.
+    got: usize,
+    /// Whether the status frame was read and the payload is arriving.
+    payload: bool,
+    out: Vec<Option<Result<(), TransferError>>>,
+    /// `Some(reusable)` once the stripe ended.
+    ended: Option<bool>,
+}
+
+impl Drain<'_> {
+    fn end(&mut self, reusable: bool) {
+        self.ended = Some(reusable);
+    }
+
+    /// Reads what has arrived; whether any byte did.
+    fn pump(&mut self) -> bool {
+        let mut progress = false;
+        while self.ended.is_none() {
+            let Some((op, local)) = self.ops.get(self.next) else {
+                self.end(true);
+                break;
+            };
+            let read = if self.payload {
+                let len = op.len as usize;
+                if self.got == len {
+                    self.out[self.next] = Some(Ok(()));
+                    (self.next, self.got, self.payload) = (self.next + 1, 0, false);
+                    continue;
+                }
+                let dst = local.slice_mut(op.local_addr + self.got as u64, len - self.got);
+                self.conn.try_read(dst)
+            } else {
+                self.conn.try_read(&mut self.frame[self.got..])
+            };
+            match read {
+                Ok(0) => self.end(false),
+                Ok(n) => {
+                    progress = true;
+                    self.got += n;
+                    if !self.payload && self.got == STATUS_LEN {
+                        if let Err(e) = status_outcome(&self.frame, op) {
+                            // A refused request closes the connection after its answer.
+                            self.out[self.next] = Some(Err(e));
+                            self.end(false);
+                        }
+                        (self.got, self.payload) = (0, true);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.end(false),
+            }
+        }
+        progress
+    }
+}
+
+/// Reads the answers of READ stripes (each sent on its own connection) together; for each
+/// stripe, its requests' outcomes and whether its connection may be reused.
+pub(super) async fn read_together(
+    stripes: &[StripeView<'_>],
+    config: &TcpClientConfig,
+) -> Vec<StripeAnswers> {
+    let mut drains: Vec<Drain<'_>> = stripes
+        .iter()
+        .map(|&(conn, ops, deadline)| Drain {
+            conn,
+            ops,
+            deadline,
+            next: 0,
+            frame: [0; STATUS_LEN],
+            got: 0,
+            payload: false,
+            out: ops.iter().map(|_| None).collect(),
+            ended: None,
+        })
+        .collect();
+    let mut pace = Pace::new();
+    loop {
+        let progress = drains.iter_mut().fold(false, |p, d| d.pump() | p);
+        let Some(waiting) = drains.iter_mut().find(|d| d.ended.is_none()) else {
+            break;
+        };
+        if pace.keep_polling(progress).await {
+            continue;
+        }
+        // Nothing for a while: sleep until the first unfinished stripe has input (any
+        // other's input is read on the next round too).
+        match waiting.conn.readable_until(Some(waiting.deadline)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if let Some((op, _)) = waiting.ops.get(waiting.next) {
+                    waiting.out[waiting.next] = Some(Err(TransferError::Timeout {
+                        peer: op.peer,
+                        timeout: config.io_timeout,
+                    }));
+                }
+                waiting.end(false);
+            }
+            Err(_) => waiting.end(false),
+        }
+        pace.woke();
+    }
+    drains
+        .into_iter()
+        .map(|d| (d.out, d.ended == Some(true)))
+        .collect()
+}
