@@ -158,13 +158,64 @@ const CONTENDED: Duration = Duration::from_micros(50);
 
 /// Whether this thread may hold its core while it polls: not on a single-threaded runtime,
 /// where the task that would answer (an in-process master, say) could never run meanwhile.
-pub(crate) fn may_poll_here() -> bool {
+fn may_poll_here() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// At most one caller per process polls at a time, so callers never take every core.
 static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Permission to poll a socket for up to [`spin_window`]: at most one holder per process
+/// (so pollers never take every core), none on a single-threaded runtime, and given up
+/// early when a yield shows that other threads want the core. Released when dropped.
+pub(crate) struct Spin {
+    /// Until when this holder may poll; `None` once it may not (or never could).
+    until: Option<std::time::Instant>,
+}
+
+impl Spin {
+    /// Claims the process's polling permission if it is free.
+    pub(crate) fn claim() -> Self {
+        use std::sync::atomic::Ordering;
+        let mine =
+            !spin_window().is_zero() && may_poll_here() && !SPINNING.swap(true, Ordering::Acquire);
+        Self {
+            until: mine.then(|| std::time::Instant::now() + spin_window()),
+        }
+    }
+
+    /// Whether to poll once more (after yielding the core) instead of sleeping; once it
+    /// says no, it says no for good and the permission is released.
+    pub(crate) fn keep_polling(&mut self) -> bool {
+        let Some(until) = self.until else {
+            return false;
+        };
+        let before = std::time::Instant::now();
+        if before < until {
+            std::thread::yield_now();
+            // A yield that took long let other work run: the cores are busy, and polling
+            // would only take time from whoever has to answer.
+            if before.elapsed() < CONTENDED {
+                return true;
+            }
+        }
+        self.release();
+        false
+    }
+
+    fn release(&mut self) {
+        if self.until.take().is_some() {
+            SPINNING.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Spin {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
 
 /// One tunnel connection of the client. Reads and writes are direct non-blocking system
 /// calls, so a caller can poll for its answer; the reactor is used only to sleep.
@@ -331,9 +382,8 @@ impl Conn {
         deadline: Option<Instant>,
         yield_first: bool,
     ) -> io::Result<usize> {
-        use std::sync::atomic::Ordering;
         let mut got = 0;
-        let mut spin = None;
+        let mut spin: Option<Spin> = None;
         let mut yielded = !yield_first;
         let mut result = Ok(());
         while got < min {
@@ -347,24 +397,8 @@ impl Conn {
                 continue;
             }
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
-                let poll_until = *spin.get_or_insert_with(|| {
-                    let mine = !spin_window().is_zero()
-                        && may_poll_here()
-                        && !SPINNING.swap(true, Ordering::Acquire);
-                    mine.then(|| std::time::Instant::now() + spin_window())
-                });
-                if let Some(d) = poll_until {
-                    let before = std::time::Instant::now();
-                    if before < d {
-                        std::thread::yield_now();
-                        // A yield that took long let other work run: the cores are busy,
-                        // and polling would only take time from whoever has to answer.
-                        if before.elapsed() < CONTENDED {
-                            continue;
-                        }
-                    }
-                    SPINNING.store(false, Ordering::Release);
-                    spin = Some(None);
+                if spin.get_or_insert_with(Spin::claim).keep_polling() {
+                    continue;
                 }
                 let rest = &mut buf[got..];
                 r = self
@@ -384,9 +418,6 @@ impl Conn {
                     break;
                 }
             }
-        }
-        if let Some(Some(_)) = spin {
-            SPINNING.store(false, Ordering::Release);
         }
         result.map(|()| got)
     }

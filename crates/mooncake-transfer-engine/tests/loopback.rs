@@ -331,7 +331,11 @@ async fn restart_after_a_crash_replaces_the_stale_rpc_meta_but_not_a_live_one() 
 /// one's opcode. Every other request must complete, and every WRITE must land.
 async fn one_bad_request_among(len: u64, kind: impl Fn(u64) -> Opcode, names: (&str, &str)) {
     let meta = Arc::new(MemoryStore::new());
-    let a = engine(&meta, names.0).await;
+    // Large READ jobs stripe here as they do between hosts.
+    let mut config = EngineConfig::new(names.0);
+    config.republish_interval = Duration::from_millis(100);
+    config.striped_loopback_reads = true;
+    let a = TransferEngine::start(config, meta.clone()).await.unwrap();
     let b = engine(&meta, names.1).await;
     let a_buf = a.allocate_buffer(1 << 20, "*").await.unwrap();
     let b_buf = b.allocate_buffer(1 << 20, "*").await.unwrap();
@@ -385,8 +389,8 @@ async fn one_bad_request_does_not_fail_its_pipelined_neighbours() {
     one_bad_request_among(16384, alternate, ("127.0.0.1:1", "127.0.0.1:2")).await;
 }
 
-/// READs only: the caller's direct exchange, refused at request 31; the rest go on to
-/// the lanes.
+/// READs only: the caller's direct exchange (1 MiB: four stripes read together), refused
+/// at request 31; the rest go on to the lanes. WRITEs only: four stripes sent together.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_bad_request_does_not_fail_its_neighbours_in_a_direct_exchange() {
     one_bad_request_among(16384, |_| Opcode::Read, ("127.0.0.1:3", "127.0.0.1:4")).await;
@@ -668,7 +672,9 @@ async fn a_token_keeps_strangers_from_reading_or_writing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn striped_transfers_land_byte_for_byte() {
     let meta = Arc::new(MemoryStore::new());
-    let a = engine(&meta, "127.0.0.1:11").await;
+    let mut config = EngineConfig::new("127.0.0.1:11");
+    config.striped_loopback_reads = true;
+    let a = TransferEngine::start(config, meta.clone()).await.unwrap();
     let b = engine(&meta, "127.0.0.1:12").await;
     let a_buf = a.allocate_buffer(8 << 20, "*").await.unwrap();
     let b_buf = b.allocate_buffer(8 << 20, "*").await.unwrap();

@@ -128,7 +128,7 @@ impl DirectPool {
             return out;
         };
         debug_assert!(ops.iter().all(|(op, _)| op.version == ProtoVersion::V2));
-        let stripes = stripe(ops);
+        let stripes = stripe(ops, config.striped_loopback_reads);
         // Per request: pieces still owed (a stripe that never starts leaves its pieces
         // owed, and their requests to the lanes).
         let mut owed: Vec<usize> = vec![0; ops.len()];
@@ -220,10 +220,19 @@ type Stripe = (Vec<(WireOp, Arc<Region>)>, Vec<usize>);
 
 /// Stripes of a job: at most [`MAX_STRIPES`], at least [`STRIPE_BYTES`] each, only for
 /// jobs of one kind; each with the indices in `ops` its pieces belong to.
-fn stripe(ops: &[(WireOp, Arc<Region>)]) -> Vec<Stripe> {
+fn stripe(ops: &[(WireOp, Arc<Region>)], striped_loopback_reads: bool) -> Vec<Stripe> {
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-    // Jobs of one kind only: the peer receives (or sends) the stripes in parallel.
-    let count = if one_kind(ops) {
+    // Jobs of one kind only: the peer receives (or sends) the stripes in parallel. READs
+    // from a peer on a loopback address stay on one connection: there the sending peer's
+    // tasks and this reader share one machine's cores, and the kernel does both ends'
+    // work in the sender's system call, so parallel streams only compete for the cores
+    // (1 MiB get_into 0.72x, 64 KiB get_batch 0.81x of one connection, measured; between
+    // hosts, network namespaces here, the same stripes read 1.25-1.76x faster). Tests
+    // turn `striped_loopback_reads` on to exercise the striped path on one machine.
+    let loopback_reads = !striped_loopback_reads
+        && !writes(ops)
+        && ops.iter().any(|(op, _)| op.peer.ip().is_loopback());
+    let count = if one_kind(ops) && !loopback_reads {
         (bytes / STRIPE_BYTES).clamp(1, MAX_STRIPES as u64)
     } else {
         1
@@ -401,5 +410,48 @@ pub(super) fn status_outcome(frame: &[u8; STATUS_LEN], op: &WireOp) -> Result<()
             peer: op.peer,
             frame: *frame,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(peer: &str, opcode: Opcode, len: u64) -> Vec<(WireOp, Arc<Region>)> {
+        let region = Arc::new(Region::anonymous(len).unwrap());
+        let op = WireOp {
+            peer: peer.parse().unwrap(),
+            version: ProtoVersion::V2,
+            opcode,
+            local_addr: region.addr(),
+            remote_addr: 1 << 40,
+            len,
+        };
+        vec![(op, region)]
+    }
+
+    fn pieces(stripes: &[Stripe]) -> Vec<u64> {
+        stripes
+            .iter()
+            .map(|(ops, _)| ops.iter().map(|(op, _)| op.len).sum())
+            .collect()
+    }
+
+    #[test]
+    fn large_jobs_stripe_except_reads_from_loopback_peers() {
+        let mib = 1 << 20;
+        let remote_read = job("10.0.0.2:5000", Opcode::Read, mib + 3);
+        assert_eq!(pieces(&stripe(&remote_read, false)).len(), 4);
+        assert_eq!(
+            pieces(&stripe(&remote_read, false)).iter().sum::<u64>(),
+            mib + 3
+        );
+        let local_read = job("127.0.0.1:5000", Opcode::Read, mib);
+        assert_eq!(pieces(&stripe(&local_read, false)), vec![mib]);
+        assert_eq!(pieces(&stripe(&local_read, true)).len(), 4);
+        let local_write = job("127.0.0.1:5000", Opcode::Write, mib);
+        assert_eq!(pieces(&stripe(&local_write, false)).len(), 4);
+        let small = job("10.0.0.2:5000", Opcode::Read, 300 << 10);
+        assert_eq!(pieces(&stripe(&small, false)), vec![300 << 10]);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -159,6 +159,51 @@ where
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
 }
 
+/// Fills `dst` with a WRITE's payload, reading the socket with direct non-blocking system
+/// calls and polling for up to the spin window (one poller per process, `conn::Spin`)
+/// whenever it runs dry, before sleeping on the reactor. A large payload arrives in many
+/// socket buffers' worth; sleeping between them cost a reactor wake-up each (tens of
+/// microseconds on a virtual machine), which bounded a 1 MiB write between hosts to half
+/// the speed of a read, whose receiving client polls.
+async fn read_payload(stream: &TcpStream, dst: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    let sock = socket2::SockRef::from(stream);
+    let mut got = 0;
+    let mut spin: Option<crate::conn::Spin> = None;
+    while got < dst.len() {
+        let read = match (&*sock).read(&mut dst[got..]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if spin
+                    .get_or_insert_with(crate::conn::Spin::claim)
+                    .keep_polling()
+                {
+                    continue;
+                }
+                // Through tokio, which clears its readiness on `WouldBlock` so that the
+                // next wait sleeps until new bytes arrive.
+                stream.readable().await?;
+                stream.try_read(&mut dst[got..])
+            }
+            other => other,
+        };
+        match read {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                got += n;
+                // Bytes arrived: poll again next time the socket runs dry.
+                spin = None;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn serve_connection(
     mut stream: TcpStream,
     registry: &SharedRegistry,
@@ -220,7 +265,11 @@ async fn serve_connection(
         };
         match header.opcode {
             Opcode::Write => {
-                rd.read_exact(region.slice_mut(header.addr, len)).await?;
+                let dst = region.slice_mut(header.addr, len);
+                let buffered = rd.buffer().len().min(len);
+                dst[..buffered].copy_from_slice(&rd.buffer()[..buffered]);
+                std::pin::Pin::new(&mut rd).consume(buffered);
+                read_payload(rd.get_ref().as_ref(), &mut dst[buffered..]).await?;
                 if v2 {
                     answers.push(Answer {
                         status: true,

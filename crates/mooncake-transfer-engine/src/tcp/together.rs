@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::client::{TcpClientConfig, WireOp};
 use super::direct::status_outcome;
 use crate::codec::{Opcode, HEADER_LEN, STATUS_LEN};
-use crate::conn::{advance, may_poll_here, spin_window, Conn};
+use crate::conn::{advance, Conn, Spin};
 use crate::memory::Region;
 use crate::TransferError;
 
@@ -120,27 +120,27 @@ pub(super) async fn send_together(stripes: &[StripeView<'_>]) -> Vec<bool> {
 }
 
 /// When a loop over several connections polls and when it sleeps: it yields to the task's
-/// other futures once, then polls while bytes move and for a spin window after, then sleeps.
+/// other futures once, then polls while bytes move and, when they stop, for as long as a
+/// [`Spin`] allows (one poller per process, none while other threads want the cores),
+/// then sleeps.
 struct Pace {
-    poll: bool,
-    until: std::time::Instant,
+    spin: Option<Spin>,
     yielded: bool,
 }
 
 impl Pace {
     fn new() -> Self {
         Self {
-            poll: !spin_window().is_zero() && may_poll_here(),
-            until: std::time::Instant::now() + spin_window(),
+            spin: None,
             yielded: false,
         }
     }
 
     /// Whether to go round again instead of sleeping, after a round that moved bytes or not.
     async fn keep_polling(&mut self, progress: bool) -> bool {
-        let now = std::time::Instant::now();
         if progress {
-            self.until = now + spin_window();
+            // Bytes moved: a fresh spin window for the next time they stop.
+            self.spin = None;
             return true;
         }
         if !self.yielded {
@@ -150,16 +150,12 @@ impl Pace {
             tokio::task::yield_now().await;
             return true;
         }
-        if self.poll && now < self.until {
-            std::thread::yield_now();
-            return true;
-        }
-        false
+        self.spin.get_or_insert_with(Spin::claim).keep_polling()
     }
 
-    /// After a sleep: poll again for a spin window.
+    /// After a sleep: poll again next time.
     fn woke(&mut self) {
-        self.until = std::time::Instant::now() + spin_window();
+        self.spin = None;
     }
 }
 
