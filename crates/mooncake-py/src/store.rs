@@ -729,11 +729,56 @@ impl Store {
             return Ok(vec![PyBytes::new(py, b"")]);
         };
         let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let out = block(py, client.get_batch_staged(&refs));
-        out.iter()
-            .map(|r| match r {
-                Ok(v) => bytes_filled(py, v.len(), |buf| v.read_into_uninit(buf)),
-                Err(_) => Ok(PyBytes::new(py, b"")),
+        // Values this client knows to be on other machines are read straight into their
+        // new `bytes` (no staging copy), one exchange per holder; the rest, and any that
+        // do not pan out, take the staged path.
+        let sizes = block(py, client.remembered_network_sizes(&refs));
+        let lent: Vec<usize> = (0..refs.len())
+            .filter(|&i| sizes[i].is_some_and(|s| s > 0))
+            .collect();
+        let mut done: Vec<Option<Bound<'py, PyBytes>>> = refs.iter().map(|_| None).collect();
+        if !lent.is_empty() {
+            let lens: Vec<usize> = lent
+                .iter()
+                .map(|&i| usize::try_from(sizes[i].unwrap_or(0)).unwrap_or(0))
+                .collect();
+            let mut served = Vec::new();
+            let filled = bytes_many_filled(py, &lens, |outs| {
+                let mut items: Vec<(&str, &mut [std::mem::MaybeUninit<u8>])> = lent
+                    .iter()
+                    .zip(outs.iter_mut())
+                    .map(|(&i, out)| (refs[i], &mut **out))
+                    .collect();
+                served = block(py, client.get_batch_lent(&mut items));
+                for ((_, out), ok) in items.iter_mut().zip(&served) {
+                    if !ok {
+                        out.fill(std::mem::MaybeUninit::new(0));
+                    }
+                }
+            })?;
+            for ((&i, bytes), ok) in lent.iter().zip(filled).zip(served) {
+                if ok {
+                    done[i] = Some(bytes);
+                }
+            }
+        }
+        let rest: Vec<&str> = (0..refs.len())
+            .filter(|&i| done[i].is_none())
+            .map(|i| refs[i])
+            .collect();
+        let mut staged = if rest.is_empty() {
+            Vec::new()
+        } else {
+            block(py, client.get_batch_staged(&rest))
+        }
+        .into_iter();
+        done.into_iter()
+            .map(|d| match d {
+                Some(bytes) => Ok(bytes),
+                None => match staged.next() {
+                    Some(Ok(v)) => bytes_filled(py, v.len(), |buf| v.read_into_uninit(buf)),
+                    _ => Ok(PyBytes::new(py, b"")),
+                },
             })
             .collect()
     }
@@ -1738,6 +1783,33 @@ fn exist_code(r: Result<bool, ErrorCode>) -> i32 {
         Ok(b) => i32::from(b),
         Err(e) => e.code(),
     }
+}
+
+/// New `bytes` objects, one per entry of `lens`, all written by one call of `fill` (as
+/// [`bytes_filled`]: `fill` must write every byte of every buffer).
+pub(crate) fn bytes_many_filled<'py>(
+    py: Python<'py>,
+    lens: &[usize],
+    fill: impl FnOnce(&mut [&mut [std::mem::MaybeUninit<u8>]]),
+) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    let mut objs = Vec::with_capacity(lens.len());
+    let mut bufs = Vec::with_capacity(lens.len());
+    for &len in lens {
+        let n = pyo3::ffi::Py_ssize_t::try_from(len)
+            .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("value too large"))?;
+        // SAFETY: as in `bytes_filled`: a new, uninitialised `bytes` that nobody else
+        // sees until we return it; its buffer lives as long as the object, which `objs`
+        // holds until after `fill` returns.
+        unsafe {
+            let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), n);
+            let obj = Bound::from_owned_ptr_or_err(py, obj)?;
+            let buf = pyo3::ffi::PyBytes_AsString(obj.as_ptr()).cast::<std::mem::MaybeUninit<u8>>();
+            bufs.push(std::slice::from_raw_parts_mut(buf, len));
+            objs.push(obj.cast_into_unchecked::<PyBytes>());
+        }
+    }
+    fill(&mut bufs);
+    Ok(objs)
 }
 
 /// A new `bytes` of `len` bytes written by `fill`, without zeroing it first as

@@ -60,7 +60,7 @@ class Proc:
 
 
 class Cluster:
-    def __init__(self, client_ttl=10, segment="256MB", token=None):
+    def __init__(self, client_ttl=10, segment="256MB", token=None, service_extra=()):
         self.auth = [f"--auth_token={token}"] if token else []
         self.rpc, self.http, self.metrics = free_port(), free_port(), free_port()
         self.master_addr = f"127.0.0.1:{self.rpc}"
@@ -74,7 +74,7 @@ class Cluster:
         ])
         self.master.wait_for("metrics on")
         self.services = []
-        self.service = self.add_service(segment)
+        self.service = self.add_service(segment, extra=service_extra)
 
     def add_service(self, segment="256MB", name="mooncake_store_service", port=0, extra=()):
         p = Proc([

@@ -267,3 +267,38 @@ def test_init_all_uses_mooncakes_fixed_defaults(cluster, capfd):
     ready = cluster.store()
     assert ready.init_all("tcp", "") == INVALID  # already set up
     ready.close()
+
+
+def test_batch_reads_over_tcp_straight_into_bytes():
+    """With the store service's segment in private memory every read crosses TCP: a
+    client's `get_batch` of keys it wrote reads them straight into the new `bytes`, one
+    exchange per holder, and keys rewritten or removed by another client meanwhile come
+    back right (the stale guesses fall back to the master's answer)."""
+    from conftest import Cluster
+    c = Cluster(service_extra=["--shared_memory=false"])
+    try:
+        a, b = c.store(), c.store()
+        keys = [f"t{i}" for i in range(40)]
+        values = [pattern(100 + i * 7919, i) for i in range(40)]
+        assert a.put_batch(keys[:20], values[:20]) == 0
+        for k, v in zip(keys[20:], values[20:]):
+            assert a.put(k, v) == 0
+        for _ in range(2):
+            assert a.get_batch(keys + ["missing"]) == values + [b""]
+        # Another client rewrites one key (new size), another (same size) and removes a
+        # third, once the read leases (500 ms here) are over.
+        time.sleep(0.6)
+        assert b.remove(keys[3]) == 0
+        assert b.put(keys[3], b"rewritten") == 0
+        assert b.remove(keys[5]) == 0
+        same_size = pattern(len(values[7]), 99)
+        assert b.remove(keys[7]) == 0
+        assert b.put(keys[7], same_size) == 0
+        want = list(values)
+        want[3], want[5], want[7] = b"rewritten", b"", same_size
+        assert a.get_batch(keys) == want
+        assert a.get_batch(keys) == want
+        a.close()
+        b.close()
+    finally:
+        c.stop()

@@ -967,6 +967,28 @@ impl TransferEngine {
         self.exchange_lent(target, Opcode::Read, pieces).await
     }
 
+    /// [`Self::read_lent_uninit`] of several ranges of one `target` in one exchange: each
+    /// `(target_offset, out)` of `items`. `true` means every `out` was written in full;
+    /// `false`, that nothing is known of any of them.
+    pub async fn read_lent_uninit_many(
+        &self,
+        target: SegmentHandle,
+        items: &mut [(u64, &mut [std::mem::MaybeUninit<u8>])],
+    ) -> bool {
+        let mut lent = Vec::with_capacity(items.len());
+        let mut places = Vec::with_capacity(items.len());
+        for (at, out) in items.iter_mut() {
+            places.push((out.as_ptr() as u64, *at, out.len() as u64));
+            lent.push(LentRegion::uninit(out));
+        }
+        let pieces = lent
+            .iter()
+            .zip(places)
+            .map(|(l, (addr, at, len))| (l.region().clone(), addr, at, len))
+            .collect();
+        self.exchange_lent(target, Opcode::Read, pieces).await
+    }
+
     /// Runs `(region, local, remote, len)` pieces to one network peer, sliced, on the
     /// caller's own connection; whether all completed. The region clones are gone when it
     /// returns.

@@ -1390,6 +1390,84 @@ impl Client {
         Ok(false)
     }
 
+    /// The sizes [`Client::remembered_network_size`] gives, for many keys.
+    pub async fn remembered_network_sizes(&self, keys: &[&str]) -> Vec<Option<u64>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            out.push(self.remembered_network_size(key).await);
+        }
+        out
+    }
+
+    /// The batch form of [`Client::get_lent`]: reads each `(key, out)` of `items` straight
+    /// into its `out` (each exactly the size [`Client::remembered_network_sizes`] gave)
+    /// from the replica this client remembers, one exchange per holder, while one master
+    /// call confirms the replicas. For each item, `true`: all of its `out` holds the value;
+    /// `false`: nothing is known of its `out`, read it the usual way.
+    pub async fn get_batch_lent(
+        &self,
+        items: &mut [(&str, &mut [std::mem::MaybeUninit<u8>])],
+    ) -> Vec<bool> {
+        let engine = &self.inner.engine;
+        let mut served = vec![false; items.len()];
+        // Per holder: its handle and the items read from it.
+        let mut holders: Vec<(String, mooncake_transfer_engine::SegmentHandle, Vec<usize>)> =
+            Vec::new();
+        let mut reps = Vec::with_capacity(items.len());
+        for (i, (key, out)) in items.iter().enumerate() {
+            let rep = self
+                .inner
+                .locations
+                .get(key)
+                .filter(|r| r.size == out.len() as u64);
+            if let Some(rep) = &rep {
+                match holders.iter_mut().find(|h| h.0 == rep.transport_endpoint) {
+                    Some(h) => h.2.push(i),
+                    None => {
+                        if let Ok(handle) = engine.open_segment(&rep.transport_endpoint).await {
+                            holders.push((rep.transport_endpoint.clone(), handle, vec![i]));
+                        }
+                    }
+                }
+            }
+            reps.push(rep);
+        }
+        let keys: Vec<String> = items.iter().map(|(k, _)| (*k).to_owned()).collect();
+        // Split the outputs per holder (each item belongs to at most one).
+        let mut outs: Vec<Option<&mut [std::mem::MaybeUninit<u8>]>> =
+            items.iter_mut().map(|(_, out)| Some(&mut **out)).collect();
+        let mut jobs = Vec::with_capacity(holders.len());
+        for (_, handle, idx) in &holders {
+            let job: Vec<(u64, &mut [std::mem::MaybeUninit<u8>])> = idx
+                .iter()
+                .filter_map(|&i| {
+                    let at = reps[i].as_ref()?.buffer_address;
+                    Some((at, outs[i].take()?))
+                })
+                .collect();
+            jobs.push((*handle, job));
+        }
+        let reads = join_all(
+            jobs.iter_mut()
+                .map(|(handle, job)| engine.read_lent_uninit_many(*handle, job))
+                .collect(),
+        );
+        let (lists, reads) = tokio::join!(self.inner.master.batch_get_replica_list(&keys), reads);
+        let Ok(lists) = lists else { return served };
+        for ((_, _, idx), read) in holders.iter().zip(reads) {
+            for &i in idx {
+                let Some(rep) = &reps[i] else { continue };
+                let confirmed = matches!(lists.get(i), Some(Ok(l)) if l.replicas.contains(rep)
+                    && l.checksum.is_none_or(|_| !self.inner.config.verify_checksums));
+                served[i] = read && confirmed;
+                if !matches!(lists.get(i), Some(Ok(l)) if l.replicas.contains(rep)) {
+                    self.inner.locations.remove(&keys[i]);
+                }
+            }
+        }
+        served
+    }
+
     /// [`Client::pull`], then remembers the replica that served the read.
     async fn read_and_remember(
         &self,
@@ -2041,4 +2119,28 @@ async fn ping(inner: Arc<Inner>) {
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "ping failed"),
     }
+}
+
+/// Runs `futures` concurrently in the calling task; their outputs in order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
