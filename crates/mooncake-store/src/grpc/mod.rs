@@ -1,4 +1,4 @@
-//! The master's gRPC layer: the wire protocol (`proto/master.proto`, generated into [`pb`]),
+//! The master's gRPC layer: the wire protocol (`proto/master.proto`, generated into `pb`),
 //! [`GrpcMasterClient`] (a [`MasterApi`](crate::MasterApi) over the network) and [`serve`]
 //! (a master's [`MasterApi`](crate::MasterApi) offered on the network).
 //!
@@ -20,7 +20,11 @@ pub use server::{serve, serve_with, ServeOptions};
 const MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 /// The messages and the tonic client and server generated from `proto/master.proto`
-/// (package `mooncake.master.v1`).
+/// (package `mooncake.master.v1`). Private to the crate: public, they would tie this
+/// crate's API to the prost and tonic versions it builds with. The `wire-tests` feature,
+/// which only this crate's own tests turn on (they send the master hand-made, hostile
+/// messages), makes them public.
+#[cfg(feature = "wire-tests")]
 #[allow(
     missing_docs,
     unreachable_pub,
@@ -29,5 +33,17 @@ const MAX_MESSAGE_SIZE: usize = 64 << 20;
     rustdoc::all
 )]
 pub mod pb {
+    tonic::include_proto!("mooncake.master.v1");
+}
+#[cfg(not(feature = "wire-tests"))]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    dead_code,
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::all
+)]
+pub(crate) mod pb {
     tonic::include_proto!("mooncake.master.v1");
 }
