@@ -46,23 +46,6 @@ fn required<'py, T: for<'a> FromPyObject<'a, 'py>>(
         .map_err(|_| PyTypeError::new_err(format!("setup(): '{name}' has the wrong type")))
 }
 
-/// `"4 GB"`, `"512MB"`, `"1024"`: binary units, as the C++ dict form.
-fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim().to_ascii_lowercase();
-    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num.trim().parse().ok()?;
-    let mult: u64 = match unit.trim() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    (num >= 0.0).then_some((num * mult as f64) as u64)
-}
-
 fn dict_str(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<String>> {
     match d.get_item(key)? {
         Some(v) if !v.is_none() => Ok(Some(v.str()?.to_string())),
@@ -82,8 +65,8 @@ fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientConfig, i32>
     let size = |key: &str, default: u64| -> PyResult<Result<u64, i32>> {
         Ok(match dict_str(d, key)? {
             None => Ok(default),
-            Some(s) => parse_size(&s).ok_or_else(|| {
-                tracing::error!("setup(config): {key} {s:?} is not a size");
+            Some(s) => mooncake_store::parse_size(&s).map_err(|e| {
+                tracing::error!("setup(config): {key}: {e}");
                 INVALID
             }),
         })

@@ -19,6 +19,7 @@ pub mod grpc;
 mod master_api;
 pub mod placement;
 mod service;
+mod size;
 pub mod standalone;
 mod task;
 pub mod types;
@@ -27,6 +28,7 @@ pub use client::{Client, ClientConfig, DrainReport, Fragment, SetupError, Staged
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};
+pub use size::{parse_size, ParseSizeError};
 pub use task::{uuid_string, TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStatus};
 pub use types::{
     ClientId, ClientStatus, DrainMove, ObjectKey, Pin, PingReply, ProtocolVersion,
