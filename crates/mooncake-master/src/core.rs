@@ -18,6 +18,9 @@ use mooncake_store::{
 use crate::MasterConfig;
 
 mod clear;
+mod drain;
+mod evict;
+mod inspect;
 mod jobs;
 mod tasks;
 
@@ -459,25 +462,6 @@ impl MasterCore {
         report.evicted = self.evict_if_needed(now);
         report
     }
-
-    /// Evicts when usage is above the high watermark (cheap when it is not; the shell calls
-    /// it every 10 ms, as Mooncake's eviction thread runs). Returns the number evicted.
-    pub fn evict_if_needed(&mut self, now: Instant) -> usize {
-        if self.capacity == 0 {
-            return 0;
-        }
-        let used = self.allocated as f64 / self.capacity as f64;
-        let hw = self.config.eviction_high_watermark_ratio;
-        if used <= hw || hw >= 1.0 {
-            return 0;
-        }
-        let ratio = self
-            .config
-            .eviction_ratio
-            .max(used - hw + self.config.eviction_ratio);
-        self.evict(((ratio * self.capacity as f64) as u64).max(1), now)
-    }
-
     // ---- objects ----
 
     /// Whether a readable replica exists; `true` grants a read lease.
@@ -767,116 +751,6 @@ impl MasterCore {
         keys.len() as u64
     }
 
-    // ---- draining ----
-
-    /// Starts draining `segment` (owned by `client`): nothing new is placed on it, and each
-    /// complete object whose only replica lives there gets a range on another segment.
-    /// Returns the copies the owner must make; objects that fit nowhere come back without a
-    /// target (they are lost when the segment goes).
-    pub fn drain_start(
-        &mut self,
-        client: ClientId,
-        segment: SegmentId,
-    ) -> Result<Vec<DrainMove>, ErrorCode> {
-        let m = self
-            .segments
-            .get_mut(&segment)
-            .ok_or(ErrorCode::SegmentNotFound)?;
-        if m.client != client {
-            return Err(ErrorCode::IllegalClient);
-        }
-        m.draining = true;
-        let mut only_here: Vec<(String, u64, u64, Slot)> = self
-            .objects
-            .iter()
-            .filter(|(k, o)| {
-                o.state == State::Complete
-                    && o.slots.len() == 1
-                    && o.slots[0].segment == segment
-                    && !self.moves.contains_key(*k)
-            })
-            .map(|(k, o)| (k.clone(), o.size, o.version, o.slots[0]))
-            .collect();
-        // Largest first: they are the hardest to place.
-        only_here.sort_by_key(|o| std::cmp::Reverse(o.1));
-        let mut out = Vec::with_capacity(only_here.len());
-        let config = ReplicateConfig::default();
-        for (key, size, version, from) in only_here {
-            let Some(slot) = self.place(client, size, &config).into_iter().next() else {
-                if let Some(source) = self.describe(&from, size, version) {
-                    out.push(DrainMove {
-                        key,
-                        source,
-                        target: None,
-                    });
-                }
-                continue;
-            };
-            let (Some(source), Some(target)) = (
-                self.describe(&from, size, version),
-                self.describe(&slot, size, version),
-            ) else {
-                self.free_slot(slot.segment, slot.handle);
-                continue;
-            };
-            self.moves.insert(
-                key.clone(),
-                PendingMove {
-                    from: segment,
-                    version,
-                    slot,
-                },
-            );
-            out.push(DrainMove {
-                key,
-                source,
-                target: Some(target),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Ends copies started by [`MasterCore::drain_start`]: a copied object gains its new
-    /// range as a replica (unless it was removed or rewritten meanwhile, which is
-    /// `ObjectNotFound`); a failed copy's range is freed.
-    pub fn drain_end(
-        &mut self,
-        client: ClientId,
-        results: &[(String, bool)],
-    ) -> Vec<Result<(), ErrorCode>> {
-        results
-            .iter()
-            .map(|(key, copied)| {
-                let Some(mv) = self.moves.get(key).copied() else {
-                    return Err(ErrorCode::ObjectNotFound);
-                };
-                if self.segments.get(&mv.from).map(|m| m.client) != Some(client) {
-                    return Err(ErrorCode::IllegalClient);
-                }
-                self.moves.remove(key);
-                let current = self
-                    .objects
-                    .get_mut(key)
-                    .filter(|o| o.version == mv.version && o.state == State::Complete);
-                let gone = current.is_none();
-                match (current, copied) {
-                    (Some(o), true) => {
-                        o.slots.push(mv.slot);
-                        Ok(())
-                    }
-                    _ => {
-                        self.free_slot(mv.slot.segment, mv.slot.handle);
-                        Err(if gone {
-                            ErrorCode::ObjectNotFound
-                        } else {
-                            ErrorCode::TransferFail
-                        })
-                    }
-                }
-            })
-            .collect()
-    }
-
     // ---- space ----
 
     fn free_slots(&mut self, slots: &[Slot]) {
@@ -907,120 +781,6 @@ impl MasterCore {
                 self.delayed_frees.push((release_at, s.segment, s.handle));
             }
         }
-    }
-
-    /// Evicts least-recently-leased objects until `target` bytes are freed or nothing
-    /// evictable is left: never a leased, hard-pinned or unfinished object; soft-pinned
-    /// ones only in a second pass. Returns the number evicted.
-    pub fn evict(&mut self, target: u64, now: Instant) -> usize {
-        self.stats.attempted_passes += 1;
-        let allow_soft = self.config.allow_evict_soft_pinned_objects;
-        let mut candidates: Vec<(bool, Instant, String)> = self
-            .objects
-            .iter()
-            .filter(|(_, o)| {
-                o.state == State::Complete && o.lease_until <= now && o.pin != Pin::Hard
-            })
-            .map(|(k, o)| {
-                let soft = o.pin == Pin::Soft && o.soft_pin_until.is_some_and(|t| t > now);
-                (soft, o.lease_until, k.clone())
-            })
-            .filter(|(soft, _, _)| !soft || allow_soft)
-            .collect();
-        candidates.sort_unstable_by_key(|c| (c.0, c.1));
-        let (mut freed, mut count) = (0u64, 0usize);
-        for (_, _, key) in candidates {
-            if freed >= target {
-                break;
-            }
-            if let Some(o) = self.objects.remove(&key) {
-                let before = self.allocated;
-                self.free_slots(&o.slots);
-                freed += before - self.allocated;
-                count += 1;
-            }
-        }
-        if count > 0 {
-            self.stats.successful_passes += 1;
-            self.stats.evicted_keys += count as u64;
-            self.stats.evicted_bytes += freed;
-        }
-        count
-    }
-}
-
-impl MasterCore {
-    /// Checks the core's invariants; used by the model-based tests and debug assertions.
-    /// Replicas of one object lie on distinct mounted segment names, every replica's
-    /// segment is mounted, and the allocated-bytes accounting matches the allocators.
-    pub fn check_invariants(&self) -> Result<(), String> {
-        for (key, o) in &self.objects {
-            let mut names = Vec::new();
-            for s in &o.slots {
-                let m = self
-                    .segments
-                    .get(&s.segment)
-                    .ok_or_else(|| format!("{key}: replica on an unmounted segment"))?;
-                if names.contains(&&m.segment.name) {
-                    return Err(format!("{key}: two replicas on segment {}", m.segment.name));
-                }
-                names.push(&m.segment.name);
-                if s.offset + o.size > m.segment.size {
-                    return Err(format!("{key}: replica outside its segment"));
-                }
-            }
-        }
-        for (key, o) in &self.objects {
-            if matches!(o.state, State::Processing { .. }) != self.pending.contains(key) {
-                return Err(format!("{key}: pending index out of date"));
-            }
-        }
-        if self.pending.iter().any(|k| !self.objects.contains_key(k)) {
-            return Err("pending index names a missing key".into());
-        }
-        let sum: u64 = self
-            .segments
-            .values()
-            .map(|m| m.alloc.allocated_bytes())
-            .sum();
-        if sum != self.allocated {
-            return Err(format!(
-                "allocated {} but allocators hold {sum}",
-                self.allocated
-            ));
-        }
-        let cap: u64 = self.segments.values().map(|m| m.segment.size).sum();
-        if cap != self.capacity {
-            return Err(format!(
-                "capacity {} but segments sum to {cap}",
-                self.capacity
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether `key` is held (complete or in progress), for tests and admin queries.
-    pub fn contains(&self, key: &str) -> bool {
-        self.objects.contains_key(key)
-    }
-
-    /// The replicas of a complete object, without granting a lease.
-    pub fn peek_replicas(&self, key: &str) -> Option<Vec<ReplicaDescriptor>> {
-        let o = self
-            .objects
-            .get(key)
-            .filter(|o| o.state == State::Complete)?;
-        Some(
-            o.slots
-                .iter()
-                .filter_map(|s| self.describe(s, o.size, o.version))
-                .collect(),
-        )
-    }
-
-    /// The lease deadline of `key`, if it exists.
-    pub fn lease_until(&self, key: &str) -> Option<Instant> {
-        self.objects.get(key).map(|o| o.lease_until)
     }
 }
 
