@@ -12,17 +12,17 @@ use mooncake_transfer_engine::EngineConfig;
 /// `MC_HANDSHAKE_CONNECT_TIMEOUT` (seconds to connect to a peer's handshake port).
 pub fn engine_config(local_server_name: &str) -> EngineConfig {
     let mut config = EngineConfig::new(local_server_name);
-    if let Some(host) = var("MC_TCP_BIND_ADDRESS") {
+    if let Some(host) = setting("MC_TCP_BIND_ADDRESS") {
         config.advertise_host = Some(host);
     }
-    if let Some(id) = var("MC_METADATA_CLUSTER_ID") {
+    if let Some(id) = setting("MC_METADATA_CLUSTER_ID") {
         config.key_space = KeySpace::with_cluster_id(&id);
     }
     config.auth_token = mooncake_metadata::AuthToken::from_env();
-    if var("MC_TCP_PROTO").as_deref() == Some("1") {
+    if setting("MC_TCP_PROTO").as_deref() == Some("1") {
         config.max_proto_version = ProtoVersion::V1;
     }
-    if let Some(value) = var("MC_HANDSHAKE_CONNECT_TIMEOUT") {
+    if let Some(value) = setting("MC_HANDSHAKE_CONNECT_TIMEOUT") {
         match positive_seconds(&value) {
             Some(timeout) => config.handshake_connect_timeout = timeout,
             None => tracing::warn!(
@@ -41,7 +41,8 @@ fn positive_seconds(value: &str) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-fn var(name: &str) -> Option<String> {
+/// The environment variable `name`, if set and not empty.
+pub fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 

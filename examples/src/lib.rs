@@ -19,7 +19,9 @@ pub fn init_tracing(verbosity: u8) {
 }
 
 /// Installs the `tracing` subscriber at `level` (e.g. `"warn"` for load generators whose
-/// stdout is a report); `RUST_LOG` overrides it.
+/// stdout is a report; `RUST_LOG` overrides it), then the process's data-path tunables
+/// read from the environment (`MC_RPC_SPIN_US`, `MC_HUGE_PAGE_READS`; a bad value is
+/// logged). Every binary and the Python package start here.
 pub fn init_tracing_at(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -27,6 +29,7 @@ pub fn init_tracing_at(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    mooncake_transfer_engine::Tunables::from_env().install();
 }
 
 /// Raises this process's soft limit on open files to its hard limit, as servers do: the

@@ -21,15 +21,68 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn workspace_sources() -> Vec<(PathBuf, String)> {
+/// Every Rust file of the workspace, as (path relative to the root, text). Panics unless
+/// the walk saw the files it must see, so no rule can pass by checking nothing.
+fn workspace_sources() -> Vec<(String, String)> {
     let mut files = Vec::new();
     for dir in ["crates", "examples", "benches", "xtask"] {
         rust_files(&crate::root().join(dir), &mut files);
     }
-    files
+    let sources: Vec<(String, String)> = files
         .into_iter()
-        .map(|p| (p.clone(), fs::read_to_string(&p).unwrap_or_default()))
-        .collect()
+        .map(|p| {
+            let rel = p.strip_prefix(crate::root()).unwrap_or(&p);
+            let text = fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", p.display()));
+            (rel.to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    assert_seen(&sources, MUST_SEE);
+    sources
+}
+
+/// Files every walk of the workspace must find.
+const MUST_SEE: &[&str] = &[
+    "crates/mooncake-transfer-engine/src/lib.rs",
+    "crates/mooncake-transfer-engine/src/config.rs",
+    "crates/mooncake-store/src/lib.rs",
+    "crates/mooncake-master/src/lib.rs",
+    "crates/mooncake-metadata/src/lib.rs",
+    "crates/mooncake-py/src/lib.rs",
+    "examples/src/lib.rs",
+    "xtask/src/tidy.rs",
+];
+
+fn assert_seen(sources: &[(String, String)], expected: &[&str]) {
+    assert!(
+        sources.len() >= 100,
+        "the walk found only {} Rust files; is the root ({}) right?",
+        sources.len(),
+        crate::root().display()
+    );
+    for want in expected {
+        assert!(
+            sources
+                .iter()
+                .any(|(rel, text)| rel == want && !text.is_empty()),
+            "the walk did not see {want}"
+        );
+    }
+}
+
+/// The one module per library crate that may read the environment; everything else gets
+/// its settings through config fields filled at the edge (binaries, the Python package).
+const ENV_ALLOWED: &[&str] = &[
+    "crates/mooncake-transfer-engine/src/config.rs",
+    "crates/mooncake-metadata/src/auth.rs",
+    "examples/src/env.rs",
+];
+
+/// Library code: every crate's `src/` (and the binaries' shared `examples/src/`), not
+/// tests, benches or xtask.
+fn is_library(rel: &str) -> bool {
+    (rel.starts_with("crates/") && rel.split('/').nth(2) == Some("src"))
+        || rel.starts_with("examples/src/")
 }
 
 /// Files allowed to contain `unsafe` (mmap, memfd and raw-pointer memory access).
@@ -43,13 +96,18 @@ const UNSAFE_ALLOWED: &[&str] = &[
 
 #[test]
 fn every_crate_is_in_architecture_md() {
-    let arch = fs::read_to_string(crate::root().join("docs/ARCHITECTURE.md")).unwrap_or_default();
-    for entry in fs::read_dir(crate::root().join("crates"))
-        .into_iter()
+    let arch = fs::read_to_string(crate::root().join("docs/ARCHITECTURE.md"))
+        .expect("docs/ARCHITECTURE.md is readable");
+    let crates: Vec<String> = fs::read_dir(crate::root().join("crates"))
+        .expect("crates/ is readable")
         .flatten()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        crates.len() >= 5,
+        "crates/ holds only {crates:?}; is the root right?"
+    );
+    for name in crates {
         assert!(
             arch.contains(&format!("`{name}`")),
             "docs/ARCHITECTURE.md does not describe `{name}`"
@@ -60,12 +118,7 @@ fn every_crate_is_in_architecture_md() {
 #[test]
 fn unsafe_only_in_allowed_modules() {
     let needle = ["un", "safe "].concat();
-    for (path, text) in workspace_sources() {
-        let rel = path
-            .strip_prefix(crate::root())
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .into_owned();
+    for (rel, text) in workspace_sources() {
         if UNSAFE_ALLOWED.iter().any(|a| rel.starts_with(a)) {
             continue;
         }
@@ -87,13 +140,32 @@ fn no_todo_or_dbg() {
         ["db", "g!("].concat(),
         ["unimpl", "emented!("].concat(),
     ];
-    for (path, text) in workspace_sources() {
+    for (rel, text) in workspace_sources() {
         for b in &banned {
-            assert!(
-                !text.contains(b.as_str()),
-                "{} contains {b}",
-                path.display()
+            assert!(!text.contains(b.as_str()), "{rel} contains {b}");
+        }
+    }
+}
+
+#[test]
+fn environment_read_only_in_one_config_module_per_crate() {
+    let needle = ["env", "::var"].concat();
+    let mut checked = 0;
+    for (rel, text) in workspace_sources() {
+        if !is_library(&rel) || ENV_ALLOWED.contains(&rel.as_str()) {
+            continue;
+        }
+        checked += 1;
+        let hit = text
+            .lines()
+            .position(|l| !l.trim_start().starts_with("//") && l.contains(&needle));
+        if let Some(line) = hit {
+            panic!(
+                "{rel}:{} reads the environment; read it in the crate's config module ({}) at the edge and pass a config field",
+                line + 1,
+                ENV_ALLOWED.join(", ")
             );
         }
     }
+    assert!(checked >= 50, "only {checked} library files checked");
 }

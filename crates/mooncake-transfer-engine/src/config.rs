@@ -90,6 +90,81 @@ impl EngineConfig {
     }
 }
 
+/// Process-wide settings of the data path, shared by every connection of the process (the
+/// engine's, and the master and store-service connections built on [`crate::conn`]), so
+/// they are not per [`EngineConfig`]. The edge (the binaries, the Python package) reads
+/// them once with [`Tunables::from_env`] and installs them with [`Tunables::install`]; a
+/// process that installs nothing runs with [`Tunables::default`]. This module is the only
+/// place in the crate that reads the environment (a tidy test holds it to that).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tunables {
+    /// How long a caller polls its connection for the answer (and a server a connection
+    /// for its next request) before sleeping until the reactor wakes it (`MC_RPC_SPIN_US`).
+    /// Default 150 µs; zero turns polling off. See [`crate::conn::spin_window`].
+    pub rpc_spin: Duration,
+    /// Ask the kernel for transparent huge pages on large new read buffers
+    /// (`MC_HUGE_PAGE_READS`, `0` turns it off). Default true.
+    pub huge_page_reads: bool,
+}
+
+impl Default for Tunables {
+    fn default() -> Self {
+        Self {
+            rpc_spin: Duration::from_micros(DEFAULT_SPIN_US),
+            huge_page_reads: true,
+        }
+    }
+}
+
+const DEFAULT_SPIN_US: u64 = 150;
+
+static TUNABLES: std::sync::OnceLock<Tunables> = std::sync::OnceLock::new();
+
+impl Tunables {
+    /// The defaults with `MC_RPC_SPIN_US` and `MC_HUGE_PAGE_READS` applied; a spin value
+    /// that is not a number of microseconds is reported (as a warning naming it) and the
+    /// default used.
+    pub fn from_env() -> Self {
+        Self::from_values(
+            std::env::var("MC_RPC_SPIN_US").ok().as_deref(),
+            std::env::var("MC_HUGE_PAGE_READS").ok().as_deref(),
+        )
+    }
+
+    fn from_values(spin_us: Option<&str>, huge_page_reads: Option<&str>) -> Self {
+        Self {
+            rpc_spin: Duration::from_micros(parse_spin(spin_us)),
+            huge_page_reads: huge_page_reads.is_none_or(|v| v.trim() != "0"),
+        }
+    }
+
+    /// Makes these the process's tunables. The first install (or first use) wins: returns
+    /// false, changing nothing, once they are set.
+    pub fn install(self) -> bool {
+        TUNABLES.set(self).is_ok()
+    }
+
+    /// The process's tunables: the installed ones, else the defaults (fixed from then on).
+    pub fn current() -> &'static Tunables {
+        TUNABLES.get_or_init(Tunables::default)
+    }
+}
+
+/// `MC_RPC_SPIN_US` in microseconds: the default when unset; a value that is not a number
+/// is reported (as a warning naming it) and the default used.
+fn parse_spin(value: Option<&str>) -> u64 {
+    let Some(v) = value else {
+        return DEFAULT_SPIN_US;
+    };
+    v.trim().parse().unwrap_or_else(|_| {
+        tracing::warn!(
+            value = v,
+            "MC_RPC_SPIN_US is not a number of microseconds; using {DEFAULT_SPIN_US}"
+        );
+        DEFAULT_SPIN_US
+    })
+}
+
 /// `"127.0.0.1:17101"` -> `"127.0.0.1"`, `"[::1]:5"` -> `"::1"`, `"node01"` -> `"node01"`.
 pub(crate) fn host_part(name: &str) -> &str {
     if let Some(rest) = name.strip_prefix('[') {
@@ -103,7 +178,20 @@ pub(crate) fn host_part(name: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::host_part;
+    use super::{host_part, parse_spin, Tunables};
+
+    #[test]
+    fn tunables_from_the_environment_values() {
+        assert_eq!(parse_spin(None), 150);
+        assert_eq!(parse_spin(Some(" 40 ")), 40);
+        assert_eq!(parse_spin(Some("0")), 0);
+        assert_eq!(parse_spin(Some("fast")), 150);
+        assert_eq!(parse_spin(Some("-3")), 150);
+        assert_eq!(Tunables::from_values(None, None), Tunables::default());
+        let t = Tunables::from_values(Some("0"), Some(" 0"));
+        assert!(t.rpc_spin.is_zero() && !t.huge_page_reads);
+        assert!(Tunables::from_values(None, Some("1")).huge_page_reads);
+    }
 
     #[test]
     fn host_part_of_segment_names() {

@@ -127,29 +127,13 @@ pub(crate) fn advance(bufs: &mut [&[u8]], mut first: usize, mut n: usize) -> usi
 }
 
 /// How long a caller polls its connection for the answer (and the master for a
-/// connection's next request) before sleeping until the reactor wakes it: 150 µs, or
-/// `MC_RPC_SPIN_US` (0 turns polling off). A master on this host or the next rack answers
+/// connection's next request) before sleeping until the reactor wakes it: the process's
+/// [`Tunables::rpc_spin`](crate::Tunables::rpc_spin) (150 µs unless the edge set
+/// `MC_RPC_SPIN_US`; 0 turns polling off). A master on this host or the next rack answers
 /// within this; polling saves a thread wake-up (tens of microseconds on a virtual machine
 /// whose idle core halts), which is most of a small call's latency.
 pub fn spin_window() -> Duration {
-    static SPIN: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *SPIN.get_or_init(|| {
-        Duration::from_micros(parse_spin(std::env::var("MC_RPC_SPIN_US").ok().as_deref()))
-    })
-}
-
-/// `MC_RPC_SPIN_US` in microseconds: 150 when unset; a value that is not a number is
-/// reported (once, as a warning naming it) and the default used.
-fn parse_spin(value: Option<&str>) -> u64 {
-    const DEFAULT: u64 = 150;
-    let Some(v) = value else { return DEFAULT };
-    v.trim().parse().unwrap_or_else(|_| {
-        tracing::warn!(
-            value = v,
-            "MC_RPC_SPIN_US is not a number of microseconds; using {DEFAULT}"
-        );
-        DEFAULT
-    })
+    crate::Tunables::current().rpc_spin
 }
 
 /// A yield that keeps a poller off its core this long means other threads want the cores:
@@ -521,16 +505,6 @@ mod tests {
                 "the registration ends when the reader wakes"
             );
         });
-    }
-
-    #[test]
-    fn spin_window_setting() {
-        use super::parse_spin;
-        assert_eq!(parse_spin(None), 150);
-        assert_eq!(parse_spin(Some(" 40 ")), 40);
-        assert_eq!(parse_spin(Some("0")), 0);
-        assert_eq!(parse_spin(Some("fast")), 150);
-        assert_eq!(parse_spin(Some("-3")), 150);
     }
 
     #[test]

@@ -34,7 +34,7 @@ mod topology;
 
 pub use batch::{BatchId, TaskStatus, TransferStatus};
 pub use codec::Opcode;
-pub use config::EngineConfig;
+pub use config::{EngineConfig, Tunables};
 pub use engine::{DirectRange, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
 pub use error::TransferError;
 pub use memory::{effective_uid, peer_uid, ForeignMemory, SharedMemory};

@@ -67,10 +67,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
     let args = Args::parse_from(argv);
     crate::init_tracing(args.verbosity);
     crate::raise_fd_limit();
-    let host = std::env::var("MC_TCP_BIND_ADDRESS")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or(args.host.clone());
+    let host = crate::env::setting("MC_TCP_BIND_ADDRESS").unwrap_or(args.host.clone());
     let config = StoreServiceConfig {
         client: ClientConfig {
             local_hostname: host.clone(),

@@ -39,13 +39,11 @@ const HUGE_PAGE: usize = 2 << 20;
 /// page instead of 512 faults: a fresh 16 MiB buffer fills ~3x faster here. Only ranges of
 /// at least [`FRESH_HUGE_MIN`] bytes, and only the pages wholly inside the range (nothing
 /// outside it gains memory); any failure just leaves the small pages.
-/// `MC_HUGE_PAGE_READS=0` turns it off (each advised range can split the heap's mapping
+/// [`Tunables::huge_page_reads`](crate::Tunables::huge_page_reads) false (`MC_HUGE_PAGE_READS=0`
+/// at the edge) turns it off (each advised range can split the heap's mapping
 /// in the kernel, and where THP `defrag` compacts synchronously a fault may wait for it).
 pub(crate) fn advise_fresh(dst: *mut u8, len: usize) {
-    static ON: OnceLock<bool> = OnceLock::new();
-    let on =
-        *ON.get_or_init(|| std::env::var("MC_HUGE_PAGE_READS").map_or(true, |v| v.trim() != "0"));
-    if len < FRESH_HUGE_MIN || !on {
+    if len < FRESH_HUGE_MIN || !crate::Tunables::current().huge_page_reads {
         return;
     }
     let start = (dst as usize).next_multiple_of(HUGE_PAGE);
