@@ -72,13 +72,6 @@ pub(crate) fn batch_to_pb<T, M>(
     }
 }
 
-/// A value-less result as a [`pb::StatusResponse`].
-pub(crate) fn status(r: Result<(), ErrorCode>) -> pb::StatusResponse {
-    pb::StatusResponse {
-        error_code: code_of(&r),
-    }
-}
-
 impl From<ProtocolVersion> for pb::ConnectRequest {
     fn from(v: ProtocolVersion) -> Self {
         Self {
@@ -296,25 +289,6 @@ pub(crate) fn assignment_from_pb(t: pb::TaskAssignment) -> Result<TaskAssignment
     })
 }
 
-/// A task id answer: `(id, 0)` or `(0, code)`.
-pub(crate) fn task_id_to_pb(r: Result<TaskId, ErrorCode>) -> pb::TaskIdResponse {
-    match r {
-        Ok(id) => {
-            let (id_hi, id_lo) = id.halves();
-            pb::TaskIdResponse {
-                error_code: 0,
-                id_hi,
-                id_lo,
-            }
-        }
-        Err(e) => pb::TaskIdResponse {
-            error_code: e.code(),
-            id_hi: 0,
-            id_lo: 0,
-        },
-    }
-}
-
 fn replicas_to_pb(rs: Vec<ReplicaDescriptor>) -> Vec<pb::ReplicaDescriptor> {
     rs.into_iter().map(pb::ReplicaDescriptor::from).collect()
 }
@@ -498,8 +472,12 @@ mod tests {
         assert_eq!(check(0), Ok(()));
         assert_eq!(check(-704), Err(ErrorCode::ObjectNotFound));
         assert_eq!(check(-99_999), Err(ErrorCode::InternalError));
-        assert_eq!(status(Err(ErrorCode::ObjectHasLease)).error_code, -706);
-        let (code, items) = batch_to_pb::<(), _>(Err(ErrorCode::RpcFail), status);
+        assert_eq!(
+            pb::StatusResponse::from(Err(ErrorCode::ObjectHasLease)).error_code,
+            -706
+        );
+        let (code, items) =
+            batch_to_pb::<(), pb::StatusResponse>(Err(ErrorCode::RpcFail), From::from);
         assert_eq!((code, items.len()), (-900, 0));
     }
 

@@ -7,6 +7,7 @@
 //! returned; a non-OK gRPC status only ever means the RPC itself failed (`RpcFail`,
 //! `RpcTimeout`). 128-bit ids travel as `(hi, lo)` pairs of `fixed64`.
 
+mod answer;
 mod client;
 mod convert;
 mod server;

@@ -18,16 +18,15 @@ use tonic::transport::server::Connected;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
 
-use super::convert::task_id_to_pb;
-use super::convert::{
-    batch_to_pb, client_from_pb, config_from_pb, join, put_items_from_pb, segment_from_pb, status,
-};
+use super::answer::FromClient;
+use super::convert::{config_from_pb, join, put_items_from_pb, segment_from_pb};
 use super::pb;
 use super::pb::master_service_server::{MasterService, MasterServiceServer};
 use super::MAX_MESSAGE_SIZE;
 use crate::master_api::MasterApi;
 use crate::task::TaskId;
-use crate::types::{ProtocolVersion, SegmentId};
+use crate::types::SegmentId;
+use crate::BatchResult;
 
 /// How [`serve_with`] admits connections.
 #[derive(Debug, Clone)]
@@ -294,30 +293,25 @@ async fn is_tunnel(stream: &TcpStream) -> bool {
     ) && (buf == super::tunnel::MAGIC || buf == super::tunnel::MAGIC_AUTH)
 }
 
-/// The generated service trait implemented over a [`MasterApi`].
+/// The generated service trait implemented over a [`MasterApi`]: each handler reads its
+/// arguments and turns the result into its answer (`answer.rs`); a request whose wire
+/// values do not convert is answered `InvalidParams` without reaching the master.
 struct GrpcMaster {
     api: Arc<dyn MasterApi>,
 }
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-fn ok<T>(message: T) -> RpcResult<T> {
-    Ok(Response::new(message))
-}
-
-fn batch_status(r: crate::BatchResult<()>) -> RpcResult<pb::BatchStatusResponse> {
-    let (error_code, results) = batch_to_pb(r, status);
-    ok(pb::BatchStatusResponse {
-        error_code,
-        results,
-    })
+/// The answer to an RPC, from anything that converts into it.
+#[allow(clippy::unnecessary_wraps)]
+fn ok<T>(answer: impl Into<T>) -> RpcResult<T> {
+    Ok(Response::new(answer.into()))
 }
 
 #[async_trait::async_trait]
 impl MasterService for GrpcMaster {
     async fn connect(&self, req: Request<pb::ConnectRequest>) -> RpcResult<pb::ConnectResponse> {
-        let client = ProtocolVersion::from(req.into_inner());
-        ok(self.api.connect(client).await.into())
+        ok(self.api.connect(req.into_inner().into()).await)
     }
 
     async fn mount_segment(
@@ -325,14 +319,12 @@ impl MasterService for GrpcMaster {
         req: Request<pb::MountSegmentRequest>,
     ) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
-        let r = match segment_from_pb(req.segment) {
-            Ok(segment) => {
-                let client = client_from_pb(req.client_hi, req.client_lo);
-                self.api.mount_segment(client, segment).await
-            }
-            Err(e) => Err(e),
+        let (api, client) = (&self.api, req.client());
+        let r = async move {
+            api.mount_segment(client, segment_from_pb(req.segment)?)
+                .await
         };
-        ok(status(r))
+        ok(r.await)
     }
 
     async fn remount_segments(
@@ -340,9 +332,9 @@ impl MasterService for GrpcMaster {
         req: Request<pb::RemountSegmentsRequest>,
     ) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
+        let client = req.client();
         let segments = req.segments.into_iter().map(Into::into).collect();
-        ok(status(self.api.remount_segments(client, segments).await))
+        ok(self.api.remount_segments(client, segments).await)
     }
 
     async fn unmount_segment(
@@ -350,57 +342,40 @@ impl MasterService for GrpcMaster {
         req: Request<pb::UnmountSegmentRequest>,
     ) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
         let segment = SegmentId(join(req.segment_hi, req.segment_lo));
-        ok(status(self.api.unmount_segment(client, segment).await))
+        ok(self.api.unmount_segment(req.client(), segment).await)
     }
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> RpcResult<pb::PingResponse> {
-        let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
-        ok(self.api.ping(client).await.into())
+        ok(self.api.ping(req.into_inner().client()).await)
     }
 
     async fn exist_key(&self, req: Request<pb::KeyRequest>) -> RpcResult<pb::ExistKeyResponse> {
-        ok(self.api.exist_key(&req.into_inner().key).await.into())
+        ok(self.api.exist_key(&req.into_inner().key).await)
     }
 
     async fn batch_exist_key(
         &self,
         req: Request<pb::KeysRequest>,
     ) -> RpcResult<pb::BatchExistKeyResponse> {
-        let r = self.api.batch_exist_key(&req.into_inner().keys).await;
-        let (error_code, results) = batch_to_pb(r, pb::ExistKeyResponse::from);
-        ok(pb::BatchExistKeyResponse {
-            error_code,
-            results,
-        })
+        ok(self.api.batch_exist_key(&req.into_inner().keys).await)
     }
 
     async fn get_replica_list(
         &self,
         req: Request<pb::KeyRequest>,
     ) -> RpcResult<pb::GetReplicaListResponse> {
-        ok(self
-            .api
-            .get_replica_list(&req.into_inner().key)
-            .await
-            .into())
+        ok(self.api.get_replica_list(&req.into_inner().key).await)
     }
 
     async fn batch_get_replica_list(
         &self,
         req: Request<pb::KeysRequest>,
     ) -> RpcResult<pb::BatchGetReplicaListResponse> {
-        let r = self
+        ok(self
             .api
             .batch_get_replica_list(&req.into_inner().keys)
-            .await;
-        let (error_code, results) = batch_to_pb(r, pb::GetReplicaListResponse::from);
-        ok(pb::BatchGetReplicaListResponse {
-            error_code,
-            results,
-        })
+            .await)
     }
 
     async fn put_start(
@@ -408,16 +383,12 @@ impl MasterService for GrpcMaster {
         req: Request<pb::PutStartRequest>,
     ) -> RpcResult<pb::PutStartResponse> {
         let req = req.into_inner();
-        let r = match config_from_pb(req.config) {
-            Ok(config) => {
-                let client = client_from_pb(req.client_hi, req.client_lo);
-                self.api
-                    .put_start(client, &req.key, req.size, &config)
-                    .await
-            }
-            Err(e) => Err(e),
+        let (api, client) = (&self.api, req.client());
+        let r = async move {
+            let config = config_from_pb(req.config)?;
+            api.put_start(client, &req.key, req.size, &config).await
         };
-        ok(r.into())
+        ok(r.await)
     }
 
     async fn batch_put_start(
@@ -425,27 +396,18 @@ impl MasterService for GrpcMaster {
         req: Request<pb::BatchPutStartRequest>,
     ) -> RpcResult<pb::BatchPutStartResponse> {
         let req = req.into_inner();
-        let r = match (
-            put_items_from_pb(req.keys, req.sizes),
-            config_from_pb(req.config),
-        ) {
-            (Ok(items), Ok(config)) => {
-                let client = client_from_pb(req.client_hi, req.client_lo);
-                self.api.batch_put_start(client, &items, &config).await
-            }
-            (Err(e), _) | (_, Err(e)) => Err(e),
+        let client = req.client();
+        let r = async {
+            let config = config_from_pb(req.config)?;
+            let items = put_items_from_pb(req.keys, req.sizes)?;
+            self.api.batch_put_start(client, &items, &config).await
         };
-        let (error_code, results) = batch_to_pb(r, pb::PutStartResponse::from);
-        ok(pb::BatchPutStartResponse {
-            error_code,
-            results,
-        })
+        ok(r.await)
     }
 
     async fn put_end(&self, req: Request<pb::ClientKeyRequest>) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
-        ok(status(self.api.put_end(client, &req.key).await))
+        ok(self.api.put_end(req.client(), &req.key).await)
     }
 
     async fn batch_put_end(
@@ -453,8 +415,7 @@ impl MasterService for GrpcMaster {
         req: Request<pb::ClientKeysRequest>,
     ) -> RpcResult<pb::BatchStatusResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
-        batch_status(self.api.batch_put_end(client, &req.keys).await)
+        ok(self.api.batch_put_end(req.client(), &req.keys).await)
     }
 
     async fn put_revoke(
@@ -462,8 +423,7 @@ impl MasterService for GrpcMaster {
         req: Request<pb::ClientKeyRequest>,
     ) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
-        ok(status(self.api.put_revoke(client, &req.key).await))
+        ok(self.api.put_revoke(req.client(), &req.key).await)
     }
 
     async fn batch_put_revoke(
@@ -471,8 +431,7 @@ impl MasterService for GrpcMaster {
         req: Request<pb::ClientKeysRequest>,
     ) -> RpcResult<pb::BatchStatusResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
-        batch_status(self.api.batch_put_revoke(client, &req.keys).await)
+        ok(self.api.batch_put_revoke(req.client(), &req.keys).await)
     }
 
     async fn upsert_start(
@@ -480,21 +439,17 @@ impl MasterService for GrpcMaster {
         req: Request<pb::PutStartRequest>,
     ) -> RpcResult<pb::PutStartResponse> {
         let req = req.into_inner();
-        let r = match config_from_pb(req.config) {
-            Ok(config) => {
-                let client = client_from_pb(req.client_hi, req.client_lo);
-                self.api
-                    .upsert_start(client, &req.key, req.size, &config)
-                    .await
-            }
-            Err(e) => Err(e),
+        let (api, client) = (&self.api, req.client());
+        let r = async move {
+            let config = config_from_pb(req.config)?;
+            api.upsert_start(client, &req.key, req.size, &config).await
         };
-        ok(r.into())
+        ok(r.await)
     }
 
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
-        ok(status(self.api.remove(&req.key, req.force).await))
+        ok(self.api.remove(&req.key, req.force).await)
     }
 
     async fn batch_remove(
@@ -502,14 +457,14 @@ impl MasterService for GrpcMaster {
         req: Request<pb::BatchRemoveRequest>,
     ) -> RpcResult<pb::BatchStatusResponse> {
         let req = req.into_inner();
-        batch_status(self.api.batch_remove(&req.keys, req.force).await)
+        ok(self.api.batch_remove(&req.keys, req.force).await)
     }
 
     async fn remove_all(
         &self,
         req: Request<pb::RemoveAllRequest>,
     ) -> RpcResult<pb::RemoveAllResponse> {
-        ok(self.api.remove_all(req.into_inner().force).await.into())
+        ok(self.api.remove_all(req.into_inner().force).await)
     }
 
     async fn drain_segment_start(
@@ -517,25 +472,8 @@ impl MasterService for GrpcMaster {
         req: Request<pb::DrainStartRequest>,
     ) -> RpcResult<pb::DrainStartResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
         let segment = SegmentId(join(req.segment_hi, req.segment_lo));
-        ok(match self.api.drain_segment_start(client, segment).await {
-            Ok(moves) => pb::DrainStartResponse {
-                error_code: 0,
-                moves: moves
-                    .into_iter()
-                    .map(|m| pb::DrainMove {
-                        key: m.key,
-                        source: Some(m.source.into()),
-                        target: m.target.map(Into::into),
-                    })
-                    .collect(),
-            },
-            Err(e) => pb::DrainStartResponse {
-                error_code: e.code(),
-                moves: Vec::new(),
-            },
-        })
+        ok(self.api.drain_segment_start(req.client(), segment).await)
     }
 
     async fn drain_segment_end(
@@ -544,11 +482,11 @@ impl MasterService for GrpcMaster {
     ) -> RpcResult<pb::BatchStatusResponse> {
         let req = req.into_inner();
         if req.keys.len() != req.copied.len() {
-            return batch_status(Err(crate::ErrorCode::InvalidParams));
+            return ok(BatchResult::<()>::Err(crate::ErrorCode::InvalidParams));
         }
-        let client = client_from_pb(req.client_hi, req.client_lo);
+        let client = req.client();
         let results: Vec<(String, bool)> = req.keys.into_iter().zip(req.copied).collect();
-        batch_status(self.api.drain_segment_end(client, &results).await)
+        ok(self.api.drain_segment_end(client, &results).await)
     }
 
     async fn batch_replica_clear(
@@ -556,23 +494,10 @@ impl MasterService for GrpcMaster {
         req: Request<pb::ReplicaClearRequest>,
     ) -> RpcResult<pb::KeysResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
-        ok(
-            match self
-                .api
-                .batch_replica_clear(client, &req.keys, &req.segment_name)
-                .await
-            {
-                Ok(keys) => pb::KeysResponse {
-                    error_code: 0,
-                    keys,
-                },
-                Err(e) => pb::KeysResponse {
-                    error_code: e.code(),
-                    keys: Vec::new(),
-                },
-            },
-        )
+        let api = &self.api;
+        ok(api
+            .batch_replica_clear(req.client(), &req.keys, &req.segment_name)
+            .await)
     }
 
     async fn remove_by_regex(
@@ -580,11 +505,7 @@ impl MasterService for GrpcMaster {
         req: Request<pb::RemoveByRegexRequest>,
     ) -> RpcResult<pb::RemoveAllResponse> {
         let req = req.into_inner();
-        ok(self
-            .api
-            .remove_by_regex(&req.pattern, req.force)
-            .await
-            .into())
+        ok(self.api.remove_by_regex(&req.pattern, req.force).await)
     }
 
     async fn create_copy_task(
@@ -592,9 +513,7 @@ impl MasterService for GrpcMaster {
         req: Request<pb::CopyTaskRequest>,
     ) -> RpcResult<pb::TaskIdResponse> {
         let req = req.into_inner();
-        ok(task_id_to_pb(
-            self.api.create_copy_task(&req.key, &req.targets).await,
-        ))
+        ok(self.api.create_copy_task(&req.key, &req.targets).await)
     }
 
     async fn create_move_task(
@@ -602,11 +521,10 @@ impl MasterService for GrpcMaster {
         req: Request<pb::MoveTaskRequest>,
     ) -> RpcResult<pb::TaskIdResponse> {
         let req = req.into_inner();
-        ok(task_id_to_pb(
-            self.api
-                .create_move_task(&req.key, &req.source, &req.target)
-                .await,
-        ))
+        let api = &self.api;
+        ok(api
+            .create_move_task(&req.key, &req.source, &req.target)
+            .await)
     }
 
     async fn query_task(
@@ -614,35 +532,17 @@ impl MasterService for GrpcMaster {
         req: Request<pb::TaskIdRequest>,
     ) -> RpcResult<pb::QueryTaskResponse> {
         let req = req.into_inner();
-        let id = TaskId::from_halves(req.id_hi, req.id_lo);
-        ok(match self.api.query_task(id).await {
-            Ok(t) => pb::QueryTaskResponse {
-                error_code: 0,
-                task: Some(t.into()),
-            },
-            Err(e) => pb::QueryTaskResponse {
-                error_code: e.code(),
-                task: None,
-            },
-        })
+        ok(self
+            .api
+            .query_task(TaskId::from_halves(req.id_hi, req.id_lo))
+            .await)
     }
 
     async fn fetch_tasks(
         &self,
         req: Request<pb::PingRequest>,
     ) -> RpcResult<pb::FetchTasksResponse> {
-        let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
-        ok(match self.api.fetch_tasks(client).await {
-            Ok(tasks) => pb::FetchTasksResponse {
-                error_code: 0,
-                tasks: tasks.into_iter().map(Into::into).collect(),
-            },
-            Err(e) => pb::FetchTasksResponse {
-                error_code: e.code(),
-                tasks: Vec::new(),
-            },
-        })
+        ok(self.api.fetch_tasks(req.into_inner().client()).await)
     }
 
     async fn finish_task(
@@ -650,32 +550,10 @@ impl MasterService for GrpcMaster {
         req: Request<pb::FinishTaskRequest>,
     ) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
-        let client = client_from_pb(req.client_hi, req.client_lo);
         let id = TaskId::from_halves(req.id_hi, req.id_lo);
-        ok(status(
-            self.api
-                .finish_task(client, id, req.copied, &req.message)
-                .await,
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_status_carries_outer_and_item_codes() {
-        let r = batch_status(Ok(vec![Ok(()), Err(crate::ErrorCode::ObjectNotFound)])).unwrap();
-        let r = r.into_inner();
-        assert_eq!(r.error_code, 0);
-        assert_eq!(
-            r.results.iter().map(|m| m.error_code).collect::<Vec<_>>(),
-            vec![0, -704]
-        );
-        let r = batch_status(Err(crate::ErrorCode::InternalError))
-            .unwrap()
-            .into_inner();
-        assert_eq!((r.error_code, r.results.len()), (-1, 0));
+        let api = &self.api;
+        ok(api
+            .finish_task(req.client(), id, req.copied, &req.message)
+            .await)
     }
 }
