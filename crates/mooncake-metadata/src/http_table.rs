@@ -1,7 +1,6 @@
-use std::collections::HashMap;
-
 use bytes::Bytes;
-use parking_lot::RwLock;
+
+use crate::MemoryStore;
 
 /// One request to the HTTP metadata protocol, already decoded from HTTP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +51,10 @@ impl TableReply {
 ///
 /// One rule is Mooncake's own: a `PUT` of an existing `rpc_meta` key succeeds only with an
 /// identical body (`metadata unchanged`); a different body is refused with 400, so two
-/// engines cannot claim one segment name.
+/// engines cannot claim one segment name. The map is a [`MemoryStore`].
 #[derive(Debug, Default)]
 pub struct MetadataTable {
-    map: RwLock<HashMap<String, Bytes>>,
+    store: MemoryStore,
 }
 
 fn usable(key: Option<String>) -> Option<String> {
@@ -70,12 +69,12 @@ impl MetadataTable {
 
     /// Number of keys held.
     pub fn len(&self) -> usize {
-        self.map.read().len()
+        self.store.len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.map.read().is_empty()
+        self.store.is_empty()
     }
 
     /// Answers one request.
@@ -86,10 +85,10 @@ impl MetadataTable {
                 let Some(key) = usable(key) else {
                     return missing;
                 };
-                match self.map.read().get(&key) {
-                    Some(v) => TableReply {
+                match self.store.value(&key) {
+                    Some(body) => TableReply {
                         status: 200,
-                        body: v.clone(),
+                        body,
                         json: true,
                     },
                     None => TableReply::text(404, "metadata not found"),
@@ -99,23 +98,24 @@ impl MetadataTable {
                 let Some(key) = usable(key) else {
                     return missing;
                 };
-                let mut map = self.map.write();
-                if key.contains("rpc_meta") {
-                    if let Some(old) = map.get(&key) {
-                        if *old == body {
-                            return TableReply::text(200, "metadata unchanged");
+                self.store.update(|map| {
+                    if key.contains("rpc_meta") {
+                        if let Some(old) = map.get(&key) {
+                            if *old == body {
+                                return TableReply::text(200, "metadata unchanged");
+                            }
+                            return TableReply::text(400, "Duplicate rpc_meta key not allowed");
                         }
-                        return TableReply::text(400, "Duplicate rpc_meta key not allowed");
                     }
-                }
-                map.insert(key, body);
-                TableReply::text(200, "metadata updated")
+                    map.insert(key, body);
+                    TableReply::text(200, "metadata updated")
+                })
             }
             TableRequest::Delete { key } => {
                 let Some(key) = usable(key) else {
                     return missing;
                 };
-                match self.map.write().remove(&key) {
+                match self.store.update(|m| m.remove(&key)) {
                     Some(_) => TableReply::text(200, "metadata deleted"),
                     None => TableReply::text(404, "metadata not found"),
                 }

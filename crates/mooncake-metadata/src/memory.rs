@@ -35,6 +35,16 @@ impl MemoryStore {
     pub fn clear(&self) {
         self.map.write().clear();
     }
+
+    /// The value of `key`, if held (no key check: callers have one).
+    pub(crate) fn value(&self, key: &str) -> Option<Bytes> {
+        self.map.read().get(key).cloned()
+    }
+
+    /// Runs `f` on the map under the write lock: one atomic read-modify-write.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut HashMap<String, Bytes>) -> R) -> R {
+        f(&mut self.map.write())
+    }
 }
 
 fn check_key(key: &str) -> Result<(), MetadataError> {
@@ -48,18 +58,18 @@ fn check_key(key: &str) -> Result<(), MetadataError> {
 impl MetadataStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, MetadataError> {
         check_key(key)?;
-        Ok(self.map.read().get(key).cloned())
+        Ok(self.value(key))
     }
 
     async fn put(&self, key: &str, value: Bytes) -> Result<(), MetadataError> {
         check_key(key)?;
-        self.map.write().insert(key.to_owned(), value);
+        self.update(|m| m.insert(key.to_owned(), value));
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<bool, MetadataError> {
         check_key(key)?;
-        Ok(self.map.write().remove(key).is_some())
+        Ok(self.update(|m| m.remove(key)).is_some())
     }
 
     fn describe(&self) -> String {
