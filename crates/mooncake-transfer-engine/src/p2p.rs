@@ -118,6 +118,9 @@ impl MetadataStore for P2pMetadata {
     }
 
     async fn delete(&self, key: &str) -> Result<bool, MetadataError> {
+        if key.is_empty() {
+            return Err(MetadataError::EmptyKey);
+        }
         if let Some(("ram", segment)) = split_key(key) {
             if segment == self.own {
                 self.handshake.set_descriptor(None);
@@ -133,7 +136,18 @@ impl MetadataStore for P2pMetadata {
 
 #[cfg(test)]
 mod tests {
-    use super::split_key;
+    use super::{split_key, HandshakeState, P2pMetadata};
+    use std::sync::Arc;
+
+    /// The conformance suite every metadata store passes. Keys of other segments would be
+    /// fetched from those peers; the suite's segment keys name this engine itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conforms_to_the_metadata_suite() {
+        let handshake = Arc::new(HandshakeState::new());
+        let store = P2pMetadata::new("127.0.0.1:17101".into(), handshake.clone());
+        mooncake_metadata::testing::Suite::test_all(Arc::new(store)).await;
+        assert_eq!(handshake.descriptor(), None, "the suite deleted its descriptor");
+    }
 
     #[test]
     fn keys_name_their_segment() {
