@@ -146,7 +146,11 @@ mod tests {
         let handshake = Arc::new(HandshakeState::new());
         let store = P2pMetadata::new("127.0.0.1:17101".into(), handshake.clone());
         mooncake_metadata::testing::Suite::test_all(Arc::new(store)).await;
-        assert_eq!(handshake.descriptor(), None, "the suite deleted its descriptor");
+        assert_eq!(
+            handshake.descriptor(),
+            None,
+            "the suite deleted its descriptor"
+        );
     }
 
     #[test]
