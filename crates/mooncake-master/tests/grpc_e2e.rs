@@ -6,25 +6,12 @@ use std::sync::Arc;
 use mooncake_master::{Master, MasterConfig, MasterServer, ServerConfig};
 use mooncake_store::grpc::{GrpcClientConfig, GrpcMasterClient};
 use mooncake_store::{
-    ClientId, ClientStatus, ErrorCode, MasterApi, ProtocolVersion, ReplicateConfig, Segment,
-    SegmentId,
+    ClientId, ClientStatus, ErrorCode, MasterApi, ProtocolVersion, ReplicateConfig,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const MIB: u64 = 1 << 20;
-
-fn segment(id: u128, name: &str, size: u64) -> Segment {
-    Segment {
-        id: SegmentId(id),
-        name: name.into(),
-        base: 0x7f00_0000_0000 + (id as u64) * (1 << 32),
-        size,
-        te_endpoint: name.into(),
-        protocol: "tcp".into(),
-        host_id: "127.0.0.1".into(),
-        durable: false,
-    }
-}
+mod common;
+use common::{segment, MIB};
 
 async fn start() -> (
     GrpcMasterClient,

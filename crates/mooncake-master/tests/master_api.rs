@@ -9,24 +9,11 @@ use std::sync::Arc;
 use mooncake_master::{Master, MasterConfig, MasterServer, ServerConfig};
 use mooncake_store::grpc::{GrpcClientConfig, GrpcMasterClient};
 use mooncake_store::{
-    ClientId, ClientStatus, ErrorCode, MasterApi, ProtocolVersion, ReplicateConfig, Segment,
-    SegmentId,
+    ClientId, ClientStatus, ErrorCode, MasterApi, ProtocolVersion, ReplicateConfig, SegmentId,
 };
 
-const MIB: u64 = 1 << 20;
-
-fn segment(id: u128, name: &str, size: u64) -> Segment {
-    Segment {
-        id: SegmentId(id),
-        name: name.into(),
-        base: 0x7f00_0000_0000 + (id as u64) * (1 << 32),
-        size,
-        te_endpoint: name.into(),
-        protocol: "tcp".into(),
-        host_id: "127.0.0.1".into(),
-        durable: false,
-    }
-}
+mod common;
+use common::{segment, MIB};
 
 mod cases {
     use super::*;
