@@ -41,7 +41,12 @@ pub fn parse_size(text: &str) -> Result<u64, ParseSizeError> {
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        other => return Err(ParseSizeError::UnknownUnit(text.to_owned(), other.to_owned())),
+        other => {
+            return Err(ParseSizeError::UnknownUnit(
+                text.to_owned(),
+                other.to_owned(),
+            ))
+        }
     };
     #[allow(clippy::cast_precision_loss)]
     let v = n * mult as f64;
@@ -73,10 +78,25 @@ mod tests {
     #[test]
     fn bad_sizes_say_what_is_wrong() {
         assert!(matches!(parse_size("4 XB"), Err(ParseSizeError::UnknownUnit(_, u)) if u == "xb"));
-        assert!(matches!(parse_size("lots"), Err(ParseSizeError::NotASize(_))));
-        assert!(matches!(parse_size("-1 GB"), Err(ParseSizeError::NotASize(_))));
-        assert!(matches!(parse_size("\"4 GB"), Err(ParseSizeError::NotASize(_))));
-        assert!(matches!(parse_size("99999999 TB"), Err(ParseSizeError::OutOfRange(_))));
-        assert!(parse_size("4 XB").unwrap_err().to_string().contains("unknown size unit"));
+        assert!(matches!(
+            parse_size("lots"),
+            Err(ParseSizeError::NotASize(_))
+        ));
+        assert!(matches!(
+            parse_size("-1 GB"),
+            Err(ParseSizeError::NotASize(_))
+        ));
+        assert!(matches!(
+            parse_size("\"4 GB"),
+            Err(ParseSizeError::NotASize(_))
+        ));
+        assert!(matches!(
+            parse_size("99999999 TB"),
+            Err(ParseSizeError::OutOfRange(_))
+        ));
+        assert!(parse_size("4 XB")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown size unit"));
     }
 }
