@@ -31,6 +31,7 @@ mod peer_rpc;
 mod registry;
 mod tcp;
 mod topology;
+mod transport;
 
 pub use batch::{BatchId, TaskStatus, TransferStatus};
 pub use codec::Opcode;
