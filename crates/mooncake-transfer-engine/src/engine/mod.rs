@@ -66,6 +66,7 @@ pub struct TransferRequest {
     pub length: u64,
 }
 
+/// The engine's shared state, behind the `Arc` every clone of [`TransferEngine`] holds.
 struct Inner {
     config: EngineConfig,
     metadata: Arc<dyn MetadataStore>,
@@ -77,6 +78,7 @@ struct Inner {
     p2p: bool,
     /// Handshake addresses of peers, resolved by name.
     peers: PeerDirectory,
+    /// Opened peer segments by handle, and their handles by name.
     segments: RwLock<HashMap<u64, Arc<PeerSegment>>>,
     names: Mutex<HashMap<String, SegmentHandle>>,
     next_segment: AtomicU64,

@@ -129,6 +129,8 @@ impl TransferEngine {
     }
 }
 
+/// Every `republish_interval`, re-publishes whatever the metadata service lost, until
+/// `stop` fires or the engine is gone (the loop holds it only weakly).
 pub(super) async fn republish_loop(engine: Weak<Inner>, mut stop: watch::Receiver<bool>) {
     loop {
         let interval = match engine.upgrade() {

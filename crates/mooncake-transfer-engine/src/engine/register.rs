@@ -151,7 +151,7 @@ impl TransferEngine {
     /// until no transfer uses it any more.
     ///
     /// Caller-owned memory may be freed once this returns `Ok`, so the wait is for every
-    /// in-flight transfer touching it, bounded by [`EngineConfig::unregister_timeout`]:
+    /// in-flight transfer touching it, bounded by [`EngineConfig::unregister_timeout`](crate::EngineConfig::unregister_timeout):
     /// past it the buffer is registered again and [`TransferError::BufferBusy`] says so
     /// (the memory must not be freed yet; try again later).
     pub async fn unregister(&self, addr: u64) -> Result<(), TransferError> {
