@@ -7,6 +7,9 @@
 //!   the metadata service lost it), opens peer segments ([`SegmentHandle`]) and transfers
 //!   ([`TransferEngine::transfer`], or the batch API: [`TransferEngine::allocate_batch`],
 //!   [`TransferEngine::submit`], [`TransferEngine::status`], [`TransferEngine::free_batch`]);
+//! - the `Transport` seam (crate-private, `transport`): the transfer path reaches each
+//!   opened peer through transports picked from its descriptor, a `ShmTransport` (a
+//!   same-host peer's shared memory, copied with `memcpy`) tried before its `TcpTransport`;
 //! - [`codec`]: the 24-byte request header and the status frame, sans-io;
 //! - [`descriptor`]: Mooncake's segment descriptor and `rpc_meta` JSON;
 //! - [`handshake`]: the RPC-port protocol (probe, notify, metadata, connection frames);
@@ -31,6 +34,7 @@ mod peer_rpc;
 mod registry;
 mod tcp;
 mod topology;
+mod transport;
 
 pub use batch::{BatchId, TaskStatus, TransferStatus};
 pub use codec::Opcode;

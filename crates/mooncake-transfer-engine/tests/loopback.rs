@@ -719,3 +719,48 @@ async fn striped_transfers_land_byte_for_byte() {
         }
     }
 }
+
+/// A peer that moved to another data port since the segment was opened (a restart under
+/// the same name) is found again: the request that failed against the old port is
+/// retried once, over TCP to the new one, and lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_moved_to_another_port_gets_the_failed_request_again() {
+    let meta = Arc::new(MemoryStore::new());
+    let mut config = EngineConfig::new("127.0.0.1:17501");
+    config.shared_memory = false;
+    let a = TransferEngine::start(config, meta.clone()).await.unwrap();
+    let mut config = EngineConfig::new("127.0.0.1:17502");
+    // Only this test re-publishes b's descriptor.
+    config.republish_interval = Duration::from_secs(3600);
+    let b = TransferEngine::start(config, meta.clone()).await.unwrap();
+    let len = 1 << 20;
+    let a_buf = a.allocate_buffer(len, "cpu:0").await.unwrap();
+    let b_buf = b.allocate_buffer(len, "cpu:0").await.unwrap();
+    // `a` opens the segment while its descriptor names a port nobody listens on any more.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut old = b.descriptor();
+    old.tcp_data_port = gone.local_addr().unwrap().port();
+    drop(gone);
+    let key = KeySpace::default().segment("127.0.0.1:17502");
+    meta.put(&key, bytes::Bytes::from(old.to_json()))
+        .await
+        .unwrap();
+    let seg = a.open_segment("127.0.0.1:17502").await.unwrap();
+    b.publish().await.unwrap();
+    let data = pattern(len as usize, 9);
+    b_buf.write_at(0, &data);
+    let read = TransferRequest {
+        opcode: Opcode::Read,
+        source: a_buf.addr(),
+        target: seg,
+        target_offset: b_buf.addr(),
+        length: len,
+    };
+    a.transfer(&[read]).await.unwrap();
+    assert!(
+        a_buf.to_vec(0, len as usize) == data,
+        "read from the peer at its new port"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
