@@ -14,43 +14,7 @@ pub struct LocalBuffer {
     pub(super) region: Arc<Region>,
 }
 
-impl LocalBuffer {
-    /// Start address (what peers use as `target_offset`, and local `source`).
-    pub fn addr(&self) -> u64 {
-        self.region.addr()
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.region.len()
-    }
-
-    /// Whether the buffer is empty (never, for an allocated buffer).
-    pub fn is_empty(&self) -> bool {
-        self.region.is_empty()
-    }
-
-    /// Copies `data` into the buffer at `offset`. Panics if it does not fit.
-    pub fn write_at(&self, offset: u64, data: &[u8]) {
-        self.region.write(self.addr() + offset, data);
-    }
-
-    /// Copies bytes out of the buffer at `offset` into `out`. Panics if out of range.
-    pub fn read_at(&self, offset: u64, out: &mut [u8]) {
-        self.read_at_uninit(offset, crate::memory::as_uninit(out));
-    }
-
-    /// Like [`LocalBuffer::read_at`], into memory that may be uninitialised (a fresh
-    /// allocation): large reads are split between threads, page faults included.
-    pub fn read_at_uninit(&self, offset: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
-        self.region.read_uninit(self.addr() + offset, out);
-    }
-
-    /// The bytes at `offset..offset+len` as a new vector.
-    pub fn to_vec(&self, offset: u64, len: usize) -> Vec<u8> {
-        self.region.to_vec(self.addr() + offset, len)
-    }
-}
+crate::memory::byte_accessors!(LocalBuffer);
 
 /// A range of memory an engine reaches with a copy (its own registered memory, or a
 /// same-host peer's shared memory), found by [`TransferEngine::direct_range`](crate::TransferEngine::direct_range). It keeps the

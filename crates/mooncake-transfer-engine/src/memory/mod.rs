@@ -147,6 +147,52 @@ impl Drop for LentRegion<'_> {
     }
 }
 
+/// The accessors every handle on a [`Region`] (in a field `region`) offers: address,
+/// length and bounds-checked copies in and out, written once for [`SharedMemory`] and
+/// [`LocalBuffer`](crate::LocalBuffer).
+macro_rules! byte_accessors {
+    ($handle:ty) => {
+        impl $handle {
+            /// Start address in this process (what peers use as `target_offset`).
+            pub fn addr(&self) -> u64 {
+                self.region.addr()
+            }
+
+            /// Length in bytes.
+            pub fn len(&self) -> u64 {
+                self.region.len()
+            }
+
+            /// Whether it is empty (never, once allocated).
+            pub fn is_empty(&self) -> bool {
+                self.region.is_empty()
+            }
+
+            /// Copies `data` in at `offset`. Panics if it does not fit.
+            pub fn write_at(&self, offset: u64, data: &[u8]) {
+                self.region.write(self.addr() + offset, data);
+            }
+
+            /// Copies bytes out at `offset` into `out`. Panics if out of range.
+            pub fn read_at(&self, offset: u64, out: &mut [u8]) {
+                self.read_at_uninit(offset, $crate::memory::as_uninit(out));
+            }
+
+            /// Like `read_at`, into memory that may be uninitialised (a fresh allocation):
+            /// large reads are split between threads, page faults included.
+            pub fn read_at_uninit(&self, offset: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
+                self.region.read_uninit(self.addr() + offset, out);
+            }
+
+            /// The bytes at `offset..offset+len` as a new vector. Panics if out of range.
+            pub fn to_vec(&self, offset: u64, len: usize) -> Vec<u8> {
+                self.region.to_vec(self.addr() + offset, len)
+            }
+        }
+    };
+}
+pub(crate) use byte_accessors;
+
 /// A shared-memory file this process created and maps, to hand to another process by
 /// path (e.g. a standalone client's memory pool, which its store service maps and
 /// registers). Mode 0600; removed when dropped.
@@ -161,41 +207,13 @@ impl SharedMemory {
         Region::shared(path, len, true).map(|region| Self { region })
     }
 
-    /// Start address in this process.
-    pub fn addr(&self) -> u64 {
-        self.region.addr()
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.region.len()
-    }
-
-    /// Whether it is empty (never, once created).
-    pub fn is_empty(&self) -> bool {
-        self.region.is_empty()
-    }
-
     /// The file.
     pub fn path(&self) -> &Path {
         self.region.shm_path().unwrap_or(Path::new(""))
     }
-
-    /// Copies `data` in at `offset`. Panics if it does not fit.
-    pub fn write_at(&self, offset: u64, data: &[u8]) {
-        self.region.write(self.addr() + offset, data);
-    }
-
-    /// Copies bytes out at `offset` into `out`. Panics if out of range.
-    pub fn read_at(&self, offset: u64, out: &mut [u8]) {
-        self.read_at_uninit(offset, as_uninit(out));
-    }
-
-    /// Like [`SharedMemory::read_at`], into memory that may be uninitialised.
-    pub fn read_at_uninit(&self, offset: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
-        self.region.read_uninit(self.addr() + offset, out);
-    }
 }
+
+byte_accessors!(SharedMemory);
 
 /// `out` seen as possibly-uninitialised bytes (to be overwritten).
 pub(crate) fn as_uninit(out: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
