@@ -122,9 +122,11 @@ fn unsafe_only_in_allowed_modules() {
         if UNSAFE_ALLOWED.iter().any(|a| rel.starts_with(a)) {
             continue;
         }
-        let hits = text
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("//") && l.contains(&needle));
+        // Outside them, only the documented `unsafe fn Region::slice_mut` may be called (its
+        // contract is the caller's to keep, so every call is marked where it happens).
+        let hits = text.lines().filter(|l| {
+            !l.trim_start().starts_with("//") && l.contains(&needle) && !l.contains(".slice_mut(")
+        });
         assert_eq!(
             hits.count(),
             0,

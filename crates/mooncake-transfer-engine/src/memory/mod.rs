@@ -533,12 +533,22 @@ impl Region {
         unsafe { std::slice::from_raw_parts(p as *const u8, len) }
     }
 
-    /// The bytes of `[addr, addr+len)` for writing, which must lie inside the region.
+    /// The bytes of `[addr, addr+len)` for writing, which must lie inside the region
+    /// (checked: a range outside it panics).
+    ///
+    /// # Safety
+    ///
+    /// While the returned slice lives, the caller must not use any other reference into an
+    /// overlapping range of this region from this process, and must only write through the
+    /// slice (never rely on reading back what is there: peers in other processes may write
+    /// the same bytes through shared memory, as with RDMA). In the engine this holds because
+    /// the store protocol gives one object's range one writer at a time (allocation,
+    /// leases), and each such slice lives for one socket read only.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) fn slice_mut(&self, addr: u64, len: usize) -> &mut [u8] {
+    pub(crate) unsafe fn slice_mut(&self, addr: u64, len: usize) -> &mut [u8] {
         let p = self.check(addr, len);
-        // SAFETY: as in `slice`; the memory is shared with remote peers by design (see the
-        // module docs), and the slice lives only for one socket read or copy.
+        // SAFETY: the range lies inside the region (checked), valid memory for the region's
+        // lifetime; exclusivity within this process is the caller's promise (see above).
         unsafe { std::slice::from_raw_parts_mut(p as *mut u8, len) }
     }
 

@@ -596,7 +596,10 @@ async fn complete(
         }
     }
     if op.opcode == Opcode::Read {
-        rd.read_exact(local.slice_mut(op.local_addr, op.len as usize))
+        #[allow(unsafe_code)]
+        // SAFETY: one writer per range (the store protocol), and the slice lives for this read.
+        let dst = unsafe { local.slice_mut(op.local_addr, op.len as usize) };
+        rd.read_exact(dst)
             .await
             .map_err(|source| TransferError::Io {
                 peer: op.peer,

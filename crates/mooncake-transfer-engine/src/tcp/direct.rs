@@ -386,8 +386,10 @@ impl Answers<'_> {
         self.fill(&mut frame).await?;
         status_outcome(&frame, op).map_err(Failure::Own)?;
         if op.opcode == Opcode::Read {
-            self.fill(local.slice_mut(op.local_addr, op.len as usize))
-                .await?;
+            #[allow(unsafe_code)]
+            // SAFETY: one writer per range (the store protocol), and the slice lives for this read.
+            let dst = unsafe { local.slice_mut(op.local_addr, op.len as usize) };
+            self.fill(dst).await?;
         }
         Ok(())
     }

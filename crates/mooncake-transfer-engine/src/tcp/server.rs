@@ -265,7 +265,10 @@ async fn serve_connection(
         };
         match header.opcode {
             Opcode::Write => {
-                let dst = region.slice_mut(header.addr, len);
+                #[allow(unsafe_code)]
+                // SAFETY: one writer per range (the store protocol); the slice lives for this
+                // WRITE's payload only.
+                let dst = unsafe { region.slice_mut(header.addr, len) };
                 let buffered = rd.buffer().len().min(len);
                 dst[..buffered].copy_from_slice(&rd.buffer()[..buffered]);
                 std::pin::Pin::new(&mut rd).consume(buffered);

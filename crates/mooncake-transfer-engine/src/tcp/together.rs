@@ -201,7 +201,10 @@ impl Drain<'_> {
                     (self.next, self.got, self.payload) = (self.next + 1, 0, false);
                     continue;
                 }
-                let dst = local.slice_mut(op.local_addr + self.got as u64, len - self.got);
+                let at = op.local_addr + self.got as u64;
+                #[allow(unsafe_code)]
+                // SAFETY: one writer per range (the store protocol), and the slice lives for this read.
+                let dst = unsafe { local.slice_mut(at, len - self.got) };
                 self.conn.try_read(dst)
             } else {
                 self.conn.try_read(&mut self.frame[self.got..])
