@@ -641,7 +641,7 @@ impl Engine {
             .direct_range(SegmentHandle::LOCAL, buffer_addr, length)
             .map_err(|e| PyValueError::new_err(e.to_string()))?
             .ok_or_else(|| PyValueError::new_err("the local segment is not reachable"))?;
-        crate::store::bytes_filled(py, length, |out| range.read_into_uninit(out))
+        crate::pybytes::bytes_filled(py, length, |out| range.read_into_uninit(out))
     }
 
     /// Copies the first `length` bytes of `src_data` (`bytes`, or a `str` as UTF-8) to

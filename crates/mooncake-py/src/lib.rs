@@ -8,10 +8,10 @@
 
 mod addr;
 mod config;
-mod dummy;
 mod engine;
 mod jobs;
 mod notify;
+mod pybytes;
 mod runtime;
 mod store;
 mod task;
