@@ -71,7 +71,7 @@ impl Engine {
         if !matches!(protocol, "tcp" | "rdma" | "") {
             tracing::warn!("protocol {protocol:?} is not available in this build; using tcp");
         }
-        let config = mooncake_examples::env::engine_config(local_hostname);
+        let config = mooncake_cli::env::engine_config(local_hostname);
         runtime();
         match block(py, TransferEngine::start_uri(config, metadata)) {
             Ok(e) => {
