@@ -20,7 +20,7 @@ struct Args {
     #[arg(long, default_value_t = 64 << 20)]
     max_value_size: usize,
     #[command(flatten)]
-    auth: mooncake_examples::flags::AuthArgs,
+    auth: mooncake_cli::flags::AuthArgs,
     /// Log verbosity: 0 info, 1 debug, 2 trace.
     #[arg(short = 'v', long = "verbose", default_value_t = 0)]
     verbosity: u8,
@@ -29,13 +29,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    mooncake_examples::init_tracing(args.verbosity);
+    mooncake_cli::init_tracing(args.verbosity);
     let addr = format!("{}:{}", args.host, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot bind the http metadata server to {addr}"))?;
     let local = listener.local_addr()?;
-    mooncake_examples::announce(&format!(
+    mooncake_cli::announce(&format!(
         "http metadata server listening on http://{local}/metadata"
     ));
     let server = HttpMetadataServer::new(HttpMetadataServerConfig {
@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
     });
     server
-        .run(listener, mooncake_examples::shutdown_signal())
+        .run(listener, mooncake_cli::shutdown_signal())
         .await?;
     Ok(())
 }

@@ -45,7 +45,7 @@ enum Workload {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    mooncake_examples::init_tracing(0);
+    mooncake_cli::init_tracing(0);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

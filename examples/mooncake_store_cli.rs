@@ -5,14 +5,14 @@
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use mooncake_examples::flags::parse_size;
+use mooncake_cli::flags::parse_size;
 use mooncake_store::{Client, ClientConfig, ReplicateConfig};
 
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
-    auth: mooncake_examples::flags::AuthArgs,
+    auth: mooncake_cli::flags::AuthArgs,
     /// The master's `host:port`.
     #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
     master_server_address: String,
@@ -58,7 +58,7 @@ fn content(i: usize, size: u64) -> Vec<u8> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    mooncake_examples::init_tracing_at("warn");
+    mooncake_cli::init_tracing_at("warn");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use mooncake_examples::flags::parse_size;
+use mooncake_cli::flags::parse_size;
 use mooncake_store::{Client, ClientConfig, ReplicateConfig};
 use mooncake_transfer_engine::LocalBuffer;
 
@@ -68,7 +68,7 @@ struct Args {
     #[arg(long)]
     quiet: bool,
     #[command(flatten)]
-    auth: mooncake_examples::flags::AuthArgs,
+    auth: mooncake_cli::flags::AuthArgs,
     /// Record and verify CRC-32C checksums of every value (to measure their cost).
     #[arg(long = "verify_checksums")]
     verify_checksums: bool,
@@ -117,7 +117,7 @@ fn human(size: u64) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    mooncake_examples::init_tracing_at("warn");
+    mooncake_cli::init_tracing_at("warn");
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -103,7 +103,7 @@ fn unit(name: &str) -> Result<f64> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    mooncake_examples::init_tracing(args.verbosity);
+    mooncake_cli::init_tracing(args.verbosity);
     if args.protocol != "tcp" {
         bail!(
             "--protocol={} is not available in this build; use --protocol=tcp",
@@ -122,7 +122,7 @@ async fn run(args: Args, per_unit: f64) -> Result<()> {
         .local_server_name
         .clone()
         .unwrap_or_else(|| format!("127.0.0.1:{}", std::process::id()));
-    let config = mooncake_examples::env::engine_config(&name);
+    let config = mooncake_cli::env::engine_config(&name);
     let metadata =
         mooncake_metadata::connect_with(&args.metadata_server, config.auth_token.clone())
             .with_context(|| format!("--metadata_server={}", args.metadata_server))?;
@@ -130,13 +130,13 @@ async fn run(args: Args, per_unit: f64) -> Result<()> {
     let buffer = engine.allocate_buffer(args.buffer_size, "cpu:0").await?;
     let result = match args.mode {
         Mode::Target => {
-            mooncake_examples::announce(&format!(
+            mooncake_cli::announce(&format!(
                 "target ready: segment {name}, data port {}, buffer {:#x}+{}",
                 engine.data_addr().port(),
                 buffer.addr(),
                 buffer.len()
             ));
-            mooncake_examples::shutdown_signal().await;
+            mooncake_cli::shutdown_signal().await;
             Ok(())
         }
         Mode::Initiator => initiate(&args, &engine, buffer.addr(), per_unit).await,

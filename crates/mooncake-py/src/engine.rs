@@ -71,7 +71,7 @@ impl Engine {
         if !matches!(protocol, "tcp" | "rdma" | "") {
             tracing::warn!("protocol {protocol:?} is not available in this build; using tcp");
         }
-        let config = mooncake_examples::env::engine_config(local_hostname);
+        let config = mooncake_cli::env::engine_config(local_hostname);
         runtime();
         match block(py, TransferEngine::start_uri(config, metadata)) {
             Ok(e) => {
@@ -641,7 +641,7 @@ impl Engine {
             .direct_range(SegmentHandle::LOCAL, buffer_addr, length)
             .map_err(|e| PyValueError::new_err(e.to_string()))?
             .ok_or_else(|| PyValueError::new_err("the local segment is not reachable"))?;
-        crate::store::bytes_filled(py, length, |out| range.read_into_uninit(out))
+        crate::pybytes::bytes_filled(py, length, |out| range.read_into_uninit(out))
     }
 
     /// Copies the first `length` bytes of `src_data` (`bytes`, or a `str` as UTF-8) to

@@ -8,10 +8,10 @@
 
 mod addr;
 mod config;
-mod dummy;
 mod engine;
 mod jobs;
 mod notify;
+mod pybytes;
 mod runtime;
 mod store;
 mod task;
@@ -21,13 +21,13 @@ use pyo3::prelude::*;
 /// Runs `mooncake_master` with `argv` (program name first); returns the exit status.
 #[pyfunction]
 fn run_master(py: Python<'_>, argv: Vec<String>) -> i32 {
-    exit_status(py.detach(|| mooncake_examples::cli::master::run(argv)))
+    exit_status(py.detach(|| mooncake_cli::master::run(argv)))
 }
 
 /// Runs `mooncake_store_service` with `argv` (program name first); returns the exit status.
 #[pyfunction]
 fn run_store_service(py: Python<'_>, argv: Vec<String>) -> i32 {
-    exit_status(py.detach(|| mooncake_examples::cli::store_service::run(argv)))
+    exit_status(py.detach(|| mooncake_cli::store_service::run(argv)))
 }
 
 fn exit_status(r: anyhow::Result<()>) -> i32 {

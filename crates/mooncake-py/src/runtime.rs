@@ -12,7 +12,7 @@ static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 /// `RUST_LOG` overrides).
 pub(crate) fn runtime() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
-        mooncake_examples::init_tracing_at("warn");
+        mooncake_cli::init_tracing_at("warn");
         tokio::runtime::Builder::new_multi_thread()
             .thread_name("mooncake")
             .enable_all()

@@ -1,11 +1,21 @@
-//! Shared edge code of the Mooncake binaries: logging set-up and shutdown signals.
+//! The edge of the Mooncake processes: the servers' command lines and mains, the
+//! gflags-style flag parsers, the one reader of the C++ engine's environment variables,
+//! logging set-up and shutdown signals. The `examples/` binaries are thin mains over this
+//! crate, and the Python wheel's console scripts (`mooncake_master`,
+//! `mooncake_store_service`, `mooncake_client`) run the same code in-process.
 //!
-//! Library crates never read the environment or install signal handlers; the binaries in
-//! this package do, through these helpers.
+//! Key items: [`master::run`] and [`store_service::run`] (a server's `main`, given its
+//! `argv`), [`flags::AuthArgs`] and [`flags::config_file_args`] (flags shared by the
+//! binaries), [`env::engine_config`] (an `EngineConfig` with Mooncake's `MC_*` variables
+//! applied), [`init_tracing`] and [`shutdown_signal`].
+//!
+//! Library crates never read the environment or install signal handlers; the processes
+//! do, through this crate.
 
-pub mod cli;
 pub mod env;
 pub mod flags;
+pub mod master;
+pub mod store_service;
 
 /// Installs the `tracing` subscriber. `verbosity` is Mooncake's `-v=N` (0 = info,
 /// 1 = debug, 2+ = trace); `RUST_LOG` overrides it.
