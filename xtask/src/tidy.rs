@@ -49,7 +49,7 @@ const MUST_SEE: &[&str] = &[
     "crates/mooncake-master/src/lib.rs",
     "crates/mooncake-metadata/src/lib.rs",
     "crates/mooncake-py/src/lib.rs",
-    "examples/src/lib.rs",
+    "crates/mooncake-cli/src/lib.rs",
     "xtask/src/tidy.rs",
 ];
 
@@ -75,14 +75,12 @@ fn assert_seen(sources: &[(String, String)], expected: &[&str]) {
 const ENV_ALLOWED: &[&str] = &[
     "crates/mooncake-transfer-engine/src/config.rs",
     "crates/mooncake-metadata/src/auth.rs",
-    "examples/src/env.rs",
+    "crates/mooncake-cli/src/env.rs",
 ];
 
-/// Library code: every crate's `src/` (and the binaries' shared `examples/src/`), not
-/// tests, benches or xtask.
+/// Library code: every crate's `src/`, not tests, benches, the binaries or xtask.
 fn is_library(rel: &str) -> bool {
-    (rel.starts_with("crates/") && rel.split('/').nth(2) == Some("src"))
-        || rel.starts_with("examples/src/")
+    rel.starts_with("crates/") && rel.split('/').nth(2) == Some("src")
 }
 
 /// Files allowed to contain `unsafe` (mmap, memfd and raw-pointer memory access).
