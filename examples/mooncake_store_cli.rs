@@ -12,16 +12,7 @@ use mooncake_store::{Client, ClientConfig, ReplicateConfig};
 #[command(version, about)]
 struct Args {
     #[command(flatten)]
-    auth: mooncake_cli::flags::AuthArgs,
-    /// The master's `host:port`.
-    #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
-    master_server_address: String,
-    /// Metadata connection string.
-    #[arg(
-        long = "metadata_server",
-        default_value = "http://127.0.0.1:8080/metadata"
-    )]
-    metadata_server: String,
+    cluster: mooncake_cli::flags::ClusterArgs,
     /// Key prefix.
     #[arg(long, default_value = "cli")]
     prefix: String,
@@ -64,10 +55,10 @@ fn main() -> Result<()> {
         .build()?
         .block_on(async move {
             let config = ClientConfig {
-                metadata_server: args.metadata_server.clone(),
-                master_server_addr: args.master_server_address.clone(),
+                metadata_server: args.cluster.metadata_server.clone(),
+                master_server_addr: args.cluster.master_server_address.clone(),
                 local_buffer_size: (args.size * 64).max(16 << 20),
-                auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
+                auth_token: args.cluster.auth.token().map_err(anyhow::Error::msg)?,
                 ..ClientConfig::default()
             };
             let client = Client::setup(config).await?;

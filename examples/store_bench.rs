@@ -22,15 +22,8 @@ use mooncake_transfer_engine::LocalBuffer;
 #[derive(Debug, Parser, Clone)]
 #[command(version, about)]
 struct Args {
-    /// The master's `host:port`.
-    #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
-    master_server_address: String,
-    /// Metadata connection string.
-    #[arg(
-        long = "metadata_server",
-        default_value = "http://127.0.0.1:8080/metadata"
-    )]
-    metadata_server: String,
+    #[command(flatten)]
+    cluster: mooncake_cli::flags::ClusterArgs,
     /// This client's host.
     #[arg(long = "local_hostname", default_value = "127.0.0.1")]
     local_hostname: String,
@@ -67,8 +60,6 @@ struct Args {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
-    #[command(flatten)]
-    auth: mooncake_cli::flags::AuthArgs,
     /// Record and verify CRC-32C checksums of every value (to measure their cost).
     #[arg(long = "verify_checksums")]
     verify_checksums: bool,
@@ -132,12 +123,12 @@ fn main() -> Result<()> {
 async fn client(args: &Args, local_buffer: u64) -> Result<Client> {
     let config = ClientConfig {
         local_hostname: args.local_hostname.clone(),
-        metadata_server: args.metadata_server.clone(),
+        metadata_server: args.cluster.metadata_server.clone(),
         global_segment_size: 0,
         local_buffer_size: local_buffer,
-        master_server_addr: args.master_server_address.clone(),
+        master_server_addr: args.cluster.master_server_address.clone(),
         verify_checksums: args.verify_checksums,
-        auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
+        auth_token: args.cluster.auth.token().map_err(anyhow::Error::msg)?,
         ..ClientConfig::default()
     };
     Client::setup(config).await.context("store client setup")
@@ -448,9 +439,12 @@ async fn concurrency(args: &Args, procs: usize, size: u64, count: u64) -> Result
         let mut child = Command::new(&exe)
             .arg(format!(
                 "--master_server_address={}",
-                args.master_server_address
+                args.cluster.master_server_address
             ))
-            .arg(format!("--metadata_server={}", args.metadata_server))
+            .arg(format!(
+                "--metadata_server={}",
+                args.cluster.metadata_server
+            ))
             .arg(format!("--local_hostname={}", args.local_hostname))
             .arg(format!("--worker={p}:{size}:{count}"))
             .stdin(Stdio::piped())

@@ -19,6 +19,24 @@ pub struct AuthArgs {
     pub auth_token: String,
 }
 
+/// How a store client finds its cluster: the master, the metadata service and the token.
+/// One definition, flattened into the store service, `store_bench` and `mooncake_store_cli`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// The master's `host:port`.
+    #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
+    pub master_server_address: String,
+    /// Metadata connection string.
+    #[arg(
+        long = "metadata_server",
+        default_value = "http://127.0.0.1:8080/metadata"
+    )]
+    pub metadata_server: String,
+    /// The cluster's token (`--auth_token`).
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
 impl AuthArgs {
     /// The token, `None` when empty; an error names what is wrong with it.
     pub fn token(&self) -> Result<Option<mooncake_metadata::AuthToken>, String> {

@@ -22,15 +22,8 @@ struct Args {
     /// Staging buffer for the copying APIs (a pure contributor needs none).
     #[arg(long = "local_buffer_size", value_parser = parse_size, default_value = "0")]
     local_buffer_size: u64,
-    /// The master's `host:port`.
-    #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
-    master_server_address: String,
-    /// Metadata connection string.
-    #[arg(
-        long = "metadata_server",
-        default_value = "http://127.0.0.1:8080/metadata"
-    )]
-    metadata_server: String,
+    #[command(flatten)]
+    cluster: crate::flags::ClusterArgs,
     /// Transport; this build has `tcp`.
     #[arg(long, default_value = "tcp")]
     protocol: String,
@@ -54,8 +47,6 @@ struct Args {
     /// Accepted for compatibility.
     #[arg(long, default_value_t = 1, hide = true)]
     threads: usize,
-    #[command(flatten)]
-    auth: crate::flags::AuthArgs,
     /// Log verbosity: 0 info, 1 debug, 2 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
@@ -71,16 +62,16 @@ pub fn run(argv: Vec<String>) -> Result<()> {
     let config = StoreServiceConfig {
         client: ClientConfig {
             local_hostname: host.clone(),
-            metadata_server: args.metadata_server,
+            metadata_server: args.cluster.metadata_server,
             global_segment_size: args.global_segment_size,
             local_buffer_size: args.local_buffer_size,
             protocol: args.protocol,
             device_name: args.device_names,
-            master_server_addr: args.master_server_address,
+            master_server_addr: args.cluster.master_server_address,
             drain_timeout: args.drain_timeout,
             shared_memory: args.shared_memory,
             segment_path: args.segment_path,
-            auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
+            auth_token: args.cluster.auth.token().map_err(anyhow::Error::msg)?,
             ..ClientConfig::default()
         },
         http_addr: Some(format!("{host}:{}", args.port)),
