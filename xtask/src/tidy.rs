@@ -172,3 +172,24 @@ fn environment_read_only_in_one_config_module_per_crate() {
     }
     assert!(checked >= 50, "only {checked} library files checked");
 }
+
+/// Longest library source file (`shared/style.md`: over 800 lines is a file doing several
+/// jobs). Test files (`*tests.rs`, `tests/`) are exempt.
+const MAX_LINES: usize = 800;
+
+#[test]
+fn no_library_file_over_800_lines() {
+    let mut checked = 0;
+    for (rel, text) in workspace_sources() {
+        if !is_library(&rel) || rel.ends_with("tests.rs") {
+            continue;
+        }
+        checked += 1;
+        let lines = text.lines().count();
+        assert!(
+            lines <= MAX_LINES,
+            "{rel} has {lines} lines (at most {MAX_LINES}): cut it along its seams"
+        );
+    }
+    assert!(checked >= 50, "only {checked} library files checked");
+}
