@@ -37,16 +37,8 @@ impl TransferEngine {
         target_offset: u64,
         out: &mut [u8],
     ) -> bool {
-        let request = lent_request(
-            Opcode::Read,
-            target,
-            out.as_ptr() as u64,
-            target_offset,
-            out.len(),
-        );
-        let lent = LentRegion::exclusive(out);
-        let jobs = vec![Job::new(request, lent.region().clone())];
-        self.exchange_lent(target, Opcode::Read, jobs).await
+        let out = crate::memory::as_uninit(out);
+        self.read_lent_uninit(target, target_offset, out).await
     }
 
     /// [`Self::read_lent`] into memory not yet initialised (a new Python `bytes`, say):

@@ -107,11 +107,6 @@ impl<'a> LentRegion<'a> {
         Self::over(data.as_ptr() as u64, data.len() as u64)
     }
 
-    /// Lends `data` to be written (READ requests land in it).
-    pub(crate) fn exclusive(data: &'a mut [u8]) -> Self {
-        Self::over(data.as_mut_ptr() as u64, data.len() as u64)
-    }
-
     /// Lends memory not yet initialised to be written (READ requests land in it; the
     /// caller treats it as initialised only where an exchange completed).
     pub(crate) fn uninit(data: &'a mut [std::mem::MaybeUninit<u8>]) -> Self {
