@@ -205,7 +205,10 @@ mod tests {
             db: 3,
         };
         let shown = format!("{c:?}");
-        assert!(!shown.contains("s3cr3t") && shown.contains("alice"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("alice"),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -213,7 +216,10 @@ mod tests {
         assert_eq!(parse_db_index("0"), Ok(0));
         assert_eq!(parse_db_index(" 255 "), Ok(255));
         for bad in ["256", "-1", "x", ""] {
-            assert!(parse_db_index(bad).unwrap_err().contains("0 to 255"), "{bad}");
+            assert!(
+                parse_db_index(bad).unwrap_err().contains("0 to 255"),
+                "{bad}"
+            );
         }
     }
 }

@@ -77,7 +77,9 @@ pub(crate) struct RedisUrl {
 impl RedisUrl {
     /// Parses a `redis://` URL; the error says what is wrong (the caller names the input).
     pub(crate) fn parse(url: &str) -> Result<Self, String> {
-        let (scheme, rest) = url.split_once("://").ok_or("a redis URL starts with redis://")?;
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or("a redis URL starts with redis://")?;
         if scheme.eq_ignore_ascii_case("rediss") {
             return Err(
                 "rediss:// (TLS) is not supported: this build has no TLS; use redis://".into(),
