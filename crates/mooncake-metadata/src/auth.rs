@@ -7,6 +7,11 @@
 //! it, so it is off unless configured. It keeps strangers on the network from reading or
 //! writing the cache; it is not encryption (the bytes still cross the wire in clear) and
 //! it does not separate users who share the token.
+//!
+//! [`RedisCredentials`]: the login and database of a Redis metadata store, which the
+//! C++ engine reads from `MC_REDIS_USERNAME`, `MC_REDIS_PASSWORD` and `MC_REDIS_DB_INDEX`.
+//!
+//! This is the crate's one module that reads the environment.
 
 use std::fmt;
 
@@ -95,6 +100,66 @@ impl AuthToken {
     }
 }
 
+/// The variable the C++ engine reads the Redis user name from.
+pub const REDIS_USERNAME_ENV: &str = "MC_REDIS_USERNAME";
+/// The variable the C++ engine reads the Redis password from.
+pub const REDIS_PASSWORD_ENV: &str = "MC_REDIS_PASSWORD";
+/// The variable the C++ engine reads the Redis database index (0 to 255) from.
+pub const REDIS_DB_INDEX_ENV: &str = "MC_REDIS_DB_INDEX";
+
+/// Who a Redis metadata store logs in as and which database it selects.
+///
+/// The C++ engine takes these from the environment only ([`RedisCredentials::from_env`]);
+/// a `redis://user:pass@host:port/db` URL overrides them part by part. `Debug` never
+/// shows the password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisCredentials {
+    /// ACL user name (`AUTH <user> <password>`); `None` for the default user.
+    pub username: Option<String>,
+    /// Password (`AUTH [<user>] <password>`); `None` for no `AUTH`. As in the C++
+    /// engine, a user name without a password sends no `AUTH`.
+    pub password: Option<String>,
+    /// Database index (`SELECT <db>`). Default 0.
+    pub db: u8,
+}
+
+impl RedisCredentials {
+    /// The credentials in `MC_REDIS_USERNAME`, `MC_REDIS_PASSWORD` and `MC_REDIS_DB_INDEX`,
+    /// read as the C++ engine reads them: empty means unset, and a database index that is
+    /// not a number from 0 to 255 is logged and replaced by 0.
+    pub fn from_env() -> Self {
+        let text = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let db = text(REDIS_DB_INDEX_ENV).map_or(0, |v| {
+            parse_db_index(&v).unwrap_or_else(|e| {
+                tracing::warn!("{REDIS_DB_INDEX_ENV} ignored, using database 0: {e}");
+                0
+            })
+        });
+        Self {
+            username: text(REDIS_USERNAME_ENV),
+            password: text(REDIS_PASSWORD_ENV),
+            db,
+        }
+    }
+}
+
+/// A Redis database index from its text: a number from 0 to 255, as the C++ engine takes.
+pub(crate) fn parse_db_index(text: &str) -> Result<u8, String> {
+    text.trim()
+        .parse::<u8>()
+        .map_err(|_| format!("database index `{text}` is not a number from 0 to 255"))
+}
+
+impl fmt::Debug for RedisCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("db", &self.db)
+            .finish()
+    }
+}
+
 impl fmt::Debug for AuthToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AuthToken(<redacted>)")
@@ -134,5 +199,27 @@ mod tests {
     fn debug_never_shows_the_secret() {
         let t = AuthToken::new("s3cr3t").unwrap().unwrap();
         assert!(!format!("{t:?}").contains("s3cr3t"));
+        let c = RedisCredentials {
+            username: Some("alice".into()),
+            password: Some("s3cr3t".into()),
+            db: 3,
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("alice"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn db_index_is_a_number_from_0_to_255() {
+        assert_eq!(parse_db_index("0"), Ok(0));
+        assert_eq!(parse_db_index(" 255 "), Ok(255));
+        for bad in ["256", "-1", "x", ""] {
+            assert!(
+                parse_db_index(bad).unwrap_err().contains("0 to 255"),
+                "{bad}"
+            );
+        }
     }
 }

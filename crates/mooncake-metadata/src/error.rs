@@ -11,17 +11,6 @@ pub enum MetadataError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The connection string names a backend that this build does not contain.
-    #[error(
-        "the {backend} metadata backend is not compiled into this build \
-         (cargo feature `{feature}` of mooncake-metadata); use an http:// metadata server"
-    )]
-    BackendNotCompiled {
-        /// The backend named by the connection string (`etcd`, `redis`).
-        backend: &'static str,
-        /// The cargo feature that will provide it.
-        feature: &'static str,
-    },
     /// The connection string is valid but names a mode without a central store.
     #[error(
         "{mode} has no central metadata store: descriptors are exchanged over the handshake port"
@@ -36,7 +25,7 @@ pub enum MetadataError {
     /// The metadata server could not be reached (connection refused, DNS failure, reset).
     #[error("metadata server {url} is unreachable: {reason}")]
     Unreachable {
-        /// The request URL.
+        /// The request URL, or the server (`etcd://h1:p1,h2:p2`, `redis://h:p`).
         url: String,
         /// The underlying error.
         reason: String,
@@ -48,6 +37,15 @@ pub enum MetadataError {
         url: String,
         /// The time allowed.
         timeout: Duration,
+    },
+    /// The metadata server answered but refused the request (an etcd or Redis error reply:
+    /// value too large, wrong password, unknown database).
+    #[error("metadata server {url} refused the request: {reason}")]
+    Rejected {
+        /// The server (`etcd://h:p`, `redis://h:p`).
+        url: String,
+        /// The server's error message.
+        reason: String,
     },
     /// The metadata server answered with a status other than 200 (or 404 for a missing key).
     #[error("metadata server {url} answered {method} with HTTP {status}: {body}")]

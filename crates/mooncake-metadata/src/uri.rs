@@ -2,7 +2,11 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::{AuthToken, HttpStore, HttpStoreConfig, MetadataError, MetadataStore};
+use crate::redis_store::RedisUrl;
+use crate::{
+    AuthToken, EtcdStore, EtcdStoreConfig, HttpStore, HttpStoreConfig, MetadataError,
+    MetadataStore, RedisCredentials, RedisStore, RedisStoreConfig,
+};
 
 /// A parsed metadata connection string, as accepted by Mooncake's `--metadata_server`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,13 +16,15 @@ pub enum MetadataUri {
         /// The base URL; requests go to `<base>?key=<escaped key>`.
         base: String,
     },
-    /// `etcd://h1:2379,h2:2379`, or a bare `host:port` list (Mooncake treats a string
-    /// without `://` as etcd endpoints).
+    /// `etcd://h1:2379;h2:2379` (`;` or `,` between endpoints, as Mooncake's etcd client
+    /// splits them), or a bare `host:port` list (Mooncake treats a string without `://`
+    /// as etcd endpoints). An endpoint may carry an `http://` prefix, which is dropped.
     Etcd {
         /// The `host:port` endpoints.
         endpoints: Vec<String>,
     },
-    /// `redis://host:6379`.
+    /// `redis://[user[:password]@]host[:port][/db]` (port 6379 by default). The C++ engine
+    /// takes only `redis://host:port` and reads the login from `MC_REDIS_*` variables.
     Redis {
         /// The full URL.
         url: String,
@@ -70,9 +76,7 @@ impl MetadataUri {
                 endpoints: parse_endpoints(rest, &invalid)?,
             }),
             "redis" | "rediss" => {
-                if rest.is_empty() {
-                    return Err(invalid("the redis URL has no host"));
-                }
+                RedisUrl::parse(s).map_err(|reason| invalid(&reason))?;
                 Ok(Self::Redis { url: s.to_owned() })
             }
             other => Err(invalid(&format!(
@@ -87,15 +91,20 @@ fn parse_endpoints(
     invalid: &dyn Fn(&str) -> MetadataError,
 ) -> Result<Vec<String>, MetadataError> {
     let endpoints: Vec<String> = list
-        .split(',')
+        .split([';', ','])
         .map(str::trim)
         .filter(|e| !e.is_empty())
-        .map(str::to_owned)
+        .map(|e| e.strip_prefix("http://").unwrap_or(e).to_owned())
         .collect();
     if endpoints.is_empty() {
         return Err(invalid("no etcd endpoint given"));
     }
     for e in &endpoints {
+        if e.contains("://") {
+            return Err(invalid(&format!(
+                "etcd endpoint `{e}`: only plain http:// endpoints are supported (this build has no TLS)"
+            )));
+        }
         let Some((host, port)) = e.rsplit_once(':') else {
             return Err(invalid(&format!("etcd endpoint `{e}` is not host:port")));
         };
@@ -125,15 +134,18 @@ impl fmt::Display for MetadataUri {
     }
 }
 
-/// Parses a connection string and builds the backend it names.
+/// Parses a connection string and builds the backend it names, with default timeouts:
+/// [`HttpStore`], [`EtcdStore`] or [`RedisStore`]. No connection is made yet.
 ///
-/// Backends that are not compiled in are an error naming the cargo feature;
-/// `P2PHANDSHAKE` is an error because it has no central store.
+/// A Redis store logs in with [`RedisCredentials::from_env`] (`MC_REDIS_USERNAME`,
+/// `MC_REDIS_PASSWORD`, `MC_REDIS_DB_INDEX`, as the C++ engine), overridden by the
+/// parts the URL gives. `P2PHANDSHAKE` is an error because it has no central store.
 pub fn connect(input: &str) -> Result<Arc<dyn MetadataStore>, MetadataError> {
     connect_with(input, None)
 }
 
-/// [`connect`] presenting `auth_token` to servers that need one for writes.
+/// [`connect`] presenting `auth_token` to servers that need one for writes (the HTTP
+/// metadata server; etcd and Redis have their own login).
 pub fn connect_with(
     input: &str,
     auth_token: Option<AuthToken>,
@@ -146,14 +158,17 @@ pub fn connect_with(
                 ..HttpStoreConfig::default()
             },
         )?)),
-        MetadataUri::Etcd { .. } => Err(MetadataError::BackendNotCompiled {
-            backend: "etcd",
-            feature: "etcd",
-        }),
-        MetadataUri::Redis { .. } => Err(MetadataError::BackendNotCompiled {
-            backend: "redis",
-            feature: "redis",
-        }),
+        MetadataUri::Etcd { endpoints } => Ok(Arc::new(EtcdStore::with_endpoints(
+            &endpoints,
+            EtcdStoreConfig::default(),
+        )?)),
+        MetadataUri::Redis { url } => Ok(Arc::new(RedisStore::new(
+            &url,
+            RedisStoreConfig {
+                credentials: RedisCredentials::from_env(),
+                ..RedisStoreConfig::default()
+            },
+        )?)),
         MetadataUri::P2pHandshake => Err(MetadataError::NoCentralStore {
             mode: "P2PHANDSHAKE",
         }),
@@ -189,9 +204,33 @@ mod tests {
             }
         );
         assert_eq!(
+            MetadataUri::parse("etcd://h1:2379;h2:2379").unwrap(),
+            MetadataUri::Etcd {
+                endpoints: vec!["h1:2379".into(), "h2:2379".into()]
+            }
+        );
+        assert_eq!(
+            MetadataUri::parse("etcd://http://h1:2379; h2:2379,[::1]:2379;").unwrap(),
+            MetadataUri::Etcd {
+                endpoints: vec!["h1:2379".into(), "h2:2379".into(), "[::1]:2379".into()]
+            }
+        );
+        assert_eq!(
             MetadataUri::parse("10.0.0.1:2379").unwrap(),
             MetadataUri::Etcd {
                 endpoints: vec!["10.0.0.1:2379".into()]
+            }
+        );
+        assert_eq!(
+            MetadataUri::parse("10.0.0.1:2379;10.0.0.2:2379").unwrap(),
+            MetadataUri::Etcd {
+                endpoints: vec!["10.0.0.1:2379".into(), "10.0.0.2:2379".into()]
+            }
+        );
+        assert_eq!(
+            MetadataUri::parse("redis://user:pw@r:6380/2").unwrap(),
+            MetadataUri::Redis {
+                url: "redis://user:pw@r:6380/2".into()
             }
         );
         assert_eq!(
@@ -228,21 +267,30 @@ mod tests {
             "etcd endpoint `p2phandshake` is not host:port"
         );
         assert!(reason("https://h:1/m").contains("no TLS"));
+        assert_eq!(reason("etcd://;,"), "no etcd endpoint given");
+        assert!(reason("etcd://https://h:2379").contains("no TLS"));
+        assert!(reason("rediss://r:6379").contains("no TLS"));
+        assert_eq!(reason("redis://"), "the redis URL has no host");
+        assert_eq!(
+            reason("redis://r:6379/x"),
+            "database index `x` is not a number from 0 to 255"
+        );
     }
 
-    #[test]
-    fn backends_not_compiled_name_the_feature() {
-        let err = connect("etcd://127.0.0.1:2379").unwrap_err();
+    #[tokio::test]
+    async fn etcd_and_redis_strings_open_their_stores() {
+        let etcd = connect("etcd://127.0.0.1:2379;127.0.0.2:2379").unwrap();
         assert_eq!(
-            err,
-            MetadataError::BackendNotCompiled {
-                backend: "etcd",
-                feature: "etcd"
-            }
+            etcd.describe(),
+            "etcd metadata store etcd://127.0.0.1:2379,127.0.0.2:2379"
         );
-        assert!(err.to_string().contains("cargo feature `etcd`"));
-        let err = connect("redis://127.0.0.1:6379").unwrap_err();
-        assert!(err.to_string().contains("cargo feature `redis`"), "{err}");
+        let bare = connect("127.0.0.1:2379").unwrap();
+        assert_eq!(bare.describe(), "etcd metadata store etcd://127.0.0.1:2379");
+        let redis = connect("redis://:pw@127.0.0.1:6379/1").unwrap();
+        assert_eq!(
+            redis.describe(),
+            "redis metadata store redis://127.0.0.1:6379/1"
+        );
         let err = connect("P2PHANDSHAKE").unwrap_err();
         assert_eq!(
             err,

@@ -1,0 +1,20 @@
+//! The etcd v3 gRPC client stubs (`KV`, `Lease`, `Watch`) that `build.rs` generates from
+//! the vendored protos in `proto/etcd/` (etcd v3.4.23). Private to the crate, so that
+//! its API does not tie users to the prost and tonic versions it is built with. Lease and
+//! Watch are not used yet; they are here for the master's HA (leader election) work.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    dead_code,
+    clippy::all,
+    clippy::pedantic,
+    rustdoc::all
+)]
+
+pub(crate) mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+pub(crate) mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}

@@ -1,0 +1,180 @@
+//! Real etcd and Redis servers for tests, started from `PATH` on free loopback ports.
+//!
+//! When the binary is missing the test is skipped with a message on stderr, unless
+//! `MOONCAKE_TEST_REQUIRE_SERVICES=1` (CI), which makes it a failure.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The binary `name` from `PATH`; `None` (after saying why) when the test should skip.
+///
+/// # Panics
+/// When it is missing and `MOONCAKE_TEST_REQUIRE_SERVICES=1`.
+pub(crate) fn require_binary(name: &str, package: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let required = std::env::var("MOONCAKE_TEST_REQUIRE_SERVICES").as_deref() == Ok("1");
+        assert!(
+            !required,
+            "`{name}` is not on PATH and MOONCAKE_TEST_REQUIRE_SERVICES=1: install the Debian package `{package}`"
+        );
+        eprintln!(
+            "skipped: `{name}` is not on PATH (install the Debian package `{package}`; \
+             MOONCAKE_TEST_REQUIRE_SERVICES=1 makes this a failure)"
+        );
+    }
+    found
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("mooncake-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A server process, killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    /// `host:port` of its client port.
+    pub(crate) addr: String,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Server {
+    /// The server's output so far, for failure messages.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the client port accepts connections.
+    fn wait_listening(mut self) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return self;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server at {} did not listen within 20 s:\n{}",
+                self.addr,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(binary: &Path, args: &[String], dir: TempDir, addr: String) -> Server {
+    let log = dir.path().join("server.log");
+    let out = std::fs::File::create(&log).expect("create log");
+    let err = out.try_clone().expect("clone log");
+    let child = Command::new(binary)
+        .args(args)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+    Server {
+        child,
+        addr,
+        log,
+        _dir: dir,
+    }
+    .wait_listening()
+}
+
+/// A single-member etcd on free loopback ports with a temporary data dir; `None` when
+/// the test should skip. Requests up to 32 MiB are allowed (stock etcd: 1.5 MiB), so
+/// the conformance suite's 2 MiB descriptor fits.
+pub(crate) fn start_etcd() -> Option<Server> {
+    let binary = require_binary("etcd", "etcd-server")?;
+    let dir = TempDir::new("etcd");
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let args = [
+        "--name=mooncake-test".to_owned(),
+        format!("--data-dir={}", dir.path().join("data").display()),
+        format!("--listen-client-urls={client_url}"),
+        format!("--advertise-client-urls={client_url}"),
+        format!("--listen-peer-urls={peer_url}"),
+        format!("--initial-advertise-peer-urls={peer_url}"),
+        format!("--initial-cluster=mooncake-test={peer_url}"),
+        "--max-request-bytes=33554432".to_owned(),
+        "--log-level=warn".to_owned(),
+    ];
+    Some(spawn(&binary, &args, dir, format!("127.0.0.1:{client}")))
+}
+
+/// A Redis server on a free loopback port without persistence; `None` when the test
+/// should skip. `extra` are more `--option value` arguments (e.g. `--requirepass`).
+pub(crate) fn start_redis(extra: &[&str]) -> Option<Server> {
+    let binary = require_binary("redis-server", "redis-server")?;
+    let dir = TempDir::new("redis");
+    let port = free_port();
+    let mut args: Vec<String> = [
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        &dir.path().display().to_string(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Some(spawn(&binary, &args, dir, format!("127.0.0.1:{port}")))
+}
