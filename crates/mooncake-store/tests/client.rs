@@ -588,3 +588,71 @@ async fn bytes_go_straight_into_shared_memory_and_through_staging_over_tcp() {
     assert_eq!(user.get("both").await.unwrap(), v, "the TCP replica");
     tcp.close().await.unwrap();
 }
+
+/// Values this client remembers on a machine it reaches over TCP are read straight into
+/// the caller's memory (`get_lent`, `get_batch_lent`), but only as much as one lent
+/// exchange carries: the keys past `LENT_MAX_BYTES` in a batch are left to the usual path
+/// up front, so no memory is filled for an exchange that cannot run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lent_reads_over_tcp_stop_at_what_one_exchange_carries() {
+    use mooncake_transfer_engine::TransferEngine;
+    use std::mem::MaybeUninit;
+    let c = cluster(MasterConfig::default()).await;
+    let tcp = Client::with_master(
+        ClientConfig {
+            metadata_server: c.metadata.clone(),
+            global_segment_size: 128 * MIB,
+            local_buffer_size: 0,
+            shared_memory: false,
+            ..ClientConfig::default()
+        },
+        c.master.clone() as Arc<dyn MasterApi>,
+    )
+    .await
+    .unwrap();
+    let user = c.client(0, 40 * MIB).await;
+    let at = ReplicateConfig {
+        preferred_segments: vec![tcp.segment().unwrap().name.clone()],
+        ..ReplicateConfig::default()
+    };
+    let big = usize::try_from(TransferEngine::LENT_MAX_BYTES / 4).unwrap();
+    let keys: Vec<String> = (0..6).map(|i| format!("lent-{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        user.put(k, &value(big, i as u8), &at).await.unwrap();
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    // The writer remembers where each value went; four of them fill one exchange.
+    let sizes = user.remembered_network_sizes(&refs).await;
+    assert_eq!(
+        sizes,
+        vec![
+            Some(big as u64),
+            Some(big as u64),
+            Some(big as u64),
+            Some(big as u64),
+            None,
+            None
+        ],
+        "at most LENT_MAX_BYTES in all"
+    );
+    let mut outs: Vec<Vec<MaybeUninit<u8>>> =
+        (0..4).map(|_| vec![MaybeUninit::uninit(); big]).collect();
+    let mut items: Vec<(&str, &mut [MaybeUninit<u8>])> = refs
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|(k, o)| (*k, &mut o[..]))
+        .collect();
+    // (The bytes themselves are checked from Python, where they become `bytes`.)
+    assert_eq!(user.get_batch_lent(&mut items).await, vec![true; 4]);
+    let mut one = vec![MaybeUninit::uninit(); big];
+    assert_eq!(user.get_lent(&keys[5], &mut one).await, Ok(true));
+    // A value larger than one exchange is never offered for a lent read.
+    let huge = value(
+        usize::try_from(TransferEngine::LENT_MAX_BYTES).unwrap() + 1,
+        7,
+    );
+    user.put("lent-huge", &huge, &at).await.unwrap();
+    assert_eq!(user.remembered_network_size("lent-huge").await, None);
+    assert_eq!(user.get("lent-huge").await.unwrap(), huge);
+    tcp.close().await.unwrap();
+}

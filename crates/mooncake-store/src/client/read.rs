@@ -251,9 +251,12 @@ impl Client {
 
     /// The size of `key`'s value if this client remembers a replica of it that it reads
     /// over the network: the size to allocate for [`Client::get_lent`].
+    /// `None` too for a value larger than one lent exchange carries
+    /// ([`TransferEngine::LENT_MAX_BYTES`](mooncake_transfer_engine::TransferEngine::LENT_MAX_BYTES)).
     pub async fn remembered_network_size(&self, key: &str) -> Option<u64> {
         let rep = self.inner.locations.get(key)?;
-        self.direct_range(&rep).await.is_none().then_some(rep.size)
+        let fits = rep.size <= mooncake_transfer_engine::TransferEngine::LENT_MAX_BYTES;
+        (fits && self.direct_range(&rep).await.is_none()).then_some(rep.size)
     }
 
     /// Reads `key` straight into `out` (ordinary memory, not registered; exactly the size

@@ -10,6 +10,15 @@ use crate::memory::LentRegion;
 use crate::transport::Job;
 
 impl TransferEngine {
+    /// The most bytes one lent exchange carries (a larger one is refused, `false`, before
+    /// any byte moves): callers with more take the registered path up front rather than
+    /// fill memory for an exchange that will not run.
+    pub const LENT_MAX_BYTES: u64 = crate::tcp::DIRECT_ONE_WAY_MAX_BYTES;
+
+    /// The most ranges one lent exchange carries (with [`Self::LENT_MAX_BYTES`] in all,
+    /// slicing at the default slice size keeps it within a direct exchange's requests).
+    pub const LENT_MAX_RANGES: usize = crate::tcp::DIRECT_MAX_REQUESTS / 2;
+
     /// Writes each `(target_offset, bytes)` of `items` (ordinary memory) to `target` over a
     /// connection this call drives itself, without staging the bytes in registered memory
     /// first; all or nothing. `false`: not done, nothing to report (the target is

@@ -6,6 +6,7 @@ mod server;
 mod together;
 
 pub(crate) use client::{TcpClient, TcpClientConfig, WireOp};
+pub(crate) use direct::{DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES};
 pub(crate) use server::serve;
 
 use std::io::IoSlice;
