@@ -110,25 +110,11 @@ impl Client {
 
     // ---- checksums ----
 
-    /// The sizes [`Client::remembered_network_size`] gives, for many keys, as far as one
-    /// lent exchange carries them together (at most
-    /// [`TransferEngine::LENT_MAX_BYTES`](mooncake_transfer_engine::TransferEngine::LENT_MAX_BYTES)
-    /// and [`LENT_MAX_RANGES`](mooncake_transfer_engine::TransferEngine::LENT_MAX_RANGES)
-    /// in all): the keys past that get `None` and take the usual path, so a large batch
-    /// never fills memory for an exchange that will not run.
+    /// The sizes [`Client::remembered_network_size`] gives, for many keys.
     pub async fn remembered_network_sizes(&self, keys: &[&str]) -> Vec<Option<u64>> {
-        use mooncake_transfer_engine::TransferEngine as Engine;
         let mut out = Vec::with_capacity(keys.len());
-        let (mut bytes, mut ranges) = (0u64, 0usize);
         for key in keys {
-            let size = self.remembered_network_size(key).await.filter(|&s| {
-                bytes + s <= Engine::LENT_MAX_BYTES && ranges < Engine::LENT_MAX_RANGES
-            });
-            if let Some(s) = size {
-                bytes += s;
-                ranges += 1;
-            }
-            out.push(size);
+            out.push(self.remembered_network_size(key).await);
         }
         out
     }

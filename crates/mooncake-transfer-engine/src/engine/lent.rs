@@ -70,10 +70,39 @@ impl TransferEngine {
         self.exchange_lent(target, Opcode::Read, jobs).await
     }
 
-    /// [`Self::read_lent_uninit`] of several ranges of one `target` in one exchange: each
-    /// `(target_offset, out)` of `items`. `true` means every `out` was written in full;
+    /// [`Self::read_lent_uninit`] of several ranges of one `target`: each
+    /// `(target_offset, out)` of `items`, in as few exchanges as carry them (each at most
+    /// [`Self::LENT_MAX_BYTES`] and [`Self::LENT_MAX_RANGES`]; one range must fit one
+    /// exchange), one after the other. `true` means every `out` was written in full;
     /// `false`, that nothing is known of any of them.
     pub async fn read_lent_uninit_many(
+        &self,
+        target: SegmentHandle,
+        items: &mut [(u64, &mut [MaybeUninit<u8>])],
+    ) -> bool {
+        let mut rest = items;
+        while !rest.is_empty() {
+            let (mut bytes, mut take) = (0u64, 0usize);
+            for (_, out) in rest.iter() {
+                let len = out.len() as u64;
+                if take > 0 && (bytes + len > Self::LENT_MAX_BYTES || take == Self::LENT_MAX_RANGES)
+                {
+                    break;
+                }
+                bytes += len;
+                take += 1;
+            }
+            let (group, tail) = rest.split_at_mut(take);
+            if !self.read_lent_group(target, group).await {
+                return false;
+            }
+            rest = tail;
+        }
+        true
+    }
+
+    /// One exchange of [`Self::read_lent_uninit_many`].
+    async fn read_lent_group(
         &self,
         target: SegmentHandle,
         items: &mut [(u64, &mut [MaybeUninit<u8>])],

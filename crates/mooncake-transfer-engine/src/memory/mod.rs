@@ -109,7 +109,11 @@ impl<'a> LentRegion<'a> {
 
     /// Lends memory not yet initialised to be written (READ requests land in it; the
     /// caller treats it as initialised only where an exchange completed).
+    /// Fresh memory of a large value is backed with huge pages first (see
+    /// [`copy::advise_fresh`]), as the copying reads do: the socket then faults it in 2 MiB
+    /// at a time.
     pub(crate) fn uninit(data: &'a mut [std::mem::MaybeUninit<u8>]) -> Self {
+        copy::advise_fresh(data.as_mut_ptr().cast::<u8>(), data.len());
         Self::over(data.as_mut_ptr() as u64, data.len() as u64)
     }
 
