@@ -173,6 +173,19 @@ fn a_master_killed_with_sigkill_comes_back_with_every_object() {
         metric(&metrics2, "master_put_end_requests_total"),
         Some(1.0)
     );
+    // A second master on the same directory is refused, naming why.
+    let second = Command::new(env!("CARGO_BIN_EXE_mooncake_master"))
+        .args([
+            "--rpc_port=0",
+            "--rpc_address=127.0.0.1",
+            "--metrics_port=0",
+            &format!("--state_dir={}", state.0.display()),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(err.contains("is in use by another running master"), "{err}");
     eprintln!(
         "restart to remount {remounted:?}, whole test {:?}",
         started.elapsed()
