@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Parser;
-use mooncake_master::{MasterServer, ServerConfig};
+use mooncake_master::{MasterServer, ServerConfig, StateConfig};
 use mooncake_store::grpc::{GrpcClientConfig, GrpcMasterClient};
 use mooncake_store::{ClientId, MasterApi, ReplicateConfig, Segment, SegmentId};
 
@@ -31,6 +31,10 @@ struct Args {
     /// Also print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// The in-process master keeps its state in this directory (`mooncake_master
+    /// --state_dir`), to measure what durability costs.
+    #[arg(long = "state_dir")]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -56,7 +60,11 @@ async fn run(args: Args) -> Result<()> {
     let (addr, _stop) = match &args.master_server_address {
         Some(a) => (a.clone(), None),
         None => {
-            let server = MasterServer::bind(ServerConfig::new("127.0.0.1:0")).await?;
+            let server = MasterServer::bind(ServerConfig {
+                state: args.state_dir.clone().map(StateConfig::new),
+                ..ServerConfig::new("127.0.0.1:0")
+            })
+            .await?;
             let addr = server.rpc_addr().to_string();
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             tokio::spawn(server.serve(async {

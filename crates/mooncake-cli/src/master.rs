@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::flags::{config_file_args, parse_bool, parse_ms, parse_secs};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser};
-use mooncake_master::{MasterConfig, MasterServer, ServerConfig};
+use mooncake_master::{MasterConfig, MasterServer, ServerConfig, StateConfig};
 use mooncake_store::placement::PlacementStrategy;
 
 /// Mooncake's master: object metadata, allocation, leases, eviction, liveness.
@@ -75,6 +75,19 @@ struct Args {
     /// Space of a discarded put is reused after this (seconds).
     #[arg(long = "put_start_release_timeout_sec", value_parser = parse_secs, default_value = "600")]
     put_start_release_timeout_sec: Duration,
+    /// Keep the master's state (mounted segments, complete objects and their replicas) in
+    /// this directory, so that a restarted master (SIGKILL included) serves every completed
+    /// object again once the store services remount. Unset: a restart starts empty.
+    #[arg(long = "state_dir")]
+    state_dir: Option<PathBuf>,
+    /// With --state_dir: fsync the log in the background every this many ms (bounds what a
+    /// machine crash can lose; a killed master loses nothing); 0 fsyncs before every answer.
+    #[arg(long = "state_fsync_ms", value_parser = parse_ms, default_value = "100")]
+    state_fsync_ms: Duration,
+    /// With --state_dir: restored segments whose owner has not remounted them after this
+    /// many seconds are dropped with their objects.
+    #[arg(long = "state_restore_grace_sec", value_parser = parse_secs, default_value = "60")]
+    state_restore_grace_sec: Duration,
     /// Replica placement: random, free_ratio_first, local_first.
     #[arg(long = "allocation_strategy", default_value = "random")]
     allocation_strategy: PlacementStrategy,
@@ -152,6 +165,11 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         metrics_addr: Some(format!("{}:{}", args.metrics_host, args.metrics_port)),
         auth_token: args.auth.token().map_err(anyhow::Error::msg)?,
         max_connections: args.max_connections,
+        state: args.state_dir.map(|dir| StateConfig {
+            fsync_interval: args.state_fsync_ms,
+            restore_grace: args.state_restore_grace_sec,
+            ..StateConfig::new(dir)
+        }),
     };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.rpc_thread_num > 0 {

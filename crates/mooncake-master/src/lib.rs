@@ -4,7 +4,9 @@
 //!   pins, eviction), with time passed in;
 //! - [`Master`]: the core behind a lock with the clock, metrics and the periodic tick; it
 //!   implements [`mooncake_store::MasterApi`], so clients can link it in-process;
-//! - [`MasterConfig`]: Mooncake's defaults, validated.
+//! - [`MasterConfig`]: Mooncake's defaults, validated;
+//! - [`StateConfig`]: restart durability (`--state_dir`): the journal of [`Change`]s the
+//!   core records, written to a log and folded into snapshots.
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -13,10 +15,13 @@ mod core;
 mod master;
 pub mod metrics;
 mod server;
+mod state;
 
 pub use crate::core::{
-    DrainJobView, EvictionStats, JobStatus, MasterCore, SegmentStatus, TickReport,
+    Change, DrainJobView, EvictionStats, JobStatus, MasterCore, ObjectRecord, ReplicaRecord,
+    RestoreReport, SegmentRecord, SegmentStatus, TickReport,
 };
-pub use config::{ConfigError, MasterConfig};
+pub use config::{ConfigError, MasterConfig, StateConfig};
 pub use master::Master;
 pub use server::{MasterServer, ServerConfig, ServerError};
+pub use state::StateError;

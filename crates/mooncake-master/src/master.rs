@@ -11,11 +11,12 @@ use mooncake_store::{
     ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId, TaskAssignment, TaskId,
     TaskInfo, MAX_BATCH_SIZE,
 };
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::core::{DrainJobView, MasterCore, SegmentStatus, TickReport};
 use crate::metrics::{Metrics, Op};
-use crate::MasterConfig;
+use crate::state::{StateDir, StateError};
+use crate::{MasterConfig, StateConfig};
 
 /// The master: thread-safe, cheap to share (`Arc`).
 #[derive(Debug)]
@@ -23,6 +24,53 @@ pub struct Master {
     core: Mutex<MasterCore>,
     metrics: Metrics,
     version: ProtocolVersion,
+    /// The state directory, if the master keeps its state across restarts.
+    state: Option<StateDir>,
+}
+
+/// The core's lock; when it is released, the call's durable changes are queued for the
+/// state directory (still under the lock, so in the core's order) and written before the
+/// caller goes on to answer.
+struct CoreGuard<'a> {
+    master: &'a Master,
+    /// `Some` until dropped.
+    guard: Option<MutexGuard<'a, MasterCore>>,
+}
+
+impl std::ops::Deref for CoreGuard<'_> {
+    type Target = MasterCore;
+
+    fn deref(&self) -> &MasterCore {
+        // Invariant: `guard` is `Some` until `drop`.
+        self.guard.as_deref().expect("core guard used after drop")
+    }
+}
+
+impl std::ops::DerefMut for CoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut MasterCore {
+        // Invariant: `guard` is `Some` until `drop`.
+        self.guard
+            .as_deref_mut()
+            .expect("core guard used after drop")
+    }
+}
+
+impl Drop for CoreGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut core) = self.guard.take() else {
+            return;
+        };
+        let Some(state) = &self.master.state else {
+            return;
+        };
+        let batch = core.take_journal();
+        if batch.is_empty() {
+            return;
+        }
+        state.enqueue(batch);
+        drop(core);
+        state.flush(&self.master.core);
+    }
 }
 
 impl Master {
@@ -34,20 +82,116 @@ impl Master {
 
     /// The same, speaking another protocol version (for upgrade tests).
     pub fn with_version(config: MasterConfig, version: ProtocolVersion) -> Arc<Self> {
-        let view = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(1);
         Arc::new(Self {
-            core: Mutex::new(MasterCore::new(config, view)),
+            core: Mutex::new(MasterCore::new(config, view_version())),
             metrics: Metrics::default(),
             version,
+            state: None,
         })
+    }
+
+    /// A master that keeps its state in `state` (none: as [`Master::new`]): it restores
+    /// the segments and complete objects found there (their owners must remount them),
+    /// writes a fresh snapshot, and from then on logs every durable change before
+    /// answering the call that made it.
+    pub fn open(
+        config: MasterConfig,
+        state: Option<&StateConfig>,
+    ) -> Result<Arc<Self>, StateError> {
+        let Some(sc) = state else {
+            return Ok(Self::new(config));
+        };
+        let started = Instant::now();
+        let (dir, loaded) = StateDir::open(sc)?;
+        let mut core = MasterCore::new(config, view_version());
+        let report = core.restore(loaded.changes, Instant::now(), sc.restore_grace);
+        let master = Self {
+            core: Mutex::new(core),
+            metrics: Metrics::default(),
+            version: ProtocolVersion::CURRENT,
+            state: None,
+        };
+        dir.compact(&master.core)?;
+        master.lock_core().enable_journal();
+        let master = Arc::new(Self {
+            state: Some(dir),
+            ..master
+        });
+        let seconds = started.elapsed().as_secs_f64();
+        master
+            .metrics
+            .record_restore(report.objects as u64, seconds);
+        tracing::info!(
+            dir = %sc.dir.display(),
+            objects = report.objects,
+            segments = report.segments,
+            dropped = report.dropped,
+            torn_tail = loaded.dropped_tail,
+            seconds,
+            grace_sec = sc.restore_grace.as_secs(),
+            "state restored; its segments serve again once their owners remount them"
+        );
+        Ok(master)
+    }
+
+    /// The core's lock (see [`CoreGuard`]).
+    fn lock_core(&self) -> CoreGuard<'_> {
+        CoreGuard {
+            master: self,
+            guard: Some(self.core.lock()),
+        }
+    }
+
+    /// Fsyncs the state log every `fsync_interval` until `shutdown` completes (nothing to
+    /// do but wait without a state directory or with an interval of zero).
+    pub async fn run_state_syncer(
+        self: Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let Some(period) = self
+            .state
+            .as_ref()
+            .map(|s| s.fsync_interval())
+            .filter(|p| !p.is_zero())
+        else {
+            // The server ends when its first task does: this one lasts until shutdown too.
+            shutdown.await;
+            return;
+        };
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = &mut shutdown => return,
+            }
+            let me = self.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(s) = &me.state {
+                    s.sync();
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Writes a final snapshot (a clean shutdown's last step; a no-op without a state
+    /// directory).
+    pub fn save_state(&self) -> Result<(), StateError> {
+        match &self.state {
+            Some(s) => {
+                s.compact(&self.core)?;
+                tracing::info!(dir = %s.dir().display(), "state saved");
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Runs the periodic work once (client expiry, abandoned puts, eviction).
     pub fn tick(&self) -> TickReport {
-        let report = self.core.lock().tick(Instant::now());
+        let report = self.lock_core().tick(Instant::now());
         for c in &report.expired_clients {
             tracing::info!(
                 client = format!("{:x}", c.0),
@@ -84,12 +228,11 @@ impl Master {
             if n.is_multiple_of(per_second) {
                 self.tick();
             } else {
-                self.core.lock().evict_if_needed(Instant::now());
+                self.lock_core().evict_if_needed(Instant::now());
             }
             // Drain jobs are scheduled twice a second, as in Mooncake.
             if n.is_multiple_of((per_second / 2).max(1)) {
-                self.core
-                    .lock()
+                self.lock_core()
                     .process_drain_jobs(Instant::now(), wall_ms());
             }
         }
@@ -102,12 +245,12 @@ impl Master {
 
     /// Keys of every complete object.
     pub fn keys(&self) -> Vec<String> {
-        self.core.lock().keys()
+        self.lock_core().keys()
     }
 
     /// The replicas of a key as JSON lines, without granting a lease (`/query_key`).
     pub fn query_key(&self, key: &str) -> Option<String> {
-        let list = self.core.lock().peek_replicas(key)?;
+        let list = self.lock_core().peek_replicas(key)?;
         let mut out = String::new();
         for r in list {
             let _ = writeln!(
@@ -121,7 +264,7 @@ impl Master {
 
     /// Names of mounted segments.
     pub fn segment_names(&self) -> Vec<String> {
-        let core = self.core.lock();
+        let core = self.lock_core();
         core.segment_usage()
             .into_iter()
             .map(|(n, _, _)| n)
@@ -137,8 +280,7 @@ impl Master {
         max_concurrency: u64,
     ) -> Result<TaskId, ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .create_drain_job(segments, targets, max_concurrency, wall_ms());
         if let Ok(id) = &r {
             tracing::info!(job = ?id, ?segments, "drain job created");
@@ -148,24 +290,24 @@ impl Master {
 
     /// A drain job's state.
     pub fn query_drain_job(&self, id: TaskId) -> Result<DrainJobView, ErrorCode> {
-        self.core.lock().query_drain_job(id)
+        self.lock_core().query_drain_job(id)
     }
 
     /// Cancels a drain job.
     pub fn cancel_drain_job(&self, id: TaskId) -> Result<(), ErrorCode> {
-        self.core.lock().cancel_drain_job(id, wall_ms())
+        self.lock_core().cancel_drain_job(id, wall_ms())
     }
 
     /// A mounted segment's status.
     pub fn segment_status(&self, name: &str) -> Result<SegmentStatus, ErrorCode> {
-        self.core.lock().segment_status(name)
+        self.lock_core().segment_status(name)
     }
 
     /// Prometheus text of every gauge and counter (Mooncake's names).
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();
         {
-            let core = self.core.lock();
+            let core = self.lock_core();
             let stats = core.eviction_stats();
             let gauges = [
                 ("master_allocated_bytes", core.allocated()),
@@ -217,7 +359,7 @@ impl Master {
         check_batch(items.len())?;
         let now = Instant::now();
         let rs = {
-            let mut core = self.core.lock();
+            let mut core = self.lock_core();
             items.iter().map(|i| f(&mut core, i, now)).collect()
         };
         self.count_batch(op, rs)
@@ -259,8 +401,7 @@ impl MasterApi for Master {
 
     async fn mount_segment(&self, client: ClientId, segment: Segment) -> Result<(), ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .mount_segment(client, segment, Instant::now());
         self.count(Op::MountSegment, r)
     }
@@ -271,24 +412,23 @@ impl MasterApi for Master {
         segments: Vec<Segment>,
     ) -> Result<(), ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .remount_segments(client, segments, Instant::now());
         self.count(Op::RemountSegment, r)
     }
 
     async fn unmount_segment(&self, client: ClientId, segment: SegmentId) -> Result<(), ErrorCode> {
-        let r = self.core.lock().unmount_segment(client, segment);
+        let r = self.lock_core().unmount_segment(client, segment);
         self.count(Op::UnmountSegment, r)
     }
 
     async fn ping(&self, client: ClientId) -> Result<PingReply, ErrorCode> {
-        let r = self.core.lock().ping(client, Instant::now());
+        let r = self.lock_core().ping(client, Instant::now());
         self.count(Op::Ping, Ok(r))
     }
 
     async fn exist_key(&self, key: &str) -> Result<bool, ErrorCode> {
-        let r = self.core.lock().exist_key(key, Instant::now());
+        let r = self.lock_core().exist_key(key, Instant::now());
         self.count(Op::ExistKey, Ok(r))
     }
 
@@ -301,7 +441,7 @@ impl MasterApi for Master {
     }
 
     async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode> {
-        let r = self.core.lock().get_replica_list(key, Instant::now());
+        let r = self.lock_core().get_replica_list(key, Instant::now());
         self.count(Op::GetReplicaList, r)
     }
 
@@ -319,8 +459,7 @@ impl MasterApi for Master {
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .put_start(client, key, size, config, Instant::now());
         self.count(Op::PutStart, r)
     }
@@ -337,7 +476,7 @@ impl MasterApi for Master {
     }
 
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
-        let r = self.core.lock().put_end(client, key, Instant::now());
+        let r = self.lock_core().put_end(client, key, Instant::now());
         self.count(Op::PutEnd, r)
     }
 
@@ -348,7 +487,7 @@ impl MasterApi for Master {
     }
 
     async fn put_revoke(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
-        let r = self.core.lock().put_revoke(client, key);
+        let r = self.lock_core().put_revoke(client, key);
         self.count(Op::PutRevoke, r)
     }
 
@@ -364,14 +503,13 @@ impl MasterApi for Master {
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .upsert_start(client, key, size, config, Instant::now());
         self.count(Op::UpsertStart, r)
     }
 
     async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode> {
-        let r = self.core.lock().remove(key, force, Instant::now());
+        let r = self.lock_core().remove(key, force, Instant::now());
         self.count(Op::Remove, r)
     }
 
@@ -380,7 +518,7 @@ impl MasterApi for Master {
     }
 
     async fn remove_all(&self, force: bool) -> Result<u64, ErrorCode> {
-        let r = self.core.lock().remove_all(force, Instant::now());
+        let r = self.lock_core().remove_all(force, Instant::now());
         self.count(Op::RemoveAll, Ok(r))
     }
 
@@ -389,7 +527,7 @@ impl MasterApi for Master {
         client: ClientId,
         segment: SegmentId,
     ) -> Result<Vec<DrainMove>, ErrorCode> {
-        let r = self.core.lock().drain_start(client, segment);
+        let r = self.lock_core().drain_start(client, segment);
         if let Ok(moves) = &r {
             tracing::info!(segment = ?segment, objects = moves.len(), "draining a segment");
         }
@@ -401,7 +539,7 @@ impl MasterApi for Master {
         client: ClientId,
         results: &[(String, bool)],
     ) -> BatchResult<()> {
-        let r = self.core.lock().drain_end(client, results);
+        let r = self.lock_core().drain_end(client, results);
         let kept = r.iter().filter(|x| x.is_ok()).count();
         tracing::info!(kept, lost = r.len() - kept, "drained objects committed");
         Ok(r)
@@ -415,24 +553,21 @@ impl MasterApi for Master {
     ) -> Result<Vec<String>, ErrorCode> {
         check_batch(keys.len())?;
         let cleared = self
-            .core
-            .lock()
+            .lock_core()
             .batch_replica_clear(client, keys, segment, Instant::now());
         self.count(Op::BatchReplicaClear, Ok(cleared))
     }
 
     async fn remove_by_regex(&self, pattern: &str, force: bool) -> Result<u64, ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .remove_by_regex(pattern, force, Instant::now());
         self.count(Op::RemoveByRegex, r)
     }
 
     async fn create_copy_task(&self, key: &str, targets: &[String]) -> Result<TaskId, ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .create_copy_task(key, targets, Instant::now(), wall_ms());
         self.count(Op::CreateCopyTask, r)
     }
@@ -444,21 +579,19 @@ impl MasterApi for Master {
         target: &str,
     ) -> Result<TaskId, ErrorCode> {
         let r = self
-            .core
-            .lock()
+            .lock_core()
             .create_move_task(key, source, target, Instant::now(), wall_ms());
         self.count(Op::CreateMoveTask, r)
     }
 
     async fn query_task(&self, id: TaskId) -> Result<TaskInfo, ErrorCode> {
-        let r = self.core.lock().query_task(id);
+        let r = self.lock_core().query_task(id);
         self.count(Op::QueryTask, r)
     }
 
     async fn fetch_tasks(&self, client: ClientId) -> Result<Vec<TaskAssignment>, ErrorCode> {
         let tasks = self
-            .core
-            .lock()
+            .lock_core()
             .fetch_tasks(client, Instant::now(), wall_ms());
         self.count(Op::FetchTasks, Ok(tasks))
     }
@@ -471,11 +604,17 @@ impl MasterApi for Master {
         message: &str,
     ) -> Result<(), ErrorCode> {
         let r =
-            self.core
-                .lock()
+            self.lock_core()
                 .finish_task(client, id, copied, message, Instant::now(), wall_ms());
         self.count(Op::UpdateTask, r)
     }
+}
+
+/// A new incarnation's view version: the start time in ms.
+fn view_version() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as i64)
 }
 
 /// Unix time in ms.

@@ -77,6 +77,10 @@ pub struct Metrics {
     batch_items: [AtomicU64; 19],
     /// Clients refused for an incompatible protocol version.
     pub version_rejections: AtomicU64,
+    /// Objects restored from the state directory at startup.
+    restored_keys: AtomicU64,
+    /// How long the restore took, in µs.
+    restore_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -91,6 +95,18 @@ impl Metrics {
     /// Counts the items of one batch call of `op`.
     pub fn record_batch(&self, op: Op, items: u64) {
         self.batch_items[op as usize].fetch_add(items, Ordering::Relaxed);
+    }
+
+    /// Records the restore from the state directory at startup.
+    pub fn record_restore(&self, objects: u64, seconds: f64) {
+        self.restored_keys.store(objects, Ordering::Relaxed);
+        self.restore_micros
+            .store((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Objects restored from the state directory at startup.
+    pub fn restored_keys(&self) -> u64 {
+        self.restored_keys.load(Ordering::Relaxed)
     }
 
     /// Requests of `op` so far.
@@ -124,6 +140,16 @@ impl Metrics {
                 let _ = writeln!(out, "master_batch_{name}_items_total {items}");
             }
         }
+        let _ = writeln!(
+            out,
+            "# TYPE master_restored_key_count gauge\nmaster_restored_key_count {}",
+            self.restored_keys.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE master_restore_duration_seconds gauge\nmaster_restore_duration_seconds {:.6}",
+            self.restore_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "# TYPE master_version_rejections_total counter");
         let _ = writeln!(
             out,

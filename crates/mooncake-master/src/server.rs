@@ -17,7 +17,7 @@ use mooncake_store::MasterApi;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::{Master, MasterConfig};
+use crate::{Master, MasterConfig, StateConfig, StateError};
 
 /// Where the master listens and what it runs.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub auth_token: Option<AuthToken>,
     /// RPC connections served at once (TCP and the local socket together).
     pub max_connections: usize,
+    /// Restart durability (`--state_dir`); `None` (the default): a restart starts empty.
+    pub state: Option<StateConfig>,
 }
 
 impl ServerConfig {
@@ -47,6 +49,7 @@ impl ServerConfig {
             metrics_addr: None,
             auth_token: None,
             max_connections: ServeOptions::default().max_connections,
+            state: None,
         }
     }
 }
@@ -65,6 +68,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The state directory could not be opened, read back or saved.
+    #[error(transparent)]
+    State(#[from] StateError),
     /// A server failed while running.
     #[error("the {what} failed: {reason}")]
     Serve {
@@ -104,6 +110,9 @@ fn local(l: &TcpListener) -> SocketAddr {
 impl MasterServer {
     /// Binds every listener exactly at the address given (port 0 picks a free one).
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        // The state first: a second master on the same directory fails on its lock, before
+        // it takes any port.
+        let master = Master::open(config.master, config.state.as_ref())?;
         let rpc = bind("master rpc listener", &config.rpc_addr).await?;
         let metadata = match &config.http_metadata_addr {
             Some(a) => Some(bind("http metadata server", a).await?),
@@ -114,7 +123,7 @@ impl MasterServer {
             None => None,
         };
         Ok(Self {
-            master: Master::new(config.master),
+            master,
             rpc,
             metadata,
             metrics,
@@ -206,6 +215,14 @@ impl MasterServer {
                 Ok(())
             });
         }
+        {
+            let master = self.master.clone();
+            let s = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                master.run_state_syncer(s).await;
+                Ok(())
+            });
+        }
         let mut first_error = None;
         tokio::select! {
             _ = shutdown => {}
@@ -220,6 +237,13 @@ impl MasterServer {
             if let (Ok(Err(e)), None) = (done, &first_error) {
                 first_error = Some(e);
             }
+        }
+        // Every server has stopped: the state is final, and the next start loads a
+        // snapshot with no log to replay.
+        let master = self.master.clone();
+        let saved = tokio::task::spawn_blocking(move || master.save_state()).await;
+        if let (Ok(Err(e)), None) = (saved, &first_error) {
+            first_error = Some(e.into());
         }
         first_error.map_or(Ok(()), Err)
     }

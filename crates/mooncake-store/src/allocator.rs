@@ -342,6 +342,83 @@ impl OffsetAllocator {
         Ok(())
     }
 
+    /// Rebuilds an allocator whose live allocations are exactly `ranges`
+    /// (`(offset, requested size)` pairs, in any order), e.g. to restore a
+    /// segment's replicas at the offsets they had. Each size is rounded up to
+    /// its class, as [`allocate`](Self::allocate) would have reserved it, and
+    /// the gaps between the ranges become free blocks, so freeing a restored
+    /// allocation merges with its neighbours as usual. Runs in O(n log n).
+    ///
+    /// Returns one entry per range, in input order: `None` for a range that is
+    /// empty, larger than [`MAX_ALLOCATION_SIZE`](Self::MAX_ALLOCATION_SIZE),
+    /// outside `[0, capacity)` or overlapping a range at a lower offset (of two
+    /// ranges at the same offset the earlier one in `ranges` wins).
+    pub fn from_occupied(capacity: u64, ranges: &[(u64, u64)]) -> (Self, Vec<Option<Allocation>>) {
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_by_key(|&i| ranges[i].0);
+        let mut out = vec![None; ranges.len()];
+        let mut allocator = Self::new(0);
+        allocator.capacity = capacity;
+        let mut cursor = 0u64;
+        let mut last = NIL;
+        for i in order {
+            let (offset, size) = ranges[i];
+            let class = Self::size_class_of(size);
+            let fits = size > 0
+                && class != u64::MAX
+                && offset >= cursor
+                && offset.checked_add(class).is_some_and(|end| end <= capacity);
+            if !fits {
+                continue;
+            }
+            if offset > cursor {
+                last = allocator.push_chained(last, cursor, offset - cursor, false);
+            }
+            last = allocator.push_chained(last, offset, class, true);
+            allocator.allocated += class;
+            allocator.count += 1;
+            cursor = offset + class;
+            out[i] = Some(Allocation {
+                handle: AllocHandle {
+                    index: last,
+                    generation: 0,
+                },
+                offset,
+                size: class,
+            });
+        }
+        if cursor < capacity {
+            allocator.push_chained(last, cursor, capacity - cursor, false);
+        }
+        (allocator, out)
+    }
+
+    /// Appends a node after `prev` in address order (a free one also goes into its bin)
+    /// and returns its index. Only [`from_occupied`](Self::from_occupied) builds chains
+    /// this way, from offset 0 upwards.
+    fn push_chained(&mut self, prev: u32, offset: u64, size: u64, used: bool) -> u32 {
+        // Node indices stay below `NIL`: a segment would need 2^32 allocations, far more
+        // than the memory the node vector itself would take.
+        let index = self.nodes.len() as u32;
+        self.nodes.push(Node {
+            offset,
+            size,
+            generation: 0,
+            bin_prev: NIL,
+            bin_next: NIL,
+            neighbor_prev: prev,
+            neighbor_next: NIL,
+            used,
+        });
+        if prev != NIL {
+            self.nodes[prev as usize].neighbor_next = index;
+        }
+        if !used {
+            self.link_into_bin(index);
+        }
+        index
+    }
+
     /// Total size of the managed range in bytes.
     pub fn capacity(&self) -> u64 {
         self.capacity

@@ -389,3 +389,110 @@ proptest! {
         if a <= b { prop_assert!(ca <= cb); }
     }
 }
+
+#[test]
+fn from_occupied_rebuilds_the_same_layout_and_frees_merge() {
+    let mut a = OffsetAllocator::new(MIB);
+    let x = a.allocate(100 * KIB).unwrap();
+    let y = a.allocate(3 * KIB).unwrap();
+    let z = a.allocate(200 * KIB).unwrap();
+    a.free(y.handle).unwrap();
+    // Given in any order, with requested (not rounded) sizes.
+    let (mut b, got) =
+        OffsetAllocator::from_occupied(MIB, &[(z.offset, 200 * KIB), (x.offset, 100 * KIB)]);
+    validate(&b);
+    let (bz, bx) = (got[0].unwrap(), got[1].unwrap());
+    assert_eq!((bz.offset, bz.size), (z.offset, z.size));
+    assert_eq!((bx.offset, bx.size), (x.offset, x.size));
+    assert_eq!(b.allocated_bytes(), a.allocated_bytes());
+    assert_eq!(b.largest_free_block(), a.largest_free_block());
+    assert_eq!(b.allocation_count(), 2);
+    // The gap left by `y` is free again, and freeing merges back to one block.
+    assert_eq!(b.allocate(3 * KIB).unwrap().offset, y.offset);
+    b.free(bx.handle).unwrap();
+    assert_eq!(b.free(bx.handle), Err(FreeError::UnknownHandle));
+    validate(&b);
+}
+
+#[test]
+fn from_occupied_refuses_overlaps_and_out_of_range() {
+    let (a, got) = OffsetAllocator::from_occupied(
+        64 * KIB,
+        &[
+            (0, 8 * KIB),
+            (4 * KIB, KIB),       // overlaps the first
+            (0, 2 * KIB),         // same offset: the earlier one wins
+            (60 * KIB, 8 * KIB),  // runs past the end
+            (u64::MAX - 1, 4),    // overflows
+            (16 * KIB, 0),        // empty
+            (16 * KIB, 16 * GIB), // larger than any class
+            (32 * KIB, 32 * KIB), // exactly up to the end
+        ],
+    );
+    let ok: Vec<bool> = got.iter().map(Option::is_some).collect();
+    assert_eq!(ok, [true, false, false, false, false, false, false, true]);
+    assert_eq!(a.allocated_bytes(), 40 * KIB);
+    assert_eq!(a.largest_free_block(), 24 * KIB);
+    validate(&a);
+    let (empty, none) = OffsetAllocator::from_occupied(0, &[(0, 1)]);
+    assert_eq!(none, [None]);
+    validate(&empty);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Random allocations and frees, then a rebuild from the live ranges: same ranges, same
+    /// free space, and the rebuilt allocator keeps working (checked like `run_ops`).
+    #[test]
+    fn from_occupied_matches_a_live_allocator(
+        capacity in big_capacity(),
+        ops in proptest::collection::vec(big_op(), 1..200),
+        after in proptest::collection::vec(big_op(), 1..200),
+    ) {
+        let mut a = OffsetAllocator::new(capacity);
+        let mut live: Vec<Allocation> = Vec::new();
+        for op in &ops {
+            match *op {
+                Op::Alloc(size) => live.extend(a.allocate(size)),
+                Op::Free(pick) if !live.is_empty() => {
+                    let x = live.swap_remove(pick % live.len());
+                    a.free(x.handle).unwrap();
+                }
+                Op::Free(_) => {}
+            }
+        }
+        let ranges: Vec<(u64, u64)> = live.iter().map(|x| (x.offset, x.size)).collect();
+        let (mut b, got) = OffsetAllocator::from_occupied(capacity, &ranges);
+        validate(&b);
+        for (x, y) in live.iter().zip(&got) {
+            let y = y.expect("a live range is restored");
+            prop_assert_eq!((x.offset, x.size), (y.offset, y.size));
+        }
+        prop_assert_eq!(b.allocated_bytes(), a.allocated_bytes());
+        prop_assert_eq!(b.largest_free_block(), a.largest_free_block());
+        let mut restored: Vec<Allocation> = got.into_iter().flatten().collect();
+        for op in &after {
+            match *op {
+                Op::Alloc(size) => {
+                    let fits = size > 0
+                        && OffsetAllocator::size_class_of(size) <= b.largest_free_block();
+                    let x = b.allocate(size);
+                    prop_assert_eq!(x.is_some(), fits);
+                    restored.extend(x);
+                }
+                Op::Free(pick) if !restored.is_empty() => {
+                    let x = restored.swap_remove(pick % restored.len());
+                    prop_assert_eq!(b.free(x.handle), Ok(()));
+                }
+                Op::Free(_) => {}
+            }
+            validate(&b);
+        }
+        for x in restored {
+            prop_assert_eq!(b.free(x.handle), Ok(()));
+        }
+        prop_assert_eq!(b.largest_free_block(), capacity);
+        validate(&b);
+    }
+}

@@ -48,6 +48,7 @@ impl MasterCore {
                     o.slots = kept;
                 }
             }
+            self.journal_key(key);
             cleared.push(key.clone());
         }
         cleared

@@ -98,6 +98,7 @@ impl MasterCore {
                 match (current, copied) {
                     (Some(o), true) => {
                         o.slots.push(mv.slot);
+                        self.journal_key(key);
                         Ok(())
                     }
                     _ => {

@@ -51,6 +51,7 @@ impl MasterCore {
                 self.free_slots(&o.slots);
                 freed += before - self.allocated;
                 count += 1;
+                self.journal_key(&key);
             }
         }
         if count > 0 {

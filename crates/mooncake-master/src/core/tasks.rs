@@ -411,6 +411,7 @@ impl MasterCore {
                 }
             }
         }
+        self.journal_key(&key);
         self.finish(
             id,
             TaskStatus::Success,

@@ -245,6 +245,13 @@ struct ShmFile {
     _lock: Option<std::fs::File>,
 }
 
+/// Takes an exclusive `flock` on `file` (opened from `path`) without waiting: held until
+/// the file is closed or the process dies. Fails with [`io::ErrorKind::AddrInUse`] when
+/// another live process holds it (the master guards its state directory with it).
+pub fn try_lock_exclusive(file: &std::fs::File, path: &Path) -> io::Result<()> {
+    lock_exclusive(file, path)
+}
+
 /// Takes the exclusive `flock` of a durable segment file, or says who cannot.
 fn lock_exclusive(file: &std::fs::File, path: &Path) -> io::Result<()> {
     // A peer probing a dead owner holds a shared lock for a few microseconds: retry
