@@ -3,19 +3,13 @@
 //! separate processes (HTTP metadata server, master, store service, CLI clients), 1,000
 //! objects read back byte for byte, and nothing was put again.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
+use common::{cli, last_word, spawn, Proc};
 
 /// A fresh directory under the system's temp dir, removed afterwards.
 struct TempDir(std::path::PathBuf);
@@ -24,40 +18,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn spawn(bin: &str, args: &[String]) -> (Proc, BufReader<ChildStdout>) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    (Proc(child), out)
-}
-
-fn last_word(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "no line starting with {prefix:?}"
-        );
-        if line.starts_with(prefix) {
-            return line.trim().rsplit(' ').next().unwrap().to_owned();
-        }
-    }
-}
-
-fn cli(rpc: &str, meta: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mooncake_store_cli"))
-        .arg(format!("--master_server_address={rpc}"))
-        .arg(format!("--metadata_server={meta}"))
-        .args(args)
-        .output()
-        .unwrap()
 }
 
 /// Starts the master; returns it, its RPC address and its metrics `host:port`.

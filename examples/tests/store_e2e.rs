@@ -3,51 +3,11 @@
 //! replica survive a store service stopped with SIGTERM (it drains them first).
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(bin: &str, args: &[String]) -> (Proc, BufReader<ChildStdout>) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    (Proc(child), out)
-}
-
-fn last_word(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "no line starting with {prefix:?}"
-        );
-        if line.starts_with(prefix) {
-            return line.trim().rsplit(' ').next().unwrap().to_owned();
-        }
-    }
-}
-
-fn cli(rpc: &str, meta: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mooncake_store_cli"))
-        .arg(format!("--master_server_address={rpc}"))
-        .arg(format!("--metadata_server={meta}"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod common;
+use common::{cli, last_word, spawn, Proc};
 
 #[test]
 fn objects_with_two_replicas_survive_a_killed_store_service() {
