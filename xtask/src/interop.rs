@@ -4,18 +4,21 @@
 //!
 //! `cargo xtask interop --bench` then runs the C++ and the Rust `transfer_engine_bench`
 //! side by side on the same cases, alternating, and prints the best of each with ratios.
+//!
+//! `cargo xtask interop --etcd` does the same transfers through one real etcd instead of
+//! the HTTP metadata server (see [`etcd`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use mooncake_metadata::{HttpStore, HttpStoreConfig, MetadataStore};
 use mooncake_transfer_engine::{
     EngineConfig, LocalBuffer, Opcode, TransferEngine, TransferError, TransferRequest,
 };
+
+mod etcd;
 
 const WHEEL: &str = "mooncake-transfer-engine-non-cuda==0.3.13.post1";
 const APT: &[&str] = &["libibverbs1", "librdmacm1", "libnuma1", "libaio1"];
@@ -49,6 +52,9 @@ fn pattern(off: u64, n: u64, seed: u64) -> Vec<u8> {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--etcd") {
+        return etcd::run();
+    }
     let venv = prepare_venv()?;
     let mut build = crate::cargo();
     build.args(["build", "--release", "--locked", "-p", "mooncake-examples"]);
@@ -164,9 +170,9 @@ fn python(
     Ok((Guard(child), out))
 }
 
+/// One of our engines on the metadata store `url` names (`http://…` or `etcd://…`).
 async fn engine(url: &str, name: &str) -> Result<TransferEngine> {
-    let meta: Arc<dyn MetadataStore> = Arc::new(HttpStore::new(url, HttpStoreConfig::default())?);
-    Ok(TransferEngine::start(EngineConfig::new(name), meta).await?)
+    Ok(TransferEngine::start_uri(EngineConfig::new(name), url).await?)
 }
 
 async fn cpp_initiator_rust_target(venv: &Path, url: &str) -> Result<()> {

@@ -5,7 +5,8 @@
 //! - `lint`: rustfmt, clippy `-D warnings` on all targets, rustdoc `-D warnings`;
 //! - `ci`: `lint` then `test`;
 //! - `demo`: the end-to-end demo, the first thing a new user runs;
-//! - `interop`: byte-exact transfers with the C++ wheel, both directions (opt-in).
+//! - `interop`: byte-exact transfers with the C++ wheel, both directions (opt-in);
+//!   `--etcd` does them through a real etcd instead of our HTTP metadata server.
 #![allow(clippy::print_stdout)]
 
 mod bench;
@@ -62,6 +63,7 @@ fn main() -> Result<()> {
             println!("  cluster-bench [--delay_us N] [--procs 4] [--sizes L] [--loopback]  store_bench with master, 2 store services and client on separate hosts (namespaces), into docs/bench/cluster.md");
             println!("  py-test  build the Python wheel (dev profile) and run its pytest suite");
             println!("  py-bench [--tcp] [--redis] [--procs 4] [--rounds 2]  the Python-level store benchmark, ours vs the C++ wheel (and Redis), into docs/bench/python.md (python-tcp.md with --tcp)");
+            println!("  interop [--bench] [--etcd]  byte-exact transfers with the C++ wheel (mooncake-transfer-engine-non-cuda 0.3.13.post1), both directions, through our HTTP metadata server; --etcd: through one real etcd (/usr/bin/etcd) instead, plus two Rust engines through it and a check of the keys they wrote; --bench (HTTP mode): then C++ and Rust transfer_engine_bench side by side");
             println!("  wheel    build the release wheel into target/wheels and install it into target/py-venv");
             println!(
                 "  demo  start a master and a store service, run a short store_bench, stop them"
