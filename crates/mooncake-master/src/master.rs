@@ -25,7 +25,7 @@ pub struct Master {
     metrics: Metrics,
     version: ProtocolVersion,
     /// The state directory, if the master keeps its state across restarts.
-    state: Option<StateDir>,
+    pub(crate) state: Option<StateDir>,
 }
 
 /// The core's lock; when it is released, the call's durable changes are queued for the
@@ -64,12 +64,29 @@ impl Drop for CoreGuard<'_> {
             return;
         };
         let batch = core.take_journal();
-        if batch.is_empty() {
-            return;
-        }
-        state.enqueue(batch);
+        // Every change this call saw, its own or an earlier call's still being written,
+        // must be on disk before it answers: a call that changes nothing durable may
+        // still act on one (a put placed in a range an unwritten erase freed).
+        let seq = if batch.is_empty() {
+            state.last_queued()
+        } else {
+            state.enqueue(batch)
+        };
         drop(core);
-        state.flush(&self.master.core);
+        if !state.is_written(seq) {
+            off_the_reactor(|| state.flush(&self.master.core));
+        }
+    }
+}
+
+/// Runs blocking file I/O from a request handler without stalling the runtime's other
+/// tasks (pings, reads) on this worker: `block_in_place` on a multi-threaded runtime.
+fn off_the_reactor<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

@@ -20,7 +20,7 @@ mod format;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -104,6 +104,10 @@ pub(crate) struct StateDir {
     _lock: File,
     /// Batches queued under the core's lock, in the core's order, not yet written.
     queue: Mutex<Vec<Vec<Change>>>,
+    /// Batches queued so far (a sequence number, bumped under the queue's lock).
+    queued: AtomicU64,
+    /// Every batch up to this number is in the log (or in a snapshot).
+    written: AtomicU64,
     writer: Mutex<Writer>,
     /// Written since the last fsync.
     dirty: AtomicBool,
@@ -142,6 +146,8 @@ impl StateDir {
             config: config.clone(),
             _lock: lock,
             queue: Mutex::new(Vec::new()),
+            queued: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             writer: Mutex::new(Writer {
                 log: None,
                 len: 0,
@@ -165,24 +171,44 @@ impl StateDir {
 
     /// Queues one call's changes; called under the core's lock so the queue keeps the
     /// core's order.
-    pub(crate) fn enqueue(&self, batch: Vec<Change>) {
-        self.queue.lock().push(batch);
+    /// Returns the batch's sequence number.
+    pub(crate) fn enqueue(&self, batch: Vec<Change>) -> u64 {
+        let mut queue = self.queue.lock();
+        queue.push(batch);
+        self.queued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The sequence number of the last batch queued; read under the core's lock, it
+    /// covers every change the caller has seen.
+    pub(crate) fn last_queued(&self) -> u64 {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// Whether every batch up to `seq` is on disk (in the log or a snapshot).
+    pub(crate) fn is_written(&self, seq: u64) -> bool {
+        self.written.load(Ordering::Acquire) >= seq
     }
 
     /// Writes every queued batch to the log (ours included), with one `write`; fsyncs too
     /// when the interval is zero; compacts a log grown too large. Called after the core's
-    /// lock is released and before the call is answered. A failed write is logged: the
-    /// change stands in memory, and the next snapshot (a compaction or a clean shutdown)
-    /// persists it.
+    /// lock is released and before the call is answered. A failed write leaves no log to
+    /// append to (a partial frame would hide every later one): the state is folded into
+    /// a new snapshot at once, and by every later call until that succeeds.
     pub(crate) fn flush(&self, core: &Mutex<MasterCore>) {
         let mut w = self.writer.lock();
-        let batches = std::mem::take(&mut *self.queue.lock());
-        if batches.is_empty() {
+        let (batches, upto) = {
+            let mut queue = self.queue.lock();
+            (
+                std::mem::take(&mut *queue),
+                self.queued.load(Ordering::Acquire),
+            )
+        };
+        if batches.is_empty() && w.log.is_some() {
             return;
         }
         let Some(log) = w.log.clone() else {
-            // The last compaction failed half way: the snapshot it would have written
-            // holds these changes too, so try it again.
+            // The last write or compaction failed: the snapshot holds these changes too,
+            // so write it again.
             if let Err(e) = self.compact_locked(&mut w, core) {
                 tracing::error!(error = %e, "cannot compact the state directory");
             }
@@ -196,6 +222,7 @@ impl StateDir {
         match (&*log).write_all(&buf) {
             Ok(()) => {
                 w.len += buf.len() as u64;
+                self.written.fetch_max(upto, Ordering::AcqRel);
                 if self.config.fsync_interval.is_zero() {
                     if let Err(e) = log.sync_data() {
                         tracing::error!(error = %e, dir = %self.dir.display(), "cannot fsync the state log");
@@ -205,7 +232,12 @@ impl StateDir {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, dir = %self.dir.display(), "cannot write the state log; changes are kept in memory until the next snapshot");
+                tracing::error!(error = %e, dir = %self.dir.display(), "cannot write the state log; writing a snapshot instead");
+                w.log = None;
+                if let Err(e) = self.compact_locked(&mut w, core) {
+                    tracing::error!(error = %e, "cannot compact the state directory");
+                }
+                return;
             }
         }
         // Keep a moderate buffer for the next write, not the largest batch ever.
@@ -241,11 +273,12 @@ impl StateDir {
 
     fn compact_locked(&self, w: &mut Writer, core: &Mutex<MasterCore>) -> Result<(), StateError> {
         let started = Instant::now();
-        let changes = {
+        let (changes, upto) = {
             let core = core.lock();
             // Queued batches are already part of the core's state, so of this snapshot.
-            self.queue.lock().clear();
-            core.snapshot()
+            let mut queue = self.queue.lock();
+            queue.clear();
+            (core.snapshot(), self.queued.load(Ordering::Acquire))
         };
         let next = w.log_id + 1;
         let mut buf = Vec::new();
@@ -276,6 +309,7 @@ impl StateDir {
         w.log = Some(Arc::new(log));
         w.len = head.len() as u64;
         w.log_id = next;
+        self.written.fetch_max(upto, Ordering::AcqRel);
         self.dirty.store(false, Ordering::Release);
         tracing::info!(
             dir = %self.dir.display(),

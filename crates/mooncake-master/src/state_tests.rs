@@ -237,3 +237,27 @@ fn push_raw(buf: &mut Vec<u8>, body: &[u8]) {
     buf.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
     buf.extend_from_slice(body);
 }
+
+/// A call that changes nothing durable still waits for the records of every change it
+/// saw: here an erase queued by another call that has not written it yet (as while a
+/// compaction holds the writer). Otherwise a put could be placed in the erased object's
+/// freed range, answered, and the erase lost with a SIGKILL: the old object would come
+/// back over the new bytes.
+#[tokio::test]
+async fn a_call_without_records_waits_for_the_changes_it_saw() {
+    let dir = TempDir::new("seen");
+    let m = filled(&dir, 4).await;
+    let state = m.state.as_ref().unwrap();
+    let seq = state.enqueue(vec![crate::Change::Erase { key: "k3".into() }]);
+    assert!(!state.is_written(seq), "queued, not yet written");
+    // A read-only call: it writes nothing of its own.
+    assert!(m.exist_key("k0").await.unwrap());
+    assert!(
+        state.is_written(seq),
+        "the read waited for the erase to reach the log"
+    );
+    drop(m);
+    let m = open(&dir).unwrap();
+    m.remount_segments(OWNER, vec![segment()]).await.unwrap();
+    assert_eq!(m.keys().len(), 3, "the erase survived the kill");
+}

@@ -155,7 +155,7 @@ impl RedisStore {
     /// No connection is made until the first request.
     pub fn new(url: &str, config: RedisStoreConfig) -> Result<Self, MetadataError> {
         let parsed = RedisUrl::parse(url).map_err(|reason| MetadataError::InvalidUri {
-            input: url.to_owned(),
+            input: crate::uri::redact(url),
             reason,
         })?;
         let creds = &config.credentials;

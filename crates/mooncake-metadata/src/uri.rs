@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// A parsed metadata connection string, as accepted by Mooncake's `--metadata_server`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum MetadataUri {
     /// `http://host:port/path`: the whole string is the base URL of an HTTP metadata server.
     Http {
@@ -37,7 +37,7 @@ impl MetadataUri {
     /// Parses a connection string; the error names the string and what is wrong with it.
     pub fn parse(input: &str) -> Result<Self, MetadataError> {
         let invalid = |reason: &str| MetadataError::InvalidUri {
-            input: input.to_owned(),
+            input: redact(input),
             reason: reason.to_owned(),
         };
         let s = input.trim();
@@ -128,9 +128,40 @@ impl fmt::Display for MetadataUri {
         match self {
             Self::Http { base } => f.write_str(base),
             Self::Etcd { endpoints } => write!(f, "etcd://{}", endpoints.join(",")),
-            Self::Redis { url } => f.write_str(url),
+            Self::Redis { url } => f.write_str(&redact(url)),
             Self::P2pHandshake => f.write_str("P2PHANDSHAKE"),
         }
+    }
+}
+
+/// As `Display`: a Redis password never reaches a log line.
+impl fmt::Debug for MetadataUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http { base } => f.debug_struct("Http").field("base", base).finish(),
+            Self::Etcd { endpoints } => f
+                .debug_struct("Etcd")
+                .field("endpoints", endpoints)
+                .finish(),
+            Self::Redis { url } => f.debug_struct("Redis").field("url", &redact(url)).finish(),
+            Self::P2pHandshake => f.write_str("P2pHandshake"),
+        }
+    }
+}
+
+/// `input` with the password of a `scheme://user:password@host…` URL replaced by `***`,
+/// for error messages and logs.
+pub(crate) fn redact(input: &str) -> String {
+    let Some(start) = input.find("://").map(|i| i + 3) else {
+        return input.to_owned();
+    };
+    let end = input[start..].find('/').map_or(input.len(), |i| start + i);
+    let Some(at) = input[start..end].rfind('@').map(|i| start + i) else {
+        return input.to_owned();
+    };
+    match input[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &input[..start + colon], &input[at..]),
+        None => input.to_owned(),
     }
 }
 
@@ -310,5 +341,19 @@ mod tests {
         ] {
             assert_eq!(MetadataUri::parse(s).unwrap().to_string(), s);
         }
+    }
+
+    #[test]
+    fn redis_passwords_never_reach_messages() {
+        assert_eq!(redact("redis://:hunter2@r:6379/1"), "redis://:***@r:6379/1");
+        assert_eq!(redact("redis://alice:pw@r"), "redis://alice:***@r");
+        assert_eq!(redact("redis://alice@r"), "redis://alice@r");
+        assert_eq!(redact("etcd://h:1;h:2"), "etcd://h:1;h:2");
+        assert_eq!(redact("h:1"), "h:1");
+        let uri = MetadataUri::parse("redis://:hunter2@r:6379").unwrap();
+        assert!(!uri.to_string().contains("hunter2"));
+        assert!(!format!("{uri:?}").contains("hunter2"));
+        let err = MetadataUri::parse("rediss://:hunter2@r:6380").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }

@@ -244,7 +244,8 @@ fn check_keys(etcd: &Etcd, segments: &[&str]) -> Result<Vec<String>> {
 }
 
 /// Asks the C++ wheel to initialize with `meta` as its metadata server. `Ok(None)` when
-/// it does; `Ok(Some(error))` when it refuses (a wheel without `USE_ETCD`).
+/// it does; `Ok(Some(error))` when it has no etcd plugin (a wheel built without
+/// `USE_ETCD`); an error for any other failure.
 fn cpp_accepts(venv: &Path, meta: &str) -> Result<Option<String>> {
     let script = "import sys\nfrom mooncake.engine import TransferEngine\n\
                   rc = TransferEngine().initialize('127.0.0.1:17394', sys.argv[1], 'tcp', '')\n\
@@ -259,14 +260,28 @@ fn cpp_accepts(venv: &Path, meta: &str) -> Result<Option<String>> {
         return Ok(None);
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let why = stderr
+    // Only a wheel built without etcd is a skip; any other failure (a refused connection,
+    // an engine that cannot use our etcd) is a failed interop run, never a "pass".
+    if let Some(line) = stderr
         .lines()
         .rev()
         .find(|l| l.contains("Unable to find metadata storage plugin"))
-        .or_else(|| stderr.lines().rev().find(|l| l.starts_with(['E', 'F'])))
-        .map(str::trim)
-        .unwrap_or_else(|| stdout.trim());
-    Ok(Some(format!("{why} (exit status {})", out.status)))
+    {
+        return Ok(Some(format!(
+            "{} (exit status {})",
+            line.trim(),
+            out.status
+        )));
+    }
+    let why = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(['E', 'F']))
+        .map_or_else(|| stdout.trim(), str::trim);
+    bail!(
+        "the C++ wheel {WHEEL} failed to initialize with {meta}: {why} (exit status {})",
+        out.status
+    )
 }
 
 pub(crate) fn run() -> Result<()> {
