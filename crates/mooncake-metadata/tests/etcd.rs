@@ -64,7 +64,7 @@ async fn a_dead_endpoint_is_skipped_for_a_live_one() {
     let Some(etcd) = support::start_etcd() else {
         return;
     };
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = format!("127.0.0.2:{}", support::free_port());
     let store = connect(&format!("etcd://{dead};{}", etcd.addr)).unwrap();
     ready(&*store).await;
     store
@@ -79,7 +79,7 @@ async fn a_dead_endpoint_is_skipped_for_a_live_one() {
 
 #[tokio::test]
 async fn an_unreachable_etcd_is_a_clear_error_within_the_timeout() {
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = format!("127.0.0.2:{}", support::free_port());
     let store = EtcdStore::new(
         &format!("etcd://{dead}"),
         EtcdStoreConfig {

@@ -107,7 +107,7 @@ async fn password_and_acl_user_log_in_and_wrong_ones_are_rejected() {
 
 #[tokio::test]
 async fn an_unreachable_redis_is_a_clear_error_within_the_timeout() {
-    let dead = format!("127.0.0.1:{}", support::free_port());
+    let dead = format!("127.0.0.2:{}", support::free_port());
     let store = RedisStore::new(
         &format!("redis://{dead}"),
         RedisStoreConfig {

@@ -72,6 +72,7 @@ impl Etcd {
         let peer_url = format!("http://127.0.0.1:{peer}");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(binary)
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
             .args([
                 "--name=mooncake-interop".to_owned(),
                 format!("--data-dir={}", dir.join("data").display()),
