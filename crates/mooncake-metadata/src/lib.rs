@@ -50,4 +50,4 @@ pub use http_table::{MetadataTable, TableReply, TableRequest};
 pub use memory::MemoryStore;
 pub use redis_store::{RedisStore, RedisStoreConfig, DEFAULT_REDIS_PORT};
 pub use store::MetadataStore;
-pub use uri::{connect, connect_with, MetadataUri};
+pub use uri::{connect, connect_with, redact, MetadataUri};

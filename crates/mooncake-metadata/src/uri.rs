@@ -151,7 +151,7 @@ impl fmt::Debug for MetadataUri {
 
 /// `input` with the password of a `scheme://user:password@host…` URL replaced by `***`,
 /// for error messages and logs.
-pub(crate) fn redact(input: &str) -> String {
+pub fn redact(input: &str) -> String {
     let Some(start) = input.find("://").map(|i| i + 3) else {
         return input.to_owned();
     };

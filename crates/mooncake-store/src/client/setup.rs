@@ -40,7 +40,7 @@ impl Client {
             Err(mooncake_metadata::MetadataError::NoCentralStore { .. }) => None,
             Err(source) => {
                 return Err(SetupError::Metadata {
-                    url: config.metadata_server.clone(),
+                    url: mooncake_metadata::redact(&config.metadata_server),
                     source,
                 })
             }
