@@ -27,7 +27,9 @@ mod segments;
 mod tasks;
 
 pub use self::jobs::{DrainJobView, JobStatus, SegmentStatus};
-pub use self::journal::{Change, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord};
+pub use self::journal::{
+    Change, DurableState, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord,
+};
 
 #[derive(Debug)]
 struct Mounted {

@@ -12,16 +12,18 @@
 mod admin;
 mod config;
 mod core;
+mod ha;
 mod master;
 pub mod metrics;
 mod server;
 mod state;
 
 pub use crate::core::{
-    Change, DrainJobView, EvictionStats, JobStatus, MasterCore, ObjectRecord, ReplicaRecord,
+    Change, DrainJobView, DurableState, EvictionStats, JobStatus, MasterCore, ObjectRecord, ReplicaRecord,
     RestoreReport, SegmentRecord, SegmentStatus, TickReport,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
+pub use ha::{HaConfig, Role};
 pub use master::Master;
 pub use server::{MasterServer, ServerConfig, ServerError};
 pub use state::StateError;

@@ -15,6 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::core::{DrainJobView, MasterCore, SegmentStatus, TickReport};
 use crate::metrics::{Metrics, Op};
+use crate::ha::Replicator;
 use crate::state::{StateDir, StateError};
 use crate::{MasterConfig, StateConfig};
 
@@ -26,6 +27,8 @@ pub struct Master {
     version: ProtocolVersion,
     /// The state directory, if the master keeps its state across restarts.
     pub(crate) state: Option<StateDir>,
+    /// The standbys this leader streams its changes to (HA), if any.
+    pub(crate) repl: Option<Arc<Replicator>>,
 }
 
 /// The core's lock; when it is released, the call's durable changes are queued for the
@@ -60,21 +63,32 @@ impl Drop for CoreGuard<'_> {
         let Some(mut core) = self.guard.take() else {
             return;
         };
-        let Some(state) = &self.master.state else {
+        let state = self.master.state.as_ref();
+        let repl = self.master.repl.as_deref();
+        if state.is_none() && repl.is_none() {
             return;
-        };
+        }
         let batch = core.take_journal();
         // Every change this call saw, its own or an earlier call's still being written,
-        // must be on disk before it answers: a call that changes nothing durable may
-        // still act on one (a put placed in a range an unwritten erase freed).
-        let seq = if batch.is_empty() {
-            state.last_queued()
-        } else {
-            state.enqueue(batch)
+        // must be on disk (and at the standbys) before it answers: a call that changes
+        // nothing durable may still act on one (a put placed in a range an unwritten
+        // erase freed).
+        let (state_seq, repl_seq) = match (state, repl) {
+            (Some(s), None) => (Some(s.record(batch)), None),
+            (None, Some(r)) => (None, Some(r.record(batch))),
+            (Some(s), Some(r)) => (Some(s.record(batch.clone())), Some(r.record(batch))),
+            (None, None) => (None, None),
         };
         drop(core);
-        if !state.is_written(seq) {
-            off_the_reactor(|| state.flush(&self.master.core));
+        if let (Some(s), Some(seq)) = (state, state_seq) {
+            if !s.is_written(seq) {
+                off_the_reactor(|| s.flush(&self.master.core));
+            }
+        }
+        if let (Some(r), Some(seq)) = (repl, repl_seq) {
+            if !r.is_acked(seq) {
+                off_the_reactor(|| r.wait_acked(seq));
+            }
         }
     }
 }
@@ -104,7 +118,48 @@ impl Master {
             metrics: Metrics::default(),
             version,
             state: None,
+            repl: None,
         })
+    }
+
+    /// The master of a new HA term: `changes` (the state a standby followed) restored as
+    /// after a restart (segments wait `grace` for their owners to remount them), every
+    /// later change streamed to the standbys through `repl`.
+    pub(crate) fn promote(
+        config: MasterConfig,
+        changes: impl IntoIterator<Item = crate::Change>,
+        grace: Duration,
+        repl: Arc<Replicator>,
+    ) -> Arc<Self> {
+        let started = Instant::now();
+        let mut core = MasterCore::new(config, view_version());
+        let report = core.restore(changes, Instant::now(), grace);
+        core.enable_journal();
+        let master = Self {
+            core: Mutex::new(core),
+            metrics: Metrics::default(),
+            version: ProtocolVersion::CURRENT,
+            state: None,
+            repl: Some(repl),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        master
+            .metrics
+            .record_restore(report.objects as u64, seconds);
+        tracing::info!(
+            objects = report.objects,
+            segments = report.segments,
+            dropped = report.dropped,
+            seconds,
+            "leader state restored from replication; its segments serve again once their owners remount them"
+        );
+        Arc::new(master)
+    }
+
+    /// The core's lock without the journal hand-off (for a standby's snapshot, which
+    /// changes nothing).
+    pub(crate) fn raw_core(&self) -> &Mutex<MasterCore> {
+        &self.core
     }
 
     /// A master that keeps its state in `state` (none: as [`Master::new`]): it restores
@@ -127,6 +182,7 @@ impl Master {
             metrics: Metrics::default(),
             version: ProtocolVersion::CURRENT,
             state: None,
+            repl: None,
         };
         dir.compact(&master.core)?;
         master.lock_core().enable_journal();

@@ -15,7 +15,7 @@
 //! order (group commit). A call returns only after its batch was written, by itself or by
 //! the writer before it.
 
-mod format;
+pub(crate) mod format;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -176,6 +176,16 @@ impl StateDir {
         let mut queue = self.queue.lock();
         queue.push(batch);
         self.queued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Queues `batch` (or, when it is empty, notes what was queued before): the sequence
+    /// number the caller must see written before it answers. Under the core's lock.
+    pub(crate) fn record(&self, batch: Vec<Change>) -> u64 {
+        if batch.is_empty() {
+            self.last_queued()
+        } else {
+            self.enqueue(batch)
+        }
     }
 
     /// The sequence number of the last batch queued; read under the core's lock, it

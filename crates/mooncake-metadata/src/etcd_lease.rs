@@ -152,6 +152,28 @@ impl EtcdStore {
         }
     }
 
+    /// Writes `key` = `value` attached to `lease` (deleted with it).
+    pub async fn put_with_lease(
+        &self,
+        key: &str,
+        value: Bytes,
+        lease: LeaseId,
+    ) -> Result<(), MetadataError> {
+        check_key(key)?;
+        let key_bytes = Bytes::copy_from_slice(key.as_bytes());
+        self.call(|mut kv: KvClient<_>| {
+            let request = PutRequest {
+                key: key_bytes.clone(),
+                value: value.clone(),
+                lease,
+                ..PutRequest::default()
+            };
+            async move { kv.put(request).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// `key`'s value with its creation revision and lease, if it exists.
     pub async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>, MetadataError> {
         check_key(key)?;

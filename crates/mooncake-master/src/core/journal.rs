@@ -374,36 +374,72 @@ impl MasterCore {
 /// replica)` each one is.
 type Occupied = (Vec<(u64, u64)>, Vec<(usize, usize)>);
 
-type Folded = (
-    BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
-    HashMap<String, ObjectRecord>,
-);
+/// The durable state as plain maps: what a standby master keeps while it follows the
+/// leader's changes, and what a restore folds its input into.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DurableState {
+    /// Mounted segments with their owners.
+    segs: BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
+    /// Complete objects.
+    objs: HashMap<String, ObjectRecord>,
+}
 
-/// Applies `changes` to plain maps: the final segments (with owners) and objects.
-fn fold(changes: impl IntoIterator<Item = Change>) -> Folded {
-    let mut segs = BTreeMap::new();
-    let mut objs: HashMap<String, ObjectRecord> = HashMap::new();
-    for c in changes {
+impl DurableState {
+    /// Applies one change (absolute, so applying it twice is harmless).
+    pub fn apply(&mut self, c: Change) {
         match c {
             Change::Mount { segment, client } => {
-                segs.insert(segment.id, (segment, client));
+                self.segs.insert(segment.id, (segment, client));
             }
             Change::Unmount { segment } => {
-                segs.remove(&segment);
-                objs.retain(|_, o| {
+                self.segs.remove(&segment);
+                self.objs.retain(|_, o| {
                     o.replicas.retain(|r| r.segment != segment);
                     !o.replicas.is_empty()
                 });
             }
             Change::Object(o) => {
-                objs.insert(o.key.clone(), o);
+                self.objs.insert(o.key.clone(), o);
             }
             Change::Erase { key } => {
-                objs.remove(&key);
+                self.objs.remove(&key);
             }
         }
     }
-    (segs, objs)
+
+    /// Complete objects held.
+    pub fn object_count(&self) -> usize {
+        self.objs.len()
+    }
+
+    /// Segments held.
+    pub fn segment_count(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// The state as changes that rebuild it (segments first), for
+    /// [`MasterCore::restore`].
+    pub fn into_changes(self) -> impl Iterator<Item = Change> {
+        let segs = self
+            .segs
+            .into_values()
+            .map(|(segment, client)| Change::Mount { segment, client });
+        segs.chain(self.objs.into_values().map(Change::Object))
+    }
+}
+
+/// Applies `changes` to plain maps: the final segments (with owners) and objects.
+fn fold(
+    changes: impl IntoIterator<Item = Change>,
+) -> (
+    BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
+    HashMap<String, ObjectRecord>,
+) {
+    let mut state = DurableState::default();
+    for c in changes {
+        state.apply(c);
+    }
+    (state.segs, state.objs)
 }
 
 /// A `u128` id as 32 hex digits (JSON numbers above 2^53 do not survive every reader).
