@@ -19,8 +19,8 @@ mod server;
 mod state;
 
 pub use crate::core::{
-    Change, DrainJobView, DurableState, EvictionStats, JobStatus, MasterCore, ObjectRecord, ReplicaRecord,
-    RestoreReport, SegmentRecord, SegmentStatus, TickReport,
+    Change, DrainJobView, DurableState, EvictionStats, JobStatus, MasterCore, ObjectRecord,
+    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, TickReport,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
 pub use ha::{HaConfig, Role};

@@ -14,8 +14,8 @@ use mooncake_store::{
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::core::{DrainJobView, MasterCore, SegmentStatus, TickReport};
-use crate::metrics::{Metrics, Op};
 use crate::ha::Replicator;
+use crate::metrics::{Metrics, Op};
 use crate::state::{StateDir, StateError};
 use crate::{MasterConfig, StateConfig};
 

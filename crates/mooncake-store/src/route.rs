@@ -127,8 +127,11 @@ macro_rules! impl_master_api_by_route {
                 client: $crate::ClientId,
                 key: &str,
             ) -> Result<(), $crate::ErrorCode> {
-                self.route("put_end", move |m| async move { m.put_end(client, key).await })
-                    .await
+                self.route(
+                    "put_end",
+                    move |m| async move { m.put_end(client, key).await },
+                )
+                .await
             }
             async fn batch_put_end(
                 &self,
@@ -207,19 +210,18 @@ macro_rules! impl_master_api_by_route {
                 self.route("remove", move |m| async move { m.remove(key, force).await })
                     .await
             }
-            async fn batch_remove(
-                &self,
-                keys: &[String],
-                force: bool,
-            ) -> $crate::BatchResult<()> {
+            async fn batch_remove(&self, keys: &[String], force: bool) -> $crate::BatchResult<()> {
                 self.route("batch_remove", move |m| async move {
                     m.batch_remove(keys, force).await
                 })
                 .await
             }
             async fn remove_all(&self, force: bool) -> Result<u64, $crate::ErrorCode> {
-                self.route("remove_all", move |m| async move { m.remove_all(force).await })
-                    .await
+                self.route(
+                    "remove_all",
+                    move |m| async move { m.remove_all(force).await },
+                )
+                .await
             }
             async fn batch_replica_clear(
                 &self,

@@ -359,7 +359,10 @@ impl HaNode {
     }
 
     /// Renews the lease and checks the view key still names this master on it.
-    async fn renew(&self, lease: LeaseId) -> Result<Option<Duration>, mooncake_metadata::MetadataError> {
+    async fn renew(
+        &self,
+        lease: LeaseId,
+    ) -> Result<Option<Duration>, mooncake_metadata::MetadataError> {
         let Some(ttl) = self.etcd.keep_alive(lease).await? else {
             return Ok(None);
         };
@@ -414,21 +417,51 @@ impl HaNode {
         };
         let s = &self.status;
         let gauges: [(&str, &str, f64); 7] = [
-            ("master_ha_is_leader", "gauge", f64::from(u8::from(self.role() == Role::Leader))),
-            ("master_ha_standby_in_sync", "gauge", f64::from(u8::from(s.synced.load(Ordering::Relaxed)))),
-            ("master_ha_standby_objects", "gauge", s.standby_objects.load(Ordering::Relaxed) as f64),
-            ("master_ha_last_takeover_seconds", "gauge", s.takeover_ms.load(Ordering::Relaxed) as f64 / 1000.0),
-            ("master_replication_standbys_in_sync", "gauge", standbys as f64),
-            ("master_replication_lag_entries", "gauge", lag_entries as f64),
+            (
+                "master_ha_is_leader",
+                "gauge",
+                f64::from(u8::from(self.role() == Role::Leader)),
+            ),
+            (
+                "master_ha_standby_in_sync",
+                "gauge",
+                f64::from(u8::from(s.synced.load(Ordering::Relaxed))),
+            ),
+            (
+                "master_ha_standby_objects",
+                "gauge",
+                s.standby_objects.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "master_ha_last_takeover_seconds",
+                "gauge",
+                s.takeover_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+            ),
+            (
+                "master_replication_standbys_in_sync",
+                "gauge",
+                standbys as f64,
+            ),
+            (
+                "master_replication_lag_entries",
+                "gauge",
+                lag_entries as f64,
+            ),
             ("master_replication_lag_seconds", "gauge", lag_seconds),
         ];
         for (name, kind, v) in gauges {
             let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
         }
         let counters = [
-            ("master_ha_leader_changes_total", s.leader_changes.load(Ordering::Relaxed)),
+            (
+                "master_ha_leader_changes_total",
+                s.leader_changes.load(Ordering::Relaxed),
+            ),
             ("master_ha_terms_total", s.terms.load(Ordering::Relaxed)),
-            ("master_ha_standby_applied_batches_total", s.applied.load(Ordering::Relaxed)),
+            (
+                "master_ha_standby_applied_batches_total",
+                s.applied.load(Ordering::Relaxed),
+            ),
         ];
         for (name, v) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");

@@ -210,7 +210,13 @@ impl Replicator {
         &self,
         master: &Master,
         name: &str,
-    ) -> Option<(u64, Vec<Change>, u64, mpsc::UnboundedReceiver<Item>, Arc<Notify>)> {
+    ) -> Option<(
+        u64,
+        Vec<Change>,
+        u64,
+        mpsc::UnboundedReceiver<Item>,
+        Arc<Notify>,
+    )> {
         let core = master.raw_core().lock();
         if self.closed.load(Ordering::Acquire) {
             return None;
@@ -237,7 +243,12 @@ impl Replicator {
 
     /// Serves one standby's connection until it ends, the standby is dropped or the term
     /// ends.
-    pub(crate) async fn serve(self: Arc<Self>, master: Arc<Master>, stream: TcpStream, leader: String) {
+    pub(crate) async fn serve(
+        self: Arc<Self>,
+        master: Arc<Master>,
+        stream: TcpStream,
+        leader: String,
+    ) {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string());

@@ -151,7 +151,10 @@ mod tests {
         }
         let mut r = &buf[..];
         for m in &msgs {
-            assert_eq!(recv::<_, ToStandby>(&mut r).await.unwrap().as_ref(), Some(m));
+            assert_eq!(
+                recv::<_, ToStandby>(&mut r).await.unwrap().as_ref(),
+                Some(m)
+            );
         }
         assert_eq!(recv::<_, ToStandby>(&mut r).await.unwrap(), None);
         // A flipped byte, a huge length, and JSON of the wrong shape are errors.

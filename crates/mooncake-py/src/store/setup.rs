@@ -139,7 +139,7 @@ pub(super) fn init_all_config(
         device_name,
         master_server_addr: "127.0.0.1:50051".into(),
         auth_token: mooncake_metadata::AuthToken::from_env(),
-            cluster_id: mooncake_cli::env::store_cluster_id(),
+        cluster_id: mooncake_cli::env::store_cluster_id(),
         ..ClientConfig::default()
     }
 }

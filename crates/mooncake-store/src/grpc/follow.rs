@@ -20,7 +20,10 @@ pub const DEFAULT_CLUSTER_ID: &str = "mooncake_cluster";
 
 /// The etcd key naming the leader of `cluster_id`: `mooncake-store/<cluster_id>/master_view`.
 pub fn master_view_key(cluster_id: &str) -> String {
-    format!("mooncake-store/{}/master_view", cluster_id.trim_end_matches('/'))
+    format!(
+        "mooncake-store/{}/master_view",
+        cluster_id.trim_end_matches('/')
+    )
 }
 
 /// Whether `addr` names masters through etcd (`etcd://…`) rather than one `host:port`.
