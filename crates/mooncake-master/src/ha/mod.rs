@@ -17,6 +17,8 @@ mod lease;
 mod node;
 mod replicator;
 mod switch;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
