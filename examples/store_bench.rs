@@ -446,6 +446,7 @@ async fn concurrency(args: &Args, procs: usize, size: u64, count: u64) -> Result
                 "--metadata_server={}",
                 args.cluster.metadata_server
             ))
+            .arg(format!("--cluster_id={}", args.cluster.cluster_id))
             .arg(format!("--local_hostname={}", args.local_hostname))
             .arg(format!("--worker={p}:{size}:{count}"))
             .stdin(Stdio::piped())

@@ -474,6 +474,9 @@ impl MasterCore {
             }
             if let Some(a) = m.alloc.allocate(size) {
                 self.allocated += a.size;
+                if let Some(j) = self.journal.as_mut() {
+                    j.note_allocation();
+                }
                 names.push(m.segment.name.clone());
                 slots.push(Slot {
                     segment: id,

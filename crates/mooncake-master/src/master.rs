@@ -69,14 +69,19 @@ impl Drop for CoreGuard<'_> {
             return;
         }
         let batch = core.take_journal();
-        // Every change this call saw, its own or an earlier call's still being written,
-        // must be on disk (and at the standbys) before it answers: a call that changes
-        // nothing durable may still act on one (a put placed in a range an unwritten
-        // erase freed).
+        let allocated = core.take_allocated();
+        // A call's own changes must be on disk (and at the standbys) before it answers;
+        // a call that allocated space must also wait for every earlier change, since an
+        // erase still being written may have freed the range it hands out (a crash would
+        // bring the old object back over the new bytes). Reads wait for nothing: at worst
+        // they see a change one write (or round trip) before it is durable.
         let (state_seq, repl_seq) = match (state, repl) {
-            (Some(s), None) => (Some(s.record(batch)), None),
-            (None, Some(r)) => (None, Some(r.record(batch))),
-            (Some(s), Some(r)) => (Some(s.record(batch.clone())), Some(r.record(batch))),
+            (Some(s), None) => (s.record(batch, allocated), None),
+            (None, Some(r)) => (None, r.record(batch, allocated)),
+            (Some(s), Some(r)) => (
+                s.record(batch.clone(), allocated),
+                r.record(batch, allocated),
+            ),
             (None, None) => (None, None),
         };
         drop(core);

@@ -178,13 +178,17 @@ impl StateDir {
         self.queued.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// Queues `batch` (or, when it is empty, notes what was queued before): the sequence
-    /// number the caller must see written before it answers. Under the core's lock.
-    pub(crate) fn record(&self, batch: Vec<Change>) -> u64 {
-        if batch.is_empty() {
-            self.last_queued()
+    /// Queues `batch`: the sequence number the caller must see written before it answers.
+    /// A call that changed nothing durable waits only if it allocated space (then for
+    /// everything queued before: an unwritten erase may have freed that range). Under the
+    /// core's lock.
+    pub(crate) fn record(&self, batch: Vec<Change>, allocated: bool) -> Option<u64> {
+        if !batch.is_empty() {
+            Some(self.enqueue(batch))
+        } else if allocated {
+            Some(self.last_queued())
         } else {
-            self.enqueue(batch)
+            None
         }
     }
 

@@ -126,6 +126,15 @@ pub struct RestoreReport {
 pub(super) struct Journal {
     segments: Vec<Change>,
     keys: Vec<String>,
+    /// The call allocated space (which an earlier, not yet durable, change may have
+    /// freed).
+    allocated: bool,
+}
+
+impl Journal {
+    pub(super) fn note_allocation(&mut self) {
+        self.allocated = true;
+    }
 }
 
 impl From<&Segment> for SegmentRecord {
@@ -163,6 +172,15 @@ impl MasterCore {
     /// a master without a state directory pays nothing.
     pub fn enable_journal(&mut self) {
         self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// Whether the call since the last [`MasterCore::take_journal`] allocated space: it
+    /// must not answer before every earlier change is durable, since one of them may have
+    /// freed the range it handed out.
+    pub fn take_allocated(&mut self) -> bool {
+        self.journal
+            .as_mut()
+            .is_some_and(|j| std::mem::take(&mut j.allocated))
     }
 
     /// Notes a key whose complete object changed (no-op without a journal).

@@ -48,6 +48,7 @@ pub(crate) async fn follow(
         return FollowEnd::Closed(e.to_string());
     }
     let mut fresh: Option<DurableState> = None;
+    let mut unacked: Option<u64> = None;
     loop {
         let msg = match tokio::time::timeout(silence, wire::recv::<_, ToStandby>(&mut rd)).await {
             Err(_) => {
@@ -111,11 +112,22 @@ pub(crate) async fn follow(
                 status
                     .standby_objects
                     .store(state.object_count() as u64, Ordering::Relaxed);
+                // More frames already read: one acknowledgement after the last of them.
+                if rd.buffer().len() >= crate::state::format::FRAME_HEADER {
+                    unacked = Some(seq);
+                    continue;
+                }
+                unacked = None;
                 if let Err(e) = ack(&mut wr, seq).await {
                     return FollowEnd::Closed(e.to_string());
                 }
             }
             ToStandby::Heartbeat { .. } => {}
+        }
+        if let Some(seq) = unacked.take() {
+            if let Err(e) = ack(&mut wr, seq).await {
+                return FollowEnd::Closed(e.to_string());
+            }
         }
     }
 }

@@ -75,17 +75,18 @@ impl Replicator {
         }
     }
 
-    /// Queues one call's changes for every standby (or, when there are none, notes what
-    /// was queued before): the sequence number the caller must see acknowledged. Called
-    /// under the core's lock.
-    pub(crate) fn record(&self, batch: Vec<Change>) -> u64 {
+    /// Queues one call's changes for every standby: the sequence number the caller must
+    /// see acknowledged before it answers. A call that changed nothing waits only if it
+    /// allocated space (then for everything queued before: an unacknowledged erase may
+    /// have freed that range). Called under the core's lock.
+    pub(crate) fn record(&self, batch: Vec<Change>, allocated: bool) -> Option<u64> {
         if batch.is_empty() {
-            return self.seq.load(Ordering::Acquire);
+            return allocated.then(|| self.seq.load(Ordering::Acquire));
         }
         let followers = self.followers.lock();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         if followers.is_empty() {
-            return seq;
+            return Some(seq);
         }
         let item = Arc::new((seq, batch));
         for f in followers.iter() {
@@ -94,7 +95,7 @@ impl Replicator {
         if followers.iter().any(|f| f.in_sync) {
             self.pending.lock().push_back((seq, Instant::now()));
         }
-        seq
+        Some(seq)
     }
 
     /// Whether every in-sync standby has acknowledged `seq`.
