@@ -120,6 +120,11 @@ struct Args {
     /// from the in-sync set (ms).
     #[arg(long = "ha_replication_timeout_ms", value_parser = parse_ms, default_value = "1000")]
     ha_replication_timeout_ms: Duration,
+    /// With --enable_ha: answer a call only once the in-sync standbys have its changes (no
+    /// acknowledged change lost on failover); false trades that window (about one round
+    /// trip) for write throughput.
+    #[arg(long = "ha_sync_replication", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    ha_sync_replication: bool,
     /// Accepted for compatibility: with --enable_ha the leader always streams its changes
     /// to the standbys.
     #[arg(long = "enable_oplog", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false", hide = true)]
@@ -216,6 +221,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
                 args.ha_replication_address.clone()
             },
             replication_timeout: args.ha_replication_timeout_ms,
+            sync_replication: args.ha_sync_replication,
             restore_grace: args.state_restore_grace_sec,
             ..HaConfig::new(etcd, advertise)
         })

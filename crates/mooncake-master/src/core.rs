@@ -28,7 +28,7 @@ mod tasks;
 
 pub use self::jobs::{DrainJobView, JobStatus, SegmentStatus};
 pub use self::journal::{
-    Change, DurableState, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord,
+    Change, DurableState, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord, SpaceUse,
 };
 
 #[derive(Debug)]
@@ -569,6 +569,9 @@ impl MasterCore {
             let before = m.alloc.allocated_bytes();
             if m.alloc.free(handle).is_ok() {
                 self.allocated -= before - m.alloc.allocated_bytes();
+                if let Some(j) = self.journal.as_mut() {
+                    j.note_free();
+                }
             }
         }
     }

@@ -20,7 +20,7 @@ mod state;
 
 pub use crate::core::{
     Change, DrainJobView, DurableState, EvictionStats, JobStatus, MasterCore, ObjectRecord,
-    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, TickReport,
+    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, SpaceUse, TickReport,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
 pub use ha::{HaConfig, Role};

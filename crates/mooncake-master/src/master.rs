@@ -69,19 +69,15 @@ impl Drop for CoreGuard<'_> {
             return;
         }
         let batch = core.take_journal();
-        let allocated = core.take_allocated();
+        let space = core.take_space();
         // A call's own changes must be on disk (and at the standbys) before it answers;
-        // a call that allocated space must also wait for every earlier change, since an
-        // erase still being written may have freed the range it hands out (a crash would
-        // bring the old object back over the new bytes). Reads wait for nothing: at worst
-        // they see a change one write (or round trip) before it is durable.
+        // a call that allocated space must also wait for every earlier change that freed
+        // space (see `must_wait_for`). Reads wait for nothing: at worst they see a change
+        // one write (or round trip) before it is durable.
         let (state_seq, repl_seq) = match (state, repl) {
-            (Some(s), None) => (s.record(batch, allocated), None),
-            (None, Some(r)) => (None, r.record(batch, allocated)),
-            (Some(s), Some(r)) => (
-                s.record(batch.clone(), allocated),
-                r.record(batch, allocated),
-            ),
+            (Some(s), None) => (s.record(batch, space), None),
+            (None, Some(r)) => (None, r.record(batch, space)),
+            (Some(s), Some(r)) => (s.record(batch.clone(), space), r.record(batch, space)),
             (None, None) => (None, None),
         };
         drop(core);
@@ -95,6 +91,34 @@ impl Drop for CoreGuard<'_> {
                 off_the_reactor(|| r.wait_acked(seq));
             }
         }
+    }
+}
+
+/// Which sequence number a call must see durable (written, or acknowledged by the
+/// standbys) before it answers, given its own batch (`own`, if it recorded one), the last
+/// batch queued before it, and what it did with space. A call that freed space marks
+/// `last_free`; a call that allocated waits for the last free (the range it hands out may
+/// be one an unwritten erase freed: a crash would bring the old object back over the new
+/// bytes); its own batch is waited for when `wait_own` (always for the state directory
+/// and synchronous replication).
+pub(crate) fn must_wait_for(
+    own: Option<u64>,
+    last_queued: u64,
+    space: crate::SpaceUse,
+    last_free: &std::sync::atomic::AtomicU64,
+    wait_own: bool,
+) -> Option<u64> {
+    use std::sync::atomic::Ordering;
+    if space.freed {
+        last_free.fetch_max(own.unwrap_or(last_queued), Ordering::AcqRel);
+    }
+    let alloc = space
+        .allocated
+        .then(|| last_free.load(Ordering::Acquire))
+        .filter(|s| *s > 0);
+    match (own.filter(|_| wait_own), alloc) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
 

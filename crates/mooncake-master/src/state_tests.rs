@@ -248,7 +248,14 @@ async fn an_allocating_call_waits_for_the_changes_before_it_and_a_read_does_not(
     let dir = TempDir::new("seen");
     let m = filled(&dir, 4).await;
     let state = m.state.as_ref().unwrap();
-    let seq = state.enqueue(vec![crate::Change::Erase { key: "k3".into() }]);
+    // As a remove that freed k3's range records it.
+    let freed = crate::SpaceUse {
+        allocated: false,
+        freed: true,
+    };
+    let seq = state
+        .record(vec![crate::Change::Erase { key: "k3".into() }], freed)
+        .unwrap();
     assert!(!state.is_written(seq), "queued, not yet written");
     assert!(m.exist_key("k0").await.unwrap());
     assert!(!state.is_written(seq), "a read does not wait");

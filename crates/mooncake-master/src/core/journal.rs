@@ -109,6 +109,15 @@ pub struct ReplicaRecord {
     pub offset: u64,
 }
 
+/// Whether a call allocated or freed segment space (see [`MasterCore::take_space`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceUse {
+    /// It handed out a range.
+    pub allocated: bool,
+    /// It made a range (or a whole segment) reusable.
+    pub freed: bool,
+}
+
 /// What [`MasterCore::restore`] brought back.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreReport {
@@ -129,11 +138,17 @@ pub(super) struct Journal {
     /// The call allocated space (which an earlier, not yet durable, change may have
     /// freed).
     allocated: bool,
+    /// The call made space reusable (freed a range or dropped a segment).
+    freed: bool,
 }
 
 impl Journal {
     pub(super) fn note_allocation(&mut self) {
         self.allocated = true;
+    }
+
+    pub(super) fn note_free(&mut self) {
+        self.freed = true;
     }
 }
 
@@ -174,13 +189,18 @@ impl MasterCore {
         self.journal.get_or_insert_with(Journal::default);
     }
 
-    /// Whether the call since the last [`MasterCore::take_journal`] allocated space: it
-    /// must not answer before every earlier change is durable, since one of them may have
-    /// freed the range it handed out.
-    pub fn take_allocated(&mut self) -> bool {
-        self.journal
-            .as_mut()
-            .is_some_and(|j| std::mem::take(&mut j.allocated))
+    /// What the call since the last [`MasterCore::take_journal`] did with space. A call
+    /// that allocated must not answer before every earlier change that freed space is
+    /// durable (the range it hands out may be one of them); a call that freed space is
+    /// such a change.
+    pub fn take_space(&mut self) -> SpaceUse {
+        match self.journal.as_mut() {
+            Some(j) => SpaceUse {
+                allocated: std::mem::take(&mut j.allocated),
+                freed: std::mem::take(&mut j.freed),
+            },
+            None => SpaceUse::default(),
+        }
     }
 
     /// Notes a key whose complete object changed (no-op without a journal).

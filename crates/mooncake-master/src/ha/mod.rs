@@ -52,6 +52,12 @@ pub struct HaConfig {
     /// How long a call waits for a standby's acknowledgement before the standby is
     /// dropped from the in-sync set (`--ha_replication_timeout_ms`, 1000 ms).
     pub replication_timeout: Duration,
+    /// Whether a call answers only once the in-sync standbys have its changes
+    /// (`--ha_sync_replication`, true): then no acknowledged change is lost on failover.
+    /// False: the standbys trail by the replication lag (about one round trip), and a
+    /// failover may lose the changes of that window; only a call that reuses freed space
+    /// waits.
+    pub sync_replication: bool,
     /// How long restored segments wait for their owners to remount them after a failover
     /// (`--state_restore_grace_sec`, 60 s).
     pub restore_grace: Duration,
@@ -67,6 +73,7 @@ impl HaConfig {
             advertise_rpc: advertise_rpc.into(),
             replication_addr: "127.0.0.1:0".to_owned(),
             replication_timeout: Duration::from_millis(1000),
+            sync_replication: true,
             restore_grace: Duration::from_secs(60),
         }
     }

@@ -268,7 +268,10 @@ impl HaNode {
         vacant_since: Instant,
         stop: &mut watch::Receiver<bool>,
     ) {
-        let repl = Arc::new(Replicator::new(self.config.replication_timeout));
+        let repl = Arc::new(Replicator::new(
+            self.config.replication_timeout,
+            self.config.sync_replication,
+        ));
         let master = Master::promote(
             self.master_config.clone(),
             state.into_changes(),

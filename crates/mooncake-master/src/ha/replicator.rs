@@ -30,6 +30,10 @@ pub(crate) struct Replicator {
     followers: Mutex<Vec<Follower>>,
     /// The last batch queued (bumped under the core's lock, so in the core's order).
     seq: AtomicU64,
+    /// The last batch that freed space (or was queued when space was freed).
+    last_free: AtomicU64,
+    /// Calls wait for the standbys' acknowledgement of their own changes.
+    sync: bool,
     /// Every in-sync standby has acknowledged every batch up to this (`u64::MAX`: none is
     /// in sync, nobody to wait for).
     floor: AtomicU64,
@@ -62,10 +66,14 @@ pub(crate) struct FollowerView {
 }
 
 impl Replicator {
-    pub(crate) fn new(timeout: Duration) -> Self {
+    /// `sync`: a call answers once the in-sync standbys have its changes (else only
+    /// allocations wait, for earlier frees).
+    pub(crate) fn new(timeout: Duration, sync: bool) -> Self {
         Self {
             followers: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
+            last_free: AtomicU64::new(0),
+            sync,
             floor: AtomicU64::new(u64::MAX),
             wake: (Mutex::new(()), Condvar::new()),
             timeout,
@@ -76,17 +84,19 @@ impl Replicator {
     }
 
     /// Queues one call's changes for every standby: the sequence number the caller must
-    /// see acknowledged before it answers. A call that changed nothing waits only if it
-    /// allocated space (then for everything queued before: an unacknowledged erase may
-    /// have freed that range). Called under the core's lock.
-    pub(crate) fn record(&self, batch: Vec<Change>, allocated: bool) -> Option<u64> {
-        if batch.is_empty() {
-            return allocated.then(|| self.seq.load(Ordering::Acquire));
-        }
+    /// see acknowledged before it answers (see [`crate::master::must_wait_for`]; its own
+    /// batch only with synchronous replication). Called under the core's lock.
+    pub(crate) fn record(&self, batch: Vec<Change>, space: crate::SpaceUse) -> Option<u64> {
+        let own = (!batch.is_empty()).then(|| self.send(batch));
+        let last = self.seq.load(Ordering::Acquire);
+        crate::master::must_wait_for(own, last, space, &self.last_free, self.sync)
+    }
+
+    fn send(&self, batch: Vec<Change>) -> u64 {
         let followers = self.followers.lock();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         if followers.is_empty() {
-            return Some(seq);
+            return seq;
         }
         let item = Arc::new((seq, batch));
         for f in followers.iter() {
@@ -95,7 +105,7 @@ impl Replicator {
         if followers.iter().any(|f| f.in_sync) {
             self.pending.lock().push_back((seq, Instant::now()));
         }
-        Some(seq)
+        seq
     }
 
     /// Whether every in-sync standby has acknowledged `seq`.

@@ -34,8 +34,8 @@ async fn put(master: &Master, client: ClientId, key: &str) {
     master.put_end(client, key).await.unwrap();
 }
 
-async fn leader(timeout: Duration) -> (Arc<Master>, Arc<Replicator>, String) {
-    let repl = Arc::new(Replicator::new(timeout));
+async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>, String) {
+    let repl = Arc::new(Replicator::new(timeout, sync));
     let master = Master::promote(
         MasterConfig::default(),
         Vec::new(),
@@ -55,7 +55,7 @@ async fn leader(timeout: Duration) -> (Arc<Master>, Arc<Replicator>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answered_call_is_already_at_the_in_sync_standby() {
-    let (master, repl, addr) = leader(Duration::from_secs(5)).await;
+    let (master, repl, addr) = leader(Duration::from_secs(5), true).await;
     let client = ClientId(1);
     master.mount_segment(client, segment()).await.unwrap();
     put(&master, client, "before").await;
@@ -89,7 +89,7 @@ async fn an_answered_call_is_already_at_the_in_sync_standby() {
         MasterConfig::default(),
         state.into_changes(),
         Duration::from_secs(60),
-        Arc::new(Replicator::new(Duration::from_secs(1))),
+        Arc::new(Replicator::new(Duration::from_secs(1), true)),
     );
     let mut keys = next.keys();
     keys.sort();
@@ -99,24 +99,19 @@ async fn an_answered_call_is_already_at_the_in_sync_standby() {
     assert_eq!(next.query_key("k7"), master.query_key("k7"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_standby_that_stops_acknowledging_costs_one_timeout_then_is_dropped() {
-    let timeout = Duration::from_millis(300);
-    let (master, repl, addr) = leader(timeout).await;
-    let client = ClientId(1);
-    master.mount_segment(client, segment()).await.unwrap();
-    // A standby that acknowledges the snapshot, then nothing.
-    let stream = TcpStream::connect(&addr).await.unwrap();
+/// A standby that acknowledges the snapshot, then nothing; returns once it is in sync
+/// and the reader of its stream.
+async fn mute_standby(addr: &str, repl: &Replicator) -> BufReader<tokio::net::tcp::OwnedReadHalf> {
+    let stream = TcpStream::connect(addr).await.unwrap();
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     wire::send(&mut wr, &ToLeader::hello("mute")).await.unwrap();
     loop {
-        match wire::recv::<_, ToStandby>(&mut rd).await.unwrap().unwrap() {
-            ToStandby::SnapshotEnd { seq } => {
-                wire::send(&mut wr, &ToLeader::Ack { seq }).await.unwrap();
-                break;
-            }
-            _ => continue,
+        if let ToStandby::SnapshotEnd { seq } =
+            wire::recv::<_, ToStandby>(&mut rd).await.unwrap().unwrap()
+        {
+            wire::send(&mut wr, &ToLeader::Ack { seq }).await.unwrap();
+            break;
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -124,6 +119,18 @@ async fn a_standby_that_stops_acknowledging_costs_one_timeout_then_is_dropped() 
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Keep the write half open: a closed one ends the stream.
+    std::mem::forget(wr);
+    rd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_stops_acknowledging_costs_one_timeout_then_is_dropped() {
+    let timeout = Duration::from_millis(300);
+    let (master, repl, addr) = leader(timeout, true).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let mut rd = mute_standby(&addr, &repl).await;
     let t = Instant::now();
     put(&master, client, "a").await;
     let first = t.elapsed();
@@ -149,4 +156,27 @@ async fn a_standby_that_stops_acknowledging_costs_one_timeout_then_is_dropped() 
         }
     }
     assert!(closed);
+}
+
+/// Asynchronous replication: calls answer without the standby, except an allocation
+/// after a free the standby has not acknowledged (it could hand out a range a new leader
+/// would still think holds the old object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sync_only_an_allocation_after_an_unacknowledged_free_waits() {
+    let timeout = Duration::from_millis(300);
+    let (master, repl, addr) = leader(timeout, false).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let _rd = mute_standby(&addr, &repl).await;
+    let t = Instant::now();
+    for i in 0..20 {
+        put(&master, client, &format!("k{i}")).await;
+    }
+    master.remove("k0", false).await.unwrap();
+    assert!(t.elapsed() < timeout, "{:?}", t.elapsed());
+    assert_eq!(repl.followers().len(), 1);
+    let t = Instant::now();
+    put(&master, client, "after-free").await;
+    assert!(t.elapsed() >= timeout, "{:?}", t.elapsed());
+    assert!(repl.followers().is_empty());
 }
