@@ -146,7 +146,12 @@ impl LeaderFollowingClient {
         Fut: Future<Output = Result<T, ErrorCode>> + Send,
     {
         let deadline = Instant::now() + self.failover_timeout;
-        let mut leader = self.leader(None).await?;
+        // The common case takes no lock but the read of the current client.
+        let current = self.current.read().clone();
+        let mut leader = match current {
+            Some(c) => c,
+            None => self.leader(None).await?,
+        };
         loop {
             let api: Arc<dyn MasterApi> = leader.clone();
             match call(api).await {
