@@ -151,18 +151,18 @@ impl Master {
         })
     }
 
-    /// The master of a new HA term: `changes` (the state a standby followed) restored as
+    /// The master of a new HA term: `state` (what a standby followed) restored as
     /// after a restart (segments wait `grace` for their owners to remount them), every
     /// later change streamed to the standbys through `repl`.
     pub(crate) fn promote(
         config: MasterConfig,
-        changes: impl IntoIterator<Item = crate::Change>,
+        state: crate::DurableState,
         grace: Duration,
         repl: Arc<Replicator>,
     ) -> Arc<Self> {
         let started = Instant::now();
         let mut core = MasterCore::new(config, view_version());
-        let report = core.restore(changes, Instant::now(), grace);
+        let report = core.restore_state(state, Instant::now(), grace);
         core.enable_journal();
         let master = Self {
             core: Mutex::new(core),

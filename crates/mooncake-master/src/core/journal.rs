@@ -296,7 +296,17 @@ impl MasterCore {
         now: Instant,
         grace: Duration,
     ) -> RestoreReport {
-        let (segs, objs) = fold(changes);
+        self.restore_state(changes.into_iter().collect(), now, grace)
+    }
+
+    /// [`MasterCore::restore`] of a state already folded (what a standby holds).
+    pub fn restore_state(
+        &mut self,
+        state: DurableState,
+        now: Instant,
+        grace: Duration,
+    ) -> RestoreReport {
+        let DurableState { segs, objs } = state;
         self.segments.clear();
         self.clients.clear();
         self.objects.clear();
@@ -422,6 +432,16 @@ pub struct DurableState {
     objs: HashMap<String, ObjectRecord>,
 }
 
+impl FromIterator<Change> for DurableState {
+    fn from_iter<I: IntoIterator<Item = Change>>(changes: I) -> Self {
+        let mut state = Self::default();
+        for c in changes {
+            state.apply(c);
+        }
+        state
+    }
+}
+
 impl DurableState {
     /// Applies one change (absolute, so applying it twice is harmless).
     pub fn apply(&mut self, c: Change) {
@@ -455,8 +475,7 @@ impl DurableState {
         self.segs.len()
     }
 
-    /// The state as changes that rebuild it (segments first), for
-    /// [`MasterCore::restore`].
+    /// The state as changes that rebuild it (segments first).
     pub fn into_changes(self) -> impl Iterator<Item = Change> {
         let segs = self
             .segs
@@ -464,20 +483,6 @@ impl DurableState {
             .map(|(segment, client)| Change::Mount { segment, client });
         segs.chain(self.objs.into_values().map(Change::Object))
     }
-}
-
-/// Applies `changes` to plain maps: the final segments (with owners) and objects.
-fn fold(
-    changes: impl IntoIterator<Item = Change>,
-) -> (
-    BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
-    HashMap<String, ObjectRecord>,
-) {
-    let mut state = DurableState::default();
-    for c in changes {
-        state.apply(c);
-    }
-    (state.segs, state.objs)
 }
 
 /// A `u128` id as 32 hex digits (JSON numbers above 2^53 do not survive every reader).

@@ -123,6 +123,13 @@ pub(crate) async fn follow(
                 }
             }
             ToStandby::Heartbeat { .. } => {}
+            ToStandby::Bye { resync } => {
+                if resync {
+                    status.synced.store(false, Ordering::Release);
+                    return FollowEnd::Closed("the leader dropped this standby for lagging".into());
+                }
+                return FollowEnd::Closed("the leader's term ended".into());
+            }
         }
         if let Some(seq) = unacked.take() {
             if let Err(e) = ack(&mut wr, seq).await {

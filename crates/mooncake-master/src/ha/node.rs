@@ -155,7 +155,9 @@ impl HaNode {
         let mut seen_leader = false;
         let mut vacant_since: Option<Instant> = None;
         let mut last_error = String::new();
-        let silence = (self.config.replication_timeout / 2).max(super::wire::HEARTBEAT * 3);
+        // Longer than a loaded leader's pause between heartbeats; a standby that hears
+        // nothing for this long stops counting itself in sync.
+        let silence = self.config.replication_timeout.max(Duration::from_secs(1));
         while !*stop.borrow() {
             let view = match self.etcd.get_versioned(&view_key).await {
                 Ok(v) => v,
@@ -169,8 +171,8 @@ impl HaNode {
                     continue;
                 }
             };
-            last_error.clear();
             let Some(view) = view else {
+                last_error.clear();
                 let since = *vacant_since.get_or_insert_with(Instant::now);
                 let synced = self.status.synced.load(Ordering::Acquire);
                 if synced || !seen_leader || since.elapsed() >= self.config.lease_ttl * 2 {
@@ -201,9 +203,12 @@ impl HaNode {
                 _ = stop.wait_for(|s| *s) => return,
             };
             match end {
-                FollowEnd::Closed(why) => {
-                    tracing::info!(leader = %leader, reason = %why, "not following the leader")
+                // Said once per reason: a leader being replaced refuses many times.
+                FollowEnd::Closed(why) if why != last_error => {
+                    tracing::info!(leader = %leader, reason = %why, "not following the leader");
+                    last_error = why;
                 }
+                FollowEnd::Closed(_) => {}
                 FollowEnd::Silent => {
                     tracing::warn!(leader = %leader, ?silence, "the leader went silent; this standby is no longer in sync")
                 }
@@ -256,10 +261,15 @@ impl HaNode {
             tracing::warn!(error = %e, "cannot publish the replication address; standbys will start cold");
         }
         let clock = LeaseClock::granted(sent, ttl, ttl / 3);
-        self.lead(lease, clock, std::mem::take(state), vacant_since, stop)
+        *state = self
+            .lead(lease, clock, std::mem::take(state), vacant_since, stop)
             .await;
     }
 
+    /// Leads one term: restores `state` (on a blocking thread, while the lease is kept
+    /// alive), serves, keeps the lease, and steps down when it can no longer prove the
+    /// lease alive or on shutdown. Returns the term's final state, which this node keeps as
+    /// a standby (it is the newest there is).
     async fn lead(
         &self,
         lease: LeaseId,
@@ -267,17 +277,112 @@ impl HaNode {
         state: DurableState,
         vacant_since: Instant,
         stop: &mut watch::Receiver<bool>,
-    ) {
+    ) -> DurableState {
         let repl = Arc::new(Replicator::new(
             self.config.replication_timeout,
             self.config.sync_replication,
         ));
-        let master = Master::promote(
-            self.master_config.clone(),
-            state.into_changes(),
-            self.config.restore_grace,
-            repl.clone(),
-        );
+        let mut building = Some(tokio::task::spawn_blocking({
+            let (config, grace, repl) = (
+                self.master_config.clone(),
+                self.config.restore_grace,
+                repl.clone(),
+            );
+            move || Master::promote(config, state, grace, repl)
+        }));
+        let mut term: Option<(Arc<Master>, watch::Sender<bool>)> = None;
+        let every = self.config.lease_ttl / 3;
+        let mut next_renewal = Instant::now();
+        let mut shutting_down = false;
+        let why = loop {
+            let deadline = clock.step_down_at(Instant::now());
+            if Instant::now() >= deadline {
+                break "the lease could not be renewed in time";
+            }
+            let mut stop_renewing = stop.clone();
+            tokio::select! {
+                built = async { building.as_mut().expect("guarded").await }, if building.is_some() => {
+                    building = None;
+                    match built {
+                        Ok(master) => term = Some(self.start_term(master, &repl, &clock, vacant_since)),
+                        Err(e) => break if e.is_panic() { "the restore panicked" } else { "the restore was cancelled" },
+                    }
+                }
+                () = tokio::time::sleep_until(next_renewal.into()) => {
+                    let sent = Instant::now();
+                    let renewed = tokio::select! {
+                        r = self.renew(lease) => r,
+                        () = tokio::time::sleep_until(deadline.into()) => break "the lease could not be renewed in time",
+                        () = async { let _ = stop_renewing.wait_for(|s| *s).await; } => { shutting_down = true; break "shutting down" }
+                    };
+                    match renewed {
+                        Ok(Some(ttl)) => {
+                            clock.renewed(sent, Some(ttl));
+                            self.switch.extend(clock.step_down_at(Instant::now()));
+                            next_renewal = Instant::now() + every;
+                        }
+                        Ok(None) => {
+                            clock.lost();
+                            break "the lease or the view key is gone";
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot renew the leader lease");
+                            next_renewal = Instant::now() + Duration::from_millis(100);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline.into()) => break "the lease could not be renewed in time",
+                () = async { let _ = stop.wait_for(|s| *s).await; } => { shutting_down = true; break "shutting down" }
+            }
+        };
+        // Stop serving first, then let the standbys go.
+        self.switch.set(None, Instant::now());
+        *self.term.write() = None;
+        repl.close();
+        if shutting_down {
+            tracing::info!("leader shutting down; revoking its lease so a standby takes over now");
+        } else {
+            tracing::warn!(reason = why, "this master stepped down");
+        }
+        // Best effort: with etcd reachable, the key goes at once instead of at expiry.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.etcd.revoke_lease(lease)).await;
+        let master = match (term, building) {
+            (Some((master, ticker)), _) => {
+                let _ = ticker.send(true);
+                Some(master)
+            }
+            (None, Some(b)) => b.await.ok(),
+            (None, None) => None,
+        };
+        let Some(master) = master else {
+            return DurableState::default();
+        };
+        let kept = tokio::task::spawn_blocking(move || {
+            master
+                .raw_core()
+                .lock()
+                .snapshot()
+                .into_iter()
+                .collect::<DurableState>()
+        })
+        .await
+        .unwrap_or_default();
+        // Everything this term answered is in it: it may take over again at once.
+        self.status.synced.store(true, Ordering::Release);
+        self.status
+            .standby_objects
+            .store(kept.object_count() as u64, Ordering::Relaxed);
+        kept
+    }
+
+    /// Starts serving with `master`: the switch, the admin routes, the ticker.
+    fn start_term(
+        &self,
+        master: Arc<Master>,
+        repl: &Arc<Replicator>,
+        clock: &LeaseClock,
+        vacant_since: Instant,
+    ) -> (Arc<Master>, watch::Sender<bool>) {
         let admin = crate::server::admin_router(master.clone(), self.auth_token.clone());
         *self.term.write() = Some(Term {
             master: master.clone(),
@@ -299,10 +404,10 @@ impl HaNode {
             takeover_ms = takeover.as_millis() as u64,
             "this master leads"
         );
-        let (term_tx, term_rx) = watch::channel(false);
+        let (ticker, rx) = watch::channel(false);
         tokio::spawn({
             let master = master.clone();
-            let mut rx = term_rx;
+            let mut rx = rx;
             async move {
                 master
                     .run_ticker(Duration::from_millis(10), async move {
@@ -311,54 +416,7 @@ impl HaNode {
                     .await;
             }
         });
-        drop(master);
-        let every = self.config.lease_ttl / 3;
-        let mut shutting_down = false;
-        let why = loop {
-            let deadline = clock.step_down_at(Instant::now());
-            if Instant::now() >= deadline {
-                break "the lease could not be renewed in time";
-            }
-            let sent = Instant::now();
-            let renewed = tokio::select! {
-                r = self.renew(lease) => r,
-                () = tokio::time::sleep_until(deadline.into()) => break "the lease could not be renewed in time",
-                _ = stop.wait_for(|s| *s) => { shutting_down = true; break "shutting down" }
-            };
-            let wait = match renewed {
-                Ok(Some(ttl)) => {
-                    clock.renewed(sent, Some(ttl));
-                    self.switch.extend(clock.step_down_at(Instant::now()));
-                    every
-                }
-                Ok(None) => {
-                    clock.lost();
-                    break "the lease or the view key is gone";
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot renew the leader lease");
-                    Duration::from_millis(100)
-                }
-            };
-            let deadline = clock.step_down_at(Instant::now());
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = tokio::time::sleep_until(deadline.into()) => break "the lease could not be renewed in time",
-                _ = stop.wait_for(|s| *s) => { shutting_down = true; break "shutting down" }
-            }
-        };
-        // Stop serving first, then let the standbys go.
-        self.switch.set(None, Instant::now());
-        *self.term.write() = None;
-        let _ = term_tx.send(true);
-        repl.close();
-        if shutting_down {
-            tracing::info!("leader shutting down; revoking its lease so a standby takes over now");
-        } else {
-            tracing::warn!(reason = why, "this master stepped down");
-        }
-        // Best effort: with etcd reachable, the key goes at once instead of at expiry.
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.etcd.revoke_lease(lease)).await;
+        (master, ticker)
     }
 
     /// Renews the lease and checks the view key still names this master on it.

@@ -55,6 +55,8 @@ struct Follower {
     joined_at: u64,
     in_sync: bool,
     kick: Arc<Notify>,
+    /// Set before `kick` when it is dropped for lagging.
+    dropped: Arc<AtomicBool>,
 }
 
 /// A standby as `/ha_status` shows it.
@@ -132,6 +134,7 @@ impl Replicator {
         followers.retain(|f| {
             let late = f.in_sync && f.acked < seq;
             if late {
+                f.dropped.store(true, Ordering::Release);
                 tracing::warn!(standby = %f.name, acked = f.acked, waited_for = seq, timeout = ?self.timeout,
                     "a standby did not acknowledge in time; dropped from the in-sync set (it will resync)");
                 f.kick.notify_one();
@@ -217,17 +220,7 @@ impl Replicator {
     }
 
     /// Registers a standby: its snapshot, the batch it covers, its stream and its kick.
-    fn join(
-        &self,
-        master: &Master,
-        name: &str,
-    ) -> Option<(
-        u64,
-        Vec<Change>,
-        u64,
-        mpsc::UnboundedReceiver<Item>,
-        Arc<Notify>,
-    )> {
+    fn join(&self, master: &Master, name: &str) -> Option<Joined> {
         let core = master.raw_core().lock();
         if self.closed.load(Ordering::Acquire) {
             return None;
@@ -238,6 +231,7 @@ impl Replicator {
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Notify::new());
+        let dropped = Arc::new(AtomicBool::new(false));
         followers.push(Follower {
             id,
             name: name.to_owned(),
@@ -246,10 +240,18 @@ impl Replicator {
             joined_at: seq,
             in_sync: false,
             kick: kick.clone(),
+            dropped: dropped.clone(),
         });
         drop(followers);
         drop(core);
-        Some((id, snapshot, seq, rx, kick))
+        Some(Joined {
+            id,
+            snapshot,
+            seq,
+            rx,
+            kick,
+            dropped,
+        })
     }
 
     /// Serves one standby's connection until it ends, the standby is dropped or the term
@@ -296,29 +298,31 @@ impl Replicator {
         let mut buf = Vec::new();
         wire::put(&ToStandby::hello(leader), &mut buf);
         wr.write_all(&buf).await?;
-        let Some((id, snapshot, seq, mut rx, kick)) = self.join(&master, &name) else {
+        let Some(joined) = self.join(&master, &name) else {
             return Ok(());
         };
         drop(master);
-        tracing::info!(standby = %name, %peer, records = snapshot.len(), seq, "standby joined; sending the snapshot");
-        let result = self
-            .stream(id, snapshot, seq, &mut rx, &kick, rd, &mut wr)
-            .await;
+        tracing::info!(standby = %name, %peer, records = joined.snapshot.len(), seq = joined.seq, "standby joined; sending the snapshot");
+        let id = joined.id;
+        let result = self.stream(joined, rd, &mut wr).await;
         self.remove(id);
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn stream(
         self: &Arc<Self>,
-        id: u64,
-        snapshot: Vec<Change>,
-        seq: u64,
-        rx: &mut mpsc::UnboundedReceiver<Item>,
-        kick: &Notify,
+        joined: Joined,
         mut rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
         wr: &mut tokio::net::tcp::OwnedWriteHalf,
     ) -> std::io::Result<()> {
+        let Joined {
+            id,
+            snapshot,
+            seq,
+            mut rx,
+            kick,
+            dropped,
+        } = joined;
         let mut buf = Vec::new();
         for chunk in snapshot.chunks(SNAPSHOT_CHUNK) {
             wire::put(&SnapshotRef::Snapshot(chunk), &mut buf);
@@ -355,7 +359,12 @@ impl Replicator {
                 _ = heartbeat.tick() => {
                     wire::put(&ToStandby::Heartbeat { seq: self.seq.load(Ordering::Acquire) }, &mut buf);
                 }
-                () = kick.notified() => break Ok(()),
+                () = kick.notified() => {
+                    buf.clear();
+                    wire::put(&ToStandby::Bye { resync: dropped.load(Ordering::Acquire) }, &mut buf);
+                    let _ = wr.write_all(&buf).await;
+                    break Ok(());
+                }
                 done = &mut acks => {
                     break match done {
                         Ok(r) => r,
@@ -370,6 +379,17 @@ impl Replicator {
         acks.abort();
         result
     }
+}
+
+/// A standby just registered: its snapshot, the batch it covers, its stream, and how it
+/// is told to stop (and whether for lagging).
+struct Joined {
+    id: u64,
+    snapshot: Vec<Change>,
+    seq: u64,
+    rx: mpsc::UnboundedReceiver<Item>,
+    kick: Arc<Notify>,
+    dropped: Arc<AtomicBool>,
 }
 
 /// The borrowed forms of [`ToStandby`]'s large messages (serialized identically).

@@ -38,7 +38,7 @@ async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>,
     let repl = Arc::new(Replicator::new(timeout, sync));
     let master = Master::promote(
         MasterConfig::default(),
-        Vec::new(),
+        DurableState::default(),
         Duration::from_secs(60),
         repl.clone(),
     );
@@ -87,7 +87,7 @@ async fn an_answered_call_is_already_at_the_in_sync_standby() {
     // Restored as a new leader would restore it: the same objects at the same offsets.
     let next = Master::promote(
         MasterConfig::default(),
-        state.into_changes(),
+        state,
         Duration::from_secs(60),
         Arc::new(Replicator::new(Duration::from_secs(1), true)),
     );

@@ -41,6 +41,10 @@ pub(crate) enum ToStandby {
     Batch { seq: u64, changes: Vec<Change> },
     /// Nothing new; the leader's last batch is `seq`.
     Heartbeat { seq: u64 },
+    /// The leader ends the stream: `resync` when it dropped this standby for lagging (it
+    /// went on without it, so the standby no longer holds the whole state), not when its
+    /// term ended.
+    Bye { resync: bool },
 }
 
 /// Standby -> leader.
