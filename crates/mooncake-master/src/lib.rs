@@ -12,16 +12,20 @@
 mod admin;
 mod config;
 mod core;
+mod explain;
 mod master;
 pub mod metrics;
 mod server;
 mod state;
+mod status_page;
 
 pub use crate::core::{
-    Change, DrainJobView, EvictionStats, JobStatus, MasterCore, ObjectRecord, ReplicaRecord,
-    RestoreReport, SegmentRecord, SegmentStatus, TickReport,
+    Change, ClientView, DrainJobView, EvictionStats, JobStatus, KeyEvent, KeyExplanation, KeyState,
+    LookupOp, LookupStats, MasterCore, MissCause, ObjectRecord, ReplicaRecord, RestoreReport,
+    SegmentRecord, SegmentStatus, SegmentView, TickReport, HISTORY_EVENTS, HISTORY_GONE_KEYS,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
+pub use explain::{Explanation, Status};
 pub use master::Master;
 pub use server::{MasterServer, ServerConfig, ServerError};
 pub use state::StateError;

@@ -151,6 +151,11 @@ impl Master {
         Ok(master)
     }
 
+    /// Runs `f` on the core under its lock (read-only views: `explain.rs`).
+    pub(crate) fn inspect<R>(&self, f: impl FnOnce(&MasterCore) -> R) -> R {
+        f(&self.lock_core())
+    }
+
     /// The core's lock (see [`CoreGuard`]).
     fn lock_core(&self) -> CoreGuard<'_> {
         CoreGuard {
@@ -355,6 +360,7 @@ impl Master {
             for (name, v) in counters {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
             }
+            crate::explain::render_lookup_metrics(&core, &mut out);
         }
         self.metrics.render(&mut out);
         out

@@ -1,0 +1,494 @@
+//! Why a lookup missed, and what the master remembers of a key: lookup counters by cause,
+//! a bounded ring of per-key events and a bounded map of how each vanished key went.
+//!
+//! Sans-io like the rest of the core: events carry the `now` the caller passed (or, for
+//! the few calls that take none, the latest instant any call passed). The shell turns
+//! the ages into wall-clock times and serves them (`/explain`, the status page).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use mooncake_store::SegmentId;
+use serde::Serialize;
+
+use super::{MasterCore, State};
+
+/// Events kept in the ring, for every key together (the oldest go first).
+pub const HISTORY_EVENTS: usize = 65_536;
+/// Vanished keys whose cause is remembered (the oldest go first).
+pub const HISTORY_GONE_KEYS: usize = 262_144;
+
+/// Why a lookup (`get_replica_list`, `exist_key`) found nothing readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissCause {
+    /// No put of the key is remembered (never written, or its cause fell out of the
+    /// bounded memory of vanished keys).
+    NeverWritten,
+    /// A put started and has not ended yet (or an upsert is replacing the value).
+    PutInProgress,
+    /// The last put was revoked by its writer or discarded after the discard timeout.
+    PutAbandoned,
+    /// Evicted under memory pressure.
+    Evicted,
+    /// Removed (`remove`, `remove_all`, `remove_by_regex`, `batch_replica_clear`).
+    Removed,
+    /// Every replica's holder is gone: its segment was unmounted, its client expired, or
+    /// a durable segment waits detached for its owner's restart.
+    HolderLost,
+}
+
+impl MissCause {
+    /// Every cause, in the order of [`MissCause::index`].
+    pub const ALL: [MissCause; 6] = [
+        MissCause::NeverWritten,
+        MissCause::PutInProgress,
+        MissCause::PutAbandoned,
+        MissCause::Evicted,
+        MissCause::Removed,
+        MissCause::HolderLost,
+    ];
+
+    /// The Prometheus label value (`cause="evicted"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissCause::NeverWritten => "never_written",
+            MissCause::PutInProgress => "put_in_progress",
+            MissCause::PutAbandoned => "put_abandoned",
+            MissCause::Evicted => "evicted",
+            MissCause::Removed => "removed",
+            MissCause::HolderLost => "holder_lost",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The lookup operations counted by [`LookupStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupOp {
+    /// `exist_key` (and its batch form).
+    Exist,
+    /// `get_replica_list` (and its batch form).
+    GetReplicaList,
+}
+
+impl LookupOp {
+    /// Both operations, in index order.
+    pub const ALL: [LookupOp; 2] = [LookupOp::Exist, LookupOp::GetReplicaList];
+
+    /// The Prometheus label value (`op="get_replica_list"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupOp::Exist => "exist_key",
+            LookupOp::GetReplicaList => "get_replica_list",
+        }
+    }
+}
+
+/// Lookup hits and misses by cause, per operation, since the master started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LookupStats {
+    hits: [u64; 2],
+    misses: [[u64; 6]; 2],
+    lease_conflicts: u64,
+}
+
+impl LookupStats {
+    /// Lookups of `op` that found a readable object.
+    pub fn hits(&self, op: LookupOp) -> u64 {
+        self.hits[op as usize]
+    }
+
+    /// Lookups of `op` that missed for `cause`.
+    pub fn misses(&self, op: LookupOp, cause: MissCause) -> u64 {
+        self.misses[op as usize][cause.index()]
+    }
+
+    /// Removes and clears refused because a reader still held a lease on the object.
+    pub fn lease_conflicts(&self) -> u64 {
+        self.lease_conflicts
+    }
+}
+
+/// One thing that happened to a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Event {
+    /// `put_start` (or `upsert_start` when `upsert`) placed replicas on these segments.
+    Placed {
+        size: u64,
+        segments: Vec<SegmentId>,
+        upsert: bool,
+    },
+    /// `put_end`: readable from now on.
+    Committed,
+    /// `put_revoke` by the writer.
+    Revoked,
+    /// An unfinished put dropped after the discard timeout.
+    Discarded,
+    /// Evicted; it had been read `reads` times.
+    Evicted { reads: u64 },
+    /// Removed by `how`; it had been read `reads` times.
+    Removed { how: &'static str, reads: u64 },
+    /// A replica's segment went away; `last` when it was the object's last replica.
+    HolderLost { segment: SegmentId, last: bool },
+    /// A remove or clear refused: a reader held a lease for `left` more.
+    LeaseConflict { how: &'static str, left: Duration },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Gone {
+    cause: MissCause,
+    at: Instant,
+    seq: u64,
+    misses: u64,
+}
+
+/// The core's memory of keys: the event ring, vanished keys, segment names, counters.
+#[derive(Debug, Default)]
+pub(super) struct History {
+    events: VecDeque<(Instant, String, Event)>,
+    gone: HashMap<String, Gone>,
+    /// Vanished keys in the order they went, with the sequence number of their entry (a
+    /// key that vanished again has a newer entry; its older place here is skipped).
+    gone_order: VecDeque<(String, u64)>,
+    seq: u64,
+    /// Names of every segment ever mounted, to name the holders of past events.
+    names: HashMap<SegmentId, String>,
+    stats: LookupStats,
+    /// The latest instant a caller passed in (for calls that take none).
+    pub(super) latest: Option<Instant>,
+}
+
+impl History {
+    pub(super) fn push(&mut self, at: Instant, key: &str, event: Event) {
+        if self.events.len() == HISTORY_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back((at, key.to_owned(), event));
+    }
+
+    pub(super) fn gone(&mut self, key: &str, cause: MissCause, at: Instant) {
+        self.seq += 1;
+        let seq = self.seq;
+        if let Some(g) = self.gone.get_mut(key) {
+            *g = Gone {
+                cause,
+                at,
+                seq,
+                misses: g.misses,
+            };
+        } else {
+            self.gone.insert(
+                key.to_owned(),
+                Gone {
+                    cause,
+                    at,
+                    seq,
+                    misses: 0,
+                },
+            );
+        }
+        self.gone_order.push_back((key.to_owned(), seq));
+        while self.gone_order.len() > HISTORY_GONE_KEYS {
+            if let Some((k, s)) = self.gone_order.pop_front() {
+                if self.gone.get(&k).is_some_and(|g| g.seq == s) {
+                    self.gone.remove(&k);
+                }
+            }
+        }
+    }
+
+    pub(super) fn name_segment(&mut self, id: SegmentId, name: &str) {
+        if self.names.get(&id).map(String::as_str) != Some(name) {
+            self.names.insert(id, name.to_owned());
+        }
+    }
+
+    fn segment_name(&self, id: SegmentId) -> String {
+        self.names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("{:x}", id.0))
+    }
+
+    fn hit(&mut self, op: LookupOp) {
+        self.stats.hits[op as usize] += 1;
+    }
+
+    /// Counts a miss of an absent key and returns its cause.
+    fn miss_absent(&mut self, op: LookupOp, key: &str) -> MissCause {
+        let cause = match self.gone.get_mut(key) {
+            Some(g) => {
+                g.misses += 1;
+                g.cause
+            }
+            None => MissCause::NeverWritten,
+        };
+        self.stats.misses[op as usize][cause.index()] += 1;
+        cause
+    }
+
+    fn miss(&mut self, op: LookupOp, cause: MissCause) {
+        self.stats.misses[op as usize][cause.index()] += 1;
+    }
+}
+
+/// What the master knows of a key now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum KeyState {
+    /// Readable.
+    Readable {
+        /// Value size in bytes.
+        size: u64,
+        /// The segments holding a readable replica.
+        replicas: Vec<String>,
+        /// Lookups that found it since it was written.
+        reads: u64,
+        /// Milliseconds since the last such lookup (`None`: never read).
+        last_read_ago_ms: Option<u64>,
+        /// Milliseconds left on the read lease (0: none).
+        lease_left_ms: u64,
+        /// `none`, `soft` or `hard`.
+        pin: &'static str,
+    },
+    /// Present but not readable: a lookup misses with `cause`.
+    Unreadable {
+        /// [`MissCause::PutInProgress`] or [`MissCause::HolderLost`].
+        cause: MissCause,
+        /// Value size in bytes.
+        size: u64,
+    },
+    /// Absent: a lookup misses with `cause`.
+    Missing {
+        /// Why, as far as the master remembers.
+        cause: MissCause,
+        /// Milliseconds since it vanished (`None`: never written as far as remembered).
+        since_ms: Option<u64>,
+        /// Lookups that missed it since it vanished.
+        misses: u64,
+    },
+}
+
+/// One remembered event of a key, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyEvent {
+    /// Milliseconds before the explanation was asked for.
+    pub ago_ms: u64,
+    /// `placed`, `upsert_placed`, `committed`, `revoked`, `discarded`, `evicted`,
+    /// `removed`, `holder_lost`, `replica_lost` or `lease_conflict`.
+    pub kind: &'static str,
+    /// Segments involved (where the replicas were placed, whose holder went away).
+    pub segments: Vec<String>,
+    /// A sentence for people.
+    pub detail: String,
+}
+
+/// The master's explanation of a key: its state now and its remembered events, oldest
+/// first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyExplanation {
+    /// The key.
+    pub key: String,
+    /// Its state now.
+    pub now: KeyState,
+    /// What happened to it, oldest first (bounded: see [`HISTORY_EVENTS`]).
+    pub events: Vec<KeyEvent>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+impl MasterCore {
+    /// Lookup hits and misses by cause so far.
+    pub fn lookup_stats(&self) -> LookupStats {
+        self.history.stats
+    }
+
+    /// Counts a lookup of `key` that found it readable.
+    pub(super) fn lookup_hit(&mut self, op: LookupOp) {
+        self.history.hit(op);
+    }
+
+    /// Counts a lookup of `key` that missed and returns why.
+    pub(super) fn lookup_miss(&mut self, op: LookupOp, key: &str) -> MissCause {
+        match self.objects.get(key) {
+            None => self.history.miss_absent(op, key),
+            Some(o) => {
+                let cause = if matches!(o.state, State::Processing { .. }) {
+                    MissCause::PutInProgress
+                } else {
+                    MissCause::HolderLost
+                };
+                self.history.miss(op, cause);
+                cause
+            }
+        }
+    }
+
+    /// Notes an instant a caller passed (the core's notion of the present).
+    pub(super) fn saw(&mut self, now: Instant) {
+        self.history.latest = Some(now);
+    }
+
+    /// Records an event of `key` at `at` (or the latest known instant).
+    pub(super) fn record(&mut self, key: &str, at: Option<Instant>, event: Event) {
+        let Some(at) = at.or(self.history.latest) else {
+            return;
+        };
+        if self.history.latest.is_none_or(|l| l < at) {
+            self.history.latest = Some(at);
+        }
+        let cause = match &event {
+            Event::Revoked | Event::Discarded => Some(MissCause::PutAbandoned),
+            Event::Evicted { .. } => Some(MissCause::Evicted),
+            Event::Removed { .. } => Some(MissCause::Removed),
+            Event::HolderLost { last: true, .. } => Some(MissCause::HolderLost),
+            _ => None,
+        };
+        if let Event::LeaseConflict { .. } = event {
+            self.history.stats.lease_conflicts += 1;
+        }
+        if let Some(cause) = cause {
+            self.history.gone(key, cause, at);
+        }
+        self.history.push(at, key, event);
+    }
+
+    /// Remembers a mounted segment's name for the events that name it later.
+    pub(super) fn name_segment(&mut self, id: SegmentId, name: &str) {
+        self.history.name_segment(id, name);
+    }
+
+    /// What the master knows of `key` at `now`: its state and its remembered events.
+    /// Grants no lease and counts no lookup.
+    pub fn explain(&self, key: &str, now: Instant) -> KeyExplanation {
+        let ago = |t: Instant| ms(now.saturating_duration_since(t));
+        let state = match self.objects.get(key) {
+            Some(o) => {
+                let replicas: Vec<String> = o
+                    .slots
+                    .iter()
+                    .filter_map(|s| self.segments.get(&s.segment))
+                    .filter(|m| m.detached_until.is_none())
+                    .map(|m| m.segment.name.clone())
+                    .collect();
+                match o.state {
+                    State::Processing { .. } => KeyState::Unreadable {
+                        cause: MissCause::PutInProgress,
+                        size: o.size,
+                    },
+                    State::Complete if replicas.is_empty() => KeyState::Unreadable {
+                        cause: MissCause::HolderLost,
+                        size: o.size,
+                    },
+                    State::Complete => KeyState::Readable {
+                        size: o.size,
+                        replicas,
+                        reads: o.reads,
+                        last_read_ago_ms: o.last_read.map(ago),
+                        lease_left_ms: ms(o.lease_until.saturating_duration_since(now)),
+                        pin: match o.pin {
+                            mooncake_store::Pin::None => "none",
+                            mooncake_store::Pin::Soft => "soft",
+                            mooncake_store::Pin::Hard => "hard",
+                        },
+                    },
+                }
+            }
+            None => match self.history.gone.get(key) {
+                Some(g) => KeyState::Missing {
+                    cause: g.cause,
+                    since_ms: Some(ago(g.at)),
+                    misses: g.misses,
+                },
+                None => KeyState::Missing {
+                    cause: MissCause::NeverWritten,
+                    since_ms: None,
+                    misses: 0,
+                },
+            },
+        };
+        let events = self
+            .history
+            .events
+            .iter()
+            .filter(|(_, k, _)| k == key)
+            .map(|(at, _, e)| self.describe_event(ago(*at), e))
+            .collect();
+        KeyExplanation {
+            key: key.to_owned(),
+            now: state,
+            events,
+        }
+    }
+
+    fn describe_event(&self, ago_ms: u64, e: &Event) -> KeyEvent {
+        let h = &self.history;
+        let (kind, segments, detail) = match e {
+            Event::Placed {
+                size,
+                segments,
+                upsert,
+            } => {
+                let names: Vec<String> = segments.iter().map(|s| h.segment_name(*s)).collect();
+                let detail = format!(
+                    "{} of {size} bytes started, replicas on {}",
+                    if *upsert { "upsert" } else { "put" },
+                    names.join(", ")
+                );
+                let kind = if *upsert { "upsert_placed" } else { "placed" };
+                (kind, names, detail)
+            }
+            Event::Committed => ("committed", vec![], "put ended: readable".to_owned()),
+            Event::Revoked => (
+                "revoked",
+                vec![],
+                "put revoked by its writer (a replica write failed)".to_owned(),
+            ),
+            Event::Discarded => (
+                "discarded",
+                vec![],
+                "unfinished put discarded after the discard timeout".to_owned(),
+            ),
+            Event::Evicted { reads } => (
+                "evicted",
+                vec![],
+                format!("evicted under memory pressure after {reads} reads"),
+            ),
+            Event::Removed { how, reads } => (
+                "removed",
+                vec![],
+                format!("removed by {how} after {reads} reads"),
+            ),
+            Event::HolderLost { segment, last } => {
+                let name = h.segment_name(*segment);
+                let detail = if *last {
+                    format!("its last replica's segment {name} was unmounted or its holder expired")
+                } else {
+                    format!("lost its replica on segment {name} (unmounted or holder expired)")
+                };
+                let kind = if *last { "holder_lost" } else { "replica_lost" };
+                (kind, vec![name], detail)
+            }
+            Event::LeaseConflict { how, left } => (
+                "lease_conflict",
+                vec![],
+                format!(
+                    "{how} refused: a reader holds a lease for {} ms more",
+                    ms(*left)
+                ),
+            ),
+        };
+        KeyEvent {
+            ago_ms,
+            kind,
+            segments,
+            detail,
+        }
+    }
+}
