@@ -423,7 +423,7 @@ impl MasterCore {
         let (pin, soft_pin_ttl) = resolve_pin(config, self.config.default_kv_soft_pin_ttl);
         let placed = Event::Placed {
             size,
-            segments: slots.iter().map(|s| s.segment).collect(),
+            segments: history::Replicas::new(slots.iter().map(|s| s.segment)),
             upsert: self.objects.contains_key(key.as_str()),
         };
         self.record(key.as_str(), Some(now), placed);

@@ -4,8 +4,15 @@
 //! Sans-io like the rest of the core: events carry the `now` the caller passed (or, for
 //! the few calls that take none, the latest instant any call passed). The shell turns
 //! the ages into wall-clock times and serves them (`/explain`, the status page).
+//!
+//! Cheap on the hot path: nothing here allocates per call. Keys are remembered by a 64-bit
+//! hash (events are matched to a key by it, and vanished keys live in a direct-mapped
+//! table indexed by it), so a put, a remove or a miss costs a hash and two array writes.
+//! The memory is lossy by design: a vanished key can be overwritten by a later one that
+//! maps to the same slot, and then reads as never written.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use mooncake_store::SegmentId;
@@ -15,8 +22,12 @@ use super::{MasterCore, State};
 
 /// Events kept in the ring, for every key together (the oldest go first).
 pub const HISTORY_EVENTS: usize = 65_536;
-/// Vanished keys whose cause is remembered (the oldest go first).
+/// Slots of the table of vanished keys (a later key mapping to the same slot replaces
+/// the earlier one).
 pub const HISTORY_GONE_KEYS: usize = 262_144;
+
+/// Replicas named per placement event (more are counted, not named).
+const NAMED_REPLICAS: usize = 4;
 
 /// Why a lookup (`get_replica_list`, `exist_key`) found nothing readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -119,7 +130,7 @@ pub(super) enum Event {
     /// `put_start` (or `upsert_start` when `upsert`) placed replicas on these segments.
     Placed {
         size: u64,
-        segments: Vec<SegmentId>,
+        segments: Replicas,
         upsert: bool,
     },
     /// `put_end`: readable from now on.
@@ -138,23 +149,56 @@ pub(super) enum Event {
     LeaseConflict { how: &'static str, left: Duration },
 }
 
+/// The segments of a placement, without allocating: the first [`NAMED_REPLICAS`] ids and
+/// the total count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replicas {
+    ids: [SegmentId; NAMED_REPLICAS],
+    len: usize,
+}
+
+impl Replicas {
+    pub(super) fn new(segments: impl Iterator<Item = SegmentId>) -> Self {
+        let mut r = Replicas {
+            ids: [SegmentId(0); NAMED_REPLICAS],
+            len: 0,
+        };
+        for s in segments {
+            if r.len < NAMED_REPLICAS {
+                r.ids[r.len] = s;
+            }
+            r.len += 1;
+        }
+        r
+    }
+
+    fn named(&self) -> &[SegmentId] {
+        &self.ids[..self.len.min(NAMED_REPLICAS)]
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Gone {
+    hash: u64,
     cause: MissCause,
     at: Instant,
-    seq: u64,
     misses: u64,
+}
+
+/// A key's 64-bit hash (`DefaultHasher::new` has fixed keys: stable within the process).
+fn key_hash(key: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// The core's memory of keys: the event ring, vanished keys, segment names, counters.
 #[derive(Debug, Default)]
 pub(super) struct History {
-    events: VecDeque<(Instant, String, Event)>,
-    gone: HashMap<String, Gone>,
-    /// Vanished keys in the order they went, with the sequence number of their entry (a
-    /// key that vanished again has a newer entry; its older place here is skipped).
-    gone_order: VecDeque<(String, u64)>,
-    seq: u64,
+    /// `(when, key hash, what)`, oldest first.
+    events: VecDeque<(Instant, u64, Event)>,
+    /// Vanished keys, direct-mapped by hash (allocated when the first key vanishes).
+    gone: Vec<Option<Gone>>,
     /// Names of every segment ever mounted, to name the holders of past events.
     names: HashMap<SegmentId, String>,
     stats: LookupStats,
@@ -163,42 +207,36 @@ pub(super) struct History {
 }
 
 impl History {
-    pub(super) fn push(&mut self, at: Instant, key: &str, event: Event) {
+    fn push(&mut self, at: Instant, hash: u64, event: Event) {
         if self.events.len() == HISTORY_EVENTS {
             self.events.pop_front();
         }
-        self.events.push_back((at, key.to_owned(), event));
+        self.events.push_back((at, hash, event));
     }
 
-    pub(super) fn gone(&mut self, key: &str, cause: MissCause, at: Instant) {
-        self.seq += 1;
-        let seq = self.seq;
-        if let Some(g) = self.gone.get_mut(key) {
-            *g = Gone {
-                cause,
-                at,
-                seq,
-                misses: g.misses,
-            };
-        } else {
-            self.gone.insert(
-                key.to_owned(),
-                Gone {
-                    cause,
-                    at,
-                    seq,
-                    misses: 0,
-                },
-            );
+    fn slot(hash: u64) -> usize {
+        (hash % HISTORY_GONE_KEYS as u64) as usize
+    }
+
+    fn gone(&mut self, hash: u64, cause: MissCause, at: Instant) {
+        if self.gone.is_empty() {
+            self.gone = vec![None; HISTORY_GONE_KEYS];
         }
-        self.gone_order.push_back((key.to_owned(), seq));
-        while self.gone_order.len() > HISTORY_GONE_KEYS {
-            if let Some((k, s)) = self.gone_order.pop_front() {
-                if self.gone.get(&k).is_some_and(|g| g.seq == s) {
-                    self.gone.remove(&k);
-                }
-            }
-        }
+        let slot = &mut self.gone[Self::slot(hash)];
+        let misses = slot.filter(|g| g.hash == hash).map_or(0, |g| g.misses);
+        *slot = Some(Gone {
+            hash,
+            cause,
+            at,
+            misses,
+        });
+    }
+
+    fn gone_of(&self, hash: u64) -> Option<&Gone> {
+        self.gone
+            .get(Self::slot(hash))?
+            .as_ref()
+            .filter(|g| g.hash == hash)
     }
 
     pub(super) fn name_segment(&mut self, id: SegmentId, name: &str) {
@@ -220,7 +258,13 @@ impl History {
 
     /// Counts a miss of an absent key and returns its cause.
     fn miss_absent(&mut self, op: LookupOp, key: &str) -> MissCause {
-        let cause = match self.gone.get_mut(key) {
+        let hash = key_hash(key);
+        let found = self
+            .gone
+            .get_mut(Self::slot(hash))
+            .and_then(Option::as_mut)
+            .filter(|g| g.hash == hash);
+        let cause = match found {
             Some(g) => {
                 g.misses += 1;
                 g.cause
@@ -353,10 +397,11 @@ impl MasterCore {
         if let Event::LeaseConflict { .. } = event {
             self.history.stats.lease_conflicts += 1;
         }
+        let hash = key_hash(key);
         if let Some(cause) = cause {
-            self.history.gone(key, cause, at);
+            self.history.gone(hash, cause, at);
         }
-        self.history.push(at, key, event);
+        self.history.push(at, hash, event);
     }
 
     /// Remembers a mounted segment's name for the events that name it later.
@@ -400,7 +445,7 @@ impl MasterCore {
                     },
                 }
             }
-            None => match self.history.gone.get(key) {
+            None => match self.history.gone_of(key_hash(key)) {
                 Some(g) => KeyState::Missing {
                     cause: g.cause,
                     since_ms: Some(ago(g.at)),
@@ -413,11 +458,12 @@ impl MasterCore {
                 },
             },
         };
+        let hash = key_hash(key);
         let events = self
             .history
             .events
             .iter()
-            .filter(|(_, k, _)| k == key)
+            .filter(|(_, k, _)| *k == hash)
             .map(|(at, _, e)| self.describe_event(ago(*at), e))
             .collect();
         KeyExplanation {
@@ -435,9 +481,17 @@ impl MasterCore {
                 segments,
                 upsert,
             } => {
-                let names: Vec<String> = segments.iter().map(|s| h.segment_name(*s)).collect();
+                let names: Vec<String> = segments
+                    .named()
+                    .iter()
+                    .map(|s| h.segment_name(*s))
+                    .collect();
+                let more = match segments.len.saturating_sub(NAMED_REPLICAS) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
                 let detail = format!(
-                    "{} of {size} bytes started, replicas on {}",
+                    "{} of {size} bytes started, replicas on {}{more}",
                     if *upsert { "upsert" } else { "put" },
                     names.join(", ")
                 );
