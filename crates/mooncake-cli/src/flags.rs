@@ -243,3 +243,8 @@ mod tests {
             .contains("use .json, .yaml or .yml"));
     }
 }
+
+/// The line `--check_flags` prints: `<binary> flags ok: <summary>`.
+pub fn checked(binary: &str, summary: &str) -> String {
+    format!("{binary} flags ok: {summary}")
+}
