@@ -109,7 +109,6 @@ fn kubernetes_command_lines(file: &str, text: &str) -> Result<Vec<CommandLine>, 
     Ok(out)
 }
 
-
 /// A systemd unit's `ExecStart` (split as systemd does for plain words and double
 /// quotes) and `TimeoutStopSec`.
 fn systemd_command_line(file: &str, text: &str) -> Result<CommandLine, String> {

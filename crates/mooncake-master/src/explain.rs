@@ -13,7 +13,9 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
-use crate::core::{ClientView, KeyExplanation, LookupOp, MasterCore, MissCause, SegmentView};
+use crate::core::{
+    ClientView, JobStatus, KeyExplanation, LookupOp, MasterCore, MissCause, SegmentView,
+};
 use crate::metrics::Op;
 use crate::Master;
 
@@ -162,6 +164,72 @@ pub(crate) fn render_lookup_metrics(core: &MasterCore, out: &mut String) {
         "# HELP master_lease_conflicts_total Removes and clears refused because a reader held a lease.\n# TYPE master_lease_conflicts_total counter\nmaster_lease_conflicts_total {}",
         stats.lease_conflicts()
     );
+    render_pool_metrics(core, out);
+}
+
+/// Segments by status and drain-job progress (gauges).
+fn render_pool_metrics(core: &MasterCore, out: &mut String) {
+    let segments = core.segment_views();
+    let _ = writeln!(
+        out,
+        "# HELP master_segments Mounted segments by status.\n# TYPE master_segments gauge"
+    );
+    for status in ["ok", "draining", "drained", "detached"] {
+        let n = segments.iter().filter(|s| s.status == status).count();
+        let _ = writeln!(out, "master_segments{{status=\"{status}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "master_segments{{status=\"holder_lost\"}} {}",
+        segments.iter().filter(|s| !s.alive).count()
+    );
+    let jobs = core.drain_job_views();
+    let _ = writeln!(
+        out,
+        "# HELP master_drain_jobs Drain jobs kept by the master, by status.\n# TYPE master_drain_jobs gauge"
+    );
+    for status in [
+        JobStatus::Created,
+        JobStatus::Planning,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Canceled,
+    ] {
+        let n = jobs.iter().filter(|j| j.status == status).count();
+        let _ = writeln!(out, "master_drain_jobs{{status=\"{}\"}} {n}", status.name());
+    }
+    let sum = |f: fn(&crate::DrainJobView) -> u64| jobs.iter().map(f).sum::<u64>();
+    let gauges = [
+        (
+            "master_drain_migrated_bytes",
+            "Bytes moved by the drain jobs kept.",
+            sum(|j| j.migrated_bytes),
+        ),
+        (
+            "master_drain_succeeded_units",
+            "Objects moved by the drain jobs kept.",
+            sum(|j| j.succeeded_units),
+        ),
+        (
+            "master_drain_failed_units",
+            "Objects drain jobs gave up on.",
+            sum(|j| j.failed_units),
+        ),
+        (
+            "master_drain_blocked_units",
+            "Objects drain jobs could not move in their last round.",
+            sum(|j| j.blocked_units),
+        ),
+        (
+            "master_drain_active_units",
+            "Drain moves in flight.",
+            sum(|j| j.active_units),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
 }
 
 #[derive(serde::Deserialize)]

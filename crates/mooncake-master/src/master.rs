@@ -385,6 +385,7 @@ impl Master {
             let mut core = self.lock_core();
             items.iter().map(|i| f(&mut core, i, now)).collect()
         };
+        self.metrics.observe(op, now.elapsed());
         self.count_batch(op, rs)
     }
 
@@ -451,7 +452,9 @@ impl MasterApi for Master {
     }
 
     async fn exist_key(&self, key: &str) -> Result<bool, ErrorCode> {
-        let r = self.lock_core().exist_key(key, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().exist_key(key, t);
+        self.metrics.observe(Op::ExistKey, t.elapsed());
         self.count(Op::ExistKey, Ok(r))
     }
 
@@ -464,7 +467,9 @@ impl MasterApi for Master {
     }
 
     async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode> {
-        let r = self.lock_core().get_replica_list(key, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().get_replica_list(key, t);
+        self.metrics.observe(Op::GetReplicaList, t.elapsed());
         self.count(Op::GetReplicaList, r)
     }
 
@@ -481,9 +486,9 @@ impl MasterApi for Master {
         size: u64,
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let r = self
-            .lock_core()
-            .put_start(client, key, size, config, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().put_start(client, key, size, config, t);
+        self.metrics.observe(Op::PutStart, t.elapsed());
         self.count(Op::PutStart, r)
     }
 
@@ -499,7 +504,9 @@ impl MasterApi for Master {
     }
 
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
-        let r = self.lock_core().put_end(client, key, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().put_end(client, key, t);
+        self.metrics.observe(Op::PutEnd, t.elapsed());
         self.count(Op::PutEnd, r)
     }
 

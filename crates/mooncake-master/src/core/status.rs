@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::MasterCore;
+use super::{DrainJobView, MasterCore};
 
 /// A mounted segment as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,5 +93,10 @@ impl MasterCore {
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
+    }
+
+    /// Every drain job the master keeps (running and finished).
+    pub fn drain_job_views(&self) -> Vec<DrainJobView> {
+        self.jobs.views().cloned().collect()
     }
 }
