@@ -159,6 +159,11 @@ fn flatten(
     }
 }
 
+/// The line `--check_flags` prints: `<binary> flags ok: <summary>`.
+pub fn checked(binary: &str, summary: &str) -> String {
+    format!("{binary} flags ok: {summary}")
+}
+
 #[cfg(test)]
 mod tests {
     mod decoders {
@@ -242,9 +247,4 @@ mod tests {
             .unwrap_err()
             .contains("use .json, .yaml or .yml"));
     }
-}
-
-/// The line `--check_flags` prints: `<binary> flags ok: <summary>`.
-pub fn checked(binary: &str, summary: &str) -> String {
-    format!("{binary} flags ok: {summary}")
 }

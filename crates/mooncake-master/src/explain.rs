@@ -18,6 +18,7 @@ use crate::core::{
 };
 use crate::metrics::Op;
 use crate::Master;
+use mooncake_store::ErrorCode;
 
 /// `explain <key>`: the core's explanation with the wall-clock time it was asked at
 /// (each event happened `ago_ms` before `asked_at_unix_ms`).
@@ -126,6 +127,11 @@ impl Master {
             .collect();
         status
     }
+}
+
+/// [`Master::explain`] as JSON (the RPC's answer and `/explain`'s body).
+pub(crate) fn explain_json(master: &Master, key: &str) -> Result<String, ErrorCode> {
+    serde_json::to_string(&master.explain(key)).map_err(|_| ErrorCode::InternalError)
 }
 
 /// Appends `master_lookup_hits_total{op}`, `master_lookup_misses_total{op,cause}` and
@@ -253,7 +259,7 @@ pub(crate) fn routes() -> Router<Arc<Master>> {
             "/explain",
             get(
                 |State(m): State<Arc<Master>>, Query(q): Query<KeyQuery>| async move {
-                    json(serde_json::to_string(&m.explain(&q.key)).unwrap_or_default())
+                    json(explain_json(&m, &q.key).unwrap_or_default())
                 },
             ),
         )

@@ -638,6 +638,10 @@ impl MasterApi for Master {
                 .finish_task(client, id, copied, message, Instant::now(), wall_ms());
         self.count(Op::UpdateTask, r)
     }
+
+    async fn explain_key(&self, key: &str) -> Result<String, ErrorCode> {
+        crate::explain::explain_json(self, key)
+    }
 }
 
 /// A new incarnation's view version: the start time in ms.

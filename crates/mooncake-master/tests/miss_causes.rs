@@ -164,5 +164,11 @@ async fn each_miss_cause_is_counted_and_explained() {
     assert_eq!(leased["now"]["state"], "readable");
     assert_eq!(leased["now"]["reads"], 1);
     assert_eq!(kinds(&leased), ["placed", "committed", "lease_conflict"]);
+
+    // The same explanation over the RPC.
+    let over_rpc: serde_json::Value =
+        serde_json::from_str(&m.explain_key("old").await.unwrap()).unwrap();
+    assert_eq!(over_rpc["now"], old["now"]);
+    assert_eq!(kinds(&over_rpc), ["placed", "committed", "evicted"]);
     let _ = stop.send(());
 }
