@@ -50,7 +50,7 @@ pub enum MissCause {
 }
 
 impl MissCause {
-    /// Every cause, in the order of [`MissCause::index`].
+    /// Every cause, in declaration order (the order of the counters).
     pub const ALL: [MissCause; 6] = [
         MissCause::NeverWritten,
         MissCause::PutInProgress,
