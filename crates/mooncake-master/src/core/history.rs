@@ -12,7 +12,6 @@
 //! maps to the same slot, and then reads as never written.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use mooncake_store::SegmentId;
@@ -26,8 +25,9 @@ pub const HISTORY_EVENTS: usize = 65_536;
 /// the earlier one).
 pub const HISTORY_GONE_KEYS: usize = 262_144;
 
-/// Replicas named per placement event (more are counted, not named).
-const NAMED_REPLICAS: usize = 4;
+/// Replicas named per placement event (more are counted, not named): two keep an event
+/// small, and most objects have one or two replicas.
+const NAMED_REPLICAS: usize = 2;
 
 /// Why a lookup (`get_replica_list`, `exist_key`) found nothing readable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -177,19 +177,48 @@ impl Replicas {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A vanished key's slot, 16 bytes so the table (4 MiB) stays mostly in cache: its hash
+/// (0: empty), when it went (ms after [`History::base`], saturating), lookups that
+/// missed it since (saturating) and the cause's index in [`MissCause::ALL`].
+#[derive(Debug, Clone, Copy, Default)]
 struct Gone {
     hash: u64,
-    cause: MissCause,
-    at: Instant,
-    misses: u64,
+    at_ms: u32,
+    misses: u16,
+    cause: u8,
 }
 
-/// A key's 64-bit hash (`DefaultHasher::new` has fixed keys: stable within the process).
+impl Gone {
+    fn cause(&self) -> MissCause {
+        MissCause::ALL[usize::from(self.cause) % MissCause::ALL.len()]
+    }
+}
+
+/// A key's 64-bit hash: eight bytes at a time, multiply-rotate, then a full avalanche
+/// (MurmurHash3's finalizer). Not keyed: a crafted collision can only make one key's
+/// history show another's, never touch the objects themselves.
 fn key_hash(key: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    h.finish()
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes = key.as_bytes();
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    // 0 marks an empty slot of the table of vanished keys.
+    (h ^ (h >> 33)).max(1)
 }
 
 /// The core's memory of keys: the event ring, vanished keys, segment names, counters.
@@ -198,7 +227,9 @@ pub(super) struct History {
     /// `(when, key hash, what)`, oldest first.
     events: VecDeque<(Instant, u64, Event)>,
     /// Vanished keys, direct-mapped by hash (allocated when the first key vanishes).
-    gone: Vec<Option<Gone>>,
+    gone: Vec<Gone>,
+    /// The origin of [`Gone::at_ms`]: the instant the first key vanished.
+    base: Option<Instant>,
     /// Names of every segment ever mounted, to name the holders of past events.
     names: HashMap<SegmentId, String>,
     stats: LookupStats,
@@ -220,23 +251,25 @@ impl History {
 
     fn gone(&mut self, hash: u64, cause: MissCause, at: Instant) {
         if self.gone.is_empty() {
-            self.gone = vec![None; HISTORY_GONE_KEYS];
+            self.gone = vec![Gone::default(); HISTORY_GONE_KEYS];
         }
+        let base = *self.base.get_or_insert(at);
+        let at_ms = at.saturating_duration_since(base).as_millis();
         let slot = &mut self.gone[Self::slot(hash)];
-        let misses = slot.filter(|g| g.hash == hash).map_or(0, |g| g.misses);
-        *slot = Some(Gone {
+        let misses = if slot.hash == hash { slot.misses } else { 0 };
+        *slot = Gone {
             hash,
-            cause,
-            at,
+            at_ms: u32::try_from(at_ms).unwrap_or(u32::MAX),
             misses,
-        });
+            cause: cause.index() as u8,
+        };
     }
 
-    fn gone_of(&self, hash: u64) -> Option<&Gone> {
-        self.gone
-            .get(Self::slot(hash))?
-            .as_ref()
-            .filter(|g| g.hash == hash)
+    /// The cause, the instant and the misses of a vanished key.
+    fn gone_of(&self, hash: u64) -> Option<(MissCause, Instant, u64)> {
+        let g = self.gone.get(Self::slot(hash)).filter(|g| g.hash == hash)?;
+        let at = self.base? + Duration::from_millis(u64::from(g.at_ms));
+        Some((g.cause(), at, u64::from(g.misses)))
     }
 
     pub(super) fn name_segment(&mut self, id: SegmentId, name: &str) {
@@ -262,12 +295,11 @@ impl History {
         let found = self
             .gone
             .get_mut(Self::slot(hash))
-            .and_then(Option::as_mut)
             .filter(|g| g.hash == hash);
         let cause = match found {
             Some(g) => {
-                g.misses += 1;
-                g.cause
+                g.misses = g.misses.saturating_add(1);
+                g.cause()
             }
             None => MissCause::NeverWritten,
         };
@@ -312,7 +344,7 @@ pub enum KeyState {
         cause: MissCause,
         /// Milliseconds since it vanished (`None`: never written as far as remembered).
         since_ms: Option<u64>,
-        /// Lookups that missed it since it vanished.
+        /// Lookups that missed it since it vanished (saturates at 65,535).
         misses: u64,
     },
 }
@@ -446,10 +478,10 @@ impl MasterCore {
                 }
             }
             None => match self.history.gone_of(key_hash(key)) {
-                Some(g) => KeyState::Missing {
-                    cause: g.cause,
-                    since_ms: Some(ago(g.at)),
-                    misses: g.misses,
+                Some((cause, at, misses)) => KeyState::Missing {
+                    cause,
+                    since_ms: Some(ago(at)),
+                    misses,
                 },
                 None => KeyState::Missing {
                     cause: MissCause::NeverWritten,
@@ -544,5 +576,63 @@ impl MasterCore {
             segments,
             detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use mooncake_store::{ClientId, ReplicateConfig, Segment};
+
+    use super::*;
+    use crate::MasterConfig;
+
+    #[test]
+    fn key_hashes_differ_for_near_keys() {
+        let mut keys: Vec<String> = (0..10_000).map(|i| format!("model/layer/{i:08}")).collect();
+        keys.extend(
+            ["", "a", "a\0", "\0a", "ab", "ba", "abcdefgh", "abcdefgh\0"].map(String::from),
+        );
+        let hashes: HashSet<u64> = keys.iter().map(|k| key_hash(k)).collect();
+        assert_eq!(hashes.len(), keys.len());
+    }
+
+    #[test]
+    fn a_placement_on_more_segments_than_named_says_how_many_more() {
+        let mut c = MasterCore::new(MasterConfig::default(), 1);
+        let t = Instant::now();
+        let segs = (1..=3u128)
+            .map(|i| Segment {
+                id: SegmentId(i),
+                name: format!("h:{i}"),
+                base: 1 << 32,
+                size: 1 << 20,
+                te_endpoint: format!("h:{i}"),
+                protocol: "tcp".into(),
+                host_id: format!("h{i}"),
+                durable: false,
+            })
+            .collect();
+        c.remount_segments(ClientId(9), segs, t).unwrap();
+        let three = ReplicateConfig {
+            replica_num: 3,
+            ..ReplicateConfig::default()
+        };
+        c.put_start(ClientId(9), "k", 100, &three, t).unwrap();
+        let e = c.explain("k", t);
+        assert_eq!(e.events[0].segments.len(), NAMED_REPLICAS);
+        assert!(
+            e.events[0].detail.ends_with(" and 1 more"),
+            "{}",
+            e.events[0].detail
+        );
+        assert_eq!(
+            e.now,
+            KeyState::Unreadable {
+                cause: MissCause::PutInProgress,
+                size: 100
+            }
+        );
     }
 }
