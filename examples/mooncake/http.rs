@@ -20,6 +20,15 @@ impl Admin {
         ok_json(status, &body, path)
     }
 
+    /// `GET path`, the body of a 2xx answer as text.
+    pub(crate) fn get_text(&self, path: &str) -> Result<String> {
+        let (status, body) = self.request("GET", path, None)?;
+        if !(200..300).contains(&status) {
+            bail!("{path}: HTTP {status}: {}", body.trim());
+        }
+        Ok(body)
+    }
+
     /// `POST path` with a JSON body, the body of a 2xx answer as JSON.
     pub(crate) fn post_json(&self, path: &str, body: &str) -> Result<serde_json::Value> {
         let (status, answer) = self.request("POST", path, Some(body))?;

@@ -7,6 +7,7 @@
 //! `remove`, `remove-all --yes`. Tables for people, `--json` for scripts.
 #![allow(clippy::print_stdout)]
 
+mod bulk;
 mod http;
 mod tables;
 
@@ -72,6 +73,28 @@ enum Cmd {
         /// Replicas.
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+    },
+    /// Stores every file of a directory (key = prefix + file name), with a progress bar.
+    PutDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Put before every file name to make the key.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Replicas.
+        #[arg(long, default_value_t = 1)]
+        replicas: usize,
+    },
+    /// Writes every key starting with a prefix to a directory, with a progress bar.
+    GetDir {
+        /// The directory (created if missing).
+        dir: std::path::PathBuf,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Largest value expected (the client's staging buffer).
+        #[arg(long = "max_value_size", value_parser = mooncake_cli::flags::parse_size, default_value = "64MB")]
+        max_value_size: u64,
     },
     /// Removes a key.
     Remove {
@@ -140,7 +163,7 @@ fn run(args: Args) -> Result<()> {
             Duration::from_secs(timeout_sec),
             json_out,
         ),
-        cmd => runtime()?.block_on(data_command(&args.cluster, token, cmd, json_out)),
+        cmd => runtime()?.block_on(data_command(&args.cluster, &admin, token, cmd, json_out)),
     }
 }
 
@@ -483,6 +506,7 @@ async fn store_client(
 
 async fn data_command(
     cluster: &mooncake_cli::flags::ClusterArgs,
+    admin: &Admin,
     token: Option<mooncake_metadata::AuthToken>,
     cmd: Cmd,
     json_out: bool,
@@ -538,6 +562,53 @@ async fn data_command(
                 println!(
                     "{key}: stored {} with {replicas} replica(s)",
                     bytes(value.len() as u64)
+                );
+            }
+        }
+        Cmd::PutDir {
+            dir,
+            prefix,
+            replicas,
+        } => {
+            let files = bulk::files(&dir)?;
+            let largest = files.iter().map(|f| f.2).max().unwrap_or(0);
+            let client = store_client(cluster, token, largest).await?;
+            let config = ReplicateConfig {
+                replica_num: replicas,
+                ..ReplicateConfig::default()
+            };
+            let r = bulk::put_dir(&client, &files, &prefix, &config, json_out).await;
+            client.close().await.ok();
+            let r = r?;
+            if json_out {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "stored {} files ({}) from {}",
+                    r["stored"],
+                    bytes(r["bytes"].as_u64().unwrap_or(0)),
+                    dir.display()
+                );
+            }
+        }
+        Cmd::GetDir {
+            dir,
+            prefix,
+            max_value_size,
+        } => {
+            let keys = bulk::keys_with_prefix(admin, &prefix)?;
+            let client = store_client(cluster, token, max_value_size).await?;
+            let r = bulk::get_dir(&client, &keys, &dir, json_out).await;
+            client.close().await.ok();
+            let r = r?;
+            if json_out {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "wrote {} keys ({}) to {}",
+                    r["written"],
+                    bytes(r["bytes"].as_u64().unwrap_or(0)),
+                    dir.display()
                 );
             }
         }

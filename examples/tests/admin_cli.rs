@@ -168,6 +168,31 @@ fn every_command_works_against_a_live_pool() {
     let unknown = pool.cli(&["drain", "no-such-segment"]);
     assert!(stderr(&unknown).contains("no segment \"no-such-segment\" is mounted"));
 
+    // get-dir then put-dir under another prefix: the same bytes come back.
+    let backup = dir.join("backup");
+    let got = pool.cli_json(&["get-dir", backup.to_str().unwrap(), "--prefix=d"]);
+    assert_eq!(
+        (got["written"].as_u64(), got["bytes"].as_u64()),
+        (Some(8), Some(8 * 3_000_000))
+    );
+    assert_eq!(std::fs::read(backup.join("d3")).unwrap(), value);
+    std::fs::write(backup.join("a%2Fslash"), b"slash").unwrap();
+    let put = pool.cli(&["put-dir", backup.to_str().unwrap(), "--prefix=copy/"]);
+    assert!(
+        stdout(&put).contains("stored 9 files"),
+        "{}{}",
+        stdout(&put),
+        stderr(&put)
+    );
+    assert_eq!(pool.cli(&["get", "copy/d5"]).stdout, value);
+    assert_eq!(pool.cli(&["get", "copy/a/slash"]).stdout, b"slash");
+    let removed = pool.cli_json(&["remove-all", "--yes", "--force"]);
+    assert_eq!(removed["removed"], 17);
+    for i in 0..8 {
+        let put = pool.cli(&["put", &format!("d{i}"), input.to_str().unwrap()]);
+        assert!(put.status.success(), "{}", stderr(&put));
+    }
+
     // remove-all wants --yes.
     let refused = pool.cli(&["remove-all"]);
     assert!(!refused.status.success());
@@ -211,6 +236,8 @@ fn an_unreachable_master_is_named_in_the_error() {
         &["put", "k", "/dev/null"],
         &["remove", "k"],
         &["remove-all", "--yes"],
+        &["put-dir", "/tmp"],
+        &["get-dir", "/tmp/never-written-by-this-test"],
     ] {
         let started = std::time::Instant::now();
         let out = mooncake(&dead, &meta, &dead, args);
