@@ -31,6 +31,14 @@ struct Args {
     /// Also print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Only put this many 4 KiB objects (batches of 1,000), print the rate, keep the
+    /// contributing client alive for --hold_secs, and exit (to measure restores and
+    /// failovers of a large master).
+    #[arg(long, default_value_t = 0)]
+    fill: u64,
+    /// With --fill: seconds to keep the objects' segment alive afterwards.
+    #[arg(long = "hold_secs", default_value_t = 0)]
+    hold_secs: u64,
     /// The in-process master keeps its state in this directory (`mooncake_master
     /// --state_dir`), to measure what durability costs.
     #[arg(long = "state_dir")]
@@ -97,6 +105,28 @@ async fn run(args: Args) -> Result<()> {
             let _ = pinger.ping(ClientId(0xBE4C)).await;
         }
     });
+    if args.fill > 0 {
+        let started = Instant::now();
+        let mut n = 0;
+        while n < args.fill {
+            let items: Vec<(String, u64)> = (n..(n + 1000).min(args.fill))
+                .map(|i| (format!("fill-{i}"), 4096))
+                .collect();
+            setup
+                .batch_put_start(ClientId(7), &items, &ReplicateConfig::default())
+                .await?;
+            let ks: Vec<String> = items.into_iter().map(|(k, _)| k).collect();
+            setup.batch_put_end(ClientId(7), &ks).await?;
+            n += ks.len() as u64;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "filled {n} objects in {secs:.2} s ({:.0} keys/s)",
+            n as f64 / secs
+        );
+        tokio::time::sleep(Duration::from_secs(args.hold_secs)).await;
+        return Ok(());
+    }
     let keys: Arc<Vec<String>> = Arc::new((0..4096).map(|i| format!("bench-{i}")).collect());
     let items: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), 4096)).collect();
     for chunk in items.chunks(256) {

@@ -57,6 +57,7 @@ fn main() -> Result<()> {
             let config = ClientConfig {
                 metadata_server: args.cluster.metadata_server.clone(),
                 master_server_addr: args.cluster.master_server_address.clone(),
+                cluster_id: args.cluster.cluster_id.clone(),
                 local_buffer_size: (args.size * 64).max(16 << 20),
                 auth_token: args.cluster.auth.token().map_err(anyhow::Error::msg)?,
                 ..ClientConfig::default()

@@ -127,6 +127,7 @@ async fn client(args: &Args, local_buffer: u64) -> Result<Client> {
         global_segment_size: 0,
         local_buffer_size: local_buffer,
         master_server_addr: args.cluster.master_server_address.clone(),
+        cluster_id: args.cluster.cluster_id.clone(),
         verify_checksums: args.verify_checksums,
         auth_token: args.cluster.auth.token().map_err(anyhow::Error::msg)?,
         ..ClientConfig::default()
@@ -445,6 +446,7 @@ async fn concurrency(args: &Args, procs: usize, size: u64, count: u64) -> Result
                 "--metadata_server={}",
                 args.cluster.metadata_server
             ))
+            .arg(format!("--cluster_id={}", args.cluster.cluster_id))
             .arg(format!("--local_hostname={}", args.local_hostname))
             .arg(format!("--worker={p}:{size}:{count}"))
             .stdin(Stdio::piped())

@@ -41,6 +41,12 @@ fn positive_seconds(value: &str) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
+/// The HA cluster id a client follows (`MC_STORE_CLUSTER_ID`, default `mooncake_cluster`).
+pub fn store_cluster_id() -> String {
+    setting("MC_STORE_CLUSTER_ID")
+        .unwrap_or_else(|| mooncake_store::grpc::DEFAULT_CLUSTER_ID.to_owned())
+}
+
 /// The environment variable `name`, if set and not empty.
 pub fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

@@ -23,9 +23,13 @@ pub struct AuthArgs {
 /// One definition, flattened into the store service, `store_bench` and `mooncake_store_cli`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterArgs {
-    /// The master's `host:port`.
+    /// The master's `host:port`, or `etcd://h1:2379;h2:2379` to follow the leader of an HA
+    /// group of masters.
     #[arg(long = "master_server_address", default_value = "127.0.0.1:50051")]
     pub master_server_address: String,
+    /// The HA cluster whose leader an `etcd://` master address names.
+    #[arg(long = "cluster_id", env = "MC_STORE_CLUSTER_ID", default_value = mooncake_store::grpc::DEFAULT_CLUSTER_ID)]
+    pub cluster_id: String,
     /// Metadata connection string.
     #[arg(
         long = "metadata_server",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::flags::{config_file_args, parse_bool, parse_ms, parse_secs};
 use anyhow::{Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser};
-use mooncake_master::{MasterConfig, MasterServer, ServerConfig, StateConfig};
+use mooncake_master::{HaConfig, MasterConfig, MasterServer, ServerConfig, StateConfig};
 use mooncake_store::placement::PlacementStrategy;
 
 /// Mooncake's master: object metadata, allocation, leases, eviction, liveness.
@@ -88,6 +88,47 @@ struct Args {
     /// many seconds are dropped with their objects.
     #[arg(long = "state_restore_grace_sec", value_parser = parse_secs, default_value = "60")]
     state_restore_grace_sec: Duration,
+    /// Join an HA group of masters electing their leader through etcd
+    /// (--ha_backend_connstring or --etcd_endpoints); standbys follow the leader's state.
+    #[arg(long = "enable_ha", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    enable_ha: bool,
+    /// The HA backend; only `etcd`.
+    #[arg(long = "ha_backend_type", default_value = "etcd", value_parser = ["etcd"])]
+    ha_backend_type: String,
+    /// The etcd cluster of the HA group: `etcd://h1:2379;h2:2379` or `h1:2379;h2:2379`.
+    #[arg(long = "ha_backend_connstring", default_value = "")]
+    ha_backend_connstring: String,
+    /// Legacy form of --enable_ha --ha_backend_connstring=… (`h1:2379;h2:2379`).
+    #[arg(long = "etcd_endpoints", default_value = "")]
+    etcd_endpoints: String,
+    /// The HA group: its leader is named under `mooncake-store/<cluster_id>/master_view`.
+    #[arg(long = "cluster_id", env = "MC_STORE_CLUSTER_ID", default_value = mooncake_store::grpc::DEFAULT_CLUSTER_ID)]
+    cluster_id: String,
+    /// The leader's etcd lease in seconds: a leader killed outright is replaced about this
+    /// long after its last renewal.
+    #[arg(long = "ha_lease_ttl_sec", value_parser = parse_secs, default_value = "3")]
+    ha_lease_ttl_sec: Duration,
+    /// The RPC address published while this master leads (default: --rpc_address and the
+    /// bound port; required when --rpc_address is a wildcard such as 0.0.0.0).
+    #[arg(long = "ha_advertise_address", default_value = "")]
+    ha_advertise_address: String,
+    /// Where the replication stream to standbys is served while this master leads (port 0
+    /// picks one; default: --rpc_address, any port).
+    #[arg(long = "ha_replication_address", default_value = "")]
+    ha_replication_address: String,
+    /// How long a call waits for a standby's acknowledgement before that standby is dropped
+    /// from the in-sync set (ms).
+    #[arg(long = "ha_replication_timeout_ms", value_parser = parse_ms, default_value = "1000")]
+    ha_replication_timeout_ms: Duration,
+    /// With --enable_ha: answer a call only once the in-sync standbys have its changes (no
+    /// acknowledged change lost on failover); false trades that window (about one round
+    /// trip) for write throughput.
+    #[arg(long = "ha_sync_replication", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
+    ha_sync_replication: bool,
+    /// Accepted for compatibility: with --enable_ha the leader always streams its changes
+    /// to the standbys.
+    #[arg(long = "enable_oplog", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false", hide = true)]
+    enable_oplog: bool,
     /// Replica placement: random, free_ratio_first, local_first.
     #[arg(long = "allocation_strategy", default_value = "random")]
     allocation_strategy: PlacementStrategy,
@@ -157,6 +198,40 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         .port
         .filter(|_| args.rpc_port == 50051)
         .unwrap_or(args.rpc_port);
+    let etcd = if args.ha_backend_connstring.is_empty() {
+        args.etcd_endpoints.clone()
+    } else {
+        args.ha_backend_connstring.clone()
+    };
+    let ha = if args.enable_ha || !args.etcd_endpoints.is_empty() {
+        if etcd.is_empty() {
+            anyhow::bail!("--enable_ha needs the etcd cluster: --ha_backend_connstring=etcd://host:2379 (or --etcd_endpoints=host:2379)");
+        }
+        let advertise = if args.ha_advertise_address.is_empty() {
+            if args.rpc_address == "0.0.0.0" || args.rpc_address == "::" {
+                anyhow::bail!("--enable_ha: --rpc_address={} is a wildcard; give --rpc_address (or --ha_advertise_address) an address clients can reach", args.rpc_address);
+            }
+            // The bound port when --rpc_port=0.
+            String::new()
+        } else {
+            args.ha_advertise_address.clone()
+        };
+        Some(HaConfig {
+            cluster_id: args.cluster_id.clone(),
+            lease_ttl: args.ha_lease_ttl_sec,
+            replication_addr: if args.ha_replication_address.is_empty() {
+                format!("{}:0", args.rpc_address)
+            } else {
+                args.ha_replication_address.clone()
+            },
+            replication_timeout: args.ha_replication_timeout_ms,
+            sync_replication: args.ha_sync_replication,
+            restore_grace: args.state_restore_grace_sec,
+            ..HaConfig::new(etcd, advertise)
+        })
+    } else {
+        None
+    };
     let config = ServerConfig {
         master,
         rpc_addr: format!("{}:{}", args.rpc_address, rpc_port),
@@ -174,6 +249,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             restore_grace: args.state_restore_grace_sec,
             ..StateConfig::new(dir)
         }),
+        ha,
     };
     if args.check_flags {
         crate::announce(&crate::flags::checked(
@@ -196,6 +272,9 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             crate::announce(&format!(
                 "mooncake_master http metadata server on http://{a}/metadata"
             ));
+        }
+        if let Some(a) = server.replication_addr() {
+            crate::announce(&format!("mooncake_master ha replication on {a}"));
         }
         if let Some(a) = server.metrics_addr() {
             crate::announce(&format!("mooncake_master metrics on http://{a}/metrics"));

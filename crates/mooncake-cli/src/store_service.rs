@@ -72,6 +72,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             protocol: args.protocol,
             device_name: args.device_names,
             master_server_addr: args.cluster.master_server_address,
+            cluster_id: args.cluster.cluster_id,
             drain_timeout: args.drain_timeout,
             shared_memory: args.shared_memory,
             segment_path: args.segment_path,

@@ -34,7 +34,9 @@ pub use self::history::{
     HISTORY_GONE_KEYS,
 };
 pub use self::jobs::{DrainJobView, JobStatus, SegmentStatus};
-pub use self::journal::{Change, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord};
+pub use self::journal::{
+    Change, DurableState, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord, SpaceUse,
+};
 pub use self::status::{ClientView, SegmentView};
 
 #[derive(Debug)]
@@ -512,6 +514,9 @@ impl MasterCore {
             }
             if let Some(a) = m.alloc.allocate(size) {
                 self.allocated += a.size;
+                if let Some(j) = self.journal.as_mut() {
+                    j.note_allocation();
+                }
                 names.push(m.segment.name.clone());
                 slots.push(Slot {
                     segment: id,
@@ -620,6 +625,9 @@ impl MasterCore {
             let before = m.alloc.allocated_bytes();
             if m.alloc.free(handle).is_ok() {
                 self.allocated -= before - m.alloc.allocated_bytes();
+                if let Some(j) = self.journal.as_mut() {
+                    j.note_free();
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ mod admin;
 mod config;
 mod core;
 mod explain;
+mod ha;
 mod master;
 pub mod metrics;
 mod server;
@@ -20,12 +21,14 @@ mod state;
 mod status_page;
 
 pub use crate::core::{
-    Change, ClientView, DrainJobView, EvictionStats, JobStatus, KeyEvent, KeyExplanation, KeyState,
-    LookupOp, LookupStats, MasterCore, MissCause, ObjectRecord, ReplicaRecord, RestoreReport,
-    SegmentRecord, SegmentStatus, SegmentView, TickReport, HISTORY_EVENTS, HISTORY_GONE_KEYS,
+    Change, ClientView, DrainJobView, DurableState, EvictionStats, JobStatus, KeyEvent,
+    KeyExplanation, KeyState, LookupOp, LookupStats, MasterCore, MissCause, ObjectRecord,
+    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, SegmentView, SpaceUse, TickReport,
+    HISTORY_EVENTS, HISTORY_GONE_KEYS,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
 pub use explain::{Explanation, Status};
+pub use ha::{HaConfig, Role};
 pub use master::Master;
 pub use server::{MasterServer, ServerConfig, ServerError};
 pub use state::StateError;

@@ -14,6 +14,7 @@ use mooncake_store::{
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::core::{DrainJobView, MasterCore, SegmentStatus, TickReport};
+use crate::ha::Replicator;
 use crate::metrics::{Metrics, Op};
 use crate::state::{StateDir, StateError};
 use crate::{MasterConfig, StateConfig};
@@ -26,6 +27,8 @@ pub struct Master {
     version: ProtocolVersion,
     /// The state directory, if the master keeps its state across restarts.
     pub(crate) state: Option<StateDir>,
+    /// The standbys this leader streams its changes to (HA), if any.
+    pub(crate) repl: Option<Arc<Replicator>>,
 }
 
 /// The core's lock; when it is released, the call's durable changes are queued for the
@@ -60,22 +63,62 @@ impl Drop for CoreGuard<'_> {
         let Some(mut core) = self.guard.take() else {
             return;
         };
-        let Some(state) = &self.master.state else {
+        let state = self.master.state.as_ref();
+        let repl = self.master.repl.as_deref();
+        if state.is_none() && repl.is_none() {
             return;
-        };
+        }
         let batch = core.take_journal();
-        // Every change this call saw, its own or an earlier call's still being written,
-        // must be on disk before it answers: a call that changes nothing durable may
-        // still act on one (a put placed in a range an unwritten erase freed).
-        let seq = if batch.is_empty() {
-            state.last_queued()
-        } else {
-            state.enqueue(batch)
+        let space = core.take_space();
+        // A call's own changes must be on disk (and at the standbys) before it answers;
+        // a call that allocated space must also wait for every earlier change that freed
+        // space (see `must_wait_for`). Reads wait for nothing: at worst they see a change
+        // one write (or round trip) before it is durable.
+        let (state_seq, repl_seq) = match (state, repl) {
+            (Some(s), None) => (s.record(batch, space), None),
+            (None, Some(r)) => (None, r.record(batch, space)),
+            (Some(s), Some(r)) => (s.record(batch.clone(), space), r.record(batch, space)),
+            (None, None) => (None, None),
         };
         drop(core);
-        if !state.is_written(seq) {
-            off_the_reactor(|| state.flush(&self.master.core));
+        if let (Some(s), Some(seq)) = (state, state_seq) {
+            if !s.is_written(seq) {
+                off_the_reactor(|| s.flush(&self.master.core));
+            }
         }
+        if let (Some(r), Some(seq)) = (repl, repl_seq) {
+            if !r.is_acked(seq) {
+                off_the_reactor(|| r.wait_acked(seq));
+            }
+        }
+    }
+}
+
+/// Which sequence number a call must see durable (written, or acknowledged by the
+/// standbys) before it answers, given its own batch (`own`, if it recorded one), the last
+/// batch queued before it, and what it did with space. A call that freed space marks
+/// `last_free`; a call that allocated waits for the last free (the range it hands out may
+/// be one an unwritten erase freed: a crash would bring the old object back over the new
+/// bytes); its own batch is waited for when `wait_own` (always for the state directory
+/// and synchronous replication).
+pub(crate) fn must_wait_for(
+    own: Option<u64>,
+    last_queued: u64,
+    space: crate::SpaceUse,
+    last_free: &std::sync::atomic::AtomicU64,
+    wait_own: bool,
+) -> Option<u64> {
+    use std::sync::atomic::Ordering;
+    if space.freed {
+        last_free.fetch_max(own.unwrap_or(last_queued), Ordering::AcqRel);
+    }
+    let alloc = space
+        .allocated
+        .then(|| last_free.load(Ordering::Acquire))
+        .filter(|s| *s > 0);
+    match (own.filter(|_| wait_own), alloc) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -104,7 +147,48 @@ impl Master {
             metrics: Metrics::default(),
             version,
             state: None,
+            repl: None,
         })
+    }
+
+    /// The master of a new HA term: `state` (what a standby followed) restored as
+    /// after a restart (segments wait `grace` for their owners to remount them), every
+    /// later change streamed to the standbys through `repl`.
+    pub(crate) fn promote(
+        config: MasterConfig,
+        state: crate::DurableState,
+        grace: Duration,
+        repl: Arc<Replicator>,
+    ) -> Arc<Self> {
+        let started = Instant::now();
+        let mut core = MasterCore::new(config, view_version());
+        let report = core.restore_state(state, Instant::now(), grace);
+        core.enable_journal();
+        let master = Self {
+            core: Mutex::new(core),
+            metrics: Metrics::default(),
+            version: ProtocolVersion::CURRENT,
+            state: None,
+            repl: Some(repl),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        master
+            .metrics
+            .record_restore(report.objects as u64, seconds);
+        tracing::info!(
+            objects = report.objects,
+            segments = report.segments,
+            dropped = report.dropped,
+            seconds,
+            "leader state restored from replication; its segments serve again once their owners remount them"
+        );
+        Arc::new(master)
+    }
+
+    /// The core's lock without the journal hand-off (for a standby's snapshot, which
+    /// changes nothing).
+    pub(crate) fn raw_core(&self) -> &Mutex<MasterCore> {
+        &self.core
     }
 
     /// A master that keeps its state in `state` (none: as [`Master::new`]): it restores
@@ -127,6 +211,7 @@ impl Master {
             metrics: Metrics::default(),
             version: ProtocolVersion::CURRENT,
             state: None,
+            repl: None,
         };
         dir.compact(&master.core)?;
         master.lock_core().enable_journal();

@@ -17,7 +17,8 @@ use mooncake_store::MasterApi;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::{Master, MasterConfig, StateConfig, StateError};
+use crate::ha::HaNode;
+use crate::{HaConfig, Master, MasterConfig, StateConfig, StateError};
 
 /// Where the master listens and what it runs.
 #[derive(Debug, Clone)]
@@ -37,6 +38,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Restart durability (`--state_dir`); `None` (the default): a restart starts empty.
     pub state: Option<StateConfig>,
+    /// High availability (`--enable_ha`): this master joins a group electing its leader
+    /// through etcd; `None` (the default): it serves alone. An empty
+    /// [`HaConfig::advertise_rpc`] is the bound RPC address (which must then not be a
+    /// wildcard address).
+    pub ha: Option<HaConfig>,
 }
 
 impl ServerConfig {
@@ -50,6 +56,7 @@ impl ServerConfig {
             auth_token: None,
             max_connections: ServeOptions::default().max_connections,
             state: None,
+            ha: None,
         }
     }
 }
@@ -81,10 +88,17 @@ pub enum ServerError {
     },
 }
 
+/// How the master serves: alone, or as a member of an HA group.
+#[derive(Debug)]
+enum Mode {
+    Single(Arc<Master>),
+    Ha(Arc<HaNode>),
+}
+
 /// A master with its listeners bound (ports known) but not yet serving.
 #[derive(Debug)]
 pub struct MasterServer {
-    master: Arc<Master>,
+    mode: Mode,
     rpc: TcpListener,
     metadata: Option<TcpListener>,
     metrics: Option<TcpListener>,
@@ -110,10 +124,38 @@ fn local(l: &TcpListener) -> SocketAddr {
 impl MasterServer {
     /// Binds every listener exactly at the address given (port 0 picks a free one).
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
+        if config.ha.is_some() && config.state.is_some() {
+            return Err(ServerError::Serve {
+                what: "master",
+                reason: "--state_dir cannot be combined with --enable_ha: in an HA group the standbys hold the state".into(),
+            });
+        }
         // The state first: a second master on the same directory fails on its lock, before
         // it takes any port.
-        let master = Master::open(config.master, config.state.as_ref())?;
+        let single = match &config.ha {
+            None => Some(Master::open(config.master.clone(), config.state.as_ref())?),
+            Some(_) => None,
+        };
         let rpc = bind("master rpc listener", &config.rpc_addr).await?;
+        let mode = match (single, config.ha) {
+            (Some(m), _) => Mode::Single(m),
+            (None, Some(mut ha)) => {
+                if ha.advertise_rpc.is_empty() {
+                    let bound = local(&rpc);
+                    if bound.ip().is_unspecified() {
+                        return Err(ServerError::Serve {
+                            what: "ha election",
+                            reason: format!(
+                                "the RPC address {bound} is a wildcard: give --rpc_address (or --ha_advertise_address) an address clients can reach"
+                            ),
+                        });
+                    }
+                    ha.advertise_rpc = bound.to_string();
+                }
+                Mode::Ha(HaNode::new(ha, config.master, config.auth_token.clone()).await?)
+            }
+            (None, None) => unreachable!("a master is either single or in a group"),
+        };
         let metadata = match &config.http_metadata_addr {
             Some(a) => Some(bind("http metadata server", a).await?),
             None => None,
@@ -123,7 +165,7 @@ impl MasterServer {
             None => None,
         };
         Ok(Self {
-            master,
+            mode,
             rpc,
             metadata,
             metrics,
@@ -132,9 +174,21 @@ impl MasterServer {
         })
     }
 
-    /// The master itself (for in-process clients and tests).
-    pub fn master(&self) -> &Arc<Master> {
-        &self.master
+    /// The master itself, for in-process clients and tests (`None` in an HA group, where
+    /// the serving master changes with each term).
+    pub fn master(&self) -> Option<&Arc<Master>> {
+        match &self.mode {
+            Mode::Single(m) => Some(m),
+            Mode::Ha(_) => None,
+        }
+    }
+
+    /// In an HA group: the address this master's replication stream is published at.
+    pub fn replication_addr(&self) -> Option<&str> {
+        match &self.mode {
+            Mode::Single(_) => None,
+            Mode::Ha(n) => Some(n.replication_addr()),
+        }
     }
 
     /// The bound gRPC address.
@@ -162,7 +216,10 @@ impl MasterServer {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut tasks = tokio::task::JoinSet::new();
-        let api: Arc<dyn MasterApi> = self.master.clone();
+        let api: Arc<dyn MasterApi> = match &self.mode {
+            Mode::Single(m) => m.clone(),
+            Mode::Ha(n) => n.switch.clone(),
+        };
         let options = ServeOptions {
             auth_token: self.auth_token.clone(),
             max_connections: self.max_connections,
@@ -196,7 +253,10 @@ impl MasterServer {
         }
         if let Some(l) = self.metrics {
             let s = stopped(stop_rx.clone());
-            let router = admin_router(self.master.clone(), self.auth_token.clone());
+            let router = match &self.mode {
+                Mode::Single(m) => admin_router(m.clone(), self.auth_token.clone()),
+                Mode::Ha(n) => n.router(),
+            };
             tasks.spawn(async move {
                 axum::serve(l, router)
                     .with_graceful_shutdown(s)
@@ -207,21 +267,26 @@ impl MasterServer {
                     })
             });
         }
-        {
-            let master = self.master.clone();
-            let s = stopped(stop_rx.clone());
-            tasks.spawn(async move {
-                master.run_ticker(Duration::from_millis(10), s).await;
-                Ok(())
-            });
-        }
-        {
-            let master = self.master.clone();
-            let s = stopped(stop_rx.clone());
-            tasks.spawn(async move {
-                master.run_state_syncer(s).await;
-                Ok(())
-            });
+        match &self.mode {
+            Mode::Single(master) => {
+                let (m, s) = (master.clone(), stopped(stop_rx.clone()));
+                tasks.spawn(async move {
+                    m.run_ticker(Duration::from_millis(10), s).await;
+                    Ok(())
+                });
+                let (m, s) = (master.clone(), stopped(stop_rx.clone()));
+                tasks.spawn(async move {
+                    m.run_state_syncer(s).await;
+                    Ok(())
+                });
+            }
+            Mode::Ha(node) => {
+                let (n, s) = (node.clone(), stopped(stop_rx.clone()));
+                tasks.spawn(async move {
+                    n.run(s).await;
+                    Ok(())
+                });
+            }
         }
         let mut first_error = None;
         tokio::select! {
@@ -240,10 +305,12 @@ impl MasterServer {
         }
         // Every server has stopped: the state is final, and the next start loads a
         // snapshot with no log to replay.
-        let master = self.master.clone();
-        let saved = tokio::task::spawn_blocking(move || master.save_state()).await;
-        if let (Ok(Err(e)), None) = (saved, &first_error) {
-            first_error = Some(e.into());
+        if let Mode::Single(master) = &self.mode {
+            let master = master.clone();
+            let saved = tokio::task::spawn_blocking(move || master.save_state()).await;
+            if let (Ok(Err(e)), None) = (saved, &first_error) {
+                first_error = Some(e.into());
+            }
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -256,7 +323,7 @@ struct KeyQuery {
 
 /// `/metrics`, `/health`, `/get_all_keys`, `/get_all_segments`, `/query_key?key=`, and
 /// the drain-job API (`admin.rs`).
-fn admin_router(master: Arc<Master>, token: Option<AuthToken>) -> Router {
+pub(crate) fn admin_router(master: Arc<Master>, token: Option<AuthToken>) -> Router {
     let token = token.map(Arc::new);
     let admin = crate::admin::routes().route_layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {

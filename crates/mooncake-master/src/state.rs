@@ -15,7 +15,7 @@
 //! order (group commit). A call returns only after its batch was written, by itself or by
 //! the writer before it.
 
-mod format;
+pub(crate) mod format;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -106,6 +106,8 @@ pub(crate) struct StateDir {
     queue: Mutex<Vec<Vec<Change>>>,
     /// Batches queued so far (a sequence number, bumped under the queue's lock).
     queued: AtomicU64,
+    /// The last batch that freed space (or was queued when space was freed).
+    last_free: AtomicU64,
     /// Every batch up to this number is in the log (or in a snapshot).
     written: AtomicU64,
     writer: Mutex<Writer>,
@@ -147,6 +149,7 @@ impl StateDir {
             _lock: lock,
             queue: Mutex::new(Vec::new()),
             queued: AtomicU64::new(0),
+            last_free: AtomicU64::new(0),
             written: AtomicU64::new(0),
             writer: Mutex::new(Writer {
                 log: None,
@@ -176,6 +179,13 @@ impl StateDir {
         let mut queue = self.queue.lock();
         queue.push(batch);
         self.queued.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Queues `batch`: the sequence number the caller must see written before it answers
+    /// (see [`crate::master::must_wait_for`]). Under the core's lock.
+    pub(crate) fn record(&self, batch: Vec<Change>, space: crate::SpaceUse) -> Option<u64> {
+        let own = (!batch.is_empty()).then(|| self.enqueue(batch));
+        crate::master::must_wait_for(own, self.last_queued(), space, &self.last_free, true)
     }
 
     /// The sequence number of the last batch queued; read under the core's lock, it

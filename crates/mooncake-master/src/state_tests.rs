@@ -238,23 +238,38 @@ fn push_raw(buf: &mut Vec<u8>, body: &[u8]) {
     buf.extend_from_slice(body);
 }
 
-/// A call that changes nothing durable still waits for the records of every change it
-/// saw: here an erase queued by another call that has not written it yet (as while a
-/// compaction holds the writer). Otherwise a put could be placed in the erased object's
-/// freed range, answered, and the erase lost with a SIGKILL: the old object would come
-/// back over the new bytes.
+/// A call that allocates space but records nothing (a `put_start`) waits for the records
+/// of every change before it: here an erase queued by another call that has not written
+/// it yet (as while a compaction holds the writer). Otherwise the put could be placed in
+/// the erased object's freed range, answered, and the erase lost with a SIGKILL: the old
+/// object would come back over the new bytes. A read waits for nothing.
 #[tokio::test]
-async fn a_call_without_records_waits_for_the_changes_it_saw() {
+async fn an_allocating_call_waits_for_the_changes_before_it_and_a_read_does_not() {
     let dir = TempDir::new("seen");
     let m = filled(&dir, 4).await;
     let state = m.state.as_ref().unwrap();
-    let seq = state.enqueue(vec![crate::Change::Erase { key: "k3".into() }]);
+    // As a remove that freed k3's range records it.
+    let freed = crate::SpaceUse {
+        allocated: false,
+        freed: true,
+    };
+    let seq = state
+        .record(vec![crate::Change::Erase { key: "k3".into() }], freed)
+        .unwrap();
     assert!(!state.is_written(seq), "queued, not yet written");
-    // A read-only call: it writes nothing of its own.
     assert!(m.exist_key("k0").await.unwrap());
+    assert!(!state.is_written(seq), "a read does not wait");
+    m.put_start(
+        OWNER,
+        "new",
+        4096,
+        &mooncake_store::ReplicateConfig::default(),
+    )
+    .await
+    .unwrap();
     assert!(
         state.is_written(seq),
-        "the read waited for the erase to reach the log"
+        "the put waited for the erase to reach the log"
     );
     drop(m);
     let m = open(&dir).unwrap();

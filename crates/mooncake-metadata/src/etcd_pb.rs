@@ -1,7 +1,8 @@
 //! The etcd v3 gRPC client stubs (`KV`, `Lease`, `Watch`) that `build.rs` generates from
 //! the vendored protos in `proto/etcd/` (etcd v3.4.23). Private to the crate, so that
-//! its API does not tie users to the prost and tonic versions it is built with. Lease and
-//! Watch are not used yet; they are here for the master's HA (leader election) work.
+//! its API does not tie users to the prost and tonic versions it is built with. `KV` and
+//! `Lease` serve the metadata store and master election (`etcd_lease.rs`); `Watch` is
+//! not used.
 #![allow(
     missing_docs,
     unreachable_pub,

@@ -122,6 +122,11 @@ impl EtcdStore {
         self.endpoints.iter().map(|e| e.addr.as_str())
     }
 
+    /// `etcd://h1:p1,h2:p2`: the endpoints as one URL, for messages.
+    pub(crate) fn describe_url(&self) -> String {
+        self.url()
+    }
+
     fn url(&self) -> String {
         let list: Vec<&str> = self.endpoints().collect();
         format!("etcd://{}", list.join(","))
@@ -129,9 +134,25 @@ impl EtcdStore {
 
     /// Runs `call` against each endpoint in turn, starting with the one that answered
     /// last, until one answers.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetadataError>
+    pub(crate) async fn call<T, F, Fut>(&self, call: F) -> Result<T, MetadataError>
     where
         F: Fn(KvClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_channel(|channel| {
+            call(
+                KvClient::new(channel)
+                    .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                    .max_encoding_message_size(MAX_MESSAGE_SIZE),
+            )
+        })
+        .await
+    }
+
+    /// Runs `call` on a channel to each endpoint in turn (see [`EtcdStore::call`]).
+    pub(crate) async fn call_channel<T, F, Fut>(&self, call: F) -> Result<T, MetadataError>
+    where
+        F: Fn(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let n = self.endpoints.len();
@@ -143,10 +164,7 @@ impl EtcdStore {
                 .channel
                 .get_or_init(|| endpoint.endpoint.connect_lazy())
                 .clone();
-            let client = KvClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(MAX_MESSAGE_SIZE);
-            match tokio::time::timeout(self.config.request_timeout, call(client)).await {
+            match tokio::time::timeout(self.config.request_timeout, call(channel)).await {
                 Ok(Ok(reply)) => {
                     self.current.store(i, Ordering::Relaxed);
                     return Ok(reply.into_inner());
@@ -194,7 +212,7 @@ fn status_text(status: &tonic::Status) -> String {
     out
 }
 
-fn check_key(key: &str) -> Result<(), MetadataError> {
+pub(crate) fn check_key(key: &str) -> Result<(), MetadataError> {
     if key.is_empty() {
         return Err(MetadataError::EmptyKey);
     }

@@ -24,6 +24,7 @@
 
 mod auth;
 mod error;
+mod etcd_lease;
 mod etcd_pb;
 mod etcd_store;
 mod http_client;
@@ -43,6 +44,7 @@ pub use auth::{
     REDIS_PASSWORD_ENV, REDIS_USERNAME_ENV,
 };
 pub use error::MetadataError;
+pub use etcd_lease::{LeaseId, Versioned};
 pub use etcd_store::{EtcdStore, EtcdStoreConfig};
 pub use http_client::{HttpStore, HttpStoreConfig};
 pub use http_server::{HttpMetadataServer, HttpMetadataServerConfig};

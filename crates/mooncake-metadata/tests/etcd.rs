@@ -164,3 +164,50 @@ fn b64(bytes: &[u8]) -> String {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_and_create_if_absent_as_leader_election_uses_them() {
+    let Some(etcd) = support::start_etcd() else {
+        return;
+    };
+    let store =
+        EtcdStore::new(&format!("etcd://{}", etcd.addr), EtcdStoreConfig::default()).unwrap();
+    ready(&store).await;
+    let key = "mooncake-store/test/master_view";
+    let first = store.grant_lease(Duration::from_secs(5)).await.unwrap();
+    let second = store.grant_lease(Duration::from_secs(5)).await.unwrap();
+    assert_ne!(first, second);
+    let rev = store
+        .create_with_lease(key, Bytes::from_static(b"10.0.0.1:50051"), first)
+        .await
+        .unwrap()
+        .expect("the key was absent");
+    // The loser learns who holds it, since when and on which lease.
+    let held = store
+        .create_with_lease(key, Bytes::from_static(b"10.0.0.2:50051"), second)
+        .await
+        .unwrap()
+        .expect_err("the key exists");
+    assert_eq!(&held.value[..], b"10.0.0.1:50051");
+    assert_eq!((held.create_revision, held.lease), (rev, first));
+    assert_eq!(store.get_versioned(key).await.unwrap(), Some(held));
+    let ttl = store.keep_alive(first).await.unwrap().expect("lease alive");
+    assert!(ttl > Duration::from_secs(3), "{ttl:?}");
+    // Revoking the lease deletes the key with it; the lease is gone.
+    store.revoke_lease(first).await.unwrap();
+    assert_eq!(store.get_versioned(key).await.unwrap(), None);
+    assert_eq!(store.keep_alive(first).await.unwrap(), None);
+    // A lease nobody renews expires and takes its key along.
+    let short = store.grant_lease(Duration::from_secs(1)).await.unwrap();
+    store
+        .create_with_lease(key, Bytes::from_static(b"x"), short)
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get_versioned(key).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the key outlived its lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.keep_alive(short).await.unwrap(), None);
+}

@@ -18,6 +18,8 @@ mod error;
 pub mod grpc;
 mod master_api;
 pub mod placement;
+#[doc(hidden)]
+pub mod route;
 mod service;
 mod size;
 pub mod standalone;

@@ -109,6 +109,15 @@ pub struct ReplicaRecord {
     pub offset: u64,
 }
 
+/// Whether a call allocated or freed segment space (see [`MasterCore::take_space`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceUse {
+    /// It handed out a range.
+    pub allocated: bool,
+    /// It made a range (or a whole segment) reusable.
+    pub freed: bool,
+}
+
 /// What [`MasterCore::restore`] brought back.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreReport {
@@ -126,6 +135,21 @@ pub struct RestoreReport {
 pub(super) struct Journal {
     segments: Vec<Change>,
     keys: Vec<String>,
+    /// The call allocated space (which an earlier, not yet durable, change may have
+    /// freed).
+    allocated: bool,
+    /// The call made space reusable (freed a range or dropped a segment).
+    freed: bool,
+}
+
+impl Journal {
+    pub(super) fn note_allocation(&mut self) {
+        self.allocated = true;
+    }
+
+    pub(super) fn note_free(&mut self) {
+        self.freed = true;
+    }
 }
 
 impl From<&Segment> for SegmentRecord {
@@ -163,6 +187,20 @@ impl MasterCore {
     /// a master without a state directory pays nothing.
     pub fn enable_journal(&mut self) {
         self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// What the call since the last [`MasterCore::take_journal`] did with space. A call
+    /// that allocated must not answer before every earlier change that freed space is
+    /// durable (the range it hands out may be one of them); a call that freed space is
+    /// such a change.
+    pub fn take_space(&mut self) -> SpaceUse {
+        match self.journal.as_mut() {
+            Some(j) => SpaceUse {
+                allocated: std::mem::take(&mut j.allocated),
+                freed: std::mem::take(&mut j.freed),
+            },
+            None => SpaceUse::default(),
+        }
     }
 
     /// Notes a key whose complete object changed (no-op without a journal).
@@ -258,7 +296,17 @@ impl MasterCore {
         now: Instant,
         grace: Duration,
     ) -> RestoreReport {
-        let (segs, objs) = fold(changes);
+        self.restore_state(changes.into_iter().collect(), now, grace)
+    }
+
+    /// [`MasterCore::restore`] of a state already folded (what a standby holds).
+    pub fn restore_state(
+        &mut self,
+        state: DurableState,
+        now: Instant,
+        grace: Duration,
+    ) -> RestoreReport {
+        let DurableState { segs, objs } = state;
         self.segments.clear();
         self.clients.clear();
         self.objects.clear();
@@ -377,36 +425,67 @@ impl MasterCore {
 /// replica)` each one is.
 type Occupied = (Vec<(u64, u64)>, Vec<(usize, usize)>);
 
-type Folded = (
-    BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
-    HashMap<String, ObjectRecord>,
-);
+/// The durable state as plain maps: what a standby master keeps while it follows the
+/// leader's changes, and what a restore folds its input into.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DurableState {
+    /// Mounted segments with their owners.
+    segs: BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
+    /// Complete objects.
+    objs: HashMap<String, ObjectRecord>,
+}
 
-/// Applies `changes` to plain maps: the final segments (with owners) and objects.
-fn fold(changes: impl IntoIterator<Item = Change>) -> Folded {
-    let mut segs = BTreeMap::new();
-    let mut objs: HashMap<String, ObjectRecord> = HashMap::new();
-    for c in changes {
+impl FromIterator<Change> for DurableState {
+    fn from_iter<I: IntoIterator<Item = Change>>(changes: I) -> Self {
+        let mut state = Self::default();
+        for c in changes {
+            state.apply(c);
+        }
+        state
+    }
+}
+
+impl DurableState {
+    /// Applies one change (absolute, so applying it twice is harmless).
+    pub fn apply(&mut self, c: Change) {
         match c {
             Change::Mount { segment, client } => {
-                segs.insert(segment.id, (segment, client));
+                self.segs.insert(segment.id, (segment, client));
             }
             Change::Unmount { segment } => {
-                segs.remove(&segment);
-                objs.retain(|_, o| {
+                self.segs.remove(&segment);
+                self.objs.retain(|_, o| {
                     o.replicas.retain(|r| r.segment != segment);
                     !o.replicas.is_empty()
                 });
             }
             Change::Object(o) => {
-                objs.insert(o.key.clone(), o);
+                self.objs.insert(o.key.clone(), o);
             }
             Change::Erase { key } => {
-                objs.remove(&key);
+                self.objs.remove(&key);
             }
         }
     }
-    (segs, objs)
+
+    /// Complete objects held.
+    pub fn object_count(&self) -> usize {
+        self.objs.len()
+    }
+
+    /// Segments held.
+    pub fn segment_count(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// The state as changes that rebuild it (segments first).
+    pub fn into_changes(self) -> impl Iterator<Item = Change> {
+        let segs = self
+            .segs
+            .into_values()
+            .map(|(segment, client)| Change::Mount { segment, client });
+        segs.chain(self.objs.into_values().map(Change::Object))
+    }
 }
 
 /// A `u128` id as 32 hex digits (JSON numbers above 2^53 do not survive every reader).

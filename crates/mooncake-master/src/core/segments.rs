@@ -144,6 +144,9 @@ impl MasterCore {
     }
 
     fn drop_segment(&mut self, id: SegmentId) {
+        if let Some(j) = self.journal.as_mut() {
+            j.note_free();
+        }
         let Some(m) = self.segments.remove(&id) else {
             return;
         };

@@ -88,7 +88,7 @@ impl std::fmt::Display for FrameError {
 pub(crate) type Frame<'a> = (usize, &'a [u8]);
 
 /// Appends one frame holding `record` to `out`.
-pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
+pub(crate) fn encode<T: Serialize>(record: &T, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER]);
     // Serializing plain data into a Vec cannot fail: every map key is a string.

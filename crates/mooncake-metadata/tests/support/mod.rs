@@ -77,6 +77,11 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// The server's process id (to stop and continue it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The server's output so far, for failure messages.
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -33,6 +33,7 @@ impl Positional<'_> {
             device_name: required(self.rdma_devices, "rdma_devices")?,
             master_server_addr: required(self.master_server_addr, "master_server_addr")?,
             auth_token: mooncake_metadata::AuthToken::from_env(),
+            cluster_id: mooncake_cli::env::store_cluster_id(),
             ..ClientConfig::default()
         })
     }
@@ -114,6 +115,7 @@ pub(super) fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientC
             .or(dict_str(d, "master_server_address")?)
             .unwrap_or_else(|| "127.0.0.1:50051".into()),
         auth_token,
+        cluster_id: mooncake_cli::env::store_cluster_id(),
         verify_checksums: match dict_str(d, "verify_checksums")? {
             None => false,
             Some(v) => matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"),
@@ -137,6 +139,7 @@ pub(super) fn init_all_config(
         device_name,
         master_server_addr: "127.0.0.1:50051".into(),
         auth_token: mooncake_metadata::AuthToken::from_env(),
+        cluster_id: mooncake_cli::env::store_cluster_id(),
         ..ClientConfig::default()
     }
 }

@@ -54,8 +54,15 @@ pub struct ClientConfig {
     pub protocol: String,
     /// RDMA devices (unused by TCP).
     pub device_name: String,
-    /// The master's `host:port`.
+    /// The master's `host:port`, or `etcd://h1:2379;h2:2379` to follow the leader of an
+    /// HA group of masters (the key `mooncake-store/<cluster_id>/master_view`).
     pub master_server_addr: String,
+    /// The HA cluster whose leader an `etcd://` master address names (`--cluster_id` /
+    /// `MC_STORE_CLUSTER_ID`; default `mooncake_cluster`).
+    pub cluster_id: String,
+    /// With an `etcd://` master address: how long a call keeps looking for a leader after
+    /// the one it used went away (default 15 s).
+    pub master_failover_timeout: Duration,
     /// Liveness heartbeat period (Mooncake: 1 s).
     pub ping_interval: Duration,
     /// Keep the contributed segment in this named shared-memory file (e.g.
@@ -93,6 +100,8 @@ impl Default for ClientConfig {
             protocol: "tcp".into(),
             device_name: String::new(),
             master_server_addr: "127.0.0.1:50051".into(),
+            cluster_id: crate::grpc::DEFAULT_CLUSTER_ID.into(),
+            master_failover_timeout: Duration::from_secs(15),
             ping_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             shared_memory: true,

@@ -11,13 +11,32 @@ impl Client {
             auth_token: config.auth_token.clone(),
             ..GrpcClientConfig::default()
         };
-        let master = GrpcMasterClient::connect(&config.master_server_addr, grpc)
-            .await
-            .map_err(|code| SetupError::Master {
-                addr: config.master_server_addr.clone(),
-                code,
-            })?;
-        Self::with_master(config, Arc::new(master)).await
+        let addr = &config.master_server_addr;
+        let master: Arc<dyn MasterApi> = if crate::grpc::is_etcd_master_address(addr) {
+            Arc::new(
+                crate::grpc::LeaderFollowingClient::connect(
+                    addr,
+                    &config.cluster_id,
+                    grpc,
+                    config.master_failover_timeout,
+                )
+                .await
+                .map_err(|code| SetupError::Master {
+                    addr: addr.clone(),
+                    code,
+                })?,
+            )
+        } else {
+            Arc::new(
+                GrpcMasterClient::connect(addr, grpc)
+                    .await
+                    .map_err(|code| SetupError::Master {
+                        addr: addr.clone(),
+                        code,
+                    })?,
+            )
+        };
+        Self::with_master(config, master).await
     }
 
     /// Like [`Client::setup`] with a given master (e.g. one linked into the process).

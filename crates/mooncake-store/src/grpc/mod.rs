@@ -10,10 +10,14 @@
 mod answer;
 mod client;
 mod convert;
+mod follow;
 mod server;
 mod tunnel;
 
 pub use client::{GrpcClientConfig, GrpcMasterClient};
+pub use follow::{
+    is_etcd_master_address, master_view_key, LeaderFollowingClient, DEFAULT_CLUSTER_ID,
+};
 pub use server::{serve, serve_with, ServeOptions};
 
 /// Largest message either side encodes or accepts (tonic's default of 4 MiB is too small

@@ -1,0 +1,146 @@
+//! A standby's side of replication: connect to the leader's replication address, take
+//! the snapshot into a fresh state, then apply and acknowledge every batch.
+//!
+//! Whether the standby holds the whole state (`synced`) decides whether it may take over
+//! at once when the leader goes away: it becomes false when a new snapshot starts, true
+//! when one completes, and false again when the leader falls silent (no frame, not even
+//! a heartbeat, for the silence timeout: a partition, after which the leader may have
+//! dropped this standby and gone on without it). A connection that ends (the leader
+//! process died: its kernel closes the socket) leaves it as it was.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use super::wire::{self, ToLeader, ToStandby};
+use super::HaStatus;
+use crate::DurableState;
+
+/// Why following stopped.
+#[derive(Debug)]
+pub(crate) enum FollowEnd {
+    /// The connection could not be made or ended (the reason).
+    Closed(String),
+    /// The leader sent nothing for the silence timeout.
+    Silent,
+}
+
+/// Follows the leader at `addr` until the stream ends, applying it to `state`.
+pub(crate) async fn follow(
+    addr: &str,
+    me: &str,
+    state: &mut DurableState,
+    status: &HaStatus,
+    silence: Duration,
+) -> FollowEnd {
+    let stream = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return FollowEnd::Closed(format!("connect {addr}: {e}")),
+        Err(_) => return FollowEnd::Closed(format!("connect {addr}: timed out")),
+    };
+    let _ = stream.set_nodelay(true);
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::with_capacity(1 << 20, rd);
+    if let Err(e) = wire::send(&mut wr, &ToLeader::hello(me)).await {
+        return FollowEnd::Closed(e.to_string());
+    }
+    let mut fresh: Option<DurableState> = None;
+    let mut unacked: Option<u64> = None;
+    loop {
+        let msg = match tokio::time::timeout(silence, wire::recv::<_, ToStandby>(&mut rd)).await {
+            Err(_) => {
+                status.synced.store(false, Ordering::Release);
+                return FollowEnd::Silent;
+            }
+            Ok(Err(e)) => return FollowEnd::Closed(e.to_string()),
+            Ok(Ok(None)) => return FollowEnd::Closed("the leader closed the stream".into()),
+            Ok(Ok(Some(m))) => m,
+        };
+        match msg {
+            ToStandby::Hello {
+                format_major,
+                leader,
+                ..
+            } => {
+                if !wire::compatible(format_major) {
+                    return FollowEnd::Closed(format!(
+                        "the leader {leader} writes state format {format_major}, newer than this master's; upgrade this standby"
+                    ));
+                }
+                status.synced.store(false, Ordering::Release);
+                fresh = Some(DurableState::default());
+            }
+            ToStandby::Snapshot(changes) => {
+                let Some(f) = fresh.as_mut() else {
+                    return FollowEnd::Closed("a snapshot before hello".into());
+                };
+                for c in changes {
+                    f.apply(c);
+                }
+            }
+            ToStandby::SnapshotEnd { seq } => {
+                let Some(f) = fresh.take() else {
+                    return FollowEnd::Closed("a snapshot end without a snapshot".into());
+                };
+                *state = f;
+                status.synced.store(true, Ordering::Release);
+                status
+                    .standby_objects
+                    .store(state.object_count() as u64, Ordering::Relaxed);
+                tracing::info!(
+                    leader = %addr,
+                    objects = state.object_count(),
+                    segments = state.segment_count(),
+                    seq,
+                    "in sync with the leader"
+                );
+                if let Err(e) = ack(&mut wr, seq).await {
+                    return FollowEnd::Closed(e.to_string());
+                }
+            }
+            ToStandby::Batch { seq, changes } => {
+                if fresh.is_some() {
+                    return FollowEnd::Closed("a batch inside the snapshot".into());
+                }
+                for c in changes {
+                    state.apply(c);
+                }
+                status.applied.fetch_add(1, Ordering::Relaxed);
+                status
+                    .standby_objects
+                    .store(state.object_count() as u64, Ordering::Relaxed);
+                // More frames already read: one acknowledgement after the last of them.
+                if rd.buffer().len() >= crate::state::format::FRAME_HEADER {
+                    unacked = Some(seq);
+                    continue;
+                }
+                unacked = None;
+                if let Err(e) = ack(&mut wr, seq).await {
+                    return FollowEnd::Closed(e.to_string());
+                }
+            }
+            ToStandby::Heartbeat { .. } => {}
+            ToStandby::Bye { resync } => {
+                if resync {
+                    status.synced.store(false, Ordering::Release);
+                    return FollowEnd::Closed("the leader dropped this standby for lagging".into());
+                }
+                return FollowEnd::Closed("the leader's term ended".into());
+            }
+        }
+        if let Some(seq) = unacked.take() {
+            if let Err(e) = ack(&mut wr, seq).await {
+                return FollowEnd::Closed(e.to_string());
+            }
+        }
+    }
+}
+
+async fn ack(wr: &mut tokio::net::tcp::OwnedWriteHalf, seq: u64) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(32);
+    wire::put(&ToLeader::Ack { seq }, &mut buf);
+    wr.write_all(&buf).await
+}

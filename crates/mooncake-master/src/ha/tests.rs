@@ -1,0 +1,182 @@
+//! The leader's replication with a real standby over TCP: a call answers only once the
+//! in-sync standby has the change; a standby that stops acknowledging costs one timeout,
+//! then is dropped; the followed state restores into an identical master.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mooncake_store::{ClientId, MasterApi, ReplicateConfig, Segment, SegmentId};
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::follower::follow;
+use super::wire::{self, ToLeader, ToStandby};
+use super::{HaStatus, Replicator};
+use crate::{DurableState, Master, MasterConfig};
+
+fn segment() -> Segment {
+    Segment {
+        id: SegmentId(7),
+        name: "127.0.0.1:17000".into(),
+        base: 0x1000_0000,
+        size: 64 << 20,
+        te_endpoint: "127.0.0.1:17000".into(),
+        protocol: "tcp".into(),
+        host_id: "127.0.0.1".into(),
+        durable: false,
+    }
+}
+
+async fn put(master: &Master, client: ClientId, key: &str) {
+    let config = ReplicateConfig::default();
+    master.put_start(client, key, 4096, &config).await.unwrap();
+    master.put_end(client, key).await.unwrap();
+}
+
+async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>, String) {
+    let repl = Arc::new(Replicator::new(timeout, sync));
+    let master = Master::promote(
+        MasterConfig::default(),
+        DurableState::default(),
+        Duration::from_secs(60),
+        repl.clone(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (m, r) = (master.clone(), repl.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(r.clone().serve(m.clone(), s, "leader:1".into()));
+        }
+    });
+    (master, repl, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_is_already_at_the_in_sync_standby() {
+    let (master, repl, addr) = leader(Duration::from_secs(5), true).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    put(&master, client, "before").await;
+    let status = Arc::new(HaStatus::default());
+    let st = status.clone();
+    let standby = tokio::spawn(async move {
+        let mut state = DurableState::default();
+        follow(&addr, "standby", &mut state, &st, Duration::from_secs(2)).await;
+        state
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while repl.followers().iter().all(|f| !f.in_sync) {
+        assert!(Instant::now() < deadline, "the standby never got in sync");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..50 {
+        put(&master, client, &format!("k{i}")).await;
+        // Answered: the standby has applied it.
+        assert_eq!(status.standby_objects.load(Ordering::Acquire), i + 2);
+    }
+    master.remove("k0", false).await.unwrap();
+    assert_eq!(status.standby_objects.load(Ordering::Acquire), 50);
+    assert_eq!(repl.lag().0, 0);
+    // The term ends: the standby's stream closes and it keeps the whole state.
+    repl.close();
+    let state = standby.await.unwrap();
+    assert!(status.synced.load(Ordering::Acquire));
+    assert_eq!((state.object_count(), state.segment_count()), (50, 1));
+    // Restored as a new leader would restore it: the same objects at the same offsets.
+    let next = Master::promote(
+        MasterConfig::default(),
+        state,
+        Duration::from_secs(60),
+        Arc::new(Replicator::new(Duration::from_secs(1), true)),
+    );
+    let mut keys = next.keys();
+    keys.sort();
+    let mut want = master.keys();
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(next.query_key("k7"), master.query_key("k7"));
+}
+
+/// A standby that acknowledges the snapshot, then nothing; returns once it is in sync
+/// and the reader of its stream.
+async fn mute_standby(addr: &str, repl: &Replicator) -> BufReader<tokio::net::tcp::OwnedReadHalf> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    wire::send(&mut wr, &ToLeader::hello("mute")).await.unwrap();
+    loop {
+        if let ToStandby::SnapshotEnd { seq } =
+            wire::recv::<_, ToStandby>(&mut rd).await.unwrap().unwrap()
+        {
+            wire::send(&mut wr, &ToLeader::Ack { seq }).await.unwrap();
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while repl.followers().iter().all(|f| !f.in_sync) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Keep the write half open: a closed one ends the stream.
+    std::mem::forget(wr);
+    rd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_stops_acknowledging_costs_one_timeout_then_is_dropped() {
+    let timeout = Duration::from_millis(300);
+    let (master, repl, addr) = leader(timeout, true).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let mut rd = mute_standby(&addr, &repl).await;
+    let t = Instant::now();
+    put(&master, client, "a").await;
+    let first = t.elapsed();
+    assert!(first >= timeout, "{first:?}");
+    assert!(
+        repl.followers().is_empty(),
+        "the mute standby was not dropped"
+    );
+    let t = Instant::now();
+    put(&master, client, "b").await;
+    assert!(t.elapsed() < timeout, "{:?}", t.elapsed());
+    // Its connection was closed: it must join again.
+    let mut closed = false;
+    for _ in 0..100 {
+        match tokio::time::timeout(Duration::from_secs(2), wire::recv::<_, ToStandby>(&mut rd))
+            .await
+        {
+            Ok(Ok(Some(_))) => continue,
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed);
+}
+
+/// Asynchronous replication: calls answer without the standby, except an allocation
+/// after a free the standby has not acknowledged (it could hand out a range a new leader
+/// would still think holds the old object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sync_only_an_allocation_after_an_unacknowledged_free_waits() {
+    let timeout = Duration::from_millis(300);
+    let (master, repl, addr) = leader(timeout, false).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let _rd = mute_standby(&addr, &repl).await;
+    let t = Instant::now();
+    for i in 0..20 {
+        put(&master, client, &format!("k{i}")).await;
+    }
+    master.remove("k0", false).await.unwrap();
+    assert!(t.elapsed() < timeout, "{:?}", t.elapsed());
+    assert_eq!(repl.followers().len(), 1);
+    let t = Instant::now();
+    put(&master, client, "after-free").await;
+    assert!(t.elapsed() >= timeout, "{:?}", t.elapsed());
+    assert!(repl.followers().is_empty());
+}

@@ -1,0 +1,179 @@
+//! The replication stream between a leader and a standby: over one TCP connection, frames
+//! of the state directory's format (`u32 LE length | u32 LE CRC-32C | JSON body`).
+//!
+//! Standby -> leader: [`ToLeader::Hello`], then an [`ToLeader::Ack`] for every batch it
+//! applied. Leader -> standby: [`ToStandby::Hello`], the snapshot in chunks, its end (with
+//! the sequence number it covers), then each call's changes as a [`ToStandby::Batch`] and
+//! a heartbeat when idle. The format version is the state directory's: a standby refuses
+//! a leader of a newer major version, so a rolling upgrade starts with the standbys.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::state::format::{encode, FORMAT_MAJOR, FORMAT_MINOR, FRAME_HEADER};
+use crate::Change;
+
+/// Largest frame either side accepts (a snapshot chunk is far smaller).
+const MAX_FRAME: usize = 256 << 20;
+
+/// How often an idle leader sends a heartbeat.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// Leader -> standby.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ToStandby {
+    /// First message: who leads, in which format.
+    Hello {
+        format_major: u32,
+        #[serde(default)]
+        format_minor: u32,
+        leader: String,
+    },
+    /// Part of the state when the standby joined.
+    Snapshot(Vec<Change>),
+    /// The snapshot is complete; it covers every batch up to `seq`.
+    SnapshotEnd { seq: u64 },
+    /// One call's changes.
+    Batch { seq: u64, changes: Vec<Change> },
+    /// Nothing new; the leader's last batch is `seq`.
+    Heartbeat { seq: u64 },
+    /// The leader ends the stream: `resync` when it dropped this standby for lagging (it
+    /// went on without it, so the standby no longer holds the whole state), not when its
+    /// term ended.
+    Bye { resync: bool },
+}
+
+/// Standby -> leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum ToLeader {
+    /// First message.
+    Hello {
+        format_major: u32,
+        #[serde(default)]
+        format_minor: u32,
+        name: String,
+    },
+    /// Every batch up to `seq` is applied.
+    Ack { seq: u64 },
+}
+
+impl ToStandby {
+    pub(crate) fn hello(leader: &str) -> Self {
+        Self::Hello {
+            format_major: FORMAT_MAJOR,
+            format_minor: FORMAT_MINOR,
+            leader: leader.to_owned(),
+        }
+    }
+}
+
+impl ToLeader {
+    pub(crate) fn hello(name: &str) -> Self {
+        Self::Hello {
+            format_major: FORMAT_MAJOR,
+            format_minor: FORMAT_MINOR,
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// Whether a peer speaking `major` can be followed by / can follow this master.
+pub(crate) fn compatible(major: u32) -> bool {
+    major <= FORMAT_MAJOR
+}
+
+/// Appends `msg` as one frame to `buf`.
+pub(crate) fn put<T: Serialize>(msg: &T, buf: &mut Vec<u8>) {
+    encode(msg, buf);
+}
+
+/// Writes `msg` as one frame.
+pub(crate) async fn send<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    encode(msg, &mut buf);
+    w.write_all(&buf).await
+}
+
+/// Reads one frame; `None` at a clean end of stream.
+pub(crate) async fn recv<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+) -> std::io::Result<Option<T>> {
+    let mut head = [0u8; FRAME_HEADER];
+    match r.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_FRAME {
+        return Err(invalid(format!(
+            "a replication frame of {len} bytes (limit {MAX_FRAME})"
+        )));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    if crc32c::crc32c(&body) != crc {
+        return Err(invalid("a replication frame fails its CRC-32C".into()));
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| invalid(format!("a replication frame is not understood: {e}")))
+}
+
+fn invalid(reason: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn messages_round_trip_and_garbage_is_refused() {
+        let msgs = vec![
+            ToStandby::hello("10.0.0.1:50051"),
+            ToStandby::Snapshot(vec![Change::Erase { key: "k".into() }]),
+            ToStandby::SnapshotEnd { seq: 7 },
+            ToStandby::Batch {
+                seq: 8,
+                changes: vec![],
+            },
+            ToStandby::Heartbeat { seq: 8 },
+        ];
+        let mut buf = Vec::new();
+        for m in &msgs {
+            put(m, &mut buf);
+        }
+        let mut r = &buf[..];
+        for m in &msgs {
+            assert_eq!(
+                recv::<_, ToStandby>(&mut r).await.unwrap().as_ref(),
+                Some(m)
+            );
+        }
+        assert_eq!(recv::<_, ToStandby>(&mut r).await.unwrap(), None);
+        // A flipped byte, a huge length, and JSON of the wrong shape are errors.
+        let mut bad = buf.clone();
+        let last = bad.len() - 2;
+        bad[last] ^= 1;
+        let mut r = &bad[..];
+        for _ in 0..msgs.len() - 1 {
+            recv::<_, ToStandby>(&mut r).await.unwrap();
+        }
+        assert!(recv::<_, ToStandby>(&mut r).await.is_err());
+        let huge = [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0];
+        assert!(recv::<_, ToStandby>(&mut &huge[..]).await.is_err());
+        let mut wrong = Vec::new();
+        put(&ToLeader::Ack { seq: 1 }, &mut wrong);
+        assert!(recv::<_, ToStandby>(&mut &wrong[..]).await.is_err());
+    }
+}
