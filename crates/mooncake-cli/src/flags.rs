@@ -163,6 +163,11 @@ fn flatten(
     }
 }
 
+/// The line `--check_flags` prints: `<binary> flags ok: <summary>`.
+pub fn checked(binary: &str, summary: &str) -> String {
+    format!("{binary} flags ok: {summary}")
+}
+
 #[cfg(test)]
 mod tests {
     mod decoders {

@@ -149,6 +149,10 @@ struct Args {
     /// Accepted for compatibility with glog command lines; logs go to stderr.
     #[arg(long, value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false", hide = true)]
     logtostderr: bool,
+    /// Parse and validate the flags (and --config_path), print the addresses and exit 0
+    /// without starting: a deployment's command line checked before it is rolled out.
+    #[arg(long = "check_flags", value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    check_flags: bool,
 }
 
 /// Parses the command line, with the config file's settings placed before the flags.
@@ -247,6 +251,13 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         }),
         ha,
     };
+    if args.check_flags {
+        crate::announce(&crate::flags::checked(
+            "mooncake_master",
+            &config_summary(&config),
+        ));
+        return Ok(());
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if args.rpc_thread_num > 0 {
         runtime.worker_threads(args.rpc_thread_num);
@@ -272,4 +283,17 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         crate::announce("mooncake_master stopped");
         Ok(())
     })
+}
+
+/// What `--check_flags` prints: where the master would listen.
+fn config_summary(c: &ServerConfig) -> String {
+    format!(
+        "rpc {}, metrics {}, http metadata {}, state {}",
+        c.rpc_addr,
+        c.metrics_addr.as_deref().unwrap_or("off"),
+        c.http_metadata_addr.as_deref().unwrap_or("off"),
+        c.state
+            .as_ref()
+            .map_or("off".into(), |s| s.dir.display().to_string()),
+    )
 }

@@ -50,6 +50,10 @@ struct Args {
     /// Log verbosity: 0 info, 1 debug, 2 trace.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     verbosity: u8,
+    /// Parse and validate the flags, print the settings and exit 0 without starting: a
+    /// deployment's command line checked before it is rolled out.
+    #[arg(long = "check_flags", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    check_flags: bool,
 }
 
 /// Runs `mooncake_store_service` with `argv` (program name first) until SIGINT or
@@ -77,6 +81,21 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         },
         http_addr: Some(format!("{host}:{}", args.port)),
     };
+    if args.check_flags {
+        let c = &config.client;
+        let summary = format!(
+            "segment {} bytes on {host}, master {}, metadata {}, drain timeout {:?}, segment path {}",
+            c.global_segment_size,
+            c.master_server_addr,
+            c.metadata_server,
+            c.drain_timeout,
+            c.segment_path
+                .as_ref()
+                .map_or("none".into(), |p| p.display().to_string()),
+        );
+        crate::announce(&crate::flags::checked("mooncake_store_service", &summary));
+        return Ok(());
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

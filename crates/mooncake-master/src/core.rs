@@ -20,16 +20,24 @@ use crate::MasterConfig;
 mod clear;
 mod drain;
 mod evict;
+mod history;
 mod inspect;
 mod jobs;
 mod journal;
 mod segments;
+mod status;
 mod tasks;
 
+use self::history::Event;
+pub use self::history::{
+    KeyEvent, KeyExplanation, KeyState, LookupOp, LookupStats, MissCause, HISTORY_EVENTS,
+    HISTORY_GONE_KEYS,
+};
 pub use self::jobs::{DrainJobView, JobStatus, SegmentStatus};
 pub use self::journal::{
     Change, DurableState, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord, SpaceUse,
 };
+pub use self::status::{ClientView, SegmentView};
 
 #[derive(Debug)]
 struct Mounted {
@@ -90,6 +98,10 @@ struct Object {
     owner: ClientId,
     /// The writer's CRC-32C of the value, if it gave one.
     checksum: Option<u32>,
+    /// Lookups that found this incarnation readable (for `explain`).
+    reads: u64,
+    /// When the last of them happened.
+    last_read: Option<Instant>,
 }
 
 /// Mooncake's put/upsert argument checks: a valid key, a non-zero size, at least one
@@ -177,6 +189,8 @@ pub struct MasterCore {
     jobs: jobs::Jobs,
     /// Durable changes not yet taken by the shell (`None`: not recorded).
     journal: Option<journal::Journal>,
+    /// Lookup counters by miss cause and the bounded per-key history (`explain`).
+    history: history::History,
 }
 
 impl MasterCore {
@@ -200,6 +214,7 @@ impl MasterCore {
             tasks: tasks::Tasks::default(),
             jobs: jobs::Jobs::default(),
             journal: None,
+            history: history::History::default(),
         }
     }
 
@@ -269,20 +284,32 @@ impl MasterCore {
         match self.objects.get_mut(key) {
             Some(o) if o.state == State::Complete => {
                 o.lease_until = o.lease_until.max(now + ttl);
+                o.reads += 1;
+                o.last_read = Some(now);
+                self.lookup_hit(LookupOp::Exist);
                 true
             }
-            _ => false,
+            _ => {
+                self.lookup_miss(LookupOp::Exist, key);
+                false
+            }
         }
     }
 
     /// The readable replicas of a key; grants or extends the read lease.
     pub fn get_replica_list(&mut self, key: &str, now: Instant) -> Result<ReplicaList, ErrorCode> {
         let ttl = self.config.default_kv_lease_ttl;
-        let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
+        let Some(o) = self.objects.get_mut(key) else {
+            self.lookup_miss(LookupOp::GetReplicaList, key);
+            return Err(ErrorCode::ObjectNotFound);
+        };
         if o.state != State::Complete {
+            self.lookup_miss(LookupOp::GetReplicaList, key);
             return Err(ErrorCode::ReplicaIsNotReady);
         }
         o.lease_until = o.lease_until.max(now + ttl);
+        o.reads += 1;
+        o.last_read = Some(now);
         let (size, version, slots, checksum) = (o.size, o.version, o.slots.clone(), o.checksum);
         // Replicas on a detached durable segment wait for its owner's restart.
         let replicas: Vec<ReplicaDescriptor> = slots
@@ -295,8 +322,10 @@ impl MasterCore {
             .filter_map(|s| self.describe(s, size, version))
             .collect();
         if replicas.is_empty() {
+            self.lookup_miss(LookupOp::GetReplicaList, key);
             return Err(ErrorCode::ReplicaIsNotReady);
         }
+        self.lookup_hit(LookupOp::GetReplicaList);
         Ok(ReplicaList {
             replicas,
             lease_ttl_ms: ttl.as_millis() as u64,
@@ -335,7 +364,10 @@ impl MasterCore {
                 {
                     return Err(ErrorCode::ObjectAlreadyExists)
                 }
-                State::Processing { .. } => self.preempt(key.as_str(), now),
+                State::Processing { .. } => {
+                    self.preempt(key.as_str(), now);
+                    self.record(key.as_str(), Some(now), Event::Discarded);
+                }
             }
         }
         self.allocate_object(client, key, size, config, now)
@@ -391,6 +423,12 @@ impl MasterCore {
             .filter_map(|s| self.describe(s, size, version))
             .collect();
         let (pin, soft_pin_ttl) = resolve_pin(config, self.config.default_kv_soft_pin_ttl);
+        let placed = Event::Placed {
+            size,
+            segments: history::Replicas::new(slots.iter().map(|s| s.segment)),
+            upsert: self.objects.contains_key(key.as_str()),
+        };
+        self.record(key.as_str(), Some(now), placed);
         self.pending.insert(key.as_str().to_owned());
         self.objects.insert(
             key.as_str().to_owned(),
@@ -408,6 +446,8 @@ impl MasterCore {
                 soft_pin_until: None,
                 owner: client,
                 checksum: config.checksum,
+                reads: 0,
+                last_read: None,
             },
         );
         Ok(descriptors)
@@ -500,6 +540,7 @@ impl MasterCore {
                     o.soft_pin_until = Some(now + o.soft_pin_ttl);
                 }
                 self.journal_key(key);
+                self.record(key, Some(now), Event::Committed);
                 Ok(())
             }
             State::Processing { .. } => Err(ErrorCode::IllegalClient),
@@ -516,6 +557,7 @@ impl MasterCore {
                 if let Some(o) = self.objects.remove(key) {
                     self.free_slots(&o.slots);
                 }
+                self.record(key, None, Event::Revoked);
                 Ok(())
             }
             State::Processing { .. } => Err(ErrorCode::IllegalClient),
@@ -527,6 +569,9 @@ impl MasterCore {
     pub fn remove(&mut self, key: &str, force: bool, now: Instant) -> Result<(), ErrorCode> {
         let o = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
         if o.lease_until > now && !force {
+            let left = o.lease_until - now;
+            let how = "remove";
+            self.record(key, Some(now), Event::LeaseConflict { how, left });
             return Err(ErrorCode::ObjectHasLease);
         }
         if o.state != State::Complete {
@@ -534,6 +579,15 @@ impl MasterCore {
         }
         if let Some(o) = self.objects.remove(key) {
             self.free_slots(&o.slots);
+            let reads = o.reads;
+            self.record(
+                key,
+                Some(now),
+                Event::Removed {
+                    how: "remove",
+                    reads,
+                },
+            );
         }
         self.journal_key(key);
         Ok(())
@@ -550,6 +604,8 @@ impl MasterCore {
         for k in &keys {
             if let Some(o) = self.objects.remove(k) {
                 self.free_slots(&o.slots);
+                let (how, reads) = ("remove_all", o.reads);
+                self.record(k, Some(now), Event::Removed { how, reads });
             }
             self.journal_key(k);
         }

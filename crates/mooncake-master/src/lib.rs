@@ -12,17 +12,22 @@
 mod admin;
 mod config;
 mod core;
+mod explain;
 mod ha;
 mod master;
 pub mod metrics;
 mod server;
 mod state;
+mod status_page;
 
 pub use crate::core::{
-    Change, DrainJobView, DurableState, EvictionStats, JobStatus, MasterCore, ObjectRecord,
-    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, SpaceUse, TickReport,
+    Change, ClientView, DrainJobView, DurableState, EvictionStats, JobStatus, KeyEvent,
+    KeyExplanation, KeyState, LookupOp, LookupStats, MasterCore, MissCause, ObjectRecord,
+    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, SegmentView, SpaceUse, TickReport,
+    HISTORY_EVENTS, HISTORY_GONE_KEYS,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
+pub use explain::{Explanation, Status};
 pub use ha::{HaConfig, Role};
 pub use master::Master;
 pub use server::{MasterServer, ServerConfig, ServerError};

@@ -236,6 +236,11 @@ impl Master {
         Ok(master)
     }
 
+    /// Runs `f` on the core under its lock (read-only views: `explain.rs`).
+    pub(crate) fn inspect<R>(&self, f: impl FnOnce(&MasterCore) -> R) -> R {
+        f(&self.lock_core())
+    }
+
     /// The core's lock (see [`CoreGuard`]).
     fn lock_core(&self) -> CoreGuard<'_> {
         CoreGuard {
@@ -440,6 +445,7 @@ impl Master {
             for (name, v) in counters {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
             }
+            crate::explain::render_lookup_metrics(&core, &mut out);
         }
         self.metrics.render(&mut out);
         out
@@ -464,6 +470,7 @@ impl Master {
             let mut core = self.lock_core();
             items.iter().map(|i| f(&mut core, i, now)).collect()
         };
+        self.metrics.observe(op, now.elapsed());
         self.count_batch(op, rs)
     }
 
@@ -530,7 +537,9 @@ impl MasterApi for Master {
     }
 
     async fn exist_key(&self, key: &str) -> Result<bool, ErrorCode> {
-        let r = self.lock_core().exist_key(key, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().exist_key(key, t);
+        self.metrics.observe(Op::ExistKey, t.elapsed());
         self.count(Op::ExistKey, Ok(r))
     }
 
@@ -543,7 +552,9 @@ impl MasterApi for Master {
     }
 
     async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode> {
-        let r = self.lock_core().get_replica_list(key, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().get_replica_list(key, t);
+        self.metrics.observe(Op::GetReplicaList, t.elapsed());
         self.count(Op::GetReplicaList, r)
     }
 
@@ -560,9 +571,9 @@ impl MasterApi for Master {
         size: u64,
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
-        let r = self
-            .lock_core()
-            .put_start(client, key, size, config, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().put_start(client, key, size, config, t);
+        self.metrics.observe(Op::PutStart, t.elapsed());
         self.count(Op::PutStart, r)
     }
 
@@ -578,7 +589,9 @@ impl MasterApi for Master {
     }
 
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
-        let r = self.lock_core().put_end(client, key, Instant::now());
+        let t = Instant::now();
+        let r = self.lock_core().put_end(client, key, t);
+        self.metrics.observe(Op::PutEnd, t.elapsed());
         self.count(Op::PutEnd, r)
     }
 
@@ -709,6 +722,10 @@ impl MasterApi for Master {
             self.lock_core()
                 .finish_task(client, id, copied, message, Instant::now(), wall_ms());
         self.count(Op::UpdateTask, r)
+    }
+
+    async fn explain_key(&self, key: &str) -> Result<String, ErrorCode> {
+        crate::explain::explain_json(self, key)
     }
 }
 

@@ -81,6 +81,45 @@ pub struct Metrics {
     restored_keys: AtomicU64,
     /// How long the restore took, in µs.
     restore_micros: AtomicU64,
+    /// Time spent in the master per call (lock wait and core), by op.
+    latency: [Histogram; 19],
+}
+
+/// Upper bounds of the latency buckets, in µs (Prometheus `le` in seconds).
+const LATENCY_BOUNDS_US: [u64; 10] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 100_000];
+
+/// A lock-free latency histogram (cumulative when rendered).
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; 11],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        let i = LATENCY_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, op: &str, out: &mut String) {
+        let mut total = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            total += b.load(Ordering::Relaxed);
+            let le = LATENCY_BOUNDS_US
+                .get(i)
+                .map_or("+Inf".to_owned(), |us| format!("{}", *us as f64 / 1e6));
+            let _ = writeln!(out, "{name}_bucket{{op=\"{op}\",le=\"{le}\"}} {total}");
+        }
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{op=\"{op}\"}} {sum:.9}");
+        let _ = writeln!(out, "{name}_count{{op=\"{op}\"}} {total}");
+    }
 }
 
 impl Metrics {
@@ -90,6 +129,11 @@ impl Metrics {
         if failed > 0 {
             self.failures[op as usize].fetch_add(failed, Ordering::Relaxed);
         }
+    }
+
+    /// Records the time one call of `op` spent in the master (lock wait and core).
+    pub fn observe(&self, op: Op, elapsed: std::time::Duration) {
+        self.latency[op as usize].observe(elapsed);
     }
 
     /// Counts the items of one batch call of `op`.
@@ -150,6 +194,22 @@ impl Metrics {
             "# TYPE master_restore_duration_seconds gauge\nmaster_restore_duration_seconds {:.6}",
             self.restore_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
+        let name = "master_rpc_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time a call spent in the master (lock wait and core; network excluded).\n# TYPE {name} histogram"
+        );
+        for (op, label) in OPS {
+            let h = &self.latency[op as usize];
+            if h.buckets.iter().any(|b| b.load(Ordering::Relaxed) > 0)
+                || matches!(
+                    op,
+                    Op::GetReplicaList | Op::PutStart | Op::PutEnd | Op::ExistKey
+                )
+            {
+                h.render(name, label, out);
+            }
+        }
         let _ = writeln!(out, "# TYPE master_version_rejections_total counter");
         let _ = writeln!(
             out,

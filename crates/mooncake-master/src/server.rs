@@ -361,6 +361,8 @@ pub(crate) fn admin_router(master: Arc<Master>, token: Option<AuthToken>) -> Rou
         )
         .route("/query_key", get(query_key))
         .merge(admin)
+        .merge(crate::explain::routes())
+        .merge(crate::status_page::routes())
         .fallback(|| async { (StatusCode::NOT_FOUND, "404 Not Found") })
         .with_state(master)
 }

@@ -217,4 +217,11 @@ pub trait MasterApi: Send + Sync + Debug {
         let _ = (client, id, copied, message);
         Err(ErrorCode::NotSupported)
     }
+
+    /// What the master knows of `key` (its state now, why a lookup misses, its recent
+    /// events) as JSON, the body of the admin port's `GET /explain?key=`. Grants no lease.
+    async fn explain_key(&self, key: &str) -> Result<String, ErrorCode> {
+        let _ = key;
+        Err(ErrorCode::NotSupported)
+    }
 }

@@ -317,10 +317,16 @@ async fn reads_fail_over_to_a_surviving_replica_and_dead_contributors_expire() {
             "r{i}"
         );
     }
+    assert_eq!(user.read_transfer_failures(), 0, "a failover is no miss");
     assert_eq!(
         user.get("only-on-a").await,
         Err(ErrorCode::TransferFail),
         "fails cleanly, no hang"
+    );
+    assert_eq!(
+        user.read_transfer_failures(),
+        1,
+        "the master named a replica: only the client sees this miss"
     );
     let died = Instant::now();
     while user.is_exist("only-on-a").await == Ok(true) {
@@ -331,6 +337,13 @@ async fn reads_fail_over_to_a_surviving_replica_and_dead_contributors_expire() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(user.get("r3").await.unwrap(), value(10_000, 3));
+    // Once liveness dropped the holder, the master knows why the key misses.
+    match c.master.explain("only-on-a").key.now {
+        mooncake_master::KeyState::Missing { cause, .. } => {
+            assert_eq!(cause, mooncake_master::MissCause::HolderLost)
+        }
+        other => panic!("{other:?}"),
+    }
     let segments = c.master.segment_names();
     assert!(!segments.contains(&a_name), "{segments:?}");
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use mooncake_store::{ClientId, ErrorCode};
 
-use super::{MasterCore, State};
+use super::{Event, MasterCore, State};
 
 impl MasterCore {
     /// Mooncake's `BatchReplicaClear` (`python-api-2.md` §1): for each key, in order, that
@@ -25,12 +25,19 @@ impl MasterCore {
             let Some(o) = self.objects.get(key.as_str()) else {
                 continue;
             };
+            if o.owner == client && o.state == State::Complete && o.lease_until > now {
+                let (how, left) = ("batch_replica_clear", o.lease_until - now);
+                self.record(key, Some(now), Event::LeaseConflict { how, left });
+                continue;
+            }
             if o.owner != client || o.lease_until > now || o.state != State::Complete {
                 continue;
             }
             if segment.is_empty() {
                 if let Some(o) = self.objects.remove(key.as_str()) {
                     self.free_slots(&o.slots);
+                    let (how, reads) = ("batch_replica_clear", o.reads);
+                    self.record(key, Some(now), Event::Removed { how, reads });
                 }
             } else {
                 let (gone, kept): (Vec<_>, Vec<_>) = o.slots.iter().partition(|s| {
@@ -43,7 +50,10 @@ impl MasterCore {
                 }
                 self.free_slots(&gone);
                 if kept.is_empty() {
-                    self.objects.remove(key.as_str());
+                    if let Some(o) = self.objects.remove(key.as_str()) {
+                        let (how, reads) = ("batch_replica_clear", o.reads);
+                        self.record(key, Some(now), Event::Removed { how, reads });
+                    }
                 } else if let Some(o) = self.objects.get_mut(key.as_str()) {
                     o.slots = kept;
                 }

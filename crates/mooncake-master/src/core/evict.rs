@@ -7,6 +7,7 @@ impl MasterCore {
     /// Evicts when usage is above the high watermark (cheap when it is not; the shell calls
     /// it every 10 ms, as Mooncake's eviction thread runs). Returns the number evicted.
     pub fn evict_if_needed(&mut self, now: Instant) -> usize {
+        self.saw(now);
         if self.capacity == 0 {
             return 0;
         }
@@ -51,6 +52,7 @@ impl MasterCore {
                 self.free_slots(&o.slots);
                 freed += before - self.allocated;
                 count += 1;
+                self.record(&key, Some(now), Event::Evicted { reads: o.reads });
                 self.journal_key(&key);
             }
         }

@@ -118,6 +118,13 @@ pub(crate) struct Jobs {
     by_id: HashMap<TaskId, Job>,
 }
 
+impl Jobs {
+    /// Every drain job kept, in no order.
+    pub(crate) fn views(&self) -> impl Iterator<Item = &DrainJobView> {
+        self.by_id.values().map(|j| &j.view)
+    }
+}
+
 impl MasterCore {
     /// A mounted segment's status; `SegmentNotFound` for an unknown name.
     pub fn segment_status(&self, name: &str) -> Result<SegmentStatus, ErrorCode> {

@@ -359,6 +359,7 @@ impl MasterCore {
                 }
             }
             self.allocated += alloc.allocated_bytes();
+            self.name_segment(id, &segment.name);
             self.segments.insert(
                 id,
                 Mounted {
@@ -412,6 +413,8 @@ impl MasterCore {
                 soft_pin_until: (o.pin == Pin::Soft).then(|| now + soft_pin_ttl),
                 owner: o.owner,
                 checksum: o.checksum,
+                reads: 0,
+                last_read: None,
             },
         );
         report.objects += 1;

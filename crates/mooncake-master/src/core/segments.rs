@@ -27,6 +27,7 @@ impl MasterCore {
                     }
                     let id = segment.id;
                     m.detached_until = None;
+                    self.history.name_segment(id, &segment.name);
                     let changed = m.segment != segment;
                     m.segment = segment;
                     let state = self.clients.entry(client).or_default();
@@ -55,6 +56,7 @@ impl MasterCore {
             if let Some(old) = self.clients.get_mut(&m.client) {
                 old.segments.retain(|s| *s != id);
             }
+            self.history.name_segment(id, &segment.name);
             m.segment = segment;
             m.client = client;
             m.detached_until = None;
@@ -67,6 +69,7 @@ impl MasterCore {
             return Ok(());
         }
         let id = segment.id;
+        self.name_segment(id, &segment.name);
         // Crafted sizes must not overflow the pool's total.
         self.capacity = self
             .capacity
@@ -171,14 +174,23 @@ impl MasterCore {
         // touches need no records of their own.
         self.journal_segment(Change::Unmount { segment: id });
         let pending = &mut self.pending;
+        let mut lost: Vec<(String, bool)> = Vec::new();
         self.objects.retain(|k, o| {
+            let before = o.slots.len();
             o.slots.retain(|s| s.segment != id);
             let keep = !o.slots.is_empty();
             if !keep {
                 pending.remove(k);
             }
+            if o.slots.len() != before {
+                lost.push((k.clone(), !keep));
+            }
             keep
         });
+        for (key, last) in lost {
+            let event = Event::HolderLost { segment: id, last };
+            self.record(&key, None, event);
+        }
     }
 
     /// Heartbeat: `Ok` keeps a live client alive; anyone else must remount.
@@ -200,6 +212,7 @@ impl MasterCore {
     /// evict above the high watermark.
     pub fn tick(&mut self, now: Instant) -> TickReport {
         let mut report = TickReport::default();
+        self.saw(now);
         let expired: Vec<ClientId> = self
             .clients
             .iter()
@@ -249,6 +262,7 @@ impl MasterCore {
             .collect();
         for key in abandoned {
             self.preempt(&key, now);
+            self.record(&key, Some(now), Event::Discarded);
             report.discarded_puts += 1;
         }
         report.evicted = self.evict_if_needed(now);

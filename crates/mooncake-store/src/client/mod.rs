@@ -169,6 +169,9 @@ struct Inner {
     locations: Locations,
     /// Reads that met a replica failing its checksum.
     checksum_failures: std::sync::atomic::AtomicU64,
+    /// Reads that missed because no replica the master named could be transferred (a miss
+    /// the master cannot see).
+    read_transfer_failures: std::sync::atomic::AtomicU64,
     sessions: sessions::Sessions,
     /// Segments mounted after setup (`mount_segment`, `allocate_and_mount_segment`).
     extras: parking_lot::Mutex<Vec<extra::Extra>>,

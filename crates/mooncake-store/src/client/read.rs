@@ -90,6 +90,15 @@ impl Client {
         Err(ErrorCode::TransferFail)
     }
 
+    /// Reads that missed because no replica the master named could be transferred: the
+    /// master found the key, so only the client can count this miss (its store service
+    /// exports it as `mooncake_client_read_misses_total{cause="transfer_failed"}`).
+    pub fn read_transfer_failures(&self) -> u64 {
+        self.inner
+            .read_transfer_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Reads that found a replica failing its checksum (each is also logged).
     pub fn checksum_failures(&self) -> u64 {
         self.inner
@@ -367,6 +376,7 @@ impl Client {
         let mut order: Vec<&ReplicaDescriptor> = replicas.iter().collect();
         order.sort_by_key(|r| r.transport_endpoint != me);
         let mut last = ErrorCode::ReplicaIsNotReady;
+        let mut transferred = false;
         for r in order {
             let reqs = match self.requests(Opcode::Read, dst, r).await {
                 Ok(reqs) => reqs,
@@ -380,8 +390,14 @@ impl Client {
                 Err(e) => {
                     tracing::warn!(segment = %r.transport_endpoint, error = %e, "read from a replica failed; trying the next");
                     last = map_transfer(&e);
+                    transferred = true;
                 }
             }
+        }
+        if transferred {
+            self.inner
+                .read_transfer_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         Err(last)
     }

@@ -157,6 +157,7 @@ impl Client {
                 staging,
                 locations: Locations::default(),
                 checksum_failures: std::sync::atomic::AtomicU64::new(0),
+                read_transfer_failures: std::sync::atomic::AtomicU64::new(0),
                 sessions: sessions::Sessions::default(),
                 extras: parking_lot::Mutex::new(Vec::new()),
                 loops: std::sync::atomic::AtomicBool::new(false),

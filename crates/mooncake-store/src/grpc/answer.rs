@@ -74,6 +74,7 @@ answer!(pb::DrainStartResponse, Vec<DrainMove>, |moves| {
         .collect(),
 });
 answer!(pb::KeysResponse, Vec<String>, |keys| { keys: keys });
+answer!(pb::ExplainResponse, String, |json| { json: json });
 answer!(pb::QueryTaskResponse, TaskInfo, |task| { task: Some(task.into()) });
 answer!(pb::FetchTasksResponse, Vec<TaskAssignment>, |tasks| {
     tasks: tasks.into_iter().map(Into::into).collect(),

@@ -741,4 +741,15 @@ impl MasterApi for GrpcMasterClient {
             .await?;
         check(r.error_code)
     }
+
+    async fn explain_key(&self, key: &str) -> Result<String, ErrorCode> {
+        let req = pb::KeyRequest {
+            key: key.to_owned(),
+        };
+        let r = self
+            .call("Explain", |mut c| async move { c.explain(req).await })
+            .await?;
+        check(r.error_code)?;
+        Ok(r.json)
+    }
 }

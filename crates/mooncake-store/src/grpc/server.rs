@@ -556,4 +556,8 @@ impl MasterService for GrpcMaster {
             .finish_task(req.client(), id, req.copied, &req.message)
             .await)
     }
+
+    async fn explain(&self, req: Request<pb::KeyRequest>) -> RpcResult<pb::ExplainResponse> {
+        ok(self.api.explain_key(&req.into_inner().key).await)
+    }
 }
