@@ -216,6 +216,11 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         } else {
             args.ha_advertise_address.clone()
         };
+        if args.ha_lease_ttl_sec < Duration::from_secs(2)
+            || args.ha_lease_ttl_sec.subsec_nanos() != 0
+        {
+            anyhow::bail!("--ha_lease_ttl_sec must be a whole number of seconds, at least 2 (etcd leases are whole seconds), not {:?}", args.ha_lease_ttl_sec);
+        }
         Some(HaConfig {
             cluster_id: args.cluster_id.clone(),
             lease_ttl: args.ha_lease_ttl_sec,

@@ -37,8 +37,9 @@ pub struct Versioned {
 }
 
 impl EtcdStore {
-    /// Grants a lease of `ttl` (whole seconds, at least one).
-    pub async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, MetadataError> {
+    /// Grants a lease of `ttl` (whole seconds, at least one): the lease and the TTL etcd
+    /// granted (it may raise a short one to its minimum).
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<(LeaseId, Duration), MetadataError> {
         let ttl = ttl.as_secs().max(1) as i64;
         let reply = self
             .call_channel(|channel| async move {
@@ -53,7 +54,7 @@ impl EtcdStore {
                 reason: format!("lease grant: {}", reply.error),
             });
         }
-        Ok(reply.id)
+        Ok((reply.id, Duration::from_secs(reply.ttl.max(0) as u64)))
     }
 
     /// Renews `lease` once. `Some(ttl)`: renewed, it now lives `ttl` from etcd's
@@ -172,6 +173,36 @@ impl EtcdStore {
         })
         .await?;
         Ok(())
+    }
+
+    /// Every key starting with `prefix`, with its value, in key order.
+    pub async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, MetadataError> {
+        check_key(prefix)?;
+        let key_bytes = Bytes::copy_from_slice(prefix.as_bytes());
+        // The range [prefix, prefix with its last byte + 1).
+        let mut end = prefix.as_bytes().to_vec();
+        while let Some(last) = end.pop() {
+            if last < 0xff {
+                end.push(last + 1);
+                break;
+            }
+        }
+        let range_end = Bytes::from(end);
+        let reply = self
+            .call(|mut kv: KvClient<_>| {
+                let request = RangeRequest {
+                    key: key_bytes.clone(),
+                    range_end: range_end.clone(),
+                    ..RangeRequest::default()
+                };
+                async move { kv.range(request).await }
+            })
+            .await?;
+        Ok(reply
+            .kvs
+            .into_iter()
+            .map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value))
+            .collect())
     }
 
     /// `key`'s value with its creation revision and lease, if it exists.

@@ -174,8 +174,9 @@ async fn leases_and_create_if_absent_as_leader_election_uses_them() {
         EtcdStore::new(&format!("etcd://{}", etcd.addr), EtcdStoreConfig::default()).unwrap();
     ready(&store).await;
     let key = "mooncake-store/test/master_view";
-    let first = store.grant_lease(Duration::from_secs(5)).await.unwrap();
-    let second = store.grant_lease(Duration::from_secs(5)).await.unwrap();
+    let (first, granted) = store.grant_lease(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(granted, Duration::from_secs(5));
+    let (second, _) = store.grant_lease(Duration::from_secs(5)).await.unwrap();
     assert_ne!(first, second);
     let rev = store
         .create_with_lease(key, Bytes::from_static(b"10.0.0.1:50051"), first)
@@ -191,14 +192,56 @@ async fn leases_and_create_if_absent_as_leader_election_uses_them() {
     assert_eq!(&held.value[..], b"10.0.0.1:50051");
     assert_eq!((held.create_revision, held.lease), (rev, first));
     assert_eq!(store.get_versioned(key).await.unwrap(), Some(held));
+    store
+        .put_with_lease(
+            "mooncake-store/test/candidates/b",
+            Bytes::from_static(b"2"),
+            first,
+        )
+        .await
+        .unwrap();
+    store
+        .put_with_lease(
+            "mooncake-store/test/candidates/a",
+            Bytes::from_static(b"1"),
+            first,
+        )
+        .await
+        .unwrap();
+    store
+        .put("mooncake-store/test/candidatesX", Bytes::from_static(b"no"))
+        .await
+        .unwrap();
+    let listed = store
+        .list_prefix("mooncake-store/test/candidates/")
+        .await
+        .unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            (
+                "mooncake-store/test/candidates/a".to_owned(),
+                Bytes::from_static(b"1")
+            ),
+            (
+                "mooncake-store/test/candidates/b".to_owned(),
+                Bytes::from_static(b"2")
+            ),
+        ]
+    );
     let ttl = store.keep_alive(first).await.unwrap().expect("lease alive");
     assert!(ttl > Duration::from_secs(3), "{ttl:?}");
     // Revoking the lease deletes the key with it; the lease is gone.
     store.revoke_lease(first).await.unwrap();
     assert_eq!(store.get_versioned(key).await.unwrap(), None);
+    assert!(store
+        .list_prefix("mooncake-store/test/candidates/")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(store.keep_alive(first).await.unwrap(), None);
     // A lease nobody renews expires and takes its key along.
-    let short = store.grant_lease(Duration::from_secs(1)).await.unwrap();
+    let (short, _) = store.grant_lease(Duration::from_secs(1)).await.unwrap();
     store
         .create_with_lease(key, Bytes::from_static(b"x"), short)
         .await

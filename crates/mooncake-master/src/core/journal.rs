@@ -407,7 +407,9 @@ impl MasterCore {
                 version: o.version,
                 slots,
                 state: State::Complete,
-                lease_until: now,
+                // Readers of the previous master may hold leases: keep the object from
+                // eviction and removal for one lease period, as if just read.
+                lease_until: now + self.config.default_kv_lease_ttl,
                 pin: o.pin,
                 soft_pin_ttl,
                 soft_pin_until: (o.pin == Pin::Soft).then(|| now + soft_pin_ttl),

@@ -292,6 +292,9 @@ impl MasterCore {
             let slot = self.segment_by_name(name).and_then(|(sid, ok)| {
                 let m = self.segments.get_mut(&sid).filter(|_| ok)?;
                 let a = m.alloc.allocate(size)?;
+                if let Some(j) = self.journal.as_mut() {
+                    j.note_allocation();
+                }
                 let slot = Slot {
                     segment: sid,
                     handle: a.handle,

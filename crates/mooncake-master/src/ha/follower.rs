@@ -1,12 +1,11 @@
 //! A standby's side of replication: connect to the leader's replication address, take
 //! the snapshot into a fresh state, then apply and acknowledge every batch.
 //!
-//! Whether the standby holds the whole state (`synced`) decides whether it may take over
-//! at once when the leader goes away: it becomes false when a new snapshot starts, true
-//! when one completes, and false again when the leader falls silent (no frame, not even
-//! a heartbeat, for the silence timeout: a partition, after which the leader may have
-//! dropped this standby and gone on without it). A connection that ends (the leader
-//! process died: its kernel closes the socket) leaves it as it was.
+//! Whether the standby is in sync (`synced`, shown on `/ha_status` and `/metrics`) is what
+//! the leader says: true once the leader counts it in sync (it then waits for its
+//! acknowledgements), false when a new snapshot starts, when the leader drops it for
+//! lagging, or when the leader falls silent. Which master takes over is decided by the
+//! [`Position`] each announces (the term and last batch its state holds), not by this flag.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use super::wire::{self, ToLeader, ToStandby};
-use super::HaStatus;
+use super::{HaStatus, Position};
 use crate::DurableState;
 
 /// Why following stopped.
@@ -31,7 +30,9 @@ pub(crate) enum FollowEnd {
 pub(crate) async fn follow(
     addr: &str,
     me: &str,
+    term: i64,
     state: &mut DurableState,
+    position: &mut Position,
     status: &HaStatus,
     silence: Duration,
 ) -> FollowEnd {
@@ -86,7 +87,7 @@ pub(crate) async fn follow(
                     return FollowEnd::Closed("a snapshot end without a snapshot".into());
                 };
                 *state = f;
-                status.synced.store(true, Ordering::Release);
+                *position = Position { term, seq };
                 status
                     .standby_objects
                     .store(state.object_count() as u64, Ordering::Relaxed);
@@ -108,6 +109,7 @@ pub(crate) async fn follow(
                 for c in changes {
                     state.apply(c);
                 }
+                position.seq = position.seq.max(seq);
                 status.applied.fetch_add(1, Ordering::Relaxed);
                 status
                     .standby_objects
@@ -123,6 +125,9 @@ pub(crate) async fn follow(
                 }
             }
             ToStandby::Heartbeat { .. } => {}
+            ToStandby::InSync { .. } => {
+                status.synced.store(true, Ordering::Release);
+            }
             ToStandby::Bye { resync } => {
                 if resync {
                     status.synced.store(false, Ordering::Release);

@@ -83,6 +83,15 @@ impl HaConfig {
         mooncake_store::grpc::master_view_key(&self.cluster_id)
     }
 
+    /// The prefix under which masters announce their state when the leader is gone
+    /// (ours; each on its own lease): the one holding the newest state campaigns first.
+    pub fn candidates_prefix(&self) -> String {
+        format!(
+            "mooncake-store/{}/master_candidates/",
+            self.cluster_id.trim_end_matches('/')
+        )
+    }
+
     /// The etcd key naming the leader's replication address (ours; on the same lease).
     pub fn replication_key(&self) -> String {
         format!(
@@ -109,6 +118,38 @@ impl Role {
             Role::Standby => "standby",
         }
     }
+}
+
+/// How new a master's state is: the term it comes from (the etcd creation revision of
+/// that leader's view key) and the last batch of that term it holds. A higher position
+/// holds everything a lower one does (a standby joins a term with its leader's snapshot).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Position {
+    pub(crate) term: i64,
+    pub(crate) seq: u64,
+}
+
+impl Position {
+    pub(crate) fn encode(self) -> String {
+        format!("{} {}", self.term, self.seq)
+    }
+
+    pub(crate) fn decode(text: &str) -> Option<Self> {
+        let (term, seq) = text.trim().split_once(' ')?;
+        Some(Self {
+            term: term.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+/// Among announced candidates `(name, position)`, the one that should lead: the newest
+/// state, ties to the smallest name.
+pub(crate) fn best_candidate(candidates: &[(String, Position)]) -> Option<&str> {
+    candidates
+        .iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .map(|(n, _)| n.as_str())
 }
 
 /// What the node shows on `/role`, `/ha_status` and `/metrics`.
@@ -144,5 +185,43 @@ impl HaStatus {
             }
             addr.clone_into(&mut l);
         }
+    }
+}
+
+#[cfg(test)]
+mod position_tests {
+    use super::*;
+
+    fn p(term: i64, seq: u64) -> Position {
+        Position { term, seq }
+    }
+
+    #[test]
+    fn the_newest_state_leads_and_ties_go_to_the_smallest_name() {
+        assert_eq!(Position::decode(&p(42, 7).encode()), Some(p(42, 7)));
+        assert_eq!(Position::decode("x 1"), None);
+        let c = |v: &[(&str, Position)]| -> Vec<(String, Position)> {
+            v.iter().map(|(n, p)| ((*n).to_owned(), *p)).collect()
+        };
+        // A later term beats any batch of an earlier one.
+        assert_eq!(
+            best_candidate(&c(&[("a", p(5, 900)), ("b", p(9, 1))])),
+            Some("b")
+        );
+        // Within a term, the standby that applied more.
+        assert_eq!(
+            best_candidate(&c(&[("a", p(9, 3)), ("b", p(9, 4))])),
+            Some("b")
+        );
+        // An empty (new) node never beats one with state; a new group picks by name.
+        assert_eq!(
+            best_candidate(&c(&[("a", p(0, 0)), ("z", p(1, 0))])),
+            Some("z")
+        );
+        assert_eq!(
+            best_candidate(&c(&[("b", p(0, 0)), ("a", p(0, 0))])),
+            Some("a")
+        );
+        assert_eq!(best_candidate(&[]), None);
     }
 }

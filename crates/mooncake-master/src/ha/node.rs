@@ -2,10 +2,13 @@
 //! view key is vacant, lead for as long as the lease is provably alive, then stand by
 //! again.
 //!
-//! Who may campaign at once when the key becomes vacant: a standby that holds the whole
-//! state of the leader it followed, or a node that has never seen a leader (a fresh
-//! group). Any other node waits two lease periods first, so a standby in sync wins if
-//! there is one; if none is, the state it has (possibly behind) beats starting empty.
+//! Who campaigns when the key becomes vacant: every master announces its [`Position`]
+//! (the term its state comes from and the last batch of it it holds) under
+//! `mooncake-store/<cluster_id>/master_candidates/`, the announcements gather for a
+//! moment, and the one with the newest state campaigns (ties: the smallest name). If it
+//! has not taken over after two lease periods (it died), anyone does: a standby that is
+//! behind beats starting empty, and a master with no state (new, or restarted) never
+//! beats one with state.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -27,7 +30,7 @@ use tower::ServiceExt;
 
 use super::follower::{follow, FollowEnd};
 use super::lease::LeaseClock;
-use super::{HaConfig, HaStatus, Replicator, Role, SwitchApi};
+use super::{best_candidate, HaConfig, HaStatus, Position, Replicator, Role, SwitchApi};
 use crate::{DurableState, Master, MasterConfig, ServerError};
 
 /// One term of leadership.
@@ -152,12 +155,15 @@ impl HaNode {
         let view_key = self.config.view_key();
         let repl_key = self.config.replication_key();
         let mut state = DurableState::default();
-        let mut seen_leader = false;
+        let mut position = Position::default();
         let mut vacant_since: Option<Instant> = None;
+        // This master's announcement while the key is vacant: its lease and when.
+        let mut candidacy: Option<(LeaseId, Instant)> = None;
         let mut last_error = String::new();
         // Longer than a loaded leader's pause between heartbeats; a standby that hears
         // nothing for this long stops counting itself in sync.
         let silence = self.config.replication_timeout.max(Duration::from_secs(1));
+        let ttl = self.config.lease_ttl;
         while !*stop.borrow() {
             let view = match self.etcd.get_versioned(&view_key).await {
                 Ok(v) => v,
@@ -174,16 +180,46 @@ impl HaNode {
             let Some(view) = view else {
                 last_error.clear();
                 let since = *vacant_since.get_or_insert_with(Instant::now);
-                let synced = self.status.synced.load(Ordering::Acquire);
-                if synced || !seen_leader || since.elapsed() >= self.config.lease_ttl * 2 {
-                    self.campaign(&mut state, since, &mut stop).await;
+                // Announce this master's position (again every half lease while the key
+                // stays vacant), let the announcements gather, then the master with the
+                // newest state campaigns; anyone does once the vacancy outlasts two leases
+                // (the best one died).
+                if candidacy.is_none_or(|(_, at)| at.elapsed() >= ttl / 2) {
+                    let old = candidacy.take();
+                    match self.announce(position).await {
+                        Ok(lease) => candidacy = Some((lease, Instant::now())),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot announce this master's candidacy")
+                        }
+                    }
+                    if let Some((lease, _)) = old {
+                        let _ = self.etcd.revoke_lease(lease).await;
+                    }
+                    if candidacy.is_some_and(|(_, at)| at.elapsed() < ttl / 2)
+                        && since.elapsed() < ttl / 2
+                    {
+                        pause(&mut stop, (ttl / 6).min(Duration::from_millis(300))).await;
+                        continue;
+                    }
+                }
+                let best = self.best_candidate().await;
+                if best.as_deref() == Some(self.config.advertise_rpc.as_str())
+                    || since.elapsed() >= ttl * 2
+                {
+                    if let Some((lease, _)) = candidacy.take() {
+                        let _ = self.etcd.revoke_lease(lease).await;
+                    }
+                    self.campaign(&mut state, &mut position, since, &mut stop)
+                        .await;
                 } else {
                     pause(&mut stop, Duration::from_millis(50)).await;
                 }
                 continue;
             };
             vacant_since = None;
-            seen_leader = true;
+            if let Some((lease, _)) = candidacy.take() {
+                let _ = self.etcd.revoke_lease(lease).await;
+            }
             let leader = String::from_utf8_lossy(&view.value).trim().to_owned();
             self.status.see_leader(&leader);
             if leader == self.config.advertise_rpc {
@@ -199,7 +235,15 @@ impl HaNode {
                 }
             };
             let end = tokio::select! {
-                end = follow(&repl, &self.config.advertise_rpc, &mut state, &self.status, silence) => end,
+                end = follow(
+                    &repl,
+                    &self.config.advertise_rpc,
+                    view.create_revision,
+                    &mut state,
+                    &mut position,
+                    &self.status,
+                    silence,
+                ) => end,
                 _ = stop.wait_for(|s| *s) => return,
             };
             match end {
@@ -217,16 +261,49 @@ impl HaNode {
         }
     }
 
+    /// Announces this master's position under the candidates' prefix, on a lease of its
+    /// own (gone with this master).
+    async fn announce(
+        &self,
+        position: Position,
+    ) -> Result<LeaseId, mooncake_metadata::MetadataError> {
+        let (lease, _) = self.etcd.grant_lease(self.config.lease_ttl).await?;
+        let key = format!(
+            "{}{}",
+            self.config.candidates_prefix(),
+            self.config.advertise_rpc
+        );
+        self.etcd
+            .put_with_lease(&key, Bytes::from(position.encode()), lease)
+            .await?;
+        Ok(lease)
+    }
+
+    /// The announced candidate that should lead (the newest state).
+    async fn best_candidate(&self) -> Option<String> {
+        let prefix = self.config.candidates_prefix();
+        let listed = self.etcd.list_prefix(&prefix).await.ok()?;
+        let candidates: Vec<(String, Position)> = listed
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix(&prefix)?.to_owned();
+                Some((name, Position::decode(&String::from_utf8_lossy(&v))?))
+            })
+            .collect();
+        best_candidate(&candidates).map(str::to_owned)
+    }
+
     /// Tries to become the leader; on success leads until the term ends.
     async fn campaign(
         &self,
         state: &mut DurableState,
+        position: &mut Position,
         vacant_since: Instant,
         stop: &mut watch::Receiver<bool>,
     ) {
         let ttl = self.config.lease_ttl;
         let sent = Instant::now();
-        let lease = match self.etcd.grant_lease(ttl).await {
+        let (lease, granted) = match self.etcd.grant_lease(ttl).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot get an etcd lease to campaign");
@@ -242,13 +319,13 @@ impl HaNode {
                 lease,
             )
             .await;
-        match won {
-            Ok(Ok(_revision)) => {}
+        let term = match won {
+            Ok(Ok(revision)) => revision,
             Ok(Err(_)) | Err(_) => {
                 let _ = self.etcd.revoke_lease(lease).await;
                 return;
             }
-        }
+        };
         if let Err(e) = self
             .etcd
             .put_with_lease(
@@ -260,10 +337,14 @@ impl HaNode {
         {
             tracing::warn!(error = %e, "cannot publish the replication address; standbys will start cold");
         }
+        // The TTL etcd granted, never more: the clock must not outlive the lease.
+        let ttl = granted.min(ttl);
         let clock = LeaseClock::granted(sent, ttl, ttl / 3);
-        *state = self
+        let (kept, seq) = self
             .lead(lease, clock, std::mem::take(state), vacant_since, stop)
             .await;
+        *state = kept;
+        *position = Position { term, seq };
     }
 
     /// Leads one term: restores `state` (on a blocking thread, while the lease is kept
@@ -277,7 +358,7 @@ impl HaNode {
         state: DurableState,
         vacant_since: Instant,
         stop: &mut watch::Receiver<bool>,
-    ) -> DurableState {
+    ) -> (DurableState, u64) {
         let repl = Arc::new(Replicator::new(
             self.config.replication_timeout,
             self.config.sync_replication,
@@ -354,8 +435,11 @@ impl HaNode {
             (None, Some(b)) => b.await.ok(),
             (None, None) => None,
         };
+        let seq = repl.last_seq();
         let Some(master) = master else {
-            return DurableState::default();
+            // The restore failed: nothing is held.
+            self.status.synced.store(false, Ordering::Release);
+            return (DurableState::default(), 0);
         };
         let kept = tokio::task::spawn_blocking(move || {
             master
@@ -372,7 +456,7 @@ impl HaNode {
         self.status
             .standby_objects
             .store(kept.object_count() as u64, Ordering::Relaxed);
-        kept
+        (kept, seq)
     }
 
     /// Starts serving with `master`: the switch, the admin routes, the ticker.

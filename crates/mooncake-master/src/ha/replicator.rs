@@ -6,7 +6,7 @@
 //! stalls writes for at most one timeout.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,19 @@ use crate::{Change, Master};
 
 /// Changes per snapshot frame.
 const SNAPSHOT_CHUNK: usize = 1024;
+/// Batches a standby's stream may hold unsent before the standby is dropped (one still
+/// taking its snapshot, or trailing with asynchronous replication): the leader's memory
+/// stays bounded.
+const MAX_QUEUED: usize = 65_536;
 
-type Item = Arc<(u64, Vec<Change>)>;
+/// What a standby's stream carries after the snapshot.
+#[derive(Debug, Clone)]
+enum Item {
+    /// One call's changes (shared by every standby's stream).
+    Batch(Arc<(u64, Vec<Change>)>),
+    /// The leader now counts this standby in sync (it waits for its acknowledgements).
+    InSync(u64),
+}
 
 /// The standbys of one leader term.
 #[derive(Debug)]
@@ -57,6 +68,8 @@ struct Follower {
     kick: Arc<Notify>,
     /// Set before `kick` when it is dropped for lagging.
     dropped: Arc<AtomicBool>,
+    /// Items queued on `tx` and not yet taken by its writer.
+    queued: Arc<AtomicUsize>,
 }
 
 /// A standby as `/ha_status` shows it.
@@ -101,13 +114,35 @@ impl Replicator {
             return seq;
         }
         let item = Arc::new((seq, batch));
+        let mut overflow = false;
         for f in followers.iter() {
-            let _ = f.tx.send(item.clone());
+            if f.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
+                overflow = true;
+            }
+            let _ = f.tx.send(Item::Batch(item.clone()));
+        }
+        let mut followers = followers;
+        if overflow {
+            followers.retain(|f| {
+                let keep = f.queued.load(Ordering::Acquire) < MAX_QUEUED;
+                if !keep {
+                    f.dropped.store(true, Ordering::Release);
+                    f.kick.notify_one();
+                    tracing::warn!(standby = %f.name, queued = MAX_QUEUED, "a standby fell too far behind; dropped (it will resync)");
+                }
+                keep
+            });
+            self.refresh(&followers);
         }
         if followers.iter().any(|f| f.in_sync) {
             self.pending.lock().push_back((seq, Instant::now()));
         }
         seq
+    }
+
+    /// The last batch queued.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
     }
 
     /// Whether every in-sync standby has acknowledged `seq`.
@@ -169,6 +204,10 @@ impl Replicator {
             f.acked = f.acked.max(seq);
             if !f.in_sync && f.acked >= f.joined_at {
                 f.in_sync = true;
+                // Told only now: until the leader waits for it, batches it has not applied
+                // may have been answered with the other standbys' acknowledgements.
+                f.queued.fetch_add(1, Ordering::AcqRel);
+                let _ = f.tx.send(Item::InSync(f.acked));
                 tracing::info!(standby = %f.name, seq, "standby in sync");
             }
         }
@@ -183,8 +222,9 @@ impl Replicator {
 
     /// Ends the term: every standby is let go and nobody is waited for any more.
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
         let mut followers = self.followers.lock();
+        // Under the followers' lock: a join registering now sees it.
+        self.closed.store(true, Ordering::Release);
         for f in followers.iter() {
             f.kick.notify_one();
         }
@@ -222,17 +262,19 @@ impl Replicator {
     /// Registers a standby: its snapshot, the batch it covers, its stream and its kick.
     fn join(&self, master: &Master, name: &str) -> Option<Joined> {
         let core = master.raw_core().lock();
+        let snapshot = core.snapshot();
+        let mut followers = self.followers.lock();
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
-        let snapshot = core.snapshot();
-        let mut followers = self.followers.lock();
         let seq = self.seq.load(Ordering::Acquire);
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kick = Arc::new(Notify::new());
         let dropped = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         followers.push(Follower {
+            queued: queued.clone(),
             id,
             name: name.to_owned(),
             tx,
@@ -251,6 +293,7 @@ impl Replicator {
             rx,
             kick,
             dropped,
+            queued,
         })
     }
 
@@ -298,10 +341,17 @@ impl Replicator {
         let mut buf = Vec::new();
         wire::put(&ToStandby::hello(leader), &mut buf);
         wr.write_all(&buf).await?;
-        let Some(joined) = self.join(&master, &name) else {
+        // The snapshot copies the whole state under the core's lock: not on a reactor thread.
+        let joined = {
+            let (me, name) = (self.clone(), name.clone());
+            tokio::task::spawn_blocking(move || me.join(&master, &name))
+                .await
+                .ok()
+                .flatten()
+        };
+        let Some(joined) = joined else {
             return Ok(());
         };
-        drop(master);
         tracing::info!(standby = %name, %peer, records = joined.snapshot.len(), seq = joined.seq, "standby joined; sending the snapshot");
         let id = joined.id;
         let result = self.stream(joined, rd, &mut wr).await;
@@ -322,12 +372,19 @@ impl Replicator {
             mut rx,
             kick,
             dropped,
+            queued,
         } = joined;
+        // A standby that stops reading must not hold this task (and the snapshot) forever.
+        let write_timeout = (self.timeout * 5).max(Duration::from_secs(5));
         let mut buf = Vec::new();
         for chunk in snapshot.chunks(SNAPSHOT_CHUNK) {
             wire::put(&SnapshotRef::Snapshot(chunk), &mut buf);
             if buf.len() > 1 << 20 {
-                wr.write_all(&buf).await?;
+                tokio::time::timeout(write_timeout, wr.write_all(&buf))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::other("the standby stopped reading its snapshot")
+                    })??;
                 buf.clear();
             }
         }
@@ -349,21 +406,25 @@ impl Replicator {
         let result = loop {
             buf.clear();
             tokio::select! {
-                item = rx.recv() => {
-                    let Some(item) = item else { break Ok(()) };
-                    wire::put(&SnapshotRef::Batch { seq: item.0, changes: &item.1 }, &mut buf);
-                    while let Ok(item) = rx.try_recv() {
-                        wire::put(&SnapshotRef::Batch { seq: item.0, changes: &item.1 }, &mut buf);
-                    }
-                }
-                _ = heartbeat.tick() => {
-                    wire::put(&ToStandby::Heartbeat { seq: self.seq.load(Ordering::Acquire) }, &mut buf);
-                }
+                biased;
                 () = kick.notified() => {
                     buf.clear();
                     wire::put(&ToStandby::Bye { resync: dropped.load(Ordering::Acquire) }, &mut buf);
-                    let _ = wr.write_all(&buf).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&buf)).await;
                     break Ok(());
+                }
+                item = rx.recv() => {
+                    let Some(item) = item else { break Ok(()) };
+                    let mut n = 1;
+                    put_item(&item, &mut buf);
+                    while let Ok(item) = rx.try_recv() {
+                        put_item(&item, &mut buf);
+                        n += 1;
+                    }
+                    queued.fetch_sub(n, Ordering::AcqRel);
+                }
+                _ = heartbeat.tick() => {
+                    wire::put(&ToStandby::Heartbeat { seq: self.seq.load(Ordering::Acquire) }, &mut buf);
                 }
                 done = &mut acks => {
                     break match done {
@@ -372,12 +433,31 @@ impl Replicator {
                     };
                 }
             }
-            if let Err(e) = wr.write_all(&buf).await {
-                break Err(e);
+            match tokio::time::timeout(write_timeout, wr.write_all(&buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => break Err(e),
+                Err(_) => {
+                    break Err(std::io::Error::other(format!(
+                        "the standby read nothing for {write_timeout:?}"
+                    )))
+                }
             }
         };
         acks.abort();
         result
+    }
+}
+
+fn put_item(item: &Item, buf: &mut Vec<u8>) {
+    match item {
+        Item::Batch(b) => wire::put(
+            &SnapshotRef::Batch {
+                seq: b.0,
+                changes: &b.1,
+            },
+            buf,
+        ),
+        Item::InSync(seq) => wire::put(&ToStandby::InSync { seq: *seq }, buf),
     }
 }
 
@@ -390,6 +470,7 @@ struct Joined {
     rx: mpsc::UnboundedReceiver<Item>,
     kick: Arc<Notify>,
     dropped: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// The borrowed forms of [`ToStandby`]'s large messages (serialized identically).

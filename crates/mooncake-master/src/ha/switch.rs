@@ -4,8 +4,9 @@
 //!
 //! The switch also carries the moment the lease may no longer be alive (minus the
 //! margin): a call is refused after it even if the election loop has not run yet (a
-//! paused or starved process), and a call that finishes after it is answered with the
-//! error too, since a new leader may already serve without what it did.
+//! paused or starved process), answered `UNAVAILABLE_IN_CURRENT_MODE` (not run: safe to
+//! retry elsewhere); a call that finishes after it, or under another term, is answered
+//! `RPC_TIMEOUT` (run, outcome unknown), since a new leader may serve without what it did.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,8 +49,12 @@ impl SwitchApi {
         self.current().is_some()
     }
 
-    fn deadline(&self) -> Option<Instant> {
-        self.current.read().as_ref().map(|(_, u)| *u)
+    /// Whether `master` still serves (the same term, its lease still provably alive).
+    fn still_serving(&self, master: &Arc<Master>) -> bool {
+        match &*self.current.read() {
+            Some((m, until)) => Arc::ptr_eq(m, master) && Instant::now() < *until,
+            None => false,
+        }
     }
 
     async fn route<T, F, Fut>(&self, _op: &'static str, call: F) -> Result<T, ErrorCode>
@@ -59,12 +64,16 @@ impl SwitchApi {
         Fut: Future<Output = Result<T, ErrorCode>> + Send,
     {
         let Some(m) = self.current() else {
+            // Not run: the client may retry on the leader.
             return Err(ErrorCode::UnavailableInCurrentMode);
         };
-        let r = call(m).await;
-        match self.deadline() {
-            Some(until) if Instant::now() < until => r,
-            _ => Err(ErrorCode::UnavailableInCurrentMode),
+        let r = call(m.clone()).await;
+        if self.still_serving(&m) {
+            r
+        } else {
+            // Run, but the term may have ended meanwhile (a new leader may serve without
+            // what it did): the outcome is unknown, as after a timeout.
+            Err(ErrorCode::RpcTimeout)
         }
     }
 }

@@ -63,7 +63,18 @@ async fn an_answered_call_is_already_at_the_in_sync_standby() {
     let st = status.clone();
     let standby = tokio::spawn(async move {
         let mut state = DurableState::default();
-        follow(&addr, "standby", &mut state, &st, Duration::from_secs(2)).await;
+        let mut position = super::Position::default();
+        follow(
+            &addr,
+            "standby",
+            5,
+            &mut state,
+            &mut position,
+            &st,
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(position.term, 5);
         state
     });
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -39,6 +39,9 @@ pub(crate) enum ToStandby {
     SnapshotEnd { seq: u64 },
     /// One call's changes.
     Batch { seq: u64, changes: Vec<Change> },
+    /// The leader counts this standby in sync from now on (it waits for its
+    /// acknowledgements): until then the standby may lack answered changes.
+    InSync { seq: u64 },
     /// Nothing new; the leader's last batch is `seq`.
     Heartbeat { seq: u64 },
     /// The leader ends the stream: `resync` when it dropped this standby for lagging (it

@@ -51,6 +51,30 @@ fn leader_may_have_moved(e: ErrorCode) -> bool {
     )
 }
 
+/// Calls that may run twice without harm: reads, liveness, mounts, and allocations (a
+/// second `put_start` at a new leader, which never saw the first, is a fresh start; at the
+/// same leader it is refused with a clear code). A call that failed in transport may have
+/// run: only these are retried then. A standby's `UNAVAILABLE_IN_CURRENT_MODE` means the
+/// call did not run, so every call is retried after it.
+fn safe_to_repeat(op: &str) -> bool {
+    matches!(
+        op,
+        "connect"
+            | "ping"
+            | "exist_key"
+            | "batch_exist_key"
+            | "get_replica_list"
+            | "batch_get_replica_list"
+            | "mount_segment"
+            | "remount_segments"
+            | "query_task"
+            | "put_start"
+            | "batch_put_start"
+            | "upsert_start"
+            | "batch_upsert_start"
+    )
+}
+
 impl LeaderFollowingClient {
     /// Connects to the leader of `cluster_id` named in the etcd cluster `addr`
     /// (`etcd://h1:2379;h2:2379`), waiting up to `failover_timeout` for one to be elected.
@@ -71,6 +95,12 @@ impl LeaderFollowingClient {
             tracing::warn!(addr, error = %e, "invalid etcd master address");
             ErrorCode::InvalidParams
         })?;
+        // A leader that went silent (host down) must cost a call seconds, not the default
+        // 30 s: then the call looks the leader up again.
+        let config = GrpcClientConfig {
+            rpc_timeout: config.rpc_timeout.min(Duration::from_secs(5)),
+            ..config
+        };
         let client = Self {
             etcd,
             view_key: master_view_key(cluster_id),
@@ -79,7 +109,9 @@ impl LeaderFollowingClient {
             lookup: tokio::sync::Mutex::new(()),
             failover_timeout,
         };
-        client.leader(None).await?;
+        client
+            .leader(None, Instant::now() + failover_timeout)
+            .await?;
         Ok(client)
     }
 
@@ -95,14 +127,20 @@ impl LeaderFollowingClient {
 
     /// The current leader's client; looked up (again) when there is none or when the one
     /// the caller used (`failed`) is still current.
-    async fn leader(&self, failed: Option<&str>) -> Result<Arc<GrpcMasterClient>, ErrorCode> {
-        let _one = self.lookup.lock().await;
+    async fn leader(
+        &self,
+        failed: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Arc<GrpcMasterClient>, ErrorCode> {
+        let _one = match tokio::time::timeout_at(deadline.into(), self.lookup.lock()).await {
+            Ok(g) => g,
+            Err(_) => return Err(ErrorCode::RpcFail),
+        };
         if let Some(c) = self.current.read().clone() {
             if failed != Some(c.addr()) {
                 return Ok(c);
             }
         }
-        let deadline = Instant::now() + self.failover_timeout;
         let mut last;
         loop {
             match self.etcd.get_versioned(&self.view_key).await {
@@ -150,14 +188,21 @@ impl LeaderFollowingClient {
         let current = self.current.read().clone();
         let mut leader = match current {
             Some(c) => c,
-            None => self.leader(None).await?,
+            None => self.leader(None, deadline).await?,
         };
         loop {
             let api: Arc<dyn MasterApi> = leader.clone();
             match call(api).await {
                 Err(e) if leader_may_have_moved(e) && Instant::now() < deadline => {
                     tracing::debug!(op, error = %e, leader = %leader.addr(), "master call failed; looking up the leader");
-                    leader = self.leader(Some(leader.addr())).await?;
+                    let next = self.leader(Some(leader.addr()), deadline).await;
+                    let not_run = e == ErrorCode::UnavailableInCurrentMode;
+                    match next {
+                        Ok(next) if not_run || safe_to_repeat(op) => leader = next,
+                        // The call may have run: the caller decides; its next call goes
+                        // to the new leader.
+                        _ => return Err(e),
+                    }
                 }
                 other => return other,
             }
