@@ -6,23 +6,16 @@ set -u
 MODE=$1; OUT=$2; shift 2
 BIN=${BIN:-target/release}
 LOG=$(mktemp -d)
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+. "$(dirname "$0")/ha-common.sh"
 $BIN/http_metadata_server --host=127.0.0.1 --port=0 > $LOG/meta.out 2>/dev/null &
 PIDS="$!"
 for i in $(seq 100); do grep -q "listening on" $LOG/meta.out && break; sleep 0.1; done
 META=$(grep "listening on" $LOG/meta.out | awk '{print $NF}')
 if [ "${MODE%-*}" = ha ]; then
   EXTRA=""; [ "$MODE" = ha-async ] && EXTRA="--ha_sync_replication=false"
-  C=$(port); P=$(port)
-  ETCD_UNSUPPORTED_ARCH=$(uname -m) etcd --name=b --data-dir=$LOG/etcd --listen-client-urls=http://127.0.0.1:$C --advertise-client-urls=http://127.0.0.1:$C --listen-peer-urls=http://127.0.0.1:$P --initial-advertise-peer-urls=http://127.0.0.1:$P --initial-cluster=b=http://127.0.0.1:$P --log-level=warn > $LOG/etcd.out 2>&1 &
-  PIDS="$PIDS $!"
-  sleep 1
-  for m in 1 2 3; do
-    $BIN/mooncake_master --enable_ha --ha_backend_connstring=etcd://127.0.0.1:$C --cluster_id=bench --rpc_port=0 --rpc_address=127.0.0.1 --metrics_host=127.0.0.1 --metrics_port=0 $EXTRA > $LOG/m$m.out 2>/dev/null &
-    PIDS="$PIDS $!"
-  done
-  RPC=etcd://127.0.0.1:$C
-  sleep 2
+  start_etcd
+  start_ha_masters bench $EXTRA
+  RPC=etcd://$ETCD
 else
   $BIN/mooncake_master --rpc_port=0 --rpc_address=127.0.0.1 --metrics_host=127.0.0.1 --metrics_port=0 > $LOG/m.out 2>/dev/null &
   PIDS="$PIDS $!"
@@ -34,6 +27,6 @@ $BIN/mooncake_store_service --host=127.0.0.1 --port=0 --global_segment_size="2 G
 SP=$!
 for i in $(seq 200); do grep -q "mooncake_store_service segment" $LOG/store.out && break; sleep 0.1; done
 $BIN/store_bench --master_server_address=$RPC --cluster_id=bench --metadata_server=$META --json=$OUT --quiet "$@" > $LOG/bench.out 2>&1 || { echo "bench failed"; grep -v "^  " $LOG/bench.out | head -20; }
-[ "${MODE%-*}" = ha ] && for m in 1 2 3; do curl -s 127.0.0.1:$(grep "metrics on" $LOG/m$m.out | sed 's/.*127.0.0.1:\([0-9]*\).*/\1/')/ha_status; echo; done
+[ "${MODE%-*}" = ha ] && for m in 1 2 3; do curl -s 127.0.0.1:$(metrics_port $m)/ha_status; echo; done
 kill -TERM $SP; sleep 0.5; kill -TERM $PIDS; wait 2>/dev/null
 rm -rf $LOG

@@ -4,17 +4,11 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{ChildStdout, Command, Output};
 
-/// A child process, killed when dropped.
-pub(crate) struct Proc(pub(crate) Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+#[path = "../common/mod.rs"]
+mod common;
+pub(crate) use common::{spawn, Proc};
 
 /// A master with its RPC, metadata and admin addresses, and its store services.
 pub(crate) struct Pool {
@@ -24,17 +18,6 @@ pub(crate) struct Pool {
     /// The store services and their segment names.
     pub(crate) stores: Vec<(Proc, String)>,
     pub(crate) master: Proc,
-}
-
-fn spawn(bin: &str, args: &[String]) -> (Proc, BufReader<ChildStdout>) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    (Proc(child), out)
 }
 
 /// The rest of the first line of `out` that starts with `prefix`.
