@@ -15,12 +15,12 @@ start_etcd() {
   sleep 1
 }
 
-# start_ha_masters CLUSTER [extra master flags]: three masters electing through $ETCD;
+# start_ha_masters CLUSTER [extra master flags]: $HA_MASTERS (3) masters electing through $ETCD;
 # their logs are $LOG/m1.out .. m3.out (stdout) and .err; sets MASTER_PIDS.
 start_ha_masters() {
   local cluster=$1 m; shift
   MASTER_PIDS=()
-  for m in 1 2 3; do
+  for m in $(seq "${HA_MASTERS:-3}"); do
     "$BIN/mooncake_master" --enable_ha --ha_backend_connstring=etcd://$ETCD --cluster_id=$cluster \
       --rpc_port=0 --rpc_address=127.0.0.1 --metrics_host=127.0.0.1 --metrics_port=0 "$@" \
       > "$LOG/m$m.out" 2> "$LOG/m$m.err" &

@@ -281,6 +281,13 @@ macro_rules! impl_master_api_by_route {
                 })
                 .await
             }
+            async fn explain_key(&self, key: &str) -> Result<String, $crate::ErrorCode> {
+                self.route(
+                    "explain_key",
+                    move |m| async move { m.explain_key(key).await },
+                )
+                .await
+            }
             async fn finish_task(
                 &self,
                 client: $crate::ClientId,
