@@ -8,6 +8,10 @@ use mooncake_store::placement::PlacementStrategy;
 pub struct MasterConfig {
     /// Read lease granted by exist / get_replica_list (`--default_kv_lease_ttl`, 10 s).
     pub default_kv_lease_ttl: Duration,
+    /// Read lease of an object that also has a disk copy (`--disk_replica_lease_ttl`,
+    /// 1 s; at most `default_kv_lease_ttl`): its memory copy is cheap to drop and load
+    /// again, so reads through a disk tier larger than memory are not held up by leases.
+    pub disk_replica_lease_ttl: Duration,
     /// Soft-pin duration (`--default_kv_soft_pin_ttl`, 30 min).
     pub default_kv_soft_pin_ttl: Duration,
     /// Longest soft pin a put may ask for (`--max_kv_soft_pin_ttl`, 24 h); longer is
@@ -39,6 +43,7 @@ impl Default for MasterConfig {
     fn default() -> Self {
         Self {
             default_kv_lease_ttl: Duration::from_secs(10),
+            disk_replica_lease_ttl: Duration::from_secs(1),
             default_kv_soft_pin_ttl: Duration::from_secs(30 * 60),
             max_kv_soft_pin_ttl: Duration::from_secs(24 * 3600),
             allow_evict_soft_pinned_objects: true,

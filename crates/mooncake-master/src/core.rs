@@ -18,6 +18,7 @@ use mooncake_store::{
 use crate::MasterConfig;
 
 mod clear;
+mod disk;
 mod drain;
 mod evict;
 mod inspect;
@@ -26,6 +27,7 @@ mod journal;
 mod segments;
 mod tasks;
 
+pub use self::disk::{DiskStats, LoadState};
 pub use self::jobs::{DrainJobView, JobStatus, SegmentStatus};
 pub use self::journal::{Change, ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord};
 
@@ -88,6 +90,10 @@ struct Object {
     owner: ClientId,
     /// The writer's CRC-32C of the value, if it gave one.
     checksum: Option<u32>,
+    /// The memory segment whose holder's disk tier has a complete record of this version.
+    disk: Option<SegmentId>,
+    /// A disk task (demotion or load) is in flight for it.
+    disk_busy: bool,
 }
 
 /// Mooncake's put/upsert argument checks: a valid key, a non-zero size, at least one
@@ -175,6 +181,8 @@ pub struct MasterCore {
     jobs: jobs::Jobs,
     /// Durable changes not yet taken by the shell (`None`: not recorded).
     journal: Option<journal::Journal>,
+    /// Holders' disk tiers and their tasks.
+    disk: disk::DiskState,
 }
 
 impl MasterCore {
@@ -198,6 +206,7 @@ impl MasterCore {
             tasks: tasks::Tasks::default(),
             jobs: jobs::Jobs::default(),
             journal: None,
+            disk: disk::DiskState::default(),
         }
     }
 
@@ -275,11 +284,20 @@ impl MasterCore {
 
     /// The readable replicas of a key; grants or extends the read lease.
     pub fn get_replica_list(&mut self, key: &str, now: Instant) -> Result<ReplicaList, ErrorCode> {
-        let ttl = self.config.default_kv_lease_ttl;
         let o = self.objects.get_mut(key).ok_or(ErrorCode::ObjectNotFound)?;
         if o.state != State::Complete {
             return Err(ErrorCode::ReplicaIsNotReady);
         }
+        // A memory copy of an object that also lives on disk is cheap to drop and load
+        // again: its readers get a shorter lease, so reading through a disk tier larger
+        // than memory is not stalled by leases.
+        let ttl = match o.disk {
+            Some(_) => self
+                .config
+                .disk_replica_lease_ttl
+                .min(self.config.default_kv_lease_ttl),
+            None => self.config.default_kv_lease_ttl,
+        };
         o.lease_until = o.lease_until.max(now + ttl);
         let (size, version, slots, checksum) = (o.size, o.version, o.slots.clone(), o.checksum);
         // Replicas on a detached durable segment wait for its owner's restart.
@@ -406,6 +424,8 @@ impl MasterCore {
                 soft_pin_until: None,
                 owner: client,
                 checksum: config.checksum,
+                disk: None,
+                disk_busy: false,
             },
         );
         Ok(descriptors)
@@ -528,7 +548,7 @@ impl MasterCore {
             return Err(ErrorCode::ReplicaIsNotReady);
         }
         if let Some(o) = self.objects.remove(key) {
-            self.free_slots(&o.slots);
+            self.discard(key, o, now);
         }
         self.journal_key(key);
         Ok(())
@@ -544,7 +564,7 @@ impl MasterCore {
             .collect();
         for k in &keys {
             if let Some(o) = self.objects.remove(k) {
-                self.free_slots(&o.slots);
+                self.discard(k, o, now);
             }
             self.journal_key(k);
         }
@@ -582,6 +602,7 @@ impl MasterCore {
             if o.state == State::Complete {
                 self.journal_key(key);
             }
+            self.forget_disk_copy(key, o.disk, o.version);
             for s in o.slots {
                 self.delayed_frees.push((release_at, s.segment, s.handle));
             }
@@ -595,3 +616,7 @@ mod tests;
 
 #[cfg(test)]
 mod features_tests;
+
+#[cfg(test)]
+#[path = "core/disk_tests.rs"]
+mod disk_tests;

@@ -18,8 +18,8 @@ mod server;
 mod state;
 
 pub use crate::core::{
-    Change, DrainJobView, EvictionStats, JobStatus, MasterCore, ObjectRecord, ReplicaRecord,
-    RestoreReport, SegmentRecord, SegmentStatus, TickReport,
+    Change, DiskStats, DrainJobView, EvictionStats, JobStatus, LoadState, MasterCore, ObjectRecord,
+    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, TickReport,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
 pub use master::Master;

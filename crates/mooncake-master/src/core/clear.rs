@@ -30,7 +30,7 @@ impl MasterCore {
             }
             if segment.is_empty() {
                 if let Some(o) = self.objects.remove(key.as_str()) {
-                    self.free_slots(&o.slots);
+                    self.discard(key, o, now);
                 }
             } else {
                 let (gone, kept): (Vec<_>, Vec<_>) = o.slots.iter().partition(|s| {

@@ -197,7 +197,8 @@ impl MasterCore {
         out.reserve(keys.len());
         for key in keys {
             match self.objects.get(&key) {
-                Some(o) if o.state == State::Complete => {
+                // An object with only a disk copy is the holder's to report again.
+                Some(o) if o.state == State::Complete && !o.slots.is_empty() => {
                     out.push(Change::Object(self.object_record(&key, o)));
                 }
                 _ => out.push(Change::Erase { key }),
@@ -217,7 +218,7 @@ impl MasterCore {
             });
         }
         for (key, o) in &self.objects {
-            if o.state == State::Complete {
+            if o.state == State::Complete && !o.slots.is_empty() {
                 out.push(Change::Object(self.object_record(key, o)));
             }
         }
@@ -364,6 +365,8 @@ impl MasterCore {
                 soft_pin_until: (o.pin == Pin::Soft).then(|| now + soft_pin_ttl),
                 owner: o.owner,
                 checksum: o.checksum,
+                disk: None,
+                disk_busy: false,
             },
         );
         report.objects += 1;
