@@ -41,6 +41,15 @@ fn positive_seconds(value: &str) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
+/// Mooncake's SSD-offload settings: `MOONCAKE_OFFLOAD_FILE_STORAGE_PATH` and
+/// `MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES` (read when `--enable_offload` is given).
+pub fn offload_settings() -> (Option<String>, Option<String>) {
+    (
+        setting("MOONCAKE_OFFLOAD_FILE_STORAGE_PATH"),
+        setting("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES"),
+    )
+}
+
 /// The environment variable `name`, if set and not empty.
 pub fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

@@ -119,7 +119,11 @@ impl StoreService {
 async fn metrics(State(client): State<Client>) -> String {
     let size = client.segment().map(|s| s.size).unwrap_or(0);
     let name = client.segment().map(|s| s.name.clone()).unwrap_or_default();
-    format!(
+    let mut out = format!(
         "# TYPE mooncake_store_service_segment_bytes gauge\nmooncake_store_service_segment_bytes{{segment=\"{name}\"}} {size}\n"
-    )
+    );
+    if let Some(tier) = client.disk_tier() {
+        crate::disk::render_metrics(tier, &mut out);
+    }
+    out
 }

@@ -98,6 +98,8 @@ pub(super) struct DiskState {
     next_id: u64,
     /// Bytes of memory whose demotion is in flight (an eviction pass counts them as freed).
     pub(super) demoting_bytes: u64,
+    /// A task was queued since the shell last looked.
+    signal: bool,
     stats: DiskStats,
 }
 
@@ -339,7 +341,9 @@ impl MasterCore {
         }
     }
 
+    /// A new task id (every caller queues the task: the shell is told to wake holders).
     fn next_disk_task(&mut self) -> u64 {
+        self.disk.signal = true;
         self.disk.next_id += 1;
         self.disk.next_id
     }
@@ -514,6 +518,17 @@ impl MasterCore {
         }
     }
 
+    /// Whether tasks were queued since the last call (the shell then wakes the holders'
+    /// polls).
+    pub fn take_disk_signal(&mut self) -> bool {
+        std::mem::take(&mut self.disk.signal)
+    }
+
+    /// Whether demotions are in flight (memory they will free may let a put in).
+    pub fn demotions_in_flight(&self) -> bool {
+        self.disk.demoting_bytes > 0
+    }
+
     /// The disk counters and gauges.
     pub fn disk_stats(&self) -> DiskStats {
         let mut s = self.disk.stats;
@@ -524,6 +539,11 @@ impl MasterCore {
             s.disk_only_objects += u64::from(o.slots.is_empty());
         }
         s
+    }
+
+    /// The size of `key`'s value, if it exists.
+    pub fn object_size(&self, key: &str) -> Option<u64> {
+        self.objects.get(key).map(|o| o.size)
     }
 
     /// The segment name of the holder of `key`'s disk copy, if it has one (`/query_key`).

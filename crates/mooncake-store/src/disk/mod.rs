@@ -340,6 +340,39 @@ impl DiskTier {
     }
 }
 
+/// Appends the tier's Prometheus metrics (the store service's `/metrics`).
+pub fn render_metrics(tier: &DiskTier, out: &mut String) {
+    use std::fmt::Write;
+    let (bytes, objects) = tier.usage();
+    let s = tier.stats();
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let hits = get(&s.disk_hits);
+    let mean_us = get(&s.read_micros).checked_div(hits).unwrap_or(0);
+    let gauges = [
+        ("mooncake_disk_capacity_bytes", tier.config().capacity),
+        ("mooncake_disk_bytes", bytes),
+        ("mooncake_disk_objects", objects as u64),
+        ("mooncake_disk_direct_io", u64::from(tier.direct_io())),
+        ("mooncake_disk_read_latency_mean_us", mean_us),
+    ];
+    for (name, v) in gauges {
+        let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
+    }
+    let counters = [
+        ("mooncake_disk_demotions_total", get(&s.demotions)),
+        ("mooncake_disk_demotions_full_total", get(&s.demotions_full)),
+        ("mooncake_disk_hits_total", hits),
+        ("mooncake_disk_evictions_total", get(&s.evictions)),
+        ("mooncake_disk_corrupt_records_total", get(&s.corrupt)),
+        ("mooncake_disk_read_bytes_total", get(&s.read_bytes)),
+        ("mooncake_disk_read_micros_total", get(&s.read_micros)),
+        ("mooncake_disk_write_bytes_total", get(&s.write_bytes)),
+    ];
+    for (name, v) in counters {
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ use super::pb;
 use super::pb::master_service_client::MasterServiceClient;
 use super::tunnel::Tunnel;
 use super::MAX_MESSAGE_SIZE;
+use crate::disk::{DiskRecord, DiskTask, DiskTaskResult};
 use crate::master_api::{chunked, BatchResult, MasterApi};
 use crate::task::{TaskAssignment, TaskId, TaskInfo};
 use crate::types::MAX_BATCH_SIZE;
@@ -738,6 +739,53 @@ impl MasterApi for GrpcMasterClient {
                 "FinishTask",
                 |mut c| async move { c.finish_task(req).await },
             )
+            .await?;
+        check(r.error_code)
+    }
+
+    async fn mount_disk_tier(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        capacity: u64,
+        records: Vec<DiskRecord>,
+    ) -> Result<Vec<DiskRecord>, ErrorCode> {
+        let req = super::disk::mount_request(client, segment, capacity, &records);
+        let r = self
+            .call("MountDiskTier", |mut c| async move {
+                c.mount_disk_tier(req).await
+            })
+            .await?;
+        super::disk::mount_answer(r)
+    }
+
+    async fn poll_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        wait: Duration,
+    ) -> Result<Vec<DiskTask>, ErrorCode> {
+        let req = super::disk::poll_request(client, segment, wait);
+        let r = self
+            .call("PollDiskTasks", |mut c| async move {
+                c.poll_disk_tasks(req).await
+            })
+            .await?;
+        super::disk::poll_answer(r)
+    }
+
+    async fn finish_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        results: &[DiskTaskResult],
+        evicted: &[DiskRecord],
+    ) -> Result<(), ErrorCode> {
+        let req = super::disk::finish_request(client, segment, results, evicted);
+        let r = self
+            .call("FinishDiskTasks", |mut c| async move {
+                c.finish_disk_tasks(req).await
+            })
             .await?;
         check(r.error_code)
     }

@@ -556,4 +556,25 @@ impl MasterService for GrpcMaster {
             .finish_task(req.client(), id, req.copied, &req.message)
             .await)
     }
+
+    async fn mount_disk_tier(
+        &self,
+        req: Request<pb::MountDiskTierRequest>,
+    ) -> RpcResult<pb::MountDiskTierResponse> {
+        super::disk::serve_mount(self.api.as_ref(), req).await
+    }
+
+    async fn poll_disk_tasks(
+        &self,
+        req: Request<pb::PollDiskTasksRequest>,
+    ) -> RpcResult<pb::PollDiskTasksResponse> {
+        super::disk::serve_poll(self.api.as_ref(), req).await
+    }
+
+    async fn finish_disk_tasks(
+        &self,
+        req: Request<pb::FinishDiskTasksRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        super::disk::serve_finish(self.api.as_ref(), req).await
+    }
 }
