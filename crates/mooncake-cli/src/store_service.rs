@@ -158,13 +158,11 @@ fn disk_config(
     };
     let capacity = match (flags.capacity, env_limit) {
         (Some(c), _) => c,
-        (None, Some(v)) => parse_size(&v).map_err(|e| {
-            anyhow::anyhow!("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES={v:?}: {e}")
-        })?,
+        (None, Some(v)) => parse_size(&v)
+            .map_err(|e| anyhow::anyhow!("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES={v:?}: {e}"))?,
         (None, None) => {
-            std::fs::create_dir_all(&path).map_err(|e| {
-                anyhow::anyhow!("disk tier {}: not writable: {e}", path.display())
-            })?;
+            std::fs::create_dir_all(&path)
+                .map_err(|e| anyhow::anyhow!("disk tier {}: not writable: {e}", path.display()))?;
             let f = free(&path).unwrap_or(0);
             let c = f / 10 * 8;
             tracing::info!(
@@ -213,9 +211,17 @@ mod tests {
         .unwrap();
         assert_eq!((c.path.to_str(), c.capacity), (Some("/ssd"), 1 << 30));
         let err = disk_config(offload.clone(), (None, None), none).unwrap_err();
-        assert!(err.to_string().contains("MOONCAKE_OFFLOAD_FILE_STORAGE_PATH"), "{err}");
-        let err = disk_config(offload, (Some("/ssd".into()), Some("lots".into())), none)
-            .unwrap_err();
-        assert!(err.to_string().contains("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("MOONCAKE_OFFLOAD_FILE_STORAGE_PATH"),
+            "{err}"
+        );
+        let err =
+            disk_config(offload, (Some("/ssd".into()), Some("lots".into())), none).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES"),
+            "{err}"
+        );
     }
 }

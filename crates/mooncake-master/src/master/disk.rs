@@ -100,9 +100,9 @@ impl Master {
         records: Vec<DiskRecord>,
     ) -> Result<Vec<DiskRecord>, ErrorCode> {
         let n = records.len();
-        let r = self
-            .lock_core()
-            .mount_disk_tier(client, segment, capacity, records, Instant::now());
+        let r =
+            self.lock_core()
+                .mount_disk_tier(client, segment, capacity, records, Instant::now());
         match &r {
             Ok(stale) => tracing::info!(
                 segment = format!("{:x}", segment.0),
