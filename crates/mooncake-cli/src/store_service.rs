@@ -131,19 +131,23 @@ pub fn run(argv: Vec<String>) -> Result<()> {
         })
 }
 
-/// The disk-tier flags as given.
+/// The disk-tier settings as given (flags, or the Python `setup` arguments).
 #[derive(Debug, Clone, Default)]
-struct DiskFlags {
-    path: Option<std::path::PathBuf>,
-    capacity: Option<u64>,
-    io_threads: usize,
-    enable_offload: bool,
+pub struct DiskFlags {
+    /// `--disk_path` / `ssd_offload_path`.
+    pub path: Option<std::path::PathBuf>,
+    /// `--disk_capacity`.
+    pub capacity: Option<u64>,
+    /// `--disk_io_threads`.
+    pub io_threads: usize,
+    /// `--enable_offload` / `enable_ssd_offload`.
+    pub enable_offload: bool,
 }
 
 /// The disk tier from the flags, or from Mooncake's offload environment with
 /// `--enable_offload`; the capacity defaults to 80% of the free space where the tier
 /// lives (`free` asks the filesystem, after the directory is created).
-fn disk_config(
+pub fn disk_config(
     flags: DiskFlags,
     (env_path, env_limit): (Option<String>, Option<String>),
     free: impl Fn(&std::path::Path) -> Option<u64>,

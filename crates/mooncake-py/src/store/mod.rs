@@ -83,10 +83,14 @@ impl Store {
                 Err(code) => code,
             });
         }
-        if enable_ssd_offload {
-            tracing::warn!("enable_ssd_offload is not supported by this build; ignoring it");
-        }
-        let config = setup::Positional {
+        let disk = match setup::ssd_offload(enable_ssd_offload, &ssd_offload_path) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("setup(): {e}");
+                return Ok(codes::INVALID);
+            }
+        };
+        let mut config = setup::Positional {
             metadata_server,
             global_segment_size,
             local_buffer_size,
@@ -95,6 +99,7 @@ impl Store {
             master_server_addr,
         }
         .config(&local_hostname)?;
+        config.disk = disk;
         Ok(self.do_setup(py, config))
     }
 
