@@ -751,12 +751,8 @@ impl MasterApi for GrpcMasterClient {
         records: Vec<DiskRecord>,
     ) -> Result<Vec<DiskRecord>, ErrorCode> {
         let req = super::disk::mount_request(client, segment, capacity, &records);
-        let r = self
-            .call("MountDiskTier", |mut c| async move {
-                c.mount_disk_tier(req).await
-            })
-            .await?;
-        super::disk::mount_answer(r)
+        let call = |mut c: Rpc| async move { c.mount_disk_tier(req).await };
+        super::disk::mount_answer(self.call("MountDiskTier", call).await?)
     }
 
     async fn poll_disk_tasks(
@@ -766,12 +762,8 @@ impl MasterApi for GrpcMasterClient {
         wait: Duration,
     ) -> Result<Vec<DiskTask>, ErrorCode> {
         let req = super::disk::poll_request(client, segment, wait);
-        let r = self
-            .call("PollDiskTasks", |mut c| async move {
-                c.poll_disk_tasks(req).await
-            })
-            .await?;
-        super::disk::poll_answer(r)
+        let call = |mut c: Rpc| async move { c.poll_disk_tasks(req).await };
+        super::disk::poll_answer(self.call("PollDiskTasks", call).await?)
     }
 
     async fn finish_disk_tasks(
@@ -782,11 +774,10 @@ impl MasterApi for GrpcMasterClient {
         evicted: &[DiskRecord],
     ) -> Result<(), ErrorCode> {
         let req = super::disk::finish_request(client, segment, results, evicted);
-        let r = self
-            .call("FinishDiskTasks", |mut c| async move {
-                c.finish_disk_tasks(req).await
-            })
-            .await?;
-        check(r.error_code)
+        let call = |mut c: Rpc| async move { c.finish_disk_tasks(req).await };
+        check(self.call("FinishDiskTasks", call).await?.error_code)
     }
 }
+
+/// The generated client over this crate's transport (the disk-tier calls name it).
+type Rpc = MasterServiceClient<Transport>;
