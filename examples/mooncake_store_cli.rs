@@ -43,6 +43,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         batch: usize,
     },
+    /// Reads every object without comparing its bytes (only its length): the read
+    /// throughput, without the cost of generating the expected content.
+    Read {
+        /// Read this many keys per call (`get_batch`).
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
     /// Times single `get`s of the first `count` objects, twice (the second pass finds
     /// what the first brought into memory); prints p50/p90/p99 of each pass.
     Latency,
@@ -147,6 +154,26 @@ fn main() -> Result<()> {
                     }
                     println!("verified {} objects byte for byte", args.count);
                 }
+                Cmd::Read { batch } => {
+                    let started = std::time::Instant::now();
+                    let mut bytes = 0u64;
+                    for chunk in keys.chunks(batch.max(1)) {
+                        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                        for (k, r) in chunk.iter().zip(client.get_batch(&refs).await) {
+                            match r {
+                                Ok(v) if v.len() as u64 == args.size => bytes += args.size,
+                                Ok(v) => bail!("{k}: {} bytes, want {}", v.len(), args.size),
+                                Err(e) => bail!("{k}: {e} ({})", e.code()),
+                            }
+                        }
+                    }
+                    let secs = started.elapsed().as_secs_f64();
+                    println!(
+                        "read {} objects ({bytes} bytes) in {secs:.3} s: {:.1} MB/s",
+                        args.count,
+                        bytes as f64 / secs / 1e6
+                    );
+                }
                 Cmd::Latency => {
                     for pass in ["first", "second"] {
                         let mut us = Vec::with_capacity(keys.len());
@@ -158,7 +185,10 @@ fn main() -> Result<()> {
                             us.push(t.elapsed().as_micros() as u64);
                         }
                         let (p50, p90, p99) = percentiles(&mut us);
-                        println!("{pass} pass: {} gets, p50 {p50} us, p90 {p90} us, p99 {p99} us", keys.len());
+                        println!(
+                            "{pass} pass: {} gets, p50 {p50} us, p90 {p90} us, p99 {p99} us",
+                            keys.len()
+                        );
                     }
                 }
             }

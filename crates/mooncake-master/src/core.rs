@@ -94,6 +94,10 @@ struct Object {
     disk: Option<SegmentId>,
     /// A disk task (demotion or load) is in flight for it.
     disk_busy: bool,
+    /// Its memory replica was loaded from disk: described with version 0, so no client
+    /// validates a read it started from a cached location against it (the range may have
+    /// held other bytes until the load, at the same address and object version).
+    loaded: bool,
 }
 
 /// Mooncake's put/upsert argument checks: a valid key, a non-zero size, at least one
@@ -292,14 +296,17 @@ impl MasterCore {
         // again: its readers get a shorter lease, so reading through a disk tier larger
         // than memory is not stalled by leases.
         let ttl = match o.disk {
-            Some(_) => self
-                .config
-                .disk_replica_lease_ttl
-                .min(self.config.default_kv_lease_ttl),
+            Some(_) => self.config.disk_lease(o.size),
             None => self.config.default_kv_lease_ttl,
         };
         o.lease_until = o.lease_until.max(now + ttl);
         let (size, version, slots, checksum) = (o.size, o.version, o.slots.clone(), o.checksum);
+        let loaded = o.loaded;
+        let disk_segments = o
+            .disk
+            .and_then(|d| self.segments.get(&d))
+            .map(|m| vec![m.segment.name.clone()])
+            .unwrap_or_default();
         // Replicas on a detached durable segment wait for its owner's restart.
         let replicas: Vec<ReplicaDescriptor> = slots
             .iter()
@@ -308,7 +315,7 @@ impl MasterCore {
                     .get(&s.segment)
                     .is_some_and(|m| m.detached_until.is_none())
             })
-            .filter_map(|s| self.describe(s, size, version))
+            .filter_map(|s| self.describe(s, size, if loaded { 0 } else { version }))
             .collect();
         if replicas.is_empty() {
             return Err(ErrorCode::ReplicaIsNotReady);
@@ -317,6 +324,7 @@ impl MasterCore {
             replicas,
             lease_ttl_ms: ttl.as_millis() as u64,
             checksum,
+            disk_segments,
         })
     }
 
@@ -426,6 +434,7 @@ impl MasterCore {
                 checksum: config.checksum,
                 disk: None,
                 disk_busy: false,
+                loaded: false,
             },
         );
         Ok(descriptors)

@@ -179,6 +179,7 @@ impl MasterCore {
                             checksum: Some(r.checksum),
                             disk: Some(segment),
                             disk_busy: false,
+                            loaded: false,
                         },
                     );
                 }
@@ -294,7 +295,8 @@ impl MasterCore {
         o.disk_busy = false;
         if outcome == DiskOutcome::Done {
             o.slots.push(slot);
-            o.lease_until = o.lease_until.max(now + self.config.disk_replica_lease_ttl);
+            o.loaded = true;
+            o.lease_until = o.lease_until.max(now + self.config.disk_lease(o.size));
             self.disk.stats.disk_hits += 1;
             self.journal_key(&f.key);
             return;

@@ -94,9 +94,14 @@ fn eviction_demotes_and_a_read_loads_the_object_back() {
     let list = c.get_replica_list(&demoted, t2).unwrap();
     assert_eq!(list.replicas[0].buffer_address, load[0].address);
     assert_eq!(
-        list.lease_ttl_ms, 1000,
+        list.lease_ttl_ms, 110,
         "objects with a disk copy get the short lease"
     );
+    assert_eq!(
+        list.replicas[0].version, 0,
+        "a loaded copy is never a cached location"
+    );
+    assert_eq!(list.disk_segments, vec!["h:1".to_string()]);
     assert_eq!(c.disk_stats().disk_hits, 1);
     c.check_invariants().unwrap();
 }

@@ -367,6 +367,7 @@ impl MasterCore {
                 checksum: o.checksum,
                 disk: None,
                 disk_busy: false,
+                loaded: false,
             },
         );
         report.objects += 1;

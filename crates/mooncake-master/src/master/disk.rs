@@ -17,6 +17,9 @@ use crate::core::{LoadState, MasterCore};
 /// a demotion frees, before it fails as it would without a disk tier.
 const DISK_WAIT: Duration = Duration::from_secs(10);
 
+/// How often a read waiting for room in its holder's segment looks again.
+const NO_ROOM_RETRY: Duration = Duration::from_millis(20);
+
 /// How long a holder's poll waits at most for a task.
 const POLL_WAIT_MAX: Duration = Duration::from_secs(5);
 
@@ -59,7 +62,13 @@ impl Master {
             if state == LoadState::Unavailable || now >= deadline {
                 return Err(ErrorCode::ReplicaIsNotReady);
             }
-            let _ = tokio::time::timeout_at(deadline.into(), done).await;
+            // No room: leases that end free memory without any task finishing, so look
+            // again soon even if nothing wakes us.
+            let until = match state {
+                LoadState::NoRoom => deadline.min(now + NO_ROOM_RETRY),
+                _ => deadline,
+            };
+            let _ = tokio::time::timeout_at(until.into(), done).await;
         }
     }
 
