@@ -19,6 +19,9 @@ struct Args {
     /// Number of objects.
     #[arg(long, default_value_t = 1000)]
     count: usize,
+    /// Index of the first object (keys `<prefix>-<first>` … `<prefix>-<first+count-1>`).
+    #[arg(long, default_value_t = 0)]
+    first: usize,
     /// Bytes per object.
     #[arg(long, value_parser = parse_size, default_value = "16KiB")]
     size: u64,
@@ -83,7 +86,7 @@ fn main() -> Result<()> {
                 ..ClientConfig::default()
             };
             let client = Client::setup(config).await?;
-            let keys: Vec<String> = (0..args.count)
+            let keys: Vec<String> = (args.first..args.first + args.count)
                 .map(|i| format!("{}-{i}", args.prefix))
                 .collect();
             match args.command {
@@ -98,7 +101,7 @@ fn main() -> Result<()> {
                     };
                     for (c, chunk) in keys.chunks(32).enumerate() {
                         let values: Vec<Vec<u8>> = (0..chunk.len())
-                            .map(|j| content(c * 32 + j, args.size))
+                            .map(|j| content(args.first + c * 32 + j, args.size))
                             .collect();
                         let items: Vec<(&str, &[u8])> = chunk
                             .iter()
@@ -128,7 +131,7 @@ fn main() -> Result<()> {
                         };
                         for (j, (k, r)) in chunk.iter().zip(got).enumerate() {
                             match r {
-                                Ok(v) if v == content(c * batch.max(1) + j, args.size) => {}
+                                Ok(v) if v == content(args.first + c * batch.max(1) + j, args.size) => {}
                                 Ok(_) => {
                                     bad += 1;
                                     println!("{k}: content differs");
