@@ -131,7 +131,11 @@ fn main() -> Result<()> {
                         };
                         for (j, (k, r)) in chunk.iter().zip(got).enumerate() {
                             match r {
-                                Ok(v) if v == content(args.first + c * batch.max(1) + j, args.size) => {}
+                                Ok(v)
+                                    if v == content(
+                                        args.first + c * batch.max(1) + j,
+                                        args.size,
+                                    ) => {}
                                 Ok(_) => {
                                     bad += 1;
                                     println!("{k}: content differs");
