@@ -1,7 +1,8 @@
 //! The disk tier end to end, all real processes: a store service with 256 MB of memory
 //! and a 2 GB disk tier keeps 1 GiB of 1 MiB objects readable byte for byte; a store
 //! service killed with SIGKILL while it demotes, restarted on the same directory, serves
-//! every record that completed (and none that fails its checksum) without a re-put.
+//! every record that completed (and none that fails its checksum) without a re-put; a
+//! master killed and restarted on its state directory serves the disk tier again.
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -241,4 +242,74 @@ fn a_disk_path_in_use_or_unusable_is_refused_at_start() {
         !bad.status.success() && err.contains("not writable"),
         "{err}"
     );
+}
+
+#[test]
+fn a_master_killed_and_restarted_serves_the_disk_tier_again() {
+    let dir = TempDir::new("master");
+    let state = TempDir::new("master-state");
+    let (_meta_server, mut meta_out) = spawn(
+        env!("CARGO_BIN_EXE_http_metadata_server"),
+        &["--host=127.0.0.1".into(), "--port=0".into()],
+    );
+    let meta = last_word(&mut meta_out, "http metadata server listening on");
+    let master_at = |port: u16| {
+        let args: Vec<String> = vec![
+            format!("--rpc_port={port}"),
+            "--rpc_address=127.0.0.1".into(),
+            "--metrics_host=127.0.0.1".into(),
+            "--metrics_port=0".into(),
+            "--client_ttl=5".into(),
+            format!("--state_dir={}", state.0.display()),
+        ];
+        let (p, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
+        let rpc = last_word(&mut out, "mooncake_master rpc listening on");
+        let metrics = last_word(&mut out, "mooncake_master metrics on");
+        let admin = metrics
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned();
+        Master {
+            _proc: p,
+            rpc,
+            meta: meta.clone(),
+            admin,
+        }
+    };
+    let mut first = master_at(0);
+    let port: u16 = first.rpc.rsplit(':').next().unwrap().parse().unwrap();
+    let (_store, _out) = start_store(&first, "32 MB", &dir.0, "1 GB");
+    let args = ["--count=128", "--size=1MiB", "--prefix=mr"];
+    let filled = cli(&first.rpc, &meta, &[args[0], args[1], args[2], "fill"]);
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stdout)
+    );
+    assert!(metric(&first, "master_disk_only_objects") >= 96);
+    // SIGKILL the master; a new one on the same port restores the memory replicas from
+    // its state directory, and the store service remounts its segment and its tier.
+    first._proc.0.kill().unwrap();
+    let _ = first._proc.0.wait();
+    let second = master_at(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(&second.admin, "/get_all_keys")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count()
+        < 128
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the tier was never mounted again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let verified = cli(&second.rpc, &meta, &[args[0], args[1], args[2], "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        text.contains("verified 128 objects byte for byte"),
+        "{text}"
+    );
+    assert!(metric(&second, "master_disk_hits_total") >= 96);
 }
