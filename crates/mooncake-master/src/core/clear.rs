@@ -25,7 +25,9 @@ impl MasterCore {
             let Some(o) = self.objects.get(key.as_str()) else {
                 continue;
             };
-            if o.owner != client || o.lease_until > now || o.state != State::Complete {
+            // A demotion in flight is copying its memory: like a lease, it blocks clearing.
+            if o.owner != client || o.lease_until > now || o.state != State::Complete || o.disk_busy
+            {
                 continue;
             }
             if segment.is_empty() {
@@ -41,8 +43,10 @@ impl MasterCore {
                 if gone.is_empty() {
                     continue;
                 }
+                let on_disk = o.disk.is_some();
                 self.free_slots(&gone);
-                if kept.is_empty() {
+                // A copy on its holder's disk is a replica too: the object survives on it.
+                if kept.is_empty() && !on_disk {
                     self.objects.remove(key.as_str());
                 } else if let Some(o) = self.objects.get_mut(key.as_str()) {
                     o.slots = kept;

@@ -236,3 +236,35 @@ fn an_object_removed_during_its_demotion_keeps_its_memory_until_the_task_times_o
     assert!(c.allocated() <= MIB);
     c.check_invariants().unwrap();
 }
+
+#[test]
+fn clearing_the_memory_replica_keeps_the_disk_copy() {
+    let (mut c, t) = holder_with_tier(2 * MIB);
+    put(&mut c, "a", MIB, t).unwrap();
+    put(&mut c, "b", MIB, t).unwrap();
+    let _ = put(&mut c, "c", MIB, t);
+    let tasks = c.take_disk_tasks(HOLDER, SEG).unwrap();
+    let (k, other) = if tasks[0].key == "a" {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    // While its demotion runs, clearing skips the object.
+    assert!(c
+        .batch_replica_clear(W, &[k.to_string()], "h:1", t)
+        .is_empty());
+    answer(&mut c, &tasks, DiskOutcome::Done, t);
+    // A memory-and-disk object cleared on its memory segment lives on, from disk.
+    assert_eq!(c.request_load(k, t), LoadState::Loading);
+    let load = c.take_disk_tasks(HOLDER, SEG).unwrap();
+    answer(&mut c, &load, DiskOutcome::Done, t);
+    // Once the load's short lease is over.
+    let later = t + Duration::from_secs(1);
+    assert_eq!(
+        c.batch_replica_clear(W, &[k.to_string()], "h:1", later),
+        vec![k.to_string()]
+    );
+    assert!(c.contains(k));
+    assert_eq!(c.disk_holder(k).as_deref(), Some("h:1"));
+    c.check_invariants().unwrap();
+}
