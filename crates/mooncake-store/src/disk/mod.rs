@@ -480,6 +480,33 @@ mod tests {
         assert_eq!(t.demote("huge", 9, 10 << 20, |_| true).0, DiskOutcome::Full);
     }
 
+    #[test]
+    fn records_round_trip_on_tmpfs_with_or_without_direct_io() {
+        // tmpfs refuses O_DIRECT on older kernels: the tier falls back to buffered I/O
+        // and must behave the same.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            return;
+        }
+        let dir = shm.join(format!("mooncake-disk-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let t = tier(&dir, 8 << 20);
+        let v = value(5, 10_000);
+        let (o, _) = t.demote("k", 1, v.len() as u64, |b| {
+            b.copy_from_slice(&v);
+            true
+        });
+        assert_eq!(o, DiskOutcome::Done, "direct_io={}", t.direct_io());
+        let mut got = Vec::new();
+        let o = t.load("k", 1, v.len() as u64, |b| {
+            got = b.to_vec();
+            true
+        });
+        assert_eq!((o, got == v), (DiskOutcome::Done, true));
+        drop(t);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn tempdir(name: &str) -> PathBuf {
         let p = std::env::temp_dir().join(format!(
             "mooncake-disk-{name}-{}-{:?}",
