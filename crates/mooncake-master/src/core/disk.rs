@@ -356,6 +356,17 @@ impl MasterCore {
         let Some(o) = self.objects.get(key) else {
             return false;
         };
+        // A copy or move task may free or rewrite the range: no demotion beside one.
+        let tasked = self.tasks.by_id.values().any(|t| {
+            t.key == key
+                && matches!(
+                    t.info.status,
+                    mooncake_store::TaskStatus::Pending | mooncake_store::TaskStatus::Processing
+                )
+        });
+        if tasked {
+            return false;
+        }
         let (size, version) = (o.size, o.version);
         let found = o.slots.iter().find_map(|s| {
             let t = self.disk.tiers.get(&s.segment)?;

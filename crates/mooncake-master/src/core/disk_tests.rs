@@ -265,3 +265,26 @@ fn clearing_the_memory_replica_keeps_the_disk_copy() {
     assert_eq!(c.disk_holder(k).as_deref(), Some("h:1"));
     c.check_invariants().unwrap();
 }
+
+#[test]
+fn copy_and_move_tasks_wait_for_a_demotion() {
+    let (mut c, t) = holder_with_tier(2 * MIB);
+    put(&mut c, "a", MIB, t).unwrap();
+    put(&mut c, "b", MIB, t).unwrap();
+    let _ = put(&mut c, "c", MIB, t);
+    let tasks = c.take_disk_tasks(HOLDER, SEG).unwrap();
+    let k = tasks[0].key.clone();
+    assert_eq!(
+        c.create_copy_task(&k, &["h:2".to_string()], t, 0),
+        Err(ErrorCode::ObjectReplicaBusy)
+    );
+    assert_eq!(
+        c.create_move_task(&k, "h:1", "h:2", t, 0),
+        Err(ErrorCode::ObjectReplicaBusy)
+    );
+    answer(&mut c, &tasks, DiskOutcome::Done, t);
+    assert_ne!(
+        c.create_copy_task(&k, &["h:2".to_string()], t, 0),
+        Err(ErrorCode::ObjectReplicaBusy)
+    );
+}
