@@ -137,15 +137,22 @@ impl MasterCore {
         for k in lost {
             self.drop_disk_copy(&k);
         }
-        self.disk.tiers.insert(
-            segment,
-            Tier {
-                client,
-                capacity,
-                queue: VecDeque::new(),
-                full_until: None,
-            },
-        );
+        // Mounting again (the ping's remount and the poll can both do it) keeps the tasks
+        // already queued.
+        match self.disk.tiers.get_mut(&segment) {
+            Some(t) if t.client == client => t.capacity = capacity,
+            _ => {
+                self.disk.tiers.insert(
+                    segment,
+                    Tier {
+                        client,
+                        capacity,
+                        queue: VecDeque::new(),
+                        full_until: None,
+                    },
+                );
+            }
+        }
         let mut stale = Vec::new();
         let ttl = self.config.default_kv_soft_pin_ttl;
         for r in records {

@@ -1,5 +1,6 @@
 //! Eviction: above the high watermark, least-recently-leased objects are dropped until
-//! the eviction ratio is freed; leased, hard-pinned and unfinished objects never are.
+//! the eviction ratio is freed; leased, hard-pinned and unfinished objects never are, nor
+//! objects on a segment waiting for its owner's remount.
 
 use super::*;
 
@@ -37,6 +38,13 @@ impl MasterCore {
                     && o.pin != Pin::Hard
                     && !o.disk_busy
                     && !o.slots.is_empty()
+                    // Objects waiting for their owner's remount (a restored or detached
+                    // segment) stay: its disk tier, once mounted again, may keep them.
+                    && o.slots.iter().all(|s| {
+                        self.segments
+                            .get(&s.segment)
+                            .is_some_and(|m| m.detached_until.is_none())
+                    })
             })
             .map(|(k, o)| {
                 let soft = o.pin == Pin::Soft && o.soft_pin_until.is_some_and(|t| t > now);

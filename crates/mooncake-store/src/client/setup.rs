@@ -282,7 +282,14 @@ pub(super) async fn ping(inner: Arc<Inner>) {
             let all = client.all_segments();
             if !all.is_empty() {
                 tracing::info!(segments = all.len(), "master asked for a remount");
-                let _ = inner.master.remount_segments(inner.id, all).await;
+                let remounted = inner.master.remount_segments(inner.id, all).await;
+                // The tier right after the segment: until the master knows it, an eviction
+                // would drop objects instead of demoting them.
+                if let (Ok(()), Some(tier)) = (remounted, &inner.disk) {
+                    if let Err(e) = disk::mount_tier(&inner, tier).await {
+                        tracing::debug!(error = %e, "disk tier remount failed; the poll retries");
+                    }
+                }
             }
         }
         Ok(_) => {}

@@ -413,7 +413,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("tmp").join("x"), b"junk").unwrap();
-        let (t, report) = DiskTier::open(DiskConfig::new(&dir, 64 << 20)).unwrap();
+        let (t, report) = DiskTier::open(DiskConfig::new(&*dir, 64 << 20)).unwrap();
         assert_eq!(report.records, 3);
         assert_eq!(report.bad.len(), 1);
         let mut got = Vec::new();
@@ -445,11 +445,11 @@ mod tests {
         let dir = tempdir("lock");
         let _t = tier(&dir, 1 << 20);
         assert!(matches!(
-            DiskTier::open(DiskConfig::new(&dir, 1 << 20)),
+            DiskTier::open(DiskConfig::new(&*dir, 1 << 20)),
             Err(DiskError::InUse { .. })
         ));
         let dir2 = tempdir("cap");
-        let err = DiskTier::open(DiskConfig::new(&dir2, u64::MAX / 2)).unwrap_err();
+        let err = DiskTier::open(DiskConfig::new(&*dir2, u64::MAX / 2)).unwrap_err();
         assert!(matches!(err, DiskError::CapacityOverFree { .. }), "{err}");
         assert!(err.to_string().contains("free"), "{err}");
         assert!(matches!(
@@ -507,13 +507,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn tempdir(name: &str) -> PathBuf {
+    /// A directory under the temp dir, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl std::ops::Deref for TempDir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn tempdir(name: &str) -> TempDir {
         let p = std::env::temp_dir().join(format!(
             "mooncake-disk-{name}-{}-{:?}",
             std::process::id(),
             std::thread::current().id()
         ));
         let _ = std::fs::remove_dir_all(&p);
-        p
+        TempDir(p)
     }
 }
