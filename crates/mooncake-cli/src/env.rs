@@ -47,6 +47,15 @@ pub fn store_cluster_id() -> String {
         .unwrap_or_else(|| mooncake_store::grpc::DEFAULT_CLUSTER_ID.to_owned())
 }
 
+/// Mooncake's SSD-offload settings: `MOONCAKE_OFFLOAD_FILE_STORAGE_PATH` and
+/// `MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES` (read when `--enable_offload` is given).
+pub fn offload_settings() -> (Option<String>, Option<String>) {
+    (
+        setting("MOONCAKE_OFFLOAD_FILE_STORAGE_PATH"),
+        setting("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES"),
+    )
+}
+
 /// The environment variable `name`, if set and not empty.
 pub fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())

@@ -47,6 +47,10 @@ struct Args {
     /// Read lease granted by exist and get, in ms (or `10s`).
     #[arg(long = "default_kv_lease_ttl", value_parser = parse_ms, default_value = "10000")]
     default_kv_lease_ttl: Duration,
+    /// Read lease of an object that also has a disk copy, in ms, plus 10 ms per MB of
+    /// value (at most `--default_kv_lease_ttl`): its memory copy is cheap to drop and reload.
+    #[arg(long = "disk_replica_lease_ttl", value_parser = parse_ms, default_value = "100")]
+    disk_replica_lease_ttl: Duration,
     /// Soft-pin duration, in ms (or `30m`).
     #[arg(long = "default_kv_soft_pin_ttl", value_parser = parse_ms, default_value = "1800000")]
     default_kv_soft_pin_ttl: Duration,
@@ -180,6 +184,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
     crate::raise_fd_limit();
     let master = MasterConfig {
         default_kv_lease_ttl: args.default_kv_lease_ttl,
+        disk_replica_lease_ttl: args.disk_replica_lease_ttl,
         default_kv_soft_pin_ttl: args.default_kv_soft_pin_ttl,
         max_kv_soft_pin_ttl: args.max_kv_soft_pin_ttl,
         allow_evict_soft_pinned_objects: args.allow_evict_soft_pinned_objects,

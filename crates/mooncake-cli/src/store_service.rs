@@ -44,6 +44,20 @@ struct Args {
     /// with `memcpy` instead of TCP (falls back to private memory if `/dev/shm` is full).
     #[arg(long = "shared_memory", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "true")]
     shared_memory: bool,
+    /// A disk tier in this directory: objects the master evicts from this segment are
+    /// demoted to it instead of dropped, and read back on demand (docs/disk-tier.md).
+    #[arg(long = "disk_path")]
+    disk_path: Option<std::path::PathBuf>,
+    /// Bytes the disk tier may take, e.g. `"200 GB"` (default: 80% of the free space).
+    #[arg(long = "disk_capacity", value_parser = parse_size)]
+    disk_capacity: Option<u64>,
+    /// Disk requests in flight at most (threads of the tier's I/O pool).
+    #[arg(long = "disk_io_threads", default_value_t = 8)]
+    disk_io_threads: usize,
+    /// Mooncake's spelling: a disk tier at `MOONCAKE_OFFLOAD_FILE_STORAGE_PATH` of
+    /// `MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES` (unless `--disk_path` is given).
+    #[arg(long = "enable_offload", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    enable_offload: bool,
     /// Accepted for compatibility.
     #[arg(long, default_value_t = 1, hide = true)]
     threads: usize,
@@ -63,6 +77,21 @@ pub fn run(argv: Vec<String>) -> Result<()> {
     crate::init_tracing(args.verbosity);
     crate::raise_fd_limit();
     let host = crate::env::setting("MC_TCP_BIND_ADDRESS").unwrap_or(args.host.clone());
+    let offload = if args.enable_offload {
+        crate::env::offload_settings()
+    } else {
+        (None, None)
+    };
+    let disk = disk_config(
+        DiskFlags {
+            path: args.disk_path.clone(),
+            capacity: args.disk_capacity,
+            io_threads: args.disk_io_threads,
+            enable_offload: args.enable_offload,
+        },
+        offload,
+        |p| mooncake_transfer_engine::free_bytes(p).ok(),
+    )?;
     let config = StoreServiceConfig {
         client: ClientConfig {
             local_hostname: host.clone(),
@@ -76,6 +105,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             drain_timeout: args.drain_timeout,
             shared_memory: args.shared_memory,
             segment_path: args.segment_path,
+            disk,
             auth_token: args.cluster.auth.token().map_err(anyhow::Error::msg)?,
             ..ClientConfig::default()
         },
@@ -119,4 +149,103 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             crate::announce("mooncake_store_service stopped: segment drained and unmounted");
             Ok(())
         })
+}
+
+/// The disk-tier settings as given (flags, or the Python `setup` arguments).
+#[derive(Debug, Clone, Default)]
+pub struct DiskFlags {
+    /// `--disk_path` / `ssd_offload_path`.
+    pub path: Option<std::path::PathBuf>,
+    /// `--disk_capacity`.
+    pub capacity: Option<u64>,
+    /// `--disk_io_threads`.
+    pub io_threads: usize,
+    /// `--enable_offload` / `enable_ssd_offload`.
+    pub enable_offload: bool,
+}
+
+/// The disk tier from the flags, or from Mooncake's offload environment with
+/// `--enable_offload`; the capacity defaults to 80% of the free space where the tier
+/// lives (`free` asks the filesystem, after the directory is created).
+pub fn disk_config(
+    flags: DiskFlags,
+    (env_path, env_limit): (Option<String>, Option<String>),
+    free: impl Fn(&std::path::Path) -> Option<u64>,
+) -> Result<Option<mooncake_store::DiskConfig>> {
+    let path = match (flags.path, env_path) {
+        (Some(p), _) => p,
+        (None, Some(p)) => std::path::PathBuf::from(p),
+        (None, None) if flags.enable_offload => anyhow::bail!(
+            "--enable_offload needs --disk_path or MOONCAKE_OFFLOAD_FILE_STORAGE_PATH"
+        ),
+        (None, None) => return Ok(None),
+    };
+    let capacity = match (flags.capacity, env_limit) {
+        (Some(c), _) => c,
+        (None, Some(v)) => parse_size(&v)
+            .map_err(|e| anyhow::anyhow!("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES={v:?}: {e}"))?,
+        (None, None) => {
+            std::fs::create_dir_all(&path)
+                .map_err(|e| anyhow::anyhow!("disk tier {}: not writable: {e}", path.display()))?;
+            let f = free(&path).unwrap_or(0);
+            let c = f / 10 * 8;
+            tracing::info!(
+                path = %path.display(),
+                capacity = c,
+                "no --disk_capacity: using 80% of the free space"
+            );
+            c
+        }
+    };
+    Ok(Some(mooncake_store::DiskConfig {
+        io_threads: flags.io_threads.max(1),
+        ..mooncake_store::DiskConfig::new(path, capacity)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_flags_and_mooncake_offload_spelling() {
+        let none = |_: &std::path::Path| None;
+        assert!(disk_config(DiskFlags::default(), (None, None), none)
+            .unwrap()
+            .is_none());
+        let flags = DiskFlags {
+            path: Some("/d".into()),
+            capacity: Some(200 << 30),
+            io_threads: 4,
+            enable_offload: false,
+        };
+        let c = disk_config(flags, (None, None), none).unwrap().unwrap();
+        assert_eq!((c.capacity, c.io_threads), (200 << 30, 4));
+        let offload = DiskFlags {
+            enable_offload: true,
+            io_threads: 8,
+            ..DiskFlags::default()
+        };
+        let c = disk_config(
+            offload.clone(),
+            (Some("/ssd".into()), Some("1073741824".into())),
+            none,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((c.path.to_str(), c.capacity), (Some("/ssd"), 1 << 30));
+        let err = disk_config(offload.clone(), (None, None), none).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("MOONCAKE_OFFLOAD_FILE_STORAGE_PATH"),
+            "{err}"
+        );
+        let err =
+            disk_config(offload, (Some("/ssd".into()), Some("lots".into())), none).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES"),
+            "{err}"
+        );
+    }
 }

@@ -18,6 +18,7 @@ use mooncake_store::{
 use crate::MasterConfig;
 
 mod clear;
+mod disk;
 mod drain;
 mod evict;
 mod history;
@@ -28,6 +29,7 @@ mod segments;
 mod status;
 mod tasks;
 
+pub use self::disk::{DiskStats, LoadState};
 use self::history::Event;
 pub use self::history::{
     KeyEvent, KeyExplanation, KeyState, LookupOp, LookupStats, MissCause, HISTORY_EVENTS,
@@ -102,6 +104,14 @@ struct Object {
     reads: u64,
     /// When the last of them happened.
     last_read: Option<Instant>,
+    /// The memory segment whose holder's disk tier has a complete record of this version.
+    disk: Option<SegmentId>,
+    /// A disk task (demotion or load) is in flight for it.
+    disk_busy: bool,
+    /// Its memory replica was loaded from disk: described with version 0, so no client
+    /// validates a read it started from a cached location against it (the range may have
+    /// held other bytes until the load, at the same address and object version).
+    loaded: bool,
 }
 
 /// Mooncake's put/upsert argument checks: a valid key, a non-zero size, at least one
@@ -191,6 +201,8 @@ pub struct MasterCore {
     journal: Option<journal::Journal>,
     /// Lookup counters by miss cause and the bounded per-key history (`explain`).
     history: history::History,
+    /// Holders' disk tiers and their tasks.
+    disk: disk::DiskState,
 }
 
 impl MasterCore {
@@ -215,6 +227,7 @@ impl MasterCore {
             jobs: jobs::Jobs::default(),
             journal: None,
             history: history::History::default(),
+            disk: disk::DiskState::default(),
         }
     }
 
@@ -298,7 +311,6 @@ impl MasterCore {
 
     /// The readable replicas of a key; grants or extends the read lease.
     pub fn get_replica_list(&mut self, key: &str, now: Instant) -> Result<ReplicaList, ErrorCode> {
-        let ttl = self.config.default_kv_lease_ttl;
         let Some(o) = self.objects.get_mut(key) else {
             self.lookup_miss(LookupOp::GetReplicaList, key);
             return Err(ErrorCode::ObjectNotFound);
@@ -307,10 +319,23 @@ impl MasterCore {
             self.lookup_miss(LookupOp::GetReplicaList, key);
             return Err(ErrorCode::ReplicaIsNotReady);
         }
+        // A memory copy of an object that also lives on disk is cheap to drop and load
+        // again: its readers get a shorter lease, so reading through a disk tier larger
+        // than memory is not stalled by leases.
+        let ttl = match o.disk {
+            Some(_) => self.config.disk_lease(o.size),
+            None => self.config.default_kv_lease_ttl,
+        };
         o.lease_until = o.lease_until.max(now + ttl);
         o.reads += 1;
         o.last_read = Some(now);
         let (size, version, slots, checksum) = (o.size, o.version, o.slots.clone(), o.checksum);
+        let loaded = o.loaded;
+        let disk_segments = o
+            .disk
+            .and_then(|d| self.segments.get(&d))
+            .map(|m| vec![m.segment.name.clone()])
+            .unwrap_or_default();
         // Replicas on a detached durable segment wait for its owner's restart.
         let replicas: Vec<ReplicaDescriptor> = slots
             .iter()
@@ -319,7 +344,7 @@ impl MasterCore {
                     .get(&s.segment)
                     .is_some_and(|m| m.detached_until.is_none())
             })
-            .filter_map(|s| self.describe(s, size, version))
+            .filter_map(|s| self.describe(s, size, if loaded { 0 } else { version }))
             .collect();
         if replicas.is_empty() {
             self.lookup_miss(LookupOp::GetReplicaList, key);
@@ -330,6 +355,7 @@ impl MasterCore {
             replicas,
             lease_ttl_ms: ttl.as_millis() as u64,
             checksum,
+            disk_segments,
         })
     }
 
@@ -448,6 +474,9 @@ impl MasterCore {
                 checksum: config.checksum,
                 reads: 0,
                 last_read: None,
+                disk: None,
+                disk_busy: false,
+                loaded: false,
             },
         );
         Ok(descriptors)
@@ -578,8 +607,8 @@ impl MasterCore {
             return Err(ErrorCode::ReplicaIsNotReady);
         }
         if let Some(o) = self.objects.remove(key) {
-            self.free_slots(&o.slots);
             let reads = o.reads;
+            self.discard(key, o, now);
             self.record(
                 key,
                 Some(now),
@@ -603,8 +632,8 @@ impl MasterCore {
             .collect();
         for k in &keys {
             if let Some(o) = self.objects.remove(k) {
-                self.free_slots(&o.slots);
                 let (how, reads) = ("remove_all", o.reads);
+                self.discard(k, o, now);
                 self.record(k, Some(now), Event::Removed { how, reads });
             }
             self.journal_key(k);
@@ -646,6 +675,7 @@ impl MasterCore {
             if o.state == State::Complete {
                 self.journal_key(key);
             }
+            self.forget_disk_copy(key, o.disk, o.version);
             for s in o.slots {
                 self.delayed_frees.push((release_at, s.segment, s.handle));
             }
@@ -659,3 +689,7 @@ mod tests;
 
 #[cfg(test)]
 mod features_tests;
+
+#[cfg(test)]
+#[path = "core/disk_tests.rs"]
+mod disk_tests;

@@ -21,10 +21,10 @@ mod state;
 mod status_page;
 
 pub use crate::core::{
-    Change, ClientView, DrainJobView, DurableState, EvictionStats, JobStatus, KeyEvent,
-    KeyExplanation, KeyState, LookupOp, LookupStats, MasterCore, MissCause, ObjectRecord,
-    ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, SegmentView, SpaceUse, TickReport,
-    HISTORY_EVENTS, HISTORY_GONE_KEYS,
+    Change, ClientView, DiskStats, DrainJobView, DurableState, EvictionStats, JobStatus, KeyEvent,
+    KeyExplanation, KeyState, LoadState, LookupOp, LookupStats, MasterCore, MissCause,
+    ObjectRecord, ReplicaRecord, RestoreReport, SegmentRecord, SegmentStatus, SegmentView,
+    SpaceUse, TickReport, HISTORY_EVENTS, HISTORY_GONE_KEYS,
 };
 pub use config::{ConfigError, MasterConfig, StateConfig};
 pub use explain::{Explanation, Status};

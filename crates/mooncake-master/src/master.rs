@@ -15,6 +15,8 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::core::{DrainJobView, MasterCore, SegmentStatus, TickReport};
 use crate::ha::Replicator;
+
+mod disk;
 use crate::metrics::{Metrics, Op};
 use crate::state::{StateDir, StateError};
 use crate::{MasterConfig, StateConfig};
@@ -29,6 +31,8 @@ pub struct Master {
     pub(crate) state: Option<StateDir>,
     /// The standbys this leader streams its changes to (HA), if any.
     pub(crate) repl: Option<Arc<Replicator>>,
+    /// Wake-ups of disk-tier polls and of calls waiting for disk tasks.
+    disk: disk::DiskSignals,
 }
 
 /// The core's lock; when it is released, the call's durable changes are queued for the
@@ -148,6 +152,7 @@ impl Master {
             version,
             state: None,
             repl: None,
+            disk: disk::DiskSignals::default(),
         })
     }
 
@@ -170,6 +175,7 @@ impl Master {
             version: ProtocolVersion::CURRENT,
             state: None,
             repl: Some(repl),
+            disk: disk::DiskSignals::default(),
         };
         let seconds = started.elapsed().as_secs_f64();
         master
@@ -212,6 +218,7 @@ impl Master {
             version: ProtocolVersion::CURRENT,
             state: None,
             repl: None,
+            disk: disk::DiskSignals::default(),
         };
         dir.compact(&master.core)?;
         master.lock_core().enable_journal();
@@ -298,7 +305,12 @@ impl Master {
 
     /// Runs the periodic work once (client expiry, abandoned puts, eviction).
     pub fn tick(&self) -> TickReport {
-        let report = self.lock_core().tick(Instant::now());
+        let report = {
+            let mut core = self.lock_core();
+            let r = core.tick(Instant::now());
+            self.wake_holders(&mut core);
+            r
+        };
         for c in &report.expired_clients {
             tracing::info!(
                 client = format!("{:x}", c.0),
@@ -335,7 +347,9 @@ impl Master {
             if n.is_multiple_of(per_second) {
                 self.tick();
             } else {
-                self.lock_core().evict_if_needed(Instant::now());
+                let mut core = self.lock_core();
+                core.evict_if_needed(Instant::now());
+                self.wake_holders(&mut core);
             }
             // Drain jobs are scheduled twice a second, as in Mooncake.
             if n.is_multiple_of((per_second / 2).max(1)) {
@@ -357,13 +371,25 @@ impl Master {
 
     /// The replicas of a key as JSON lines, without granting a lease (`/query_key`).
     pub fn query_key(&self, key: &str) -> Option<String> {
-        let list = self.lock_core().peek_replicas(key)?;
+        let (list, disk, size) = {
+            let core = self.lock_core();
+            let list = core.peek_replicas(key)?;
+            (list, core.disk_holder(key), core.object_size(key))
+        };
         let mut out = String::new();
         for r in list {
             let _ = writeln!(
                 out,
-                "{{\"buffer_address\":{},\"size\":{},\"transport_endpoint\":\"{}\",\"segment\":\"{}\"}}",
+                "{{\"buffer_address\":{},\"size\":{},\"transport_endpoint\":\"{}\",\"segment\":\"{}\",\"tier\":\"MEMORY\"}}",
                 r.buffer_address, r.size, r.transport_endpoint, r.segment_name
+            );
+        }
+        // Mooncake's name for a copy on its holder's own disk.
+        if let Some(holder) = disk {
+            let _ = writeln!(
+                out,
+                "{{\"size\":{},\"segment\":\"{holder}\",\"tier\":\"LOCAL_DISK\"}}",
+                size.unwrap_or(0)
             );
         }
         Some(out)
@@ -446,6 +472,7 @@ impl Master {
                 let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
             }
             crate::explain::render_lookup_metrics(&core, &mut out);
+            disk::render(&core, &mut out);
         }
         self.metrics.render(&mut out);
         out
@@ -553,15 +580,37 @@ impl MasterApi for Master {
 
     async fn get_replica_list(&self, key: &str) -> Result<ReplicaList, ErrorCode> {
         let t = Instant::now();
-        let r = self.lock_core().get_replica_list(key, t);
+        // The lock guard must be gone before the await.
+        let first = self.lock_core().get_replica_list(key, t);
+        let r = match first {
+            Err(ErrorCode::ReplicaIsNotReady) => self.read_through_disk(key).await,
+            r => r,
+        };
         self.metrics.observe(Op::GetReplicaList, t.elapsed());
         self.count(Op::GetReplicaList, r)
     }
 
     async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList> {
-        self.batch(Op::GetReplicaList, keys, |core, k, now| {
-            core.get_replica_list(k, now)
-        })
+        check_batch(keys.len())?;
+        let now = Instant::now();
+        let mut rs: Vec<Result<ReplicaList, ErrorCode>> = {
+            let mut core = self.lock_core();
+            let rs: Vec<_> = keys.iter().map(|k| core.get_replica_list(k, now)).collect();
+            // Start every load at once, so the holders read them in parallel.
+            for (k, r) in keys.iter().zip(&rs) {
+                if r == &Err(ErrorCode::ReplicaIsNotReady) {
+                    core.request_load(k, now);
+                }
+            }
+            self.wake_holders(&mut core);
+            rs
+        };
+        for (k, r) in keys.iter().zip(rs.iter_mut()) {
+            if r == &Err(ErrorCode::ReplicaIsNotReady) {
+                *r = self.read_through_disk(k).await;
+            }
+        }
+        self.count_batch(Op::GetReplicaList, rs)
     }
 
     async fn put_start(
@@ -572,7 +621,14 @@ impl MasterApi for Master {
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
         let t = Instant::now();
-        let r = self.lock_core().put_start(client, key, size, config, t);
+        let first = self.lock_core().put_start(client, key, size, config, t);
+        let r = match first {
+            Err(ErrorCode::NoAvailableHandle) => {
+                self.wait_for_demotions(|core, now| core.put_start(client, key, size, config, now))
+                    .await
+            }
+            r => r,
+        };
         self.metrics.observe(Op::PutStart, t.elapsed());
         self.count(Op::PutStart, r)
     }
@@ -583,9 +639,18 @@ impl MasterApi for Master {
         items: &[(String, u64)],
         config: &ReplicateConfig,
     ) -> BatchResult<Vec<ReplicaDescriptor>> {
-        self.batch(Op::PutStart, items, |core, (k, n), now| {
+        let mut rs = self.batch(Op::PutStart, items, |core, (k, n), now| {
             core.put_start(client, k, *n, config, now)
-        })
+        })?;
+        // Items that found no room while demotions were freeing some: once more, waiting.
+        for ((k, n), r) in items.iter().zip(rs.iter_mut()) {
+            if r == &Err(ErrorCode::NoAvailableHandle) {
+                *r = self
+                    .wait_for_demotions(|core, now| core.put_start(client, k, *n, config, now))
+                    .await;
+            }
+        }
+        Ok(rs)
     }
 
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {
@@ -624,7 +689,12 @@ impl MasterApi for Master {
     }
 
     async fn remove(&self, key: &str, force: bool) -> Result<(), ErrorCode> {
-        let r = self.lock_core().remove(key, force, Instant::now());
+        let r = {
+            let mut core = self.lock_core();
+            let r = core.remove(key, force, Instant::now());
+            self.wake_holders(&mut core);
+            r
+        };
         self.count(Op::Remove, r)
     }
 
@@ -726,6 +796,35 @@ impl MasterApi for Master {
 
     async fn explain_key(&self, key: &str) -> Result<String, ErrorCode> {
         crate::explain::explain_json(self, key)
+    }
+
+    async fn mount_disk_tier(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        capacity: u64,
+        records: Vec<mooncake_store::DiskRecord>,
+    ) -> Result<Vec<mooncake_store::DiskRecord>, ErrorCode> {
+        self.disk_mount(client, segment, capacity, records)
+    }
+
+    async fn poll_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        wait: Duration,
+    ) -> Result<Vec<mooncake_store::DiskTask>, ErrorCode> {
+        self.disk_poll(client, segment, wait).await
+    }
+
+    async fn finish_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        results: &[mooncake_store::DiskTaskResult],
+        evicted: &[mooncake_store::DiskRecord],
+    ) -> Result<(), ErrorCode> {
+        self.disk_finish(client, segment, results, evicted)
     }
 }
 

@@ -7,12 +7,14 @@
 //! - [`placement::PlacementStrategy`]: random, free-ratio-first and local-first placement;
 //! - [`MasterApi`]: every master RPC the client needs, implemented by the in-process master
 //!   (`mooncake-master`) and by the gRPC client;
+//! - [`disk::DiskTier`]: a holder's disk tier (records, LRU index, direct I/O);
 //! - [`Client`]: put/get/remove/exist and their batch and zero-copy forms, over the master
 //!   and the transfer engine.
 #![forbid(unsafe_code)]
 
 pub mod allocator;
 mod client;
+pub mod disk;
 use mooncake_transfer_engine::conn;
 mod error;
 pub mod grpc;
@@ -27,6 +29,10 @@ mod task;
 pub mod types;
 
 pub use client::{Client, ClientConfig, DrainReport, Fragment, SetupError, StagedValue, Value};
+pub use disk::{
+    DiskConfig, DiskError, DiskOutcome, DiskRecord, DiskTask, DiskTaskKind, DiskTaskResult,
+    DiskTier,
+};
 pub use error::{to_code, ErrorCode};
 pub use master_api::{BatchResult, MasterApi};
 pub use service::{StoreService, StoreServiceConfig};

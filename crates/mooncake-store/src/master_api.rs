@@ -4,6 +4,7 @@ use std::fmt::Debug;
 
 use async_trait::async_trait;
 
+use crate::disk::{DiskRecord, DiskTask, DiskTaskResult};
 use crate::task::{TaskAssignment, TaskId, TaskInfo};
 use crate::types::{
     ClientId, DrainMove, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
@@ -222,6 +223,44 @@ pub trait MasterApi: Send + Sync + Debug {
     /// events) as JSON, the body of the admin port's `GET /explain?key=`. Grants no lease.
     async fn explain_key(&self, key: &str) -> Result<String, ErrorCode> {
         let _ = key;
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// Registers the disk tier of `client`'s memory `segment` (`capacity` bytes) with the
+    /// records found on it; returns the records to delete (another version of the key
+    /// exists). Records of keys the master does not know are served again (disk only).
+    async fn mount_disk_tier(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        capacity: u64,
+        records: Vec<DiskRecord>,
+    ) -> Result<Vec<DiskRecord>, ErrorCode> {
+        let _ = (client, segment, capacity, records);
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// The disk tasks waiting for `segment`'s tier; waits up to `wait` (at most 5 s) for
+    /// one when there is none. `SegmentNotFound` when the tier must be mounted (again).
+    async fn poll_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        wait: std::time::Duration,
+    ) -> Result<Vec<DiskTask>, ErrorCode> {
+        let _ = (client, segment, wait);
+        Err(ErrorCode::NotSupported)
+    }
+
+    /// Reports disk tasks' outcomes and the records the tier's LRU evicted.
+    async fn finish_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        results: &[DiskTaskResult],
+        evicted: &[DiskRecord],
+    ) -> Result<(), ErrorCode> {
+        let _ = (client, segment, results, evicted);
         Err(ErrorCode::NotSupported)
     }
 }

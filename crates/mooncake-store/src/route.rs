@@ -281,6 +281,42 @@ macro_rules! impl_master_api_by_route {
                 })
                 .await
             }
+            async fn mount_disk_tier(
+                &self,
+                client: $crate::ClientId,
+                segment: $crate::SegmentId,
+                capacity: u64,
+                records: Vec<$crate::DiskRecord>,
+            ) -> Result<Vec<$crate::DiskRecord>, $crate::ErrorCode> {
+                self.route("mount_disk_tier", move |m| {
+                    let records = records.clone();
+                    async move { m.mount_disk_tier(client, segment, capacity, records).await }
+                })
+                .await
+            }
+            async fn poll_disk_tasks(
+                &self,
+                client: $crate::ClientId,
+                segment: $crate::SegmentId,
+                wait: std::time::Duration,
+            ) -> Result<Vec<$crate::DiskTask>, $crate::ErrorCode> {
+                self.route("poll_disk_tasks", move |m| async move {
+                    m.poll_disk_tasks(client, segment, wait).await
+                })
+                .await
+            }
+            async fn finish_disk_tasks(
+                &self,
+                client: $crate::ClientId,
+                segment: $crate::SegmentId,
+                results: &[$crate::DiskTaskResult],
+                evicted: &[$crate::DiskRecord],
+            ) -> Result<(), $crate::ErrorCode> {
+                self.route("finish_disk_tasks", move |m| async move {
+                    m.finish_disk_tasks(client, segment, results, evicted).await
+                })
+                .await
+            }
             async fn explain_key(&self, key: &str) -> Result<String, $crate::ErrorCode> {
                 self.route(
                     "explain_key",

@@ -119,11 +119,15 @@ impl StoreService {
 async fn metrics(State(client): State<Client>) -> String {
     let size = client.segment().map(|s| s.size).unwrap_or(0);
     let name = client.segment().map(|s| s.name.clone()).unwrap_or_default();
-    format!(
+    let mut out = format!(
         "# TYPE mooncake_store_service_segment_bytes gauge\nmooncake_store_service_segment_bytes{{segment=\"{name}\"}} {size}\n\
          # HELP mooncake_client_read_misses_total Reads that missed although the master named replicas.\n\
          # TYPE mooncake_client_read_misses_total counter\n\
          mooncake_client_read_misses_total{{cause=\"transfer_failed\"}} {}\n",
         client.read_transfer_failures()
-    )
+    );
+    if let Some(tier) = client.disk_tier() {
+        crate::disk::render_metrics(tier, &mut out);
+    }
+    out
 }

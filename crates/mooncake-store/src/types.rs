@@ -161,6 +161,10 @@ pub struct ReplicaList {
     /// The writer's CRC-32C of the value, when it computed one: a reader with checksums
     /// on verifies what it read and tries the next replica on a mismatch.
     pub checksum: Option<u32>,
+    /// Segment names of the holders that also keep the object on their disk tier
+    /// (Mooncake's `LOCAL_DISK` replicas: not read directly; a read of an object held only
+    /// there is served from memory its holder loads it into).
+    pub disk_segments: Vec<String>,
 }
 
 impl ReplicaList {

@@ -210,6 +210,7 @@ impl MasterApi for FakeMaster {
             replicas: obj.replicas.clone(),
             lease_ttl_ms: LEASE_MS,
             checksum: None,
+            disk_segments: Vec::new(),
         })
     }
 

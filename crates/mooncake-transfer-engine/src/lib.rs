@@ -41,7 +41,9 @@ pub use codec::Opcode;
 pub use config::{EngineConfig, Tunables};
 pub use engine::{DirectRange, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
 pub use error::TransferError;
-pub use memory::{effective_uid, peer_uid, try_lock_exclusive, ForeignMemory, SharedMemory};
+pub use memory::{
+    effective_uid, free_bytes, peer_uid, try_lock_exclusive, ForeignMemory, SharedMemory,
+};
 pub use peer_rpc::{HandshakeAddr, PeerRpcError, DEFAULT_HANDSHAKE_PORT};
 pub use registry::{BufferRegistry, Entry};
 pub use topology::{Topology, TopologyEntry};

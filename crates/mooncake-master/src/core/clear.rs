@@ -30,13 +30,15 @@ impl MasterCore {
                 self.record(key, Some(now), Event::LeaseConflict { how, left });
                 continue;
             }
-            if o.owner != client || o.lease_until > now || o.state != State::Complete {
+            // A demotion in flight is copying its memory: like a lease, it blocks clearing.
+            if o.owner != client || o.lease_until > now || o.state != State::Complete || o.disk_busy
+            {
                 continue;
             }
             if segment.is_empty() {
                 if let Some(o) = self.objects.remove(key.as_str()) {
-                    self.free_slots(&o.slots);
                     let (how, reads) = ("batch_replica_clear", o.reads);
+                    self.discard(key, o, now);
                     self.record(key, Some(now), Event::Removed { how, reads });
                 }
             } else {
@@ -48,8 +50,10 @@ impl MasterCore {
                 if gone.is_empty() {
                     continue;
                 }
+                let on_disk = o.disk.is_some();
                 self.free_slots(&gone);
-                if kept.is_empty() {
+                // A copy on its holder's disk is a replica too: the object survives on it.
+                if kept.is_empty() && !on_disk {
                     if let Some(o) = self.objects.remove(key.as_str()) {
                         let (how, reads) = ("batch_replica_clear", o.reads);
                         self.record(key, Some(now), Event::Removed { how, reads });

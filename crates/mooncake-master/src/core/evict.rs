@@ -1,5 +1,6 @@
 //! Eviction: above the high watermark, least-recently-leased objects are dropped until
-//! the eviction ratio is freed; leased, hard-pinned and unfinished objects never are.
+//! the eviction ratio is freed; leased, hard-pinned and unfinished objects never are, nor
+//! objects on a segment waiting for its owner's remount.
 
 use super::*;
 
@@ -33,7 +34,18 @@ impl MasterCore {
             .objects
             .iter()
             .filter(|(_, o)| {
-                o.state == State::Complete && o.lease_until <= now && o.pin != Pin::Hard
+                o.state == State::Complete
+                    && o.lease_until <= now
+                    && o.pin != Pin::Hard
+                    && !o.disk_busy
+                    && !o.slots.is_empty()
+                    // Objects waiting for their owner's remount (a restored or detached
+                    // segment) stay: its disk tier, once mounted again, may keep them.
+                    && o.slots.iter().all(|s| {
+                        self.segments
+                            .get(&s.segment)
+                            .is_some_and(|m| m.detached_until.is_none())
+                    })
             })
             .map(|(k, o)| {
                 let soft = o.pin == Pin::Soft && o.soft_pin_until.is_some_and(|t| t > now);
@@ -42,10 +54,29 @@ impl MasterCore {
             .filter(|(soft, _, _)| !soft || allow_soft)
             .collect();
         candidates.sort_unstable_by_key(|c| (c.0, c.1));
+        // Memory whose demotion is in flight is as good as freed: it will be.
         let (mut freed, mut count) = (0u64, 0usize);
+        let mut demoting = self.disk.demoting_bytes;
         for (_, _, key) in candidates {
-            if freed >= target {
+            if freed + demoting >= target {
                 break;
+            }
+            let has_disk_copy = self.objects.get(&key).is_some_and(|o| o.disk.is_some());
+            if has_disk_copy {
+                // Only the memory copy goes; the object stays readable from disk.
+                if let Some(o) = self.objects.get_mut(&key) {
+                    let slots = std::mem::take(&mut o.slots);
+                    let before = self.allocated;
+                    self.free_slots(&slots);
+                    freed += before - self.allocated;
+                    count += 1;
+                    self.journal_key(&key);
+                }
+                continue;
+            }
+            if self.start_demote(&key, now) {
+                demoting = self.disk.demoting_bytes;
+                continue;
             }
             if let Some(o) = self.objects.remove(&key) {
                 let before = self.allocated;

@@ -235,7 +235,8 @@ impl MasterCore {
         out.reserve(keys.len());
         for key in keys {
             match self.objects.get(&key) {
-                Some(o) if o.state == State::Complete => {
+                // An object with only a disk copy is the holder's to report again.
+                Some(o) if o.state == State::Complete && !o.slots.is_empty() => {
                     out.push(Change::Object(self.object_record(&key, o)));
                 }
                 _ => out.push(Change::Erase { key }),
@@ -255,7 +256,7 @@ impl MasterCore {
             });
         }
         for (key, o) in &self.objects {
-            if o.state == State::Complete {
+            if o.state == State::Complete && !o.slots.is_empty() {
                 out.push(Change::Object(self.object_record(key, o)));
             }
         }
@@ -417,6 +418,9 @@ impl MasterCore {
                 checksum: o.checksum,
                 reads: 0,
                 last_read: None,
+                disk: None,
+                disk_busy: false,
+                loaded: false,
             },
         );
         report.objects += 1;

@@ -173,12 +173,15 @@ impl MasterCore {
         // Replaying the unmount drops the same replicas and objects, so the objects it
         // touches need no records of their own.
         self.journal_segment(Change::Unmount { segment: id });
+        // The holder's disk copies go with its segment (a restarted holder reports them
+        // again when it mounts its tier).
+        self.drop_disk_tier(id);
         let pending = &mut self.pending;
         let mut lost: Vec<(String, bool)> = Vec::new();
         self.objects.retain(|k, o| {
             let before = o.slots.len();
             o.slots.retain(|s| s.segment != id);
-            let keep = !o.slots.is_empty();
+            let keep = !o.slots.is_empty() || o.disk.is_some() || o.disk_busy;
             if !keep {
                 pending.remove(k);
             }
@@ -249,6 +252,7 @@ impl MasterCore {
             self.free_slot(seg, handle);
         }
         self.expire_tasks(now);
+        self.expire_disk_tasks(now);
         let discard = self.config.put_start_discard_timeout;
         let abandoned: Vec<String> = self
             .pending

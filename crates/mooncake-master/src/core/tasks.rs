@@ -143,6 +143,10 @@ impl MasterCore {
             return Err(ErrorCode::InvalidParams);
         }
         let o = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
+        // Mooncake's code for a replica pinned by an offload: its demotion copies it now.
+        if o.disk_busy {
+            return Err(ErrorCode::ObjectReplicaBusy);
+        }
         self.check_targets(targets)?;
         let sources: Vec<String> = o
             .slots
@@ -166,6 +170,9 @@ impl MasterCore {
         wall_ms: u64,
     ) -> Result<TaskId, ErrorCode> {
         let o = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
+        if o.disk_busy {
+            return Err(ErrorCode::ObjectReplicaBusy);
+        }
         if source == target {
             return Err(ErrorCode::InvalidParams);
         }

@@ -110,26 +110,50 @@ class MemoryDescriptor:
         self.buffer_descriptor = buffer_descriptor
 
 
-class ReplicaDescriptor:
-    """One readable replica of an object (``get_replica_desc``); every replica of this
-    store lives in memory and is complete."""
+class LocalDiskDescriptor:
+    """A copy on a holder's disk tier (``get_local_disk_descriptor``)."""
 
-    def __init__(self, buffer_address, size, transport_endpoint, segment_name):
+    def __init__(self, segment_name, size):
+        self.segment_name = segment_name
+        self.object_size = size
+
+    def __repr__(self):
+        return f"LocalDiskDescriptor(segment_name={self.segment_name!r}, size={self.object_size})"
+
+
+class ReplicaDescriptor:
+    """One complete replica of an object (``get_replica_desc``): in memory, or on a
+    holder's disk tier (``replica_type`` 2, Mooncake's ``LOCAL_DISK``)."""
+
+    def __init__(self, buffer_address, size, transport_endpoint, segment_name, replica_type=0):
         self._memory = MemoryDescriptor(
             BufferDescriptor(buffer_address, size, transport_endpoint))
         self.segment_name = segment_name
+        self.replica_type = replica_type
         self.status = ReplicaStatus.COMPLETE
 
     def is_memory_replica(self):
-        return True
+        return self.replica_type == 0
 
     def is_disk_replica(self):
         return False
 
+    def is_local_disk_replica(self):
+        return self.replica_type == 2
+
     def get_memory_descriptor(self):
+        if not self.is_memory_replica():
+            raise RuntimeError("not a memory replica")
         return self._memory
 
+    def get_local_disk_descriptor(self):
+        if not self.is_local_disk_replica():
+            raise RuntimeError("not a local disk replica")
+        return LocalDiskDescriptor(self.segment_name, self._memory.buffer_descriptor.size)
+
     def __repr__(self):
+        if self.is_local_disk_replica():
+            return f"ReplicaDescriptor(local_disk, segment_name={self.segment_name!r})"
         return f"ReplicaDescriptor(memory, {self._memory.buffer_descriptor!r})"
 
 

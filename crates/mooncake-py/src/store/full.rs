@@ -346,12 +346,19 @@ impl StoreOps for Client {
 }
 
 /// `_replicas`: per key its replicas as `(buffer_address, size, transport_endpoint,
-/// segment_name)` (a read lease granted), or `None` when it has none readable.
+/// segment_name, replica_type)` (a read lease granted), or `None` when it has none
+/// readable. `replica_type` is Mooncake's: 0 memory, 2 local disk (a holder's disk tier:
+/// address 0, no endpoint).
 pub(super) fn replicas(py: Python<'_>, c: &Client, keys: &[String]) -> Vec<Option<Vec<PyReplica>>> {
     block(py, c.replica_lists(keys))
         .into_iter()
         .map(|r| {
             r.ok().map(|list| {
+                let size = list.size();
+                let disk = list
+                    .disk_segments
+                    .into_iter()
+                    .map(move |s| (0, size, String::new(), s, LOCAL_DISK));
                 list.replicas
                     .into_iter()
                     .map(|d| {
@@ -360,8 +367,10 @@ pub(super) fn replicas(py: Python<'_>, c: &Client, keys: &[String]) -> Vec<Optio
                             d.size,
                             d.transport_endpoint,
                             d.segment_name,
+                            MEMORY,
                         )
                     })
+                    .chain(disk)
                     .collect()
             })
         })
@@ -369,4 +378,9 @@ pub(super) fn replicas(py: Python<'_>, c: &Client, keys: &[String]) -> Vec<Optio
 }
 
 /// A replica as the wheel's `_replicas` gives it.
-pub(super) type PyReplica = (u64, u64, String, String);
+pub(super) type PyReplica = (u64, u64, String, String, i32);
+
+/// Mooncake's `ReplicaType::MEMORY`.
+const MEMORY: i32 = 0;
+/// Mooncake's `ReplicaType::LOCAL_DISK`.
+const LOCAL_DISK: i32 = 2;

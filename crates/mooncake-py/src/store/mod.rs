@@ -83,10 +83,14 @@ impl Store {
                 Err(code) => code,
             });
         }
-        if enable_ssd_offload {
-            tracing::warn!("enable_ssd_offload is not supported by this build; ignoring it");
-        }
-        let config = setup::Positional {
+        let disk = match setup::ssd_offload(enable_ssd_offload, &ssd_offload_path) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("setup(): {e}");
+                return Ok(codes::INVALID);
+            }
+        };
+        let mut config = setup::Positional {
             metadata_server,
             global_segment_size,
             local_buffer_size,
@@ -95,6 +99,7 @@ impl Store {
             master_server_addr,
         }
         .config(&local_hostname)?;
+        config.disk = disk;
         Ok(self.do_setup(py, config))
     }
 
@@ -665,7 +670,9 @@ impl Store {
         self.unmount_extras(py, &segment_ids)
     }
 
-    /// This build has no local-disk (SSD offload) segment: 0 when set up, -1 otherwise.
+    /// Accepted for compatibility: a disk tier (`enable_ssd_offload`) stays with the client
+    /// until `close` (its records stay on disk for the next setup). 0 when set up, -1
+    /// otherwise.
     #[pyo3(signature = (grace_period_seconds=0))]
     #[allow(unused_variables)]
     fn unmount_local_disk_segment(&self, grace_period_seconds: u64) -> i32 {
@@ -750,8 +757,16 @@ impl Store {
         }
     }
 
-    /// Reads served through the SSD-offload RPC path: always 0 (no SSD offload here).
+    /// Reads served from this client's disk tier (`enable_ssd_offload`): records it loaded
+    /// back into its memory for a reader. 0 without a tier or before `setup`.
     fn get_offload_rpc_read_count(&self) -> u64 {
-        0
+        self.client()
+            .ok()
+            .and_then(|c| c.disk_tier().cloned())
+            .map_or(0, |t| {
+                t.stats()
+                    .disk_hits
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
     }
 }

@@ -96,6 +96,20 @@ pub(super) fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientC
             }
         },
     };
+    let offload = dict_str(d, "enable_ssd_offload")?.is_some_and(|v| {
+        matches!(
+            v.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on" | "enable"
+        )
+    });
+    let path = dict_str(d, "ssd_offload_path")?.unwrap_or_default();
+    let disk = match ssd_offload(offload, &path) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("setup(config): {e}");
+            return Ok(Err(INVALID));
+        }
+    };
     if global != 0 && global < 1024 {
         tracing::error!("setup(config): global_segment_size must be 0 or at least 1 KiB");
         return Ok(Err(INVALID));
@@ -120,8 +134,32 @@ pub(super) fn config_from_dict(d: &Bound<'_, PyDict>) -> PyResult<Result<ClientC
             None => false,
             Some(v) => matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"),
         },
+        disk,
         ..ClientConfig::default()
     }))
+}
+
+/// The disk tier of `enable_ssd_offload=True` (Mooncake's SSD offload): at
+/// `ssd_offload_path`, else `MOONCAKE_OFFLOAD_FILE_STORAGE_PATH`, of
+/// `MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES` bytes (default 80% of the free space).
+/// `Err` names what is wrong (setup then returns -600).
+pub(super) fn ssd_offload(
+    enabled: bool,
+    path: &str,
+) -> Result<Option<mooncake_store::DiskConfig>, String> {
+    if !enabled {
+        return Ok(None);
+    }
+    let flags = mooncake_cli::store_service::DiskFlags {
+        path: (!path.is_empty()).then(|| path.into()),
+        capacity: None,
+        io_threads: 8,
+        enable_offload: true,
+    };
+    mooncake_cli::store_service::disk_config(flags, mooncake_cli::env::offload_settings(), |p| {
+        mooncake_transfer_engine::free_bytes(p).ok()
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// The config of Mooncake's older entry point `init_all`: etcd metadata on this host.

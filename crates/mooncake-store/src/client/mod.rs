@@ -5,6 +5,7 @@
 //! transfer engine. A client with `global_segment_size > 0` contributes memory: it mounts
 //! a segment and keeps itself alive with a ping every second.
 
+mod disk;
 mod drain;
 mod durable;
 mod extra;
@@ -88,6 +89,11 @@ pub struct ClientConfig {
     /// object, and reads verify it (a replica that fails is reported and the next one is
     /// tried). Off by default; see docs/configuration.md for what it covers and costs.
     pub verify_checksums: bool,
+    /// A disk tier for this client's segment (`--disk_path`/`--disk_capacity`, or
+    /// Mooncake's `enable_ssd_offload`/`ssd_offload_path`): objects the master evicts from
+    /// the segment are demoted there and read back on demand. Needs
+    /// `global_segment_size > 0`. Default none.
+    pub disk: Option<crate::disk::DiskConfig>,
 }
 
 impl Default for ClientConfig {
@@ -108,6 +114,7 @@ impl Default for ClientConfig {
             segment_path: None,
             auth_token: None,
             verify_checksums: false,
+            disk: None,
         }
     }
 }
@@ -157,6 +164,9 @@ pub enum SetupError {
     /// The transfer engine could not start or allocate memory.
     #[error("transfer engine: {0}")]
     Engine(#[from] mooncake_transfer_engine::TransferError),
+    /// The disk tier could not start.
+    #[error("{0}")]
+    Disk(#[from] crate::disk::DiskError),
 }
 
 struct Inner {
@@ -165,6 +175,8 @@ struct Inner {
     master: Arc<dyn MasterApi>,
     id: ClientId,
     segment: Option<(Segment, LocalBuffer)>,
+    /// The segment's disk tier, if any.
+    disk: Option<Arc<crate::disk::DiskTier>>,
     staging: Option<Arc<Staging>>,
     locations: Locations,
     /// Reads that met a replica failing its checksum.

@@ -142,6 +142,22 @@ impl Client {
         } else {
             None
         };
+        // Open the disk tier before anything is served: a bad path fails setup clearly.
+        let disk = match (&config.disk, &segment) {
+            (Some(d), Some(_)) => {
+                let d = d.clone();
+                let opened = tokio::task::spawn_blocking(move || crate::disk::DiskTier::open(d))
+                    .await
+                    .map_err(|e| SetupError::Protocol(format!("disk tier: {e}")))??;
+                Some(Arc::new(opened.0))
+            }
+            (Some(_), None) => {
+                return Err(SetupError::Protocol(
+                    "a disk tier needs a contributed segment (global_segment_size > 0)".into(),
+                ))
+            }
+            _ => None,
+        };
         let staging = match config.local_buffer_size {
             0 => None,
             n => Some(Staging::new(engine.allocate_buffer(n, "cpu:0").await?)),
@@ -154,6 +170,7 @@ impl Client {
                 master,
                 id,
                 segment,
+                disk,
                 staging,
                 locations: Locations::default(),
                 checksum_failures: std::sync::atomic::AtomicU64::new(0),
@@ -164,6 +181,15 @@ impl Client {
                 stop,
             }),
         };
+        if let Some(tier) = &client.inner.disk {
+            disk::mount_tier(&client.inner, tier)
+                .await
+                .map_err(|code| SetupError::Master {
+                    addr: client.inner.config.master_server_addr.clone(),
+                    code,
+                })?;
+            disk::spawn(&client.inner, tier.clone());
+        }
         if client.inner.segment.is_some() {
             client
                 .inner
@@ -276,7 +302,14 @@ pub(super) async fn ping(inner: Arc<Inner>) {
             let all = client.all_segments();
             if !all.is_empty() {
                 tracing::info!(segments = all.len(), "master asked for a remount");
-                let _ = inner.master.remount_segments(inner.id, all).await;
+                let remounted = inner.master.remount_segments(inner.id, all).await;
+                // The tier right after the segment: until the master knows it, an eviction
+                // would drop objects instead of demoting them.
+                if let (Ok(()), Some(tier)) = (remounted, &inner.disk) {
+                    if let Err(e) = disk::mount_tier(&inner, tier).await {
+                        tracing::debug!(error = %e, "disk tier remount failed; the poll retries");
+                    }
+                }
             }
         }
         Ok(_) => {}

@@ -16,6 +16,7 @@ use super::pb;
 use super::pb::master_service_client::MasterServiceClient;
 use super::tunnel::Tunnel;
 use super::MAX_MESSAGE_SIZE;
+use crate::disk::{DiskRecord, DiskTask, DiskTaskResult};
 use crate::master_api::{chunked, BatchResult, MasterApi};
 use crate::task::{TaskAssignment, TaskId, TaskInfo};
 use crate::types::MAX_BATCH_SIZE;
@@ -752,4 +753,42 @@ impl MasterApi for GrpcMasterClient {
         check(r.error_code)?;
         Ok(r.json)
     }
+
+    async fn mount_disk_tier(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        capacity: u64,
+        records: Vec<DiskRecord>,
+    ) -> Result<Vec<DiskRecord>, ErrorCode> {
+        let req = super::disk::mount_request(client, segment, capacity, &records);
+        let call = |mut c: Rpc| async move { c.mount_disk_tier(req).await };
+        super::disk::mount_answer(self.call("MountDiskTier", call).await?)
+    }
+
+    async fn poll_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        wait: Duration,
+    ) -> Result<Vec<DiskTask>, ErrorCode> {
+        let req = super::disk::poll_request(client, segment, wait);
+        let call = |mut c: Rpc| async move { c.poll_disk_tasks(req).await };
+        super::disk::poll_answer(self.call("PollDiskTasks", call).await?)
+    }
+
+    async fn finish_disk_tasks(
+        &self,
+        client: ClientId,
+        segment: SegmentId,
+        results: &[DiskTaskResult],
+        evicted: &[DiskRecord],
+    ) -> Result<(), ErrorCode> {
+        let req = super::disk::finish_request(client, segment, results, evicted);
+        let call = |mut c: Rpc| async move { c.finish_disk_tasks(req).await };
+        check(self.call("FinishDiskTasks", call).await?.error_code)
+    }
 }
+
+/// The generated client over this crate's transport (the disk-tier calls name it).
+type Rpc = MasterServiceClient<Transport>;

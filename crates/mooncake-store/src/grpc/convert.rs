@@ -305,6 +305,7 @@ impl From<Result<ReplicaList, ErrorCode>> for pb::GetReplicaListResponse {
                 replicas: replicas_to_pb(l.replicas),
                 lease_ttl_ms: l.lease_ttl_ms,
                 checksum: l.checksum,
+                disk_segments: l.disk_segments,
             },
             Err(e) => Self {
                 error_code: e.code(),
@@ -322,6 +323,7 @@ impl TryFrom<pb::GetReplicaListResponse> for ReplicaList {
             replicas: replicas_from_pb(r.replicas),
             lease_ttl_ms: r.lease_ttl_ms,
             checksum: r.checksum,
+            disk_segments: r.disk_segments,
         })
     }
 }
@@ -501,6 +503,7 @@ mod tests {
             replicas: Vec::new(),
             lease_ttl_ms: 5,
             checksum: Some(7),
+            disk_segments: vec!["h:1".into()],
         };
         let wire = pb::GetReplicaListResponse::from(Ok(l.clone()));
         assert_eq!(ReplicaList::try_from(wire), Ok(l));

@@ -10,6 +10,7 @@
 mod answer;
 mod client;
 mod convert;
+mod disk;
 mod follow;
 mod server;
 mod tunnel;

@@ -560,4 +560,25 @@ impl MasterService for GrpcMaster {
     async fn explain(&self, req: Request<pb::KeyRequest>) -> RpcResult<pb::ExplainResponse> {
         ok(self.api.explain_key(&req.into_inner().key).await)
     }
+
+    async fn mount_disk_tier(
+        &self,
+        req: Request<pb::MountDiskTierRequest>,
+    ) -> RpcResult<pb::MountDiskTierResponse> {
+        super::disk::serve_mount(self.api.as_ref(), req).await
+    }
+
+    async fn poll_disk_tasks(
+        &self,
+        req: Request<pb::PollDiskTasksRequest>,
+    ) -> RpcResult<pb::PollDiskTasksResponse> {
+        super::disk::serve_poll(self.api.as_ref(), req).await
+    }
+
+    async fn finish_disk_tasks(
+        &self,
+        req: Request<pb::FinishDiskTasksRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        super::disk::serve_finish(self.api.as_ref(), req).await
+    }
 }

@@ -252,6 +252,23 @@ pub fn try_lock_exclusive(file: &std::fs::File, path: &Path) -> io::Result<()> {
     lock_exclusive(file, path)
 }
 
+/// Bytes available to this user on the filesystem holding `path` (`statvfs`'s
+/// `f_bavail * f_frsize`); the disk tier compares its capacity with it at start.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs the call fills.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Takes the exclusive `flock` of a durable segment file, or says who cannot.
 fn lock_exclusive(file: &std::fs::File, path: &Path) -> io::Result<()> {
     // A peer probing a dead owner holds a shared lock for a few microseconds: retry

@@ -1,0 +1,321 @@
+//! The disk tier end to end, all real processes: a store service with 256 MB of memory
+//! and a 2 GB disk tier keeps 1 GiB of 1 MiB objects readable byte for byte; a store
+//! service killed with SIGKILL while it demotes, restarted on the same directory, serves
+//! every record that completed (and none that fails its checksum) without a re-put; a
+//! master killed and restarted on its state directory serves the disk tier again.
+
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{cli, last_word, spawn, Proc};
+
+struct Master {
+    _proc: Proc,
+    rpc: String,
+    meta: String,
+    admin: String,
+}
+
+fn start_master() -> Master {
+    let args: Vec<String> = [
+        "--rpc_port=0",
+        "--rpc_address=127.0.0.1",
+        "--enable_http_metadata_server=1",
+        "--http_metadata_server_host=127.0.0.1",
+        "--http_metadata_server_port=0",
+        "--metrics_host=127.0.0.1",
+        "--metrics_port=0",
+        "--client_ttl=2",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (p, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
+    let rpc = last_word(&mut out, "mooncake_master rpc listening on");
+    let meta = last_word(&mut out, "mooncake_master http metadata server on");
+    let metrics = last_word(&mut out, "mooncake_master metrics on");
+    let admin = metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    Master {
+        _proc: p,
+        rpc,
+        meta,
+        admin,
+    }
+}
+
+fn start_store(
+    m: &Master,
+    memory: &str,
+    disk: &Path,
+    capacity: &str,
+) -> (Proc, BufReader<ChildStdout>) {
+    let args = vec![
+        "--host=127.0.0.1".into(),
+        "--port=0".into(),
+        format!("--global_segment_size={memory}"),
+        format!("--master_server_address={}", m.rpc),
+        format!("--metadata_server={}", m.meta),
+        format!("--disk_path={}", disk.display()),
+        format!("--disk_capacity={capacity}"),
+    ];
+    let (p, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_store_service"), &args);
+    let _ = last_word(&mut out, "mooncake_store_service segment");
+    (p, out)
+}
+
+/// `GET path` on the master's admin port.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn metric(m: &Master, name: &str) -> u64 {
+    let text = http_get(&m.admin, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let p =
+            std::env::temp_dir().join(format!("mooncake-e2e-disk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The keys of the complete records in a tier's directory (read from their headers).
+fn record_keys(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(dir.join("objects")) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let bytes = std::fs::read(e.path()).ok()?;
+            let len = u32::from_le_bytes(bytes.get(12..16)?.try_into().ok()?) as usize;
+            let key = String::from_utf8(bytes.get(40..40 + len)?.to_vec()).ok()?;
+            Some((key, e.path()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_gigabyte_of_one_mib_objects_survives_a_256_mb_segment() {
+    let m = start_master();
+    let dir = TempDir::new("gib");
+    let (_store, _out) = start_store(&m, "256 MB", &dir.0, "2 GB");
+    let args = ["--count=1024", "--size=1MiB", "--prefix=gib"];
+    let filled = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "fill"]);
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stdout)
+    );
+    let verified = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        text.contains("verified 1024 objects byte for byte"),
+        "{text}"
+    );
+    // Most of it came back from disk: memory holds at most a quarter.
+    assert!(metric(&m, "master_disk_demotions_total") >= 768);
+    assert!(metric(&m, "master_disk_hits_total") >= 768);
+    assert_eq!(metric(&m, "master_disk_corrupt_records_total"), 0);
+    let q = http_get(&m.admin, "/query_key?key=gib-0");
+    assert!(q.contains("\"tier\":\"LOCAL_DISK\""), "{q}");
+}
+
+#[test]
+fn a_store_service_killed_while_it_demotes_serves_its_complete_records_after_a_restart() {
+    let m = start_master();
+    let dir = TempDir::new("kill");
+    let (mut store, _out) = start_store(&m, "64 MB", &dir.0, "1 GB");
+    // Fill in the background; kill the store service once demotion is well under way.
+    let mut filler = Command::new(env!("CARGO_BIN_EXE_mooncake_store_cli"))
+        .arg(format!("--master_server_address={}", m.rpc))
+        .arg(format!("--metadata_server={}", m.meta))
+        .args(["--count=400", "--size=1MiB", "--prefix=kill", "fill"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while record_keys(&dir.0).len() < 100 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "demotion never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    store.0.kill().unwrap();
+    let _ = store.0.wait();
+    let _ = filler.kill();
+    let _ = filler.wait();
+    // Let the master notice the death and drop what it knew (client_ttl 2 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let records = record_keys(&dir.0);
+    assert!(records.len() >= 100);
+    // Damage one record's value: it must be dropped, never served.
+    let (bad_key, bad_path) = records[0].clone();
+    let mut bytes = std::fs::read(&bad_path).unwrap();
+    bytes[4096 + 100] ^= 0x55;
+    std::fs::write(&bad_path, bytes).unwrap();
+
+    let (_store, _out) = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let keys = http_get(&m.admin, "/get_all_keys");
+    let mut listed: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    listed.sort_unstable();
+    let mut on_disk: Vec<&str> = records.iter().map(|(k, _)| k.as_str()).collect();
+    on_disk.sort_unstable();
+    assert_eq!(listed, on_disk, "the master's view is the disk's");
+    let verified = cli(
+        &m.rpc,
+        &m.meta,
+        &["--count=400", "--size=1MiB", "--prefix=kill", "verify"],
+    );
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(!text.contains("content differs"), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.starts_with("kill-")).collect();
+    // Every record but the damaged one is served; keys never recorded are missing.
+    assert_eq!(failed.len(), 400 - (records.len() - 1), "{text}");
+    assert!(
+        failed.iter().any(|l| l.starts_with(&format!("{bad_key}:"))),
+        "{text}"
+    );
+    assert_eq!(metric(&m, "master_disk_corrupt_records_total"), 1);
+}
+
+#[test]
+fn a_disk_path_in_use_or_unusable_is_refused_at_start() {
+    let m = start_master();
+    let dir = TempDir::new("busy");
+    let (_store, _out) = start_store(&m, "16 MB", &dir.0, "64 MB");
+    let run = |disk: &str, cap: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mooncake_store_service"))
+            .env("RUST_BACKTRACE", "0")
+            .args([
+                "--host=127.0.0.1",
+                "--port=0",
+                "--global_segment_size=16 MB",
+                &format!("--master_server_address={}", m.rpc),
+                &format!("--metadata_server={}", m.meta),
+                &format!("--disk_path={disk}"),
+                &format!("--disk_capacity={cap}"),
+            ])
+            .output()
+            .unwrap()
+    };
+    let busy = run(&dir.0.display().to_string(), "64 MB");
+    assert!(!busy.status.success());
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(err.contains("in use by another running service"), "{err}");
+    let full = run(&dir.0.join("x").display().to_string(), "900000 GB");
+    let err = String::from_utf8_lossy(&full.stderr);
+    assert!(!full.status.success() && err.contains("free"), "{err}");
+    let bad = run("/proc/no-such/dir", "64 MB");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("not writable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_master_killed_and_restarted_serves_the_disk_tier_again() {
+    let dir = TempDir::new("master");
+    let state = TempDir::new("master-state");
+    let (_meta_server, mut meta_out) = spawn(
+        env!("CARGO_BIN_EXE_http_metadata_server"),
+        &["--host=127.0.0.1".into(), "--port=0".into()],
+    );
+    let meta = last_word(&mut meta_out, "http metadata server listening on");
+    let master_at = |port: u16| {
+        let args: Vec<String> = vec![
+            format!("--rpc_port={port}"),
+            "--rpc_address=127.0.0.1".into(),
+            "--metrics_host=127.0.0.1".into(),
+            "--metrics_port=0".into(),
+            "--client_ttl=5".into(),
+            format!("--state_dir={}", state.0.display()),
+        ];
+        let (p, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
+        let rpc = last_word(&mut out, "mooncake_master rpc listening on");
+        let metrics = last_word(&mut out, "mooncake_master metrics on");
+        let admin = metrics
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_owned();
+        Master {
+            _proc: p,
+            rpc,
+            meta: meta.clone(),
+            admin,
+        }
+    };
+    let mut first = master_at(0);
+    let port: u16 = first.rpc.rsplit(':').next().unwrap().parse().unwrap();
+    let (_store, _out) = start_store(&first, "32 MB", &dir.0, "1 GB");
+    let args = ["--count=128", "--size=1MiB", "--prefix=mr"];
+    let filled = cli(&first.rpc, &meta, &[args[0], args[1], args[2], "fill"]);
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stdout)
+    );
+    assert!(metric(&first, "master_disk_only_objects") >= 96);
+    // SIGKILL the master; a new one on the same port restores the memory replicas from
+    // its state directory, and the store service remounts its segment and its tier.
+    first._proc.0.kill().unwrap();
+    let _ = first._proc.0.wait();
+    let second = master_at(port);
+    // Generous: this runs beside the other tests of this file on a small machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let keys = http_get(&second.admin, "/get_all_keys");
+        let n = keys.lines().filter(|l| !l.is_empty()).count();
+        if n >= 128 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tier was never mounted again: {n} keys; master metrics:\n{}",
+            http_get(&second.admin, "/metrics")
+                .lines()
+                .filter(|l| l.starts_with("master_") && !l.contains("_total"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let verified = cli(&second.rpc, &meta, &[args[0], args[1], args[2], "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        text.contains("verified 128 objects byte for byte"),
+        "{text}"
+    );
+    assert!(metric(&second, "master_disk_hits_total") >= 96);
+}
