@@ -12,40 +12,10 @@ use std::time::{Duration, Instant};
 mod common;
 use common::{cli, last_word, spawn, Proc};
 
-struct Master {
-    _proc: Proc,
-    rpc: String,
-    meta: String,
-    admin: String,
-}
+type Master = common::LocalMaster;
 
 fn start_master() -> Master {
-    let args: Vec<String> = [
-        "--rpc_port=0",
-        "--rpc_address=127.0.0.1",
-        "--enable_http_metadata_server=1",
-        "--http_metadata_server_host=127.0.0.1",
-        "--http_metadata_server_port=0",
-        "--metrics_host=127.0.0.1",
-        "--metrics_port=0",
-        "--client_ttl=2",
-    ]
-    .map(String::from)
-    .to_vec();
-    let (p, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
-    let rpc = last_word(&mut out, "mooncake_master rpc listening on");
-    let meta = last_word(&mut out, "mooncake_master http metadata server on");
-    let metrics = last_word(&mut out, "mooncake_master metrics on");
-    let admin = metrics
-        .trim_start_matches("http://")
-        .trim_end_matches("/metrics")
-        .to_owned();
-    Master {
-        _proc: p,
-        rpc,
-        meta,
-        admin,
-    }
+    common::start_local_master(&[])
 }
 
 fn start_store(
@@ -270,7 +240,7 @@ fn a_master_killed_and_restarted_serves_the_disk_tier_again() {
             .trim_end_matches("/metrics")
             .to_owned();
         Master {
-            _proc: p,
+            proc: p,
             rpc,
             meta: meta.clone(),
             admin,
@@ -289,8 +259,8 @@ fn a_master_killed_and_restarted_serves_the_disk_tier_again() {
     assert!(metric(&first, "master_disk_only_objects") >= 96);
     // SIGKILL the master; a new one on the same port restores the memory replicas from
     // its state directory, and the store service remounts its segment and its tier.
-    first._proc.0.kill().unwrap();
-    let _ = first._proc.0.wait();
+    first.proc.0.kill().unwrap();
+    let _ = first.proc.0.wait();
     let second = master_at(port);
     // Generous: this runs beside the other tests of this file on a small machine.
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -50,23 +50,8 @@ fn start_master() -> (Proc, String, String) {
 }
 
 fn start_master_with(extra: &[&str]) -> (Proc, String, String) {
-    let mut args: Vec<String> = [
-        "--rpc_port=0",
-        "--rpc_address=127.0.0.1",
-        "--enable_http_metadata_server=1",
-        "--http_metadata_server_host=127.0.0.1",
-        "--http_metadata_server_port=0",
-        "--metrics_host=127.0.0.1",
-        "--metrics_port=0",
-        "--client_ttl=2",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let (master, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
-    let rpc = last_word(&mut out, "mooncake_master rpc listening on");
-    let meta = last_word(&mut out, "mooncake_master http metadata server on");
-    (master, rpc, meta)
+    let m = common::start_local_master(extra);
+    (m.proc, m.rpc, m.meta)
 }
 
 /// Starts a store service; returns it, its stdout and its segment name.

@@ -52,3 +52,45 @@ pub(crate) fn cli(rpc: &str, meta: &str, args: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// A master on 127.0.0.1 (free ports) with its embedded HTTP metadata server.
+pub(crate) struct LocalMaster {
+    pub(crate) proc: Proc,
+    /// Its RPC `host:port`.
+    pub(crate) rpc: String,
+    /// Its metadata URL.
+    pub(crate) meta: String,
+    /// Its admin/metrics `host:port`.
+    pub(crate) admin: String,
+}
+
+/// Starts a master on 127.0.0.1 with `--client_ttl=2`, its HTTP metadata server and
+/// `extra` flags.
+pub(crate) fn start_local_master(extra: &[&str]) -> LocalMaster {
+    let mut args: Vec<String> = [
+        "--rpc_port=0",
+        "--rpc_address=127.0.0.1",
+        "--enable_http_metadata_server=1",
+        "--http_metadata_server_host=127.0.0.1",
+        "--http_metadata_server_port=0",
+        "--metrics_host=127.0.0.1",
+        "--metrics_port=0",
+        "--client_ttl=2",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let (proc, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
+    let rpc = last_word(&mut out, "mooncake_master rpc listening on");
+    let meta = last_word(&mut out, "mooncake_master http metadata server on");
+    let admin = last_word(&mut out, "mooncake_master metrics on")
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    LocalMaster {
+        proc,
+        rpc,
+        meta,
+        admin,
+    }
+}

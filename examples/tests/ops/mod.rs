@@ -38,23 +38,8 @@ fn line_after(out: &mut BufReader<ChildStdout>, prefix: &str) -> String {
 impl Pool {
     /// A master and `stores` store services of 64 MB each, on 127.0.0.1.
     pub(crate) fn start(stores: usize) -> Pool {
-        let args: Vec<String> = [
-            "--rpc_port=0",
-            "--rpc_address=127.0.0.1",
-            "--enable_http_metadata_server=1",
-            "--http_metadata_server_host=127.0.0.1",
-            "--http_metadata_server_port=0",
-            "--metrics_host=127.0.0.1",
-            "--metrics_port=0",
-            "--client_ttl=2",
-        ]
-        .map(String::from)
-        .to_vec();
-        let (master, mut out) = spawn(env!("CARGO_BIN_EXE_mooncake_master"), &args);
-        let rpc = line_after(&mut out, "mooncake_master rpc listening on ");
-        let meta = line_after(&mut out, "mooncake_master http metadata server on ");
-        let metrics = line_after(&mut out, "mooncake_master metrics on http://");
-        let admin = metrics.trim_end_matches("/metrics").to_owned();
+        let m = common::start_local_master(&[]);
+        let (master, rpc, meta, admin) = (m.proc, m.rpc, m.meta, m.admin);
         let mut pool = Pool {
             rpc,
             meta,
