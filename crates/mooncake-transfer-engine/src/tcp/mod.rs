@@ -15,6 +15,9 @@ use crate::codec::{Header, HEADER_LEN};
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+/// Buffers per vectored write at most (the kernel's `IOV_MAX` is 1024).
+pub(crate) const MAX_IOV: usize = 512;
+
 /// Writes every byte of `bufs` with vectored writes (header and payload in one syscall).
 pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w: &mut W,

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::client::{TcpClientConfig, WireOp};
 use super::direct::status_outcome;
+use super::MAX_IOV;
 use crate::codec::{Opcode, HEADER_LEN, STATUS_LEN};
 use crate::conn::{advance, Conn, Spin};
 use crate::memory::Region;
@@ -66,9 +67,6 @@ impl Send<'_> {
         progress
     }
 }
-
-/// Buffers per vectored write at most (the kernel's `IOV_MAX` is 1024).
-const MAX_IOV: usize = 512;
 
 /// Sends the headers (and WRITE payloads) of every stripe, each on its own connection,
 /// together; for each stripe whether all of it left.
