@@ -51,10 +51,6 @@ pub struct EngineConfig {
     /// Longest wait of [`crate::TransferEngine::unregister`] for the transfers still using
     /// caller-owned memory. Default 60 s (twice `io_timeout`: every transfer ends by then).
     pub unregister_timeout: Duration,
-    /// Cut large READs from peers on loopback addresses into stripes on several
-    /// connections, as READs from other hosts are. Default false: on one machine the peer's
-    /// sending tasks and the reader share the cores, and one connection measured faster.
-    pub striped_loopback_reads: bool,
 }
 
 impl EngineConfig {
@@ -77,7 +73,6 @@ impl EngineConfig {
             shared_memory: true,
             auth_token: None,
             unregister_timeout: Duration::from_secs(60),
-            striped_loopback_reads: false,
         }
     }
 

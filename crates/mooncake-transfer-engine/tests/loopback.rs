@@ -331,10 +331,8 @@ async fn restart_after_a_crash_replaces_the_stale_rpc_meta_but_not_a_live_one() 
 /// one's opcode. Every other request must complete, and every WRITE must land.
 async fn one_bad_request_among(len: u64, kind: impl Fn(u64) -> Opcode, names: (&str, &str)) {
     let meta = Arc::new(MemoryStore::new());
-    // Large READ jobs stripe here as they do between hosts.
     let mut config = EngineConfig::new(names.0);
     config.republish_interval = Duration::from_millis(100);
-    config.striped_loopback_reads = true;
     let a = TransferEngine::start(config, meta.clone()).await.unwrap();
     let b = engine(&meta, names.1).await;
     let a_buf = a.allocate_buffer(1 << 20, "*").await.unwrap();
@@ -672,8 +670,7 @@ async fn a_token_keeps_strangers_from_reading_or_writing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn striped_transfers_land_byte_for_byte() {
     let meta = Arc::new(MemoryStore::new());
-    let mut config = EngineConfig::new("127.0.0.1:11");
-    config.striped_loopback_reads = true;
+    let config = EngineConfig::new("127.0.0.1:11");
     let a = TransferEngine::start(config, meta.clone()).await.unwrap();
     let b = engine(&meta, "127.0.0.1:12").await;
     let a_buf = a.allocate_buffer(8 << 20, "*").await.unwrap();

@@ -192,7 +192,6 @@ impl TransferEngine {
                 io_timeout: config.io_timeout,
                 lanes_per_peer: config.max_connections_per_peer.max(1),
                 auth_token: config.auth_token.clone(),
-                striped_loopback_reads: config.striped_loopback_reads,
             })),
             config,
             metadata,

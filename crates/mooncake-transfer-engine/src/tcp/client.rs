@@ -42,8 +42,6 @@ pub(crate) struct TcpClientConfig {
     pub(crate) lanes_per_peer: usize,
     /// Presented on every new lane before any request.
     pub(crate) auth_token: Option<AuthToken>,
-    /// Whether large READs from loopback peers are striped too (`EngineConfig`).
-    pub(crate) striped_loopback_reads: bool,
 }
 
 /// One request on the wire: local range, remote range, direction, framing.
