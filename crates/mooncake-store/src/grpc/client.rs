@@ -447,6 +447,24 @@ impl MasterApi for GrpcMasterClient {
         batch_from_pb(r.error_code, r.results, keys.len(), ReplicaList::try_from)
     }
 
+    async fn batch_get_replica_list_or_load(&self, keys: &[String]) -> BatchResult<ReplicaList> {
+        if keys.len() > MAX_BATCH_SIZE {
+            return chunked(keys, |c| self.batch_get_replica_list_or_load(c)).await;
+        }
+        let req = pb::KeysRequest {
+            keys: keys.to_vec(),
+        };
+        let r = self.call("BatchGetReplicaListOrLoad", |mut c| async move {
+            c.batch_get_replica_list_or_load(req).await
+        });
+        match r.await {
+            Ok(r) => batch_from_pb(r.error_code, r.results, keys.len(), ReplicaList::try_from),
+            // A master from before this call (UNIMPLEMENTED), or one that failed: the
+            // waiting form answers or fails as it always did.
+            Err(_) => self.batch_get_replica_list(keys).await,
+        }
+    }
+
     async fn put_start(
         &self,
         client: ClientId,
