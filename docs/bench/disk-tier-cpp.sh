@@ -25,7 +25,7 @@ MOONCAKE_OFFLOAD_FILE_STORAGE_PATH=$W/disk MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYT
 CPID=$!
 sleep 4
 $V/bin/python docs/bench/disk_tier_py.py --master 127.0.0.1:$MP \
-  --metadata http://127.0.0.1:$((MP+1))/metadata ${PYEXTRA:-}
+  --metadata http://127.0.0.1:$((MP+1))/metadata --drop-cache $W/disk ${PYEXTRA:-}
 echo "== disk: $(du -sh $W/disk | cut -f1), files: $(find $W/disk -type f | wc -l)"
 curl -s http://127.0.0.1:$((MP+2))/metrics | grep -iE '^master_.*(offload|disk|evict)[a-z_]* ' | head -20
 kill $CPID; sleep 1; kill $MPID

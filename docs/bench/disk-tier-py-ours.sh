@@ -20,7 +20,7 @@ $B/mooncake_store_service --host=127.0.0.1 --port=0 --global_segment_size="256 M
   --disk_capacity="2 GB" ${EXTRA:-} > $W/ss.out 2> $W/ss.err &
 SPID=$!
 sleep 2
-$V/bin/python docs/bench/disk_tier_py.py --master $RPC --metadata $META ${PYEXTRA:-}
+$V/bin/python docs/bench/disk_tier_py.py --master $RPC --metadata $META --drop-cache $W/disk ${PYEXTRA:-}
 echo "== disk: $(du -sh $W/disk | cut -f1), records: $(ls $W/disk/objects | wc -l)"
 curl -s $MET | grep -E '^master_disk_(demotions|hits|demotion_failures|full)_total '
 kill $SPID; sleep 1; kill $MPID
