@@ -118,7 +118,11 @@ fn a_gigabyte_of_one_mib_objects_survives_a_256_mb_segment() {
     let q = http_get(&m.admin, "/query_key?key=gib-0");
     assert!(q.contains("\"tier\":\"LOCAL_DISK\""), "{q}");
     // Batches mix memory and disk: each group of keys is served as its loads land.
-    let verified = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "verify", "--batch=32"]);
+    let verified = cli(
+        &m.rpc,
+        &m.meta,
+        &[args[0], args[1], args[2], "verify", "--batch=32"],
+    );
     let text = String::from_utf8_lossy(&verified.stdout);
     assert!(
         text.contains("verified 1024 objects byte for byte"),
@@ -384,7 +388,10 @@ fn a_full_device_stops_demotion_and_evicts_cleanly() {
     assert!(metric(&m, "master_disk_full_total") >= 1);
     assert!(metric(&m, "master_disk_demotion_failures_total") >= 1);
     let kept = metric(&m, "master_disk_objects");
-    assert!((1..=10).contains(&kept), "{kept} records on a 10 MB remainder");
+    assert!(
+        (1..=10).contains(&kept),
+        "{kept} records on a 10 MB remainder"
+    );
     // Whatever is listed is served with the right bytes; the rest is simply missing.
     let verified = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "verify"]);
     let text = String::from_utf8_lossy(&verified.stdout);

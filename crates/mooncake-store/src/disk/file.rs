@@ -321,7 +321,7 @@ impl Files {
         offset: u64,
     ) -> Result<LoadTimes, ReadError> {
         let started = Instant::now();
-        let aligned = (memory.addr() + offset) % BLOCK == 0;
+        let aligned = (memory.addr() + offset).is_multiple_of(BLOCK);
         if self.direct && !aligned {
             let ((), times) = self.read(key, version, size, |value| {
                 memory.write_at(offset, value);

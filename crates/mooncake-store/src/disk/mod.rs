@@ -420,8 +420,14 @@ pub fn render_metrics(tier: &DiskTier, out: &mut String) {
         ("mooncake_disk_read_micros_total", get(&s.read_micros)),
         ("mooncake_disk_write_bytes_total", get(&s.write_bytes)),
         ("mooncake_disk_read_io_micros_total", get(&s.read_io_micros)),
-        ("mooncake_disk_read_verify_micros_total", get(&s.read_verify_micros)),
-        ("mooncake_disk_read_copy_micros_total", get(&s.read_copy_micros)),
+        (
+            "mooncake_disk_read_verify_micros_total",
+            get(&s.read_verify_micros),
+        ),
+        (
+            "mooncake_disk_read_copy_micros_total",
+            get(&s.read_copy_micros),
+        ),
         ("mooncake_disk_loads_in_place_total", get(&s.loads_in_place)),
     ];
     for (name, v) in counters {
@@ -589,7 +595,11 @@ mod tests {
             assert_eq!(o, DiskOutcome::Done);
         }
         for (i, &(key, len, at)) in cases.iter().enumerate() {
-            assert_eq!(t.load_into(key, 1, len as u64, &mem, at), DiskOutcome::Done, "{key}");
+            assert_eq!(
+                t.load_into(key, 1, len as u64, &mem, at),
+                DiskOutcome::Done,
+                "{key}"
+            );
             let mut got = vec![0u8; len];
             mem.read_at(at, &mut got);
             assert!(got == value(i as u8, len), "{key}: wrong bytes in memory");
