@@ -194,6 +194,7 @@ pub(super) fn render(core: &MasterCore, out: &mut String) {
     }
     let counters = [
         ("master_disk_demotions_total", s.demotions),
+        ("master_disk_write_throughs_total", s.write_throughs),
         ("master_disk_demotion_failures_total", s.demotion_failures),
         ("master_disk_full_total", s.disk_full),
         ("master_disk_hits_total", s.disk_hits),
