@@ -405,3 +405,31 @@ fn a_full_device_stops_demotion_and_evicts_cleanly() {
     assert!(missing > 0, "the device could not hold everything: {text}");
     assert!(listed >= kept);
 }
+
+/// `--disk_write_through`: every put reaches the holder's disk in the background, so a
+/// store service killed with SIGKILL (its memory gone) and restarted on the same
+/// directory serves every object, not only the ones memory pressure had demoted.
+#[test]
+fn with_write_through_every_object_survives_the_loss_of_the_holders_memory() {
+    let m = common::start_local_master(&["--disk_write_through"]);
+    let dir = TempDir::new("write-through");
+    let store = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let args = ["--count=128", "--size=1MiB", "--prefix=wt"];
+    let filled = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "fill"]);
+    assert!(filled.status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&m, "master_disk_write_throughs_total") < 128 {
+        assert!(Instant::now() < deadline, "the copies did not land");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(store);
+    // Let the master notice the death and drop the segment (client_ttl 2 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let (_store, _out) = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let verified = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        text.contains("verified 128 objects byte for byte"),
+        "{text}"
+    );
+}
