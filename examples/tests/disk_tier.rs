@@ -117,6 +117,50 @@ fn a_gigabyte_of_one_mib_objects_survives_a_256_mb_segment() {
     assert_eq!(metric(&m, "master_disk_corrupt_records_total"), 0);
     let q = http_get(&m.admin, "/query_key?key=gib-0");
     assert!(q.contains("\"tier\":\"LOCAL_DISK\""), "{q}");
+    // Batches mix memory and disk: each group of keys is served as its loads land.
+    let verified = cli(
+        &m.rpc,
+        &m.meta,
+        &[args[0], args[1], args[2], "verify", "--batch=32"],
+    );
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        text.contains("verified 1024 objects byte for byte"),
+        "{text}"
+    );
+    assert_eq!(metric(&m, "master_disk_corrupt_records_total"), 0);
+}
+
+#[test]
+fn a_batch_lookup_queues_disk_loads_without_waiting_and_a_second_call_waits_for_them() {
+    use mooncake_store::grpc::{GrpcClientConfig, GrpcMasterClient};
+    use mooncake_store::{ErrorCode, MasterApi};
+    let m = start_master();
+    let dir = TempDir::new("or-load");
+    let (_store, _out) = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let filled = cli(
+        &m.rpc,
+        &m.meta,
+        &["--count=128", "--size=1MiB", "--prefix=ol", "fill"],
+    );
+    assert!(filled.status.success());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let master = GrpcMasterClient::connect(&m.rpc, GrpcClientConfig::default())
+            .await
+            .unwrap();
+        // The first keys were demoted: only their disk copies are left.
+        let keys: Vec<String> = (0..16).map(|i| format!("ol-{i}")).collect();
+        let quick = master.batch_get_replica_list_or_load(&keys).await.unwrap();
+        let loading = quick
+            .iter()
+            .filter(|r| **r == Err(ErrorCode::ReplicaIsNotReady))
+            .count();
+        assert!(loading >= 8, "{quick:?}");
+        let lists = master.batch_get_replica_list(&keys).await.unwrap();
+        assert!(lists.iter().all(Result::is_ok), "{lists:?}");
+    });
+    assert!(metric(&m, "master_disk_hits_total") >= 8);
 }
 
 #[test]
@@ -288,4 +332,104 @@ fn a_master_killed_and_restarted_serves_the_disk_tier_again() {
         "{text}"
     );
     assert!(metric(&second, "master_disk_hits_total") >= 96);
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    /// `None` where this process may not mount (not root, or no mount namespace rights).
+    fn mount(name: &str, size: &str) -> Option<Self> {
+        let p = std::env::temp_dir().join(format!("mooncake-e2e-fs-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&p).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&p)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&p);
+            return None;
+        }
+        Some(Self(p))
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// A real `ENOSPC`: the tier's filesystem fills up under it (a 100 MB tmpfs, 90 MB of it
+/// taken by another file after the tier started). Demotion stops, the objects it could
+/// not keep are evicted cleanly (every put succeeds), the master counts it, and what the
+/// tier did keep is still served byte for byte. Needs a mount (root); elsewhere it says so
+/// and checks nothing.
+#[test]
+fn a_full_device_stops_demotion_and_evicts_cleanly() {
+    let Some(fs) = SmallFs::mount("enospc", "100m") else {
+        eprintln!("a_full_device_stops_demotion_and_evicts_cleanly: cannot mount a tmpfs here (needs root); not run");
+        return;
+    };
+    let m = start_master();
+    let (_store, _out) = start_store(&m, "64 MB", &fs.0.join("tier"), "64 MB");
+    // Leave about 10 MB of the device free: the tier believes it has 64 MB.
+    std::fs::write(fs.0.join("ballast"), vec![7u8; 90 << 20]).unwrap();
+    let args = ["--count=128", "--size=1MiB", "--prefix=full"];
+    let filled = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "fill"]);
+    assert!(
+        filled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&filled.stdout)
+    );
+    assert!(metric(&m, "master_disk_full_total") >= 1);
+    assert!(metric(&m, "master_disk_demotion_failures_total") >= 1);
+    let kept = metric(&m, "master_disk_objects");
+    assert!(
+        (1..=10).contains(&kept),
+        "{kept} records on a 10 MB remainder"
+    );
+    // Whatever is listed is served with the right bytes; the rest is simply missing.
+    let verified = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(!text.contains("content differs"), "{text}");
+    let missing = text.lines().filter(|l| l.starts_with("full-")).count() as u64;
+    let listed = http_get(&m.admin, "/get_all_keys")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    assert_eq!(missing, 128 - listed, "{text}");
+    assert!(missing > 0, "the device could not hold everything: {text}");
+    assert!(listed >= kept);
+}
+
+/// `--disk_write_through`: every put reaches the holder's disk in the background, so a
+/// store service killed with SIGKILL (its memory gone) and restarted on the same
+/// directory serves every object, not only the ones memory pressure had demoted.
+#[test]
+fn with_write_through_every_object_survives_the_loss_of_the_holders_memory() {
+    let m = common::start_local_master(&["--disk_write_through"]);
+    let dir = TempDir::new("write-through");
+    let store = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let args = ["--count=128", "--size=1MiB", "--prefix=wt"];
+    let filled = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "fill"]);
+    assert!(filled.status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&m, "master_disk_write_throughs_total") < 128 {
+        assert!(Instant::now() < deadline, "the copies did not land");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(store);
+    // Let the master notice the death and drop the segment (client_ttl 2 s).
+    std::thread::sleep(Duration::from_secs(4));
+    let (_store, _out) = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let verified = cli(&m.rpc, &m.meta, &[args[0], args[1], args[2], "verify"]);
+    let text = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        text.contains("verified 128 objects byte for byte"),
+        "{text}"
+    );
 }

@@ -51,6 +51,10 @@ struct Args {
     /// value (at most `--default_kv_lease_ttl`): its memory copy is cheap to drop and reload.
     #[arg(long = "disk_replica_lease_ttl", value_parser = parse_ms, default_value = "100")]
     disk_replica_lease_ttl: Duration,
+    /// Write every completed object to its holder's disk tier in the background (the
+    /// memory copy stays): objects survive the loss of the holder's memory.
+    #[arg(long = "disk_write_through", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    disk_write_through: bool,
     /// Soft-pin duration, in ms (or `30m`).
     #[arg(long = "default_kv_soft_pin_ttl", value_parser = parse_ms, default_value = "1800000")]
     default_kv_soft_pin_ttl: Duration,
@@ -185,6 +189,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
     let master = MasterConfig {
         default_kv_lease_ttl: args.default_kv_lease_ttl,
         disk_replica_lease_ttl: args.disk_replica_lease_ttl,
+        disk_write_through: args.disk_write_through,
         default_kv_soft_pin_ttl: args.default_kv_soft_pin_ttl,
         max_kv_soft_pin_ttl: args.max_kv_soft_pin_ttl,
         allow_evict_soft_pinned_objects: args.allow_evict_soft_pinned_objects,

@@ -54,6 +54,11 @@ struct Args {
     /// Disk requests in flight at most (threads of the tier's I/O pool).
     #[arg(long = "disk_io_threads", default_value_t = 8)]
     disk_io_threads: usize,
+    /// Sync every disk record (`fdatasync`, and its directory after the rename) before it
+    /// counts as complete: records survive a power loss, at a cost per demotion
+    /// (docs/disk-tier.md measures it).
+    #[arg(long = "disk_fsync", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    disk_fsync: bool,
     /// Mooncake's spelling: a disk tier at `MOONCAKE_OFFLOAD_FILE_STORAGE_PATH` of
     /// `MOONCAKE_OFFLOAD_TOTAL_SIZE_LIMIT_BYTES` (unless `--disk_path` is given).
     #[arg(long = "enable_offload", value_parser = crate::flags::parse_bool, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
@@ -87,6 +92,7 @@ pub fn run(argv: Vec<String>) -> Result<()> {
             path: args.disk_path.clone(),
             capacity: args.disk_capacity,
             io_threads: args.disk_io_threads,
+            fsync: args.disk_fsync,
             enable_offload: args.enable_offload,
         },
         offload,
@@ -160,6 +166,8 @@ pub struct DiskFlags {
     pub capacity: Option<u64>,
     /// `--disk_io_threads`.
     pub io_threads: usize,
+    /// `--disk_fsync`.
+    pub fsync: bool,
     /// `--enable_offload` / `enable_ssd_offload`.
     pub enable_offload: bool,
 }
@@ -199,6 +207,7 @@ pub fn disk_config(
     };
     Ok(Some(mooncake_store::DiskConfig {
         io_threads: flags.io_threads.max(1),
+        fsync: flags.fsync,
         ..mooncake_store::DiskConfig::new(path, capacity)
     }))
 }
@@ -217,10 +226,11 @@ mod tests {
             path: Some("/d".into()),
             capacity: Some(200 << 30),
             io_threads: 4,
+            fsync: true,
             enable_offload: false,
         };
         let c = disk_config(flags, (None, None), none).unwrap().unwrap();
-        assert_eq!((c.capacity, c.io_threads), (200 << 30, 4));
+        assert_eq!((c.capacity, c.io_threads, c.fsync), (200 << 30, 4, true));
         let offload = DiskFlags {
             enable_offload: true,
             io_threads: 8,

@@ -13,6 +13,10 @@ pub struct MasterConfig {
     /// most `default_kv_lease_ttl`): its memory copy is cheap to drop and load again, and
     /// a long lease would hold a scan of a disk tier larger than memory to memory/lease.
     pub disk_replica_lease_ttl: Duration,
+    /// Write every completed object to its holder's disk tier in the background, keeping
+    /// its memory copy (`--disk_write_through`, off): objects then survive the loss of the
+    /// holder's memory, and evicting them costs no demotion.
+    pub disk_write_through: bool,
     /// Soft-pin duration (`--default_kv_soft_pin_ttl`, 30 min).
     pub default_kv_soft_pin_ttl: Duration,
     /// Longest soft pin a put may ask for (`--max_kv_soft_pin_ttl`, 24 h); longer is
@@ -45,6 +49,7 @@ impl Default for MasterConfig {
         Self {
             default_kv_lease_ttl: Duration::from_secs(10),
             disk_replica_lease_ttl: Duration::from_millis(100),
+            disk_write_through: false,
             default_kv_soft_pin_ttl: Duration::from_secs(30 * 60),
             max_kv_soft_pin_ttl: Duration::from_secs(24 * 3600),
             allow_evict_soft_pinned_objects: true,

@@ -570,6 +570,9 @@ impl MasterCore {
                 }
                 self.journal_key(key);
                 self.record(key, Some(now), Event::Committed);
+                if self.config.disk_write_through {
+                    self.start_write_through(key, now);
+                }
                 Ok(())
             }
             State::Processing { .. } => Err(ErrorCode::IllegalClient),

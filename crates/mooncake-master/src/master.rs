@@ -494,25 +494,28 @@ impl MasterApi for Master {
 
     async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList> {
         check_batch(keys.len())?;
-        let now = Instant::now();
-        let mut rs: Vec<Result<ReplicaList, ErrorCode>> = {
-            let mut core = self.lock_core();
-            let rs: Vec<_> = keys.iter().map(|k| core.get_replica_list(k, now)).collect();
-            // Start every load at once, so the holders read them in parallel.
-            for (k, r) in keys.iter().zip(&rs) {
-                if r == &Err(ErrorCode::ReplicaIsNotReady) {
-                    core.request_load(k, now);
-                }
-            }
-            self.wake_holders(&mut core);
-            rs
-        };
+        let mut rs = self.lookup_or_load(keys);
         for (k, r) in keys.iter().zip(rs.iter_mut()) {
             if r == &Err(ErrorCode::ReplicaIsNotReady) {
                 *r = self.read_through_disk(k).await;
             }
         }
         self.count_batch(Op::GetReplicaList, rs)
+    }
+
+    async fn batch_get_replica_list_or_load(&self, keys: &[String]) -> BatchResult<ReplicaList> {
+        check_batch(keys.len())?;
+        let rs = self.lookup_or_load(keys);
+        // Keys left loading are counted when they are asked for again (and wait).
+        let left = rs
+            .iter()
+            .filter(|r| **r == Err(ErrorCode::ReplicaIsNotReady))
+            .count() as u64;
+        let failed = rs.iter().filter(|r| r.is_err()).count() as u64 - left;
+        let n = rs.len() as u64;
+        self.metrics.record(Op::GetReplicaList, n - left, failed);
+        self.metrics.record_batch(Op::GetReplicaList, n);
+        Ok(rs)
     }
 
     async fn put_start(

@@ -68,6 +68,16 @@ pub trait MasterApi: Send + Sync + Debug {
     /// [`MasterApi::get_replica_list`] for many keys in one call.
     async fn batch_get_replica_list(&self, keys: &[String]) -> BatchResult<ReplicaList>;
 
+    /// [`MasterApi::batch_get_replica_list`] without waiting for disk tiers: the objects
+    /// whose only copy is on a holder's disk have their loads queued and are answered
+    /// `ReplicaIsNotReady` at once; asking for them again with
+    /// [`MasterApi::batch_get_replica_list`] waits for those loads. A reader serves what is
+    /// in memory, and each group of loaded keys, while the rest load. By default (a master
+    /// without disk tiers) the same as `batch_get_replica_list`.
+    async fn batch_get_replica_list_or_load(&self, keys: &[String]) -> BatchResult<ReplicaList> {
+        self.batch_get_replica_list(keys).await
+    }
+
     /// Allocates the replicas of a new object (invisible to readers until `put_end`).
     /// `ObjectAlreadyExists` if the key exists (clients treat it as success).
     async fn put_start(

@@ -99,6 +99,15 @@ macro_rules! impl_master_api_by_route {
                 })
                 .await
             }
+            async fn batch_get_replica_list_or_load(
+                &self,
+                keys: &[String],
+            ) -> $crate::BatchResult<$crate::ReplicaList> {
+                self.route("batch_get_replica_list_or_load", move |m| async move {
+                    m.batch_get_replica_list_or_load(keys).await
+                })
+                .await
+            }
             async fn put_start(
                 &self,
                 client: $crate::ClientId,

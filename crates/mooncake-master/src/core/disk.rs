@@ -36,6 +36,8 @@ const FULL_BACKOFF: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct DiskStats {
     /// Objects demoted to a disk tier.
     pub demotions: u64,
+    /// Objects written to a disk tier beside their memory copy (`--disk_write_through`).
+    pub write_throughs: u64,
     /// Demotions that failed (the object was evicted instead).
     pub demotion_failures: u64,
     /// Demotions refused because a tier was full.
@@ -88,6 +90,8 @@ struct Inflight {
     started: Instant,
     /// The range being filled by a load; `None` for a demotion.
     load: Option<Slot>,
+    /// A write-through copy (`--disk_write_through`): the memory copy stays.
+    keep_memory: bool,
 }
 
 /// The disk tiers and their tasks in flight.
@@ -98,6 +102,8 @@ pub(super) struct DiskState {
     next_id: u64,
     /// Bytes of memory whose demotion is in flight (an eviction pass counts them as freed).
     pub(super) demoting_bytes: u64,
+    /// Write-through copies in flight (their objects cannot be evicted until they land).
+    writing_through: u64,
     /// A task was queued since the shell last looked.
     signal: bool,
     stats: DiskStats,
@@ -258,8 +264,12 @@ impl MasterCore {
     fn finish_one(&mut self, f: Inflight, outcome: DiskOutcome, now: Instant) {
         let same = |o: &Object| o.version == f.version && o.state == State::Complete;
         let Some(slot) = f.load else {
-            // A demotion.
-            self.disk.demoting_bytes = self.disk.demoting_bytes.saturating_sub(f.size);
+            // A demotion, or a write-through copy.
+            if f.keep_memory {
+                self.disk.writing_through = self.disk.writing_through.saturating_sub(1);
+            } else {
+                self.disk.demoting_bytes = self.disk.demoting_bytes.saturating_sub(f.size);
+            }
             let Some(o) = self.objects.get_mut(&f.key).filter(|o| same(o)) else {
                 // Removed or replaced meanwhile: its record is garbage.
                 if outcome == DiskOutcome::Done {
@@ -268,6 +278,11 @@ impl MasterCore {
                 return;
             };
             o.disk_busy = false;
+            if outcome == DiskOutcome::Done && f.keep_memory {
+                o.disk = Some(f.segment);
+                self.disk.stats.write_throughs += 1;
+                return;
+            }
             if outcome == DiskOutcome::Done {
                 o.disk = Some(f.segment);
                 self.disk.stats.demotions += 1;
@@ -285,8 +300,9 @@ impl MasterCore {
                     t.full_until = Some(now + FULL_BACKOFF);
                 }
             }
-            // Evicted cleanly instead, unless someone started reading it meanwhile.
-            if o.lease_until <= now && o.pin != Pin::Hard {
+            // Evicted cleanly instead (a failed write-through keeps its memory copy),
+            // unless someone started reading it meanwhile.
+            if !f.keep_memory && o.lease_until <= now && o.pin != Pin::Hard {
                 if let Some(o) = self.objects.remove(&f.key) {
                     self.free_slots(&o.slots);
                     self.stats.evicted_keys += 1;
@@ -362,6 +378,26 @@ impl MasterCore {
     /// Starts demoting `key` from a memory replica whose segment has a disk tier that is
     /// not full; `false` when none can take it (the caller evicts it instead).
     pub(super) fn start_demote(&mut self, key: &str, now: Instant) -> bool {
+        self.start_disk_copy(key, now, false)
+    }
+
+    /// `--disk_write_through`: starts copying a just-completed object to the disk tier of
+    /// its holder (if it has one that is not full), keeping the memory copy. Until the
+    /// copy lands the object is not evicted; afterwards an eviction only drops its memory
+    /// copy, and a put waiting for room waits for these copies too.
+    pub(super) fn start_write_through(&mut self, key: &str, now: Instant) {
+        let fresh = self
+            .objects
+            .get(key)
+            .is_some_and(|o| o.disk.is_none() && !o.disk_busy);
+        if fresh {
+            self.start_disk_copy(key, now, true);
+        }
+    }
+
+    /// Queues a `Demote` of `key` to a tier of one of its memory segments; `keep_memory`
+    /// for a write-through copy (the range is not freed when it lands).
+    fn start_disk_copy(&mut self, key: &str, now: Instant, keep_memory: bool) -> bool {
         let Some(o) = self.objects.get(key) else {
             return false;
         };
@@ -409,9 +445,14 @@ impl MasterCore {
                 segment,
                 started: now,
                 load: None,
+                keep_memory,
             },
         );
-        self.disk.demoting_bytes += size;
+        if keep_memory {
+            self.disk.writing_through += 1;
+        } else {
+            self.disk.demoting_bytes += size;
+        }
         if let Some(o) = self.objects.get_mut(key) {
             o.disk_busy = true;
         }
@@ -473,6 +514,7 @@ impl MasterCore {
                 segment,
                 started: now,
                 load: Some(slot),
+                keep_memory: false,
             },
         );
         if let Some(o) = self.objects.get_mut(key) {
@@ -525,7 +567,9 @@ impl MasterCore {
             .collect();
         for id in abandoned {
             if let Some(f) = self.disk.inflight.remove(&id) {
-                if f.load.is_none() {
+                if f.keep_memory {
+                    self.disk.writing_through = self.disk.writing_through.saturating_sub(1);
+                } else if f.load.is_none() {
                     self.disk.demoting_bytes = self.disk.demoting_bytes.saturating_sub(f.size);
                 }
                 if let Some(o) = self.objects.get_mut(&f.key) {
@@ -546,9 +590,10 @@ impl MasterCore {
         std::mem::take(&mut self.disk.signal)
     }
 
-    /// Whether demotions are in flight (memory they will free may let a put in).
+    /// Whether demotions or write-through copies are in flight (memory they will free, or
+    /// make evictable, may let a put in).
     pub fn demotions_in_flight(&self) -> bool {
-        self.disk.demoting_bytes > 0
+        self.disk.demoting_bytes > 0 || self.disk.writing_through > 0
     }
 
     /// The disk counters and gauges.

@@ -288,3 +288,53 @@ fn copy_and_move_tasks_wait_for_a_demotion() {
         Err(ErrorCode::ObjectReplicaBusy)
     );
 }
+
+#[test]
+fn write_through_copies_every_put_and_keeps_memory_so_eviction_needs_no_demotion() {
+    let config = MasterConfig {
+        disk_write_through: true,
+        ..MasterConfig::default()
+    };
+    let mut c = MasterCore::new(config, 1);
+    let t = Instant::now();
+    let seg = Segment {
+        id: SEG,
+        name: "h:1".into(),
+        base: 0x1000_0000,
+        size: 4 * MIB,
+        te_endpoint: "h:1".into(),
+        protocol: "tcp".into(),
+        host_id: "h".into(),
+        durable: false,
+    };
+    c.remount_segments(HOLDER, vec![seg], t).unwrap();
+    c.mount_disk_tier(HOLDER, SEG, 1 << 30, vec![], t).unwrap();
+    for k in ["a", "b", "c", "d"] {
+        put(&mut c, k, MIB, t).unwrap();
+    }
+    // Every completed put is copied to disk at once, its memory copy kept.
+    let tasks = c.take_disk_tasks(HOLDER, SEG).unwrap();
+    assert_eq!(tasks.len(), 4);
+    assert!(tasks.iter().all(|t| t.kind == DiskTaskKind::Demote));
+    // Memory is full and the copies are in flight: a put has to wait for them.
+    assert_eq!(put(&mut c, "e", MIB, t), Err(ErrorCode::NoAvailableHandle));
+    assert!(c.demotions_in_flight());
+    answer(&mut c, &tasks, DiskOutcome::Done, t);
+    assert!(!c.demotions_in_flight());
+    let s = c.disk_stats();
+    assert_eq!((s.write_throughs, s.demotions, s.disk_objects), (4, 0, 4));
+    assert_eq!(s.disk_only_objects, 0, "memory copies stay");
+    // Room is made by dropping a memory copy that is already on disk: no demotion.
+    let t2 = t + Duration::from_secs(11);
+    put(&mut c, "e", MIB, t2).unwrap();
+    let s = c.disk_stats();
+    assert_eq!((s.demotions, s.disk_only_objects), (0, 1));
+    // "e" is copied too; a failed copy keeps the object, in memory only.
+    let more = c.take_disk_tasks(HOLDER, SEG).unwrap();
+    assert_eq!(more.len(), 1);
+    assert_eq!(more[0].key, "e");
+    answer(&mut c, &more, DiskOutcome::Failed, t2);
+    assert!(c.contains("e"), "a failed write-through evicts nothing");
+    assert_eq!(c.disk_stats().write_throughs, 4);
+    assert!(c.disk_holder("e").is_none());
+}

@@ -40,6 +40,22 @@ impl Master {
         }
     }
 
+    /// The replica lists of `keys`, with a load queued for each key that has only a disk
+    /// copy (answered `ReplicaIsNotReady` here): every load starts at once, so the holders
+    /// read them in parallel.
+    pub(super) fn lookup_or_load(&self, keys: &[String]) -> Vec<Result<ReplicaList, ErrorCode>> {
+        let now = Instant::now();
+        let mut core = self.lock_core();
+        let rs: Vec<_> = keys.iter().map(|k| core.get_replica_list(k, now)).collect();
+        for (k, r) in keys.iter().zip(&rs) {
+            if r == &Err(ErrorCode::ReplicaIsNotReady) {
+                core.request_load(k, now);
+            }
+        }
+        self.wake_holders(&mut core);
+        rs
+    }
+
     /// For a read that found no memory replica: loads the object from its holder's disk
     /// and waits for it (at most [`DISK_WAIT`]); `ReplicaIsNotReady` as before when it has
     /// no disk copy.
@@ -178,6 +194,7 @@ pub(super) fn render(core: &MasterCore, out: &mut String) {
     }
     let counters = [
         ("master_disk_demotions_total", s.demotions),
+        ("master_disk_write_throughs_total", s.write_throughs),
         ("master_disk_demotion_failures_total", s.demotion_failures),
         ("master_disk_full_total", s.disk_full),
         ("master_disk_hits_total", s.disk_hits),

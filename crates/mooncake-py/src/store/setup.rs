@@ -154,6 +154,7 @@ pub(super) fn ssd_offload(
         path: (!path.is_empty()).then(|| path.into()),
         capacity: None,
         io_threads: 8,
+        fsync: false,
         enable_offload: true,
     };
     mooncake_cli::store_service::disk_config(flags, mooncake_cli::env::offload_settings(), |p| {

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
 use crate::disk::{DiskOutcome, DiskRecord, DiskTask, DiskTaskKind, DiskTaskResult, DiskTier};
+use crate::master_api::BatchResult;
 
 /// How long one poll may wait at the master for a task.
 const POLL_WAIT: Duration = Duration::from_secs(1);
@@ -21,6 +22,39 @@ impl Client {
     /// The disk tier, when this client has one ([`ClientConfig::disk`]).
     pub fn disk_tier(&self) -> Option<&Arc<DiskTier>> {
         self.inner.disk.as_ref()
+    }
+}
+
+/// Keys of one batch read waiting for their disk loads, asked together.
+const LOAD_GROUP: usize = 8;
+
+/// Groups of a batch's keys whose lists arrive once their disk loads landed: the key
+/// indices and the master's answer for them.
+pub(super) type LoadGroups = tokio::task::JoinSet<(Vec<usize>, BatchResult<ReplicaList>)>;
+
+impl Client {
+    /// For a batch read whose lookup ([`MasterApi::batch_get_replica_list_or_load`])
+    /// answered some keys `ReplicaIsNotReady` (their loads from a holder's disk are
+    /// queued): asks again for those keys with the waiting call, [`LOAD_GROUP`] keys per
+    /// call and every call at once, so that each group comes back as soon as its loads
+    /// landed and the reader serves it while the next groups load. Dropping the set stops
+    /// the calls.
+    pub(super) fn await_loads(
+        &self,
+        keys: &[String],
+        lists: &[Result<ReplicaList, ErrorCode>],
+    ) -> LoadGroups {
+        let pending: Vec<usize> = (0..keys.len())
+            .filter(|&i| lists.get(i) == Some(&Err(ErrorCode::ReplicaIsNotReady)))
+            .collect();
+        let mut set = LoadGroups::new();
+        for group in pending.chunks(LOAD_GROUP) {
+            let master = self.inner.master.clone();
+            let idx = group.to_vec();
+            let ks: Vec<String> = group.iter().map(|&i| keys[i].clone()).collect();
+            set.spawn(async move { (idx, master.batch_get_replica_list(&ks).await) });
+        }
+        set
     }
 }
 
@@ -169,15 +203,11 @@ async fn run(inner: &Inner, tier: Arc<DiskTier>, task: DiskTask) -> Report {
             }
             in_segment
         }),
-        DiskTaskKind::Load => {
-            let o = tier.load(&task.key, task.version, task.size, |value| {
-                if in_segment {
-                    buffer.write_at(offset, value);
-                }
-                in_segment
-            });
-            (o, Vec::new())
-        }
+        DiskTaskKind::Load if in_segment => (
+            tier.load_into(&task.key, task.version, task.size, &buffer, offset),
+            Vec::new(),
+        ),
+        DiskTaskKind::Load => (DiskOutcome::Failed, Vec::new()),
     })
     .await
     .unwrap_or((DiskOutcome::Failed, Vec::new()));

@@ -28,7 +28,9 @@ impl Client {
                 }
             }
         }
-        let master = self.inner.master.batch_get_replica_list(keys);
+        // Disk loads are only queued here: the caller serves the rest meanwhile and
+        // waits for them with `await_loads`.
+        let master = self.inner.master.batch_get_replica_list_or_load(keys);
         let (lists, reads) = if reqs.is_empty() {
             (master.await, Vec::new())
         } else {
@@ -303,19 +305,54 @@ impl Client {
             Ok(found) => found,
             Err(e) => return keys.iter().map(|_| Err(e)).collect(),
         };
-        let mut out: Vec<Result<Fetched, ErrorCode>> = Vec::with_capacity(keys.len());
+        // What is in memory is served first, then each group of keys as its disk loads land.
+        let mut loads = self.await_loads(&owned, &lists);
+        let mut out: Vec<Result<Fetched, ErrorCode>> =
+            keys.iter().map(|_| Err(ErrorCode::InternalError)).collect();
+        let mut held = Vec::new();
+        let mut group = Vec::with_capacity(keys.len());
+        for (i, ((l, hit), guess)) in lists.into_iter().zip(hits).zip(staged_guesses).enumerate() {
+            if let (true, Some((_, s))) = (hit, guess) {
+                out[i] = Ok(Fetched::Staged(StagedValue(s)));
+            } else if l != Err(ErrorCode::ReplicaIsNotReady) {
+                group.push((i, l));
+            }
+        }
+        loop {
+            self.fetch_group(keys, group, copy_out, &mut out, &mut held)
+                .await;
+            let Some(Ok((idx, lists))) = loads.join_next().await else {
+                break;
+            };
+            group = match lists {
+                Ok(lists) => idx.into_iter().zip(lists).collect(),
+                Err(e) => idx.into_iter().map(|i| (i, Err(e))).collect(),
+            };
+        }
+        drop(held);
+        out
+    }
+
+    /// Reads the values of one group of a batch (`(index, list)`) into `out`: a copy into
+    /// a new vector if `copy_out` and this client reaches the preferred replica with one,
+    /// else into a staging slice (network reads concurrently, with failover). Staging
+    /// slices of copied values go into `held` (the batch keeps them to its end).
+    async fn fetch_group(
+        &self,
+        keys: &[&str],
+        group: Vec<(usize, Result<ReplicaList, ErrorCode>)>,
+        copy_out: bool,
+        out: &mut [Result<Fetched, ErrorCode>],
+        held: &mut Vec<staging::Slice>,
+    ) {
         let mut jobs = Vec::new();
         let mut slices = Vec::new();
-        let mut held = Vec::new();
-        for (((key, l), hit), guess) in keys.iter().zip(lists).zip(hits).zip(staged_guesses) {
-            if let (true, Some((_, s))) = (hit, guess) {
-                out.push(Ok(Fetched::Staged(StagedValue(s))));
-                continue;
-            }
+        for (i, l) in group {
+            let key = keys[i];
             let (l, s) = match l.and_then(|l| self.stage(l.size()).map(|s| (l, s))) {
                 Ok(staged) => staged,
                 Err(e) => {
-                    out.push(Err(e));
+                    out[i] = Err(e);
                     continue;
                 }
             };
@@ -326,13 +363,12 @@ impl Client {
             };
             // A copy that fails its checksum is read again below, replica by replica.
             if let Some(v) = copied.filter(|v| self.checksum_ok(key, &l, || crc32c::crc32c(v))) {
-                out.push(Ok(Fetched::Copied(v)));
+                out[i] = Ok(Fetched::Copied(v));
                 held.push(s);
                 continue;
             }
-            out.push(Err(ErrorCode::InternalError));
             jobs.push((vec![(s.addr(), l.size())], l));
-            slices.push((out.len() - 1, s));
+            slices.push((i, s));
         }
         let results = self.pull_many(&jobs).await;
         for (((i, s), r), (_, l)) in slices.into_iter().zip(results).zip(&jobs) {
@@ -341,8 +377,6 @@ impl Client {
             }
             out[i] = r.map(|()| Fetched::Staged(StagedValue(s)));
         }
-        drop(held);
-        out
     }
 
     /// Zero-copy batch get: `(key, addr, capacity)` per item; per-item size or error.
@@ -359,29 +393,45 @@ impl Client {
             Ok(found) => found,
             Err(e) => return items.iter().map(|_| Err(e)).collect(),
         };
+        let mut loads = self.await_loads(&owned, &lists);
         let mut out: Vec<Result<u64, ErrorCode>> = vec![Err(ErrorCode::InternalError); items.len()];
-        let mut jobs = Vec::new();
-        let mut idx = Vec::new();
-        for (i, (l, (_, addr, cap))) in lists.into_iter().zip(items).enumerate() {
+        let mut group = Vec::new();
+        for (i, l) in lists.into_iter().enumerate() {
             if hits[i] {
                 out[i] = Ok(l.map(|l| l.size()).unwrap_or(0));
-                continue;
-            }
-            match l {
-                Ok(l) if l.size() > *cap => out[i] = Err(ErrorCode::InvalidParams),
-                Ok(l) => {
-                    jobs.push((vec![(*addr, l.size())], l));
-                    idx.push(i);
-                }
-                Err(e) => out[i] = Err(e),
+            } else if l != Err(ErrorCode::ReplicaIsNotReady) {
+                group.push((i, l));
             }
         }
-        let results = self.pull_many(&jobs).await;
-        for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
-            if r.is_ok() {
-                self.remember(items[i].0, &l.replicas);
+        // What is in memory first, then each group of keys as its disk loads land.
+        loop {
+            let mut jobs = Vec::new();
+            let mut idx = Vec::new();
+            for (i, l) in group {
+                let (_, addr, cap) = items[i];
+                match l {
+                    Ok(l) if l.size() > cap => out[i] = Err(ErrorCode::InvalidParams),
+                    Ok(l) => {
+                        jobs.push((vec![(addr, l.size())], l));
+                        idx.push(i);
+                    }
+                    Err(e) => out[i] = Err(e),
+                }
             }
-            out[i] = r.map(|()| l.size());
+            let results = self.pull_many(&jobs).await;
+            for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
+                if r.is_ok() {
+                    self.remember(items[i].0, &l.replicas);
+                }
+                out[i] = r.map(|()| l.size());
+            }
+            let Some(Ok((idx, lists))) = loads.join_next().await else {
+                break;
+            };
+            group = match lists {
+                Ok(lists) => idx.into_iter().zip(lists).collect(),
+                Err(e) => idx.into_iter().map(|i| (i, Err(e))).collect(),
+            };
         }
         out
     }

@@ -10,7 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use mooncake_transfer_engine::LocalBuffer;
 use parking_lot::Mutex;
 
 use super::record::{align_up, file_name, RecordHeader, BLOCK};
@@ -98,12 +100,27 @@ pub struct BadRecord {
     pub reason: String,
 }
 
+/// Where one load spent its time (the store service's per-stage metrics).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LoadTimes {
+    /// Opening the file and reading it.
+    pub(crate) io: Duration,
+    /// Checking the header and the value's CRC-32C.
+    pub(crate) verify: Duration,
+    /// Copying the value from a bounce buffer into the holder's memory (zero in place).
+    pub(crate) copy: Duration,
+    /// Whether the value was read straight into the holder's memory.
+    pub(crate) in_place: bool,
+}
+
 /// The files of one tier, locked against a second process.
 #[derive(Debug)]
 pub(crate) struct Files {
     objects: PathBuf,
     tmp: PathBuf,
     direct: bool,
+    /// Sync each record's data and the directory entry of its rename.
+    fsync: bool,
     buffers: BufferPool,
     /// Held open with an exclusive `flock` while the tier is in use.
     _lock: File,
@@ -111,7 +128,7 @@ pub(crate) struct Files {
 
 impl Files {
     /// Creates the directories, takes the lock and probes direct I/O.
-    pub(crate) fn open(dir: &Path) -> Result<Self, DiskError> {
+    pub(crate) fn open(dir: &Path, fsync: bool) -> Result<Self, DiskError> {
         let io_err = |source: io::Error| DiskError::NotWritable {
             path: dir.to_owned(),
             source,
@@ -153,6 +170,7 @@ impl Files {
             objects,
             tmp,
             direct,
+            fsync,
             buffers: BufferPool::default(),
             _lock: lock,
         })
@@ -253,62 +271,143 @@ impl Files {
             opts.write(true).create(true).truncate(true);
             self.open_opts(&mut opts);
             let f = opts.open(&tmp)?;
-            if let Err(e) = f.write_all_at(buf.as_slice(), 0) {
+            let written = f.write_all_at(buf.as_slice(), 0).and_then(|()| {
+                if self.fsync {
+                    f.sync_data()?;
+                }
+                Ok(())
+            });
+            if let Err(e) = written {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
             drop(f);
             std::fs::rename(&tmp, self.objects.join(&name))?;
+            if self.fsync {
+                // The rename is durable once the directory is.
+                File::open(&self.objects)?.sync_all()?;
+            }
             Ok(crc)
         })();
         self.buffers.give(buf);
         result
     }
 
-    /// Reads the record of `key`/`version` (`size` value bytes), checks it completely
-    /// (header, length, CRC-32C) and hands the value to `deliver`.
+    fn open_record(&self, key: &str, version: u64) -> Result<File, ReadError> {
+        let path = self.objects.join(file_name(key, version));
+        let mut opts = OpenOptions::new();
+        opts.read(true);
+        self.open_opts(&mut opts);
+        match opts.open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ReadError::Missing),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads the record of `key`/`version` (`size` value bytes) into
+    /// `[offset, offset+size)` of `memory` and checks it completely (header, length,
+    /// CRC-32C of the bytes where they landed). The value goes straight from the file into
+    /// `memory` (one vectored read: header into a small buffer, the value's whole blocks in
+    /// place, its last partial block into a small buffer) unless direct I/O is on and the
+    /// destination is not block-aligned: then through a bounce buffer and one copy. On an
+    /// error the range holds unspecified bytes (it is not served).
+    pub(crate) fn read_into(
+        &self,
+        key: &str,
+        version: u64,
+        size: u64,
+        memory: &LocalBuffer,
+        offset: u64,
+    ) -> Result<LoadTimes, ReadError> {
+        let started = Instant::now();
+        let aligned = (memory.addr() + offset).is_multiple_of(BLOCK);
+        if self.direct && !aligned {
+            let ((), times) = self.read(key, version, size, |value| {
+                memory.write_at(offset, value);
+            })?;
+            return Ok(times);
+        }
+        let f = self.open_record(key, version)?;
+        let hlen = super::record::header_len(key.len()) as usize;
+        let body = size & !(BLOCK - 1);
+        let rest = (size - body) as usize;
+        let mut head = AlignedBuf::with_capacity(hlen);
+        let mut tail = AlignedBuf::with_capacity((align_up(size) - body) as usize);
+        let n = memory.read_file_into(
+            &f,
+            0,
+            head.as_mut_slice(),
+            offset,
+            body as usize,
+            tail.as_mut_slice(),
+        )?;
+        let io = started.elapsed();
+        if n < hlen + size as usize {
+            return Err(ReadError::Corrupt(format!(
+                "{n} bytes, want {}",
+                hlen + size as usize
+            )));
+        }
+        let t = Instant::now();
+        let value_crc = check_header(head.as_slice(), key, version, size)?;
+        let crc = memory.crc32c_append_at(0, offset, body as usize);
+        check_crc(
+            crc32c::crc32c_append(crc, &tail.as_slice()[..rest]),
+            value_crc,
+        )?;
+        let verify = t.elapsed();
+        let t = Instant::now();
+        if rest > 0 {
+            memory.write_at(offset + body, &tail.as_slice()[..rest]);
+        }
+        Ok(LoadTimes {
+            io,
+            verify,
+            copy: t.elapsed(),
+            in_place: true,
+        })
+    }
+
+    /// Reads the record of `key`/`version` (`size` value bytes) through a bounce buffer,
+    /// checks it completely (header, length, CRC-32C) and hands the value to `deliver`;
+    /// its result and where the time went.
     pub(crate) fn read<R>(
         &self,
         key: &str,
         version: u64,
         size: u64,
         deliver: impl FnOnce(&[u8]) -> R,
-    ) -> Result<R, ReadError> {
-        let path = self.objects.join(file_name(key, version));
-        let mut opts = OpenOptions::new();
-        opts.read(true);
-        self.open_opts(&mut opts);
-        let f = match opts.open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
-            Err(e) => return Err(e.into()),
-        };
+    ) -> Result<(R, LoadTimes), ReadError> {
+        let started = Instant::now();
+        let f = self.open_record(key, version)?;
         let hlen = super::record::header_len(key.len()) as usize;
         let total = hlen + align_up(size) as usize;
         let mut buf = self.buffers.take(total);
         let result = (|| {
             let n = read_full(&f, buf.as_mut_slice(), 0)?;
+            let io = started.elapsed();
             if n < hlen + size as usize {
                 return Err(ReadError::Corrupt(format!(
                     "{n} bytes, want {}",
                     hlen + size as usize
                 )));
             }
+            let t = Instant::now();
             let b = buf.as_slice();
-            let (h, _) =
-                RecordHeader::decode(&b[..hlen]).map_err(|e| ReadError::Corrupt(e.to_string()))?;
-            if h.key != key || h.version != version || h.value_len != size {
-                return Err(ReadError::Corrupt("header names another object".into()));
-            }
+            let value_crc = check_header(&b[..hlen], key, version, size)?;
             let value = &b[hlen..hlen + size as usize];
-            let crc = crc32c::crc32c(value);
-            if crc != h.value_crc {
-                return Err(ReadError::Corrupt(format!(
-                    "value crc {crc:#010x}, header says {:#010x}",
-                    h.value_crc
-                )));
-            }
-            Ok(deliver(value))
+            check_crc(crc32c::crc32c(value), value_crc)?;
+            let verify = t.elapsed();
+            let t = Instant::now();
+            let r = deliver(value);
+            let times = LoadTimes {
+                io,
+                verify,
+                copy: t.elapsed(),
+                in_place: false,
+            };
+            Ok((r, times))
         })();
         self.buffers.give(buf);
         result
@@ -318,6 +417,25 @@ impl Files {
     pub(crate) fn delete(&self, key: &str, version: u64) {
         let _ = std::fs::remove_file(self.objects.join(file_name(key, version)));
     }
+}
+
+/// Checks that a record's header names `key`/`version` with `size` value bytes; the
+/// value's CRC-32C it records.
+fn check_header(head: &[u8], key: &str, version: u64, size: u64) -> Result<u32, ReadError> {
+    let (h, _) = RecordHeader::decode(head).map_err(|e| ReadError::Corrupt(e.to_string()))?;
+    if h.key != key || h.version != version || h.value_len != size {
+        return Err(ReadError::Corrupt("header names another object".into()));
+    }
+    Ok(h.value_crc)
+}
+
+fn check_crc(crc: u32, recorded: u32) -> Result<(), ReadError> {
+    if crc != recorded {
+        return Err(ReadError::Corrupt(format!(
+            "value crc {crc:#010x}, header says {recorded:#010x}"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -204,7 +204,7 @@ impl GrpcMasterClient {
     }
 
     /// Runs one RPC with the client's deadline and maps transport failures to error codes.
-    async fn call<T, F, Fut>(&self, method: &'static str, f: F) -> Result<T, ErrorCode>
+    pub(super) async fn call<T, F, Fut>(&self, method: &'static str, f: F) -> Result<T, ErrorCode>
     where
         F: FnOnce(MasterServiceClient<Transport>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -242,7 +242,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the messages travel: HTTP/2 (tonic's channel) or the lean tunnel.
 #[derive(Debug, Clone)]
-enum Transport {
+pub(super) enum Transport {
     /// With the `authorization` value sent on every request, when there is a token.
     Http2(Channel, Option<http::HeaderValue>),
     Tunnel(Tunnel),
@@ -445,6 +445,10 @@ impl MasterApi for GrpcMasterClient {
         });
         let r = r.await?;
         batch_from_pb(r.error_code, r.results, keys.len(), ReplicaList::try_from)
+    }
+
+    async fn batch_get_replica_list_or_load(&self, keys: &[String]) -> BatchResult<ReplicaList> {
+        super::disk::lookup_or_load(self, keys).await
     }
 
     async fn put_start(
@@ -791,4 +795,4 @@ impl MasterApi for GrpcMasterClient {
 }
 
 /// The generated client over this crate's transport (the disk-tier calls name it).
-type Rpc = MasterServiceClient<Transport>;
+pub(super) type Rpc = MasterServiceClient<Transport>;

@@ -126,6 +126,37 @@ pub(super) fn finish_request(
     }
 }
 
+/// `BatchGetReplicaListOrLoad` from `client`, in calls of at most `MAX_BATCH_SIZE` keys.
+pub(super) async fn lookup_or_load(
+    client: &super::client::GrpcMasterClient,
+    keys: &[String],
+) -> crate::BatchResult<crate::types::ReplicaList> {
+    if keys.len() > crate::types::MAX_BATCH_SIZE {
+        return crate::master_api::chunked(keys, |c| or_load_call(client, c)).await;
+    }
+    or_load_call(client, keys).await
+}
+
+/// One `BatchGetReplicaListOrLoad`; a master from before this call answers
+/// `UNIMPLEMENTED` (or one failed): then the waiting `BatchGetReplicaList`, as before.
+async fn or_load_call(
+    client: &super::client::GrpcMasterClient,
+    keys: &[String],
+) -> crate::BatchResult<crate::types::ReplicaList> {
+    let req = pb::KeysRequest { keys: keys.into() };
+    let call =
+        |mut c: super::client::Rpc| async move { c.batch_get_replica_list_or_load(req).await };
+    match client.call("BatchGetReplicaListOrLoad", call).await {
+        Ok(r) => super::convert::batch_from_pb(
+            r.error_code,
+            r.results,
+            keys.len(),
+            crate::types::ReplicaList::try_from,
+        ),
+        Err(_) => client.batch_get_replica_list(keys).await,
+    }
+}
+
 // ---- server side ----
 
 type RpcResult<T> = Result<Response<T>, Status>;

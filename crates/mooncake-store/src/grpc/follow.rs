@@ -65,6 +65,7 @@ fn safe_to_repeat(op: &str) -> bool {
             | "batch_exist_key"
             | "get_replica_list"
             | "batch_get_replica_list"
+            | "batch_get_replica_list_or_load"
             | "mount_segment"
             | "remount_segments"
             | "query_task"

@@ -378,6 +378,16 @@ impl MasterService for GrpcMaster {
             .await)
     }
 
+    async fn batch_get_replica_list_or_load(
+        &self,
+        req: Request<pb::KeysRequest>,
+    ) -> RpcResult<pb::BatchGetReplicaListResponse> {
+        ok(self
+            .api
+            .batch_get_replica_list_or_load(&req.into_inner().keys)
+            .await)
+    }
+
     async fn put_start(
         &self,
         req: Request<pb::PutStartRequest>,

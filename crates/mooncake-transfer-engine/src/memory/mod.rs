@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use memmap2::{MmapMut, MmapOptions};
 
 mod copy;
+mod file_io;
 
 /// This process's effective user id (to check what other local processes hand us).
 pub fn effective_uid() -> u32 {
@@ -181,6 +182,30 @@ macro_rules! byte_accessors {
             /// large reads are split between threads, page faults included.
             pub fn read_at_uninit(&self, offset: u64, out: &mut [std::mem::MaybeUninit<u8>]) {
                 self.region.read_uninit(self.addr() + offset, out);
+            }
+
+            /// Reads `file` from `file_offset` into `head`, then `[offset, offset+len)` of
+            /// this memory, then `tail` (vectored reads straight into place, no copy) until
+            /// all three are full or the file ends; returns the bytes read. With an
+            /// `O_DIRECT` file every part must be aligned as the device wants. Panics if the
+            /// range is out of bounds.
+            pub fn read_file_into(
+                &self,
+                file: &std::fs::File,
+                file_offset: u64,
+                head: &mut [u8],
+                offset: u64,
+                len: usize,
+                tail: &mut [u8],
+            ) -> std::io::Result<usize> {
+                self.region
+                    .pread_into(file, file_offset, head, self.addr() + offset, len, tail)
+            }
+
+            /// CRC-32C of the bytes at `offset..offset+len`, continuing `crc` (read in
+            /// place). Panics if out of range.
+            pub fn crc32c_append_at(&self, crc: u32, offset: u64, len: usize) -> u32 {
+                crc32c::crc32c_append(crc, self.region.slice(self.addr() + offset, len))
             }
 
             /// The bytes at `offset..offset+len` as a new vector. Panics if out of range.
