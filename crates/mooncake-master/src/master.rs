@@ -22,7 +22,7 @@ mod guard;
 use crate::metrics::{Metrics, Op};
 use crate::state::{StateDir, StateError};
 use crate::{MasterConfig, StateConfig};
-pub(crate) use guard::must_wait_for;
+pub(crate) use guard::{deferring_waits, must_wait_for};
 use guard::CoreGuard;
 
 /// The master: thread-safe, cheap to share (`Arc`).
