@@ -39,16 +39,12 @@ pub(crate) async fn follow(
     status: &HaStatus,
     silence: Duration,
 ) -> FollowEnd {
-    let stream = match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return FollowEnd::Closed(format!("connect {addr}: {e}")),
-        Err(_) => return FollowEnd::Closed(format!("connect {addr}: timed out")),
-    };
-    let _ = stream.set_nodelay(true);
-    let conn = match Conn::tcp(stream) {
-        Ok(c) => c,
-        Err(e) => return FollowEnd::Closed(e.to_string()),
+    let conn = match wire::connect_local(addr) {
+        Some(c) => c,
+        None => match connect_tcp(addr).await {
+            Ok(c) => c,
+            Err(e) => return FollowEnd::Closed(format!("connect {addr}: {e}")),
+        },
     };
     let mut rd = FrameBuf::default();
     if let Err(e) = send(&conn, &ToLeader::hello(me)).await {
@@ -164,4 +160,12 @@ async fn send(conn: &Conn, msg: &ToLeader) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(64);
     wire::put(msg, &mut buf);
     conn.write_all(&buf).await
+}
+
+async fn connect_tcp(addr: &str) -> std::io::Result<Conn> {
+    let stream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
+    stream.set_nodelay(true)?;
+    Conn::tcp(stream)
 }

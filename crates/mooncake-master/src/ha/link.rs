@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use mooncake_transfer_engine::conn::Conn;
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use super::replicator::{BatchRef, Replicator, MAX_QUEUED};
@@ -199,13 +198,11 @@ impl Replicator {
     pub(crate) async fn serve(
         self: Arc<Self>,
         master: Arc<Master>,
-        stream: TcpStream,
+        conn: Conn,
+        peer: String,
         leader: String,
     ) {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        if let Err(e) = self.serve_inner(master, stream, &leader, &peer).await {
+        if let Err(e) = self.serve_inner(master, conn, &leader, &peer).await {
             tracing::info!(standby = %peer, error = %e, "replication stream ended");
         }
     }
@@ -213,12 +210,10 @@ impl Replicator {
     async fn serve_inner(
         self: &Arc<Self>,
         master: Arc<Master>,
-        stream: TcpStream,
+        conn: Conn,
         leader: &str,
         peer: &str,
     ) -> io::Result<()> {
-        let _ = stream.set_nodelay(true);
-        let conn = Conn::tcp(stream)?;
         let mut rx = FrameBuf::default();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let hello = loop {
@@ -318,9 +313,10 @@ impl Replicator {
                 continue;
             }
             // An in-sync standby's acknowledgements are read by the calls waiting for
-            // them (and at each heartbeat); watching them here too would wake this
-            // task's thread for every one.
-            let watch = !(self.sync && link.in_sync.load(Ordering::Acquire));
+            // them, or (without synchronous replication) by the next call that writes,
+            // and at each heartbeat; watching them here too would wake this task's thread
+            // for every one.
+            let watch = !link.in_sync.load(Ordering::Acquire);
             tokio::select! {
                 () = link.kick.notified() => {}
                 _ = link.conn.readable_until(Some(next_beat)), if watch => {}

@@ -138,7 +138,19 @@ impl Replicator {
                 failed.push((l.link.clone(), lagging));
             }
         }
+        // Without synchronous replication nobody waits for the acknowledgements: take in
+        // those already there now (they move the lag metrics) rather than have each one
+        // wake the standby's task.
+        let ackers: Vec<Arc<Link>> = if self.sync {
+            Vec::new()
+        } else {
+            links.iter().map(|l| l.link.clone()).collect()
+        };
         if failed.is_empty() {
+            drop(links);
+            for link in &ackers {
+                self.read_acks(link);
+            }
             return;
         }
         links.retain(|l| !failed.iter().any(|(f, _)| f.id == l.link.id));

@@ -47,7 +47,8 @@ async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>,
     let (m, r) = (master.clone(), repl.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(r.clone().serve(m.clone(), s, "leader:1".into()));
+            let conn = mooncake_transfer_engine::conn::Conn::tcp(s).unwrap();
+            tokio::spawn(r.clone().serve(m.clone(), conn, "test".into(), "leader:1".into()));
         }
     });
     (master, repl, addr)
