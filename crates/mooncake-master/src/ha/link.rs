@@ -234,9 +234,7 @@ impl Replicator {
                 }
                 name
             }
-            ToLeader::Ack { .. } => {
-                return Err(io::Error::other("the standby did not say hello"))
-            }
+            ToLeader::Ack { .. } => return Err(io::Error::other("the standby did not say hello")),
         };
         let mut buf = Vec::new();
         wire::put(&ToStandby::hello(leader), &mut buf);

@@ -159,7 +159,12 @@ impl HaNode {
             let Ok((conn, peer)) = conn else { continue };
             match self.term() {
                 Some(t) => {
-                    tokio::spawn(t.repl.clone().serve(t.master.clone(), conn, peer, self.config.advertise_rpc.clone()));
+                    tokio::spawn(t.repl.clone().serve(
+                        t.master.clone(),
+                        conn,
+                        peer,
+                        self.config.advertise_rpc.clone(),
+                    ));
                 }
                 // Not leading: the standby looks the leader up again.
                 None => drop(conn),

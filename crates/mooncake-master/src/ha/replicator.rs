@@ -423,4 +423,3 @@ pub(super) enum BatchRef<'a> {
     Snapshot(&'a [Change]),
     Batch { seq: u64, changes: &'a [Change] },
 }
-

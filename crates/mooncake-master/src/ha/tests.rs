@@ -48,7 +48,10 @@ async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>,
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             let conn = mooncake_transfer_engine::conn::Conn::tcp(s).unwrap();
-            tokio::spawn(r.clone().serve(m.clone(), conn, "test".into(), "leader:1".into()));
+            tokio::spawn(
+                r.clone()
+                    .serve(m.clone(), conn, "test".into(), "leader:1".into()),
+            );
         }
     });
     (master, repl, addr)

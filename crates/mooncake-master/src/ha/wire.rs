@@ -354,7 +354,9 @@ mod tests {
         let msgs: Vec<ToStandby> = (0..200)
             .map(|i| ToStandby::Batch {
                 seq: i,
-                changes: vec![Change::Erase { key: "k".repeat(i as usize * 7) }],
+                changes: vec![Change::Erase {
+                    key: "k".repeat(i as usize * 7),
+                }],
             })
             .collect();
         let mut bytes = Vec::new();
@@ -383,7 +385,8 @@ mod tests {
         assert!(rx.next::<ToStandby>().is_err());
         // A huge length, and the end of the stream.
         let mut rx = FrameBuf::default();
-        (&a).write_all(&[0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0]).unwrap();
+        (&a).write_all(&[0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0])
+            .unwrap();
         while rx.try_fill(&conn).unwrap() {}
         assert!(rx.next::<ToStandby>().is_err());
         drop(a);

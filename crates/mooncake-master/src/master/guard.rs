@@ -98,9 +98,7 @@ pub(crate) async fn deferring_waits<F: std::future::Future>(call: F) -> (F::Outp
 
 /// Notes `seq` for the enclosing [`deferring_waits`]; false outside one.
 fn defer_wait(seq: u64) -> bool {
-    DEFERRED_WAIT
-        .try_with(|c| c.set(c.get().max(seq)))
-        .is_ok()
+    DEFERRED_WAIT.try_with(|c| c.set(c.get().max(seq))).is_ok()
 }
 
 /// Which sequence number a call must see durable (written, or acknowledged by the
