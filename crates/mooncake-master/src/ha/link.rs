@@ -126,6 +126,12 @@ impl LinkState {
         Ok(())
     }
 
+    /// Whether frames wait for the task (a full socket, or the snapshot going out).
+    #[cfg(test)]
+    pub(super) fn is_draining(&self) -> bool {
+        self.draining
+    }
+
     /// The backlog for the task to write, or `None` (the calls write directly again).
     fn take_backlog(&mut self) -> Option<Vec<u8>> {
         if self.backlog.is_empty() {
