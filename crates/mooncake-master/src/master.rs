@@ -22,8 +22,8 @@ mod guard;
 use crate::metrics::{Metrics, Op};
 use crate::state::{StateDir, StateError};
 use crate::{MasterConfig, StateConfig};
-pub(crate) use guard::must_wait_for;
 use guard::CoreGuard;
+pub(crate) use guard::{deferring_waits, must_wait_for};
 
 /// The master: thread-safe, cheap to share (`Arc`).
 #[derive(Debug)]

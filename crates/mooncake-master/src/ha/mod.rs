@@ -4,7 +4,10 @@
 //! - `lease.rs`: when a leader must stop serving (pure);
 //! - `wire.rs`: the replication stream's messages and framing;
 //! - `replicator.rs`: the leader's side (standbys join with a snapshot, then get every
-//!   call's changes; a call answers once every in-sync standby has acknowledged them);
+//!   call's changes, written by the call itself; a call answers once every in-sync
+//!   standby has acknowledged them);
+//! - `link.rs`: one standby's connection on the leader (its snapshot, and the task that
+//!   writes what the calls could not, heartbeats and says goodbye);
 //! - `follower.rs`: a standby's side (applies the stream to a
 //!   [`DurableState`](crate::DurableState));
 //! - `switch.rs`: the RPC face: the current term's master, or "not serving";
@@ -14,6 +17,7 @@
 
 mod follower;
 mod lease;
+mod link;
 mod node;
 mod replicator;
 mod switch;

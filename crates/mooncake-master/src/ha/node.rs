@@ -23,8 +23,9 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use mooncake_metadata::{AuthToken, EtcdStore, EtcdStoreConfig, LeaseId, MetadataStore};
+use mooncake_transfer_engine::conn::Conn;
 use parking_lot::RwLock;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
@@ -51,7 +52,8 @@ pub(crate) struct HaNode {
     pub(crate) switch: Arc<SwitchApi>,
     term: RwLock<Option<Term>>,
     auth_token: Option<AuthToken>,
-    listener: parking_lot::Mutex<Option<TcpListener>>,
+    /// The replication listener, and its abstract Unix socket for standbys on this host.
+    listener: parking_lot::Mutex<Option<(TcpListener, Option<UnixListener>)>>,
     /// The replication address published while leading.
     repl_addr: String,
 }
@@ -97,6 +99,7 @@ impl HaNode {
             bound.ip().to_string()
         };
         let repl_addr = format!("{host}:{}", bound.port());
+        let local = super::wire::local_listener(bound.port());
         Ok(Arc::new(Self {
             config,
             master_config,
@@ -105,7 +108,7 @@ impl HaNode {
             switch: Arc::new(SwitchApi::default()),
             term: RwLock::new(None),
             auth_token,
-            listener: parking_lot::Mutex::new(Some(listener)),
+            listener: parking_lot::Mutex::new(Some((listener, local))),
             repl_addr,
         }))
     }
@@ -123,8 +126,8 @@ impl HaNode {
     /// standby takes over at once.
     pub(crate) async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
         let (stop_tx, stop) = watch::channel(false);
-        if let Some(listener) = self.listener.lock().take() {
-            tokio::spawn(self.clone().accept(listener, stop.clone()));
+        if let Some((listener, local)) = self.listener.lock().take() {
+            tokio::spawn(self.clone().accept(listener, local, stop.clone()));
         }
         let me = self.clone();
         let election = tokio::spawn(async move { me.elect(stop).await });
@@ -133,20 +136,38 @@ impl HaNode {
         let _ = election.await;
     }
 
-    async fn accept(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    async fn accept(
+        self: Arc<Self>,
+        listener: TcpListener,
+        local: Option<UnixListener>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
-            tokio::select! {
+            let conn = tokio::select! {
                 conn = listener.accept() => {
+                    let Ok((stream, peer)) = conn else { continue };
+                    let _ = stream.set_nodelay(true);
+                    Conn::tcp(stream).map(|c| (c, peer.to_string()))
+                }
+                // Invariant: polled only when `local` is `Some`.
+                conn = async { local.as_ref().expect("guarded").accept().await }, if local.is_some() => {
                     let Ok((stream, _)) = conn else { continue };
-                    match self.term() {
-                        Some(t) => {
-                            tokio::spawn(t.repl.clone().serve(t.master.clone(), stream, self.config.advertise_rpc.clone()));
-                        }
-                        // Not leading: the standby looks the leader up again.
-                        None => drop(stream),
-                    }
+                    Conn::unix(stream).map(|c| (c, "local socket".to_owned()))
                 }
                 _ = stop.wait_for(|s| *s) => return,
+            };
+            let Ok((conn, peer)) = conn else { continue };
+            match self.term() {
+                Some(t) => {
+                    tokio::spawn(t.repl.clone().serve(
+                        t.master.clone(),
+                        conn,
+                        peer,
+                        self.config.advertise_rpc.clone(),
+                    ));
+                }
+                // Not leading: the standby looks the leader up again.
+                None => drop(conn),
             }
         }
     }

@@ -4,72 +4,67 @@
 //! acknowledged everything it saw; a standby that does not acknowledge within the
 //! replication timeout is dropped from the set (and must join again), so a dead standby
 //! stalls writes for at most one timeout.
+//!
+//! The write path has no task hop: a call's changes are queued under the core's lock, and
+//! the call itself writes every queued batch to the standbys' sockets right after it
+//! releases the lock (non-blocking writes; whoever writes takes the batches of every call
+//! queued meanwhile, a group commit). A call that must wait reads the standbys'
+//! acknowledgements itself: it polls their sockets for a short while (waking a sleeping
+//! thread costs tens of microseconds on a virtual machine), then sleeps until one is
+//! readable. Each standby's task (`link.rs`) only sends the snapshot, writes what a full
+//! socket left over, heartbeats, and reads the acknowledgements that no call waits for.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
-use super::wire::{self, ToLeader, ToStandby, HEARTBEAT};
-use crate::{Change, Master};
+use super::link::{Link, LinkState, Poller};
+use super::wire::ToStandby;
+use crate::Change;
 
-/// Changes per snapshot frame.
-const SNAPSHOT_CHUNK: usize = 1024;
 /// Batches a standby's stream may hold unsent before the standby is dropped (one still
-/// taking its snapshot, or trailing with asynchronous replication): the leader's memory
-/// stays bounded.
-const MAX_QUEUED: usize = 65_536;
-
-/// What a standby's stream carries after the snapshot.
-#[derive(Debug, Clone)]
-enum Item {
-    /// One call's changes (shared by every standby's stream).
-    Batch(Arc<(u64, Vec<Change>)>),
-    /// The leader now counts this standby in sync (it waits for its acknowledgements).
-    InSync(u64),
-}
+/// taking its snapshot, or one that stopped reading): the leader's memory stays bounded.
+pub(super) const MAX_QUEUED: usize = 65_536;
 
 /// The standbys of one leader term.
 #[derive(Debug)]
 pub(crate) struct Replicator {
+    /// Registered standbys and what they acknowledged (the floor's inputs).
     followers: Mutex<Vec<Follower>>,
-    /// The last batch queued (bumped under the core's lock, so in the core's order).
+    /// The standbys' streams; held by the one call writing to them.
+    pub(super) links: Mutex<Vec<LinkState>>,
+    /// Batches queued under the core's lock (so in its order) and not yet written.
+    outbox: Mutex<Vec<(u64, Vec<Change>)>>,
+    /// The last batch queued.
     seq: AtomicU64,
     /// The last batch that freed space (or was queued when space was freed).
     last_free: AtomicU64,
     /// Calls wait for the standbys' acknowledgement of their own changes.
-    sync: bool,
+    pub(super) sync: bool,
     /// Every in-sync standby has acknowledged every batch up to this (`u64::MAX`: none is
     /// in sync, nobody to wait for).
     floor: AtomicU64,
-    wake: (Mutex<()>, Condvar),
-    timeout: Duration,
+    /// Woken whenever the floor moves (or the set of standbys changes).
+    moved: Notify,
+    pub(super) timeout: Duration,
     next_id: AtomicU64,
     /// When batches not yet acknowledged by everyone were queued (the lag in seconds).
     pending: Mutex<VecDeque<(u64, Instant)>>,
-    closed: AtomicBool,
+    pub(super) closed: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Follower {
-    id: u64,
-    name: String,
-    tx: mpsc::UnboundedSender<Item>,
+    link: Arc<Link>,
     acked: u64,
     /// Joined at this batch; in sync once it acknowledged it.
     joined_at: u64,
     in_sync: bool,
-    kick: Arc<Notify>,
-    /// Set before `kick` when it is dropped for lagging.
-    dropped: Arc<AtomicBool>,
-    /// Items queued on `tx` and not yet taken by its writer.
-    queued: Arc<AtomicUsize>,
 }
 
 /// A standby as `/ha_status` shows it.
@@ -86,11 +81,13 @@ impl Replicator {
     pub(crate) fn new(timeout: Duration, sync: bool) -> Self {
         Self {
             followers: Mutex::new(Vec::new()),
+            links: Mutex::new(Vec::new()),
+            outbox: Mutex::new(Vec::new()),
             seq: AtomicU64::new(0),
             last_free: AtomicU64::new(0),
             sync,
             floor: AtomicU64::new(u64::MAX),
-            wake: (Mutex::new(()), Condvar::new()),
+            moved: Notify::new(),
             timeout,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(VecDeque::new()),
@@ -100,44 +97,71 @@ impl Replicator {
 
     /// Queues one call's changes for every standby: the sequence number the caller must
     /// see acknowledged before it answers (see [`crate::master::must_wait_for`]; its own
-    /// batch only with synchronous replication). Called under the core's lock.
+    /// batch only with synchronous replication). Called under the core's lock; the caller
+    /// then writes the queue out with [`Replicator::flush`] once it released the lock.
     pub(crate) fn record(&self, batch: Vec<Change>, space: crate::SpaceUse) -> Option<u64> {
-        let own = (!batch.is_empty()).then(|| self.send(batch));
+        let own = (!batch.is_empty()).then(|| {
+            let mut outbox = self.outbox.lock();
+            let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+            outbox.push((seq, batch));
+            if self.floor.load(Ordering::Acquire) != u64::MAX {
+                self.pending.lock().push_back((seq, Instant::now()));
+            }
+            seq
+        });
         let last = self.seq.load(Ordering::Acquire);
         crate::master::must_wait_for(own, last, space, &self.last_free, self.sync)
     }
 
-    fn send(&self, batch: Vec<Change>) -> u64 {
-        let followers = self.followers.lock();
-        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-        if followers.is_empty() {
-            return seq;
+    /// Writes every queued batch to the standbys (those queued by other calls meanwhile
+    /// too). Every batch is encoded once; each standby gets those after its snapshot.
+    pub(crate) fn flush(&self) {
+        let mut links = self.links.lock();
+        let batches = std::mem::take(&mut *self.outbox.lock());
+        if batches.is_empty() || links.is_empty() {
+            return;
         }
-        let item = Arc::new((seq, batch));
-        let mut overflow = false;
-        for f in followers.iter() {
-            if f.queued.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED {
-                overflow = true;
+        let mut buf = Vec::with_capacity(512 * batches.len());
+        let mut ends = Vec::with_capacity(batches.len());
+        for (seq, changes) in &batches {
+            super::wire::put(&BatchRef::Batch { seq: *seq, changes }, &mut buf);
+            ends.push(buf.len());
+        }
+        let mut failed = Vec::new();
+        for l in links.iter_mut() {
+            let first = batches.partition_point(|(s, _)| *s <= l.joined_at);
+            if first == batches.len() {
+                continue;
             }
-            let _ = f.tx.send(Item::Batch(item.clone()));
+            let from = first.checked_sub(1).map_or(0, |i| ends[i]);
+            if let Err(lagging) = l.send(&buf[from..], batches.len() - first) {
+                failed.push((l.link.clone(), lagging));
+            }
         }
-        let mut followers = followers;
-        if overflow {
-            followers.retain(|f| {
-                let keep = f.queued.load(Ordering::Acquire) < MAX_QUEUED;
-                if !keep {
-                    f.dropped.store(true, Ordering::Release);
-                    f.kick.notify_one();
-                    tracing::warn!(standby = %f.name, queued = MAX_QUEUED, "a standby fell too far behind; dropped (it will resync)");
-                }
-                keep
-            });
-            self.refresh(&followers);
+        // Without synchronous replication nobody waits for the acknowledgements: take in
+        // those already there now (they move the lag metrics) rather than have each one
+        // wake the standby's task.
+        let ackers: Vec<Arc<Link>> = if self.sync {
+            Vec::new()
+        } else {
+            links.iter().map(|l| l.link.clone()).collect()
+        };
+        if failed.is_empty() {
+            drop(links);
+            for link in &ackers {
+                self.read_acks(link);
+            }
+            return;
         }
-        if followers.iter().any(|f| f.in_sync) {
-            self.pending.lock().push_back((seq, Instant::now()));
+        links.retain(|l| !failed.iter().any(|(f, _)| f.id == l.link.id));
+        drop(links);
+        for (link, lagging) in &failed {
+            if *lagging {
+                tracing::warn!(standby = %link.name, queued = MAX_QUEUED, "a standby fell too far behind; dropped (it will resync)");
+            }
+            link.drop_it(*lagging);
         }
-        seq
+        self.forget(|f| failed.iter().any(|(l, _)| l.id == f.link.id));
     }
 
     /// The last batch queued.
@@ -150,32 +174,115 @@ impl Replicator {
         self.floor.load(Ordering::Acquire) >= seq
     }
 
-    /// Waits until every in-sync standby has acknowledged `seq`; standbys that have not
-    /// within the timeout are dropped from the set.
-    pub(crate) fn wait_acked(&self, seq: u64) {
-        let deadline = Instant::now() + self.timeout;
-        let mut g = self.wake.0.lock();
-        while !self.is_acked(seq) {
-            if self.wake.1.wait_until(&mut g, deadline).timed_out() && !self.is_acked(seq) {
-                drop(g);
-                self.drop_laggards(seq);
+    /// Waits until every in-sync standby has acknowledged `seq`, reading their
+    /// acknowledgements itself; standbys that have not within the timeout are dropped from
+    /// the set.
+    pub(crate) async fn wait_acked(&self, seq: u64) {
+        if self.is_acked(seq) {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut poller = Poller::claim();
+        loop {
+            let short = self.short_of(seq);
+            for link in &short {
+                self.read_acks(link);
+            }
+            if self.is_acked(seq) {
+                return;
+            }
+            if poller.keep_polling() {
+                continue;
+            }
+            let moved = self.moved.notified();
+            tokio::pin!(moved);
+            moved.as_mut().enable();
+            let short = self.short_of(seq);
+            let Some(link) = short.first() else {
+                continue;
+            };
+            let timed_out = tokio::select! {
+                () = &mut moved => false,
+                r = link.conn.readable_until(Some(deadline)) => {
+                    matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::TimedOut)
+                }
+            };
+            if timed_out || tokio::time::Instant::now() >= deadline {
+                self.read_acks(link);
+                if !self.is_acked(seq) {
+                    self.drop_laggards(seq);
+                }
                 return;
             }
         }
     }
 
-    fn drop_laggards(&self, seq: u64) {
-        let mut followers = self.followers.lock();
-        followers.retain(|f| {
-            let late = f.in_sync && f.acked < seq;
-            if late {
-                f.dropped.store(true, Ordering::Release);
-                tracing::warn!(standby = %f.name, acked = f.acked, waited_for = seq, timeout = ?self.timeout,
-                    "a standby did not acknowledge in time; dropped from the in-sync set (it will resync)");
-                f.kick.notify_one();
+    /// [`Replicator::wait_acked`] from synchronous code (the core's guard outside an RPC).
+    pub(crate) fn wait_acked_blocking(&self, seq: u64) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(self.wait_acked(seq)));
             }
-            !late
-        });
+            _ => {
+                // No reactor to sleep on: poll until acknowledged or the timeout.
+                let deadline = Instant::now() + self.timeout;
+                while !self.is_acked(seq) {
+                    if Instant::now() >= deadline {
+                        self.drop_laggards(seq);
+                        return;
+                    }
+                    for link in self.short_of(seq) {
+                        self.read_acks(&link);
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+    }
+
+    /// The in-sync standbys that have not acknowledged `seq`.
+    fn short_of(&self, seq: u64) -> Vec<Arc<Link>> {
+        self.followers
+            .lock()
+            .iter()
+            .filter(|f| f.in_sync && f.acked < seq)
+            .map(|f| f.link.clone())
+            .collect()
+    }
+
+    /// Takes in the acknowledgements `link` has sent, unless someone else is reading
+    /// them; a broken stream drops the standby.
+    pub(super) fn read_acks(&self, link: &Link) {
+        match link.read_acks() {
+            Ok(Some(seq)) => self.ack(link, seq),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::info!(standby = %link.name, error = %e, "replication stream ended");
+                self.remove(link.id);
+            }
+        }
+    }
+
+    fn drop_laggards(&self, seq: u64) {
+        let late: Vec<Arc<Link>> = self.short_of(seq);
+        for link in &late {
+            tracing::warn!(standby = %link.name, waited_for = seq, timeout = ?self.timeout,
+                "a standby did not acknowledge in time; dropped from the in-sync set (it will resync)");
+        }
+        self.links
+            .lock()
+            .retain(|l| !late.iter().any(|f| f.id == l.link.id));
+        for link in &late {
+            link.drop_it(true);
+        }
+        self.forget(|f| late.iter().any(|l| l.id == f.link.id));
+    }
+
+    /// Removes the followers `gone` matches and wakes the waiters.
+    fn forget(&self, gone: impl Fn(&Follower) -> bool) {
+        let mut followers = self.followers.lock();
+        followers.retain(|f| !gone(f));
         self.refresh(&followers);
     }
 
@@ -194,42 +301,64 @@ impl Replicator {
                 pending.pop_front();
             }
         }
-        let _g = self.wake.0.lock();
-        self.wake.1.notify_all();
+        self.moved.notify_waiters();
     }
 
-    fn ack(&self, id: u64, seq: u64) {
+    fn ack(&self, link: &Link, seq: u64) {
         let mut followers = self.followers.lock();
-        if let Some(f) = followers.iter_mut().find(|f| f.id == id) {
-            f.acked = f.acked.max(seq);
-            if !f.in_sync && f.acked >= f.joined_at {
-                f.in_sync = true;
-                // Told only now: until the leader waits for it, batches it has not applied
-                // may have been answered with the other standbys' acknowledgements.
-                f.queued.fetch_add(1, Ordering::AcqRel);
-                let _ = f.tx.send(Item::InSync(f.acked));
-                tracing::info!(standby = %f.name, seq, "standby in sync");
+        let Some(f) = followers.iter_mut().find(|f| f.link.id == link.id) else {
+            return;
+        };
+        f.acked = f.acked.max(seq);
+        let now_in_sync = !f.in_sync && f.acked >= f.joined_at;
+        if now_in_sync {
+            f.in_sync = true;
+            link.in_sync.store(true, Ordering::Release);
+        }
+        let acked = f.acked;
+        self.refresh(&followers);
+        drop(followers);
+        if now_in_sync {
+            // Told only now: until the leader waits for it, batches it has not applied
+            // may have been answered with the other standbys' acknowledgements.
+            self.send_to(link.id, &ToStandby::InSync { seq: acked });
+            tracing::info!(standby = %link.name, seq, "standby in sync");
+        }
+    }
+
+    /// Writes a control message into `id`'s stream (after every batch written so far).
+    pub(super) fn send_to(&self, id: u64, msg: &ToStandby) {
+        let mut buf = Vec::with_capacity(64);
+        super::wire::put(msg, &mut buf);
+        let mut links = self.links.lock();
+        if let Some(l) = links.iter_mut().find(|l| l.link.id == id) {
+            if l.send(&buf, 0).is_err() {
+                let link = l.link.clone();
+                links.retain(|l| l.link.id != id);
+                drop(links);
+                link.drop_it(false);
+                self.remove(id);
             }
         }
-        self.refresh(&followers);
     }
 
-    fn remove(&self, id: u64) {
-        let mut followers = self.followers.lock();
-        followers.retain(|f| f.id != id);
-        self.refresh(&followers);
+    /// Forgets standby `id` (its stream ended).
+    pub(super) fn remove(&self, id: u64) {
+        self.links.lock().retain(|l| l.link.id != id);
+        self.forget(|f| f.link.id == id);
     }
 
     /// Ends the term: every standby is let go and nobody is waited for any more.
     pub(crate) fn close(&self) {
-        let mut followers = self.followers.lock();
-        // Under the followers' lock: a join registering now sees it.
+        let mut links = self.links.lock();
+        // Under the links' lock: a join registering now sees it.
         self.closed.store(true, Ordering::Release);
-        for f in followers.iter() {
-            f.kick.notify_one();
+        for l in links.iter() {
+            l.link.drop_it(false);
         }
-        followers.clear();
-        self.refresh(&followers);
+        links.clear();
+        drop(links);
+        self.forget(|_| true);
     }
 
     /// Batches and seconds the slowest in-sync standby is behind (zero without one).
@@ -252,231 +381,45 @@ impl Replicator {
             .lock()
             .iter()
             .map(|f| FollowerView {
-                name: f.name.clone(),
+                name: f.link.name.clone(),
                 acked: f.acked,
                 in_sync: f.in_sync,
             })
             .collect()
     }
 
-    /// Registers a standby: its snapshot, the batch it covers, its stream and its kick.
-    fn join(&self, master: &Master, name: &str) -> Option<Joined> {
-        let core = master.raw_core().lock();
-        let snapshot = core.snapshot();
-        let mut followers = self.followers.lock();
+    /// A fresh standby id.
+    pub(super) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a standby's stream as of batch `seq` (the snapshot's): every later batch
+    /// goes to it. Called under the core's lock; `None` once the term ended.
+    pub(super) fn register(&self, link: Arc<Link>, seq: u64) -> Option<()> {
+        let mut links = self.links.lock();
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
-        let seq = self.seq.load(Ordering::Acquire);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let kick = Arc::new(Notify::new());
-        let dropped = Arc::new(AtomicBool::new(false));
-        let queued = Arc::new(AtomicUsize::new(0));
-        followers.push(Follower {
-            queued: queued.clone(),
-            id,
-            name: name.to_owned(),
-            tx,
+        links.push(LinkState::joining(link.clone(), seq));
+        self.followers.lock().push(Follower {
+            link,
             acked: 0,
             joined_at: seq,
             in_sync: false,
-            kick: kick.clone(),
-            dropped: dropped.clone(),
         });
-        drop(followers);
-        drop(core);
-        Some(Joined {
-            id,
-            snapshot,
-            seq,
-            rx,
-            kick,
-            dropped,
-            queued,
-        })
+        Some(())
     }
 
-    /// Serves one standby's connection until it ends, the standby is dropped or the term
-    /// ends.
-    pub(crate) async fn serve(
-        self: Arc<Self>,
-        master: Arc<Master>,
-        stream: TcpStream,
-        leader: String,
-    ) {
-        let peer = stream
-            .peer_addr()
-            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        if let Err(e) = self.serve_inner(master, stream, &leader, &peer).await {
-            tracing::info!(standby = %peer, error = %e, "replication stream ended");
-        }
+    /// The last batch queued, as the snapshot taken now covers it.
+    pub(super) fn snapshot_seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
     }
-
-    async fn serve_inner(
-        self: &Arc<Self>,
-        master: Arc<Master>,
-        stream: TcpStream,
-        leader: &str,
-        peer: &str,
-    ) -> std::io::Result<()> {
-        let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = stream.into_split();
-        let mut rd = BufReader::new(rd);
-        let hello = tokio::time::timeout(Duration::from_secs(5), wire::recv(&mut rd))
-            .await
-            .map_err(|_| std::io::Error::other("no hello within 5 s"))??;
-        let name = match hello {
-            Some(ToLeader::Hello {
-                format_major, name, ..
-            }) => {
-                if format_major < crate::state::format::FORMAT_MAJOR {
-                    tracing::warn!(standby = %name, format_major, "a standby of an older state format cannot follow this leader; upgrade it");
-                    return Ok(());
-                }
-                name
-            }
-            _ => return Err(std::io::Error::other("the standby did not say hello")),
-        };
-        let mut buf = Vec::new();
-        wire::put(&ToStandby::hello(leader), &mut buf);
-        wr.write_all(&buf).await?;
-        // The snapshot copies the whole state under the core's lock: not on a reactor thread.
-        let joined = {
-            let (me, name) = (self.clone(), name.clone());
-            tokio::task::spawn_blocking(move || me.join(&master, &name))
-                .await
-                .ok()
-                .flatten()
-        };
-        let Some(joined) = joined else {
-            return Ok(());
-        };
-        tracing::info!(standby = %name, %peer, records = joined.snapshot.len(), seq = joined.seq, "standby joined; sending the snapshot");
-        let id = joined.id;
-        let result = self.stream(joined, rd, &mut wr).await;
-        self.remove(id);
-        result
-    }
-
-    async fn stream(
-        self: &Arc<Self>,
-        joined: Joined,
-        mut rd: BufReader<tokio::net::tcp::OwnedReadHalf>,
-        wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    ) -> std::io::Result<()> {
-        let Joined {
-            id,
-            snapshot,
-            seq,
-            mut rx,
-            kick,
-            dropped,
-            queued,
-        } = joined;
-        // A standby that stops reading must not hold this task (and the snapshot) forever.
-        let write_timeout = (self.timeout * 5).max(Duration::from_secs(5));
-        let mut buf = Vec::new();
-        for chunk in snapshot.chunks(SNAPSHOT_CHUNK) {
-            wire::put(&SnapshotRef::Snapshot(chunk), &mut buf);
-            if buf.len() > 1 << 20 {
-                tokio::time::timeout(write_timeout, wr.write_all(&buf))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::other("the standby stopped reading its snapshot")
-                    })??;
-                buf.clear();
-            }
-        }
-        drop(snapshot);
-        wire::put(&ToStandby::SnapshotEnd { seq }, &mut buf);
-        wr.write_all(&buf).await?;
-        let me = self.clone();
-        let mut acks = tokio::spawn(async move {
-            loop {
-                match wire::recv::<_, ToLeader>(&mut rd).await {
-                    Ok(Some(ToLeader::Ack { seq })) => me.ack(id, seq),
-                    Ok(Some(ToLeader::Hello { .. })) => {}
-                    Ok(None) => return Ok(()),
-                    Err(e) => return Err(e),
-                }
-            }
-        });
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        let result = loop {
-            buf.clear();
-            tokio::select! {
-                biased;
-                () = kick.notified() => {
-                    buf.clear();
-                    wire::put(&ToStandby::Bye { resync: dropped.load(Ordering::Acquire) }, &mut buf);
-                    let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(&buf)).await;
-                    break Ok(());
-                }
-                item = rx.recv() => {
-                    let Some(item) = item else { break Ok(()) };
-                    let mut n = 1;
-                    put_item(&item, &mut buf);
-                    while let Ok(item) = rx.try_recv() {
-                        put_item(&item, &mut buf);
-                        n += 1;
-                    }
-                    queued.fetch_sub(n, Ordering::AcqRel);
-                }
-                _ = heartbeat.tick() => {
-                    wire::put(&ToStandby::Heartbeat { seq: self.seq.load(Ordering::Acquire) }, &mut buf);
-                }
-                done = &mut acks => {
-                    break match done {
-                        Ok(r) => r,
-                        Err(e) => Err(std::io::Error::other(e.to_string())),
-                    };
-                }
-            }
-            match tokio::time::timeout(write_timeout, wr.write_all(&buf)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => break Err(e),
-                Err(_) => {
-                    break Err(std::io::Error::other(format!(
-                        "the standby read nothing for {write_timeout:?}"
-                    )))
-                }
-            }
-        };
-        acks.abort();
-        result
-    }
-}
-
-fn put_item(item: &Item, buf: &mut Vec<u8>) {
-    match item {
-        Item::Batch(b) => wire::put(
-            &SnapshotRef::Batch {
-                seq: b.0,
-                changes: &b.1,
-            },
-            buf,
-        ),
-        Item::InSync(seq) => wire::put(&ToStandby::InSync { seq: *seq }, buf),
-    }
-}
-
-/// A standby just registered: its snapshot, the batch it covers, its stream, and how it
-/// is told to stop (and whether for lagging).
-struct Joined {
-    id: u64,
-    snapshot: Vec<Change>,
-    seq: u64,
-    rx: mpsc::UnboundedReceiver<Item>,
-    kick: Arc<Notify>,
-    dropped: Arc<AtomicBool>,
-    queued: Arc<AtomicUsize>,
 }
 
 /// The borrowed forms of [`ToStandby`]'s large messages (serialized identically).
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
-enum SnapshotRef<'a> {
+pub(super) enum BatchRef<'a> {
     Snapshot(&'a [Change]),
     Batch { seq: u64, changes: &'a [Change] },
 }

@@ -67,7 +67,10 @@ impl SwitchApi {
             // Not run: the client may retry on the leader.
             return Err(ErrorCode::UnavailableInCurrentMode);
         };
-        let r = call(m.clone()).await;
+        let (r, wait) = crate::master::deferring_waits(call(m.clone())).await;
+        if let Some(repl) = m.repl.as_deref().filter(|_| wait > 0) {
+            repl.wait_acked(wait).await;
+        }
         if self.still_serving(&m) {
             r
         } else {

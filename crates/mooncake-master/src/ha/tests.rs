@@ -47,7 +47,11 @@ async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>,
     let (m, r) = (master.clone(), repl.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(r.clone().serve(m.clone(), s, "leader:1".into()));
+            let conn = mooncake_transfer_engine::conn::Conn::tcp(s).unwrap();
+            tokio::spawn(
+                r.clone()
+                    .serve(m.clone(), conn, "test".into(), "leader:1".into()),
+            );
         }
     });
     (master, repl, addr)
@@ -190,4 +194,45 @@ async fn without_sync_only_an_allocation_after_an_unacknowledged_free_waits() {
     put(&master, client, "after-free").await;
     assert!(t.elapsed() >= timeout, "{:?}", t.elapsed());
     assert!(repl.followers().is_empty());
+}
+
+/// A standby that stops reading fills its socket: the calls queue what it does not take
+/// (asynchronous replication, so nobody waits), its task writes the queue once it reads
+/// again, and every batch arrives once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_that_reads_late_gets_every_batch_in_order() {
+    let (master, repl, addr) = leader(Duration::from_secs(5), false).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let mut rd = mute_standby(&addr, &repl).await;
+    let config = ReplicateConfig::default();
+    let n = 20_000u64;
+    for i in 0..n {
+        let key = format!("key-{i:06}-{}", "x".repeat(200));
+        master.put_start(client, &key, 64, &config).await.unwrap();
+        master.put_end(client, &key).await.unwrap();
+    }
+    assert!(
+        repl.links.lock().iter().any(|l| l.is_draining()),
+        "the standby's socket never filled"
+    );
+    let mut next = None;
+    let mut batches = 0;
+    while batches < n {
+        let msg =
+            tokio::time::timeout(Duration::from_secs(10), wire::recv::<_, ToStandby>(&mut rd))
+                .await
+                .expect("the stream stalled")
+                .unwrap()
+                .expect("the stream ended");
+        if let ToStandby::Batch { seq, changes } = msg {
+            if let Some(want) = next {
+                assert_eq!(seq, want);
+            }
+            assert_eq!(changes.len(), 1);
+            next = Some(seq + 1);
+            batches += 1;
+        }
+    }
+    assert_eq!(repl.followers().len(), 1);
 }

@@ -44,6 +44,7 @@ impl Drop for CoreGuard<'_> {
             return;
         }
         let batch = core.take_journal();
+        let recorded = !batch.is_empty();
         let space = core.take_space();
         // A call's own changes must be on disk (and at the standbys) before it answers;
         // a call that allocated space must also wait for every earlier change that freed
@@ -61,12 +62,43 @@ impl Drop for CoreGuard<'_> {
                 off_the_reactor(|| s.flush(&self.master.core));
             }
         }
-        if let (Some(r), Some(seq)) = (repl, repl_seq) {
-            if !r.is_acked(seq) {
-                off_the_reactor(|| r.wait_acked(seq));
+        if let Some(r) = repl {
+            if recorded {
+                // This call's batch (and those queued meanwhile) to the standbys.
+                r.flush();
+            }
+            if let Some(seq) = repl_seq.filter(|s| !r.is_acked(*s)) {
+                // An RPC waits once, asynchronously, after its last change (`deferring_waits`).
+                if !defer_wait(seq) {
+                    r.wait_acked_blocking(seq);
+                }
             }
         }
     }
+}
+
+tokio::task_local! {
+    /// The batch the current RPC must see acknowledged by the standbys before it answers
+    /// (0: none), when its waits are deferred.
+    static DEFERRED_WAIT: std::cell::Cell<u64>;
+}
+
+/// Runs `call` with its replication waits deferred: the core's guard only notes the batch
+/// to wait for, and the caller awaits it (`Replicator::wait_acked`) before answering. The
+/// call neither blocks a reactor thread nor hands it to another thread while it waits.
+/// Returns the call's result and the batch to wait for (0: none).
+pub(crate) async fn deferring_waits<F: std::future::Future>(call: F) -> (F::Output, u64) {
+    DEFERRED_WAIT
+        .scope(std::cell::Cell::new(0), async {
+            let r = call.await;
+            (r, DEFERRED_WAIT.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Notes `seq` for the enclosing [`deferring_waits`]; false outside one.
+fn defer_wait(seq: u64) -> bool {
+    DEFERRED_WAIT.try_with(|c| c.set(c.get().max(seq))).is_ok()
 }
 
 /// Which sequence number a call must see durable (written, or acknowledged by the
