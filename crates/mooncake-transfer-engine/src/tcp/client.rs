@@ -23,7 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::direct::{direct_eligible, DirectPool};
+use super::direct::{direct_eligible, lanes_preferred, DirectPool};
 use super::write_all_vectored;
 use crate::codec::{Opcode, ProtoVersion, Status, STATUS_LEN};
 use crate::memory::Region;
@@ -149,7 +149,7 @@ impl TcpClient {
         };
         let mut results: Vec<Option<Result<(), TransferError>>> =
             ops.iter().map(|_| None).collect();
-        if direct_eligible(&ops) {
+        if direct_eligible(&ops) && !lanes_preferred(&ops) {
             // The caller exchanges the job itself; what that left undone (a broken
             // connection) goes to the lanes below.
             results = self.direct.exchange(&ops, &self.config).await;
