@@ -6,6 +6,9 @@
 //! `--tcp` turns our store service's shared memory off (every byte crosses TCP, as between
 //! hosts) and writes `docs/bench/python-tcp.md`; `--redis` measures a live `redis-server`
 //! with redis-py in the same rounds; `--procs N` adds the concurrency rows (§4.3).
+//! `--netns` (with `--tcp`) puts every server (master, store service, `redis-server`) on one
+//! "host" and the Python client on another (network namespaces on a bridge, `netns.rs`), so
+//! all three systems are measured between hosts; it writes `docs/bench/python-netns.md`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -41,10 +44,10 @@ fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_port(port: u16, what: &str) -> Result<()> {
+fn wait_port(ip: &str, port: u16, what: &str) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpStream::connect((ip, port)).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -52,16 +55,48 @@ fn wait_port(port: u16, what: &str) -> Result<()> {
     bail!("{what} did not open port {port}")
 }
 
+/// Where the servers and the client run: all on loopback, or (`--netns`) the servers on
+/// one namespace "host" and the client on another.
+struct Hosts {
+    net: Option<crate::netns::Net>,
+}
+
+impl Hosts {
+    /// The servers' address.
+    fn server_ip(&self) -> String {
+        self.net
+            .as_ref()
+            .map_or("127.0.0.1".into(), |n| n.hosts[0].ip.clone())
+    }
+
+    /// The client's address.
+    fn client_ip(&self) -> String {
+        self.net
+            .as_ref()
+            .map_or("127.0.0.1".into(), |n| n.hosts[1].ip.clone())
+    }
+
+    /// `program` to run on the servers' host (`server`) or the client's.
+    fn command(&self, server: bool, program: &Path) -> Command {
+        match &self.net {
+            Some(n) => crate::netns::Net::command(&n.hosts[usize::from(!server)], program),
+            None => Command::new(program),
+        }
+    }
+}
+
 /// One run of the Python bench against a master and store service from `venv`.
-fn run_side(venv: &Path, opts: &Options, ours: bool) -> Result<Vec<Value>> {
+fn run_side(venv: &Path, opts: &Options, hosts: &Hosts, ours: bool) -> Result<Vec<Value>> {
     let (rpc, http, metrics, svc) = (free_port()?, free_port()?, free_port()?, free_port()?);
     let bin = venv.join("bin");
+    let ip = hosts.server_ip();
     let _master = Guard(
-        Command::new(bin.join("mooncake_master"))
+        hosts
+            .command(true, &bin.join("mooncake_master"))
             .args([
                 format!("--rpc_port={rpc}"),
                 "--enable_http_metadata_server=1".into(),
-                "--http_metadata_server_host=127.0.0.1".into(),
+                format!("--http_metadata_server_host={ip}"),
                 format!("--http_metadata_server_port={http}"),
                 format!("--metrics_port={metrics}"),
             ])
@@ -70,16 +105,17 @@ fn run_side(venv: &Path, opts: &Options, ours: bool) -> Result<Vec<Value>> {
             .spawn()
             .context("starting mooncake_master")?,
     );
-    wait_port(rpc, "mooncake_master")?;
-    wait_port(http, "the HTTP metadata server")?;
-    let metadata = format!("http://127.0.0.1:{http}/metadata");
+    wait_port(&ip, rpc, "mooncake_master")?;
+    wait_port(&ip, http, "the HTTP metadata server")?;
+    let metadata = format!("http://{ip}:{http}/metadata");
     let _service = Guard(
-        Command::new(bin.join("mooncake_client"))
+        hosts
+            .command(true, &bin.join("mooncake_client"))
             .args([
-                "--host=127.0.0.1".into(),
+                format!("--host={ip}"),
                 format!("--port={svc}"),
                 "--global_segment_size=3GB".into(),
-                format!("--master_server_address=127.0.0.1:{rpc}"),
+                format!("--master_server_address={ip}:{rpc}"),
                 format!("--metadata_server={metadata}"),
                 "--protocol=tcp".into(),
             ])
@@ -95,16 +131,23 @@ fn run_side(venv: &Path, opts: &Options, ours: bool) -> Result<Vec<Value>> {
     );
     // The C++ store service prints nothing we can wait for; give it time to mount.
     std::thread::sleep(Duration::from_secs(3));
-    let master = format!("127.0.0.1:{rpc}");
-    bench_script(venv, opts, &["--master", &master, "--metadata", &metadata])
+    let master = format!("{ip}:{rpc}");
+    bench_script(
+        venv,
+        opts,
+        hosts,
+        &["--master", &master, "--metadata", &metadata],
+    )
 }
 
-/// Runs `store_bench.py` with `args` in `venv`; its rows.
-fn bench_script(venv: &Path, opts: &Options, args: &[&str]) -> Result<Vec<Value>> {
+/// Runs `store_bench.py` with `args` in `venv` on the client's host; its rows.
+fn bench_script(venv: &Path, opts: &Options, hosts: &Hosts, args: &[&str]) -> Result<Vec<Value>> {
     let script = crate::root().join("crates/mooncake-py/bench/store_bench.py");
-    let out = Command::new(venv.join("bin/python"))
+    let out = hosts
+        .command(false, &venv.join("bin/python"))
         .arg(script)
         .args(args)
+        .args(["--local-hostname", &hosts.client_ip()])
         .args(["--procs", &opts.procs.to_string()])
         .stderr(Stdio::inherit())
         .output()?;
@@ -120,15 +163,21 @@ fn bench_script(venv: &Path, opts: &Options, args: &[&str]) -> Result<Vec<Value>
 }
 
 /// One run of the plan against a fresh `redis-server` (no persistence) with redis-py.
-fn run_redis(venv: &Path, opts: &Options) -> Result<Vec<Value>> {
+fn run_redis(venv: &Path, opts: &Options, hosts: &Hosts) -> Result<Vec<Value>> {
     let port = free_port()?;
+    let ip = hosts.server_ip();
     let _server = Guard(
-        Command::new("redis-server")
+        hosts
+            .command(true, Path::new("redis-server"))
             .args([
                 "--port",
                 &port.to_string(),
                 "--bind",
-                "127.0.0.1",
+                &ip,
+                // Bound to loopback, or to a private namespace host's address that only
+                // this run's client reaches: no password needed.
+                "--protected-mode",
+                "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -139,8 +188,8 @@ fn run_redis(venv: &Path, opts: &Options) -> Result<Vec<Value>> {
             .spawn()
             .context("starting redis-server (apt-get install redis-server)")?,
     );
-    wait_port(port, "redis-server")?;
-    bench_script(venv, opts, &["--redis", &format!("127.0.0.1:{port}")])
+    wait_port(&ip, port, "redis-server")?;
+    bench_script(venv, opts, hosts, &["--redis", &format!("{ip}:{port}")])
 }
 
 /// What `cargo xtask py-bench` was asked for.
@@ -153,6 +202,8 @@ struct Options {
     rounds: usize,
     /// Measure Redis live (else the §5 figures).
     redis: bool,
+    /// Servers and client on two network-namespace hosts.
+    netns: bool,
 }
 
 impl Options {
@@ -162,6 +213,7 @@ impl Options {
             procs: 4,
             rounds: ROUNDS,
             redis: false,
+            netns: false,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -173,10 +225,14 @@ impl Options {
             match a.as_str() {
                 "--tcp" => o.tcp = true,
                 "--redis" => o.redis = true,
+                "--netns" => o.netns = true,
                 "--procs" => o.procs = value("--procs")?,
                 "--rounds" => o.rounds = value("--rounds")?.max(1),
                 other => bail!("py-bench: unknown argument {other}"),
             }
+        }
+        if o.netns && !o.tcp {
+            bail!("py-bench: --netns needs --tcp (between hosts every byte crosses TCP)");
         }
         Ok(o)
     }
@@ -222,19 +278,31 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         crate::python::pip_install_into(&ours, &["redis", "hiredis"])?;
     }
     let cpp = crate::interop::prepare_venv()?;
+    let hosts = Hosts {
+        net: if opts.netns {
+            if !crate::netns::Net::available() {
+                bail!("py-bench --netns: network namespaces are not available here (root and iproute2 are needed)");
+            }
+            Some(crate::netns::Net::create("mpb", 213, 2)?)
+        } else {
+            None
+        },
+    };
     let (mut a, mut b, mut r, mut order) = (Best::new(), Best::new(), Best::new(), Vec::new());
     for round in 1..=opts.rounds {
         println!("py-bench round {round}/{}: ours", opts.rounds);
-        keep_best(&mut a, &run_side(&ours, &opts, true)?, &mut order);
+        keep_best(&mut a, &run_side(&ours, &opts, &hosts, true)?, &mut order);
         println!("py-bench round {round}/{}: C++ wheel", opts.rounds);
-        keep_best(&mut b, &run_side(&cpp, &opts, false)?, &mut order);
+        keep_best(&mut b, &run_side(&cpp, &opts, &hosts, false)?, &mut order);
         if opts.redis {
             println!("py-bench round {round}/{}: Redis", opts.rounds);
-            keep_best(&mut r, &run_redis(&ours, &opts)?, &mut order);
+            keep_best(&mut r, &run_redis(&ours, &opts, &hosts)?, &mut order);
         }
     }
     let md = report(&opts, &a, &b, &r, &order)?;
-    let name = if opts.tcp {
+    let name = if opts.netns {
+        "python-netns.md"
+    } else if opts.tcp {
         "python-tcp.md"
     } else {
         "python.md"
@@ -248,14 +316,22 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
 fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)]) -> Result<String> {
     let mut md = String::new();
-    let setting = if opts.tcp {
+    let setting = if opts.netns {
+        "every server (master, store service, `redis-server`) on one host and the Python \
+         client on another: two network namespaces on a bridge (veth links), so every byte \
+         crosses TCP between hosts (our store service with `--shared_memory=false`)"
+    } else if opts.tcp {
         "our store service with `--shared_memory=false`, so every byte crosses loopback TCP \
          as it would between hosts (the C++ store service always uses TCP)"
     } else {
         "our store service with its default shared-memory segment (a same-host client copies \
          through it; the C++ store service uses TCP)"
     };
-    let redis = if opts.redis {
+    let redis = if opts.redis && opts.netns {
+        "Redis: `redis-server` (no persistence) on the servers' host with redis-py on the \
+         client's, the same plan (`SET`/`GET`, `MSET`/`MGET` of 32 keys), measured in the \
+         same rounds"
+    } else if opts.redis {
         "Redis: `redis-server` (no persistence) on loopback with redis-py, the same plan \
          (`SET`/`GET`, `MSET`/`MGET` of 32 keys), measured in the same rounds"
     } else {
@@ -273,7 +349,11 @@ fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)])
          with a 3 GB segment, 1 GiB local buffer, `mmap` buffer for the zero-copy calls) run \
          with our wheel and with `mooncake-transfer-engine-non-cuda==0.3.13.post1`: {setting}. \
          {redis}. Sides alternate, {} rounds, best MB/s and best p50 per row.",
-        if opts.tcp { "--tcp --redis" } else { "" },
+        match (opts.netns, opts.tcp) {
+            (true, _) => "--tcp --netns --redis",
+            (false, true) => "--tcp --redis",
+            _ => "",
+        },
         opts.rounds
     )?;
     writeln!(md)?;

@@ -58,6 +58,8 @@ def main():
     ap.add_argument("--master")
     ap.add_argument("--metadata")
     ap.add_argument("--redis", help="host:port of a Redis server to measure instead")
+    ap.add_argument("--local-hostname", default="127.0.0.1",
+                    help="this client's address (another host's, between namespaces)")
     ap.add_argument("--sizes", default="4096,65536,1048576,16777216")
     ap.add_argument("--local-buffer", type=int, default=1 << 30)
     ap.add_argument("--warmup-bytes", type=int, default=512 * MIB)
@@ -90,7 +92,7 @@ def connect(args, local_buffer):
     from mooncake.store import MooncakeDistributedStore
 
     s = MooncakeDistributedStore()
-    rc = s.setup("127.0.0.1", args.metadata, 0, local_buffer, "tcp", "", args.master)
+    rc = s.setup(args.local_hostname, args.metadata, 0, local_buffer, "tcp", "", args.master)
     check(rc == 0, f"setup ({rc})")
     return s
 
@@ -123,7 +125,7 @@ def concurrency(args):
     rows = []
     for size, count in ((64 * KIB, 600), (1 * MIB, 150)):
         count = max(1, int(count * args.scale))
-        base = [sys.executable, __file__]
+        base = [sys.executable, __file__, "--local-hostname", args.local_hostname]
         if args.redis:
             base += ["--redis", args.redis]
         else:
