@@ -151,27 +151,38 @@ fn may_poll_here() -> bool {
 static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Permission to poll a socket for up to [`spin_window`]: at most one holder per process
-/// (so pollers never take every core), none on a single-threaded runtime, and given up
-/// early when a yield shows that other threads want the core. Released when dropped.
-pub(crate) struct Spin {
+/// and permission flag (so pollers never take every core), none on a single-threaded
+/// runtime, and given up early when a yield shows that other threads want the core.
+/// Released when dropped.
+pub struct Spin {
     /// Until when this holder may poll; `None` once it may not (or never could).
     until: Option<std::time::Instant>,
+    /// The permission it holds while `until` is set.
+    flag: &'static std::sync::atomic::AtomicBool,
 }
 
 impl Spin {
-    /// Claims the process's polling permission if it is free.
-    pub(crate) fn claim() -> Self {
+    /// Claims the process's polling permission (the data and RPC paths') if it is free.
+    pub fn claim() -> Self {
+        Self::claim_from(&SPINNING)
+    }
+
+    /// Claims the polling permission `flag` if it is free: a component whose polling
+    /// should not wait for the data path's (the master's replication acknowledgements,
+    /// say) keeps a flag of its own, still one poller per flag.
+    pub fn claim_from(flag: &'static std::sync::atomic::AtomicBool) -> Self {
         use std::sync::atomic::Ordering;
         let mine =
-            !spin_window().is_zero() && may_poll_here() && !SPINNING.swap(true, Ordering::Acquire);
+            !spin_window().is_zero() && may_poll_here() && !flag.swap(true, Ordering::Acquire);
         Self {
             until: mine.then(|| std::time::Instant::now() + spin_window()),
+            flag,
         }
     }
 
     /// Whether to poll once more (after yielding the core) instead of sleeping; once it
     /// says no, it says no for good and the permission is released.
-    pub(crate) fn keep_polling(&mut self) -> bool {
+    pub fn keep_polling(&mut self) -> bool {
         let Some(until) = self.until else {
             return false;
         };
@@ -190,7 +201,7 @@ impl Spin {
 
     fn release(&mut self) {
         if self.until.take().is_some() {
-            SPINNING.store(false, std::sync::atomic::Ordering::Release);
+            self.flag.store(false, std::sync::atomic::Ordering::Release);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mooncake_transfer_engine::conn::Conn;
+use mooncake_transfer_engine::conn::{Conn, Spin};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -145,56 +145,16 @@ impl LinkState {
 }
 
 /// Permission to poll the standbys' sockets for their acknowledgements for up to the
-/// transfer engine's spin window (`MC_RPC_SPIN_US`, 150 µs), yielding the core between
-/// polls: one poller per process, none on a single-threaded runtime, given up early when a
-/// yield shows other threads want the core (as the RPC path's own polling).
-pub(super) struct Poller {
-    until: Option<Instant>,
-}
-
-/// A yield that keeps the poller off its core this long means the cores are busy.
-const CONTENDED: Duration = Duration::from_micros(50);
+/// transfer engine's spin window (`MC_RPC_SPIN_US`, 150 µs): the engine's [`Spin`] on a
+/// flag of its own, so one poller of acknowledgements and one of the RPC path can run at
+/// once.
+pub(super) struct Poller;
 
 static POLLING: AtomicBool = AtomicBool::new(false);
 
 impl Poller {
-    pub(super) fn claim() -> Self {
-        let window = mooncake_transfer_engine::conn::spin_window();
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let mine = !window.is_zero() && multi && !POLLING.swap(true, Ordering::Acquire);
-        Self {
-            until: mine.then(|| Instant::now() + window),
-        }
-    }
-
-    /// Whether to poll once more (after yielding the core); once it says no, it says no
-    /// for good.
-    pub(super) fn keep_polling(&mut self) -> bool {
-        let Some(until) = self.until else {
-            return false;
-        };
-        let before = Instant::now();
-        if before < until {
-            std::thread::yield_now();
-            if before.elapsed() < CONTENDED {
-                return true;
-            }
-        }
-        self.release();
-        false
-    }
-
-    fn release(&mut self) {
-        if self.until.take().is_some() {
-            POLLING.store(false, Ordering::Release);
-        }
-    }
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.release();
+    pub(super) fn claim() -> Spin {
+        Spin::claim_from(&POLLING)
     }
 }
 

@@ -461,9 +461,10 @@ mod tests {
         assert_eq!(pieces(&stripe(&local_read)).len(), 4);
         let local_write = job("127.0.0.1:5000", Opcode::Write, mib);
         assert_eq!(pieces(&stripe(&local_write)).len(), 4);
-        assert!(lanes_preferred(&job("10.0.0.2:5000", Opcode::Write, 16 * mib)));
-        assert!(!lanes_preferred(&job("10.0.0.2:5000", Opcode::Read, 4 * mib)));
-        assert!(!lanes_preferred(&job("127.0.0.1:5000", Opcode::Read, 16 * mib)));
+        let (remote, local) = ("10.0.0.2:5000", "127.0.0.1:5000");
+        assert!(lanes_preferred(&job(remote, Opcode::Write, 16 * mib)));
+        assert!(!lanes_preferred(&job(remote, Opcode::Read, 4 * mib)));
+        assert!(!lanes_preferred(&job(local, Opcode::Read, 16 * mib)));
         let small = job("10.0.0.2:5000", Opcode::Read, 300 << 10);
         assert_eq!(pieces(&stripe(&small)), vec![300 << 10]);
         let mut mixed = job("10.0.0.2:5000", Opcode::Read, mib);
