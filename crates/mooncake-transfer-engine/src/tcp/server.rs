@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -142,37 +142,62 @@ async fn write_payload(stream: &TcpStream, bufs: &mut [&[u8]]) -> std::io::Resul
             .take(MAX_IOV)
             .map(|b| IoSlice::new(b))
             .collect();
-        let written = match (&*sock).write_vectored(&slices) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if spin
-                    .get_or_insert_with(crate::conn::Spin::claim)
-                    .keep_polling()
-                {
-                    continue;
-                }
-                // Through tokio, which clears its readiness on `WouldBlock` so that the
-                // next wait sleeps until the socket has room.
-                stream.writable().await?;
+        let step = poll_step(stream, Interest::WRITABLE, &mut spin, |via_tokio| {
+            if via_tokio {
                 stream.try_write_vectored(&slices)
+            } else {
+                (&*sock).write_vectored(&slices)
             }
-            other => other,
-        };
-        match written {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                first = crate::conn::advance(bufs, first, n);
-                // Bytes left: poll again next time the socket is full.
-                spin = None;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
+        });
+        match step.await? {
+            Some(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Some(n) => first = crate::conn::advance(bufs, first, n),
+            None => {}
         }
     }
     Ok(())
+}
+
+/// One non-blocking system call of a polling transfer (`io(false)`: directly on the
+/// socket). When the socket is not ready it polls for up to the spin window (one poller
+/// per process, `conn::Spin`), then sleeps on the reactor once and tries again through
+/// tokio (`io(true)`), which clears its readiness on `WouldBlock` so that the next wait
+/// sleeps until the socket is ready. `Some(n)`: the call moved `n` bytes (and the next
+/// stall may poll again); `None`: nothing moved yet, call again.
+async fn poll_step(
+    stream: &TcpStream,
+    interest: Interest,
+    spin: &mut Option<crate::conn::Spin>,
+    mut io: impl FnMut(bool) -> std::io::Result<usize>,
+) -> std::io::Result<Option<usize>> {
+    let done = match io(false) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            if spin
+                .get_or_insert_with(crate::conn::Spin::claim)
+                .keep_polling()
+            {
+                return Ok(None);
+            }
+            stream.ready(interest).await?;
+            io(true)
+        }
+        other => other,
+    };
+    match done {
+        Ok(n) => {
+            *spin = None;
+            Ok(Some(n))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads the token of an authentication request whose header was read.
@@ -221,34 +246,18 @@ async fn read_payload(stream: &TcpStream, dst: &mut [u8]) -> std::io::Result<()>
     let mut got = 0;
     let mut spin: Option<crate::conn::Spin> = None;
     while got < dst.len() {
-        let read = match (&*sock).read(&mut dst[got..]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if spin
-                    .get_or_insert_with(crate::conn::Spin::claim)
-                    .keep_polling()
-                {
-                    continue;
-                }
-                // Through tokio, which clears its readiness on `WouldBlock` so that the
-                // next wait sleeps until new bytes arrive.
-                stream.readable().await?;
-                stream.try_read(&mut dst[got..])
+        let rest = &mut dst[got..];
+        let step = poll_step(stream, Interest::READABLE, &mut spin, |via_tokio| {
+            if via_tokio {
+                stream.try_read(rest)
+            } else {
+                (&*sock).read(rest)
             }
-            other => other,
-        };
-        match read {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => {
-                got += n;
-                // Bytes arrived: poll again next time the socket runs dry.
-                spin = None;
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
+        });
+        match step.await? {
+            Some(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Some(n) => got += n,
+            None => {}
         }
     }
     Ok(())
