@@ -4,9 +4,11 @@
 //! `MOONCAKE_TEST_REQUIRE_SERVICES=1` (CI), which makes it a failure.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The binary `name` from `PATH`; `None` (after saying why) when the test should skip.
@@ -33,12 +35,21 @@ pub(crate) fn require_binary(name: &str, package: &str) -> Option<PathBuf> {
     found
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1 and that no other test in this
+/// process was given: the tests run in parallel threads, and a port one test released
+/// (to hand it to its server) may otherwise be handed out again before that server
+/// binds it, so that two servers race for one port.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -87,15 +98,22 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the client port accepts connections.
-    fn wait_listening(mut self) -> Self {
+    /// Waits until the client port accepts connections; the server's log when it
+    /// exited first (for example because another process took its port).
+    fn wait_listening(mut self) -> Result<Self, String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
-                return self;
-            }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("server exited with {status}:\n{}", self.log());
+                return Err(format!("server exited with {status}:\n{}", self.log()));
+            }
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                // A server that lost its port exits at once: look again before trusting
+                // the connection (it may have reached whoever holds the port).
+                std::thread::sleep(Duration::from_millis(100));
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    return Err(format!("server exited with {status}:\n{}", self.log()));
+                }
+                return Ok(self);
             }
             assert!(
                 Instant::now() < deadline,
@@ -115,27 +133,46 @@ impl Drop for Server {
     }
 }
 
-fn spawn(binary: &Path, args: &[String], dir: TempDir, addr: String) -> Server {
-    let log = dir.path().join("server.log");
-    let out = std::fs::File::create(&log).expect("create log");
-    let err = out.try_clone().expect("clone log");
-    let child = Command::new(binary)
-        .args(args)
-        // etcd 3.4 refuses to start on arm64 without it; harmless elsewhere.
-        .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-    Server {
-        child,
-        addr,
-        log,
-        _dir: dir,
+/// Starts the server `args(ports)` describes, on fresh ports until one start listens
+/// (three tries: a port that was free a moment ago can be taken by another process).
+fn spawn(
+    binary: &Path,
+    tag: &str,
+    ports: usize,
+    args: impl Fn(&Path, &[u16]) -> Vec<String>,
+) -> Server {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let dir = TempDir::new(tag);
+        let ports: Vec<u16> = (0..ports).map(|_| free_port()).collect();
+        let log = dir.path().join("server.log");
+        let out = std::fs::File::create(&log).expect("create log");
+        let err = out.try_clone().expect("clone log");
+        let child = Command::new(binary)
+            .args(args(dir.path(), &ports))
+            // etcd 3.4 refuses to start on arm64 without it; harmless elsewhere.
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let server = Server {
+            child,
+            addr: format!("127.0.0.1:{}", ports[0]),
+            log,
+            _dir: dir,
+        };
+        match server.wait_listening() {
+            Ok(server) => return server,
+            Err(log) => last = log,
+        }
     }
-    .wait_listening()
+    panic!(
+        "{} did not start in three tries; last: {last}",
+        binary.display()
+    )
 }
 
 /// A single-member etcd on free loopback ports with a temporary data dir; `None` when
@@ -143,45 +180,43 @@ fn spawn(binary: &Path, args: &[String], dir: TempDir, addr: String) -> Server {
 /// the conformance suite's 2 MiB descriptor fits.
 pub(crate) fn start_etcd() -> Option<Server> {
     let binary = require_binary("etcd", "etcd-server")?;
-    let dir = TempDir::new("etcd");
-    let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let args = [
-        "--name=mooncake-test".to_owned(),
-        format!("--data-dir={}", dir.path().join("data").display()),
-        format!("--listen-client-urls={client_url}"),
-        format!("--advertise-client-urls={client_url}"),
-        format!("--listen-peer-urls={peer_url}"),
-        format!("--initial-advertise-peer-urls={peer_url}"),
-        format!("--initial-cluster=mooncake-test={peer_url}"),
-        "--max-request-bytes=33554432".to_owned(),
-        "--log-level=warn".to_owned(),
-    ];
-    Some(spawn(&binary, &args, dir, format!("127.0.0.1:{client}")))
+    Some(spawn(&binary, "etcd", 2, |dir, ports| {
+        let client_url = format!("http://127.0.0.1:{}", ports[0]);
+        let peer_url = format!("http://127.0.0.1:{}", ports[1]);
+        vec![
+            "--name=mooncake-test".to_owned(),
+            format!("--data-dir={}", dir.join("data").display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=mooncake-test={peer_url}"),
+            "--max-request-bytes=33554432".to_owned(),
+            "--log-level=warn".to_owned(),
+        ]
+    }))
 }
 
 /// A Redis server on a free loopback port without persistence; `None` when the test
 /// should skip. `extra` are more `--option value` arguments (e.g. `--requirepass`).
 pub(crate) fn start_redis(extra: &[&str]) -> Option<Server> {
     let binary = require_binary("redis-server", "redis-server")?;
-    let dir = TempDir::new("redis");
-    let port = free_port();
-    let mut args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        &dir.path().display().to_string(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
-    Some(spawn(&binary, &args, dir, format!("127.0.0.1:{port}")))
+    Some(spawn(&binary, "redis", 1, |dir, ports| {
+        let fixed = [
+            "--port".to_owned(),
+            ports[0].to_string(),
+            "--bind".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--save".to_owned(),
+            String::new(),
+            "--appendonly".to_owned(),
+            "no".to_owned(),
+            "--dir".to_owned(),
+            dir.display().to_string(),
+        ];
+        fixed
+            .into_iter()
+            .chain(extra.iter().map(|s| (*s).to_owned()))
+            .collect()
+    }))
 }
