@@ -16,6 +16,7 @@ if [ "${MODE%-*}" = ha ]; then
   start_etcd
   start_ha_masters bench $EXTRA
   RPC=etcd://$ETCD
+  if [ -n "${HA_DIRECT:-}" ]; then RPC=$(curl -s 127.0.0.1:$(metrics_port 1)/leader); for m in 2 3; do [ -z "$RPC" ] && RPC=$(curl -s 127.0.0.1:$(metrics_port $m)/leader); done; fi
 else
   $BIN/mooncake_master --rpc_port=0 --rpc_address=127.0.0.1 --metrics_host=127.0.0.1 --metrics_port=0 > $LOG/m.out 2>/dev/null &
   PIDS="$PIDS $!"
