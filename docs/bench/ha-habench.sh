@@ -2,6 +2,8 @@
 # usage: ha-habench.sh single|ha|ha-async OUT_JSON [store_bench flags]
 # etcd + three HA masters (or one plain master), a store service with its segment in
 # private memory (TCP path), store_bench as a pure client through etcd://; prints /ha_status.
+# HA_DIRECT=1: the client gets the leader's address instead of etcd://. CPU_REPORT=1: prints
+# the CPU seconds of every process during the bench.
 set -u
 MODE=$1; OUT=$2; shift 2
 BIN=${BIN:-target/release}
@@ -27,7 +29,16 @@ $BIN/mooncake_store_service --host=127.0.0.1 --port=0 --global_segment_size="2 G
   --master_server_address=$RPC --metadata_server=$META --shared_memory=false > $LOG/store.out 2>/dev/null &
 SP=$!
 for i in $(seq 200); do grep -q "mooncake_store_service segment" $LOG/store.out && break; sleep 0.1; done
-$BIN/store_bench --master_server_address=$RPC --cluster_id=bench --metadata_server=$META --json=$OUT --quiet "$@" > $LOG/bench.out 2>&1 || { echo "bench failed"; grep -v "^  " $LOG/bench.out | head -20; }
+cpu() { for p in "$@"; do awk -v p=$p '{printf "%s %.2f\n", p, ($14+$15)/100}' /proc/$p/stat 2>/dev/null; done; }
+[ -n "${CPU_REPORT:-}" ] && cpu $PIDS $SP > $LOG/cpu0
+/usr/bin/time -f "store_bench cpu_s %U %S" -o $LOG/bench.cpu $BIN/store_bench --master_server_address=$RPC --cluster_id=bench --metadata_server=$META --json=$OUT --quiet "$@" > $LOG/bench.out 2>&1 || { echo "bench failed"; grep -v "^  " $LOG/bench.out | head -20; }
 [ "${MODE%-*}" = ha ] && for m in 1 2 3; do curl -s 127.0.0.1:$(metrics_port $m)/ha_status; echo; done
+if [ -n "${CPU_REPORT:-}" ]; then
+  # CPU seconds each process spent during the bench (etcd, metadata server, masters, store).
+  cpu $PIDS $SP > $LOG/cpu1
+  echo "cpu seconds during the bench:"; paste -d" " $LOG/cpu0 $LOG/cpu1 | while read p a _ b; do
+    echo "  $(tr '\0' ' ' < /proc/$p/cmdline | awk '{print $1}' | xargs basename) $p: $(echo "$b - $a" | bc)"; done
+  cat $LOG/bench.cpu
+fi
 kill -TERM $SP; sleep 0.5; kill -TERM $PIDS; wait 2>/dev/null
 rm -rf $LOG
