@@ -432,6 +432,7 @@ impl MasterCore {
         config: &ReplicateConfig,
         now: Instant,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        self.supersede_offline(key.as_str());
         let mut slots = self.place(client, size, config);
         while slots.is_empty() {
             // Evict synchronously before failing: a put fails only when nothing is evictable.
@@ -599,7 +600,11 @@ impl MasterCore {
 
     /// Removes an object.
     pub fn remove(&mut self, key: &str, force: bool, now: Instant) -> Result<(), ErrorCode> {
-        let o = self.objects.get(key).ok_or(ErrorCode::ObjectNotFound)?;
+        let Some(o) = self.objects.get(key) else {
+            // Not here, but perhaps on the disk of a holder that went away: not to return.
+            self.supersede_offline(key);
+            return Err(ErrorCode::ObjectNotFound);
+        };
         if o.lease_until > now && !force {
             let left = o.lease_until - now;
             let how = "remove";
@@ -609,6 +614,7 @@ impl MasterCore {
         if o.state != State::Complete {
             return Err(ErrorCode::ReplicaIsNotReady);
         }
+        self.supersede_offline(key);
         if let Some(o) = self.objects.remove(key) {
             let reads = o.reads;
             self.discard(key, o, now);
@@ -633,6 +639,7 @@ impl MasterCore {
             .filter(|(_, o)| o.state == State::Complete && (force || o.lease_until <= now))
             .map(|(k, _)| k.clone())
             .collect();
+        self.supersede_offline_matching(|_| true);
         for k in &keys {
             if let Some(o) = self.objects.remove(k) {
                 let (how, reads) = ("remove_all", o.reads);

@@ -86,6 +86,7 @@ impl MasterCore {
             .filter(|k| re.is_match(k))
             .cloned()
             .collect();
+        self.supersede_offline_matching(|k| re.is_match(k));
         Ok(keys
             .iter()
             .filter(|k| self.remove(k, force, now).is_ok())

@@ -107,6 +107,19 @@ pub(super) struct DiskState {
     /// A task was queued since the shell last looked.
     signal: bool,
     stats: DiskStats,
+    /// Records that must never be served again, by key: the highest version whose record
+    /// may still lie on some holder's disk although the object was removed or replaced
+    /// (a `Delete` not yet confirmed, or lost with a holder that died; a record refused at
+    /// a mount). A mount refuses records of unknown keys at or below it, so that a removed
+    /// key does not come back when its holder restarts.
+    tombstones: HashMap<String, u64>,
+    /// `Delete` tasks queued or taken and not yet reported: task id to key and version
+    /// (its tombstone goes when the holder reports it done).
+    deletes: HashMap<u64, (SegmentId, String, u64)>,
+    /// Disk copies whose holder went away (its segment was dropped), by key: the version
+    /// its restart may report. Removing or replacing such a key turns it into a
+    /// tombstone; a mount that reports it takes it back.
+    offline: HashMap<String, u64>,
 }
 
 impl MasterCore {
@@ -162,11 +175,23 @@ impl MasterCore {
         let mut stale = Vec::new();
         let ttl = self.config.default_kv_soft_pin_ttl;
         for r in records {
+            if self.disk.offline.get(&r.key) == Some(&r.version) {
+                self.disk.offline.remove(&r.key);
+            }
             match self.objects.get_mut(&r.key) {
                 Some(o) if o.version == r.version && o.state == State::Complete => {
                     o.disk = Some(segment);
                 }
-                Some(_) => stale.push(r),
+                Some(_) => {
+                    // Another version is current: this record must not come back later
+                    // either, should the holder die before it deletes it.
+                    self.tombstone(&r.key, r.version);
+                    stale.push(r);
+                }
+                None if self.disk.tombstones.get(&r.key) >= Some(&r.version) => {
+                    // Removed or replaced while this record could not be deleted.
+                    stale.push(r);
+                }
                 None => {
                     let Ok(key) = ObjectKey::new(r.key.clone()) else {
                         stale.push(r);
@@ -256,9 +281,43 @@ impl MasterCore {
         for r in results {
             if let Some(f) = self.disk.inflight.remove(&r.id) {
                 self.finish_one(f, r.outcome, now);
+            } else if let Some((_, key, version)) = self.disk.deletes.remove(&r.id) {
+                if r.outcome == DiskOutcome::Done
+                    && self.disk.tombstones.get(&key) == Some(&version)
+                {
+                    self.disk.tombstones.remove(&key);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Notes that `key`'s record at `version` (or older) must not be served again.
+    fn tombstone(&mut self, key: &str, version: u64) {
+        let v = self.disk.tombstones.entry(key.to_owned()).or_insert(0);
+        *v = (*v).max(version);
+    }
+
+    /// The user removed or replaced `key` (whether or not the master holds it now): a copy
+    /// of it on the disk of a holder that went away must not come back with the holder.
+    pub(super) fn supersede_offline(&mut self, key: &str) {
+        if let Some(version) = self.disk.offline.remove(key) {
+            self.tombstone(key, version);
+        }
+    }
+
+    /// [`MasterCore::supersede_offline`] for every key `matches` accepts.
+    pub(super) fn supersede_offline_matching(&mut self, matches: impl Fn(&str) -> bool) {
+        let keys: Vec<String> = self
+            .disk
+            .offline
+            .keys()
+            .filter(|k| matches(k))
+            .cloned()
+            .collect();
+        for k in keys {
+            self.supersede_offline(&k);
+        }
     }
 
     fn finish_one(&mut self, f: Inflight, outcome: DiskOutcome, now: Instant) {
@@ -356,6 +415,10 @@ impl MasterCore {
 
     fn queue_delete(&mut self, segment: SegmentId, key: &str, version: u64) {
         let id = self.next_disk_task();
+        self.tombstone(key, version);
+        self.disk
+            .deletes
+            .insert(id, (segment, key.to_owned(), version));
         if let Some(t) = self.disk.tiers.get_mut(&segment) {
             t.queue.push_back(DiskTask {
                 id,
@@ -558,6 +621,8 @@ impl MasterCore {
         if self.disk.tiers.remove(&segment).is_none() {
             return;
         }
+        // Deletes the holder did not report stay tombstones: nobody will report them now.
+        self.disk.deletes.retain(|_, (s, _, _)| *s != segment);
         let abandoned: Vec<u64> = self
             .disk
             .inflight
@@ -567,6 +632,19 @@ impl MasterCore {
             .collect();
         for id in abandoned {
             if let Some(f) = self.disk.inflight.remove(&id) {
+                // A demotion or copy may have completed on disk: a record of an object
+                // that is gone (or newer now) must not come back with the holder.
+                let current = self
+                    .objects
+                    .get(&f.key)
+                    .is_some_and(|o| o.version == f.version);
+                if f.load.is_none() {
+                    if current {
+                        self.disk.offline.insert(f.key.clone(), f.version);
+                    } else {
+                        self.tombstone(&f.key, f.version);
+                    }
+                }
                 if f.keep_memory {
                     self.disk.writing_through = self.disk.writing_through.saturating_sub(1);
                 } else if f.load.is_none() {
@@ -577,9 +655,10 @@ impl MasterCore {
                 }
             }
         }
-        for o in self.objects.values_mut() {
+        for (k, o) in self.objects.iter_mut() {
             if o.disk == Some(segment) {
                 o.disk = None;
+                self.disk.offline.insert(k.clone(), o.version);
             }
         }
     }

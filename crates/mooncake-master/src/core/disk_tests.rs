@@ -338,3 +338,106 @@ fn write_through_copies_every_put_and_keeps_memory_so_eviction_needs_no_demotion
     assert_eq!(c.disk_stats().write_throughs, 4);
     assert!(c.disk_holder("e").is_none());
 }
+
+fn record(key: &str, version: u64) -> DiskRecord {
+    DiskRecord {
+        key: key.into(),
+        version,
+        size: MIB,
+        checksum: 9,
+    }
+}
+
+/// A holder restarted as a new client with a new segment, mounting its tier with `records`;
+/// returns the records the master refused.
+fn restarted_holder(
+    c: &mut MasterCore,
+    id: u128,
+    records: Vec<DiskRecord>,
+    t: Instant,
+) -> Vec<DiskRecord> {
+    let seg = Segment {
+        id: SegmentId(id),
+        name: format!("h:{id}"),
+        base: 0x1000_0000 * id as u64,
+        size: 2 * MIB,
+        te_endpoint: format!("h:{id}"),
+        protocol: "tcp".into(),
+        host_id: "h".into(),
+        durable: false,
+    };
+    let client = ClientId(100 + id);
+    c.remount_segments(client, vec![seg], t).unwrap();
+    c.mount_disk_tier(client, SegmentId(id), 1 << 30, records, t)
+        .unwrap()
+}
+
+#[test]
+fn keys_removed_while_their_holder_was_away_do_not_come_back_with_it() {
+    let (mut c, t) = holder_with_tier(2 * MIB);
+    let on_disk = vec![record("x", 5), record("y", 6), record("z", 7)];
+    c.mount_disk_tier(HOLDER, SEG, 1 << 30, on_disk.clone(), t)
+        .unwrap();
+    assert!(c.exist_key("x", t) && c.exist_key("y", t) && c.exist_key("z", t));
+    // The holder dies: its disk-only objects go with its segment.
+    c.unmount_segment(HOLDER, SEG).unwrap();
+    assert!(!c.exist_key("x", t));
+    // Meanwhile the user removes two of them (the master no longer lists them).
+    assert_eq!(c.remove("x", false, t), Err(ErrorCode::ObjectNotFound));
+    assert_eq!(c.remove_by_regex("^z$", false, t), Ok(0));
+    // The restarted holder reports all three: only the one nobody removed is served.
+    let refused = restarted_holder(&mut c, 2, on_disk, t);
+    assert_eq!(refused, vec![record("x", 5), record("z", 7)]);
+    assert!(!c.exist_key("x", t) && c.exist_key("y", t) && !c.exist_key("z", t));
+    // A second mount of the same tier (before the holder deleted them) refuses them again.
+    let again = c
+        .mount_disk_tier(
+            ClientId(102),
+            SegmentId(2),
+            1 << 30,
+            vec![record("x", 5)],
+            t,
+        )
+        .unwrap();
+    assert_eq!(again, vec![record("x", 5)]);
+    assert!(!c.exist_key("x", t));
+    c.check_invariants().unwrap();
+}
+
+#[test]
+fn a_delete_lost_with_its_holder_is_not_undone_by_the_holders_restart() {
+    let (mut c, t) = holder_with_tier(2 * MIB);
+    c.mount_disk_tier(
+        HOLDER,
+        SEG,
+        1 << 30,
+        vec![record("x", 5), record("w", 8)],
+        t,
+    )
+    .unwrap();
+    // Removing a disk-only object queues the deletion of its record ...
+    c.remove("x", false, t).unwrap();
+    c.remove("w", false, t).unwrap();
+    let tasks = c.take_disk_tasks(HOLDER, SEG).unwrap();
+    assert_eq!(tasks.len(), 2);
+    // ... the holder deletes w and reports it, then dies before deleting x.
+    let w = tasks.iter().find(|t| t.key == "w").unwrap();
+    answer(&mut c, std::slice::from_ref(w), DiskOutcome::Done, t);
+    c.unmount_segment(HOLDER, SEG).unwrap();
+    let refused = restarted_holder(&mut c, 3, vec![record("x", 5)], t);
+    assert_eq!(refused, vec![record("x", 5)]);
+    assert!(!c.exist_key("x", t));
+    // A newer version of a removed key is served (the tombstone covers older ones only).
+    let refused = c
+        .mount_disk_tier(
+            ClientId(103),
+            SegmentId(3),
+            1 << 30,
+            vec![record("x", 9)],
+            t,
+        )
+        .unwrap();
+    assert!(refused.is_empty());
+    assert!(c.exist_key("x", t));
+    c.check_invariants().unwrap();
+}
