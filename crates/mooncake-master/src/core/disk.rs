@@ -487,38 +487,47 @@ impl MasterCore {
         let Some((segment, address)) = found else {
             return false;
         };
-        let id = self.next_disk_task();
-        let Some(t) = self.disk.tiers.get_mut(&segment) else {
-            return false;
-        };
-        t.queue.push_back(DiskTask {
-            id,
-            kind: DiskTaskKind::Demote,
+        let task = Inflight {
             key: key.to_owned(),
             version,
             size,
-            address,
-        });
-        self.disk.inflight.insert(
-            id,
-            Inflight {
-                key: key.to_owned(),
-                version,
-                size,
-                segment,
-                started: now,
-                load: None,
-                keep_memory,
-            },
-        );
+            segment,
+            started: now,
+            load: None,
+            keep_memory,
+        };
+        if !self.queue_disk_task(DiskTaskKind::Demote, address, task) {
+            return false;
+        }
         if keep_memory {
             self.disk.writing_through += 1;
         } else {
             self.disk.demoting_bytes += size;
         }
-        if let Some(o) = self.objects.get_mut(key) {
+        true
+    }
+
+    /// Queues a `Demote` or `Load` for `task.segment`'s tier, records it in flight and
+    /// marks its object busy; `false` (nothing recorded) when the segment has no tier.
+    fn queue_disk_task(&mut self, kind: DiskTaskKind, address: u64, task: Inflight) -> bool {
+        if !self.disk.tiers.contains_key(&task.segment) {
+            return false;
+        }
+        let id = self.next_disk_task();
+        if let Some(t) = self.disk.tiers.get_mut(&task.segment) {
+            t.queue.push_back(DiskTask {
+                id,
+                kind,
+                key: task.key.clone(),
+                version: task.version,
+                size: task.size,
+                address,
+            });
+        }
+        if let Some(o) = self.objects.get_mut(&task.key) {
             o.disk_busy = true;
         }
+        self.disk.inflight.insert(id, task);
         true
     }
 
@@ -557,31 +566,20 @@ impl MasterCore {
             return LoadState::NoRoom;
         };
         let address = self.segments.get(&segment).map_or(0, |m| m.segment.base) + slot.offset;
-        let id = self.next_disk_task();
-        if let Some(t) = self.disk.tiers.get_mut(&segment) {
-            t.queue.push_back(DiskTask {
-                id,
-                kind: DiskTaskKind::Load,
-                key: key.to_owned(),
-                version,
-                size,
-                address,
-            });
-        }
-        self.disk.inflight.insert(
-            id,
-            Inflight {
-                key: key.to_owned(),
-                version,
-                size,
-                segment,
-                started: now,
-                load: Some(slot),
-                keep_memory: false,
-            },
-        );
-        if let Some(o) = self.objects.get_mut(key) {
-            o.disk_busy = true;
+        let task = Inflight {
+            key: key.to_owned(),
+            version,
+            size,
+            segment,
+            started: now,
+            load: Some(slot),
+            keep_memory: false,
+        };
+        if !self.queue_disk_task(DiskTaskKind::Load, address, task) {
+            // Unreachable while `usable` holds (nothing above drops a tier): give the
+            // range back rather than leak it.
+            self.free_slots(&[slot]);
+            return LoadState::Unavailable;
         }
         LoadState::Loading
     }
