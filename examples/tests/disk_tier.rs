@@ -2,7 +2,8 @@
 //! and a 2 GB disk tier keeps 1 GiB of 1 MiB objects readable byte for byte; a store
 //! service killed with SIGKILL while it demotes, restarted on the same directory, serves
 //! every record that completed (and none that fails its checksum) without a re-put; a
-//! master killed and restarted on its state directory serves the disk tier again.
+//! master killed and restarted on its state directory serves the disk tier again; a key
+//! removed while its holder was down does not come back when the holder restarts.
 
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -432,4 +433,74 @@ fn with_write_through_every_object_survives_the_loss_of_the_holders_memory() {
         text.contains("verified 128 objects byte for byte"),
         "{text}"
     );
+}
+
+#[test]
+fn a_key_removed_while_its_holder_was_down_does_not_come_back_with_the_holder() {
+    let m = start_master();
+    let dir = TempDir::new("tomb");
+    let (mut store, _out) = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let filled = cli(
+        &m.rpc,
+        &m.meta,
+        &["--count=150", "--size=1MiB", "--prefix=tomb", "fill"],
+    );
+    assert!(filled.status.success(), "{filled:?}");
+    // Wait until most values live on the disk only, then kill the holder.
+    let started = Instant::now();
+    // 150 MiB into 64 MB of memory: at least ~86 of them are demoted.
+    while record_keys(&dir.0).len() < 50 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no demotion");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    store.0.kill().unwrap();
+    let _ = store.0.wait();
+    std::thread::sleep(Duration::from_secs(4)); // client_ttl 2 s: the master drops it
+    let mut on_disk: Vec<String> = record_keys(&dir.0).into_iter().map(|(k, _)| k).collect();
+    on_disk.sort_unstable();
+    // While the holder is down, the user removes two keys whose only copy is on its disk.
+    let removed = [on_disk[0].clone(), on_disk[1].clone()];
+    for key in &removed {
+        let out = Command::new(env!("CARGO_BIN_EXE_mooncake"))
+            .arg(format!("--master_server_address={}", m.rpc))
+            .arg(format!("--metadata_server={}", m.meta))
+            .arg(format!("--admin_address={}", m.admin))
+            .args(["remove", key])
+            .output()
+            .unwrap();
+        // The master no longer lists the key: "not found" is the answer, but the removal
+        // must still stick.
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("object not found")
+                || out.status.success(),
+            "{out:?}"
+        );
+    }
+    let (_store, _out) = start_store(&m, "64 MB", &dir.0, "1 GB");
+    let keys = http_get(&m.admin, "/get_all_keys");
+    let listed: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
+    for key in &removed {
+        assert!(
+            !listed.contains(&key.as_str()),
+            "{key} came back: {listed:?}"
+        );
+    }
+    assert_eq!(
+        listed.len(),
+        on_disk.len() - removed.len(),
+        "every other record is served again"
+    );
+    // The holder deletes the refused records.
+    let started = Instant::now();
+    loop {
+        let left: Vec<String> = record_keys(&dir.0).into_iter().map(|(k, _)| k).collect();
+        if removed.iter().all(|k| !left.contains(k)) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "refused records stay on disk"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
