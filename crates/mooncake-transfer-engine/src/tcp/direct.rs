@@ -67,9 +67,9 @@ fn one_kind(ops: &[(WireOp, Arc<Region>)]) -> bool {
         .is_some_and(|(first, _)| ops.iter().all(|(op, _)| op.opcode == first.opcode))
 }
 
-/// Whether a job is of WRITEs only.
-fn writes(ops: &[(WireOp, Arc<Region>)]) -> bool {
-    ops.iter().all(|(op, _)| op.opcode == Opcode::Write)
+/// Whether a job is of READs only.
+fn reads(ops: &[(WireOp, Arc<Region>)]) -> bool {
+    ops.iter().all(|(op, _)| op.opcode == Opcode::Read)
 }
 
 /// Whether a job (one peer, in order) may run as a direct exchange: v2 framing, at most
@@ -133,8 +133,9 @@ impl DirectPool {
     ///
     /// A large job of one kind is cut into stripes on up to [`MAX_STRIPES`] connections,
     /// all sent together before any answer is read, so the peer serves them in parallel;
-    /// the answers of READ stripes are read together too ([`super::together`]), those of
-    /// WRITE stripes (status frames) one stripe after the other.
+    /// the answers of READ jobs (one stripe or several) are read together too, straight
+    /// into their destinations ([`super::together`]); those of WRITE and mixed jobs one
+    /// stripe after the other, through a read-ahead buffer.
     pub(crate) async fn exchange(
         &self,
         ops: &[(WireOp, Arc<Region>)],
@@ -183,7 +184,9 @@ impl DirectPool {
         started.retain(|_| sent.next() == Some(true));
         // Per request: whether a piece failed without an outcome.
         let mut unknown = vec![false; ops.len()];
-        let answers: Vec<StripeAnswers> = if started.len() > 1 && !writes(ops) {
+        // READ answers go straight into their destinations, a whole run of answers per
+        // system call ([`super::together`]), on one stripe as on several.
+        let answers: Vec<StripeAnswers> = if reads(ops) {
             read_together(&views(&started), config).await
         } else {
             let mut answers = Vec::with_capacity(started.len());
