@@ -55,6 +55,15 @@ impl Sock {
         }
     }
 
+    /// A non-blocking vectored read system call.
+    fn read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        use std::io::Read;
+        match self {
+            Sock::Tcp(s) => (&*s).read_vectored(bufs),
+            Sock::Unix(s) => (&*s).read_vectored(bufs),
+        }
+    }
+
     /// A non-blocking vectored write system call.
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         use std::io::Write;
@@ -313,6 +322,12 @@ impl Conn {
     /// at the end of the stream.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.sock.read(buf)
+    }
+
+    /// One non-blocking vectored read system call (filling `bufs` in order): the count
+    /// read, `WouldBlock` when nothing has arrived, `Ok(0)` at the end of the stream.
+    pub fn try_read_vectored(&self, bufs: &mut [io::IoSliceMut<'_>]) -> io::Result<usize> {
+        self.sock.read_vectored(bufs)
     }
 
     /// One non-blocking vectored write system call: the count written, or `WouldBlock`
