@@ -4,12 +4,12 @@
 
 use std::net::{IpAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
 
 use mooncake_metadata::MemoryStore;
-use mooncake_transfer_engine::{
-    two_thread_exchanges, EngineConfig, Opcode, TransferEngine, TransferRequest,
-};
+
+mod common;
+use common::{engine, pattern, write_and_check};
+use mooncake_transfer_engine::{two_thread_exchanges, Opcode, TransferRequest};
 
 /// An address of this machine other than loopback (the one a route out would use; no
 /// packet is sent).
@@ -18,18 +18,6 @@ fn own_address() -> Option<IpAddr> {
     s.connect("10.255.255.1:9").ok()?;
     let ip = s.local_addr().ok()?.ip();
     (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) ^ (i >> 13) as u8)
-        .collect()
-}
-
-async fn engine(meta: &Arc<MemoryStore>, name: &str) -> TransferEngine {
-    let mut config = EngineConfig::new(name);
-    config.republish_interval = Duration::from_millis(100);
-    TransferEngine::start(config, meta.clone()).await.unwrap()
 }
 
 async fn large_writes_to_another_host_land_byte_exact() {
@@ -56,21 +44,8 @@ async fn large_writes_to_another_host_land_byte_exact() {
     .into_iter()
     .enumerate()
     {
-        let data = pattern(size, i as u8);
         // From registered memory.
-        a_buf.write_at(0, &data);
-        let write = TransferRequest {
-            opcode: Opcode::Write,
-            source: a_buf.addr(),
-            target: seg,
-            target_offset: b_buf.addr() + 5,
-            length: size as u64,
-        };
-        a.transfer(&[write]).await.unwrap();
-        assert!(
-            b_buf.to_vec(5, size) == data,
-            "write of {size} bytes corrupted"
-        );
+        write_and_check(&a, &a_buf, seg, &b_buf, 5, &pattern(size, i as u8)).await;
         if size > 32 << 20 {
             continue; // lent memory: one direct exchange at most (32 MiB), else staged
         }
@@ -171,4 +146,45 @@ async fn a_single_threaded_runtime_keeps_one_exchange() {
     if let Some(split) = one_large_write_split((17331, 17332)).await {
         assert!(!split, "a single-threaded runtime cannot block in place");
     }
+}
+
+/// A batch larger than two direct exchanges carry (5 x 20 MiB) goes window by window,
+/// each window on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_of_writes_goes_window_by_window() {
+    let Some(ip) = own_address() else {
+        eprintln!("skipped: this machine has no non-loopback address");
+        return;
+    };
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, &format!("{ip}:17341")).await;
+    let b = engine(&meta, &format!("{ip}:17342")).await;
+    let (each, n) = (20usize << 20, 5usize);
+    let a_buf = a.allocate_buffer((each * n) as u64, "cpu:0").await.unwrap();
+    let b_buf = b.allocate_buffer((each * n) as u64, "cpu:0").await.unwrap();
+    let data = pattern(each * n, 9);
+    a_buf.write_at(0, &data);
+    let seg = a.open_segment(&format!("{ip}:17342")).await.unwrap();
+    let batch: Vec<TransferRequest> = (0..n)
+        .map(|k| TransferRequest {
+            opcode: Opcode::Write,
+            source: a_buf.addr() + (k * each) as u64,
+            target: seg,
+            // In reverse order, so that a mix-up of requests shows.
+            target_offset: b_buf.addr() + ((n - 1 - k) * each) as u64,
+            length: each as u64,
+        })
+        .collect();
+    let before = two_thread_exchanges();
+    a.transfer(&batch).await.unwrap();
+    assert!(two_thread_exchanges() - before >= 2, "not window by window");
+    for k in 0..n {
+        let want = &data[k * each..(k + 1) * each];
+        assert!(
+            b_buf.to_vec(((n - 1 - k) * each) as u64, each) == want,
+            "value {k} corrupted"
+        );
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -10,17 +10,8 @@ use mooncake_transfer_engine::{
     EngineConfig, Opcode, TransferEngine, TransferError, TransferRequest, TransferStatus,
 };
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 11) as u8)
-        .collect()
-}
-
-async fn engine(meta: &Arc<MemoryStore>, name: &str) -> TransferEngine {
-    let mut config = EngineConfig::new(name);
-    config.republish_interval = Duration::from_millis(100);
-    TransferEngine::start(config, meta.clone()).await.unwrap()
-}
+mod common;
+use common::{engine, pattern, write_and_check};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moves_every_size_both_ways_byte_exact() {
@@ -45,19 +36,7 @@ async fn moves_every_size_both_ways_byte_exact() {
     .enumerate()
     {
         let data = pattern(size, i as u8);
-        a_buf.write_at(0, &data);
-        let write = TransferRequest {
-            opcode: Opcode::Write,
-            source: a_buf.addr(),
-            target: seg,
-            target_offset: b_buf.addr() + 3,
-            length: size as u64,
-        };
-        a.transfer(&[write]).await.unwrap();
-        assert!(
-            b_buf.to_vec(3, size) == data,
-            "write of {size} bytes corrupted"
-        );
+        let write = write_and_check(&a, &a_buf, seg, &b_buf, 3, &data).await;
         let read = TransferRequest {
             opcode: Opcode::Read,
             source: a_buf.addr() + cap,

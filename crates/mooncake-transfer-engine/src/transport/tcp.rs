@@ -40,6 +40,34 @@ impl TcpTransport {
         }
     }
 
+    /// Exchanges a large job of WRITEs window by window (as much as two direct exchanges
+    /// carry, cut at request boundaries), each window's halves on two threads (a last
+    /// small window on this one); whether every request completed. A batch of 32 values
+    /// of 16 MiB (512 MiB) took the lanes before.
+    async fn exchange_in_windows(&self, ops: &[(WireOp, Arc<Region>)]) -> bool {
+        let mut start = 0;
+        while start < ops.len() {
+            let mut end = start + 1;
+            while end < ops.len() && fits_two_exchanges(&ops[start..=end]) {
+                end += 1;
+            }
+            let window = &ops[start..end];
+            let done = match split_in_two(window) {
+                Some((first, second)) => self.exchange_on_two_threads(first, second),
+                None => self
+                    .client
+                    .exchange_only(window)
+                    .await
+                    .is_some_and(|r| r.iter().all(Result::is_ok)),
+            };
+            if !done {
+                return false;
+            }
+            start = end;
+        }
+        true
+    }
+
     /// Exchanges two halves of a job directly, each on a thread of its own
     /// ([`on_two_threads`]); whether every request of both completed.
     fn exchange_on_two_threads(&self, first: LentOps, second: LentOps) -> bool {
@@ -83,20 +111,30 @@ impl TcpTransport {
 /// quarter): they keep one thread, or the lanes.
 const SPLIT_BYTES: u64 = 2 << 20;
 
-/// The two halves (by bytes) of a job worth two threads: WRITEs only, to another host,
-/// above [`SPLIT_BYTES`], that fit two direct exchanges, on a multi-threaded runtime
-/// (where a thread may block in place). `None` for every other job.
-fn split_in_two(ops: &[(WireOp, Arc<Region>)]) -> Option<(LentOps, LentOps)> {
+/// Whether a job is worth two threads: WRITEs only, to another host, above
+/// [`SPLIT_BYTES`], on a multi-threaded runtime (where a thread may block in place).
+fn two_threads_worth(ops: &[(WireOp, Arc<Region>)]) -> bool {
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
     let remote = ops.iter().all(|(op, _)| !op.peer.ip().is_loopback());
     let writes = ops.iter().all(|(op, _)| op.opcode == Opcode::Write);
     let threaded = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    // Each half must be a direct exchange (`tcp::direct::direct_eligible`).
-    let fits = bytes <= 2 * DIRECT_ONE_WAY_MAX_BYTES && ops.len() < DIRECT_MAX_REQUESTS;
-    if bytes <= SPLIT_BYTES || !remote || !writes || !threaded || !fits {
+    bytes > SPLIT_BYTES && remote && writes && threaded
+}
+
+/// Whether two direct exchanges can carry `ops` (`tcp::direct::direct_eligible`).
+fn fits_two_exchanges(ops: &[(WireOp, Arc<Region>)]) -> bool {
+    let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
+    bytes <= 2 * DIRECT_ONE_WAY_MAX_BYTES && ops.len() < DIRECT_MAX_REQUESTS
+}
+
+/// The two halves (by bytes) of a job worth two threads ([`two_threads_worth`]) that
+/// fits two direct exchanges; `None` for every other job.
+fn split_in_two(ops: &[(WireOp, Arc<Region>)]) -> Option<(LentOps, LentOps)> {
+    if !two_threads_worth(ops) || !fits_two_exchanges(ops) {
         return None;
     }
+    let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
     let (mut first, mut second) = (Vec::new(), Vec::new());
     let mut room = bytes / 2;
     for (op, local) in ops {
@@ -168,8 +206,9 @@ impl Transport for TcpTransport {
     /// All the jobs' slices go to the client together, so that they share connections,
     /// vectored writes and answer reads instead of each paying its own round of wake-ups.
     /// A large job of WRITEs to another host is exchanged by two threads instead
-    /// ([`split_in_two`]; measured faster than the lanes); what that leaves undone goes to
-    /// the lanes (a WRITE may be sent twice: it lands the same bytes).
+    /// ([`TcpTransport::exchange_in_windows`]; measured faster than the lanes); what that
+    /// leaves undone goes to the lanes (a WRITE may be sent twice: it lands the same
+    /// bytes).
     async fn carry(&self, jobs: &mut [Job]) {
         let mut ops = Vec::new();
         let mut owner = Vec::new();
@@ -179,10 +218,8 @@ impl Transport for TcpTransport {
                 owner.push(i);
             }
         }
-        if let Some((first, second)) = split_in_two(&ops) {
-            if self.exchange_on_two_threads(first, second) {
-                return;
-            }
+        if two_threads_worth(&ops) && self.exchange_in_windows(&ops).await {
+            return;
         }
         for (i, result) in owner.into_iter().zip(self.client.execute_many(ops).await) {
             let job = &mut jobs[i];
