@@ -149,6 +149,7 @@ fn bench_script(venv: &Path, opts: &Options, hosts: &Hosts, args: &[&str]) -> Re
         .args(args)
         .args(["--local-hostname", &hosts.client_ip()])
         .args(["--procs", &opts.procs.to_string()])
+        .args(opts.sizes.iter().flat_map(|s| ["--sizes", s.as_str()]))
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
@@ -204,6 +205,9 @@ struct Options {
     redis: bool,
     /// Servers and client on two network-namespace hosts.
     netns: bool,
+    /// Only these value sizes (bytes, comma-separated), for a quick side-by-side: the
+    /// table is printed and written under `target/`, not over the full one in `docs/`.
+    sizes: Option<String>,
 }
 
 impl Options {
@@ -214,6 +218,7 @@ impl Options {
             rounds: ROUNDS,
             redis: false,
             netns: false,
+            sizes: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -228,6 +233,18 @@ impl Options {
                 "--netns" => o.netns = true,
                 "--procs" => o.procs = value("--procs")?,
                 "--rounds" => o.rounds = value("--rounds")?.max(1),
+                "--sizes" => {
+                    let list = it
+                        .next()
+                        .context("--sizes needs a list such as 65536,1048576")?;
+                    if list
+                        .split(',')
+                        .any(|v| v.trim().parse::<u64>().map_or(true, |n| n == 0))
+                    {
+                        bail!("py-bench: --sizes takes sizes in bytes, comma-separated (65536,1048576), not {list:?}");
+                    }
+                    o.sizes = Some(list.clone());
+                }
                 other => bail!("py-bench: unknown argument {other}"),
             }
         }
@@ -307,7 +324,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     } else {
         "python.md"
     };
-    let path = crate::root().join("docs/bench").join(name);
+    let path = if opts.sizes.is_some() {
+        crate::root().join("target").join(name)
+    } else {
+        crate::root().join("docs/bench").join(name)
+    };
     std::fs::write(&path, &md)?;
     println!("{md}");
     println!("wrote {}", path.display());
@@ -396,4 +417,25 @@ fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)])
         )?;
     }
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Options> {
+        Options::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn sizes_narrow_the_plan_and_bad_lists_are_refused() {
+        let o = parse(&["--tcp", "--sizes", "65536,1048576"]).unwrap();
+        assert_eq!(o.sizes.as_deref(), Some("65536,1048576"));
+        assert!(parse(&[]).unwrap().sizes.is_none());
+        let e = parse(&["--sizes", "64KiB"]).unwrap_err().to_string();
+        assert!(e.contains("sizes in bytes"), "{e}");
+        assert!(parse(&["--sizes", "0"]).is_err());
+        assert!(parse(&["--sizes"]).is_err());
+        assert!(parse(&["--netns"]).is_err(), "--netns needs --tcp");
+    }
 }
