@@ -230,14 +230,26 @@ impl Client {
                 Err(e) => out[i] = Err(e),
             }
         }
-        let results = self.pull_many(&jobs).await;
-        for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
+        self.pull_into(&jobs, &idx, |i| items[i].0, &mut out).await;
+        out
+    }
+
+    /// Pulls `jobs` (job `j` is item `idx[j]`, whose key is `key(idx[j])`) and sets each
+    /// item's size or error in `out`, remembering where the completed ones were read.
+    async fn pull_into<'k>(
+        &self,
+        jobs: &[(Vec<(u64, u64)>, ReplicaList)],
+        idx: &[usize],
+        key: impl Fn(usize) -> &'k str,
+        out: &mut [Result<u64, ErrorCode>],
+    ) {
+        let results = self.pull_many(jobs).await;
+        for ((&i, (_, l)), r) in idx.iter().zip(jobs).zip(results) {
             if r.is_ok() {
-                self.remember(items[i].0, &l.replicas);
+                self.remember(key(i), &l.replicas);
             }
             out[i] = r.map(|()| l.size());
         }
-        out
     }
 
     /// Values of many keys (missing keys are `ObjectNotFound`).
@@ -418,13 +430,7 @@ impl Client {
                     Err(e) => out[i] = Err(e),
                 }
             }
-            let results = self.pull_many(&jobs).await;
-            for ((i, (_, l)), r) in idx.into_iter().zip(&jobs).zip(results) {
-                if r.is_ok() {
-                    self.remember(items[i].0, &l.replicas);
-                }
-                out[i] = r.map(|()| l.size());
-            }
+            self.pull_into(&jobs, &idx, |i| items[i].0, &mut out).await;
             let Some(Ok((idx, lists))) = loads.join_next().await else {
                 break;
             };

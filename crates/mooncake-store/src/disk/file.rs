@@ -343,12 +343,7 @@ impl Files {
             tail.as_mut_slice(),
         )?;
         let io = started.elapsed();
-        if n < hlen + size as usize {
-            return Err(ReadError::Corrupt(format!(
-                "{n} bytes, want {}",
-                hlen + size as usize
-            )));
-        }
+        whole(n, hlen + size as usize)?;
         let t = Instant::now();
         let value_crc = check_header(head.as_slice(), key, version, size)?;
         let crc = memory.crc32c_append_at(0, offset, body as usize);
@@ -387,12 +382,7 @@ impl Files {
         let result = (|| {
             let n = read_full(&f, buf.as_mut_slice(), 0)?;
             let io = started.elapsed();
-            if n < hlen + size as usize {
-                return Err(ReadError::Corrupt(format!(
-                    "{n} bytes, want {}",
-                    hlen + size as usize
-                )));
-            }
+            whole(n, hlen + size as usize)?;
             let t = Instant::now();
             let b = buf.as_slice();
             let value_crc = check_header(&b[..hlen], key, version, size)?;
@@ -476,4 +466,12 @@ fn probe_direct(dir: &Path) -> io::Result<bool> {
     };
     let _ = std::fs::remove_file(&path);
     Ok(ok)
+}
+
+/// A record read that returned `n` bytes where the header and value need `want`.
+fn whole(n: usize, want: usize) -> Result<(), ReadError> {
+    if n < want {
+        return Err(ReadError::Corrupt(format!("{n} bytes, want {want}")));
+    }
+    Ok(())
 }
