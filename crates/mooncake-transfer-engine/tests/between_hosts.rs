@@ -9,7 +9,9 @@ use mooncake_metadata::MemoryStore;
 
 mod common;
 use common::{engine, pattern, write_and_check};
-use mooncake_transfer_engine::{two_thread_exchanges, Opcode, TransferRequest};
+use mooncake_transfer_engine::{
+    lent_exchanges_on_lanes, two_thread_exchanges, Opcode, TransferRequest,
+};
 
 /// An address of this machine other than loopback (the one a route out would use; no
 /// packet is sent).
@@ -187,4 +189,154 @@ async fn a_large_batch_of_writes_goes_window_by_window() {
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// Large lent READs from another host take the lanes (`transport/tcp.rs`,
+/// `lent_reads_for_lanes`), small ones stay direct; every byte lands, also while other
+/// tasks write to the same peer over the same lanes, and no clone of the lent memory
+/// outlives a call (the engine aborts the process if one does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_lent_reads_from_another_host_take_the_lanes() {
+    let Some(ip) = own_address() else {
+        eprintln!("skipped: this machine has no non-loopback address");
+        return;
+    };
+    let meta = Arc::new(MemoryStore::new());
+    let a = Arc::new(engine(&meta, &format!("{ip}:17351")).await);
+    let b = engine(&meta, &format!("{ip}:17352")).await;
+    let size = 9usize << 20;
+    let b_buf = b.allocate_buffer(3 * size as u64, "cpu:0").await.unwrap();
+    let data = pattern(size, 11);
+    b_buf.write_at(0, &data);
+    let seg = a.open_segment(&format!("{ip}:17352")).await.unwrap();
+
+    // One large READ goes to the lanes; one of 4 MiB (the lanes' threshold) does not.
+    let before = lent_exchanges_on_lanes();
+    let mut back = vec![0u8; size];
+    assert!(a.read_lent(seg, b_buf.addr(), &mut back).await);
+    assert!(back == data, "lent read of {size} bytes corrupted");
+    assert_eq!(lent_exchanges_on_lanes() - before, 1, "not on the lanes");
+    let mut small = vec![0u8; 4 << 20];
+    assert!(a.read_lent(seg, b_buf.addr() + 3, &mut small).await);
+    assert!(small == data[3..3 + (4 << 20)], "4 MiB lent read corrupted");
+    assert_eq!(
+        lent_exchanges_on_lanes() - before,
+        1,
+        "4 MiB took the lanes"
+    );
+
+    // Readers on two tasks while a third writes to the same peer from registered memory.
+    let writer = {
+        let a = a.clone();
+        let to = b_buf.addr() + 2 * size as u64;
+        tokio::spawn(async move {
+            let from = a.allocate_buffer(size as u64, "cpu:0").await.unwrap();
+            from.write_at(0, &pattern(size, 12));
+            for _ in 0..8 {
+                let write = TransferRequest {
+                    opcode: Opcode::Write,
+                    source: from.addr(),
+                    target: seg,
+                    target_offset: to,
+                    length: size as u64,
+                };
+                a.transfer(&[write]).await.unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2u64)
+        .map(|k| {
+            let (a, data) = (a.clone(), data.clone());
+            let at = b_buf.addr();
+            tokio::spawn(async move {
+                for round in 0..6u64 {
+                    // Each round reads from a different offset into a fresh buffer.
+                    let skip = (k * 6 + round) as usize * 4096;
+                    let mut out = vec![0u8; size - skip];
+                    assert!(a.read_lent(seg, at + skip as u64, &mut out).await);
+                    assert!(out == data[skip..], "reader {k} round {round} corrupted");
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.await.unwrap();
+    }
+    writer.await.unwrap();
+    assert!(b_buf.to_vec(2 * size as u64, size) == pattern(size, 12));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_single_threaded_runtime_reads_lent_memory_directly() {
+    let Some(ip) = own_address() else {
+        return;
+    };
+    let meta = Arc::new(MemoryStore::new());
+    let a = engine(&meta, &format!("{ip}:17361")).await;
+    let b = engine(&meta, &format!("{ip}:17362")).await;
+    let size = 9usize << 20;
+    let b_buf = b.allocate_buffer(size as u64, "cpu:0").await.unwrap();
+    b_buf.write_at(0, &pattern(size, 13));
+    let seg = a.open_segment(&format!("{ip}:17362")).await.unwrap();
+    let before = lent_exchanges_on_lanes();
+    let mut back = vec![0u8; size];
+    assert!(a.read_lent(seg, b_buf.addr(), &mut back).await);
+    assert!(back == pattern(size, 13));
+    assert_eq!(
+        lent_exchanges_on_lanes(),
+        before,
+        "cannot block in place here"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A large lent exchange (a READ on the lanes, a WRITE on two threads) beside another
+/// future in one `join!`, on a thread inside `Runtime::block_on` (as Python's calling
+/// thread is): the other future's wake-up must reach it while the exchange blocks in
+/// place. A nested `block_on` on the caller's thread swallowed it, and the call hung.
+#[test]
+fn large_lent_exchanges_beside_other_futures_keep_their_wakeups() {
+    let Some(ip) = own_address() else {
+        eprintln!("skipped: this machine has no non-loopback address");
+        return;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let meta = Arc::new(MemoryStore::new());
+            let a = engine(&meta, &format!("{ip}:17371")).await;
+            let b = engine(&meta, &format!("{ip}:17372")).await;
+            let size = 9usize << 20;
+            let b_buf = b.allocate_buffer(size as u64, "cpu:0").await.unwrap();
+            let seg = a.open_segment(&format!("{ip}:17372")).await.unwrap();
+            let tick = || tokio::time::sleep(std::time::Duration::from_millis(1));
+            for round in 0..4u8 {
+                let data = pattern(size, round);
+                let items = [(b_buf.addr(), data.as_slice())];
+                let (_, wrote) = tokio::join!(tick(), a.write_lent(seg, &items));
+                assert!(wrote, "lent write refused");
+                let mut back = vec![0u8; size];
+                let (_, read) = tokio::join!(tick(), a.read_lent(seg, b_buf.addr(), &mut back));
+                assert!(read && back == data, "round {round} corrupted");
+            }
+            a.shutdown().await.unwrap();
+            b.shutdown().await.unwrap();
+        });
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("a join! beside a large lent exchange hung: a wake-up was lost")
+        }
+        Err(_) => panic!("the exchanges failed (see the panic above)"),
+    }
 }

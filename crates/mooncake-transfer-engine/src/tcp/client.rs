@@ -77,7 +77,15 @@ impl Job {
 
     fn abort(self) {
         let n = self.ops.len();
-        let _ = self.done.send((0..n).map(|_| Outcome::Aborted).collect());
+        self.finish((0..n).map(|_| Outcome::Aborted).collect());
+    }
+
+    /// Reports `outcomes`, dropping the job's region clones first: once the caller hears
+    /// back, no clone of memory it lent for the call is left in a lane.
+    fn finish(self, outcomes: Vec<Outcome>) {
+        let Job { ops, done } = self;
+        drop(ops);
+        let _ = done.send(outcomes);
     }
 }
 
@@ -201,8 +209,9 @@ impl TcpClient {
             .collect()
     }
 
-    /// Runs `ops` on a connection of the caller's own only (for memory lent for the call,
-    /// which must not reach the lanes' tasks). `None` unless every request completed
+    /// Runs `ops` on a connection of the caller's own only (for memory lent for the call;
+    /// only large lent READs reach the lanes, see `transport/tcp.rs`). `None` unless
+    /// every request completed
     /// there, or was refused on its own.
     pub(crate) async fn exchange_only(
         &self,
@@ -403,7 +412,7 @@ async fn run_lane(addr: SocketAddr, mut rx: mpsc::Receiver<Job>, config: TcpClie
                     .iter()
                     .map(|_| Outcome::Done(Err(again(&e))))
                     .collect();
-                let _ = job.done.send(outcomes);
+                job.finish(outcomes);
             }
             return;
         }
@@ -454,8 +463,13 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
-        let ops: Vec<(WireOp, Arc<Region>)> =
-            jobs.iter().flat_map(|j| j.ops.iter().cloned()).collect();
+        // READs need no memory here: only WRITE payloads keep their region (a READ's may
+        // be memory lent for one call, which must be released with its answer).
+        let ops: Vec<(WireOp, Option<Arc<Region>>)> = jobs
+            .iter()
+            .flat_map(|j| j.ops.iter())
+            .map(|(op, local)| (*op, (op.opcode == Opcode::Write).then(|| local.clone())))
+            .collect();
         // Every answered job is queued for the reader first, so that if the server
         // rejects and closes while we write, the reader reports the rejection for that
         // very request.
@@ -480,7 +494,7 @@ async fn write_loop(
                     source: std::io::Error::new(e.kind(), e.to_string()),
                 }),
             };
-            let _ = job.done.send(vec![Outcome::Done(result)]);
+            job.finish(vec![Outcome::Done(result)]);
         }
         if !ok {
             return;
@@ -490,8 +504,11 @@ async fn write_loop(
 
 /// Writes the headers (and WRITE payloads) of `ops`, at most [`COALESCE_REQUESTS`]
 /// requests or about [`COALESCE_BYTES`] per vectored write.
-async fn write_ops(wr: &mut OwnedWriteHalf, ops: &[(WireOp, Arc<Region>)]) -> std::io::Result<()> {
-    let headers = super::headers(ops);
+async fn write_ops(
+    wr: &mut OwnedWriteHalf,
+    ops: &[(WireOp, Option<Arc<Region>>)],
+) -> std::io::Result<()> {
+    let headers: Vec<_> = ops.iter().map(|(op, _)| super::header(op)).collect();
     let mut at = 0;
     while at < ops.len() {
         let mut bufs: Vec<&[u8]> = Vec::new();
@@ -499,7 +516,7 @@ async fn write_ops(wr: &mut OwnedWriteHalf, ops: &[(WireOp, Arc<Region>)]) -> st
         while at < ops.len() && bufs.len() < 2 * COALESCE_REQUESTS && bytes < COALESCE_BYTES {
             let (op, local) = &ops[at];
             bufs.push(&headers[at]);
-            if op.opcode == Opcode::Write {
+            if let Some(local) = local.as_ref().filter(|_| op.opcode == Opcode::Write) {
                 bufs.push(local.slice(op.local_addr, op.len as usize));
                 bytes += op.len;
             }
@@ -544,7 +561,7 @@ async fn read_loop(
                 other => Outcome::Done(other),
             });
         }
-        let _ = job.done.send(outcomes);
+        job.finish(outcomes);
         if !ok {
             failed.notify_one();
             inflight.close();

@@ -6,7 +6,7 @@ mod server;
 mod together;
 
 pub(crate) use client::{TcpClient, TcpClientConfig, WireOp};
-pub(crate) use direct::{DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES};
+pub(crate) use direct::{lanes_preferred, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES};
 pub(crate) use server::serve;
 
 use std::io::IoSlice;
@@ -43,15 +43,16 @@ pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
 pub(crate) fn headers(
     ops: &[(WireOp, std::sync::Arc<crate::memory::Region>)],
 ) -> Vec<[u8; HEADER_LEN]> {
-    ops.iter()
-        .map(|(op, _)| {
-            Header {
-                size: op.len,
-                addr: op.remote_addr,
-                opcode: op.opcode,
-                version: op.version,
-            }
-            .encode()
-        })
-        .collect()
+    ops.iter().map(|(op, _)| header(op)).collect()
+}
+
+/// The wire header of `op`.
+pub(crate) fn header(op: &WireOp) -> [u8; HEADER_LEN] {
+    Header {
+        size: op.len,
+        addr: op.remote_addr,
+        opcode: op.opcode,
+        version: op.version,
+    }
+    .encode()
 }

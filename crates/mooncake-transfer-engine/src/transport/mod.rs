@@ -12,7 +12,7 @@
 
 mod shm;
 mod tcp;
-pub use tcp::two_thread_exchanges;
+pub use tcp::{lent_exchanges_on_lanes, two_thread_exchanges};
 
 pub(crate) use shm::ShmTransport;
 pub(crate) use tcp::{Route, TcpTransport};

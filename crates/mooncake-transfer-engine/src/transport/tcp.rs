@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use super::{Job, Transport};
 use crate::codec::{Opcode, ProtoVersion};
 use crate::memory::Region;
-use crate::tcp::{TcpClient, WireOp, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES};
+use crate::tcp::{
+    lanes_preferred, TcpClient, WireOp, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES,
+};
 use crate::TransferRequest;
 
 /// Where a peer's TCP data listener is and which framing it speaks.
@@ -83,6 +85,18 @@ impl TcpTransport {
         all_ok(a) && all_ok(b)
     }
 
+    /// Runs a job of lent memory on the lanes ([`lent_reads_for_lanes`]), blocking this
+    /// thread in place until every request is answered ([`on_this_thread`]), so the call cannot be abandoned
+    /// while the lanes write into the memory; whether all completed. A lane releases a
+    /// job's region clones before it reports (`tcp::client::Job::finish`) and its writer
+    /// never holds a READ's region, so none is left when this returns.
+    fn lent_on_lanes(&self, ops: LentOps) -> bool {
+        LENT_ON_LANES.with(|n| n.set(n.get() + 1));
+        let client = &self.client;
+        let results = on_this_thread(client.execute_many(ops));
+        results.iter().all(Result::is_ok)
+    }
+
     /// The wire requests of `r`: slices of at most `slice_size` bytes, so that a large
     /// request spreads over several connections.
     fn slices(&self, r: &TransferRequest) -> impl Iterator<Item = WireOp> {
@@ -117,9 +131,28 @@ fn two_threads_worth(ops: &[(WireOp, Arc<Region>)]) -> bool {
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
     let remote = ops.iter().all(|(op, _)| !op.peer.ip().is_loopback());
     let writes = ops.iter().all(|(op, _)| op.opcode == Opcode::Write);
-    let threaded = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    bytes > SPLIT_BYTES && remote && writes && threaded
+    bytes > SPLIT_BYTES && remote && writes && may_block_in_place()
+}
+
+/// Whether the current runtime is multi-threaded, so that a thread may block in place
+/// while the runtime's other workers run the tasks it waits for.
+fn may_block_in_place() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Whether a job of lent memory goes to the lanes, as registered memory would: READs
+/// only, from another host, above the lanes' threshold (`tcp::direct::lanes_preferred`),
+/// on a multi-threaded runtime. The lanes' tasks spread the receiving side's TCP work
+/// over the workers where a direct exchange does it all on the caller's thread: between
+/// network namespaces 16 MiB READs 2.6-2.7 GB/s direct against 3.7-3.8 on the lanes
+/// (`transfer_engine_bench`, `docs/bench/tcp.md` section 5), which is the gap Python's
+/// `get` into a new `bytes` had to `get_into` of registered memory.
+fn lent_reads_for_lanes(ops: &[(WireOp, Arc<Region>)]) -> bool {
+    !ops.is_empty()
+        && ops.iter().all(|(op, _)| op.opcode == Opcode::Read)
+        && lanes_preferred(ops)
+        && may_block_in_place()
 }
 
 /// Whether two direct exchanges can carry `ops` (`tcp::direct::direct_eligible`).
@@ -158,6 +191,14 @@ fn split_in_two(ops: &[(WireOp, Arc<Region>)]) -> Option<(LentOps, LentOps)> {
 
 thread_local! {
     static TWO_THREAD_EXCHANGES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static LENT_ON_LANES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many exchanges of lent memory the calling thread has run on the lanes so far
+/// (large READs from peers on other hosts, see `docs/ARCHITECTURE.md`), for tests and
+/// diagnostics.
+pub fn lent_exchanges_on_lanes() -> u64 {
+    LENT_ON_LANES.with(std::cell::Cell::get)
 }
 
 /// How many transfers the calling thread has exchanged on two threads so far (large
@@ -170,10 +211,10 @@ pub fn two_thread_exchanges() -> u64 {
 /// Wire requests over lent memory, with the region each belongs to.
 type LentOps = Vec<(WireOp, Arc<Region>)>;
 
-/// Runs two futures to completion on two scoped threads of their own (each entering the
-/// current runtime), blocking the caller until both are done, so that nothing they borrow
-/// outlives the call. The caller's thread blocks in place (a worker hands its other tasks
-/// to another thread first).
+/// Runs two futures to completion at once, the second on a scoped thread of its own and
+/// the first on the caller's thread ([`drive_here`]), so that nothing they borrow outlives
+/// the call. The caller's thread blocks in place (a worker hands its other tasks to
+/// another thread first).
 fn on_two_threads<A, B, FA, FB>(a: FA, b: FB) -> (A::Output, B::Output)
 where
     A: std::future::Future + Send,
@@ -187,7 +228,7 @@ where
     tokio::task::block_in_place(|| {
         std::thread::scope(|s| {
             let second = s.spawn(|| handle.block_on(b()));
-            let first = handle.block_on(a());
+            let first = drive_here(&handle, a());
             let second = match second.join() {
                 Ok(v) => v,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -195,6 +236,40 @@ where
             (first, second)
         })
     })
+}
+
+/// Runs a future to completion on the caller's thread, blocking it in place meanwhile.
+fn on_this_thread<F: std::future::Future>(fut: F) -> F::Output {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| drive_here(&handle, fut))
+}
+
+/// Drives `fut` to completion on this thread within `handle`'s runtime, sleeping in
+/// `std::thread::park` between polls. Not `Handle::block_on`: on a thread already inside
+/// `Runtime::block_on` (Python's calling thread) both would share one tokio parker, and
+/// the nested one would swallow the wake-ups meant for the outer future's other branches
+/// (a `join!` beside a large lent exchange hung for good). The thread's own park token is
+/// not the tokio parker's, so those wake-ups wait for the outer `block_on`.
+fn drive_here<F: std::future::Future>(handle: &tokio::runtime::Handle, fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let _runtime = handle.enter();
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
 }
 
 #[async_trait]
@@ -241,6 +316,9 @@ impl Transport for TcpTransport {
         let all_ok = |done: Option<Vec<Result<(), crate::TransferError>>>| {
             done.is_some_and(|results| results.iter().all(Result::is_ok))
         };
+        if lent_reads_for_lanes(&ops) {
+            return self.lent_on_lanes(ops);
+        }
         let done = match split_in_two(&ops) {
             Some((first, second)) => self.exchange_on_two_threads(first, second),
             None => all_ok(self.client.exchange_only(&ops).await),
