@@ -35,6 +35,7 @@ mod registry;
 mod tcp;
 mod topology;
 mod transport;
+pub mod wait;
 
 pub use batch::{BatchId, TaskStatus, TransferStatus};
 pub use codec::Opcode;

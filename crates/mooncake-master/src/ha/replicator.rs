@@ -222,7 +222,9 @@ impl Replicator {
         use tokio::runtime::{Handle, RuntimeFlavor};
         match Handle::try_current() {
             Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| h.block_on(self.wait_acked(seq)));
+                // Not a nested `h.block_on`: on a thread inside `Runtime::block_on` it would
+                // swallow the outer future's wake-ups (`mooncake_transfer_engine::wait`).
+                mooncake_transfer_engine::wait::wait_in_place(self.wait_acked(seq));
             }
             _ => {
                 // No reactor to sleep on: poll until acknowledged or the timeout.

@@ -86,14 +86,14 @@ impl TcpTransport {
     }
 
     /// Runs a job of lent memory on the lanes ([`lent_reads_for_lanes`]), blocking this
-    /// thread in place until every request is answered ([`on_this_thread`]), so the call cannot be abandoned
+    /// thread in place until every request is answered (`crate::wait::wait_in_place`), so the call cannot be abandoned
     /// while the lanes write into the memory; whether all completed. A lane releases a
     /// job's region clones before it reports (`tcp::client::Job::finish`) and its writer
     /// never holds a READ's region, so none is left when this returns.
     fn lent_on_lanes(&self, ops: LentOps) -> bool {
         LENT_ON_LANES.with(|n| n.set(n.get() + 1));
         let client = &self.client;
-        let results = on_this_thread(client.execute_many(ops));
+        let results = crate::wait::wait_in_place(client.execute_many(ops));
         results.iter().all(Result::is_ok)
     }
 
@@ -212,9 +212,10 @@ pub fn two_thread_exchanges() -> u64 {
 type LentOps = Vec<(WireOp, Arc<Region>)>;
 
 /// Runs two futures to completion at once, the second on a scoped thread of its own and
-/// the first on the caller's thread ([`drive_here`]), so that nothing they borrow outlives
+/// the first on the caller's thread, so that nothing they borrow outlives
 /// the call. The caller's thread blocks in place (a worker hands its other tasks to
-/// another thread first).
+/// another thread first); it drives its half without a nested `block_on` (see
+/// `crate::wait`).
 fn on_two_threads<A, B, FA, FB>(a: FA, b: FB) -> (A::Output, B::Output)
 where
     A: std::future::Future + Send,
@@ -228,7 +229,7 @@ where
     tokio::task::block_in_place(|| {
         std::thread::scope(|s| {
             let second = s.spawn(|| handle.block_on(b()));
-            let first = drive_here(&handle, a());
+            let first = crate::wait::drive_here(&handle, a());
             let second = match second.join() {
                 Ok(v) => v,
                 Err(panic) => std::panic::resume_unwind(panic),
@@ -236,40 +237,6 @@ where
             (first, second)
         })
     })
-}
-
-/// Runs a future to completion on the caller's thread, blocking it in place meanwhile.
-fn on_this_thread<F: std::future::Future>(fut: F) -> F::Output {
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::block_in_place(|| drive_here(&handle, fut))
-}
-
-/// Drives `fut` to completion on this thread within `handle`'s runtime, sleeping in
-/// `std::thread::park` between polls. Not `Handle::block_on`: on a thread already inside
-/// `Runtime::block_on` (Python's calling thread) both would share one tokio parker, and
-/// the nested one would swallow the wake-ups meant for the outer future's other branches
-/// (a `join!` beside a large lent exchange hung for good). The thread's own park token is
-/// not the tokio parker's, so those wake-ups wait for the outer `block_on`.
-fn drive_here<F: std::future::Future>(handle: &tokio::runtime::Handle, fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let _runtime = handle.enter();
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
-    }
 }
 
 #[async_trait]
