@@ -26,6 +26,8 @@ mod inspect;
 mod jobs;
 mod journal;
 mod segments;
+mod slots;
+pub(crate) use self::slots::MAX_SLOTS_PER_CALL;
 mod status;
 mod tasks;
 
@@ -203,6 +205,8 @@ pub struct MasterCore {
     history: history::History,
     /// Holders' disk tiers and their tasks.
     disk: disk::DiskState,
+    /// Ranges reserved for clients' next puts.
+    slots: slots::Slots,
 }
 
 impl MasterCore {
@@ -228,6 +232,7 @@ impl MasterCore {
             journal: None,
             history: history::History::default(),
             disk: disk::DiskState::default(),
+            slots: slots::Slots::default(),
         }
     }
 
@@ -449,6 +454,23 @@ impl MasterCore {
             .iter()
             .filter_map(|s| self.describe(s, size, version))
             .collect();
+        self.insert_processing(client, key, size, slots, version, config, now);
+        Ok(descriptors)
+    }
+
+    /// Files a new object in the PROCESSING state on `slots` (its ranges, already
+    /// allocated) with `version`.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_processing(
+        &mut self,
+        client: ClientId,
+        key: ObjectKey,
+        size: u64,
+        slots: Vec<Slot>,
+        version: u64,
+        config: &ReplicateConfig,
+        now: Instant,
+    ) {
         let (pin, soft_pin_ttl) = resolve_pin(config, self.config.default_kv_soft_pin_ttl);
         let placed = Event::Placed {
             size,
@@ -480,7 +502,6 @@ impl MasterCore {
                 loaded: false,
             },
         );
-        Ok(descriptors)
     }
 
     /// Whether a segment the put may use is large enough for `size` (free or not).
@@ -699,6 +720,10 @@ mod tests;
 
 #[cfg(test)]
 mod features_tests;
+
+#[cfg(test)]
+#[path = "core/slots_tests.rs"]
+mod slots_tests;
 
 #[cfg(test)]
 #[path = "core/disk_tests.rs"]

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use mooncake_store::{
     BatchResult, ClientId, DrainMove, ErrorCode, MasterApi, PingReply, ProtocolVersion,
-    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId, TaskAssignment, TaskId,
+    ReplicaDescriptor, ReplicaList, ReplicateConfig, ReservedSlot, Segment, SegmentId,
+    TaskAssignment, TaskId,
     TaskInfo, MAX_BATCH_SIZE,
 };
 use parking_lot::Mutex;
@@ -556,6 +557,37 @@ impl MasterApi for Master {
             }
         }
         Ok(rs)
+    }
+
+    /// Counted as `put_start` calls in the metrics.
+    async fn reserve_slots(
+        &self,
+        client: ClientId,
+        size: u64,
+        count: usize,
+    ) -> Result<Vec<ReservedSlot>, ErrorCode> {
+        let t = Instant::now();
+        let count = count.min(crate::core::MAX_SLOTS_PER_CALL);
+        let r = self.lock_core().reserve_slots(client, size, count, t);
+        self.metrics.observe(Op::PutStart, t.elapsed());
+        self.count(Op::PutStart, r)
+    }
+
+    /// Counted as `put_end` calls in the metrics.
+    async fn put_reserved(
+        &self,
+        client: ClientId,
+        key: &str,
+        slot: u64,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Option<ReservedSlot>, ErrorCode> {
+        let t = Instant::now();
+        let r = self
+            .lock_core()
+            .put_reserved(client, key, slot, size, config, t);
+        self.metrics.observe(Op::PutEnd, t.elapsed());
+        self.count(Op::PutEnd, r)
     }
 
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {

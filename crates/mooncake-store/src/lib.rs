@@ -40,6 +40,7 @@ pub use size::{parse_size, ParseSizeError};
 pub use task::{uuid_string, TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStatus};
 pub use types::{
     ClientId, ClientStatus, DrainMove, ObjectKey, Pin, PingReply, ProtocolVersion,
-    ReplicaDescriptor, ReplicaList, ReplicateConfig, Segment, SegmentId, MAX_BATCH_SIZE,
+    ReplicaDescriptor, ReplicaList, ReplicateConfig, ReservedSlot, Segment, SegmentId,
+    MAX_BATCH_SIZE,
     MAX_KEY_LEN,
 };

@@ -8,7 +8,7 @@ use crate::disk::{DiskRecord, DiskTask, DiskTaskResult};
 use crate::task::{TaskAssignment, TaskId, TaskInfo};
 use crate::types::{
     ClientId, DrainMove, PingReply, ProtocolVersion, ReplicaDescriptor, ReplicaList,
-    ReplicateConfig, Segment, SegmentId,
+    ReplicateConfig, ReservedSlot, Segment, SegmentId,
 };
 use crate::ErrorCode;
 
@@ -95,6 +95,37 @@ pub trait MasterApi: Send + Sync + Debug {
         items: &[(String, u64)],
         config: &ReplicateConfig,
     ) -> BatchResult<Vec<ReplicaDescriptor>>;
+
+    /// Reserves up to `count` ranges of `size` bytes for `client`'s next puts of exactly
+    /// that size (fewer or none when space is short; never evicts). By default (a master
+    /// without reserved slots) `UnavailableInCurrentStatus`: the caller puts the usual way.
+    async fn reserve_slots(
+        &self,
+        client: ClientId,
+        size: u64,
+        count: usize,
+    ) -> Result<Vec<ReservedSlot>, ErrorCode> {
+        let _ = (client, size, count);
+        Err(ErrorCode::UnavailableInCurrentStatus)
+    }
+
+    /// Makes `key` a complete object on reserved slot `slot` (the value already written
+    /// there), in one call: `put_start` and `put_end` together. Answers with a new slot of
+    /// the same size when the master could reserve one. `UnavailableInCurrentStatus`: the
+    /// slot is unknown or unusable (a restarted master, an expired slot, a segment that
+    /// left), so the caller puts the usual way; `ObjectAlreadyExists`: the slot stays the
+    /// caller's. By default `UnavailableInCurrentStatus`.
+    async fn put_reserved(
+        &self,
+        client: ClientId,
+        key: &str,
+        slot: u64,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Option<ReservedSlot>, ErrorCode> {
+        let _ = (client, key, slot, size, config);
+        Err(ErrorCode::UnavailableInCurrentStatus)
+    }
 
     /// Makes a put (or upsert) visible.
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode>;

@@ -131,6 +131,30 @@ macro_rules! impl_master_api_by_route {
                 })
                 .await
             }
+            async fn reserve_slots(
+                &self,
+                client: $crate::ClientId,
+                size: u64,
+                count: usize,
+            ) -> Result<Vec<$crate::ReservedSlot>, $crate::ErrorCode> {
+                self.route("reserve_slots", move |m| async move {
+                    m.reserve_slots(client, size, count).await
+                })
+                .await
+            }
+            async fn put_reserved(
+                &self,
+                client: $crate::ClientId,
+                key: &str,
+                slot: u64,
+                size: u64,
+                config: &$crate::ReplicateConfig,
+            ) -> Result<Option<$crate::ReservedSlot>, $crate::ErrorCode> {
+                self.route("put_reserved", move |m| async move {
+                    m.put_reserved(client, key, slot, size, config).await
+                })
+                .await
+            }
             async fn put_end(
                 &self,
                 client: $crate::ClientId,

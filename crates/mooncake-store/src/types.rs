@@ -138,6 +138,28 @@ pub struct ReplicaDescriptor {
     pub segment_name: String,
 }
 
+/// A range the master reserved for one of a client's next puts of exactly `replica.size`
+/// bytes (`MasterApi::reserve_slots`): the client writes the value there first, then one
+/// `MasterApi::put_reserved` makes it the complete object, one master round trip in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservedSlot {
+    /// The slot's number, unique for this master incarnation.
+    pub id: u64,
+    /// Where the value goes, with the version the object will have.
+    pub replica: ReplicaDescriptor,
+}
+
+impl ReplicateConfig {
+    /// Whether a put with this config may use a reserved slot: one replica placed by the
+    /// master as it likes (no preferred, excluded or same-node segments).
+    pub fn fits_reserved_slot(&self) -> bool {
+        self.replica_num == 1
+            && self.preferred_segments.is_empty()
+            && self.excluded_segments.is_empty()
+            && !self.prefer_alloc_in_same_node
+    }
+}
+
 /// One object on a draining segment: to copy from `source` (on the draining segment) to
 /// `target` (a new range elsewhere), then commit with `drain_segment_end`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -452,9 +452,10 @@ async fn reads_started_from_a_stale_cached_location_are_never_returned() {
     let old = c.master.get_replica_list("k").await.unwrap().replicas[0].clone();
     assert_eq!(reader.get("k").await.unwrap(), a);
 
-    // Another client removes k and stores other bytes in the very same range.
+    // Another client removes k and stores other bytes in the very same range (an upsert:
+    // a put would go to a slot reserved ahead, elsewhere).
     writer.remove("k", true).await.unwrap();
-    writer.put("other", &b, &cfg).await.unwrap();
+    writer.upsert("other", &b, &cfg).await.unwrap();
     let reused = c.master.get_replica_list("other").await.unwrap().replicas[0].clone();
     assert_eq!(
         reused.buffer_address, old.buffer_address,
@@ -473,7 +474,7 @@ async fn reads_started_from_a_stale_cached_location_are_never_returned() {
     writer.remove("k", true).await.unwrap();
     writer.remove("other", true).await.unwrap();
     let d = value(4096, 9);
-    writer.put("k", &d, &cfg).await.unwrap();
+    writer.upsert("k", &d, &cfg).await.unwrap();
     assert_eq!(reader.get("k").await.unwrap(), d);
     assert_eq!(reader.get_into("k", buf.addr(), MIB).await, Ok(4096));
     assert_eq!(buf.to_vec(0, 4096), d);
@@ -660,4 +661,37 @@ async fn lent_reads_over_tcp_take_as_many_exchanges_as_they_need() {
     assert_eq!(user.remembered_network_size("lent-huge").await, None);
     assert_eq!(user.get("lent-huge").await.unwrap(), huge);
     tcp.close().await.unwrap();
+}
+
+/// Small puts go into slots the master reserved ahead (one master call each); the values
+/// read back from any client, and a key that exists keeps its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_puts_go_into_reserved_slots() {
+    let c = cluster(MasterConfig::default()).await;
+    let _store = c.client(64 * MIB, 0).await;
+    let writer = c.client(0, 16 * MIB).await;
+    let reader = c.client(0, 16 * MIB).await;
+    let cfg = ReplicateConfig::default();
+    assert_eq!(writer.reserved_slots_held(), 0);
+    for i in 0..20u8 {
+        writer.put(&format!("s{i}"), &value(4096, i), &cfg).await.unwrap();
+    }
+    assert!(
+        writer.reserved_slots_held() > 0,
+        "the writer holds slots for its next puts"
+    );
+    for i in 0..20u8 {
+        assert_eq!(reader.get(&format!("s{i}")).await.unwrap(), value(4096, i));
+    }
+    // An existing key keeps its value and the put succeeds.
+    writer.put("s0", &value(4096, 99), &cfg).await.unwrap();
+    assert_eq!(reader.get("s0").await.unwrap(), value(4096, 0));
+    // Registered memory too.
+    let buf = writer.engine().allocate_buffer(MIB, "cpu:0").await.unwrap();
+    buf.write_at(0, &value(5000, 7));
+    writer.put_from("reg", buf.addr(), 5000, &cfg).await.unwrap();
+    assert_eq!(reader.get("reg").await.unwrap(), value(5000, 7));
+    // Larger values and configs a slot cannot take go the usual way.
+    writer.put("big", &value(2 * MIB as usize, 3), &cfg).await.unwrap();
+    assert_eq!(reader.get("big").await.unwrap(), value(2 * MIB as usize, 3));
 }

@@ -156,6 +156,7 @@ impl MasterCore {
             c.segments.retain(|s| *s != id);
         }
         self.delayed_frees.retain(|(_, s, _)| *s != id);
+        self.forget_slots_on(id);
         self.tasks.forget_segment(id);
         // Copies off this segment that were never committed: free their new ranges; copies
         // onto it vanish with it.
@@ -253,6 +254,7 @@ impl MasterCore {
         }
         self.expire_tasks(now);
         self.expire_disk_tasks(now);
+        self.expire_slots(now);
         let discard = self.config.put_start_discard_timeout;
         let abandoned: Vec<String> = self
             .pending

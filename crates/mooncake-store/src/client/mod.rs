@@ -14,6 +14,7 @@ mod read;
 mod read_batch;
 mod sessions;
 mod setup;
+mod slots;
 mod staging;
 mod tasks;
 mod write;
@@ -185,6 +186,8 @@ struct Inner {
     /// the master cannot see).
     read_transfer_failures: std::sync::atomic::AtomicU64,
     sessions: sessions::Sessions,
+    /// Slots reserved for this client's next puts (`slots.rs`).
+    slots: slots::SlotPool,
     /// Segments mounted after setup (`mount_segment`, `allocate_and_mount_segment`).
     extras: parking_lot::Mutex<Vec<extra::Extra>>,
     /// Whether the heartbeat and task polling run (from setup for a contributing client,

@@ -176,6 +176,7 @@ impl Client {
                 checksum_failures: std::sync::atomic::AtomicU64::new(0),
                 read_transfer_failures: std::sync::atomic::AtomicU64::new(0),
                 sessions: sessions::Sessions::default(),
+                slots: slots::SlotPool::default(),
                 extras: parking_lot::Mutex::new(Vec::new()),
                 loops: std::sync::atomic::AtomicBool::new(false),
                 stop,

@@ -84,6 +84,28 @@ impl Client {
             config.to_mut().checksum = Some(crc);
         }
         let mut filled = false;
+        let fill = |filled: &mut bool| {
+            if !std::mem::replace(filled, true) {
+                let mut off = 0;
+                for p in parts {
+                    slice.fill_at(off, p);
+                    off += p.len() as u64;
+                }
+            }
+        };
+        let src = [(slice.addr(), len)];
+        if let Some(taken) = self.take_slot(len, &config, upsert).await {
+            // One master round trip (`slots.rs`).
+            let rep = taken.replica().clone();
+            let mut written = self.copy_direct(&rep, parts).await || self.send_lent(&rep, parts).await;
+            if !written {
+                fill(&mut filled);
+                written = self.push(&src, std::slice::from_ref(&rep)).await.is_ok();
+            }
+            if let Some(done) = self.commit_slot(key, taken, len, &config, written).await {
+                return done;
+            }
+        }
         let mut attempt = 1;
         loop {
             let replicas = match self.start(key, len, &config, upsert).await {
@@ -96,17 +118,10 @@ impl Client {
                     remote.push(rep.clone());
                 }
             }
-            let src = [(slice.addr(), len)];
             let pushed = if remote.is_empty() {
                 Ok(())
             } else {
-                if !std::mem::replace(&mut filled, true) {
-                    let mut off = 0;
-                    for p in parts {
-                        slice.fill_at(off, p);
-                        off += p.len() as u64;
-                    }
-                }
+                fill(&mut filled);
                 self.push(&src, &remote).await
             };
             if pushed == Err(ErrorCode::TransferFail) && attempt < PLACEMENT_ATTEMPTS {
@@ -335,6 +350,14 @@ impl Client {
         let mut config = std::borrow::Cow::Borrowed(config);
         if self.inner.config.verify_checksums {
             config.to_mut().checksum = Some(self.local_crc(src)?);
+        }
+        if let Some(taken) = self.take_slot(total(src), &config, upsert).await {
+            // One master round trip (`slots.rs`).
+            let rep = std::slice::from_ref(taken.replica());
+            let written = self.push(src, rep).await.is_ok();
+            if let Some(done) = self.commit_slot(key, taken, total(src), &config, written).await {
+                return done;
+            }
         }
         let mut attempt = 1;
         loop {

@@ -314,6 +314,8 @@ fn keys_request(client: ClientId, keys: &[String]) -> pb::ClientKeysRequest {
     }
 }
 
+type SlotsResult = Result<Vec<crate::ReservedSlot>, ErrorCode>;
+
 fn put_start_request(
     client: ClientId,
     key: &str,
@@ -491,6 +493,21 @@ impl MasterApi for GrpcMasterClient {
             items.len(),
             convert::put_start_from_pb,
         )
+    }
+
+    async fn reserve_slots(&self, c: ClientId, size: u64, n: usize) -> SlotsResult {
+        super::slots::reserve(self, c, size, n).await
+    }
+
+    async fn put_reserved(
+        &self,
+        c: ClientId,
+        key: &str,
+        slot: u64,
+        size: u64,
+        config: &ReplicateConfig,
+    ) -> Result<Option<crate::ReservedSlot>, ErrorCode> {
+        super::slots::put(self, c, key, slot, size, config).await
     }
 
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode> {

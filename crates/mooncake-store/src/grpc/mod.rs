@@ -13,6 +13,7 @@ mod convert;
 mod disk;
 mod follow;
 mod server;
+mod slots;
 mod tunnel;
 
 pub use client::{GrpcClientConfig, GrpcMasterClient};

@@ -415,6 +415,20 @@ impl MasterService for GrpcMaster {
         ok(r.await)
     }
 
+    async fn reserve_slots(
+        &self,
+        req: Request<pb::ReserveSlotsRequest>,
+    ) -> RpcResult<pb::ReserveSlotsResponse> {
+        super::slots::serve_reserve(self.api.as_ref(), req).await
+    }
+
+    async fn put_reserved(
+        &self,
+        req: Request<pb::PutReservedRequest>,
+    ) -> RpcResult<pb::PutReservedResponse> {
+        super::slots::serve_put(self.api.as_ref(), req).await
+    }
+
     async fn put_end(&self, req: Request<pb::ClientKeyRequest>) -> RpcResult<pb::StatusResponse> {
         let req = req.into_inner();
         ok(self.api.put_end(req.client(), &req.key).await)

@@ -1,0 +1,176 @@
+//! Puts in one master round trip: ranges the master reserved ahead of this client's next
+//! puts of one size (`MasterApi::reserve_slots`). A put of a value that size writes into a
+//! slot it holds, then one `put_reserved` makes it the complete object and hands back a
+//! fresh slot. Anything unexpected (a master without slots, a restarted master that does
+//! not know the slot, a holder that cannot be written, a failed call) leaves the put to
+//! the usual `put_start` / `put_end` path, which is always correct: if the one call did
+//! commit after all, `put_start` finds the key and the put succeeds.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::Client;
+use crate::types::{ReplicaDescriptor, ReplicateConfig, ReservedSlot};
+use crate::ErrorCode;
+
+/// Values up to this size use slots (above it the transfer, not the round trip, is the
+/// cost).
+pub(super) const SLOT_MAX_BYTES: u64 = 1 << 20;
+/// Slots asked for at once when the pool of a size is empty.
+const RESERVE_AT_ONCE: usize = 4;
+/// Slots kept per size at most (more come back when several puts of one size overlap).
+const KEEP_PER_SIZE: usize = 16;
+/// A slot older than this is not used: the master frees slots unused for
+/// `put_start_discard_timeout` (the C++ default is 30 s).
+const SLOT_MAX_AGE: Duration = Duration::from_secs(10);
+/// After a master refused to reserve (an older master), slots are not asked for again
+/// for this long.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The slots this client holds, by value size.
+#[derive(Debug, Default)]
+pub(super) struct SlotPool {
+    by_size: parking_lot::Mutex<HashMap<u64, Vec<(ReservedSlot, Instant)>>>,
+    refused_at: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl SlotPool {
+    fn pop(&self, size: u64, now: Instant) -> Option<ReservedSlot> {
+        let mut by_size = self.by_size.lock();
+        let list = by_size.get_mut(&size)?;
+        while let Some((slot, at)) = list.pop() {
+            if now.saturating_duration_since(at) < SLOT_MAX_AGE {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    fn push(&self, size: u64, slot: ReservedSlot, at: Instant) {
+        let mut by_size = self.by_size.lock();
+        let list = by_size.entry(size).or_default();
+        if list.len() < KEEP_PER_SIZE {
+            list.push((slot, at));
+        }
+    }
+
+    fn clear(&self) {
+        self.by_size.lock().clear();
+    }
+
+    /// How many slots are held (for tests).
+    fn len(&self) -> usize {
+        self.by_size.lock().values().map(Vec::len).sum()
+    }
+}
+
+/// A slot taken for one put, with when its pool got it.
+pub(super) struct Taken {
+    slot: ReservedSlot,
+    at: Instant,
+}
+
+impl Taken {
+    /// Where the value goes.
+    pub(super) fn replica(&self) -> &ReplicaDescriptor {
+        &self.slot.replica
+    }
+}
+
+impl Client {
+    /// A slot for a put of `size` bytes with `config`, when such a put may use one (a new
+    /// key, one replica placed by the master, at most [`SLOT_MAX_BYTES`]): from the pool,
+    /// or reserved now. `None`: put the usual way.
+    pub(super) async fn take_slot(
+        &self,
+        size: u64,
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Option<Taken> {
+        if upsert || size == 0 || size > SLOT_MAX_BYTES || !config.fits_reserved_slot() {
+            return None;
+        }
+        let pool = &self.inner.slots;
+        let now = Instant::now();
+        if let Some(slot) = pool.pop(size, now) {
+            return Some(Taken { slot, at: now });
+        }
+        if pool
+            .refused_at
+            .lock()
+            .is_some_and(|t| now.saturating_duration_since(t) < RETRY_AFTER)
+        {
+            return None;
+        }
+        let reserved = self.inner.master.reserve_slots(self.inner.id, size, RESERVE_AT_ONCE);
+        match reserved.await {
+            Ok(mut slots) => {
+                let first = slots.pop()?;
+                for s in slots {
+                    pool.push(size, s, now);
+                }
+                Some(Taken {
+                    slot: first,
+                    at: now,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "the master lends no slots; putting in two calls");
+                *pool.refused_at.lock() = Some(now);
+                None
+            }
+        }
+    }
+
+    /// Commits a put written (`written`) into its slot with one `put_reserved`;
+    /// `None`: not done, put the usual way.
+    pub(super) async fn commit_slot(
+        &self,
+        key: &str,
+        taken: Taken,
+        size: u64,
+        config: &ReplicateConfig,
+        written: bool,
+    ) -> Option<Result<(), ErrorCode>> {
+        if !written {
+            // The holder may be gone: the usual path finds another.
+            return None;
+        }
+        let pool = &self.inner.slots;
+        let m = &self.inner.master;
+        match m
+            .put_reserved(self.inner.id, key, taken.slot.id, size, config)
+            .await
+        {
+            Ok(next) => {
+                self.remember(key, std::slice::from_ref(&taken.slot.replica));
+                if let Some(next) = next {
+                    pool.push(size, next, Instant::now());
+                }
+                Some(Ok(()))
+            }
+            // The key exists: it keeps its value and the put succeeds (Mooncake's
+            // semantics); the slot is still this client's.
+            Err(ErrorCode::ObjectAlreadyExists) => {
+                pool.push(size, taken.slot, taken.at);
+                Some(Ok(()))
+            }
+            Err(ErrorCode::InvalidParams) => {
+                pool.push(size, taken.slot, taken.at);
+                Some(Err(ErrorCode::InvalidParams))
+            }
+            Err(e) => {
+                // A master that does not know the slot (restarted, failed over, or the
+                // slot expired) or a failed call: start afresh the usual way.
+                tracing::debug!(key, error = %e, "put into a reserved slot not done");
+                pool.clear();
+                None
+            }
+        }
+    }
+
+    /// Slots this client holds (for tests and diagnostics).
+    pub fn reserved_slots_held(&self) -> usize {
+        self.inner.slots.len()
+    }
+}

@@ -1,0 +1,135 @@
+//! The wire of reserved slots (`ReserveSlots`, `PutReserved`; ours, see
+//! `MasterApi::reserve_slots`): the client's calls and the server's handlers.
+
+use tonic::{Request, Response, Status};
+
+use super::answer::FromClient;
+use super::convert::{check, client_from_pb, client_to_pb, config_from_pb};
+use super::pb;
+use crate::master_api::MasterApi;
+use crate::types::{ClientId, ReplicateConfig, ReservedSlot};
+use crate::ErrorCode;
+
+impl From<ReservedSlot> for pb::ReservedSlot {
+    fn from(s: ReservedSlot) -> Self {
+        Self {
+            id: s.id,
+            replica: Some(s.replica.into()),
+        }
+    }
+}
+
+/// A slot from the wire; `None` without its replica.
+fn slot_from_pb(s: pb::ReservedSlot) -> Option<ReservedSlot> {
+    Some(ReservedSlot {
+        id: s.id,
+        replica: s.replica?.into(),
+    })
+}
+
+// ---- client side ----
+
+/// One `ReserveSlots`. A master without reserved slots answers `UNIMPLEMENTED`, which
+/// reaches the caller as an error like any failed call: it puts the usual way.
+pub(super) async fn reserve(
+    client: &super::client::GrpcMasterClient,
+    id: ClientId,
+    size: u64,
+    count: usize,
+) -> Result<Vec<ReservedSlot>, ErrorCode> {
+    let (client_hi, client_lo) = client_to_pb(id);
+    let req = pb::ReserveSlotsRequest {
+        client_hi,
+        client_lo,
+        size,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
+    };
+    let r = client
+        .call("ReserveSlots", |mut c| async move { c.reserve_slots(req).await })
+        .await?;
+    check(r.error_code)?;
+    Ok(r.slots.into_iter().filter_map(slot_from_pb).collect())
+}
+
+/// One `PutReserved`.
+pub(super) async fn put(
+    client: &super::client::GrpcMasterClient,
+    id: ClientId,
+    key: &str,
+    slot: u64,
+    size: u64,
+    config: &ReplicateConfig,
+) -> Result<Option<ReservedSlot>, ErrorCode> {
+    let (client_hi, client_lo) = client_to_pb(id);
+    let req = pb::PutReservedRequest {
+        client_hi,
+        client_lo,
+        key: key.to_owned(),
+        slot,
+        size,
+        config: Some(config.into()),
+    };
+    let r = client
+        .call("PutReserved", |mut c| async move { c.put_reserved(req).await })
+        .await?;
+    check(r.error_code)?;
+    Ok(r.next.and_then(slot_from_pb))
+}
+
+// ---- server side ----
+
+impl FromClient for pb::ReserveSlotsRequest {
+    fn client(&self) -> ClientId {
+        client_from_pb(self.client_hi, self.client_lo)
+    }
+}
+
+impl FromClient for pb::PutReservedRequest {
+    fn client(&self) -> ClientId {
+        client_from_pb(self.client_hi, self.client_lo)
+    }
+}
+
+pub(super) async fn serve_reserve(
+    api: &dyn MasterApi,
+    req: Request<pb::ReserveSlotsRequest>,
+) -> Result<Response<pb::ReserveSlotsResponse>, Status> {
+    let r = req.into_inner();
+    let answer = match api.reserve_slots(r.client(), r.size, r.count as usize).await {
+        Ok(slots) => pb::ReserveSlotsResponse {
+            error_code: 0,
+            slots: slots.into_iter().map(Into::into).collect(),
+        },
+        Err(e) => pb::ReserveSlotsResponse {
+            error_code: e.code(),
+            slots: Vec::new(),
+        },
+    };
+    Ok(Response::new(answer))
+}
+
+pub(super) async fn serve_put(
+    api: &dyn MasterApi,
+    req: Request<pb::PutReservedRequest>,
+) -> Result<Response<pb::PutReservedResponse>, Status> {
+    let r = req.into_inner();
+    let client = r.client();
+    let result = match config_from_pb(r.config) {
+        Ok(config) => {
+            api.put_reserved(client, &r.key, r.slot, r.size, &config)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    let answer = match result {
+        Ok(next) => pb::PutReservedResponse {
+            error_code: 0,
+            next: next.map(Into::into),
+        },
+        Err(e) => pb::PutReservedResponse {
+            error_code: e.code(),
+            next: None,
+        },
+    };
+    Ok(Response::new(answer))
+}
