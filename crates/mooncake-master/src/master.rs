@@ -9,8 +9,7 @@ use async_trait::async_trait;
 use mooncake_store::{
     BatchResult, ClientId, DrainMove, ErrorCode, MasterApi, PingReply, ProtocolVersion,
     ReplicaDescriptor, ReplicaList, ReplicateConfig, ReservedSlot, Segment, SegmentId,
-    TaskAssignment, TaskId,
-    TaskInfo, MAX_BATCH_SIZE,
+    TaskAssignment, TaskId, TaskInfo, MAX_BATCH_SIZE,
 };
 use parking_lot::Mutex;
 
@@ -571,6 +570,18 @@ impl MasterApi for Master {
         let r = self.lock_core().reserve_slots(client, size, count, t);
         self.metrics.observe(Op::PutStart, t.elapsed());
         self.count(Op::PutStart, r)
+    }
+
+    /// Counted as `put_end` calls in the metrics.
+    async fn batch_put_reserved(
+        &self,
+        client: ClientId,
+        items: &[(String, u64, u64)],
+        config: &ReplicateConfig,
+    ) -> BatchResult<Option<ReservedSlot>> {
+        self.batch(Op::PutEnd, items, |core, (key, slot, size), now| {
+            core.put_reserved(client, key, *slot, *size, config, now)
+        })
     }
 
     /// Counted as `put_end` calls in the metrics.

@@ -41,6 +41,5 @@ pub use task::{uuid_string, TaskAssignment, TaskId, TaskInfo, TaskKind, TaskStat
 pub use types::{
     ClientId, ClientStatus, DrainMove, ObjectKey, Pin, PingReply, ProtocolVersion,
     ReplicaDescriptor, ReplicaList, ReplicateConfig, ReservedSlot, Segment, SegmentId,
-    MAX_BATCH_SIZE,
-    MAX_KEY_LEN,
+    MAX_BATCH_SIZE, MAX_KEY_LEN,
 };

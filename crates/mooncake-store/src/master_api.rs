@@ -127,6 +127,18 @@ pub trait MasterApi: Send + Sync + Debug {
         Err(ErrorCode::UnavailableInCurrentStatus)
     }
 
+    /// [`MasterApi::put_reserved`] for many `(key, slot, size)` items with one config;
+    /// results are per item. By default `UnavailableInCurrentStatus` as a whole.
+    async fn batch_put_reserved(
+        &self,
+        client: ClientId,
+        items: &[(String, u64, u64)],
+        config: &ReplicateConfig,
+    ) -> BatchResult<Option<ReservedSlot>> {
+        let _ = (client, items, config);
+        Err(ErrorCode::UnavailableInCurrentStatus)
+    }
+
     /// Makes a put (or upsert) visible.
     async fn put_end(&self, client: ClientId, key: &str) -> Result<(), ErrorCode>;
 

@@ -142,6 +142,17 @@ macro_rules! impl_master_api_by_route {
                 })
                 .await
             }
+            async fn batch_put_reserved(
+                &self,
+                client: $crate::ClientId,
+                items: &[(String, u64, u64)],
+                config: &$crate::ReplicateConfig,
+            ) -> $crate::BatchResult<Option<$crate::ReservedSlot>> {
+                self.route("batch_put_reserved", move |m| async move {
+                    m.batch_put_reserved(client, items, config).await
+                })
+                .await
+            }
             async fn put_reserved(
                 &self,
                 client: $crate::ClientId,

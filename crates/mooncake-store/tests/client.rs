@@ -674,7 +674,10 @@ async fn small_puts_go_into_reserved_slots() {
     let cfg = ReplicateConfig::default();
     assert_eq!(writer.reserved_slots_held(), 0);
     for i in 0..20u8 {
-        writer.put(&format!("s{i}"), &value(4096, i), &cfg).await.unwrap();
+        writer
+            .put(&format!("s{i}"), &value(4096, i), &cfg)
+            .await
+            .unwrap();
     }
     assert!(
         writer.reserved_slots_held() > 0,
@@ -689,9 +692,46 @@ async fn small_puts_go_into_reserved_slots() {
     // Registered memory too.
     let buf = writer.engine().allocate_buffer(MIB, "cpu:0").await.unwrap();
     buf.write_at(0, &value(5000, 7));
-    writer.put_from("reg", buf.addr(), 5000, &cfg).await.unwrap();
+    writer
+        .put_from("reg", buf.addr(), 5000, &cfg)
+        .await
+        .unwrap();
     assert_eq!(reader.get("reg").await.unwrap(), value(5000, 7));
+    // Batches too: one call for 40 values of two sizes, one of which exists already.
+    let keys: Vec<String> = (0..40).map(|i| format!("b{i}")).collect();
+    let vals: Vec<Vec<u8>> = (0..40u8)
+        .map(|i| value(1000 + 3000 * usize::from(i % 2), i))
+        .collect();
+    writer.put("b7", &value(4000, 200), &cfg).await.unwrap();
+    let items: Vec<(&str, &[u8])> = keys
+        .iter()
+        .map(String::as_str)
+        .zip(vals.iter().map(Vec::as_slice))
+        .collect();
+    let held = writer.reserved_slots_held();
+    assert!(writer
+        .put_batch(&items, &cfg)
+        .await
+        .iter()
+        .all(Result::is_ok));
+    // Each committed slot comes back with a fresh one (the batch took a few the pool
+    // held, and reserved the rest).
+    assert!(
+        writer.reserved_slots_held() >= held + 30,
+        "the batch did not go into slots"
+    );
+    for (i, k) in keys.iter().enumerate() {
+        let want = if i == 7 {
+            value(4000, 200)
+        } else {
+            vals[i].clone()
+        };
+        assert_eq!(reader.get(k).await.unwrap(), want, "{k}");
+    }
     // Larger values and configs a slot cannot take go the usual way.
-    writer.put("big", &value(2 * MIB as usize, 3), &cfg).await.unwrap();
+    writer
+        .put("big", &value(2 * MIB as usize, 3), &cfg)
+        .await
+        .unwrap();
     assert_eq!(reader.get("big").await.unwrap(), value(2 * MIB as usize, 3));
 }

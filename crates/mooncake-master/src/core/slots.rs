@@ -9,9 +9,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use mooncake_store::{
-    ClientId, ErrorCode, ReplicateConfig, ReservedSlot, SegmentId,
-};
+use mooncake_store::{ClientId, ErrorCode, ReplicateConfig, ReservedSlot, SegmentId};
 
 use super::{MasterCore, Slot, State};
 
@@ -60,7 +58,13 @@ impl MasterCore {
     }
 
     /// Files `slot` as reserved for `client`; its descriptor.
-    fn lend(&mut self, client: ClientId, slot: Slot, size: u64, now: Instant) -> Option<ReservedSlot> {
+    fn lend(
+        &mut self,
+        client: ClientId,
+        slot: Slot,
+        size: u64,
+        now: Instant,
+    ) -> Option<ReservedSlot> {
         let version = self.next_version;
         self.next_version += 1;
         let replica = self.describe(&slot, size, version)?;
@@ -105,9 +109,10 @@ impl MasterCore {
             Some(r) if r.owner == client && r.size == size => *r,
             _ => return Err(ErrorCode::UnavailableInCurrentStatus),
         };
-        let usable = self.segments.get(&r.slot.segment).is_some_and(|m| {
-            !m.draining && !m.drained && m.detached_until.is_none()
-        });
+        let usable = self
+            .segments
+            .get(&r.slot.segment)
+            .is_some_and(|m| !m.draining && !m.drained && m.detached_until.is_none());
         if !usable {
             self.slots.by_id.remove(&slot);
             self.release_later(r.slot, now);
@@ -130,12 +135,18 @@ impl MasterCore {
         }
         self.slots.by_id.remove(&slot);
         self.supersede_offline(key.as_str());
-        self.insert_processing(client, key.clone(), size, vec![r.slot], r.version, config, now);
+        self.insert_processing(
+            client,
+            key.clone(),
+            size,
+            vec![r.slot],
+            r.version,
+            config,
+            now,
+        );
         self.put_end(client, key.as_str(), now)?;
         let next = self.place(client, size, &ReplicateConfig::default());
-        Ok(next
-            .first()
-            .and_then(|&s| self.lend(client, s, size, now)))
+        Ok(next.first().and_then(|&s| self.lend(client, s, size, now)))
     }
 
     /// Frees `slot` after the release timeout (a writer may still be writing into it).

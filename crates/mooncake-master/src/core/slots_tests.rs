@@ -46,7 +46,11 @@ fn a_put_into_a_reserved_slot_is_one_call_and_refills_the_slot() {
         .expect("a fresh slot of the same size");
     assert_eq!(next.replica.size, 4096);
     let list = c.get_replica_list("k", t).unwrap();
-    assert_eq!(list.replicas, vec![slots[0].replica.clone()], "served from the slot");
+    assert_eq!(
+        list.replicas,
+        vec![slots[0].replica.clone()],
+        "served from the slot"
+    );
     // The key exists: refused, and the second slot is still the writer's.
     assert_eq!(
         c.put_reserved(W, "k", slots[1].id, 4096, &cfg, t),
@@ -69,7 +73,10 @@ fn slots_of_others_of_another_size_or_unknown_are_refused() {
     let cfg = ReplicateConfig::default();
     let slot = c.reserve_slots(W, 4096, 1, t).unwrap().remove(0);
     let unavailable = Err(ErrorCode::UnavailableInCurrentStatus);
-    assert_eq!(c.put_reserved(ClientId(2), "k", slot.id, 4096, &cfg, t), unavailable);
+    assert_eq!(
+        c.put_reserved(ClientId(2), "k", slot.id, 4096, &cfg, t),
+        unavailable
+    );
     assert_eq!(c.put_reserved(W, "k", slot.id, 4095, &cfg, t), unavailable);
     assert_eq!(c.put_reserved(W, "k", 999, 4096, &cfg, t), unavailable);
     let two = ReplicateConfig {
@@ -95,7 +102,11 @@ fn unused_slots_expire_and_their_space_comes_back_after_the_release_timeout() {
     assert_eq!(c.reserved_slots(), 1);
     c.tick(t + Duration::from_secs(30));
     assert_eq!(c.reserved_slots(), 0);
-    assert_eq!(c.allocated(), MIB, "a late writer may still write: space held");
+    assert_eq!(
+        c.allocated(),
+        MIB,
+        "a late writer may still write: space held"
+    );
     c.tick(t + Duration::from_secs(30 + 600));
     assert_eq!(c.allocated(), 0);
     let cfg = ReplicateConfig::default();
@@ -133,6 +144,9 @@ fn a_put_into_a_slot_is_journaled_as_a_complete_object_and_the_slot_is_not() {
         _ => None,
     });
     let o = object.expect("the object is journaled");
-    assert_eq!(o.replicas[0].offset, slot.replica.buffer_address - 0x1000_0000);
+    assert_eq!(
+        o.replicas[0].offset,
+        slot.replica.buffer_address - 0x1000_0000
+    );
     assert_eq!(o.version, slot.replica.version);
 }

@@ -18,8 +18,10 @@ use crate::ErrorCode;
 pub(super) const SLOT_MAX_BYTES: u64 = 1 << 20;
 /// Slots asked for at once when the pool of a size is empty.
 const RESERVE_AT_ONCE: usize = 4;
+/// Slots one reserve call asks for at most (the master's cap).
+const MAX_RESERVE: usize = 64;
 /// Slots kept per size at most (more come back when several puts of one size overlap).
-const KEEP_PER_SIZE: usize = 16;
+const KEEP_PER_SIZE: usize = 64;
 /// A slot older than this is not used: the master frees slots unused for
 /// `put_start_discard_timeout` (the C++ default is 30 s).
 const SLOT_MAX_AGE: Duration = Duration::from_secs(10);
@@ -75,6 +77,11 @@ impl Taken {
     pub(super) fn replica(&self) -> &ReplicaDescriptor {
         &self.slot.replica
     }
+
+    /// The slot's number.
+    pub(super) fn id(&self) -> u64 {
+        self.slot.id
+    }
 }
 
 impl Client {
@@ -102,7 +109,10 @@ impl Client {
         {
             return None;
         }
-        let reserved = self.inner.master.reserve_slots(self.inner.id, size, RESERVE_AT_ONCE);
+        let reserved = self
+            .inner
+            .master
+            .reserve_slots(self.inner.id, size, RESERVE_AT_ONCE);
         match reserved.await {
             Ok(mut slots) => {
                 let first = slots.pop()?;
@@ -136,12 +146,24 @@ impl Client {
             // The holder may be gone: the usual path finds another.
             return None;
         }
-        let pool = &self.inner.slots;
-        let m = &self.inner.master;
-        match m
+        let r = self
+            .inner
+            .master
             .put_reserved(self.inner.id, key, taken.slot.id, size, config)
-            .await
-        {
+            .await;
+        self.settle_one(key, taken, size, r)
+    }
+
+    /// What one `put_reserved` answer means for the put; `None`: put it the usual way.
+    fn settle_one(
+        &self,
+        key: &str,
+        taken: Taken,
+        size: u64,
+        answer: Result<Option<ReservedSlot>, ErrorCode>,
+    ) -> Option<Result<(), ErrorCode>> {
+        let pool = &self.inner.slots;
+        match answer {
             Ok(next) => {
                 self.remember(key, std::slice::from_ref(&taken.slot.replica));
                 if let Some(next) = next {
@@ -167,6 +189,98 @@ impl Client {
                 None
             }
         }
+    }
+
+    /// Slots for a batch of puts of `sizes` (all or none: `None` puts the batch the usual
+    /// way), from the pool or reserved now, one call per size short of slots.
+    pub(super) async fn take_slots(
+        &self,
+        sizes: &[u64],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Option<Vec<Taken>> {
+        let fits = |n: &u64| *n > 0 && *n <= SLOT_MAX_BYTES;
+        if upsert || sizes.is_empty() || !config.fits_reserved_slot() || !sizes.iter().all(fits) {
+            return None;
+        }
+        let pool = &self.inner.slots;
+        let now = Instant::now();
+        let mut out: Vec<Option<Taken>> = sizes
+            .iter()
+            .map(|n| pool.pop(*n, now).map(|slot| Taken { slot, at: now }))
+            .collect();
+        let mut short: HashMap<u64, usize> = HashMap::new();
+        for (n, t) in sizes.iter().zip(&out) {
+            if t.is_none() {
+                *short.entry(*n).or_default() += 1;
+            }
+        }
+        let refused = pool
+            .refused_at
+            .lock()
+            .is_some_and(|t| now.saturating_duration_since(t) < RETRY_AFTER);
+        for (size, missing) in short {
+            let got = if refused {
+                Vec::new()
+            } else {
+                let want = missing.clamp(RESERVE_AT_ONCE, MAX_RESERVE);
+                match self
+                    .inner
+                    .master
+                    .reserve_slots(self.inner.id, size, want)
+                    .await
+                {
+                    Ok(slots) => slots,
+                    Err(_) => {
+                        *pool.refused_at.lock() = Some(now);
+                        Vec::new()
+                    }
+                }
+            };
+            let mut got = got.into_iter();
+            for (n, t) in sizes.iter().zip(out.iter_mut()) {
+                if *n == size && t.is_none() {
+                    *t = got.next().map(|slot| Taken { slot, at: now });
+                }
+            }
+            got.for_each(|slot| pool.push(size, slot, now));
+        }
+        if out.iter().all(Option::is_some) {
+            return Some(out.into_iter().flatten().collect());
+        }
+        // Not enough: the batch goes the usual way; the slots wait for the next puts.
+        for (n, t) in sizes.iter().zip(out) {
+            if let Some(t) = t {
+                pool.push(*n, t.slot, t.at);
+            }
+        }
+        None
+    }
+
+    /// What a `batch_put_reserved` answer means for each put of the batch (in the order
+    /// of `keys`); `None` for the whole batch, or an item, that must go the usual way.
+    pub(super) fn settle_batch(
+        &self,
+        keys: &[&str],
+        taken: Vec<Taken>,
+        sizes: &[u64],
+        answer: crate::BatchResult<Option<ReservedSlot>>,
+    ) -> Option<Vec<Option<Result<(), ErrorCode>>>> {
+        let results = match answer {
+            Ok(r) if r.len() == keys.len() => r,
+            _ => {
+                self.inner.slots.clear();
+                return None;
+            }
+        };
+        Some(
+            keys.iter()
+                .zip(taken)
+                .zip(sizes)
+                .zip(results)
+                .map(|(((k, t), n), r)| self.settle_one(k, t, *n, r))
+                .collect(),
+        )
     }
 
     /// Slots this client holds (for tests and diagnostics).

@@ -97,7 +97,8 @@ impl Client {
         if let Some(taken) = self.take_slot(len, &config, upsert).await {
             // One master round trip (`slots.rs`).
             let rep = taken.replica().clone();
-            let mut written = self.copy_direct(&rep, parts).await || self.send_lent(&rep, parts).await;
+            let mut written =
+                self.copy_direct(&rep, parts).await || self.send_lent(&rep, parts).await;
             if !written {
                 fill(&mut filled);
                 written = self.push(&src, std::slice::from_ref(&rep)).await.is_ok();
@@ -355,7 +356,10 @@ impl Client {
             // One master round trip (`slots.rs`).
             let rep = std::slice::from_ref(taken.replica());
             let written = self.push(src, rep).await.is_ok();
-            if let Some(done) = self.commit_slot(key, taken, total(src), &config, written).await {
+            if let Some(done) = self
+                .commit_slot(key, taken, total(src), &config, written)
+                .await
+            {
                 return done;
             }
         }
@@ -406,6 +410,92 @@ impl Client {
         Some(dead)
     }
 
+    /// A batch of new keys, each into a slot reserved ahead (`slots.rs`): the writes, then
+    /// one `batch_put_reserved` instead of `batch_put_start` and `batch_put_end`. `None`
+    /// (the usual path then) for a batch that does not qualify (duplicate or empty keys,
+    /// values above the slots' size, an upsert, a config with placement wishes) or whose
+    /// writes or commit did not complete; keys that did commit meet `ObjectAlreadyExists`
+    /// there, a success. An item the commit refused for its slot goes the usual way alone.
+    async fn write_batch_slots(
+        &self,
+        keys: &[&str],
+        sources: &[Result<Source<'_>, ErrorCode>],
+        config: &ReplicateConfig,
+        upsert: bool,
+    ) -> Option<Vec<Result<(), ErrorCode>>> {
+        let sizes: Vec<u64> = sources
+            .iter()
+            .map(|s| s.as_ref().ok().map(Source::len))
+            .collect::<Option<_>>()?;
+        let distinct: std::collections::HashSet<&&str> = keys.iter().collect();
+        if distinct.len() != keys.len() || keys.len() > crate::MAX_BATCH_SIZE {
+            return None;
+        }
+        let taken = self.take_slots(&sizes, config, upsert).await?;
+        let mut queued = Queued::default();
+        let mut lent: Vec<LentWrite<'_>> = Vec::new();
+        for (j, (src, t)) in sources.iter().zip(&taken).enumerate() {
+            match src {
+                Ok(Source::Registered(parts)) => {
+                    queued.add(self, j, parts, t.replica()).await.ok()?
+                }
+                Ok(Source::Bytes(value, _)) => {
+                    if !self.copy_direct(t.replica(), &[value]).await {
+                        lent.push((j, t.replica(), *value));
+                    }
+                }
+                Err(_) => return None,
+            }
+        }
+        for (sent, group) in self.send_lent_groups(&lent).await {
+            if sent {
+                continue;
+            }
+            for (j, rep, value) in group {
+                let Ok(Source::Bytes(_, slice)) = &sources[j] else {
+                    return None;
+                };
+                slice.fill(value);
+                let staged = [(slice.addr(), value.len() as u64)];
+                queued.add(self, j, &staged, rep).await.ok()?;
+            }
+        }
+        if !self
+            .transfer_each(&queued.requests)
+            .await
+            .iter()
+            .all(|ok| *ok)
+        {
+            return None;
+        }
+        drop((queued, lent));
+        let items: Vec<(String, u64, u64)> = keys
+            .iter()
+            .zip(&taken)
+            .zip(&sizes)
+            .map(|((k, t), n)| ((*k).to_owned(), t.id(), *n))
+            .collect();
+        let m = &self.inner.master;
+        let answer = m.batch_put_reserved(self.inner.id, &items, config).await;
+        let settled = self.settle_batch(keys, taken, &sizes, answer)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (i, done) in settled.into_iter().enumerate() {
+            out.push(match (done, &sources[i]) {
+                (Some(r), _) => r,
+                (None, Ok(Source::Registered(parts))) => {
+                    self.write(keys[i], parts, config, upsert).await
+                }
+                (None, Ok(Source::Bytes(value, slice))) => {
+                    slice.fill(value);
+                    let src = [(slice.addr(), value.len() as u64)];
+                    self.write(keys[i], &src, config, upsert).await
+                }
+                (None, Err(e)) => Err(*e),
+            });
+        }
+        Some(out)
+    }
+
     async fn write_batch(
         &self,
         keys: &[&str],
@@ -413,6 +503,9 @@ impl Client {
         config: &ReplicateConfig,
         upsert: bool,
     ) -> Vec<Result<(), ErrorCode>> {
+        if let Some(out) = self.write_batch_slots(keys, sources, config, upsert).await {
+            return out;
+        }
         let mut out: Vec<Result<(), ErrorCode>> = sources
             .iter()
             .map(|s| s.as_ref().map(|_| ()).map_err(|e| *e))

@@ -499,6 +499,15 @@ impl MasterApi for GrpcMasterClient {
         super::slots::reserve(self, c, size, n).await
     }
 
+    async fn batch_put_reserved(
+        &self,
+        c: ClientId,
+        items: &[(String, u64, u64)],
+        config: &ReplicateConfig,
+    ) -> BatchResult<Option<crate::ReservedSlot>> {
+        super::slots::batch_put(self, c, items, config).await
+    }
+
     async fn put_reserved(
         &self,
         c: ClientId,

@@ -422,6 +422,13 @@ impl MasterService for GrpcMaster {
         super::slots::serve_reserve(self.api.as_ref(), req).await
     }
 
+    async fn batch_put_reserved(
+        &self,
+        req: Request<pb::BatchPutReservedRequest>,
+    ) -> RpcResult<pb::BatchPutReservedResponse> {
+        super::slots::serve_batch_put(self.api.as_ref(), req).await
+    }
+
     async fn put_reserved(
         &self,
         req: Request<pb::PutReservedRequest>,
