@@ -11,7 +11,10 @@ use tonic::codegen::Service;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Response, Status};
 
-use super::convert::{self, assignment_from_pb, batch_from_pb, check, client_to_pb, split};
+use super::convert::{
+    self, assignment_from_pb, batch_from_pb, check, client_to_pb, key_request, keys_request,
+    put_start_request, split, status_batch,
+};
 use super::pb;
 use super::pb::master_service_client::MasterServiceClient;
 use super::tunnel::Tunnel;
@@ -296,45 +299,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn key_request(client: ClientId, key: &str) -> pb::ClientKeyRequest {
-    let (client_hi, client_lo) = client_to_pb(client);
-    pb::ClientKeyRequest {
-        client_hi,
-        client_lo,
-        key: key.to_owned(),
-    }
-}
-
-fn keys_request(client: ClientId, keys: &[String]) -> pb::ClientKeysRequest {
-    let (client_hi, client_lo) = client_to_pb(client);
-    pb::ClientKeysRequest {
-        client_hi,
-        client_lo,
-        keys: keys.to_vec(),
-    }
-}
-
 type SlotsResult = Result<Vec<crate::ReservedSlot>, ErrorCode>;
-
-fn put_start_request(
-    client: ClientId,
-    key: &str,
-    size: u64,
-    config: &ReplicateConfig,
-) -> pb::PutStartRequest {
-    let (client_hi, client_lo) = client_to_pb(client);
-    pb::PutStartRequest {
-        client_hi,
-        client_lo,
-        key: key.to_owned(),
-        size,
-        config: Some(config.into()),
-    }
-}
-
-fn status_batch(r: pb::BatchStatusResponse, expected: usize) -> BatchResult<()> {
-    batch_from_pb(r.error_code, r.results, expected, |m| check(m.error_code))
-}
 
 #[async_trait]
 impl MasterApi for GrpcMasterClient {

@@ -421,6 +421,48 @@ pub(crate) fn put_items_from_pb(
     Ok(keys.into_iter().zip(sizes).collect())
 }
 
+/// The request of a call on one key by `client`.
+pub(super) fn key_request(client: ClientId, key: &str) -> pb::ClientKeyRequest {
+    let (client_hi, client_lo) = client_to_pb(client);
+    pb::ClientKeyRequest {
+        client_hi,
+        client_lo,
+        key: key.to_owned(),
+    }
+}
+
+/// The request of a call on many keys by `client`.
+pub(super) fn keys_request(client: ClientId, keys: &[String]) -> pb::ClientKeysRequest {
+    let (client_hi, client_lo) = client_to_pb(client);
+    pb::ClientKeysRequest {
+        client_hi,
+        client_lo,
+        keys: keys.to_vec(),
+    }
+}
+
+/// The request of a `PutStart` (or `UpsertStart`).
+pub(super) fn put_start_request(
+    client: ClientId,
+    key: &str,
+    size: u64,
+    config: &ReplicateConfig,
+) -> pb::PutStartRequest {
+    let (client_hi, client_lo) = client_to_pb(client);
+    pb::PutStartRequest {
+        client_hi,
+        client_lo,
+        key: key.to_owned(),
+        size,
+        config: Some(config.into()),
+    }
+}
+
+/// The per-key results of a batch status answer.
+pub(super) fn status_batch(r: pb::BatchStatusResponse, expected: usize) -> crate::BatchResult<()> {
+    batch_from_pb(r.error_code, r.results, expected, |m| check(m.error_code))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
