@@ -17,7 +17,9 @@ use crate::core::{DrainJobView, MasterCore, SegmentStatus, TickReport};
 use crate::ha::Replicator;
 
 mod disk;
+pub(crate) mod gate;
 mod guard;
+mod render;
 
 use crate::metrics::{Metrics, Op};
 use crate::state::{StateDir, StateError};
@@ -37,6 +39,8 @@ pub struct Master {
     pub(crate) repl: Option<Arc<Replicator>>,
     /// Wake-ups of disk-tier polls and of calls waiting for disk tasks.
     disk: disk::DiskSignals,
+    /// Allocating calls wait until then (`master/gate.rs`).
+    allocations_open: Instant,
 }
 
 impl Master {
@@ -55,6 +59,7 @@ impl Master {
             state: None,
             repl: None,
             disk: disk::DiskSignals::default(),
+            allocations_open: gate::opens_at(),
         })
     }
 
@@ -78,6 +83,7 @@ impl Master {
             state: None,
             repl: Some(repl),
             disk: disk::DiskSignals::default(),
+            allocations_open: gate::opens_at(),
         };
         let seconds = started.elapsed().as_secs_f64();
         master
@@ -121,6 +127,7 @@ impl Master {
             state: None,
             repl: None,
             disk: disk::DiskSignals::default(),
+            allocations_open: gate::opens_at(),
         };
         dir.compact(&master.core)?;
         master.lock_core().enable_journal();
@@ -343,37 +350,7 @@ impl Master {
         let mut out = String::new();
         {
             let core = self.lock_core();
-            let stats = core.eviction_stats();
-            let gauges = [
-                ("master_allocated_bytes", core.allocated()),
-                ("master_total_capacity_bytes", core.capacity()),
-                ("master_key_count", core.key_count() as u64),
-                (
-                    "master_soft_pin_key_count",
-                    core.soft_pin_key_count() as u64,
-                ),
-                ("master_active_clients", core.active_clients() as u64),
-            ];
-            for (name, v) in gauges {
-                let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
-            }
-            for (seg, cap, used) in core.segment_usage() {
-                let _ = writeln!(out, "segment_allocated_bytes{{segment=\"{seg}\"}} {used}");
-                let _ = writeln!(
-                    out,
-                    "segment_total_capacity_bytes{{segment=\"{seg}\"}} {cap}"
-                );
-            }
-            let counters = [
-                ("master_successful_evictions_total", stats.successful_passes),
-                ("master_attempted_evictions_total", stats.attempted_passes),
-                ("master_evicted_key_count", stats.evicted_keys),
-                ("master_evicted_size_bytes", stats.evicted_bytes),
-            ];
-            for (name, v) in counters {
-                let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
-            }
-            crate::explain::render_lookup_metrics(&core, &mut out);
+            render::core_metrics(&core, &mut out);
             disk::render(&core, &mut out);
         }
         self.metrics.render(&mut out);
@@ -525,6 +502,7 @@ impl MasterApi for Master {
         size: u64,
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        gate::wait_until(self.allocations_open).await;
         let t = Instant::now();
         let first = self.lock_core().put_start(client, key, size, config, t);
         let r = match first {
@@ -544,6 +522,7 @@ impl MasterApi for Master {
         items: &[(String, u64)],
         config: &ReplicateConfig,
     ) -> BatchResult<Vec<ReplicaDescriptor>> {
+        gate::wait_until(self.allocations_open).await;
         let mut rs = self.batch(Op::PutStart, items, |core, (k, n), now| {
             core.put_start(client, k, *n, config, now)
         })?;
@@ -565,6 +544,7 @@ impl MasterApi for Master {
         size: u64,
         count: usize,
     ) -> Result<Vec<ReservedSlot>, ErrorCode> {
+        gate::wait_until(self.allocations_open).await;
         let t = Instant::now();
         let count = count.min(crate::core::MAX_SLOTS_PER_CALL);
         let r = self.lock_core().reserve_slots(client, size, count, t);
@@ -579,6 +559,7 @@ impl MasterApi for Master {
         items: &[(String, u64, u64)],
         config: &ReplicateConfig,
     ) -> BatchResult<Option<ReservedSlot>> {
+        gate::wait_until(self.allocations_open).await;
         self.batch(Op::PutEnd, items, |core, (key, slot, size), now| {
             core.put_reserved(client, key, *slot, *size, config, now)
         })
@@ -593,6 +574,7 @@ impl MasterApi for Master {
         size: u64,
         config: &ReplicateConfig,
     ) -> Result<Option<ReservedSlot>, ErrorCode> {
+        gate::wait_until(self.allocations_open).await;
         let t = Instant::now();
         let r = self
             .lock_core()
@@ -630,6 +612,7 @@ impl MasterApi for Master {
         size: u64,
         config: &ReplicateConfig,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
+        gate::wait_until(self.allocations_open).await;
         let r = self
             .lock_core()
             .upsert_start(client, key, size, config, Instant::now());
@@ -660,6 +643,7 @@ impl MasterApi for Master {
         client: ClientId,
         segment: SegmentId,
     ) -> Result<Vec<DrainMove>, ErrorCode> {
+        gate::wait_until(self.allocations_open).await;
         let r = self.lock_core().drain_start(client, segment);
         if let Ok(moves) = &r {
             tracing::info!(segment = ?segment, objects = moves.len(), "draining a segment");
@@ -699,6 +683,7 @@ impl MasterApi for Master {
     }
 
     async fn create_copy_task(&self, key: &str, targets: &[String]) -> Result<TaskId, ErrorCode> {
+        gate::wait_until(self.allocations_open).await;
         let r = self
             .lock_core()
             .create_copy_task(key, targets, Instant::now(), wall_ms());
@@ -711,6 +696,7 @@ impl MasterApi for Master {
         source: &str,
         target: &str,
     ) -> Result<TaskId, ErrorCode> {
+        gate::wait_until(self.allocations_open).await;
         let r = self
             .lock_core()
             .create_move_task(key, source, target, Instant::now(), wall_ms());

@@ -15,6 +15,9 @@ use super::{MasterCore, Slot, State};
 
 /// Slots a client may hold per call of `reserve_slots`.
 pub(crate) const MAX_SLOTS_PER_CALL: usize = 64;
+/// The largest value a slot is lent for: above it the transfer, not the round trip, is
+/// the cost, and slots held ahead would take real room from the cache.
+pub(crate) const MAX_SLOT_BYTES: u64 = 64 << 10;
 
 /// One reserved range.
 #[derive(Debug, Clone, Copy)]
@@ -43,18 +46,31 @@ impl MasterCore {
         count: usize,
         now: Instant,
     ) -> Result<Vec<ReservedSlot>, ErrorCode> {
-        if size == 0 || count == 0 || count > MAX_SLOTS_PER_CALL {
+        if size == 0 || size > MAX_SLOT_BYTES || count == 0 || count > MAX_SLOTS_PER_CALL {
             return Err(ErrorCode::InvalidParams);
         }
-        let config = ReplicateConfig::default();
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
-            match self.place(client, size, &config).first() {
-                Some(&slot) => out.push(self.lend(client, slot, size, now)),
+            match self.place_slot(client, size, now) {
+                Some(slot) => out.push(self.lend(client, slot, size, now)),
                 None => break,
             }
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// A range for a slot, evicting as a put would when the store is full; `None` when
+    /// nothing is evictable.
+    fn place_slot(&mut self, client: ClientId, size: u64, now: Instant) -> Option<Slot> {
+        let config = ReplicateConfig::default();
+        loop {
+            if let Some(&slot) = self.place(client, size, &config).first() {
+                return Some(slot);
+            }
+            if !self.placeable(size, &config) || self.evict(size, now) == 0 {
+                return None;
+            }
+        }
     }
 
     /// Files `slot` as reserved for `client`; its descriptor.

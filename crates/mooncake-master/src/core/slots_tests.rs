@@ -90,28 +90,46 @@ fn slots_of_others_of_another_size_or_unknown_are_refused() {
     assert_eq!(c.reserve_slots(W, 0, 1, t), Err(ErrorCode::InvalidParams));
     assert_eq!(c.reserve_slots(W, 1, 0, t), Err(ErrorCode::InvalidParams));
     assert!(!c.contains("k"), "nothing was created");
-    // Space short: fewer slots, never an eviction.
-    assert_eq!(c.reserve_slots(W, 40 * MIB, 3, t).unwrap().len(), 1);
+    // Only small values get slots.
+    assert_eq!(c.reserve_slots(W, MIB, 1, t), Err(ErrorCode::InvalidParams));
+}
+
+#[test]
+fn a_full_store_evicts_for_slots_as_for_puts() {
+    let (mut c, t) = core();
+    c.put_start(W, "big", 63 * MIB, &ReplicateConfig::default(), t)
+        .unwrap();
+    c.put_end(W, "big", t).unwrap();
+    let later = t + Duration::from_secs(10);
+    assert_eq!(c.reserve_slots(W, 64 << 10, 32, later).unwrap().len(), 32);
+    assert!(!c.contains("big"), "evicted to make room");
 }
 
 #[test]
 fn unused_slots_expire_and_their_space_comes_back_after_the_release_timeout() {
     let (mut c, t) = core();
-    let slot = c.reserve_slots(W, MIB, 1, t).unwrap().remove(0);
+    let slot = c.reserve_slots(W, 64 << 10, 1, t).unwrap().remove(0);
     c.tick(t + Duration::from_secs(29));
     assert_eq!(c.reserved_slots(), 1);
     c.tick(t + Duration::from_secs(30));
     assert_eq!(c.reserved_slots(), 0);
     assert_eq!(
         c.allocated(),
-        MIB,
+        64 << 10,
         "a late writer may still write: space held"
     );
     c.tick(t + Duration::from_secs(30 + 600));
     assert_eq!(c.allocated(), 0);
     let cfg = ReplicateConfig::default();
     assert_eq!(
-        c.put_reserved(W, "k", slot.id, MIB, &cfg, t + Duration::from_secs(700)),
+        c.put_reserved(
+            W,
+            "k",
+            slot.id,
+            64 << 10,
+            &cfg,
+            t + Duration::from_secs(700)
+        ),
         Err(ErrorCode::UnavailableInCurrentStatus)
     );
 }

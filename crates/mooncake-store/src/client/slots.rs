@@ -13,9 +13,9 @@ use super::Client;
 use crate::types::{ReplicaDescriptor, ReplicateConfig, ReservedSlot};
 use crate::ErrorCode;
 
-/// Values up to this size use slots (above it the transfer, not the round trip, is the
-/// cost).
-pub(super) const SLOT_MAX_BYTES: u64 = 1 << 20;
+/// Values up to this size use slots (the master lends no larger ones: above it the
+/// transfer, not the round trip, is the cost, and slots held ahead take room).
+pub(super) const SLOT_MAX_BYTES: u64 = 64 << 10;
 /// Slots asked for at once when the pool of a size is empty.
 const RESERVE_AT_ONCE: usize = 4;
 /// Slots one reserve call asks for at most (the master's cap).
@@ -25,20 +25,41 @@ const KEEP_PER_SIZE: usize = 64;
 /// A slot older than this is not used: the master frees slots unused for
 /// `put_start_discard_timeout` (the C++ default is 30 s).
 const SLOT_MAX_AGE: Duration = Duration::from_secs(10);
+/// A slot is written into only within this long of the last answer of the master that
+/// lent it (a successful reserve or put into a slot): a new master incarnation (restart,
+/// failover) knows nothing of its predecessor's slots and may hand their ranges to other
+/// puts, but allocates nothing for 600 ms after it starts (`mooncake-master`'s
+/// `master/gate.rs`), longer than this. Past it the pool is dropped and slots reserved
+/// afresh.
+const CONFIRMED_FOR: Duration = Duration::from_millis(300);
 /// After a master refused to reserve (an older master), slots are not asked for again
 /// for this long.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// After a master had no room for any slot, none are asked for again for this long.
+const RETRY_FULL_AFTER: Duration = Duration::from_secs(1);
 
 /// The slots this client holds, by value size.
 #[derive(Debug, Default)]
 pub(super) struct SlotPool {
     by_size: parking_lot::Mutex<HashMap<u64, Vec<(ReservedSlot, Instant)>>>,
-    refused_at: parking_lot::Mutex<Option<Instant>>,
+    /// Until when no slots are asked for (a refusing or full master).
+    retry_at: parking_lot::Mutex<Option<Instant>>,
+    /// When the master that lent the pooled slots last answered a slot call.
+    confirmed: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl SlotPool {
     fn pop(&self, size: u64, now: Instant) -> Option<ReservedSlot> {
+        let fresh = self
+            .confirmed
+            .lock()
+            .is_some_and(|t| now.saturating_duration_since(t) < CONFIRMED_FOR);
         let mut by_size = self.by_size.lock();
+        if !fresh {
+            // The lender may have been replaced since: none of these may be written.
+            by_size.clear();
+            return None;
+        }
         let list = by_size.get_mut(&size)?;
         while let Some((slot, at)) = list.pop() {
             if now.saturating_duration_since(at) < SLOT_MAX_AGE {
@@ -58,6 +79,11 @@ impl SlotPool {
 
     fn clear(&self) {
         self.by_size.lock().clear();
+    }
+
+    /// The master that lent the pooled slots just answered a slot call.
+    fn confirm(&self) {
+        *self.confirmed.lock() = Some(Instant::now());
     }
 
     /// How many slots are held (for tests).
@@ -102,11 +128,7 @@ impl Client {
         if let Some(slot) = pool.pop(size, now) {
             return Some(Taken { slot, at: now });
         }
-        if pool
-            .refused_at
-            .lock()
-            .is_some_and(|t| now.saturating_duration_since(t) < RETRY_AFTER)
-        {
+        if pool.retry_at.lock().is_some_and(|t| now < t) {
             return None;
         }
         let reserved = self
@@ -115,7 +137,11 @@ impl Client {
             .reserve_slots(self.inner.id, size, RESERVE_AT_ONCE);
         match reserved.await {
             Ok(mut slots) => {
-                let first = slots.pop()?;
+                pool.confirm();
+                let Some(first) = slots.pop() else {
+                    *pool.retry_at.lock() = Some(now + RETRY_FULL_AFTER);
+                    return None;
+                };
                 for s in slots {
                     pool.push(size, s, now);
                 }
@@ -126,7 +152,7 @@ impl Client {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "the master lends no slots; putting in two calls");
-                *pool.refused_at.lock() = Some(now);
+                *pool.retry_at.lock() = Some(now + RETRY_AFTER);
                 None
             }
         }
@@ -165,6 +191,7 @@ impl Client {
         let pool = &self.inner.slots;
         match answer {
             Ok(next) => {
+                pool.confirm();
                 self.remember(key, std::slice::from_ref(&taken.slot.replica));
                 if let Some(next) = next {
                     pool.push(size, next, Instant::now());
@@ -174,6 +201,7 @@ impl Client {
             // The key exists: it keeps its value and the put succeeds (Mooncake's
             // semantics); the slot is still this client's.
             Err(ErrorCode::ObjectAlreadyExists) => {
+                pool.confirm();
                 pool.push(size, taken.slot, taken.at);
                 Some(Ok(()))
             }
@@ -215,10 +243,7 @@ impl Client {
                 *short.entry(*n).or_default() += 1;
             }
         }
-        let refused = pool
-            .refused_at
-            .lock()
-            .is_some_and(|t| now.saturating_duration_since(t) < RETRY_AFTER);
+        let refused = pool.retry_at.lock().is_some_and(|t| now < t);
         for (size, missing) in short {
             let got = if refused {
                 Vec::new()
@@ -232,7 +257,7 @@ impl Client {
                 {
                     Ok(slots) => slots,
                     Err(_) => {
-                        *pool.refused_at.lock() = Some(now);
+                        *pool.retry_at.lock() = Some(now + RETRY_AFTER);
                         Vec::new()
                     }
                 }
