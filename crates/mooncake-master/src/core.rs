@@ -386,7 +386,14 @@ impl MasterCore {
         now: Instant,
     ) -> Result<Vec<ReplicaDescriptor>, ErrorCode> {
         let key = validate_put(key, size, config, self.config.max_kv_soft_pin_ttl)?;
-        if let Some(o) = self.objects.get(key.as_str()) {
+        self.admit_new(key.as_str(), now)?;
+        self.allocate_object(client, key, size, config, now)
+    }
+
+    /// A put's rule for its key: `ObjectAlreadyExists` if it is complete or a put of it is
+    /// under way; a put abandoned for `put_start_discard_timeout` is discarded.
+    fn admit_new(&mut self, key: &str, now: Instant) -> Result<(), ErrorCode> {
+        if let Some(o) = self.objects.get(key) {
             match o.state {
                 State::Complete => return Err(ErrorCode::ObjectAlreadyExists),
                 State::Processing { started, .. }
@@ -396,12 +403,12 @@ impl MasterCore {
                     return Err(ErrorCode::ObjectAlreadyExists)
                 }
                 State::Processing { .. } => {
-                    self.preempt(key.as_str(), now);
-                    self.record(key.as_str(), Some(now), Event::Discarded);
+                    self.preempt(key, now);
+                    self.record(key, Some(now), Event::Discarded);
                 }
             }
         }
-        self.allocate_object(client, key, size, config, now)
+        Ok(())
     }
 
     /// Like `put_start`, replacing an existing complete object.

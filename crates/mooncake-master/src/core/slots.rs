@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use mooncake_store::{ClientId, ErrorCode, ReplicateConfig, ReservedSlot, SegmentId};
 
-use super::{MasterCore, Slot, State};
+use super::{MasterCore, Slot};
 
 /// Slots a client may hold per call of `reserve_slots`.
 pub(crate) const MAX_SLOTS_PER_CALL: usize = 64;
@@ -134,21 +134,7 @@ impl MasterCore {
             self.release_later(r.slot, now);
             return Err(ErrorCode::UnavailableInCurrentStatus);
         }
-        if let Some(o) = self.objects.get(key.as_str()) {
-            match o.state {
-                State::Complete => return Err(ErrorCode::ObjectAlreadyExists),
-                State::Processing { started, .. }
-                    if now.saturating_duration_since(started)
-                        < self.config.put_start_discard_timeout =>
-                {
-                    return Err(ErrorCode::ObjectAlreadyExists)
-                }
-                State::Processing { .. } => {
-                    self.preempt(key.as_str(), now);
-                    self.record(key.as_str(), Some(now), super::Event::Discarded);
-                }
-            }
-        }
+        self.admit_new(key.as_str(), now)?;
         self.slots.by_id.remove(&slot);
         self.supersede_offline(key.as_str());
         self.insert_processing(
