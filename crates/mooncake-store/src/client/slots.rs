@@ -22,9 +22,11 @@ const RESERVE_AT_ONCE: usize = 4;
 const MAX_RESERVE: usize = 64;
 /// Slots kept per size at most (more come back when several puts of one size overlap).
 const KEEP_PER_SIZE: usize = 64;
-/// A slot older than this is not used: the master frees slots unused for
-/// `put_start_discard_timeout` (the C++ default is 30 s).
-const SLOT_MAX_AGE: Duration = Duration::from_secs(10);
+/// A slot older than this is not used: well within `put_start_discard_timeout` (after
+/// which the master frees unused slots; 30 s by default) and within `client_ttl` (10 s by
+/// default), so a slot on a holder that died is never written once the master could have
+/// dropped its segment and placed puts on a restarted holder's memory.
+const SLOT_MAX_AGE: Duration = Duration::from_secs(2);
 /// A slot is written into only within this long of the last answer of the master that
 /// lent it (a successful reserve or put into a slot): a new master incarnation (restart,
 /// failover) knows nothing of its predecessor's slots and may hand their ranges to other
