@@ -552,6 +552,11 @@ impl MasterApi for Master {
         self.count(Op::PutStart, r)
     }
 
+    async fn release_slots(&self, client: ClientId, ids: &[u64]) -> Result<(), ErrorCode> {
+        self.lock_core().release_slots(client, ids);
+        Ok(())
+    }
+
     /// Counted as `put_end` calls in the metrics.
     async fn batch_put_reserved(
         &self,

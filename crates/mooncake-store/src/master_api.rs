@@ -127,6 +127,13 @@ pub trait MasterApi: Send + Sync + Debug {
         Err(ErrorCode::UnavailableInCurrentStatus)
     }
 
+    /// Gives back `client`'s slots among `ids` that it dropped unwritten; the master frees
+    /// them at once (unknown ids are ignored). By default nothing.
+    async fn release_slots(&self, client: ClientId, ids: &[u64]) -> Result<(), ErrorCode> {
+        let _ = (client, ids);
+        Ok(())
+    }
+
     /// [`MasterApi::put_reserved`] for many `(key, slot, size)` items with one config;
     /// results are per item. By default `UnavailableInCurrentStatus` as a whole.
     async fn batch_put_reserved(

@@ -142,6 +142,16 @@ macro_rules! impl_master_api_by_route {
                 })
                 .await
             }
+            async fn release_slots(
+                &self,
+                client: $crate::ClientId,
+                ids: &[u64],
+            ) -> Result<(), $crate::ErrorCode> {
+                self.route("release_slots", move |m| async move {
+                    m.release_slots(client, ids).await
+                })
+                .await
+            }
             async fn batch_put_reserved(
                 &self,
                 client: $crate::ClientId,

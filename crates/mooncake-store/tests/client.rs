@@ -728,6 +728,31 @@ async fn small_puts_go_into_reserved_slots() {
         };
         assert_eq!(reader.get(k).await.unwrap(), want, "{k}");
     }
+    // Slots unconfirmed for a while (their lender may have been replaced) are dropped,
+    // never written, and given back to the master, which frees them at once; the next put
+    // reserves afresh.
+    let allocated = || {
+        let text = c.master.render_metrics();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("master_allocated_bytes ")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap()
+    };
+    assert!(writer.reserved_slots_held() > 8);
+    let before = allocated();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    writer.put("late", &value(4096, 4), &cfg).await.unwrap();
+    assert!(writer.reserved_slots_held() <= 4, "the stale pool was kept");
+    assert_eq!(reader.get("late").await.unwrap(), value(4096, 4));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let after = allocated();
+    assert!(
+        after + 20_000 < before,
+        "the dropped slots were not given back: {before} then {after}"
+    );
     // Larger values and configs a slot cannot take go the usual way.
     writer
         .put("big", &value(2 * MIB as usize, 3), &cfg)

@@ -1,13 +1,13 @@
 //! Reserved slots: ranges lent to a client ahead of its next puts of one size, so that a
 //! put costs one master round trip (`put_reserved`) instead of two (`put_start`,
 //! `put_end`). A slot is placed as a put's replica would be (one replica, the master's
-//! choice of segment), carries the version its object will have, and is not journaled:
-//! like an unfinished put it is gone after a restart or failover, and its client then
-//! takes the two-call path. A slot unused for `put_start_discard_timeout` is freed after
-//! the release timeout, as an abandoned put's range is.
+//! choice of segment), carries the version its object will have (also its id), and is not
+//! journaled: like an unfinished put it is gone after a restart or failover, and its
+//! client then takes the two-call path. Clients release the slots they drop unwritten; a
+//! slot unused for 5 s is taken back, its range reused 65 s after the grant.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mooncake_store::{ClientId, ErrorCode, ReplicateConfig, ReservedSlot, SegmentId};
 
@@ -29,12 +29,19 @@ pub(super) struct Reserved {
     granted: Instant,
 }
 
-/// The reserved slots by id.
+/// The reserved slots by id (a slot's id is its object's version, which no master
+/// incarnation reissues: an id from a predecessor never names one of this master's).
 #[derive(Debug, Default)]
 pub(super) struct Slots {
     by_id: HashMap<u64, Reserved>,
-    next_id: u64,
 }
+
+/// A slot unused this long is taken back (clients stop using one after 2 s).
+const SLOT_EXPIRY: Duration = Duration::from_secs(5);
+/// A taken-back slot's range is reused only this long after its grant: a write a client
+/// started into it (at most 2 s after the grant) has ended by then, as every transfer
+/// ends within twice the engine's I/O timeout (60 s by default).
+const SLOT_RELEASE: Duration = Duration::from_secs(65);
 
 impl MasterCore {
     /// Reserves up to `count` ranges of `size` bytes for `client`'s next puts of that
@@ -84,10 +91,8 @@ impl MasterCore {
         let version = self.next_version;
         self.next_version += 1;
         let replica = self.describe(&slot, size, version)?;
-        let slots = &mut self.slots;
-        slots.next_id += 1;
-        let id = slots.next_id;
-        slots.by_id.insert(
+        let id = version;
+        self.slots.by_id.insert(
             id,
             Reserved {
                 owner: client,
@@ -157,26 +162,40 @@ impl MasterCore {
         self.delayed_frees.push((at, slot.segment, slot.handle));
     }
 
-    /// Frees the slots unused for `put_start_discard_timeout` (after the release timeout,
-    /// as an abandoned put's range), and those of segments that are gone. (Pure clients
-    /// have no client state here to expire with: age alone decides.)
+    /// Takes back the slots unused for [`SLOT_EXPIRY`] (their ranges free
+    /// [`SLOT_RELEASE`] after the grant) and forgets those of segments that are gone.
     pub(super) fn expire_slots(&mut self, now: Instant) {
-        let discard = self.config.put_start_discard_timeout;
         let stale: Vec<u64> = self
             .slots
             .by_id
             .iter()
             .filter(|(_, r)| {
-                now.saturating_duration_since(r.granted) >= discard
+                now.saturating_duration_since(r.granted) >= SLOT_EXPIRY
                     || !self.segments.contains_key(&r.slot.segment)
             })
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
             if let Some(r) = self.slots.by_id.remove(&id) {
-                self.release_later(r.slot, now);
+                let at = (r.granted + SLOT_RELEASE).max(now);
+                self.delayed_frees.push((at, r.slot.segment, r.slot.handle));
             }
         }
+    }
+
+    /// Frees at once `client`'s slots among `ids` (slots it dropped unwritten: too old to
+    /// use, or more than it keeps); ids it does not hold are ignored. How many it freed.
+    pub fn release_slots(&mut self, client: ClientId, ids: &[u64]) -> usize {
+        let mut freed = 0;
+        for id in ids {
+            if self.slots.by_id.get(id).is_some_and(|r| r.owner == client) {
+                if let Some(r) = self.slots.by_id.remove(id) {
+                    self.free_slot(r.slot.segment, r.slot.handle);
+                    freed += 1;
+                }
+            }
+        }
+        freed
     }
 
     /// Forgets the slots on segment `id` (its ranges went with it).

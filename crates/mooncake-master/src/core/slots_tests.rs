@@ -106,32 +106,39 @@ fn a_full_store_evicts_for_slots_as_for_puts() {
 }
 
 #[test]
-fn unused_slots_expire_and_their_space_comes_back_after_the_release_timeout() {
+fn unused_slots_are_taken_back_and_their_space_reused_after_any_write_could_land() {
     let (mut c, t) = core();
     let slot = c.reserve_slots(W, 64 << 10, 1, t).unwrap().remove(0);
-    c.tick(t + Duration::from_secs(29));
+    c.tick(t + Duration::from_secs(4));
     assert_eq!(c.reserved_slots(), 1);
-    c.tick(t + Duration::from_secs(30));
+    c.tick(t + Duration::from_secs(5));
     assert_eq!(c.reserved_slots(), 0);
     assert_eq!(
         c.allocated(),
         64 << 10,
-        "a late writer may still write: space held"
+        "a write started into it may still land: space held"
     );
-    c.tick(t + Duration::from_secs(30 + 600));
+    c.tick(t + Duration::from_secs(65));
     assert_eq!(c.allocated(), 0);
     let cfg = ReplicateConfig::default();
     assert_eq!(
-        c.put_reserved(
-            W,
-            "k",
-            slot.id,
-            64 << 10,
-            &cfg,
-            t + Duration::from_secs(700)
-        ),
+        c.put_reserved(W, "k", slot.id, 64 << 10, &cfg, t + Duration::from_secs(66)),
         Err(ErrorCode::UnavailableInCurrentStatus)
     );
+}
+
+#[test]
+fn released_slots_are_freed_at_once_and_only_their_owners_can_release_them() {
+    let (mut c, t) = core();
+    let slots = c.reserve_slots(W, 4096, 3, t).unwrap();
+    let ids: Vec<u64> = slots.iter().map(|s| s.id).collect();
+    assert_eq!(c.release_slots(ClientId(2), &ids), 0, "not its slots");
+    assert_eq!(c.release_slots(W, &[ids[0], ids[1], 12345]), 2);
+    assert_eq!(c.reserved_slots(), 1);
+    assert_eq!(c.allocated(), 4096);
+    assert!(c
+        .put_reserved(W, "k", ids[2], 4096, &ReplicateConfig::default(), t)
+        .is_ok());
 }
 
 #[test]

@@ -48,6 +48,8 @@ pub(super) struct SlotPool {
     retry_at: parking_lot::Mutex<Option<Instant>>,
     /// When the master that lent the pooled slots last answered a slot call.
     confirmed: parking_lot::Mutex<Option<Instant>>,
+    /// Slots dropped unwritten, to give back to the master (`Client::release_dropped`).
+    dropped: parking_lot::Mutex<Vec<u64>>,
 }
 
 impl SlotPool {
@@ -59,7 +61,10 @@ impl SlotPool {
         let mut by_size = self.by_size.lock();
         if !fresh {
             // The lender may have been replaced since: none of these may be written.
-            by_size.clear();
+            let mut dropped = self.dropped.lock();
+            for (_, list) in by_size.drain() {
+                dropped.extend(list.into_iter().map(|(s, _)| s.id));
+            }
             return None;
         }
         let list = by_size.get_mut(&size)?;
@@ -67,6 +72,7 @@ impl SlotPool {
             if now.saturating_duration_since(at) < SLOT_MAX_AGE {
                 return Some(slot);
             }
+            self.dropped.lock().push(slot.id);
         }
         None
     }
@@ -76,11 +82,16 @@ impl SlotPool {
         let list = by_size.entry(size).or_default();
         if list.len() < KEEP_PER_SIZE {
             list.push((slot, at));
+        } else {
+            self.dropped.lock().push(slot.id);
         }
     }
 
     fn clear(&self) {
-        self.by_size.lock().clear();
+        let mut dropped = self.dropped.lock();
+        for (_, list) in self.by_size.lock().drain() {
+            dropped.extend(list.into_iter().map(|(s, _)| s.id));
+        }
     }
 
     /// The master that lent the pooled slots just answered a slot call.
@@ -127,7 +138,9 @@ impl Client {
         }
         let pool = &self.inner.slots;
         let now = Instant::now();
-        if let Some(slot) = pool.pop(size, now) {
+        let popped = pool.pop(size, now);
+        self.release_dropped();
+        if let Some(slot) = popped {
             return Some(Taken { slot, at: now });
         }
         if pool.retry_at.lock().is_some_and(|t| now < t) {
@@ -190,6 +203,18 @@ impl Client {
         size: u64,
         answer: Result<Option<ReservedSlot>, ErrorCode>,
     ) -> Option<Result<(), ErrorCode>> {
+        let done = self.settle_answer(key, taken, size, answer);
+        self.release_dropped();
+        done
+    }
+
+    fn settle_answer(
+        &self,
+        key: &str,
+        taken: Taken,
+        size: u64,
+        answer: Result<Option<ReservedSlot>, ErrorCode>,
+    ) -> Option<Result<(), ErrorCode>> {
         let pool = &self.inner.slots;
         match answer {
             Ok(next) => {
@@ -239,6 +264,7 @@ impl Client {
             .iter()
             .map(|n| pool.pop(*n, now).map(|slot| Taken { slot, at: now }))
             .collect();
+        self.release_dropped();
         let mut short: HashMap<u64, usize> = HashMap::new();
         for (n, t) in sizes.iter().zip(&out) {
             if t.is_none() {
@@ -273,6 +299,7 @@ impl Client {
             got.for_each(|slot| pool.push(size, slot, now));
         }
         if out.iter().all(Option::is_some) {
+            self.release_dropped();
             return Some(out.into_iter().flatten().collect());
         }
         // Not enough: the batch goes the usual way; the slots wait for the next puts.
@@ -281,6 +308,7 @@ impl Client {
                 pool.push(*n, t.slot, t.at);
             }
         }
+        self.release_dropped();
         None
     }
 
@@ -297,6 +325,7 @@ impl Client {
             Ok(r) if r.len() == keys.len() => r,
             _ => {
                 self.inner.slots.clear();
+                self.release_dropped();
                 return None;
             }
         };
@@ -308,6 +337,21 @@ impl Client {
                 .map(|(((k, t), n), r)| self.settle_one(k, t, *n, r))
                 .collect(),
         )
+    }
+
+    /// Gives the slots dropped unwritten back to the master in the background (a master
+    /// that does not know them ignores them: slot ids are never reissued).
+    fn release_dropped(&self) {
+        let ids = std::mem::take(&mut *self.inner.slots.dropped.lock());
+        if ids.is_empty() {
+            return;
+        }
+        let (master, id) = (self.inner.master.clone(), self.inner.id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = master.release_slots(id, &ids).await;
+            });
+        }
     }
 
     /// Slots this client holds (for tests and diagnostics).

@@ -464,6 +464,10 @@ impl MasterApi for GrpcMasterClient {
         super::slots::reserve(self, c, size, n).await
     }
 
+    async fn release_slots(&self, c: ClientId, ids: &[u64]) -> Result<(), ErrorCode> {
+        super::slots::release(self, c, ids).await
+    }
+
     async fn batch_put_reserved(
         &self,
         c: ClientId,

@@ -422,6 +422,13 @@ impl MasterService for GrpcMaster {
         super::slots::serve_reserve(self.api.as_ref(), req).await
     }
 
+    async fn release_slots(
+        &self,
+        req: Request<pb::ReleaseSlotsRequest>,
+    ) -> RpcResult<pb::StatusResponse> {
+        super::slots::serve_release(self.api.as_ref(), req).await
+    }
+
     async fn batch_put_reserved(
         &self,
         req: Request<pb::BatchPutReservedRequest>,

@@ -109,9 +109,36 @@ pub(super) async fn batch_put(
     })
 }
 
+/// One `ReleaseSlots`.
+pub(super) async fn release(
+    client: &super::client::GrpcMasterClient,
+    id: ClientId,
+    ids: &[u64],
+) -> Result<(), ErrorCode> {
+    let (client_hi, client_lo) = client_to_pb(id);
+    let req = pb::ReleaseSlotsRequest {
+        client_hi,
+        client_lo,
+        ids: ids.to_vec(),
+    };
+    let r = client
+        .call(
+            "ReleaseSlots",
+            |mut c| async move { c.release_slots(req).await },
+        )
+        .await?;
+    check(r.error_code)
+}
+
 // ---- server side ----
 
 impl FromClient for pb::ReserveSlotsRequest {
+    fn client(&self) -> ClientId {
+        client_from_pb(self.client_hi, self.client_lo)
+    }
+}
+
+impl FromClient for pb::ReleaseSlotsRequest {
     fn client(&self) -> ClientId {
         client_from_pb(self.client_hi, self.client_lo)
     }
@@ -215,4 +242,13 @@ pub(super) async fn serve_batch_put(
         },
     };
     Ok(Response::new(answer))
+}
+
+pub(super) async fn serve_release(
+    api: &dyn MasterApi,
+    req: Request<pb::ReleaseSlotsRequest>,
+) -> Result<Response<pb::StatusResponse>, Status> {
+    let r = req.into_inner();
+    let done = api.release_slots(r.client(), &r.ids).await;
+    Ok(Response::new(done.into()))
 }
