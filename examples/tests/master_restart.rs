@@ -51,31 +51,61 @@ fn metric(addr: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-#[test]
-fn a_master_killed_with_sigkill_comes_back_with_every_object() {
-    let started = Instant::now();
+/// A metadata server, a master keeping its state in a fresh directory named after `tag`,
+/// and one store service with a `segment` in private memory.
+struct Cluster {
+    _meta_server: Proc,
+    meta: String,
+    master: Proc,
+    rpc: String,
+    port: u16,
+    metrics: String,
+    _store: Proc,
+    state: TempDir,
+}
+
+fn start_cluster(tag: &str, segment: &str) -> Cluster {
     let state =
-        TempDir(std::env::temp_dir().join(format!("mooncake-e2e-state-{}", std::process::id())));
+        TempDir(std::env::temp_dir().join(format!("mooncake-e2e-{tag}-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&state.0);
-    let (_meta_server, mut meta_out) = spawn(
+    let (meta_server, mut meta_out) = spawn(
         env!("CARGO_BIN_EXE_http_metadata_server"),
         &["--host=127.0.0.1".into(), "--port=0".into()],
     );
     let meta = last_word(&mut meta_out, "http metadata server listening on");
-    let (mut master, rpc, metrics) = start_master(0, &state.0);
+    let (master, rpc, metrics) = start_master(0, &state.0);
     let port: u16 = rpc.rsplit(':').next().unwrap().parse().unwrap();
-    let (_store, mut store_out) = spawn(
+    let (store, mut store_out) = spawn(
         env!("CARGO_BIN_EXE_mooncake_store_service"),
         &[
             "--host=127.0.0.1".into(),
             "--port=0".into(),
-            "--global_segment_size=64 MB".into(),
+            format!("--global_segment_size={segment}"),
             "--shared_memory=false".into(),
             format!("--master_server_address={rpc}"),
             format!("--metadata_server={meta}"),
         ],
     );
     last_word(&mut store_out, "mooncake_store_service segment");
+    Cluster {
+        _meta_server: meta_server,
+        meta,
+        master,
+        rpc,
+        port,
+        metrics,
+        _store: store,
+        state,
+    }
+}
+
+#[test]
+fn a_master_killed_with_sigkill_comes_back_with_every_object() {
+    let started = Instant::now();
+    let c = start_cluster("state", "64 MB");
+    let (meta, rpc, port, metrics) = (c.meta.clone(), c.rpc.clone(), c.port, c.metrics.clone());
+    let state = &c.state;
+    let mut master = c.master;
 
     let args = ["--count=1000", "--size=16KiB"];
     let filled = cli(&rpc, &meta, &[args[0], args[1], "fill"]);
@@ -172,28 +202,10 @@ fn pattern(len: usize, seed: u32) -> Vec<u8> {
 #[test]
 fn stale_reserved_slots_are_never_written_after_a_master_restart() {
     use mooncake_store::{Client, ClientConfig, ReplicateConfig};
-    let state =
-        TempDir(std::env::temp_dir().join(format!("mooncake-e2e-slots-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&state.0);
-    let (_meta_server, mut meta_out) = spawn(
-        env!("CARGO_BIN_EXE_http_metadata_server"),
-        &["--host=127.0.0.1".into(), "--port=0".into()],
-    );
-    let meta = last_word(&mut meta_out, "http metadata server listening on");
-    let (mut master, rpc, _) = start_master(0, &state.0);
-    let port: u16 = rpc.rsplit(':').next().unwrap().parse().unwrap();
-    let (_store, mut store_out) = spawn(
-        env!("CARGO_BIN_EXE_mooncake_store_service"),
-        &[
-            "--host=127.0.0.1".into(),
-            "--port=0".into(),
-            "--global_segment_size=16 MB".into(),
-            "--shared_memory=false".into(),
-            format!("--master_server_address={rpc}"),
-            format!("--metadata_server={meta}"),
-        ],
-    );
-    last_word(&mut store_out, "mooncake_store_service segment");
+    let c = start_cluster("slots", "16 MB");
+    let (meta, rpc, port) = (c.meta.clone(), c.rpc.clone(), c.port);
+    let state = &c.state;
+    let mut master = c.master;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = ClientConfig {
         metadata_server: meta.clone(),

@@ -203,20 +203,8 @@ impl Client {
         size: u64,
         answer: Result<Option<ReservedSlot>, ErrorCode>,
     ) -> Option<Result<(), ErrorCode>> {
-        let done = self.settle_answer(key, taken, size, answer);
-        self.release_dropped();
-        done
-    }
-
-    fn settle_answer(
-        &self,
-        key: &str,
-        taken: Taken,
-        size: u64,
-        answer: Result<Option<ReservedSlot>, ErrorCode>,
-    ) -> Option<Result<(), ErrorCode>> {
         let pool = &self.inner.slots;
-        match answer {
+        let done = match answer {
             Ok(next) => {
                 pool.confirm();
                 self.remember(key, std::slice::from_ref(&taken.slot.replica));
@@ -243,7 +231,9 @@ impl Client {
                 pool.clear();
                 None
             }
-        }
+        };
+        self.release_dropped();
+        done
     }
 
     /// Slots for a batch of puts of `sizes` (all or none: `None` puts the batch the usual
