@@ -51,6 +51,19 @@ fn metric(addr: &str, name: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// Waits (at most 15 s) until the store service has remounted at the master whose metrics
+/// are at `metrics`: it notices a new master at its next ping.
+fn wait_for_remount(metrics: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(metrics, "master_remount_segment_requests_total").unwrap_or(0.0) < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the store service never remounted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A metadata server, a master keeping its state in a fresh directory named after `tag`,
 /// and one store service with a `segment` in private memory.
 struct Cluster {
@@ -126,15 +139,7 @@ fn a_master_killed_with_sigkill_comes_back_with_every_object() {
     let (_master2, rpc2, metrics2) = start_master(port, &state.0);
     assert_eq!(rpc2, rpc);
     assert_eq!(metric(&metrics2, "master_restored_key_count"), Some(1000.0));
-    // The store service notices the new master at its next ping and remounts.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(&metrics2, "master_remount_segment_requests_total").unwrap_or(0.0) < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the store service never remounted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_remount(&metrics2);
     let remounted = killed.elapsed();
 
     let verified = cli(&rpc, &meta, &[args[0], args[1], "verify"]);
@@ -229,14 +234,7 @@ fn stale_reserved_slots_are_never_written_after_a_master_restart() {
     master.0.kill().unwrap();
     let _ = master.0.wait();
     let (_master2, _, metrics2) = start_master(port, &state.0);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while metric(&metrics2, "master_remount_segment_requests_total").unwrap_or(0.0) < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the store service never remounted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_remount(&metrics2);
     rt.block_on(async {
         for i in 0..64 {
             b.put(&format!("b{i}"), &pattern(4096, 1000 + i), &rc)
