@@ -98,15 +98,17 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits until the client port accepts connections; the server's log when it
-    /// exited first (for example because another process took its port).
-    fn wait_listening(mut self) -> Result<Self, String> {
+    /// Waits until the server answers `probe` on its client port (a request and a
+    /// text its answer must contain: an accepted connection alone can be a loopback
+    /// connection to itself, or another process that holds the port); the server's log
+    /// when it exited first (for example because another process took its port).
+    fn wait_listening(mut self, probe: (&[u8], &str)) -> Result<Self, String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("server exited with {status}:\n{}", self.log()));
             }
-            if std::net::TcpStream::connect(&self.addr).is_ok() {
+            if answers(&self.addr, probe) {
                 // A server that lost its port exits at once: look again before trusting
                 // the connection (it may have reached whoever holds the port).
                 std::thread::sleep(Duration::from_millis(100));
@@ -126,6 +128,27 @@ impl Server {
     }
 }
 
+/// Whether the server at `addr` answers `request` with a reply containing `expect`.
+fn answers(addr: &str, (request, expect): (&[u8], &str)) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(request).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    let mut got = Vec::new();
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        got.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&got).contains(expect) {
+            return true;
+        }
+    }
+    false
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -139,6 +162,7 @@ fn spawn(
     binary: &Path,
     tag: &str,
     ports: usize,
+    probe: (&[u8], &str),
     args: impl Fn(&Path, &[u16]) -> Vec<String>,
 ) -> Server {
     let mut last = String::new();
@@ -164,7 +188,7 @@ fn spawn(
             log,
             _dir: dir,
         };
-        match server.wait_listening() {
+        match server.wait_listening(probe) {
             Ok(server) => return server,
             Err(log) => last = log,
         }
@@ -180,7 +204,9 @@ fn spawn(
 /// the conformance suite's 2 MiB descriptor fits.
 pub(crate) fn start_etcd() -> Option<Server> {
     let binary = require_binary("etcd", "etcd-server")?;
-    Some(spawn(&binary, "etcd", 2, |dir, ports| {
+    // Healthy: elected and serving.
+    let health: (&[u8], &str) = (b"GET /health HTTP/1.0\r\n\r\n", "\"health\":\"true\"");
+    Some(spawn(&binary, "etcd", 2, health, |dir, ports| {
         let client_url = format!("http://127.0.0.1:{}", ports[0]);
         let peer_url = format!("http://127.0.0.1:{}", ports[1]);
         vec![
@@ -201,7 +227,9 @@ pub(crate) fn start_etcd() -> Option<Server> {
 /// should skip. `extra` are more `--option value` arguments (e.g. `--requirepass`).
 pub(crate) fn start_redis(extra: &[&str]) -> Option<Server> {
     let binary = require_binary("redis-server", "redis-server")?;
-    Some(spawn(&binary, "redis", 1, |dir, ports| {
+    // A server with `--requirepass` answers NOAUTH, which is an answer too.
+    let ping: (&[u8], &str) = (b"PING\r\n", "\r\n");
+    Some(spawn(&binary, "redis", 1, ping, |dir, ports| {
         let fixed = [
             "--port".to_owned(),
             ports[0].to_string(),
