@@ -66,6 +66,42 @@ async fn v2_write_and_read_exact_bytes_on_one_persistent_connection() {
 }
 
 #[tokio::test]
+async fn pipelined_writes_of_mixed_sizes_land_exactly_across_read_ahead_boundaries() {
+    let (_e, buf, addr) = target().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Small, large (beyond the server's read-ahead), small after large, and a run of
+    // small ones whose headers straddle read boundaries: sent as one stream.
+    let sizes: Vec<usize> = [4096, 300 * 1024, 24, 1]
+        .into_iter()
+        .chain((0..40).map(|i| 4096 + i * 7))
+        .chain([200 * 1024, 5])
+        .collect();
+    let mut wire = Vec::new();
+    let mut expect = Vec::new();
+    let mut at = 0u64;
+    for (i, n) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
+        wire.extend_from_slice(&header(*n as u64, buf.addr() + at, 0x81));
+        wire.extend_from_slice(&payload);
+        expect.push((at, payload));
+        at += *n as u64;
+    }
+    assert!(at <= 1 << 20);
+    let (mut rd, mut wr) = s.split();
+    let send = async { wr.write_all(&wire).await.unwrap() };
+    let answers = async {
+        let mut statuses = vec![0u8; 8 * sizes.len()];
+        rd.read_exact(&mut statuses).await.unwrap();
+        statuses
+    };
+    let ((), statuses) = tokio::join!(send, answers);
+    assert!(statuses.chunks(8).all(|c| c == OK));
+    for (off, payload) in expect {
+        assert_eq!(buf.to_vec(off, payload.len()), payload, "write at {off}");
+    }
+}
+
+#[tokio::test]
 async fn v1_requests_get_no_status_frames() {
     let (_e, buf, addr) = target().await;
     let mut s = TcpStream::connect(addr).await.unwrap();

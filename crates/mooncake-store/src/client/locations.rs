@@ -8,24 +8,89 @@
 //! while the read completes.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
 use crate::types::ReplicaDescriptor;
 
-/// Entries kept before the table is cleared and refilled (about 10 MiB of keys at most).
+/// Entries kept before the table is cleared and refilled (a few MiB at most).
 const CAPACITY: usize = 1 << 16;
+/// Distinct holders remembered before their list is cleared with the table.
+const HOLDERS: usize = 256;
 
-/// Key -> the replica to read speculatively.
+/// Where a holder's bytes are reached: the strings every replica on it repeats, kept once.
+#[derive(Debug, PartialEq, Eq)]
+struct Holder {
+    transport_endpoint: String,
+    protocol: String,
+    segment_name: String,
+}
+
+/// One remembered replica: its range and version, and its holder's shared names.
+#[derive(Debug)]
+struct Spot {
+    buffer_address: u64,
+    size: u64,
+    version: u64,
+    holder: Arc<Holder>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// By a hash of the key. Two keys of one hash share an entry: the speculative read
+    /// of the one then names the other's replica, which the master's answer does not
+    /// list, so the read is discarded (an entry is only ever a guess).
+    spots: HashMap<u64, Spot>,
+    holders: Vec<Arc<Holder>>,
+}
+
+impl Table {
+    /// The shared names of `r`'s holder (a few holders at most, compared by value).
+    fn holder(&mut self, r: &ReplicaDescriptor) -> Arc<Holder> {
+        let same = |h: &&Arc<Holder>| {
+            h.segment_name == r.segment_name
+                && h.transport_endpoint == r.transport_endpoint
+                && h.protocol == r.protocol
+        };
+        if let Some(h) = self.holders.iter().find(same) {
+            return h.clone();
+        }
+        let h = Arc::new(Holder {
+            transport_endpoint: r.transport_endpoint.clone(),
+            protocol: r.protocol.clone(),
+            segment_name: r.segment_name.clone(),
+        });
+        self.holders.push(h.clone());
+        h
+    }
+}
+
+/// Key -> the replica to read speculatively. Remembering is on every put's path, so an
+/// entry costs no allocation: keys are kept as hashes, holders' names once.
 #[derive(Debug, Default)]
 pub(crate) struct Locations {
-    map: Mutex<HashMap<String, ReplicaDescriptor>>,
+    map: Mutex<Table>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Locations {
+    fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     /// The cached replica of `key`, if it has a version.
     pub(crate) fn get(&self, key: &str) -> Option<ReplicaDescriptor> {
-        self.map.lock().get(key).cloned()
+        let h = self.hash(key);
+        self.map.lock().spots.get(&h).map(|s| ReplicaDescriptor {
+            buffer_address: s.buffer_address,
+            size: s.size,
+            version: s.version,
+            transport_endpoint: s.holder.transport_endpoint.clone(),
+            protocol: s.holder.protocol.clone(),
+            segment_name: s.holder.segment_name.clone(),
+        })
     }
 
     /// Remembers `replica` as where `key`'s bytes are (ignored without a version).
@@ -33,16 +98,28 @@ impl Locations {
         if replica.version == 0 {
             return;
         }
-        let mut map = self.map.lock();
-        if map.len() >= CAPACITY && !map.contains_key(key) {
-            map.clear();
+        let h = self.hash(key);
+        let mut t = self.map.lock();
+        if (t.spots.len() >= CAPACITY && !t.spots.contains_key(&h)) || t.holders.len() >= HOLDERS {
+            t.spots.clear();
+            t.holders.clear();
         }
-        map.insert(key.to_owned(), replica.clone());
+        let holder = t.holder(replica);
+        t.spots.insert(
+            h,
+            Spot {
+                buffer_address: replica.buffer_address,
+                size: replica.size,
+                version: replica.version,
+                holder,
+            },
+        );
     }
 
     /// Forgets `key`.
     pub(crate) fn remove(&self, key: &str) {
-        self.map.lock().remove(key);
+        let h = self.hash(key);
+        self.map.lock().spots.remove(&h);
     }
 }
 
@@ -69,10 +146,35 @@ mod tests {
         for i in 0..CAPACITY + 10 {
             l.insert(&format!("k{i}"), &rep(1));
         }
-        assert!(l.map.lock().len() <= CAPACITY);
+        assert!(l.map.lock().spots.len() <= CAPACITY);
         l.insert("k", &rep(2));
         assert_eq!(l.get("k"), Some(rep(2)));
         l.remove("k");
         assert_eq!(l.get("k"), None);
+    }
+
+    #[test]
+    fn holders_are_kept_once_and_each_entry_keeps_its_own() {
+        let l = Locations::default();
+        let mut other = rep(3);
+        other.segment_name = "b:2".into();
+        other.transport_endpoint = "b:2".into();
+        l.insert("x", &rep(1));
+        l.insert("y", &rep(2));
+        l.insert("z", &other);
+        assert_eq!(l.get("x"), Some(rep(1)));
+        assert_eq!(l.get("y"), Some(rep(2)));
+        assert_eq!(l.get("z"), Some(other));
+        assert_eq!(l.map.lock().holders.len(), 2);
+        for i in 0..HOLDERS + 5 {
+            let mut r = rep(1);
+            r.segment_name = format!("s{i}");
+            l.insert(&format!("h{i}"), &r);
+        }
+        assert!(l.map.lock().holders.len() <= HOLDERS);
+        assert_eq!(
+            l.get(&format!("h{}", HOLDERS + 4)).unwrap().segment_name,
+            format!("s{}", HOLDERS + 4)
+        );
     }
 }

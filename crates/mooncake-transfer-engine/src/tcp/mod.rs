@@ -2,6 +2,7 @@
 
 mod client;
 mod direct;
+mod input;
 mod server;
 mod together;
 

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use super::input::Input;
 use super::MAX_IOV;
 use mooncake_metadata::AuthToken;
 
@@ -70,25 +71,21 @@ enum ConnError {
     Unauthenticated,
 }
 
-/// Bytes read ahead: pipelined headers (and the start of WRITE payloads) arrive in one
-/// syscall instead of one per header.
-const READ_AHEAD: usize = 32 * 1024;
-
 /// Reads a header; `Ok(None)` on a clean end of stream at a header boundary.
-async fn read_header<R: AsyncRead + Unpin>(stream: &mut R) -> Result<Option<Header>, ConnError> {
-    let mut buf = [0u8; HEADER_LEN];
-    let mut got = 0;
-    while got < HEADER_LEN {
-        let n = stream.read(&mut buf[got..]).await?;
-        if n == 0 {
+async fn read_header(input: &mut Input, stream: &TcpStream) -> Result<Option<Header>, ConnError> {
+    while input.buffered().len() < HEADER_LEN {
+        if input.fill(stream).await? == 0 {
+            let got = input.buffered().len();
             return if got == 0 {
                 Ok(None)
             } else {
                 Err(ConnError::TruncatedHeader(got))
             };
         }
-        got += n;
     }
+    let mut buf = [0u8; HEADER_LEN];
+    buf.copy_from_slice(&input.buffered()[..HEADER_LEN]);
+    input.consume(HEADER_LEN);
     Ok(Some(Header::decode(&buf)))
 }
 
@@ -164,7 +161,7 @@ async fn write_payload(stream: &TcpStream, bufs: &mut [&[u8]]) -> std::io::Resul
 /// tokio (`io(true)`), which clears its readiness on `WouldBlock` so that the next wait
 /// sleeps until the socket is ready. `Some(n)`: the call moved `n` bytes (and the next
 /// stall may poll again); `None`: nothing moved yet, call again.
-async fn poll_step(
+pub(super) async fn poll_step(
     stream: &TcpStream,
     interest: Interest,
     spin: &mut Option<crate::conn::Spin>,
@@ -201,8 +198,9 @@ async fn poll_step(
 }
 
 /// Reads the token of an authentication request whose header was read.
-async fn read_token<R: AsyncRead + Unpin>(
-    rd: &mut R,
+async fn read_token(
+    input: &mut Input,
+    stream: &TcpStream,
     header: &Header,
 ) -> Result<Vec<u8>, ConnError> {
     let len = usize::try_from(header.size)
@@ -210,23 +208,23 @@ async fn read_token<R: AsyncRead + Unpin>(
         .filter(|&n| n <= mooncake_metadata::MAX_TOKEN_LEN)
         .ok_or(ConnError::Unauthenticated)?;
     let mut token = vec![0u8; len];
-    rd.read_exact(&mut token).await?;
+    input.read_exact(stream, &mut token).await?;
     Ok(token)
 }
 
 /// Closes a connection gracefully after a refusal: FIN after the answers, then discard
 /// what the client had already pipelined. Closing with unread input would send a reset,
 /// which can destroy answers still in flight to the client.
-async fn close_after_refusal<R, W>(rd: &mut R, wr: &mut W)
+async fn close_after_refusal<W>(input: &mut Input, stream: &TcpStream, wr: &mut W)
 where
-    R: AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
     let _ = wr.shutdown().await;
     let drain = async {
-        let mut sink = [0u8; 16 * 1024];
-        while let Ok(n) = rd.read(&mut sink).await {
-            if n == 0 {
+        loop {
+            let n = input.buffered().len();
+            input.consume(n);
+            if !matches!(input.fill(stream).await, Ok(n) if n > 0) {
                 break;
             }
         }
@@ -240,7 +238,7 @@ where
 /// socket buffers' worth; sleeping between them cost a reactor wake-up each (tens of
 /// microseconds on a virtual machine), which bounded a 1 MiB write between hosts to half
 /// the speed of a read, whose receiving client polls.
-async fn read_payload(stream: &TcpStream, dst: &mut [u8]) -> std::io::Result<()> {
+pub(super) async fn read_payload(stream: &TcpStream, dst: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     let sock = socket2::SockRef::from(stream);
     let mut got = 0;
@@ -269,40 +267,44 @@ async fn serve_connection(
     auth_token: Option<&AuthToken>,
 ) -> Result<(), ConnError> {
     let (rd, mut wr) = stream.split();
-    let mut rd = BufReader::with_capacity(READ_AHEAD, rd);
+    let s: &TcpStream = rd.as_ref();
+    let mut input = Input::new();
     let mut answers: Vec<Answer> = Vec::new();
     let mut held = 0usize;
     // With a token, nothing is served before the connection presents it.
     if let Some(token) = auth_token {
-        let presented = match read_header(&mut rd).await? {
-            Some(h) if h.addr == AUTH_ADDR => Some(read_token(&mut rd, &h).await?),
+        let presented = match read_header(&mut input, s).await? {
+            Some(h) if h.addr == AUTH_ADDR => Some(read_token(&mut input, s, &h).await?),
             Some(_) => None,
             None => return Ok(()),
         };
         if !presented.as_deref().is_some_and(|p| token.matches(p)) {
             let _ = wr.write_all(&Status::Unauthenticated.encode()).await;
-            close_after_refusal(&mut rd, &mut wr).await;
+            close_after_refusal(&mut input, s, &mut wr).await;
             return Err(ConnError::Unauthenticated);
         }
         wr.write_all(&Status::Ok.encode()).await?;
     }
     loop {
-        // Answer before we could block on input: pipelined requests already buffered are
-        // served first and their answers leave together.
-        if rd.buffer().len() < HEADER_LEN
+        // Answer before we could block on input: requests already here (buffered, or
+        // waiting in the socket now) are served first and their answers leave together.
+        if input.buffered().len() < HEADER_LEN && !answers.is_empty() {
+            input.try_fill(s)?;
+        }
+        if input.buffered().len() < HEADER_LEN
             || answers.len() >= COALESCE_ANSWERS
             || held >= COALESCE_BYTES
         {
-            flush(rd.get_ref().as_ref(), &mut answers).await?;
+            flush(s, &mut answers).await?;
             held = 0;
         }
-        let Some(header) = read_header(&mut rd).await? else {
-            flush(rd.get_ref().as_ref(), &mut answers).await?;
+        let Some(header) = read_header(&mut input, s).await? else {
+            flush(s, &mut answers).await?;
             return Ok(());
         };
         if header.addr == AUTH_ADDR {
             // A token where none is needed (or a second one): read and accepted.
-            read_token(&mut rd, &header).await?;
+            read_token(&mut input, s, &header).await?;
             answers.push(Answer {
                 status: true,
                 data: None,
@@ -315,11 +317,11 @@ async fn serve_connection(
             .find(header.addr, header.size)
             .map(|e| e.value.clone());
         let (Some(region), Ok(len)) = (region, usize::try_from(header.size)) else {
-            flush(rd.get_ref().as_ref(), &mut answers).await?;
+            flush(s, &mut answers).await?;
             if v2 {
                 wr.write_all(&Status::Rejected.encode()).await?;
             }
-            close_after_refusal(&mut rd, &mut wr).await;
+            close_after_refusal(&mut input, s, &mut wr).await;
             return Err(ConnError::Refused(header));
         };
         match header.opcode {
@@ -328,10 +330,8 @@ async fn serve_connection(
                 // SAFETY: one writer per range (the store protocol); the slice lives for this
                 // WRITE's payload only.
                 let dst = unsafe { region.slice_mut(header.addr, len) };
-                let buffered = rd.buffer().len().min(len);
-                dst[..buffered].copy_from_slice(&rd.buffer()[..buffered]);
-                std::pin::Pin::new(&mut rd).consume(buffered);
-                read_payload(rd.get_ref().as_ref(), &mut dst[buffered..]).await?;
+                input.saw_write(header.size);
+                input.read_exact(s, dst).await?;
                 if v2 {
                     answers.push(Answer {
                         status: true,
