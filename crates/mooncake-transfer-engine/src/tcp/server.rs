@@ -271,6 +271,7 @@ async fn serve_connection(
     let mut input = Input::new();
     let mut answers: Vec<Answer> = Vec::new();
     let mut held = 0usize;
+    let mut after_write = false;
     // With a token, nothing is served before the connection presents it.
     if let Some(token) = auth_token {
         let presented = match read_header(&mut input, s).await? {
@@ -288,7 +289,10 @@ async fn serve_connection(
     loop {
         // Answer before we could block on input: requests already here (buffered, or
         // waiting in the socket now) are served first and their answers leave together.
-        if input.buffered().len() < HEADER_LEN && !answers.is_empty() {
+        // Only after a WRITE is more input likely on its way (a batch's payloads stream
+        // in); READ headers arrive together, and asking again after them is a wasted
+        // system call on every read.
+        if input.buffered().len() < HEADER_LEN && !answers.is_empty() && after_write {
             input.try_fill(s)?;
         }
         if input.buffered().len() < HEADER_LEN
@@ -312,6 +316,7 @@ async fn serve_connection(
             continue;
         }
         let v2 = header.version == ProtoVersion::V2;
+        after_write = header.opcode == Opcode::Write;
         let region = registry
             .read()
             .find(header.addr, header.size)
