@@ -92,14 +92,7 @@ impl Input {
                 self.end += n;
                 Ok(n > 0)
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(false)
-            }
+            Err(e) if super::server::not_ready(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -185,16 +185,17 @@ pub(super) async fn poll_step(
             *spin = None;
             Ok(Some(n))
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            ) =>
-        {
-            Ok(None)
-        }
+        Err(e) if not_ready(&e) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Whether a non-blocking system call failed only because the socket was not ready.
+pub(super) fn not_ready(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+    )
 }
 
 /// Reads the token of an authentication request whose header was read.
