@@ -17,11 +17,11 @@ use crate::types::ReplicaDescriptor;
 
 /// Entries kept before the table is cleared and refilled (a few MiB at most).
 const CAPACITY: usize = 1 << 16;
-/// Distinct holders remembered before their list is cleared with the table.
-const HOLDERS: usize = 256;
+/// Distinct holders remembered before the table is cleared and refilled.
+const HOLDERS: usize = 4096;
 
 /// Where a holder's bytes are reached: the strings every replica on it repeats, kept once.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Holder {
     transport_endpoint: String,
     protocol: String,
@@ -43,27 +43,33 @@ struct Table {
     /// of the one then names the other's replica, which the master's answer does not
     /// list, so the read is discarded (an entry is only ever a guess).
     spots: HashMap<u64, Spot>,
-    holders: Vec<Arc<Holder>>,
+    /// By segment name.
+    holders: HashMap<String, Arc<Holder>>,
 }
 
 impl Table {
-    /// The shared names of `r`'s holder (a few holders at most, compared by value).
+    /// The shared names of `r`'s holder; a new holder beyond [`HOLDERS`] first clears
+    /// the table.
     fn holder(&mut self, r: &ReplicaDescriptor) -> Arc<Holder> {
-        let same = |h: &&Arc<Holder>| {
-            h.segment_name == r.segment_name
-                && h.transport_endpoint == r.transport_endpoint
-                && h.protocol == r.protocol
-        };
-        if let Some(h) = self.holders.iter().find(same) {
-            return h.clone();
+        if let Some(h) = self.holders.get(&r.segment_name) {
+            if h.transport_endpoint == r.transport_endpoint && h.protocol == r.protocol {
+                return h.clone();
+            }
+        } else if self.holders.len() >= HOLDERS {
+            self.clear();
         }
         let h = Arc::new(Holder {
             transport_endpoint: r.transport_endpoint.clone(),
             protocol: r.protocol.clone(),
             segment_name: r.segment_name.clone(),
         });
-        self.holders.push(h.clone());
+        self.holders.insert(r.segment_name.clone(), h.clone());
         h
+    }
+
+    fn clear(&mut self) {
+        self.spots.clear();
+        self.holders.clear();
     }
 }
 
@@ -100,9 +106,8 @@ impl Locations {
         }
         let h = self.hash(key);
         let mut t = self.map.lock();
-        if (t.spots.len() >= CAPACITY && !t.spots.contains_key(&h)) || t.holders.len() >= HOLDERS {
-            t.spots.clear();
-            t.holders.clear();
+        if t.spots.len() >= CAPACITY && !t.spots.contains_key(&h) {
+            t.clear();
         }
         let holder = t.holder(replica);
         t.spots.insert(
@@ -176,5 +181,21 @@ mod tests {
             l.get(&format!("h{}", HOLDERS + 4)).unwrap().segment_name,
             format!("s{}", HOLDERS + 4)
         );
+    }
+
+    #[test]
+    fn a_full_holder_list_keeps_serving_the_holders_it_has() {
+        let l = Locations::default();
+        for i in 0..HOLDERS {
+            let mut r = rep(1);
+            r.segment_name = format!("s{i}");
+            l.insert(&format!("h{i}"), &r);
+        }
+        let mut known = rep(2);
+        known.segment_name = "s0".into();
+        l.insert("again", &known);
+        assert_eq!(l.get("again"), Some(known));
+        assert!(l.get("h7").is_some(), "a known holder clears nothing");
+        assert_eq!(l.map.lock().holders.len(), HOLDERS);
     }
 }
