@@ -171,14 +171,6 @@ pub struct Spin {
 }
 
 impl Spin {
-    /// A permission that never polls: its holder sleeps on the reactor at once.
-    pub fn never() -> Self {
-        Self {
-            until: None,
-            flag: &SPINNING,
-        }
-    }
-
     /// Claims the process's polling permission (the data and RPC paths') if it is free.
     pub fn claim() -> Self {
         Self::claim_from(&SPINNING)

@@ -161,7 +161,7 @@ async fn write_payload(stream: &TcpStream, bufs: &mut [&[u8]]) -> std::io::Resul
 /// tokio (`io(true)`), which clears its readiness on `WouldBlock` so that the next wait
 /// sleeps until the socket is ready. `Some(n)`: the call moved `n` bytes (and the next
 /// stall may poll again); `None`: nothing moved yet, call again.
-pub(super) async fn poll_step(
+async fn poll_step(
     stream: &TcpStream,
     interest: Interest,
     spin: &mut Option<crate::conn::Spin>,
