@@ -10,6 +10,7 @@ mod addr;
 mod config;
 mod engine;
 mod jobs;
+mod malloc;
 mod notify;
 mod pybytes;
 mod runtime;

@@ -79,6 +79,7 @@ impl Store {
             self.mapped.lock().clear();
         }
         let explicit = config.local_hostname.contains(':');
+        crate::malloc::retain_freed_memory();
         match block(py, Client::setup(config)) {
             Ok(c) => {
                 // Another thread's setup may have finished meanwhile: the last one wins

@@ -65,6 +65,7 @@ impl TransferEngine {
             target_offset,
             out.len(),
         );
+        crate::memory::prefault_fresh([&mut *out]);
         let lent = LentRegion::uninit(out);
         let jobs = vec![Job::new(request, lent.region().clone())];
         self.exchange_lent(target, Opcode::Read, jobs).await
@@ -107,6 +108,7 @@ impl TransferEngine {
         target: SegmentHandle,
         items: &mut [(u64, &mut [MaybeUninit<u8>])],
     ) -> bool {
+        crate::memory::prefault_fresh(items.iter_mut().map(|(_, out)| &mut **out));
         let mut lent = Vec::with_capacity(items.len());
         let mut requests = Vec::with_capacity(items.len());
         for (at, out) in items.iter_mut() {

@@ -109,12 +109,9 @@ impl<'a> LentRegion<'a> {
     }
 
     /// Lends memory not yet initialised to be written (READ requests land in it; the
-    /// caller treats it as initialised only where an exchange completed).
-    /// Fresh memory of a large value is backed with huge pages first (see
-    /// [`copy::advise_fresh`]), as the copying reads do: the socket then faults it in 2 MiB
-    /// at a time.
+    /// caller treats it as initialised only where an exchange completed). Callers prepare
+    /// fresh memory with [`prefault_fresh`] first.
     pub(crate) fn uninit(data: &'a mut [std::mem::MaybeUninit<u8>]) -> Self {
-        copy::advise_fresh(data.as_mut_ptr().cast::<u8>(), data.len());
         Self::over(data.as_mut_ptr() as u64, data.len() as u64)
     }
 
@@ -244,6 +241,25 @@ pub(crate) fn as_uninit(out: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
     // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and every write through the result
     // stores initialised bytes, so `out` stays initialised.
     unsafe { &mut *(out as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
+}
+
+/// Prepares memory a network read is about to fill, each exclusively borrowed buffer of
+/// `outs`: large ones are backed with huge pages where the kernel allows (see
+/// [`copy::advise_fresh`], as the copying reads do), then unbacked pages are faulted in on
+/// several threads (see [`copy::prefault`]) instead of one at a time by the socket read.
+pub(crate) fn prefault_fresh<'a>(
+    outs: impl IntoIterator<Item = &'a mut [std::mem::MaybeUninit<u8>]>,
+) {
+    let ranges: Vec<(*mut u8, usize)> = outs
+        .into_iter()
+        .map(|o| (o.as_mut_ptr().cast::<u8>(), o.len()))
+        .collect();
+    for &(p, len) in &ranges {
+        copy::advise_fresh(p, len);
+    }
+    // SAFETY: each range is an exclusively borrowed slice, valid for writes and read by
+    // no one until this returns; writing bytes into `MaybeUninit` memory is sound.
+    unsafe { copy::prefault(&ranges) }
 }
 
 /// A registered memory range.
