@@ -56,6 +56,34 @@ pub fn offload_settings() -> (Option<String>, Option<String>) {
     )
 }
 
+/// Free heap bytes the Python package lets glibc keep by default (`MC_MALLOC_RETAIN`): a
+/// `get_batch` of 32 values of 16 MiB.
+pub const DEFAULT_MALLOC_RETAIN: u64 = 1 << 30;
+
+/// How much freed heap the Python package asks glibc to keep (`MC_MALLOC_RETAIN`, default
+/// [`DEFAULT_MALLOC_RETAIN`]): `Ok(None)` to leave the allocator alone (`0`, or the
+/// process set glibc's own `MALLOC_TRIM_THRESHOLD_` or `MALLOC_MMAP_THRESHOLD_`), an error
+/// naming the variable for a value that is no size.
+pub fn malloc_retain() -> Result<Option<u64>, String> {
+    let tuned = ["MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    malloc_retain_from(setting("MC_MALLOC_RETAIN").as_deref(), tuned)
+}
+
+fn malloc_retain_from(value: Option<&str>, glibc_tuned: bool) -> Result<Option<u64>, String> {
+    if glibc_tuned {
+        return Ok(None);
+    }
+    let bytes = match value.map(str::trim) {
+        None | Some("") => DEFAULT_MALLOC_RETAIN,
+        Some(v) => {
+            mooncake_store::parse_size(v).map_err(|e| format!("MC_MALLOC_RETAIN={v:?}: {e}"))?
+        }
+    };
+    Ok((bytes > 0).then_some(bytes))
+}
+
 /// The environment variable `name`, if set and not empty.
 pub fn setting(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -64,6 +92,26 @@ pub fn setting(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malloc_retain_defaults_to_a_gigabyte_and_can_be_sized_or_turned_off() {
+        assert_eq!(malloc_retain_from(None, false), Ok(Some(1 << 30)));
+        assert_eq!(
+            malloc_retain_from(Some("512MB"), false),
+            Ok(Some(512 << 20))
+        );
+        assert_eq!(malloc_retain_from(Some("0"), false), Ok(None));
+        assert_eq!(
+            malloc_retain_from(None, true),
+            Ok(None),
+            "glibc's own variables win"
+        );
+        let err = malloc_retain_from(Some("lots"), false).unwrap_err();
+        assert!(
+            err.contains("MC_MALLOC_RETAIN") && err.contains("lots"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn timeouts_are_positive_whole_seconds() {

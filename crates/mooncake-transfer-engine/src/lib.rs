@@ -43,7 +43,8 @@ pub use config::{EngineConfig, Tunables};
 pub use engine::{DirectRange, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
 pub use error::TransferError;
 pub use memory::{
-    effective_uid, free_bytes, peer_uid, try_lock_exclusive, ForeignMemory, SharedMemory,
+    effective_uid, free_bytes, keep_freed_heap, peer_uid, try_lock_exclusive, ForeignMemory,
+    SharedMemory,
 };
 pub use peer_rpc::{HandshakeAddr, PeerRpcError, DEFAULT_HANDSHAKE_PORT};
 pub use registry::{BufferRegistry, Entry};

@@ -111,6 +111,7 @@ impl Store {
             return 0;
         }
         crate::runtime::runtime();
+        crate::malloc::retain_freed_memory();
         let token = mooncake_metadata::AuthToken::from_env();
         let connect =
             StandaloneClient::connect(mem_pool_size, local_buffer_size, server_address, token);

@@ -243,6 +243,31 @@ pub(crate) fn as_uninit(out: &mut [u8]) -> &mut [std::mem::MaybeUninit<u8>] {
     unsafe { &mut *(out as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) }
 }
 
+/// Tells the C library's allocator to keep up to `bytes` of freed heap for the next
+/// allocations instead of handing it back to the kernel, and to serve allocations of up to
+/// 32 MiB (glibc's largest setting) from that heap: a process that allocates and frees
+/// large buffers again and again (new Python `bytes` per `get_batch`) then reuses warm
+/// memory instead of faulting it in each time. Process-wide; glibc only (`mallopt`
+/// `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD`); `false` where it is not available or
+/// refused.
+pub fn keep_freed_heap(bytes: u64) -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let trim = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `mallopt` only changes glibc's allocation thresholds; it may be called
+        // at any time, from any thread.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, trim) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = bytes;
+        false
+    }
+}
+
 /// Prepares memory a network read is about to fill, each exclusively borrowed buffer of
 /// `outs`: large ones are backed with huge pages where the kernel allows (see
 /// [`copy::advise_fresh`], as the copying reads do), then unbacked pages are faulted in on
