@@ -13,7 +13,7 @@ PROGRAM = r"""
 import resource, sys
 from mooncake.store import MooncakeDistributedStore
 s = MooncakeDistributedStore()
-assert s.setup("127.0.0.1", sys.argv[2], 0, 16 << 20, "tcp", "", sys.argv[1]) == 0
+assert s.setup("127.0.0.1", sys.argv[2], 0, 64 << 20, "tcp", "", sys.argv[1]) == 0
 keys = [f"retain-{i}" for i in range(32)]
 assert s.put_batch(keys, [bytes([i]) * (1 << 20) for i in range(32)]) == 0
 faults = []
