@@ -88,17 +88,25 @@ const PAGE: usize = 4096;
 /// thread that reads (here ~2 µs per 4 KiB page: 32 fresh MiB cost 16 ms, twice the
 /// transfer itself); two threads halve that. Only ranges with many unbacked pages
 /// (`mincore`) are touched, and only if they add up to [`PREFAULT_MIN`]: memory the
-/// allocator hands back warm (a repeated single `get`) costs one `mincore` call. Writes
+/// allocator hands back warm costs one `mincore` call per value of 64 KiB or more, and
+/// reads of less than [`PREFAULT_MIN`] in all none. Writes
 /// one zero byte per page, inside the ranges only.
 ///
 /// # Safety
 /// Every range must be valid for writes until this returns, and no Rust reference may
 /// read it meanwhile (its bytes are about to be overwritten anyway).
 pub(crate) unsafe fn prefault(ranges: &[(*mut u8, usize)]) {
+    let large = |len: usize| len >= PREFAULT_MIN / 8;
+    // Too little to matter even if all of it were unbacked: no system call at all.
+    let eligible: usize = ranges.iter().map(|r| r.1).filter(|&l| large(l)).sum();
+    if eligible < PREFAULT_MIN {
+        return;
+    }
     let mut pieces = Vec::new();
     let mut total = 0usize;
+    let mut residency = Vec::new();
     for &(p, len) in ranges {
-        if len < PREFAULT_MIN / 8 || unbacked_pages(p, len) < len / PAGE / 4 {
+        if !large(len) || unbacked_pages(p, len, &mut residency) < len / PAGE / 4 {
             continue;
         }
         let mut off = 0;
@@ -114,11 +122,13 @@ pub(crate) unsafe fn prefault(ranges: &[(*mut u8, usize)]) {
     }
 }
 
-/// How many pages of `[p, p+len)` are not backed by memory (`mincore`); 0 if unknown.
-fn unbacked_pages(p: *mut u8, len: usize) -> usize {
+/// How many pages of `[p, p+len)` are not backed by memory (`mincore`, into `vec`, reused
+/// between calls); 0 if unknown.
+fn unbacked_pages(p: *mut u8, len: usize, vec: &mut Vec<u8>) -> usize {
     let start = p as usize / PAGE * PAGE;
     let end = (p as usize + len).next_multiple_of(PAGE);
-    let mut vec = vec![0u8; (end - start) / PAGE];
+    vec.clear();
+    vec.resize((end - start) / PAGE, 0);
     // SAFETY: `mincore` only reads the page tables of `[start, end)`, which the caller's
     // range covers (rounded to whole pages), and writes one byte per page into `vec`.
     let rc = unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) };
@@ -418,13 +428,13 @@ mod tests {
         // SAFETY: inside the mapping.
         let (start, n) = (unsafe { p.add(PAGE - 100) }, len + 200);
         assert!(
-            unbacked_pages(start, n) >= len / PAGE - 1,
+            unbacked_pages(start, n, &mut Vec::new()) >= len / PAGE - 1,
             "fresh memory is unbacked"
         );
         // SAFETY: `[start, start+n)` lies inside the mapping and nothing reads it.
         unsafe { prefault(&[(start, n)]) };
         assert_eq!(
-            unbacked_pages(start, n),
+            unbacked_pages(start, n, &mut Vec::new()),
             0,
             "every page of the range is backed"
         );
@@ -443,7 +453,7 @@ mod tests {
             libc::madvise(small.cast(), PAGE, libc::MADV_DONTNEED);
             prefault(&[(small, PAGE)]);
             assert_eq!(
-                unbacked_pages(small, PAGE),
+                unbacked_pages(small, PAGE, &mut Vec::new()),
                 1,
                 "a small range is not touched"
             );
