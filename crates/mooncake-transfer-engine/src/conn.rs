@@ -245,6 +245,11 @@ impl Conn {
         Sock::unix(stream.into_std()?).map(Self::from)
     }
 
+    /// Whether the connection is a Unix socket (a peer on this host).
+    pub fn is_local(&self) -> bool {
+        matches!(self.sock, Sock::Unix(_))
+    }
+
     /// Whether an idle connection is still open: nothing may be waiting on it, so pending
     /// input (an end of stream, a reset) means the master closed it.
     pub fn is_alive(&self) -> bool {

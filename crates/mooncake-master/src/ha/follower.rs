@@ -46,6 +46,10 @@ pub(crate) async fn follow(
             Err(e) => return FollowEnd::Closed(format!("connect {addr}: {e}")),
         },
     };
+    // A leader on this host counts a batch in this standby's socket as held (see
+    // `replicator.rs`, `Follower::holds`): nobody waits for this standby's answer, so it
+    // reads on a timer instead of polling, or being woken for every batch.
+    let lazy = conn.is_local();
     let mut rd = FrameBuf::default();
     if let Err(e) = send(&conn, &ToLeader::hello(me)).await {
         return FollowEnd::Closed(e.to_string());
@@ -60,7 +64,12 @@ pub(crate) async fn follow(
                 Err(e) => return FollowEnd::Closed(e.to_string()),
             }
             let deadline = tokio::time::Instant::now() + silence;
-            match rd.fill(&conn, Some(deadline)).await {
+            let filled = if lazy {
+                fill_lazily(&mut rd, &conn, deadline).await
+            } else {
+                rd.fill(&conn, Some(deadline)).await
+            };
+            match filled {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     status.synced.store(false, Ordering::Release);
@@ -153,6 +162,28 @@ pub(crate) async fn follow(
                 return FollowEnd::Closed(e.to_string());
             }
         }
+    }
+}
+
+/// How often a same-host standby looks for more of the stream when it has caught up.
+const LAZY_READ: Duration = Duration::from_millis(1);
+
+/// Waits for more of the stream by looking every [`LAZY_READ`] (a timer wakes only this
+/// standby's own thread; the leader's writes wake nobody), failing with `TimedOut` at
+/// `deadline`.
+async fn fill_lazily(
+    rd: &mut FrameBuf,
+    conn: &Conn,
+    deadline: tokio::time::Instant,
+) -> std::io::Result<()> {
+    loop {
+        if rd.try_fill(conn)? {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        tokio::time::sleep(LAZY_READ).await;
     }
 }
 

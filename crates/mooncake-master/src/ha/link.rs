@@ -97,9 +97,10 @@ impl LinkState {
     }
 
     /// Writes `frames` (`batches` of them batches) now if the task is not writing, else
-    /// (and for what a full socket does not take) queues them for the task. `Err(true)`:
-    /// too much is queued; `Err(false)`: the connection is broken.
-    pub(super) fn send(&mut self, frames: &[u8], batches: usize) -> Result<(), bool> {
+    /// (and for what a full socket does not take) queues them for the task. `Ok(true)`:
+    /// written whole into the socket now; `Ok(false)`: (partly) queued; `Err(true)`: too
+    /// much is queued; `Err(false)`: the connection is broken.
+    pub(super) fn send(&mut self, frames: &[u8], batches: usize) -> Result<bool, bool> {
         let mut rest = frames;
         if !self.draining {
             while !rest.is_empty() {
@@ -113,7 +114,7 @@ impl LinkState {
             }
             self.last_write = Instant::now();
             if rest.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             self.draining = true;
             self.link.kick.notify_one();
@@ -123,7 +124,7 @@ impl LinkState {
         if self.backlog_batches > MAX_QUEUED {
             return Err(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Whether frames wait for the task (a full socket, or the snapshot going out).

@@ -27,6 +27,11 @@ use super::link::{Link, LinkState, Poller};
 use super::wire::ToStandby;
 use crate::Change;
 
+/// Batches delivered to a same-host standby wait this long for its acknowledgement
+/// before the writers read its socket for one (it reads and acknowledges about every
+/// millisecond, see `follower.rs`).
+const ACK_READ_AFTER: Duration = Duration::from_millis(2);
+
 /// Batches a standby's stream may hold unsent before the standby is dropped (one still
 /// taking its snapshot, or one that stopped reading): the leader's memory stays bounded.
 pub(super) const MAX_QUEUED: usize = 65_536;
@@ -46,9 +51,13 @@ pub(crate) struct Replicator {
     last_free: AtomicU64,
     /// Calls wait for the standbys' acknowledgement of their own changes.
     pub(super) sync: bool,
-    /// Every in-sync standby has acknowledged every batch up to this (`u64::MAX`: none is
-    /// in sync, nobody to wait for).
+    /// Every in-sync standby holds every batch up to this (`u64::MAX`: none is in sync,
+    /// nobody to wait for): acknowledged it, or, on this host, has it in its socket
+    /// ([`Follower::holds`]).
     floor: AtomicU64,
+    /// Every in-sync standby has applied and acknowledged every batch up to this (the
+    /// replication lag).
+    applied: AtomicU64,
     /// Woken whenever the floor moves (or the set of standbys changes).
     moved: Notify,
     pub(super) timeout: Duration,
@@ -65,6 +74,33 @@ struct Follower {
     /// Joined at this batch; in sync once it acknowledged it.
     joined_at: u64,
     in_sync: bool,
+    /// A standby on this host (a Unix socket): every batch up to this was written whole
+    /// into its socket, so it sits in the standby's receive queue, which outlives this
+    /// process (see [`Follower::holds`]).
+    delivered: u64,
+    /// Since when batches delivered to it wait for its acknowledgement (progress restarts
+    /// the clock).
+    waiting_since: Option<Instant>,
+}
+
+impl Follower {
+    /// The last batch this standby is known to hold: what it acknowledged, or, on this
+    /// host, what was delivered into its socket. A batch in a same-host standby's receive
+    /// queue survives the leader (killed or not, the kernel keeps the queue; the standby
+    /// reads it to the end of the stream before it can campaign) exactly as one it has
+    /// applied does, and a standby that dies loses both alike. Delivery stops counting
+    /// once batches have waited a whole replication `timeout` for the standby's own
+    /// acknowledgement: a standby that stopped reading is then waited for, and dropped,
+    /// as before. Standbys on other hosts are always waited for (their kernel's TCP
+    /// acknowledgement can be delayed by up to 40 ms).
+    fn holds(&self, timeout: Duration) -> u64 {
+        let stale = self.waiting_since.is_some_and(|t| t.elapsed() >= timeout);
+        if stale {
+            self.acked
+        } else {
+            self.acked.max(self.delivered)
+        }
+    }
 }
 
 /// A standby as `/ha_status` shows it.
@@ -87,6 +123,7 @@ impl Replicator {
             last_free: AtomicU64::new(0),
             sync,
             floor: AtomicU64::new(u64::MAX),
+            applied: AtomicU64::new(u64::MAX),
             moved: Notify::new(),
             timeout,
             next_id: AtomicU64::new(1),
@@ -128,26 +165,37 @@ impl Replicator {
             ends.push(buf.len());
         }
         let mut failed = Vec::new();
+        let mut delivered = Vec::new();
+        let last = batches.last().map_or(0, |(s, _)| *s);
         for l in links.iter_mut() {
             let first = batches.partition_point(|(s, _)| *s <= l.joined_at);
             if first == batches.len() {
                 continue;
             }
             let from = first.checked_sub(1).map_or(0, |i| ends[i]);
-            if let Err(lagging) = l.send(&buf[from..], batches.len() - first) {
-                failed.push((l.link.clone(), lagging));
+            match l.send(&buf[from..], batches.len() - first) {
+                Ok(true) if l.link.conn.is_local() => delivered.push(l.link.id),
+                Ok(_) => {}
+                Err(lagging) => failed.push((l.link.clone(), lagging)),
             }
         }
         // Without synchronous replication nobody waits for the acknowledgements: take in
         // those already there now (they move the lag metrics) rather than have each one
         // wake the standby's task.
-        let ackers: Vec<Arc<Link>> = if self.sync {
+        let mut ackers: Vec<Arc<Link>> = if self.sync {
             Vec::new()
         } else {
             links.iter().map(|l| l.link.clone()).collect()
         };
         if failed.is_empty() {
             drop(links);
+            if !delivered.is_empty() {
+                for link in self.delivered(&delivered, last) {
+                    if !ackers.iter().any(|a| a.id == link.id) {
+                        ackers.push(link);
+                    }
+                }
+            }
             for link in &ackers {
                 self.read_acks(link);
             }
@@ -155,6 +203,10 @@ impl Replicator {
         }
         links.retain(|l| !failed.iter().any(|(f, _)| f.id == l.link.id));
         drop(links);
+        delivered.retain(|id| !failed.iter().any(|(f, _)| f.id == *id));
+        if !delivered.is_empty() {
+            self.delivered(&delivered, last);
+        }
         for (link, lagging) in &failed {
             if *lagging {
                 tracing::warn!(standby = %link.name, queued = MAX_QUEUED, "a standby fell too far behind; dropped (it will resync)");
@@ -281,6 +333,29 @@ impl Replicator {
         self.forget(|f| late.iter().any(|l| l.id == f.link.id));
     }
 
+    /// Batches up to `seq` were written whole into the sockets of the same-host standbys
+    /// `ids`: they count for the in-sync ones ([`Follower::holds`]). Returns the links
+    /// whose acknowledgements are due to be read (batches waited a millisecond for them),
+    /// so that a standby's progress keeps its delivery counting.
+    fn delivered(&self, ids: &[u64], seq: u64) -> Vec<Arc<Link>> {
+        let mut due = Vec::new();
+        let mut followers = self.followers.lock();
+        for f in followers
+            .iter_mut()
+            .filter(|f| f.in_sync && ids.contains(&f.link.id))
+        {
+            f.delivered = f.delivered.max(seq);
+            if f.delivered > f.acked {
+                let since = *f.waiting_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ACK_READ_AFTER {
+                    due.push(f.link.clone());
+                }
+            }
+        }
+        self.refresh(&followers);
+        due
+    }
+
     /// Removes the followers `gone` matches and wakes the waiters.
     fn forget(&self, gone: impl Fn(&Follower) -> bool) {
         let mut followers = self.followers.lock();
@@ -290,16 +365,17 @@ impl Replicator {
 
     /// Recomputes the floor from `followers` and wakes the waiters.
     fn refresh(&self, followers: &[Follower]) {
-        let floor = followers
-            .iter()
-            .filter(|f| f.in_sync)
-            .map(|f| f.acked)
+        let in_sync = || followers.iter().filter(|f| f.in_sync);
+        let floor = in_sync()
+            .map(|f| f.holds(self.timeout))
             .min()
             .unwrap_or(u64::MAX);
+        let applied = in_sync().map(|f| f.acked).min().unwrap_or(u64::MAX);
         self.floor.store(floor, Ordering::Release);
+        self.applied.store(applied, Ordering::Release);
         {
             let mut pending = self.pending.lock();
-            while pending.front().is_some_and(|(s, _)| *s <= floor) {
+            while pending.front().is_some_and(|(s, _)| *s <= applied) {
                 pending.pop_front();
             }
         }
@@ -312,6 +388,7 @@ impl Replicator {
             return;
         };
         f.acked = f.acked.max(seq);
+        f.waiting_since = (f.delivered > f.acked).then(Instant::now);
         let now_in_sync = !f.in_sync && f.acked >= f.joined_at;
         if now_in_sync {
             f.in_sync = true;
@@ -365,7 +442,7 @@ impl Replicator {
 
     /// Batches and seconds the slowest in-sync standby is behind (zero without one).
     pub(crate) fn lag(&self) -> (u64, f64) {
-        let floor = self.floor.load(Ordering::Acquire);
+        let floor = self.applied.load(Ordering::Acquire);
         if floor == u64::MAX {
             return (0, 0.0);
         }
@@ -408,6 +485,8 @@ impl Replicator {
             acked: 0,
             joined_at: seq,
             in_sync: false,
+            delivered: 0,
+            waiting_since: None,
         });
         Some(())
     }

@@ -1,5 +1,5 @@
-//! The leader's replication with a real standby over TCP: a call answers only once the
-//! in-sync standby has the change; a standby that stops acknowledging costs one timeout,
+//! The leader's replication with a real standby over TCP (and over a Unix socket, on the
+//! same host): a call answers only once the in-sync standby has the change; a standby that stops acknowledging costs one timeout,
 //! then is dropped; the followed state restores into an identical master.
 
 use std::sync::atomic::Ordering;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mooncake_store::{ClientId, MasterApi, ReplicateConfig, Segment, SegmentId};
+use mooncake_transfer_engine::conn::{Conn, Sock};
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -47,7 +48,7 @@ async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>,
     let (m, r) = (master.clone(), repl.clone());
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let conn = mooncake_transfer_engine::conn::Conn::tcp(s).unwrap();
+            let conn = Conn::tcp(s).unwrap();
             tokio::spawn(
                 r.clone()
                     .serve(m.clone(), conn, "test".into(), "leader:1".into()),
@@ -237,4 +238,160 @@ async fn a_standby_that_reads_late_gets_every_batch_in_order() {
         }
     }
     assert_eq!(repl.followers().len(), 1);
+}
+
+/// A standby on this host, over a Unix socket pair, that acknowledges its snapshot and
+/// then reads nothing: returns the reader of its stream once the leader counts it in sync.
+async fn mute_local_standby(
+    master: &Arc<Master>,
+    repl: &Arc<Replicator>,
+) -> BufReader<tokio::net::unix::OwnedReadHalf> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let conn = Conn::from(Sock::unix(theirs).unwrap());
+    assert!(conn.is_local());
+    tokio::spawn(
+        repl.clone()
+            .serve(master.clone(), conn, "local".into(), "leader:1".into()),
+    );
+    ours.set_nonblocking(true).unwrap();
+    let (rd, mut wr) = tokio::net::UnixStream::from_std(ours).unwrap().into_split();
+    let mut rd = BufReader::new(rd);
+    wire::send(&mut wr, &ToLeader::hello("mute-local"))
+        .await
+        .unwrap();
+    loop {
+        if let ToStandby::SnapshotEnd { seq } =
+            wire::recv::<_, ToStandby>(&mut rd).await.unwrap().unwrap()
+        {
+            wire::send(&mut wr, &ToLeader::Ack { seq }).await.unwrap();
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while repl.followers().iter().all(|f| !f.in_sync) {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::mem::forget(wr);
+    rd
+}
+
+/// Synchronous replication to a standby on this host: a batch written whole into its
+/// socket is held (it sits in the standby's receive queue, which outlives the leader), so
+/// calls answer without waiting for the standby to run, and every answered change is in
+/// the standby's stream, in order, ahead of the end of the term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_host_standby_holds_what_is_in_its_socket() {
+    let timeout = Duration::from_secs(5);
+    let (master, repl, _) = leader(timeout, true).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let mut rd = mute_local_standby(&master, &repl).await;
+    tokio::time::sleep(crate::master::gate::ALLOCATION_GATE).await;
+    let t = Instant::now();
+    for i in 0..50 {
+        put(&master, client, &format!("k{i}")).await;
+    }
+    // Over TCP the first of these waits the whole timeout, then drops the standby.
+    assert!(t.elapsed() < timeout / 5, "{:?}", t.elapsed());
+    let followers = repl.followers();
+    assert!(followers.len() == 1 && followers[0].in_sync);
+    assert!(
+        repl.lag().0 > 0,
+        "the standby applied nothing: its lag must show"
+    );
+    repl.close();
+    let mut objects = Vec::new();
+    loop {
+        match wire::recv::<_, ToStandby>(&mut rd).await.unwrap() {
+            Some(ToStandby::Batch { changes, .. }) => {
+                for c in changes {
+                    if let crate::Change::Object(o) = c {
+                        objects.push(o.key);
+                    }
+                }
+            }
+            Some(ToStandby::Bye { .. }) | None => break,
+            Some(_) => {}
+        }
+    }
+    let want: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    assert_eq!(objects, want);
+}
+
+/// A same-host standby that stops reading is held to its own acknowledgements once
+/// batches waited a whole replication timeout for one: the next write waits that timeout,
+/// then drops it, as over TCP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_host_standby_that_stops_reading_is_dropped_after_one_timeout() {
+    let timeout = Duration::from_millis(300);
+    let (master, repl, _) = leader(timeout, true).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let _rd = mute_local_standby(&master, &repl).await;
+    // A new master allocates nothing at first (`master/gate.rs`): not what is timed here.
+    tokio::time::sleep(crate::master::gate::ALLOCATION_GATE).await;
+    let t = Instant::now();
+    put(&master, client, "a").await;
+    assert!(t.elapsed() < timeout, "{:?}", t.elapsed());
+    tokio::time::sleep(timeout + Duration::from_millis(50)).await;
+    let t = Instant::now();
+    put(&master, client, "b").await;
+    assert!(t.elapsed() >= timeout, "{:?}", t.elapsed());
+    assert!(repl.followers().is_empty(), "the silent standby was kept");
+}
+
+/// A standby following a leader on this host (over the leader's local socket) reads on a
+/// timer rather than for each batch: it applies every answered change within milliseconds
+/// and ends the term with the whole state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_host_standby_catches_up_within_milliseconds() {
+    let (master, repl, addr) = leader(Duration::from_secs(5), true).await;
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let local = wire::local_listener(port).expect("a local replication socket");
+    let (m, r) = (master.clone(), repl.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = local.accept().await {
+            let conn = Conn::unix(s).unwrap();
+            tokio::spawn(
+                r.clone()
+                    .serve(m.clone(), conn, "local".into(), "leader:1".into()),
+            );
+        }
+    });
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let status = Arc::new(HaStatus::default());
+    let st = status.clone();
+    let standby = tokio::spawn(async move {
+        let mut state = DurableState::default();
+        let mut position = super::Position::default();
+        follow(
+            &addr,
+            "standby",
+            5,
+            &mut state,
+            &mut position,
+            &st,
+            Duration::from_secs(2),
+        )
+        .await;
+        state
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while repl.followers().iter().all(|f| !f.in_sync) {
+        assert!(Instant::now() < deadline, "the standby never got in sync");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for i in 0..50 {
+        put(&master, client, &format!("k{i}")).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while status.standby_objects.load(Ordering::Acquire) < 50 {
+        assert!(Instant::now() < deadline, "the standby did not catch up");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    repl.close();
+    let state = standby.await.unwrap();
+    assert_eq!((state.object_count(), state.segment_count()), (50, 1));
 }
