@@ -295,12 +295,12 @@ impl Replicator {
         }
     }
 
-    /// The in-sync standbys that have not acknowledged `seq`.
+    /// The in-sync standbys that do not hold `seq` ([`Follower::holds`]).
     fn short_of(&self, seq: u64) -> Vec<Arc<Link>> {
         self.followers
             .lock()
             .iter()
-            .filter(|f| f.in_sync && f.acked < seq)
+            .filter(|f| f.in_sync && f.holds(self.timeout) < seq)
             .map(|f| f.link.clone())
             .collect()
     }
@@ -387,8 +387,11 @@ impl Replicator {
         let Some(f) = followers.iter_mut().find(|f| f.link.id == link.id) else {
             return;
         };
-        f.acked = f.acked.max(seq);
-        f.waiting_since = (f.delivered > f.acked).then(Instant::now);
+        if seq > f.acked {
+            f.acked = seq;
+            // Progress restarts the clock of what it was delivered and has not applied.
+            f.waiting_since = (f.delivered > f.acked).then(Instant::now);
+        }
         let now_in_sync = !f.in_sync && f.acked >= f.joined_at;
         if now_in_sync {
             f.in_sync = true;
