@@ -168,15 +168,20 @@ pub(crate) async fn follow(
 /// How often a same-host standby looks for more of the stream when it has caught up.
 const LAZY_READ: Duration = Duration::from_millis(1);
 
+/// After this many looks in a row found nothing (writes stopped: only the leader's
+/// heartbeats come), a same-host standby sleeps until the stream has more instead.
+const LAZY_IDLE_LOOKS: u32 = 20;
+
 /// Waits for more of the stream by looking every [`LAZY_READ`] (a timer wakes only this
-/// standby's own thread; the leader's writes wake nobody), failing with `TimedOut` at
-/// `deadline`.
+/// standby's own thread; the leader's writes wake nobody) while writes come; once the
+/// stream went quiet, by sleeping until it is readable (an idle standby wakes for the
+/// heartbeats, not a thousand times a second). Fails with `TimedOut` at `deadline`.
 async fn fill_lazily(
     rd: &mut FrameBuf,
     conn: &Conn,
     deadline: tokio::time::Instant,
 ) -> std::io::Result<()> {
-    loop {
+    for _ in 0..LAZY_IDLE_LOOKS {
         if rd.try_fill(conn)? {
             return Ok(());
         }
@@ -185,6 +190,7 @@ async fn fill_lazily(
         }
         tokio::time::sleep(LAZY_READ).await;
     }
+    rd.fill(conn, Some(deadline)).await
 }
 
 async fn send(conn: &Conn, msg: &ToLeader) -> std::io::Result<()> {
