@@ -46,10 +46,11 @@ pub(crate) async fn follow(
             Err(e) => return FollowEnd::Closed(format!("connect {addr}: {e}")),
         },
     };
-    // A leader on this host counts a batch in this standby's socket as held (see
-    // `replicator.rs`, `Follower::holds`): nobody waits for this standby's answer, so it
-    // reads on a timer instead of polling, or being woken for every batch.
-    let lazy = conn.is_local();
+    // A leader on this host that counts a batch in this standby's socket as held (see
+    // `replicator.rs`, `Follower::holds`; it says so in its hello) waits for nobody's
+    // answer, so this standby reads on a timer instead of polling, or being woken for
+    // every batch.
+    let mut lazy = false;
     let mut rd = FrameBuf::default();
     if let Err(e) = send(&conn, &ToLeader::hello(me)).await {
         return FollowEnd::Closed(e.to_string());
@@ -85,8 +86,10 @@ pub(crate) async fn follow(
             ToStandby::Hello {
                 format_major,
                 leader,
+                holds_delivered,
                 ..
             } => {
+                lazy = holds_delivered && conn.is_local();
                 if !wire::compatible(format_major) {
                     return FollowEnd::Closed(format!(
                         "the leader {leader} writes state format {format_major}, newer than this master's; upgrade this standby"

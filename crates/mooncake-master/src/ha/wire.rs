@@ -35,6 +35,12 @@ pub(crate) enum ToStandby {
         #[serde(default)]
         format_minor: u32,
         leader: String,
+        /// The leader counts a batch written into a same-host standby's socket as held
+        /// (`replicator.rs`, `Follower::holds`), so such a standby may read lazily. Absent
+        /// (false) from leaders before it, which wait for every acknowledgement: a
+        /// standby upgraded first keeps answering them at once.
+        #[serde(default)]
+        holds_delivered: bool,
     },
     /// Part of the state when the standby joined.
     Snapshot(Vec<Change>),
@@ -74,6 +80,7 @@ impl ToStandby {
             format_major: FORMAT_MAJOR,
             format_minor: FORMAT_MINOR,
             leader: leader.to_owned(),
+            holds_delivered: true,
         }
     }
 }
@@ -346,6 +353,21 @@ mod tests {
 
     /// Frames arriving in arbitrary pieces come out whole and in order; a frame that
     /// fails its CRC or is too large is an error, an incomplete one waits for more.
+    /// A leader of the previous release says nothing of same-host delivery: its standbys
+    /// must keep acknowledging at once (it waits for them); this release's leader says so.
+    #[test]
+    fn a_hello_without_delivery_credit_decodes_as_none() {
+        let old = r#"{"hello":{"format_major":1,"format_minor":0,"leader":"m1:50051"}}"#;
+        match serde_json::from_str::<ToStandby>(old).unwrap() {
+            ToStandby::Hello {
+                holds_delivered, ..
+            } => assert!(!holds_delivered),
+            other => panic!("{other:?}"),
+        }
+        let new = serde_json::to_string(&ToStandby::hello("m2:50051")).unwrap();
+        assert!(new.contains(r#""holds_delivered":true"#), "{new}");
+    }
+
     #[test]
     fn frame_buffers_reassemble_pieces_and_refuse_garbage() {
         use std::io::Write;
