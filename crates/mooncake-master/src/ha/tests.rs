@@ -58,12 +58,13 @@ async fn leader(timeout: Duration, sync: bool) -> (Arc<Master>, Arc<Replicator>,
     (master, repl, addr)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answered_call_is_already_at_the_in_sync_standby() {
-    let (master, repl, addr) = leader(Duration::from_secs(5), true).await;
-    let client = ClientId(1);
-    master.mount_segment(client, segment()).await.unwrap();
-    put(&master, client, "before").await;
+/// A real standby following the leader at `addr` (term 5) in a task, once the leader counts
+/// it in sync: its status, and the task, which returns the state it followed when the
+/// stream ends.
+async fn standby_in_sync(
+    addr: String,
+    repl: &Replicator,
+) -> (Arc<HaStatus>, tokio::task::JoinHandle<DurableState>) {
     let status = Arc::new(HaStatus::default());
     let st = status.clone();
     let standby = tokio::spawn(async move {
@@ -87,6 +88,16 @@ async fn an_answered_call_is_already_at_the_in_sync_standby() {
         assert!(Instant::now() < deadline, "the standby never got in sync");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    (status, standby)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answered_call_is_already_at_the_in_sync_standby() {
+    let (master, repl, addr) = leader(Duration::from_secs(5), true).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    put(&master, client, "before").await;
+    let (status, standby) = standby_in_sync(addr, &repl).await;
     for i in 0..50 {
         put(&master, client, &format!("k{i}")).await;
         // Answered: the standby has applied it.
@@ -118,10 +129,19 @@ async fn an_answered_call_is_already_at_the_in_sync_standby() {
 /// A standby that acknowledges the snapshot, then nothing; returns once it is in sync
 /// and the reader of its stream.
 async fn mute_standby(addr: &str, repl: &Replicator) -> BufReader<tokio::net::tcp::OwnedReadHalf> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (rd, mut wr) = stream.into_split();
+    let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
+    join_then_mute(rd, wr, "mute", repl).await
+}
+
+/// Says hello on `wr`, acknowledges the snapshot read from `rd`, waits until the leader
+/// counts this standby in sync, then reads nothing more; returns the reader.
+async fn join_then_mute<R, W>(rd: R, mut wr: W, name: &str, repl: &Replicator) -> BufReader<R>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut rd = BufReader::new(rd);
-    wire::send(&mut wr, &ToLeader::hello("mute")).await.unwrap();
+    wire::send(&mut wr, &ToLeader::hello(name)).await.unwrap();
     loop {
         if let ToStandby::SnapshotEnd { seq } =
             wire::recv::<_, ToStandby>(&mut rd).await.unwrap().unwrap()
@@ -254,26 +274,8 @@ async fn mute_local_standby(
             .serve(master.clone(), conn, "local".into(), "leader:1".into()),
     );
     ours.set_nonblocking(true).unwrap();
-    let (rd, mut wr) = tokio::net::UnixStream::from_std(ours).unwrap().into_split();
-    let mut rd = BufReader::new(rd);
-    wire::send(&mut wr, &ToLeader::hello("mute-local"))
-        .await
-        .unwrap();
-    loop {
-        if let ToStandby::SnapshotEnd { seq } =
-            wire::recv::<_, ToStandby>(&mut rd).await.unwrap().unwrap()
-        {
-            wire::send(&mut wr, &ToLeader::Ack { seq }).await.unwrap();
-            break;
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while repl.followers().iter().all(|f| !f.in_sync) {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    std::mem::forget(wr);
-    rd
+    let (rd, wr) = tokio::net::UnixStream::from_std(ours).unwrap().into_split();
+    join_then_mute(rd, wr, "mute-local", repl).await
 }
 
 /// Synchronous replication to a standby on this host: a batch written whole into its
@@ -361,28 +363,7 @@ async fn a_same_host_standby_catches_up_within_milliseconds() {
     });
     let client = ClientId(1);
     master.mount_segment(client, segment()).await.unwrap();
-    let status = Arc::new(HaStatus::default());
-    let st = status.clone();
-    let standby = tokio::spawn(async move {
-        let mut state = DurableState::default();
-        let mut position = super::Position::default();
-        follow(
-            &addr,
-            "standby",
-            5,
-            &mut state,
-            &mut position,
-            &st,
-            Duration::from_secs(2),
-        )
-        .await;
-        state
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while repl.followers().iter().all(|f| !f.in_sync) {
-        assert!(Instant::now() < deadline, "the standby never got in sync");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (status, standby) = standby_in_sync(addr, &repl).await;
     for i in 0..50 {
         put(&master, client, &format!("k{i}")).await;
     }
