@@ -51,6 +51,8 @@ pub(crate) async fn follow(
     // answer, so this standby reads on a timer instead of polling, or being woken for
     // every batch.
     let mut lazy = false;
+    // The last read brought a large piece of the stream: read eagerly until one does not.
+    let mut large_frames = false;
     let mut rd = FrameBuf::default();
     if let Err(e) = send(&conn, &ToLeader::hello(me)).await {
         return FollowEnd::Closed(e.to_string());
@@ -65,11 +67,17 @@ pub(crate) async fn follow(
                 Err(e) => return FollowEnd::Closed(e.to_string()),
             }
             let deadline = tokio::time::Instant::now() + silence;
-            let filled = if lazy {
+            // Lazily only between whole small frames: the rest of a frame already begun,
+            // or the next of a stream of large ones (a batch of 1,000 keys is ~250 KB,
+            // more than the socket holds, so the leader waits for this standby's
+            // acknowledgement), is read at once.
+            let before = rd.buffered();
+            let filled = if lazy && !rd.has_more() && !large_frames {
                 fill_lazily(&mut rd, &conn, deadline).await
             } else {
                 rd.fill(&conn, Some(deadline)).await
             };
+            large_frames = rd.buffered().saturating_sub(before) >= LARGE_READ;
             match filled {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -167,6 +175,10 @@ pub(crate) async fn follow(
         }
     }
 }
+
+/// A read of at least this much of the stream means large frames are coming (a socket
+/// holds ~200 KB): the next is waited for at once, not on the timer.
+const LARGE_READ: usize = 64 << 10;
 
 /// How often a same-host standby looks for more of the stream when it has caught up.
 const LAZY_READ: Duration = Duration::from_millis(1);

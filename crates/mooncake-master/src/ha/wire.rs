@@ -206,6 +206,11 @@ impl FrameBuf {
         Ok(Some(msg))
     }
 
+    /// Bytes buffered and not yet taken as frames.
+    pub(crate) fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
     /// Whether the start of another frame is already buffered.
     pub(crate) fn has_more(&self) -> bool {
         self.end - self.start >= FRAME_HEADER
