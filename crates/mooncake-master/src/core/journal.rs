@@ -308,7 +308,7 @@ impl MasterCore {
         grace: Duration,
     ) -> RestoreReport {
         let segs = std::mem::take(&mut state.segs);
-        let objs: Vec<ObjectRecord> = state.into_objects().collect();
+        let mut objs: Vec<ObjectRecord> = state.into_objects().collect();
         self.segments.clear();
         self.clients.clear();
         self.objects.clear();
@@ -331,7 +331,6 @@ impl MasterCore {
             self.capacity += record.size;
             owners.push((id, client, record.into()));
         }
-        let mut objs = objs;
         objs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         // Per segment: the ranges to rebuild, and which (object, replica) each one is.
         let mut ranges: HashMap<SegmentId, Occupied> = HashMap::new();
@@ -467,7 +466,7 @@ impl DurableState {
                 });
             }
             Change::Object(mut o) => {
-                // The key lives in the map only (given back by `into_values`).
+                // The key lives in the map only (given back by `into_objects`).
                 let key = std::mem::take(&mut o.key);
                 self.objs.insert(key, o);
             }
