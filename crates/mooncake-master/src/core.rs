@@ -17,6 +17,7 @@ use mooncake_store::{
 
 use crate::MasterConfig;
 
+pub mod binary;
 mod clear;
 mod disk;
 mod drain;

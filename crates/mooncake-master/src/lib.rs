@@ -20,6 +20,7 @@ mod server;
 mod state;
 mod status_page;
 
+pub use crate::core::binary;
 pub use crate::core::{
     Change, ClientView, DiskStats, DrainJobView, DurableState, EvictionStats, JobStatus, KeyEvent,
     KeyExplanation, KeyState, LoadState, LookupOp, LookupStats, MasterCore, MissCause,

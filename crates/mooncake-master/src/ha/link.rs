@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::replicator::{BatchRef, Replicator, MAX_QUEUED};
 use super::wire::{self, FrameBuf, ToLeader, ToStandby, HEARTBEAT};
+use crate::binary::BatchKind;
 use crate::Master;
 
 /// Changes per snapshot frame.
@@ -25,6 +26,9 @@ const SNAPSHOT_CHUNK: usize = 1024;
 pub(super) struct Link {
     pub(super) id: u64,
     pub(super) name: String,
+    /// The standby reads the [`crate::binary`] encoding: its batches and snapshot are
+    /// sent in it (JSON otherwise).
+    pub(super) binary: bool,
     /// Non-blocking, read and written with direct system calls.
     pub(super) conn: Conn,
     /// Acknowledgement bytes read and not yet taken; whoever holds it reads.
@@ -191,15 +195,18 @@ impl Replicator {
                 .await
                 .map_err(|e| io::Error::other(format!("no hello within 5 s: {e}")))?;
         };
-        let name = match hello {
+        let (name, binary) = match hello {
             ToLeader::Hello {
-                format_major, name, ..
+                format_major,
+                name,
+                binary,
+                ..
             } => {
                 if format_major < crate::state::format::FORMAT_MAJOR {
                     tracing::warn!(standby = %name, format_major, "a standby of an older state format cannot follow this leader; upgrade it");
                     return Ok(());
                 }
-                name
+                (name, binary >= crate::binary::VERSION)
             }
             ToLeader::Ack { .. } => return Err(io::Error::other("the standby did not say hello")),
         };
@@ -209,6 +216,7 @@ impl Replicator {
         let link = Arc::new(Link {
             id: self.next_id(),
             name,
+            binary,
             conn,
             acks: Mutex::new(rx),
             in_sync: AtomicBool::new(false),
@@ -258,7 +266,11 @@ impl Replicator {
         };
         let mut buf = Vec::new();
         for chunk in snapshot.chunks(SNAPSHOT_CHUNK) {
-            wire::put(&BatchRef::Snapshot(chunk), &mut buf);
+            if link.binary {
+                wire::put_binary(BatchKind::Snapshot, 0, chunk, &mut buf);
+            } else {
+                wire::put(&BatchRef::Snapshot(chunk), &mut buf);
+            }
             if buf.len() > 1 << 20 {
                 write(std::mem::take(&mut buf), "its snapshot").await?;
             }

@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 
 use super::link::{Link, LinkState, Poller};
 use super::wire::ToStandby;
+use crate::binary::BatchKind;
 use crate::Change;
 
 /// Batches delivered to a same-host standby wait this long for its acknowledgement
@@ -158,12 +159,21 @@ impl Replicator {
         if batches.is_empty() || links.is_empty() {
             return;
         }
-        let mut buf = Vec::with_capacity(512 * batches.len());
-        let mut ends = Vec::with_capacity(batches.len());
-        for (seq, changes) in &batches {
-            super::wire::put(&BatchRef::Batch { seq: *seq, changes }, &mut buf);
-            ends.push(buf.len());
-        }
+        // Each encoding a standby reads, once: the frames and where each batch ends.
+        let encode = |binary: bool| {
+            let mut buf = Vec::with_capacity(512 * batches.len());
+            let mut ends = Vec::with_capacity(batches.len());
+            for (seq, changes) in &batches {
+                if binary {
+                    super::wire::put_binary(BatchKind::Batch, *seq, changes, &mut buf);
+                } else {
+                    super::wire::put(&BatchRef::Batch { seq: *seq, changes }, &mut buf);
+                }
+                ends.push(buf.len());
+            }
+            (buf, ends)
+        };
+        let mut encoded: [Option<(Vec<u8>, Vec<usize>)>; 2] = [None, None];
         let mut failed = Vec::new();
         let mut delivered = Vec::new();
         let last = batches.last().map_or(0, |(s, _)| *s);
@@ -172,6 +182,8 @@ impl Replicator {
             if first == batches.len() {
                 continue;
             }
+            let binary = l.link.binary;
+            let (buf, ends) = encoded[usize::from(binary)].get_or_insert_with(|| encode(binary));
             let from = first.checked_sub(1).map_or(0, |i| ends[i]);
             match l.send(&buf[from..], batches.len() - first) {
                 Ok(true) if l.link.conn.is_local() => delivered.push(l.link.id),

@@ -130,18 +130,22 @@ async fn an_answered_call_is_already_at_the_in_sync_standby() {
 /// and the reader of its stream.
 async fn mute_standby(addr: &str, repl: &Replicator) -> BufReader<tokio::net::tcp::OwnedReadHalf> {
     let (rd, wr) = TcpStream::connect(addr).await.unwrap().into_split();
-    join_then_mute(rd, wr, "mute", repl).await
+    join_then_mute(rd, wr, ToLeader::hello("mute"), repl).await
 }
 
-/// Says hello on `wr`, acknowledges the snapshot read from `rd`, waits until the leader
+/// Says `hello` on `wr`, acknowledges the snapshot read from `rd`, waits until the leader
 /// counts this standby in sync, then reads nothing more; returns the reader.
-async fn join_then_mute<R, W>(rd: R, mut wr: W, name: &str, repl: &Replicator) -> BufReader<R>
+async fn join_then_mute<R, W>(rd: R, mut wr: W, hello: ToLeader, repl: &Replicator) -> BufReader<R>
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
+    let ToLeader::Hello { name, .. } = &hello else {
+        panic!("not a hello: {hello:?}");
+    };
+    let name = name.clone();
     let mut rd = BufReader::new(rd);
-    wire::send(&mut wr, &ToLeader::hello(name)).await.unwrap();
+    wire::send(&mut wr, &hello).await.unwrap();
     loop {
         if let ToStandby::SnapshotEnd { seq } =
             wire::recv::<_, ToStandby>(&mut rd).await.unwrap().unwrap()
@@ -151,7 +155,7 @@ where
         }
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while repl.followers().iter().all(|f| !f.in_sync) {
+    while !repl.followers().iter().any(|f| f.in_sync && f.name == name) {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -275,7 +279,7 @@ async fn mute_local_standby(
     );
     ours.set_nonblocking(true).unwrap();
     let (rd, wr) = tokio::net::UnixStream::from_std(ours).unwrap().into_split();
-    join_then_mute(rd, wr, "mute-local", repl).await
+    join_then_mute(rd, wr, ToLeader::hello("mute-local"), repl).await
 }
 
 /// Synchronous replication to a standby on this host: a batch written whole into its
@@ -375,4 +379,52 @@ async fn a_same_host_standby_catches_up_within_milliseconds() {
     repl.close();
     let state = standby.await.unwrap();
     assert_eq!((state.object_count(), state.segment_count()), (50, 1));
+}
+
+/// A leader with a standby of the previous release (JSON only) and one of this release:
+/// each gets the snapshot and every batch, whole and in order, in the encoding it reads
+/// (so either side of a rolling upgrade can be first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_standby_gets_the_encoding_it_reads() {
+    let (master, repl, addr) = leader(Duration::from_secs(5), false).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    put(&master, client, "before").await;
+    let mut streams = Vec::new();
+    for (name, binary) in [("old", 0), ("new", crate::binary::VERSION)] {
+        let hello = ToLeader::Hello {
+            format_major: crate::state::format::FORMAT_MAJOR,
+            format_minor: 0,
+            name: name.into(),
+            binary,
+        };
+        let (rd, wr) = TcpStream::connect(&addr).await.unwrap().into_split();
+        streams.push((binary, join_then_mute(rd, wr, hello, &repl).await));
+    }
+    for i in 0..100 {
+        put(&master, client, &format!("k{i}")).await;
+    }
+    repl.close();
+    for (binary, mut rd) in streams {
+        let (mut keys, mut first_bytes) = (Vec::new(), std::collections::BTreeSet::new());
+        while let Some(body) = wire::recv_body(&mut rd).await.unwrap() {
+            let msg = <ToStandby as wire::Message>::decode(&body).unwrap();
+            if let ToStandby::Batch { changes, .. } = msg {
+                first_bytes.insert(body[0]);
+                for c in changes {
+                    if let crate::Change::Object(o) = c {
+                        keys.push(o.key);
+                    }
+                }
+            }
+        }
+        let want: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+        assert_eq!(keys, want, "binary {binary}");
+        let json_only = std::collections::BTreeSet::from([b'{']);
+        let binary_only = std::collections::BTreeSet::from([crate::binary::MAGIC]);
+        assert_eq!(
+            first_bytes,
+            if binary == 0 { json_only } else { binary_only }
+        );
+    }
 }

@@ -89,12 +89,19 @@ pub(crate) type Frame<'a> = (usize, &'a [u8]);
 
 /// Appends one frame holding `record` to `out`.
 pub(crate) fn encode<T: Serialize>(record: &T, out: &mut Vec<u8>) {
+    frame_with(out, |out| {
+        // Serializing plain data into a Vec cannot fail: every map key is a string.
+        serde_json::to_writer(&mut *out, record).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot encode a state record");
+        });
+    });
+}
+
+/// Appends one frame whose body `body` appends to `out`.
+pub(crate) fn frame_with(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER]);
-    // Serializing plain data into a Vec cannot fail: every map key is a string.
-    serde_json::to_writer(&mut *out, record).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot encode a state record");
-    });
+    body(out);
     let body = &out[start + FRAME_HEADER..];
     let len = u32::try_from(body.len()).unwrap_or(u32::MAX);
     let crc = crc32c::crc32c(body);
