@@ -29,15 +29,17 @@ $BIN/mooncake_store_service --host=127.0.0.1 --port=0 --global_segment_size="2 G
   --master_server_address=$RPC --metadata_server=$META --shared_memory=false > $LOG/store.out 2>/dev/null &
 SP=$!
 for i in $(seq 200); do grep -q "mooncake_store_service segment" $LOG/store.out && break; sleep 0.1; done
-cpu() { for p in "$@"; do awk -v p=$p '{printf "%s %.2f\n", p, ($14+$15)/100}' /proc/$p/stat 2>/dev/null; done; }
+# CPU seconds and context switches (all threads) of each process.
+cpu() { for p in "$@"; do printf "%s %s %s\n" $p "$(awk '{printf "%.2f", ($14+$15)/100}' /proc/$p/stat 2>/dev/null)" \
+  "$(cat /proc/$p/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n+=$2} END {print n+0}')"; done; }
 [ -n "${CPU_REPORT:-}" ] && cpu $PIDS $SP > $LOG/cpu0
 /usr/bin/time -f "store_bench cpu_s %U %S" -o $LOG/bench.cpu $BIN/store_bench --master_server_address=$RPC --cluster_id=bench --metadata_server=$META --json=$OUT --quiet "$@" > $LOG/bench.out 2>&1 || { echo "bench failed"; grep -v "^  " $LOG/bench.out | head -20; }
 [ "${MODE%-*}" = ha ] && for m in 1 2 3; do curl -s 127.0.0.1:$(metrics_port $m)/ha_status; echo; done
 if [ -n "${CPU_REPORT:-}" ]; then
   # CPU seconds each process spent during the bench (etcd, metadata server, masters, store).
   cpu $PIDS $SP > $LOG/cpu1
-  echo "cpu seconds during the bench:"; paste -d" " $LOG/cpu0 $LOG/cpu1 | while read p a _ b; do
-    echo "  $(tr '\0' ' ' < /proc/$p/cmdline | awk '{print $1}' | xargs basename) $p: $(echo "$b - $a" | bc)"; done
+  echo "cpu seconds (context switches) during the bench:"; paste -d" " $LOG/cpu0 $LOG/cpu1 | while read p a x _ b y; do
+    echo "  $(tr '\0' ' ' < /proc/$p/cmdline | awk '{print $1}' | xargs basename) $p: $(echo "$b - $a" | bc) ($((y - x)))"; done
   cat $LOG/bench.cpu
 fi
 kill -TERM $SP; sleep 0.5; kill -TERM $PIDS; wait 2>/dev/null

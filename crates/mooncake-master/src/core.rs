@@ -176,6 +176,11 @@ pub struct EvictionStats {
     pub attempted_passes: u64,
 }
 
+/// The hasher of the maps keyed by object key: foldhash, seeded at random per map (so a
+/// client cannot pick keys that collide), about four times faster than the standard
+/// SipHash on keys of tens of bytes, which was a fifth of a standby's work per batch.
+pub(crate) type KeyHasher = foldhash::fast::RandomState;
+
 /// The master's state machine.
 #[derive(Debug)]
 pub struct MasterCore {
@@ -183,7 +188,7 @@ pub struct MasterCore {
     view_version: i64,
     segments: BTreeMap<SegmentId, Mounted>,
     clients: HashMap<ClientId, ClientState>,
-    objects: HashMap<String, Object>,
+    objects: HashMap<String, Object, KeyHasher>,
     delayed_frees: Vec<(Instant, SegmentId, AllocHandle)>,
     /// Keys of unfinished puts, so the discard scan does not walk every object.
     pending: std::collections::HashSet<String>,
@@ -219,7 +224,7 @@ impl MasterCore {
             view_version,
             segments: BTreeMap::new(),
             clients: HashMap::new(),
-            objects: HashMap::new(),
+            objects: HashMap::default(),
             delayed_frees: Vec::new(),
             pending: std::collections::HashSet::new(),
             rng,

@@ -438,7 +438,7 @@ pub struct DurableState {
     /// Mounted segments with their owners.
     segs: BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
     /// Complete objects.
-    objs: HashMap<String, ObjectRecord>,
+    objs: HashMap<String, ObjectRecord, super::KeyHasher>,
 }
 
 impl FromIterator<Change> for DurableState {
