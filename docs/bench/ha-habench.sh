@@ -34,7 +34,8 @@ cpu() { for p in "$@"; do printf "%s %s %s\n" $p "$(awk '{printf "%.2f", ($14+$1
   "$(cat /proc/$p/task/*/status 2>/dev/null | awk '/ctxt_switches/ {n+=$2} END {print n+0}')"; done; }
 [ -n "${CPU_REPORT:-}" ] && cpu $PIDS $SP > $LOG/cpu0
 /usr/bin/time -f "store_bench cpu_s %U %S" -o $LOG/bench.cpu $BIN/store_bench --master_server_address=$RPC --cluster_id=bench --metadata_server=$META --json=$OUT --quiet "$@" > $LOG/bench.out 2>&1 || { echo "bench failed"; grep -v "^  " $LOG/bench.out | head -20; }
-[ "${MODE%-*}" = ha ] && for m in 1 2 3; do curl -s 127.0.0.1:$(metrics_port $m)/ha_status; echo; done
+[ "${MODE%-*}" = ha ] && for m in $(seq "${HA_MASTERS:-3}"); do curl -s 127.0.0.1:$(metrics_port $m)/ha_status; echo
+  curl -s 127.0.0.1:$(metrics_port $m)/metrics | grep -E "^master_replication_wait"; done
 if [ -n "${CPU_REPORT:-}" ]; then
   # CPU seconds each process spent during the bench (etcd, metadata server, masters, store).
   cpu $PIDS $SP > $LOG/cpu1

@@ -20,5 +20,8 @@ else
   RPC=$(grep "rpc listening on" $LOG/m.out | awk '{print $NF}')
 fi
 $BIN/master_bench --master_server_address=$RPC --duration=2 ${MB_EXTRA:-} 2>&1 | grep -v "^\s*$"
+# How many calls waited for a standby, and for how long in all (the leader's counters).
+[ "${MODE%-*}" = ha ] && for m in $(seq "${HA_MASTERS:-3}"); do
+  curl -s 127.0.0.1:$(metrics_port $m)/metrics | grep -E "^master_replication_wait"; done
 kill -TERM $PIDS; wait 2>/dev/null
 rm -rf $LOG

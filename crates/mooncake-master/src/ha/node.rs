@@ -574,12 +574,13 @@ impl HaNode {
             Some(t) => t.master.render_metrics(),
             None => String::new(),
         };
-        let (standbys, (lag_entries, lag_seconds)) = match self.term() {
+        let (standbys, (lag_entries, lag_seconds), (waits, waited)) = match self.term() {
             Some(t) => (
                 t.repl.followers().iter().filter(|f| f.in_sync).count() as u64,
                 t.repl.lag(),
+                t.repl.waits(),
             ),
-            None => (0, (0, 0.0)),
+            None => (0, (0, 0.0), (0, 0.0)),
         };
         let s = &self.status;
         let gauges: [(&str, &str, f64); 7] = [
@@ -628,10 +629,15 @@ impl HaNode {
                 "master_ha_standby_applied_batches_total",
                 s.applied.load(Ordering::Relaxed),
             ),
+            ("master_replication_waits_total", waits),
         ];
         for (name, v) in counters {
             let _ = writeln!(out, "# TYPE {name} counter\n{name} {v}");
         }
+        let _ = writeln!(
+            out,
+            "# TYPE master_replication_wait_seconds_total counter\nmaster_replication_wait_seconds_total {waited}"
+        );
         out
     }
 }

@@ -66,6 +66,10 @@ pub(crate) struct Replicator {
     /// When batches not yet acknowledged by everyone were queued (the lag in seconds).
     pending: Mutex<VecDeque<(u64, Instant)>>,
     pub(super) closed: AtomicBool,
+    /// Calls that had to wait for a standby (its batch was not yet held by every in-sync
+    /// standby when the call was ready to answer), and their waits in all (µs).
+    waits: AtomicU64,
+    waited_us: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -130,6 +134,8 @@ impl Replicator {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(VecDeque::new()),
             closed: AtomicBool::new(false),
+            waits: AtomicU64::new(0),
+            waited_us: AtomicU64::new(0),
         }
     }
 
@@ -245,6 +251,20 @@ impl Replicator {
         if self.is_acked(seq) {
             return;
         }
+        let start = Instant::now();
+        self.wait_for_acks(seq).await;
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.waited_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Calls that waited for a standby, and their waits in all (seconds).
+    pub(crate) fn waits(&self) -> (u64, f64) {
+        let us = self.waited_us.load(Ordering::Relaxed);
+        (self.waits.load(Ordering::Relaxed), us as f64 / 1e6)
+    }
+
+    async fn wait_for_acks(&self, seq: u64) {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut poller = Poller::claim();
         loop {

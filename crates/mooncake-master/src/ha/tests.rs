@@ -175,6 +175,12 @@ async fn a_standby_that_stops_acknowledging_costs_one_timeout_then_is_dropped() 
     put(&master, client, "a").await;
     let first = t.elapsed();
     assert!(first >= timeout, "{first:?}");
+    // Counted for `master_replication_waits_total` and `..._wait_seconds_total`.
+    let (waits, waited) = repl.waits();
+    assert!(
+        waits >= 1 && waited >= timeout.as_secs_f64(),
+        "{waits} {waited}"
+    );
     assert!(
         repl.followers().is_empty(),
         "the mute standby was not dropped"
@@ -300,6 +306,7 @@ async fn a_same_host_standby_holds_what_is_in_its_socket() {
     }
     // Over TCP the first of these waits the whole timeout, then drops the standby.
     assert!(t.elapsed() < timeout / 5, "{:?}", t.elapsed());
+    assert_eq!(repl.waits().0, 0, "a call waited for the same-host standby");
     let followers = repl.followers();
     assert!(followers.len() == 1 && followers[0].in_sync);
     assert!(
