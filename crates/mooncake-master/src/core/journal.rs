@@ -237,7 +237,8 @@ impl MasterCore {
             match self.objects.get(&key) {
                 // An object with only a disk copy is the holder's to report again.
                 Some(o) if o.state == State::Complete && !o.slots.is_empty() => {
-                    out.push(Change::Object(self.object_record(&key, o)));
+                    // The journal's own copy of the key becomes the record's.
+                    out.push(Change::Object(Self::object_record(key, o)));
                 }
                 _ => out.push(Change::Erase { key }),
             }
@@ -257,15 +258,16 @@ impl MasterCore {
         }
         for (key, o) in &self.objects {
             if o.state == State::Complete && !o.slots.is_empty() {
-                out.push(Change::Object(self.object_record(key, o)));
+                out.push(Change::Object(Self::object_record(key.clone(), o)));
             }
         }
         out
     }
 
-    fn object_record(&self, key: &str, o: &Object) -> ObjectRecord {
+    /// `key`'s complete object `o` as a record.
+    fn object_record(key: String, o: &Object) -> ObjectRecord {
         ObjectRecord {
-            key: key.to_owned(),
+            key,
             size: o.size,
             version: o.version,
             pin: o.pin,
