@@ -1,5 +1,7 @@
 //! The replication stream between a leader and a standby: over one TCP connection, frames
-//! of the state directory's format (`u32 LE length | u32 LE CRC-32C | JSON body`).
+//! of the state directory's format (`u32 LE length | u32 LE CRC-32C | body`), the body JSON
+//! or, for batches and snapshot chunks to a standby that reads it, the
+//! [`crate::binary`] encoding.
 //!
 //! Standby -> leader: [`ToLeader::Hello`], then an [`ToLeader::Ack`] for every batch it
 //! applied. Leader -> standby: [`ToStandby::Hello`], the snapshot in chunks, its end (with
@@ -71,7 +73,8 @@ pub(crate) enum ToLeader {
         name: String,
         /// The highest [`binary`] encoding version this standby reads (0, absent from
         /// standbys before it: JSON only). The leader sends batches and snapshot chunks
-        /// in that encoding, which costs both sides a tenth of the JSON.
+        /// in that encoding (encoding a batch costs the leader 1/40 of its JSON, decoding
+        /// it the standby 1/7).
         #[serde(default)]
         binary: u8,
     },
