@@ -176,9 +176,10 @@ pub struct EvictionStats {
     pub attempted_passes: u64,
 }
 
-/// The hasher of the maps keyed by object key: foldhash, seeded at random per map (so a
-/// client cannot pick keys that collide), about four times faster than the standard
-/// SipHash on keys of tens of bytes, which was a fifth of a standby's work per batch.
+/// The hasher of the maps keyed by object key: foldhash, seeded at random per map and per
+/// process (so a client cannot pick keys that collide). The standard SipHash was a fifth
+/// of a standby's CPU; with foldhash a standby applies a batch of 32 records to a state
+/// of 100,000 objects in 9.0 µs instead of 13.2 (`benches/master.rs`).
 pub(crate) type KeyHasher = foldhash::fast::RandomState;
 
 /// The master's state machine.
