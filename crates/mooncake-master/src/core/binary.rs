@@ -8,6 +8,7 @@
 //!
 //! ```text
 //! body   := MAGIC VERSION kind:u8 seq:u64 count:u32 change{count}
+//! kind   := 1 batch | 2 snapshot part | 3 leading part of a batch (see BatchKind)
 //! change := 1 key:str size:u64 version:u64 pin:u8 soft_pin_ttl_ms:u64 owner:u128
 //!             checksum:(0 | 1 u32) replicas:u32 (segment:u128 offset:u64){replicas}   object
 //!         | 2 key:str                                                                 erase
@@ -37,6 +38,10 @@ pub enum BatchKind {
     Batch,
     /// Part of a snapshot.
     Snapshot,
+    /// A leading part of call `seq`'s changes, too many for one frame: the frame of kind
+    /// [`BatchKind::Batch`] with the same `seq` ends them, and the call's changes are
+    /// applied together.
+    BatchPart,
 }
 
 impl BatchKind {
@@ -44,6 +49,7 @@ impl BatchKind {
         match self {
             Self::Batch => 1,
             Self::Snapshot => 2,
+            Self::BatchPart => 3,
         }
     }
 }
@@ -140,6 +146,7 @@ pub fn decode_changes(body: &[u8]) -> Result<(BatchKind, u64, Vec<Change>), Bina
     let kind = match r.u8()? {
         1 => BatchKind::Batch,
         2 => BatchKind::Snapshot,
+        3 => BatchKind::BatchPart,
         _ => return Err(r.invalid("unknown kind")),
     };
     let seq = r.u64()?;
@@ -350,12 +357,11 @@ mod tests {
     #[test]
     fn every_kind_of_change_round_trips_and_json_is_told_apart() {
         let changes = every_kind();
-        let mut buf = Vec::new();
-        encode_changes(BatchKind::Batch, 123, &changes, &mut buf);
-        assert_eq!(
-            decode_changes(&buf),
-            Ok((BatchKind::Batch, 123, changes.clone()))
-        );
+        for kind in [BatchKind::Batch, BatchKind::Snapshot, BatchKind::BatchPart] {
+            let mut buf = Vec::new();
+            encode_changes(kind, 123, &changes, &mut buf);
+            assert_eq!(decode_changes(&buf), Ok((kind, 123, changes.clone())));
+        }
         let json = serde_json::to_vec(&changes).expect("json");
         assert!(matches!(
             decode_changes(&json),

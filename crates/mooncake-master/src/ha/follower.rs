@@ -59,6 +59,9 @@ pub(crate) async fn follow(
     }
     let mut fresh: Option<DurableState> = None;
     let mut unacked: Option<u64> = None;
+    // The leading parts of a call's changes too many for one frame, until its batch ends
+    // them (a call's changes are applied together).
+    let mut parts: Option<(u64, Vec<crate::Change>)> = None;
     loop {
         let msg = loop {
             match rd.next::<ToStandby>() {
@@ -134,9 +137,31 @@ pub(crate) async fn follow(
                     return FollowEnd::Closed(e.to_string());
                 }
             }
+            ToStandby::BatchPart { seq, changes } => {
+                if fresh.is_some() {
+                    return FollowEnd::Closed("a batch inside the snapshot".into());
+                }
+                match &mut parts {
+                    None => parts = Some((seq, changes)),
+                    Some((s, held)) if *s == seq => held.extend(changes),
+                    Some((s, _)) => {
+                        return FollowEnd::Closed(format!(
+                            "a part of batch {seq} before batch {s} ended"
+                        ))
+                    }
+                }
+            }
             ToStandby::Batch { seq, changes } => {
                 if fresh.is_some() {
                     return FollowEnd::Closed("a batch inside the snapshot".into());
+                }
+                if let Some((s, held)) = parts.take() {
+                    if s != seq {
+                        return FollowEnd::Closed(format!("batch {seq} before batch {s} ended"));
+                    }
+                    for c in held {
+                        state.apply(c);
+                    }
                 }
                 for c in changes {
                     state.apply(c);

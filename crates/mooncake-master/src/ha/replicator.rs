@@ -25,7 +25,6 @@ use tokio::sync::Notify;
 
 use super::link::{Link, LinkState, Poller};
 use super::wire::ToStandby;
-use crate::binary::BatchKind;
 use crate::Change;
 
 /// Batches delivered to a same-host standby wait this long for its acknowledgement
@@ -171,7 +170,7 @@ impl Replicator {
             let mut ends = Vec::with_capacity(batches.len());
             for (seq, changes) in &batches {
                 if binary {
-                    super::wire::put_binary(BatchKind::Batch, *seq, changes, &mut buf);
+                    super::wire::put_binary_batch(*seq, changes, &mut buf);
                 } else {
                     super::wire::put(&BatchRef::Batch { seq: *seq, changes }, &mut buf);
                 }

@@ -435,3 +435,27 @@ async fn each_standby_gets_the_encoding_it_reads() {
         );
     }
 }
+
+/// A call that touches more keys than one frame carries (`wire::BATCH_PART`, 100 in
+/// tests): the leader sends its changes in parts and the standby applies them together,
+/// in sync, before the call answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_more_changes_than_a_frame_carries_reaches_the_standby_whole() {
+    let (master, repl, addr) = leader(Duration::from_secs(5), true).await;
+    let client = ClientId(1);
+    master.mount_segment(client, segment()).await.unwrap();
+    let (status, standby) = standby_in_sync(addr, &repl).await;
+    for i in 0..250 {
+        put(&master, client, &format!("k{i}")).await;
+    }
+    assert_eq!(status.standby_objects.load(Ordering::Acquire), 250);
+    let applied = status.applied.load(Ordering::Acquire);
+    // One call, 250 erases: two parts and the batch that ends them.
+    assert_eq!(master.remove_all(true).await.unwrap(), 250);
+    assert_eq!(status.standby_objects.load(Ordering::Acquire), 0);
+    assert_eq!(status.applied.load(Ordering::Acquire), applied + 1);
+    put(&master, client, "after").await;
+    repl.close();
+    let state = standby.await.unwrap();
+    assert_eq!(state.object_count(), 1);
+}

@@ -50,6 +50,11 @@ pub(crate) enum ToStandby {
     SnapshotEnd { seq: u64 },
     /// One call's changes.
     Batch { seq: u64, changes: Vec<Change> },
+    /// Leading changes of call `seq`, whose changes are too many for one frame (a
+    /// `remove_all` of millions of keys): the [`ToStandby::Batch`] with the same `seq`
+    /// brings the rest, and the standby applies them all then. Sent only in the
+    /// [`binary`] encoding (a standby of JSON gets the call as one frame).
+    BatchPart { seq: u64, changes: Vec<Change> },
     /// The leader counts this standby in sync from now on (it waits for its
     /// acknowledgements): until then the standby may lack answered changes.
     InSync { seq: u64 },
@@ -166,6 +171,26 @@ pub(crate) fn put_binary(kind: BatchKind, seq: u64, changes: &[Change], buf: &mu
     frame_with(buf, |out| binary::encode_changes(kind, seq, changes, out));
 }
 
+/// Changes per frame of a call's batch in the [`binary`] encoding: a frame stays far below
+/// [`MAX_FRAME`] (a change is ~100 bytes) however many keys one call touched.
+#[cfg(not(test))]
+const BATCH_PART: usize = 65_536;
+#[cfg(test)]
+const BATCH_PART: usize = 100;
+
+/// Appends call `seq`'s changes to `buf` in the [`binary`] encoding: one
+/// [`ToStandby::Batch`] frame, preceded by [`ToStandby::BatchPart`] frames of
+/// [`BATCH_PART`] changes each when there are more than that.
+pub(crate) fn put_binary_batch(seq: u64, changes: &[Change], buf: &mut Vec<u8>) {
+    let mut rest = changes;
+    while rest.len() > BATCH_PART {
+        let (part, tail) = rest.split_at(BATCH_PART);
+        put_binary(BatchKind::BatchPart, seq, part, buf);
+        rest = tail;
+    }
+    put_binary(BatchKind::Batch, seq, rest, buf);
+}
+
 /// A message as it is decoded from a frame's body.
 pub(crate) trait Message: Sized {
     /// The message in `body`, or why it is not one.
@@ -188,6 +213,7 @@ impl Message for ToStandby {
         match binary::decode_changes(body).map_err(|e| e.to_string())? {
             (BatchKind::Batch, seq, changes) => Ok(Self::Batch { seq, changes }),
             (BatchKind::Snapshot, _, changes) => Ok(Self::Snapshot(changes)),
+            (BatchKind::BatchPart, seq, changes) => Ok(Self::BatchPart { seq, changes }),
         }
     }
 }
@@ -472,6 +498,48 @@ mod tests {
             ToLeader::Hello { binary, .. } => assert_eq!(binary, binary::VERSION),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A call's changes beyond [`BATCH_PART`] go in leading parts with its `seq`, then the
+    /// batch that ends them.
+    #[tokio::test]
+    async fn a_large_batch_goes_in_parts_that_the_batch_ends() {
+        let changes: Vec<Change> = (0..250)
+            .map(|i| Change::Erase {
+                key: format!("k{i}"),
+            })
+            .collect();
+        let mut buf = Vec::new();
+        put_binary_batch(7, &changes, &mut buf);
+        let mut r = &buf[..];
+        let mut got = Vec::new();
+        while let Some(m) = recv::<_, ToStandby>(&mut r).await.unwrap() {
+            got.push(m);
+        }
+        let want = vec![
+            ToStandby::BatchPart {
+                seq: 7,
+                changes: changes[..100].to_vec(),
+            },
+            ToStandby::BatchPart {
+                seq: 7,
+                changes: changes[100..200].to_vec(),
+            },
+            ToStandby::Batch {
+                seq: 7,
+                changes: changes[200..].to_vec(),
+            },
+        ];
+        assert_eq!(got, want);
+        // A small batch is one frame.
+        let mut one = Vec::new();
+        put_binary_batch(8, &changes[..BATCH_PART], &mut one);
+        let mut r = &one[..];
+        assert!(matches!(
+            recv::<_, ToStandby>(&mut r).await.unwrap(),
+            Some(ToStandby::Batch { seq: 8, .. })
+        ));
+        assert!(r.is_empty());
     }
 
     /// Frames arriving in arbitrary pieces come out whole and in order; a frame that
