@@ -143,12 +143,11 @@ pub fn decode_changes(body: &[u8]) -> Result<(BatchKind, u64, Vec<Change>), Bina
     if version != VERSION {
         return Err(BinaryError::Version(version));
     }
-    let kind = match r.u8()? {
-        1 => BatchKind::Batch,
-        2 => BatchKind::Snapshot,
-        3 => BatchKind::BatchPart,
-        _ => return Err(r.invalid("unknown kind")),
-    };
+    let tag = r.u8()?;
+    let kind = [BatchKind::Batch, BatchKind::Snapshot, BatchKind::BatchPart]
+        .into_iter()
+        .find(|k| k.tag() == tag)
+        .ok_or_else(|| r.invalid("unknown kind"))?;
     let seq = r.u64()?;
     let count = r.len()?;
     // Every change takes at least 17 bytes: a count cannot reserve more than the body holds.
@@ -160,12 +159,11 @@ pub fn decode_changes(body: &[u8]) -> Result<(BatchKind, u64, Vec<Change>), Bina
                 let key = r.string()?;
                 let size = r.u64()?;
                 let version = r.u64()?;
-                let pin = match r.u8()? {
-                    0 => Pin::None,
-                    1 => Pin::Soft,
-                    2 => Pin::Hard,
-                    _ => return Err(r.invalid("unknown pin")),
-                };
+                let tag = r.u8()?;
+                let pin = [Pin::None, Pin::Soft, Pin::Hard]
+                    .into_iter()
+                    .find(|p| pin_tag(*p) == tag)
+                    .ok_or_else(|| r.invalid("unknown pin"))?;
                 let soft_pin_ttl_ms = r.u64()?;
                 let owner = ClientId(r.u128()?);
                 let checksum = match r.u8()? {
