@@ -22,6 +22,7 @@ mod clear;
 mod disk;
 mod drain;
 mod evict;
+mod held;
 mod history;
 mod inspect;
 mod jobs;

@@ -21,6 +21,7 @@ use mooncake_store::allocator::OffsetAllocator;
 use mooncake_store::{ClientId, ObjectKey, Pin, Segment, SegmentId};
 use serde::{Deserialize, Serialize};
 
+use super::held::Held;
 use super::{MasterCore, Mounted, Object, Slot, State};
 
 /// One durable change of the master's state (a record of the log and of a snapshot).
@@ -439,8 +440,8 @@ type Occupied = (Vec<(u64, u64)>, Vec<(usize, usize)>);
 pub struct DurableState {
     /// Mounted segments with their owners.
     segs: BTreeMap<SegmentId, (SegmentRecord, ClientId)>,
-    /// Complete objects.
-    objs: HashMap<String, ObjectRecord, super::KeyHasher>,
+    /// Complete objects (compactly: a standby holds one per object).
+    objs: HashMap<Box<str>, Held, super::KeyHasher>,
 }
 
 impl FromIterator<Change> for DurableState {
@@ -462,28 +463,21 @@ impl DurableState {
             }
             Change::Unmount { segment } => {
                 self.segs.remove(&segment);
-                self.objs.retain(|_, o| {
-                    o.replicas.retain(|r| r.segment != segment);
-                    !o.replicas.is_empty()
-                });
+                self.objs.retain(|_, o| o.drop_segment(segment));
             }
-            Change::Object(mut o) => {
-                // The key lives in the map only (given back by `into_objects`).
-                let key = std::mem::take(&mut o.key);
-                self.objs.insert(key, o);
+            Change::Object(o) => {
+                let (key, held) = Held::from_record(o);
+                self.objs.insert(key, held);
             }
             Change::Erase { key } => {
-                self.objs.remove(&key);
+                self.objs.remove(key.as_str());
             }
         }
     }
 
     /// The complete objects, each with its key.
     fn into_objects(self) -> impl Iterator<Item = ObjectRecord> {
-        self.objs.into_iter().map(|(key, mut o)| {
-            o.key = key;
-            o
-        })
+        self.objs.into_iter().map(|(key, o)| o.into_record(key))
     }
 
     /// Complete objects held.
