@@ -17,7 +17,7 @@ sleep 1; kill -0 $! || { cat $LOG/m*.err | tail -30; exit 1; }
 BP=$!
 while ! curl -s 127.0.0.1:${MM[$L]}/metrics | grep -q "^master_key_count $N"; do sleep 0.5; done
 for m in 1 2 3; do [ $m = $L ] && continue; while ! curl -s 127.0.0.1:${MM[$m]}/metrics | grep -q "^master_ha_standby_objects $N"; do sleep 0.2; done; done
-echo "standbys hold $N objects; RSS leader $(ps -o rss= -p ${MP[$L]}) KiB"
+echo "standbys hold $N objects; RSS leader $(ps -o rss= -p ${MP[$L]}) KiB, standbys $(for m in 1 2 3; do [ $m = $L ] || printf "%s " $(ps -o rss= -p ${MP[$m]}); done)KiB"
 T0=$(date +%s.%N)
 kill -9 ${MP[$L]}
 NL=""

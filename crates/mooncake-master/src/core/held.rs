@@ -24,12 +24,17 @@ fn join(v: Id) -> u128 {
 /// A complete object as a [`DurableState`](super::DurableState) holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Held {
-    size: u64,
-    version: u64,
-    soft_pin_ttl_ms: u64,
+    /// [`ObjectRecord::size`].
+    pub(super) size: u64,
+    /// [`ObjectRecord::version`].
+    pub(super) version: u64,
+    /// [`ObjectRecord::soft_pin_ttl_ms`].
+    pub(super) soft_pin_ttl_ms: u64,
     owner: Id,
-    checksum: Option<u32>,
-    pin: Pin,
+    /// [`ObjectRecord::checksum`].
+    pub(super) checksum: Option<u32>,
+    /// [`ObjectRecord::pin`].
+    pub(super) pin: Pin,
     replicas: Replicas,
 }
 
@@ -108,10 +113,20 @@ impl Held {
             version: self.version,
             pin: self.pin,
             soft_pin_ttl_ms: self.soft_pin_ttl_ms,
-            owner: ClientId(join(self.owner)),
+            owner: self.owner(),
             checksum: self.checksum,
-            replicas: self.replicas.as_slice().iter().map(|&r| r.into()).collect(),
+            replicas: self.replicas().collect(),
         }
+    }
+
+    /// [`ObjectRecord::owner`].
+    pub(super) fn owner(&self) -> ClientId {
+        ClientId(join(self.owner))
+    }
+
+    /// [`ObjectRecord::replicas`], in order.
+    pub(super) fn replicas(&self) -> impl ExactSizeIterator<Item = ReplicaRecord> + '_ {
+        self.replicas.as_slice().iter().map(|&r| r.into())
     }
 
     /// Forgets the replicas on `segment`; whether any replica is left.

@@ -311,7 +311,9 @@ impl MasterCore {
         grace: Duration,
     ) -> RestoreReport {
         let segs = std::mem::take(&mut state.segs);
-        let mut objs: Vec<ObjectRecord> = state.into_objects().collect();
+        // Each object as held (no record built: a restore of a million objects would
+        // allocate a replica list for each).
+        let mut objs: Vec<(Box<str>, Held)> = state.objs.into_iter().collect();
         self.segments.clear();
         self.clients.clear();
         self.objects.clear();
@@ -334,19 +336,21 @@ impl MasterCore {
             self.capacity += record.size;
             owners.push((id, client, record.into()));
         }
-        objs.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        objs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // Per segment: the ranges to rebuild, and which (object, replica) each one is.
         let mut ranges: HashMap<SegmentId, Occupied> = HashMap::new();
-        for (i, o) in objs.iter().enumerate() {
-            for (r, rep) in o.replicas.iter().enumerate() {
+        for (i, (_, o)) in objs.iter().enumerate() {
+            for (r, rep) in o.replicas().enumerate() {
                 let entry = ranges.entry(rep.segment).or_default();
                 entry.0.push((rep.offset, o.size));
                 entry.1.push((i, r));
             }
         }
         // Replicas keep their order (readers try them in it).
-        let mut slots: Vec<Vec<Option<Slot>>> =
-            objs.iter().map(|o| vec![None; o.replicas.len()]).collect();
+        let mut slots: Vec<Vec<Option<Slot>>> = objs
+            .iter()
+            .map(|(_, o)| vec![None; o.replicas().len()])
+            .collect();
         for (id, client, segment) in owners {
             let (occupied, who) = ranges.remove(&id).unwrap_or_default();
             let (alloc, got) = OffsetAllocator::from_occupied(segment.size, &occupied);
@@ -382,21 +386,22 @@ impl MasterCore {
         }
         // Replicas on segments that were never mounted.
         report.dropped += ranges.values().map(|(r, _)| r.len()).sum::<usize>();
-        for (o, slots) in objs.into_iter().zip(slots) {
+        for ((key, o), slots) in objs.into_iter().zip(slots) {
             let slots = slots.into_iter().flatten().collect();
-            self.insert_restored(o, slots, now, &mut report);
+            self.insert_restored(key.into_string(), o, slots, now, &mut report);
         }
         report
     }
 
     fn insert_restored(
         &mut self,
-        o: ObjectRecord,
+        key: String,
+        o: Held,
         slots: Vec<Slot>,
         now: Instant,
         report: &mut RestoreReport,
     ) {
-        if ObjectKey::new(o.key.as_str()).is_err() || o.size == 0 || slots.is_empty() {
+        if ObjectKey::new(key.as_str()).is_err() || o.size == 0 || slots.is_empty() {
             // Its ranges (if any) go back to the allocators.
             self.free_slots(&slots);
             report.dropped += 1;
@@ -405,7 +410,7 @@ impl MasterCore {
         self.next_version = self.next_version.max(o.version.saturating_add(1));
         let soft_pin_ttl = Duration::from_millis(o.soft_pin_ttl_ms);
         self.objects.insert(
-            o.key,
+            key,
             Object {
                 size: o.size,
                 version: o.version,
@@ -417,7 +422,7 @@ impl MasterCore {
                 pin: o.pin,
                 soft_pin_ttl,
                 soft_pin_until: (o.pin == Pin::Soft).then(|| now + soft_pin_ttl),
-                owner: o.owner,
+                owner: o.owner(),
                 checksum: o.checksum,
                 reads: 0,
                 last_read: None,
