@@ -133,19 +133,15 @@ impl Held {
     pub(super) fn drop_segment(&mut self, segment: SegmentId) -> bool {
         let segment = split(segment.0);
         let rs = self.replicas.as_slice();
-        if !rs.iter().any(|r| r.segment == segment) {
-            return true;
+        if rs.iter().any(|r| r.segment == segment) {
+            let left: Vec<Replica> = rs
+                .iter()
+                .filter(|r| r.segment != segment)
+                .copied()
+                .collect();
+            self.replicas = Replicas::from_slice(&left);
         }
-        let left: Vec<Replica> = rs
-            .iter()
-            .filter(|r| r.segment != segment)
-            .copied()
-            .collect();
-        if left.is_empty() {
-            return false;
-        }
-        self.replicas = Replicas::from_slice(&left);
-        true
+        !self.replicas.as_slice().is_empty()
     }
 }
 
@@ -210,6 +206,10 @@ mod tests {
             record(&[(3, 20)]).replicas
         );
         assert!(!three.drop_segment(SegmentId(3)));
+
+        // A record without replicas (only a bad stream sends one) goes at any unmount.
+        let (_, mut none) = Held::from_record(record(&[]));
+        assert!(!none.drop_segment(SegmentId(9)));
     }
 
     #[test]
