@@ -77,13 +77,6 @@ impl Replicas {
             Self::Many(rs) => rs,
         }
     }
-
-    fn from_slice(rs: &[Replica]) -> Self {
-        match rs {
-            [one] => Self::One(*one),
-            many => Self::Many(many.into()),
-        }
-    }
 }
 
 impl Held {
@@ -134,12 +127,15 @@ impl Held {
         let segment = split(segment.0);
         let rs = self.replicas.as_slice();
         if rs.iter().any(|r| r.segment == segment) {
-            let left: Vec<Replica> = rs
+            let left: Box<[Replica]> = rs
                 .iter()
                 .filter(|r| r.segment != segment)
                 .copied()
                 .collect();
-            self.replicas = Replicas::from_slice(&left);
+            self.replicas = match *left {
+                [one] => Replicas::One(one),
+                _ => Replicas::Many(left),
+            };
         }
         !self.replicas.as_slice().is_empty()
     }

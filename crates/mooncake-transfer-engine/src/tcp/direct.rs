@@ -76,6 +76,11 @@ fn one_kind(ops: &[(WireOp, Arc<Region>)]) -> bool {
         .is_some_and(|(first, _)| ops.iter().all(|(op, _)| op.opcode == first.opcode))
 }
 
+/// Whether a job goes to a peer on another host (not a loopback address).
+fn to_another_host(ops: &[(WireOp, Arc<Region>)]) -> bool {
+    ops.iter().any(|(op, _)| !op.peer.ip().is_loopback())
+}
+
 /// Whether a job is of READs only.
 fn reads(ops: &[(WireOp, Arc<Region>)]) -> bool {
     ops.iter().all(|(op, _)| op.opcode == Opcode::Read)
@@ -100,7 +105,7 @@ pub(crate) fn direct_eligible(ops: &[(WireOp, Arc<Region>)]) -> bool {
 /// ([`REMOTE_DIRECT_MAX_BYTES`]).
 pub(crate) fn lanes_preferred(ops: &[(WireOp, Arc<Region>)]) -> bool {
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-    bytes > REMOTE_DIRECT_MAX_BYTES && ops.iter().any(|(op, _)| !op.peer.ip().is_loopback())
+    bytes > REMOTE_DIRECT_MAX_BYTES && to_another_host(ops)
 }
 
 /// Which way a connection's bulk bytes go: the pool keeps READ connections (payloads
@@ -286,8 +291,7 @@ type Stripe = (Vec<(WireOp, Arc<Region>)>, Vec<usize>);
 /// than one connection (1 MiB get_into 1.4x, 16 MiB batch_get_into 1.1-1.4x).
 fn stripe(ops: &[(WireOp, Arc<Region>)]) -> Vec<Stripe> {
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
-    let remote = ops.iter().any(|(op, _)| !op.peer.ip().is_loopback());
-    let per_stripe = if remote && reads(ops) {
+    let per_stripe = if to_another_host(ops) && reads(ops) {
         REMOTE_READ_STRIPE_BYTES
     } else {
         STRIPE_BYTES
