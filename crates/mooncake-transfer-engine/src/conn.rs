@@ -448,8 +448,27 @@ impl Conn {
         max: usize,
         deadline: Option<Instant>,
     ) -> io::Result<Bytes> {
+        self.frame(max, deadline, true).await
+    }
+
+    /// Reads a server's next request frame (as [`Conn::read_frame`]), polling for it at
+    /// once. A caller's read yields to its task's other futures first (a read started
+    /// beside a master call sends its request); a server's connection task has none, and
+    /// on a multi-threaded runtime that yield makes the worker wake an idle one (an
+    /// `eventfd` write and a thread wake-up per request, for nothing to do).
+    pub async fn next_request(&self, max: usize) -> io::Result<Bytes> {
+        self.frame(max, None, false).await
+    }
+
+    async fn frame(
+        &self,
+        max: usize,
+        deadline: Option<Instant>,
+        yield_first: bool,
+    ) -> io::Result<Bytes> {
         let mut len = [0u8; 4];
-        self.read_exact_until(&mut len, deadline).await?;
+        self.read_at_least(&mut len, 4, deadline, yield_first)
+            .await?;
         let len = u32::from_le_bytes(len) as usize;
         if len > max {
             return Err(io::Error::new(
@@ -458,7 +477,8 @@ impl Conn {
             ));
         }
         let mut buf = vec![0; len];
-        self.read_exact_until(&mut buf, deadline).await?;
+        self.read_at_least(&mut buf, len, deadline, yield_first)
+            .await?;
         Ok(buf.into())
     }
 
@@ -534,6 +554,41 @@ mod tests {
             assert!(
                 !on_a_reactor(ino),
                 "the registration ends when the reader wakes"
+            );
+        });
+    }
+
+    #[test]
+    fn a_server_reads_requests_whole_and_refuses_oversized_ones() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (server, client) = (
+                Conn::from(Sock::unix(a).unwrap()),
+                Conn::from(Sock::unix(b).unwrap()),
+            );
+            // A request that arrives while the server waits for it, then one already there.
+            let reader = tokio::spawn(async move {
+                let first = server.next_request(16).await.unwrap();
+                let second = server.next_request(16).await.unwrap();
+                let over = server.next_request(16).await.unwrap_err();
+                (first, second, over)
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            client.write_frame(b"get k1").await.unwrap();
+            client.write_frame(b"").await.unwrap();
+            client.write_frame(&[7u8; 17]).await.unwrap();
+            let (first, second, over) = reader.await.unwrap();
+            assert_eq!(&first[..], b"get k1");
+            assert!(second.is_empty());
+            assert_eq!(over.kind(), std::io::ErrorKind::InvalidData);
+            assert!(
+                over.to_string().contains("17 bytes is over the 16 limit"),
+                "{over}"
             );
         });
     }

@@ -445,7 +445,7 @@ async fn refuse_unauthenticated(conn: &Conn) {
 /// request is polled for briefly, like the client's answer (see [`crate::conn::spin_window`]).
 async fn serve_connection<S: TunnelService>(stream: Conn, mut service: S) {
     loop {
-        let frame = match stream.read_frame(MAX_FRAME).await {
+        let frame = match stream.next_request(MAX_FRAME).await {
             Ok(f) => f,
             Err(e) => {
                 if e.kind() != io::ErrorKind::UnexpectedEof {

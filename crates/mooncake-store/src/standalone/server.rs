@@ -89,7 +89,7 @@ pub(super) async fn serve_connection(
     let base = buffer.addr();
     let result = async {
         loop {
-            let frame = match read_frame(&s).await {
+            let frame = match read_request(&s).await {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(e) => return Err(e),

@@ -126,6 +126,11 @@ pub(super) async fn read_frame(s: &Conn) -> std::io::Result<bytes::Bytes> {
     s.read_frame(MAX_FRAME).await
 }
 
+/// The server's read of a client's next request (see [`Conn::next_request`]).
+pub(super) async fn read_request(s: &Conn) -> std::io::Result<bytes::Bytes> {
+    s.next_request(MAX_FRAME).await
+}
+
 pub(super) async fn write_frame(s: &Conn, body: &[u8]) -> std::io::Result<()> {
     s.write_frame(body).await
 }
