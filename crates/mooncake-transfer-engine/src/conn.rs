@@ -8,6 +8,7 @@
 //! then sleeps on the reactor as before.
 
 use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -156,6 +157,65 @@ fn may_poll_here() -> bool {
         .is_ok_and(|h| h.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
+/// Whether a server's requests lately came on one connection or on several
+/// ([`Conn::next_request`]). A server that serves one client at a time polls for its next
+/// request at once; one whose requests come on several connections keeps the yield: its
+/// workers run other connections' requests meanwhile (`master_bench --concurrency=8`:
+/// polling at once there cost 10-15% of its calls per second).
+#[derive(Debug, Default)]
+struct Requests {
+    /// The connection of the last request (its socket's address).
+    last: std::sync::atomic::AtomicUsize,
+    /// Until when (µs since [`now_us`]'s epoch) requests count as coming on several
+    /// connections: [`Requests::MIXED_FOR`] after two in a row came on different ones.
+    mixed_until: std::sync::atomic::AtomicU64,
+}
+
+impl Requests {
+    const MIXED_FOR: Duration = Duration::from_millis(2);
+
+    const fn new() -> Self {
+        Self {
+            last: std::sync::atomic::AtomicUsize::new(0),
+            mixed_until: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A request came on connection `conn` at `now` (µs).
+    fn came(&self, conn: usize, now: u64) {
+        if self.last.swap(conn, Ordering::Relaxed) != conn {
+            let until = now + Self::MIXED_FOR.as_micros() as u64;
+            self.mixed_until.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the requests up to `now` (µs) came on one connection lately.
+    fn alone(&self, now: u64) -> bool {
+        now >= self.mixed_until.load(Ordering::Relaxed)
+    }
+}
+
+/// This process's server requests.
+static REQUESTS: Requests = Requests::new();
+
+/// Microseconds since the first call, for [`Requests`].
+fn now_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_micros() as u64
+}
+
+/// Whether a worker thread of the current runtime is parked (idle): tokio's count of a
+/// worker's parks and unparks is odd while it is parked.
+fn an_idle_worker() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| {
+        let m = h.metrics();
+        (0..m.num_workers()).any(|i| m.worker_park_unpark_count(i) % 2 == 1)
+    })
+}
+
 /// At most one caller per process polls at a time, so callers never take every core.
 static SPINNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -180,7 +240,6 @@ impl Spin {
     /// should not wait for the data path's (the master's replication acknowledgements,
     /// say) keeps a flag of its own, still one poller per flag.
     pub fn claim_from(flag: &'static std::sync::atomic::AtomicBool) -> Self {
-        use std::sync::atomic::Ordering;
         let mine =
             !spin_window().is_zero() && may_poll_here() && !flag.swap(true, Ordering::Acquire);
         Self {
@@ -208,6 +267,11 @@ impl Spin {
         false
     }
 
+    /// Whether this holder may still poll.
+    fn is_polling(&self) -> bool {
+        self.until.is_some()
+    }
+
     fn release(&mut self) {
         if self.until.take().is_some() {
             self.flag.store(false, std::sync::atomic::Ordering::Release);
@@ -219,6 +283,20 @@ impl Drop for Spin {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// What a read does the first time its answer is not there yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstWait {
+    /// Yields once (to the task's other futures and the worker's other tasks), then polls.
+    Yield,
+    /// Polls at once.
+    Poll,
+    /// A server's read of its next request: polls at once if the last requests all came on
+    /// one connection ([`Requests`]), a worker of the runtime is idle (a yield would wake it: an
+    /// `eventfd` write and a thread wake-up) and it gets the permission to poll; else as
+    /// `Yield`.
+    YieldIfBusy,
 }
 
 /// One tunnel connection of the client. Reads and writes are direct non-blocking system
@@ -368,7 +446,7 @@ impl Conn {
         buf: &mut [u8],
         deadline: Option<Instant>,
     ) -> io::Result<()> {
-        self.read_at_least(buf, buf.len(), deadline, true)
+        self.read_at_least(buf, buf.len(), deadline, FirstWait::Yield)
             .await
             .map(drop)
     }
@@ -382,34 +460,43 @@ impl Conn {
     ) -> io::Result<usize> {
         // No yield here: this reads an exchange's answers chunk by chunk, and its request
         // left long before (see `read_at_least`).
-        self.read_at_least(buf, 1.min(buf.len()), deadline, false)
+        self.read_at_least(buf, 1.min(buf.len()), deadline, FirstWait::Poll)
             .await
     }
 
-    /// Reads into `buf` until at least `min` bytes arrived; returns how many did. With
-    /// `yield_first`, the first time the answer is not there yet the task yields once
-    /// before polling, so that its other futures (a read started beside a master call)
-    /// send their requests before this one waits.
+    /// Reads into `buf` until at least `min` bytes arrived; returns how many did. `first`
+    /// says what the task does the first time the answer is not there yet.
     async fn read_at_least(
         &self,
         buf: &mut [u8],
         min: usize,
         deadline: Option<Instant>,
-        yield_first: bool,
+        first: FirstWait,
     ) -> io::Result<usize> {
         let mut got = 0;
         let mut spin: Option<Spin> = None;
-        let mut yielded = !yield_first;
+        let mut yielded = first == FirstWait::Poll;
         let mut result = Ok(());
         while got < min {
             let mut r = self.sock.read(&mut buf[got..]);
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) && !yielded {
                 // Once, before polling: let the task's other futures run, so that a read
                 // started beside this call (`tokio::join!`, a speculative read beside a
-                // master call) sends its own request now instead of after this answer.
+                // master call) sends its own request now instead of after this answer,
+                // and this worker's other tasks (a busy server's next request is often
+                // there by then). A server that may poll skips it while a worker is idle:
+                // the yield would wake that worker for nothing.
                 yielded = true;
-                tokio::task::yield_now().await;
-                continue;
+                if first == FirstWait::YieldIfBusy && REQUESTS.alone(now_us()) && an_idle_worker() {
+                    let claimed = Spin::claim();
+                    if claimed.is_polling() {
+                        spin = Some(claimed);
+                    }
+                }
+                if spin.is_none() {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
             }
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 if spin.get_or_insert_with(Spin::claim).keep_polling() {
@@ -448,27 +535,29 @@ impl Conn {
         max: usize,
         deadline: Option<Instant>,
     ) -> io::Result<Bytes> {
-        self.frame(max, deadline, true).await
+        self.frame(max, deadline, FirstWait::Yield).await
     }
 
-    /// Reads a server's next request frame (as [`Conn::read_frame`]), polling for it at
-    /// once. A caller's read yields to its task's other futures first (a read started
-    /// beside a master call sends its request); a server's connection task has none, and
-    /// on a multi-threaded runtime that yield makes the worker wake an idle one (an
-    /// `eventfd` write and a thread wake-up per request, for nothing to do).
+    /// Reads a server's next request frame (as [`Conn::read_frame`]). A caller's read
+    /// yields to its task's other futures first (a read started beside a master call sends
+    /// its request); a server's connection task has none, and while another worker of a
+    /// multi-threaded runtime is idle, that yield wakes it (an `eventfd` write and a thread
+    /// wake-up per request, for nothing to do), so a server that may poll polls at once
+    /// then. Otherwise it still yields first: that lets the worker's other connections
+    /// run, and by then the next request is often there (a connection that has to sleep
+    /// costs more).
     pub async fn next_request(&self, max: usize) -> io::Result<Bytes> {
-        self.frame(max, None, false).await
+        self.frame(max, None, FirstWait::YieldIfBusy).await
     }
 
     async fn frame(
         &self,
         max: usize,
         deadline: Option<Instant>,
-        yield_first: bool,
+        first: FirstWait,
     ) -> io::Result<Bytes> {
         let mut len = [0u8; 4];
-        self.read_at_least(&mut len, 4, deadline, yield_first)
-            .await?;
+        self.read_at_least(&mut len, 4, deadline, first).await?;
         let len = u32::from_le_bytes(len) as usize;
         if len > max {
             return Err(io::Error::new(
@@ -477,8 +566,10 @@ impl Conn {
             ));
         }
         let mut buf = vec![0; len];
-        self.read_at_least(&mut buf, len, deadline, yield_first)
-            .await?;
+        self.read_at_least(&mut buf, len, deadline, first).await?;
+        if first == FirstWait::YieldIfBusy {
+            REQUESTS.came(std::ptr::from_ref(&self.sock) as usize, now_us());
+        }
         Ok(buf.into())
     }
 
@@ -556,6 +647,42 @@ mod tests {
                 "the registration ends when the reader wakes"
             );
         });
+    }
+
+    #[test]
+    fn a_server_is_alone_once_its_requests_came_on_one_connection_for_a_while() {
+        let r = super::Requests::new();
+        let window = super::Requests::MIXED_FOR.as_micros() as u64;
+        r.came(1, 1_000);
+        assert!(!r.alone(1_000), "a first connection counts as a change");
+        assert!(r.alone(1_000 + window));
+        r.came(1, 5_000);
+        assert!(r.alone(5_000), "the same connection again");
+        r.came(2, 6_000);
+        assert!(!r.alone(6_000), "another connection's request");
+        r.came(1, 6_100);
+        assert!(!r.alone(6_100 + window - 1), "still within the window");
+        assert!(r.alone(6_100 + window));
+    }
+
+    #[test]
+    fn an_idle_worker_is_seen_from_a_busy_one() {
+        assert!(!super::an_idle_worker(), "outside any runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let seen = rt.block_on(async {
+            tokio::spawn(async {
+                // The other worker has long parked by now; this one is running this task.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                super::an_idle_worker()
+            })
+            .await
+            .unwrap()
+        });
+        assert!(seen);
     }
 
     #[test]
