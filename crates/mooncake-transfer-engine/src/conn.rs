@@ -612,14 +612,19 @@ mod tests {
             })
     }
 
-    #[test]
-    fn a_socket_is_on_the_reactor_only_while_a_caller_sleeps_on_it() {
-        use std::os::fd::AsRawFd;
-        let rt = tokio::runtime::Builder::new_multi_thread()
+    /// A multi-threaded runtime of two workers, with I/O and timers.
+    fn two_workers() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn a_socket_is_on_the_reactor_only_while_a_caller_sleeps_on_it() {
+        use std::os::fd::AsRawFd;
+        let rt = two_workers();
         rt.block_on(async {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             let ino = socket_inode(a.as_raw_fd());
@@ -668,11 +673,7 @@ mod tests {
     #[test]
     fn an_idle_worker_is_seen_from_a_busy_one() {
         assert!(!super::an_idle_worker(), "outside any runtime");
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = two_workers();
         let seen = rt.block_on(async {
             tokio::spawn(async {
                 // The other worker has long parked by now; this one is running this task.
@@ -687,11 +688,7 @@ mod tests {
 
     #[test]
     fn a_server_reads_requests_whole_and_refuses_oversized_ones() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = two_workers();
         rt.block_on(async {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             let (server, client) = (
