@@ -161,7 +161,7 @@ fn may_poll_here() -> bool {
 /// ([`Conn::next_request`]). A server that serves one client at a time polls for its next
 /// request at once; one whose requests come on several connections keeps the yield: its
 /// workers run other connections' requests meanwhile (`master_bench --concurrency=8`:
-/// polling at once there cost 10-15% of its calls per second).
+/// polling at once there cost 10-40% of its calls per second).
 #[derive(Debug, Default)]
 struct Requests {
     /// The connection of the last request (its socket's address).
