@@ -162,7 +162,7 @@ fn may_poll_here() -> bool {
 /// request at once; one whose requests come on several connections keeps the yield: its
 /// workers run other connections' requests meanwhile (`master_bench --concurrency=8`:
 /// polling at once there cost 10-40% of its calls per second).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Requests {
     /// The connection of the last request (its socket's address).
     last: std::sync::atomic::AtomicUsize,
@@ -181,10 +181,11 @@ impl Requests {
         }
     }
 
-    /// A request came on connection `conn` at `now` (µs).
-    fn came(&self, conn: usize, now: u64) {
+    /// A request came on connection `conn`; `now` (µs) is asked only when the connection
+    /// changed.
+    fn came(&self, conn: usize, now: impl FnOnce() -> u64) {
         if self.last.swap(conn, Ordering::Relaxed) != conn {
-            let until = now + Self::MIXED_FOR.as_micros() as u64;
+            let until = now() + Self::MIXED_FOR.as_micros() as u64;
             self.mixed_until.store(until, Ordering::Relaxed);
         }
     }
@@ -568,7 +569,7 @@ impl Conn {
         let mut buf = vec![0; len];
         self.read_at_least(&mut buf, len, deadline, first).await?;
         if first == FirstWait::YieldIfBusy {
-            REQUESTS.came(std::ptr::from_ref(&self.sock) as usize, now_us());
+            REQUESTS.came(std::ptr::from_ref(&self.sock) as usize, now_us);
         }
         Ok(buf.into())
     }
@@ -658,14 +659,14 @@ mod tests {
     fn a_server_is_alone_once_its_requests_came_on_one_connection_for_a_while() {
         let r = super::Requests::new();
         let window = super::Requests::MIXED_FOR.as_micros() as u64;
-        r.came(1, 1_000);
+        r.came(1, || 1_000);
         assert!(!r.alone(1_000), "a first connection counts as a change");
         assert!(r.alone(1_000 + window));
-        r.came(1, 5_000);
+        r.came(1, || 5_000);
         assert!(r.alone(5_000), "the same connection again");
-        r.came(2, 6_000);
+        r.came(2, || 6_000);
         assert!(!r.alone(6_000), "another connection's request");
-        r.came(1, 6_100);
+        r.came(1, || 6_100);
         assert!(!r.alone(6_100 + window - 1), "still within the window");
         assert!(r.alone(6_100 + window));
     }
