@@ -4,7 +4,8 @@
 //! Value sizes 4 KiB, 64 KiB, 1 MiB, 16 MiB; single calls and batches of 32; the copying
 //! (`put`/`get`) and zero-copy (`put_from`/`get_into`) APIs; a warm-up; a progress bar; a
 //! result table (MB/s, ops/s, p50/p99 µs per call) and JSON output. `--procs=N` runs N
-//! client processes released together (aggregate throughput).
+//! client processes released together (aggregate throughput). `--redis=host:port` runs the
+//! copying and batch rows of the same plan against a Redis server instead.
 #![allow(clippy::print_stdout)]
 
 use std::io::{BufRead, Write};
@@ -17,6 +18,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mooncake_cli::flags::parse_size;
 use mooncake_store::{Client, ClientConfig, ReplicateConfig};
 use mooncake_transfer_engine::LocalBuffer;
+
+#[path = "store_bench/target.rs"]
+mod target;
+use target::Target;
 
 /// Runs the store workload plan and prints a table.
 #[derive(Debug, Parser, Clone)]
@@ -63,6 +68,11 @@ struct Args {
     /// Record and verify CRC-32C checksums of every value (to measure their cost).
     #[arg(long = "verify_checksums")]
     verify_checksums: bool,
+    /// Measure the Redis server at this `host:port` (or `redis://` URL) instead: the
+    /// `copy` and `batch` rows as SET/GET and MSET/MGET, and the concurrency rows; the
+    /// zero-copy APIs have no Redis counterpart and are skipped.
+    #[arg(long)]
+    redis: Option<String>,
     /// Internal: run as one worker of the concurrency workload.
     #[arg(long, hide = true)]
     worker: Option<String>,
@@ -182,16 +192,35 @@ impl Recorder {
     }
 }
 
+/// The store the plan runs against, as the arguments say.
+async fn target(args: &Args, local_buffer: u64) -> Result<Target> {
+    Ok(match &args.redis {
+        Some(addr) => Target::redis(addr).await?,
+        None => Target::Mooncake(client(args, local_buffer).await?),
+    })
+}
+
 async fn run(args: Args) -> Result<()> {
-    let c = client(&args, args.local_buffer_size).await?;
+    let t = target(&args, args.local_buffer_size).await?;
     let max = args.sizes.iter().copied().max().unwrap_or(1 << 20);
-    let zc = c
-        .engine()
-        .allocate_buffer((256 << 20).max(32 * max), "cpu:0")
-        .await?;
+    let zc = match t.mooncake() {
+        Some(c) => Some(
+            c.engine()
+                .allocate_buffer((256 << 20).max(32 * max), "cpu:0")
+                .await?,
+        ),
+        None => None,
+    };
+    // Redis has no counterpart of the zero-copy APIs.
+    let apis: Vec<Api> = args
+        .apis
+        .iter()
+        .copied()
+        .filter(|a| zc.is_some() || matches!(a, Api::Copy | Api::Batch))
+        .collect();
     let mut rows = Vec::new();
     if !args.only_procs {
-        warmup(&c, &zc, args.warmup_bytes, args.quiet).await?;
+        warmup(&t, zc.as_ref(), args.warmup_bytes, args.quiet).await?;
         let total: u64 = args
             .sizes
             .iter()
@@ -202,7 +231,7 @@ async fn run(args: Args) -> Result<()> {
                     let calls = if singles.contains(api) { n } else { b };
                     2 * ((calls as f64 * args.scale).ceil() as u64)
                 };
-                args.apis.iter().map(per).sum::<u64>()
+                apis.iter().map(per).sum::<u64>()
             })
             .sum();
         let bar = if args.quiet {
@@ -217,7 +246,7 @@ async fn run(args: Args) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         for &size in &args.sizes {
-            rows.extend(single_client(&c, &zc, size, &args, &bar).await?);
+            rows.extend(single_client(&t, zc.as_ref(), size, &apis, &args, &bar).await?);
         }
         bar.finish_and_clear();
     }
@@ -232,11 +261,13 @@ async fn run(args: Args) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&rows)?)?;
         println!("results written to {}", path.display());
     }
-    c.close().await.ok();
+    t.close().await;
     Ok(())
 }
 
-async fn warmup(c: &Client, zc: &LocalBuffer, bytes: u64, quiet: bool) -> Result<()> {
+/// Writes and reads `bytes` in values of 16 MiB, then removes them: pre-faults the
+/// contributor's segment (and, for the store, the zero-copy buffer the reads fill).
+async fn warmup(t: &Target, zc: Option<&LocalBuffer>, bytes: u64, quiet: bool) -> Result<()> {
     let chunk = 16u64 << 20;
     let n = bytes / chunk;
     if n == 0 {
@@ -245,171 +276,253 @@ async fn warmup(c: &Client, zc: &LocalBuffer, bytes: u64, quiet: bool) -> Result
     if !quiet {
         eprintln!("warm-up: writing and reading {} MiB", n * 16);
     }
-    zc.write_at(0, &random_value(chunk as usize, 99));
+    let value = random_value(chunk as usize, 99);
     let keys: Vec<String> = (0..n).map(|i| format!("warmup-{i}")).collect();
-    for k in &keys {
-        c.put_from(k, zc.addr(), chunk, &ReplicateConfig::default())
-            .await
-            .map_err(|e| anyhow::anyhow!("warm-up put: {e}"))?;
+    match (t.mooncake(), zc) {
+        (Some(c), Some(zc)) => {
+            zc.write_at(0, &value);
+            for k in &keys {
+                c.put_from(k, zc.addr(), chunk, &ReplicateConfig::default())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("warm-up put: {e}"))?;
+            }
+            for k in &keys {
+                c.get_into(k, zc.addr() + chunk, chunk)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("warm-up get: {e}"))?;
+            }
+        }
+        _ => {
+            for k in &keys {
+                t.put(k, &value).await.context("warm-up put")?;
+            }
+            for k in &keys {
+                t.get(k).await.context("warm-up get")?;
+            }
+        }
     }
-    for k in &keys {
-        c.get_into(k, zc.addr() + chunk, chunk)
-            .await
-            .map_err(|e| anyhow::anyhow!("warm-up get: {e}"))?;
-    }
-    c.batch_remove(&keys, true).await;
+    t.remove(&keys).await;
     Ok(())
 }
 
-async fn single_client(
-    c: &Client,
-    zc: &LocalBuffer,
+/// One value size's share of the plan: the calls per row, the value, the keys.
+struct Plan<'a> {
     size: u64,
+    /// Single calls per row.
+    n: u64,
+    /// Batches of 32 per row.
+    b: u64,
+    value: Vec<u8>,
+    tag: String,
+    keys: Vec<String>,
+    bar: &'a ProgressBar,
+}
+
+impl Plan<'_> {
+    fn batches(&self) -> impl Iterator<Item = &[String]> {
+        self.keys.chunks(32).take(self.b as usize)
+    }
+}
+
+/// The rows of one value size, in the order of `Api`: each pair of `apis` puts then gets,
+/// and its keys are removed after it. The zero-copy pairs run only against the store
+/// (with its registered buffer `zc`).
+async fn single_client(
+    target: &Target,
+    zc: Option<&LocalBuffer>,
+    size: u64,
+    apis: &[Api],
     args: &Args,
     bar: &ProgressBar,
 ) -> Result<Vec<Row>> {
     let (n, b) = counts(size);
     let n = ((n as f64 * args.scale).ceil() as u64).max(1);
     let b = ((b as f64 * args.scale).ceil() as u64).max(1);
-    let value = random_value(size as usize, size);
-    let cfg = ReplicateConfig::default();
     let tag = human(size);
+    let plan = Plan {
+        size,
+        n,
+        b,
+        value: random_value(size as usize, size),
+        keys: (0..n.max(b * 32))
+            .map(|i| format!("bench-{tag}-{i}"))
+            .collect(),
+        tag,
+        bar,
+    };
+    let store = target.mooncake().zip(zc);
+    let mut rows = Vec::new();
+    let order = [Api::Copy, Api::ZeroCopy, Api::Batch, Api::BatchZeroCopy];
+    for api in order.iter().filter(|a| apis.contains(a)) {
+        match (api, store) {
+            (Api::Copy, _) => rows.extend(copy_rows(target, &plan).await?),
+            (Api::Batch, _) => rows.extend(batch_rows(target, &plan).await?),
+            (Api::ZeroCopy, Some((c, zc))) => rows.extend(zero_copy_rows(c, zc, &plan).await?),
+            (Api::BatchZeroCopy, Some((c, zc))) => {
+                rows.extend(batch_zero_copy_rows(c, zc, &plan).await?);
+            }
+            (Api::ZeroCopy | Api::BatchZeroCopy, None) => {}
+        }
+    }
+    Ok(rows)
+}
+
+/// `put` then `get`, one value per call.
+async fn copy_rows(target: &Target, p: &Plan<'_>) -> Result<Vec<Row>> {
+    let (size, tag, bar) = (p.size, &p.tag, p.bar);
+    let keys = &p.keys[..p.n as usize];
+    bar.set_message(format!("{tag} put"));
+    let mut rec = Recorder::new();
+    for k in keys {
+        let t = Instant::now();
+        target
+            .put(k, &p.value)
+            .await
+            .with_context(|| format!("put of {tag}"))?;
+        rec.lat.push(t.elapsed());
+        bar.inc(1);
+    }
+    let mut rows = vec![rec.row(size, "put", p.n)];
+    bar.set_message(format!("{tag} get"));
+    let mut rec = Recorder::new();
+    for (i, k) in keys.iter().enumerate() {
+        let t = Instant::now();
+        let v = target
+            .get(k)
+            .await
+            .with_context(|| format!("get of {tag}"))?;
+        rec.lat.push(t.elapsed());
+        if v.len() != size as usize || (i == 0 && v != p.value) {
+            bail!("get of {tag} returned wrong data");
+        }
+        bar.inc(1);
+    }
+    rows.push(rec.row(size, "get", p.n));
+    target.remove(&p.keys).await;
+    Ok(rows)
+}
+
+/// `put_batch` then `get_batch`, 32 values per call.
+async fn batch_rows(target: &Target, p: &Plan<'_>) -> Result<Vec<Row>> {
+    let (size, tag, bar) = (p.size, &p.tag, p.bar);
+    bar.set_message(format!("{tag} put_batch"));
+    let mut rec = Recorder::new();
+    for ks in p.batches() {
+        let items: Vec<(&str, &[u8])> = ks
+            .iter()
+            .map(|k| (k.as_str(), p.value.as_slice()))
+            .collect();
+        let t = Instant::now();
+        target
+            .put_batch(&items)
+            .await
+            .with_context(|| format!("put_batch of {tag}"))?;
+        rec.lat.push(t.elapsed());
+        bar.inc(1);
+    }
+    let mut rows = vec![rec.row(size, "put_batch[32]", p.b * 32)];
+    bar.set_message(format!("{tag} get_batch"));
+    let mut rec = Recorder::new();
+    for ks in p.batches() {
+        let refs: Vec<&str> = ks.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        let r = target
+            .get_batch(&refs)
+            .await
+            .with_context(|| format!("get_batch of {tag}"))?;
+        rec.lat.push(t.elapsed());
+        if r.iter().any(|v| v.len() != size as usize) {
+            bail!("get_batch of {tag}: wrong length");
+        }
+        bar.inc(1);
+    }
+    rows.push(rec.row(size, "get_batch[32]", p.b * 32));
+    target.remove(&p.keys).await;
+    Ok(rows)
+}
+
+/// Slot `i` of the registered buffer (64 at most, each holding the value).
+fn fill_slots(zc: &LocalBuffer, p: &Plan<'_>) -> impl Fn(u64) -> u64 {
+    let size = p.size;
     let slots = (zc.len() / size).clamp(1, 64);
     for s in 0..slots {
-        zc.write_at(s * size, &value);
+        zc.write_at(s * size, &p.value);
     }
-    let slot = |i: u64| zc.addr() + (i % slots) * size;
-    let keys: Vec<String> = (0..n.max(b * 32))
-        .map(|i| format!("bench-{tag}-{i}"))
-        .collect();
-    let mut rows = Vec::new();
-    let check = |r: Result<(), mooncake_store::ErrorCode>, what: &str| {
-        r.map_err(|e| anyhow::anyhow!("{what} of {tag}: {e}"))
-    };
+    let base = zc.addr();
+    move |i: u64| base + (i % slots) * size
+}
 
-    if args.apis.contains(&Api::Copy) {
-        bar.set_message(format!("{tag} put"));
-        let mut rec = Recorder::new();
-        for k in &keys[..n as usize] {
-            let t = Instant::now();
-            check(c.put(k, &value, &cfg).await, "put")?;
-            rec.lat.push(t.elapsed());
-            bar.inc(1);
-        }
-        rows.push(rec.row(size, "put", n));
-        bar.set_message(format!("{tag} get"));
-        let mut rec = Recorder::new();
-        for (i, k) in keys[..n as usize].iter().enumerate() {
-            let t = Instant::now();
-            let v = c
-                .get(k)
-                .await
-                .map_err(|e| anyhow::anyhow!("get of {tag}: {e}"))?;
-            rec.lat.push(t.elapsed());
-            if v.len() != size as usize || (i == 0 && v != value) {
-                bail!("get of {tag} returned wrong data");
-            }
-            bar.inc(1);
-        }
-        rows.push(rec.row(size, "get", n));
-        c.batch_remove(&keys, true).await;
+/// `put_from` then `get_into`, one value per call, from and into registered memory.
+async fn zero_copy_rows(c: &Client, zc: &LocalBuffer, p: &Plan<'_>) -> Result<Vec<Row>> {
+    let (size, tag, bar) = (p.size, &p.tag, p.bar);
+    let cfg = ReplicateConfig::default();
+    let slot = fill_slots(zc, p);
+    let keys = &p.keys[..p.n as usize];
+    bar.set_message(format!("{tag} put_from"));
+    let mut rec = Recorder::new();
+    for (i, k) in keys.iter().enumerate() {
+        let t = Instant::now();
+        c.put_from(k, slot(i as u64), size, &cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("put_from of {tag}: {e}"))?;
+        rec.lat.push(t.elapsed());
+        bar.inc(1);
     }
+    let mut rows = vec![rec.row(size, "put_from", p.n)];
+    bar.set_message(format!("{tag} get_into"));
+    let mut rec = Recorder::new();
+    for (i, k) in keys.iter().enumerate() {
+        let t = Instant::now();
+        let got = c
+            .get_into(k, slot(i as u64), size)
+            .await
+            .map_err(|e| anyhow::anyhow!("get_into of {tag}: {e}"))?;
+        rec.lat.push(t.elapsed());
+        if got != size {
+            bail!("get_into of {tag} returned {got} bytes");
+        }
+        bar.inc(1);
+    }
+    rows.push(rec.row(size, "get_into", p.n));
+    if zc.to_vec(0, size as usize) != p.value {
+        bail!("get_into of {tag}: content differs");
+    }
+    c.batch_remove(&p.keys, true).await;
+    Ok(rows)
+}
 
-    if args.apis.contains(&Api::ZeroCopy) {
-        bar.set_message(format!("{tag} put_from"));
-        let mut rec = Recorder::new();
-        for (i, k) in keys[..n as usize].iter().enumerate() {
-            let t = Instant::now();
-            check(c.put_from(k, slot(i as u64), size, &cfg).await, "put_from")?;
-            rec.lat.push(t.elapsed());
-            bar.inc(1);
+/// `batch_put_from` then `batch_get_into`, 32 values per call.
+async fn batch_zero_copy_rows(c: &Client, zc: &LocalBuffer, p: &Plan<'_>) -> Result<Vec<Row>> {
+    let (size, tag, bar) = (p.size, &p.tag, p.bar);
+    let cfg = ReplicateConfig::default();
+    let slot = fill_slots(zc, p);
+    bar.set_message(format!("{tag} batch_put_from"));
+    let mut rec = Recorder::new();
+    for ks in p.batches() {
+        let items = zero_copy_items(ks, &slot, size);
+        let t = Instant::now();
+        let r = c.batch_put_from(&items, &cfg).await;
+        rec.lat.push(t.elapsed());
+        if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
+            bail!("batch_put_from of {tag}: {e}");
         }
-        rows.push(rec.row(size, "put_from", n));
-        bar.set_message(format!("{tag} get_into"));
-        let mut rec = Recorder::new();
-        for (i, k) in keys[..n as usize].iter().enumerate() {
-            let t = Instant::now();
-            let got = c
-                .get_into(k, slot(i as u64), size)
-                .await
-                .map_err(|e| anyhow::anyhow!("get_into of {tag}: {e}"))?;
-            rec.lat.push(t.elapsed());
-            if got != size {
-                bail!("get_into of {tag} returned {got} bytes");
-            }
-            bar.inc(1);
-        }
-        rows.push(rec.row(size, "get_into", n));
-        if zc.to_vec(0, size as usize) != value {
-            bail!("get_into of {tag}: content differs");
-        }
-        c.batch_remove(&keys, true).await;
+        bar.inc(1);
     }
-
-    let batches: Vec<&[String]> = keys.chunks(32).take(b as usize).collect();
-    if args.apis.contains(&Api::Batch) {
-        bar.set_message(format!("{tag} put_batch"));
-        let mut rec = Recorder::new();
-        for ks in &batches {
-            let items: Vec<(&str, &[u8])> =
-                ks.iter().map(|k| (k.as_str(), value.as_slice())).collect();
-            let t = Instant::now();
-            let r = c.put_batch(&items, &cfg).await;
-            rec.lat.push(t.elapsed());
-            if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
-                bail!("put_batch of {tag}: {e}");
-            }
-            bar.inc(1);
+    let mut rows = vec![rec.row(size, "batch_put_from[32]", p.b * 32)];
+    bar.set_message(format!("{tag} batch_get_into"));
+    let mut rec = Recorder::new();
+    for ks in p.batches() {
+        let items = zero_copy_items(ks, &slot, size);
+        let t = Instant::now();
+        let r = c.batch_get_into(&items).await;
+        rec.lat.push(t.elapsed());
+        if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
+            bail!("batch_get_into of {tag}: {e}");
         }
-        rows.push(rec.row(size, "put_batch[32]", b * 32));
-        bar.set_message(format!("{tag} get_batch"));
-        let mut rec = Recorder::new();
-        for ks in &batches {
-            let refs: Vec<&str> = ks.iter().map(String::as_str).collect();
-            let t = Instant::now();
-            let r = c.get_batch(&refs).await;
-            rec.lat.push(t.elapsed());
-            for v in r {
-                let v = v.map_err(|e| anyhow::anyhow!("get_batch of {tag}: {e}"))?;
-                if v.len() != size as usize {
-                    bail!("get_batch of {tag}: wrong length");
-                }
-            }
-            bar.inc(1);
-        }
-        rows.push(rec.row(size, "get_batch[32]", b * 32));
-        c.batch_remove(&keys, true).await;
+        bar.inc(1);
     }
-
-    if args.apis.contains(&Api::BatchZeroCopy) {
-        bar.set_message(format!("{tag} batch_put_from"));
-        let mut rec = Recorder::new();
-        for ks in &batches {
-            let items = zero_copy_items(ks, &slot, size);
-            let t = Instant::now();
-            let r = c.batch_put_from(&items, &cfg).await;
-            rec.lat.push(t.elapsed());
-            if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
-                bail!("batch_put_from of {tag}: {e}");
-            }
-            bar.inc(1);
-        }
-        rows.push(rec.row(size, "batch_put_from[32]", b * 32));
-        bar.set_message(format!("{tag} batch_get_into"));
-        let mut rec = Recorder::new();
-        for ks in &batches {
-            let items = zero_copy_items(ks, &slot, size);
-            let t = Instant::now();
-            let r = c.batch_get_into(&items).await;
-            rec.lat.push(t.elapsed());
-            if let Some(Err(e)) = r.into_iter().find(Result::is_err) {
-                bail!("batch_get_into of {tag}: {e}");
-            }
-            bar.inc(1);
-        }
-        rows.push(rec.row(size, "batch_get_into[32]", b * 32));
-        c.batch_remove(&keys, true).await;
-    }
+    rows.push(rec.row(size, "batch_get_into[32]", p.b * 32));
+    c.batch_remove(&p.keys, true).await;
     Ok(rows)
 }
 
@@ -448,6 +561,7 @@ async fn concurrency(args: &Args, procs: usize, size: u64, count: u64) -> Result
             ))
             .arg(format!("--cluster_id={}", args.cluster.cluster_id))
             .arg(format!("--local_hostname={}", args.local_hostname))
+            .args(args.redis.iter().map(|r| format!("--redis={r}")))
             .arg(format!("--worker={p}:{size}:{count}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -503,7 +617,7 @@ async fn worker(args: &Args, spec: &str) -> Result<()> {
     let [p, size, count] = parts[..] else {
         bail!("bad --worker spec {spec:?}")
     };
-    let c = client(args, 64 << 20).await?;
+    let t = target(args, 64 << 20).await?;
     let value = random_value(size as usize, size + p);
     let keys: Vec<String> = (0..count).map(|i| format!("proc{p}-{size}-{i}")).collect();
     let stdin = std::io::stdin();
@@ -514,11 +628,9 @@ async fn worker(args: &Args, spec: &str) -> Result<()> {
         let start = now_us();
         for k in &keys {
             if phase == "put" {
-                c.put(k, &value, &ReplicateConfig::default())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("put: {e}"))?;
+                t.put(k, &value).await?;
             } else {
-                let v = c.get(k).await.map_err(|e| anyhow::anyhow!("get: {e}"))?;
+                let v = t.get(k).await?;
                 if v.len() != size as usize {
                     bail!("get returned {} bytes", v.len());
                 }
@@ -527,11 +639,11 @@ async fn worker(args: &Args, spec: &str) -> Result<()> {
         println!("{start} {}", now_us());
         std::io::stdout().flush()?;
         if phase == "get" {
-            c.batch_remove(&keys, true).await;
+            t.remove(&keys).await;
             break;
         }
     }
-    c.close().await.ok();
+    t.close().await;
     Ok(())
 }
 

@@ -167,30 +167,35 @@ fn bench_script(venv: &Path, opts: &Options, hosts: &Hosts, args: &[&str]) -> Re
 fn run_redis(venv: &Path, opts: &Options, hosts: &Hosts) -> Result<Vec<Value>> {
     let port = free_port()?;
     let ip = hosts.server_ip();
-    let _server = Guard(
-        hosts
-            .command(true, Path::new("redis-server"))
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                &ip,
-                // Bound to loopback, or to a private namespace host's address that only
-                // this run's client reaches: no password needed.
-                "--protected-mode",
-                "no",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server (apt-get install redis-server)")?,
-    );
-    wait_port(&ip, port, "redis-server")?;
+    let _server = start_redis(hosts.command(true, Path::new("redis-server")), &ip, port)?;
     bench_script(venv, opts, hosts, &["--redis", &format!("{ip}:{port}")])
+}
+
+/// Starts `redis-server` through `cmd` (a plain command or one inside a namespace host)
+/// on `ip:port`, without persistence, and waits until it accepts connections.
+pub(crate) fn start_redis(mut cmd: Command, ip: &str, port: u16) -> Result<Guard> {
+    let server = Guard(
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            ip,
+            // Bound to loopback, or to a private namespace host's address that only
+            // this run's client reaches: no password needed.
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting redis-server (apt-get install redis-server)")?,
+    );
+    wait_port(ip, port, "redis-server")?;
+    Ok(server)
 }
 
 /// What `cargo xtask py-bench` was asked for.
