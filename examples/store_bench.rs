@@ -119,6 +119,9 @@ fn human(size: u64) -> String {
 fn main() -> Result<()> {
     let args = Args::parse();
     mooncake_cli::init_tracing_at("warn");
+    // As the Python package does: the values of `get` and `get_batch` (and Redis's) are new
+    // allocations, which glibc would otherwise fault in again for every batch.
+    mooncake_cli::retain_freed_memory();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

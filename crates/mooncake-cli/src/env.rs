@@ -60,7 +60,8 @@ pub fn offload_settings() -> (Option<String>, Option<String>) {
 /// `get_batch` of 32 values of 16 MiB.
 pub const DEFAULT_MALLOC_RETAIN: u64 = 1 << 30;
 
-/// How much freed heap the Python package asks glibc to keep (`MC_MALLOC_RETAIN`, default
+/// How much freed heap the Python package and `store_bench` ask glibc to keep
+/// ([`crate::retain_freed_memory`]; `MC_MALLOC_RETAIN`, default
 /// [`DEFAULT_MALLOC_RETAIN`]): `Ok(None)` to leave the allocator alone (`0`, or the
 /// process set glibc's own `MALLOC_TRIM_THRESHOLD_` or `MALLOC_MMAP_THRESHOLD_`), an error
 /// naming the variable for a value that is no size.

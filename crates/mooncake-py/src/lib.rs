@@ -10,7 +10,6 @@ mod addr;
 mod config;
 mod engine;
 mod jobs;
-mod malloc;
 mod notify;
 mod pybytes;
 mod runtime;

@@ -79,7 +79,8 @@ impl Store {
             self.mapped.lock().clear();
         }
         let explicit = config.local_hostname.contains(':');
-        crate::malloc::retain_freed_memory();
+        // Every `get` returns new `bytes`: keep the memory large values free for the next.
+        mooncake_cli::retain_freed_memory();
         match block(py, Client::setup(config)) {
             Ok(c) => {
                 // Another thread's setup may have finished meanwhile: the last one wins
@@ -111,7 +112,8 @@ impl Store {
             return 0;
         }
         crate::runtime::runtime();
-        crate::malloc::retain_freed_memory();
+        // Every `get` returns new `bytes`: keep the memory large values free for the next.
+        mooncake_cli::retain_freed_memory();
         let token = mooncake_metadata::AuthToken::from_env();
         let connect =
             StandaloneClient::connect(mem_pool_size, local_buffer_size, server_address, token);
