@@ -257,6 +257,14 @@ impl Client {
     /// Values reached with a copy (as in [`Client::get`]) go straight into their vectors;
     /// the others are read through the staging buffer, where every value must fit at the
     /// same time.
+    ///
+    /// Every value is a new allocation. With glibc's defaults the memory a batch of large
+    /// values frees goes back to the kernel and the next batch faults it in again (half
+    /// the throughput of 32 values of 1 MiB between hosts here); a process that calls this
+    /// in a loop should keep freed heap with
+    /// [`keep_freed_heap`](mooncake_transfer_engine::keep_freed_heap), as the Python
+    /// package and `store_bench` do, or read into registered memory with
+    /// [`Client::batch_get_into`].
     pub async fn get_batch(&self, keys: &[&str]) -> Vec<Result<Vec<u8>, ErrorCode>> {
         self.batch_read(keys, true)
             .await
