@@ -151,7 +151,7 @@ async fn write_payload(
     bufs: &mut [&[u8]],
     per_write: usize,
 ) -> std::io::Result<()> {
-    use std::io::{IoSlice, Write};
+    use std::io::Write;
     let sock = socket2::SockRef::from(stream);
     let mut first = 0;
     let mut spin: Option<crate::conn::Spin> = None;
@@ -160,10 +160,7 @@ async fn write_payload(
             first += 1;
             continue;
         }
-        let slices = write_slices(&bufs[first..], per_write)
-            .into_iter()
-            .map(IoSlice::new)
-            .collect::<Vec<_>>();
+        let slices = write_slices(&bufs[first..], per_write);
         let step = poll_step(stream, Interest::WRITABLE, &mut spin, |via_tokio| {
             if via_tokio {
                 stream.try_write_vectored(&slices)
@@ -182,14 +179,14 @@ async fn write_payload(
 
 /// The slices of one vectored write: at most [`MAX_IOV`] of `bufs`, `per_write` bytes in
 /// all (the last one cut short).
-fn write_slices<'a>(bufs: &[&'a [u8]], per_write: usize) -> Vec<&'a [u8]> {
+fn write_slices<'a>(bufs: &[&'a [u8]], per_write: usize) -> Vec<std::io::IoSlice<'a>> {
     let mut room = per_write;
     bufs.iter()
         .take(MAX_IOV)
         .map_while(|b| {
             let n = b.len().min(room);
             room -= n;
-            (n > 0 || b.is_empty()).then(|| &b[..n])
+            (n > 0 || b.is_empty()).then(|| std::io::IoSlice::new(&b[..n]))
         })
         .collect()
 }
