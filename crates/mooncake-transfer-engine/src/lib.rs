@@ -49,4 +49,4 @@ pub use memory::{
 pub use peer_rpc::{HandshakeAddr, PeerRpcError, DEFAULT_HANDSHAKE_PORT};
 pub use registry::{BufferRegistry, Entry};
 pub use topology::{Topology, TopologyEntry};
-pub use transport::{lent_exchanges_on_lanes, two_thread_exchanges};
+pub use transport::{lent_exchanges_on_lanes, spread_exchanges, two_thread_exchanges};

@@ -185,11 +185,21 @@ impl Client {
                 .collect();
             jobs.push((*handle, job));
         }
-        let reads = join_all(
-            jobs.iter_mut()
-                .map(|(handle, job)| engine.read_lent_uninit_many(*handle, job))
-                .collect(),
-        );
+        // Values on several holders: one exchange for all of them if it suits, else one
+        // per holder, the holders at once.
+        let reads = async {
+            match engine.read_lent_uninit_spread(&mut jobs).await {
+                Some(done) => done,
+                None => {
+                    join_all(
+                        jobs.iter_mut()
+                            .map(|(handle, job)| engine.read_lent_uninit_many(*handle, job))
+                            .collect(),
+                    )
+                    .await
+                }
+            }
+        };
         let (lists, reads) = tokio::join!(self.inner.master.batch_get_replica_list(&keys), reads);
         let Ok(lists) = lists else { return served };
         for ((_, _, idx), read) in holders.iter().zip(reads) {

@@ -193,17 +193,31 @@ impl Client {
             }
         }
         let engine = &self.inner.engine;
+        let mut targets = Vec::with_capacity(groups.len());
+        for (endpoint, group) in &groups {
+            let items: Vec<(u64, &[u8])> = group
+                .iter()
+                .map(|(_, r, v)| (r.buffer_address, *v))
+                .collect();
+            targets.push((engine.open_segment(endpoint).await.ok(), items));
+        }
+        // Several holders: one exchange for all of them if it suits (one round trip for
+        // the batch), else one per holder.
+        let opened: Option<Vec<_>> = targets
+            .iter()
+            .map(|(t, items)| t.map(|t| (t, items.clone())))
+            .collect();
+        if let Some(sent) = match opened {
+            Some(holders) if holders.len() > 1 => engine.write_lent_spread(&holders).await,
+            _ => None,
+        } {
+            return sent.into_iter().zip(groups).map(|(s, (_, g))| (s, g)).collect();
+        }
         let mut out = Vec::with_capacity(groups.len());
-        for (endpoint, group) in groups {
-            let sent = match engine.open_segment(endpoint).await {
-                Ok(target) => {
-                    let items: Vec<(u64, &[u8])> = group
-                        .iter()
-                        .map(|(_, r, v)| (r.buffer_address, *v))
-                        .collect();
-                    engine.write_lent(target, &items).await
-                }
-                Err(_) => false,
+        for ((target, items), (_, group)) in targets.into_iter().zip(groups) {
+            let sent = match target {
+                Some(target) => engine.write_lent(target, &items).await,
+                None => false,
             };
             out.push((sent, group));
         }

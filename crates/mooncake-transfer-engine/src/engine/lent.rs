@@ -3,11 +3,12 @@
 //! memory past it ([`Transport::carry_lent`](crate::transport::Transport::carry_lent)).
 
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use super::{SegmentHandle, TransferEngine, TransferRequest};
 use crate::codec::Opcode;
 use crate::memory::LentRegion;
-use crate::transport::Job;
+use crate::transport::{Job, SpreadPart, TcpTransport, Transport};
 
 impl TransferEngine {
     /// The most bytes one lent exchange carries (a larger one is refused, `false`, before
@@ -129,6 +130,128 @@ impl TransferEngine {
         self.exchange_lent(target, Opcode::Read, jobs).await
     }
 
+    /// [`Self::write_lent`] to several targets at once (a batch whose values go to several
+    /// hosts): `(target, items)` per holder; per holder, whether all of its items were
+    /// written. Every holder's requests leave before any answer is read, so the batch
+    /// costs one round trip instead of one per holder. `None`, with nothing written,
+    /// unless there are several holders, every one a TCP peer (none reached with a copy)
+    /// and each holder's part a small exchange of its own: then write per holder.
+    pub async fn write_lent_spread(
+        &self,
+        holders: &[(SegmentHandle, Vec<(u64, &[u8])>)],
+    ) -> Option<Vec<bool>> {
+        let ranges = holders
+            .iter()
+            .map(|(t, items)| (*t, items.iter().map(|(at, p)| (*at, p.len())).collect()));
+        let carriers = self.spread_carriers(ranges, Opcode::Write)?;
+        let mut lent = Vec::with_capacity(holders.len());
+        let mut jobs = Vec::with_capacity(holders.len());
+        for (target, items) in holders {
+            let regions: Vec<LentRegion<'_>> =
+                items.iter().map(|(_, p)| LentRegion::shared(p)).collect();
+            jobs.push(
+                items
+                    .iter()
+                    .zip(&regions)
+                    .map(|((at, p), l)| {
+                        let addr = p.as_ptr() as u64;
+                        let request = lent_request(Opcode::Write, *target, addr, *at, p.len());
+                        Job::new(request, l.region().clone())
+                    })
+                    .collect::<Vec<Job>>(),
+            );
+            lent.push(regions);
+        }
+        spread_lent(&carriers, &jobs).await
+    }
+
+    /// [`Self::read_lent_uninit_many`] from several targets at once (a batch whose values
+    /// sit on several hosts): `(target, items)` per holder; per holder, whether every
+    /// `out` of it was written in full. One round trip for the batch, as
+    /// [`Self::write_lent_spread`]; `None`, with nothing read, when that does not apply
+    /// (also when all the ranges together exceed [`Self::LENT_MAX_BYTES`] or
+    /// [`Self::LENT_MAX_RANGES`]): then read per holder.
+    pub async fn read_lent_uninit_spread(
+        &self,
+        holders: &mut [(SegmentHandle, Vec<(u64, &mut [MaybeUninit<u8>])>)],
+    ) -> Option<Vec<bool>> {
+        let bytes: u64 = holders
+            .iter()
+            .flat_map(|(_, items)| items.iter().map(|(_, out)| out.len() as u64))
+            .sum();
+        let count: usize = holders.iter().map(|(_, items)| items.len()).sum();
+        if bytes > Self::LENT_MAX_BYTES || count > Self::LENT_MAX_RANGES {
+            return None;
+        }
+        let ranges = holders
+            .iter()
+            .map(|(t, items)| (*t, items.iter().map(|(at, out)| (*at, out.len())).collect()));
+        let carriers = self.spread_carriers(ranges, Opcode::Read)?;
+        let mut lent = Vec::with_capacity(holders.len());
+        let mut jobs = Vec::with_capacity(holders.len());
+        for (target, items) in holders.iter_mut() {
+            crate::memory::prefault_fresh(items.iter_mut().map(|(_, out)| &mut **out));
+            let mut regions = Vec::with_capacity(items.len());
+            let mut mine = Vec::with_capacity(items.len());
+            for (at, out) in items.iter_mut() {
+                let addr = out.as_ptr() as u64;
+                let request = lent_request(Opcode::Read, *target, addr, *at, out.len());
+                let region = LentRegion::uninit(out);
+                mine.push(Job::new(request, region.region().clone()));
+                regions.push(region);
+            }
+            jobs.push(mine);
+            lent.push(regions);
+        }
+        spread_lent(&carriers, &jobs).await
+    }
+
+    /// [`Self::read_lent_uninit_spread`] into initialised memory.
+    pub async fn read_lent_spread(
+        &self,
+        holders: Vec<(SegmentHandle, Vec<(u64, &mut [u8])>)>,
+    ) -> Option<Vec<bool>> {
+        let mut holders: Vec<(SegmentHandle, Vec<(u64, &mut [MaybeUninit<u8>])>)> = holders
+            .into_iter()
+            .map(|(t, items)| {
+                let items = items
+                    .into_iter()
+                    .map(|(at, out)| (at, crate::memory::as_uninit(out)))
+                    .collect();
+                (t, items)
+            })
+            .collect();
+        self.read_lent_uninit_spread(&mut holders).await
+    }
+
+    /// The carriers of `holders` (each a target and its `(offset, len)` ranges) for one
+    /// exchange spread over them: `None` unless there are several, each a network peer
+    /// whose carrier is TCP and none of whose ranges this engine reaches with a copy.
+    fn spread_carriers(
+        &self,
+        holders: impl Iterator<Item = (SegmentHandle, Vec<(u64, usize)>)>,
+        opcode: Opcode,
+    ) -> Option<Vec<Arc<dyn Transport>>> {
+        let mut carriers = Vec::new();
+        for (target, ranges) in holders {
+            if target == SegmentHandle::LOCAL || ranges.is_empty() {
+                return None;
+            }
+            let seg = self.segment(target)?;
+            let write = opcode == Opcode::Write;
+            if ranges
+                .iter()
+                .any(|&(at, len)| seg.mapped(at, len as u64, write).is_some())
+            {
+                return None;
+            }
+            let carrier = seg.carrier();
+            carrier.as_tcp()?;
+            carriers.push(carrier);
+        }
+        (carriers.len() > 1).then_some(carriers)
+    }
+
     /// Runs `jobs` (over lent regions) to one network peer on the caller's own work,
     /// through the peer's carrier; whether all completed. The region clones are gone when
     /// it returns.
@@ -169,4 +292,15 @@ fn lent_request(
         target_offset: at,
         length: len as u64,
     }
+}
+
+/// Runs the lent `jobs` of each carrier (from [`TransferEngine::spread_carriers`]) as one
+/// exchange: per carrier, whether all of its jobs completed; `None` if the job does not
+/// suit one exchange. The jobs' region clones are gone when it returns.
+async fn spread_lent(carriers: &[Arc<dyn Transport>], jobs: &[Vec<Job>]) -> Option<Vec<bool>> {
+    let mut parts: Vec<SpreadPart<'_, &[Job]>> = Vec::with_capacity(carriers.len());
+    for (carrier, mine) in carriers.iter().zip(jobs) {
+        parts.push((carrier.as_tcp()?, mine.as_slice()));
+    }
+    TcpTransport::carry_lent_spread(&parts).await
 }

@@ -11,7 +11,7 @@ use super::peer::PeerSegment;
 use super::{DirectRange, SegmentHandle, TransferEngine, TransferRequest};
 use crate::codec::Opcode;
 use crate::memory::Region;
-use crate::transport::{Job, Transport};
+use crate::transport::{Job, SpreadPart, TcpTransport, Transport};
 use crate::TransferError;
 
 impl TransferEngine {
@@ -53,6 +53,10 @@ impl TransferEngine {
         if let [(_, idx)] = groups.as_slice() {
             // One peer (the common case): no task to spawn.
             for (&i, r) in idx.iter().zip(self.transfer_group(&pick(idx)).await) {
+                out[i] = Some(r);
+            }
+        } else if let Some(done) = self.transfer_spread(requests, &groups).await {
+            for (i, r) in done {
                 out[i] = Some(r);
             }
         } else {
@@ -192,7 +196,19 @@ impl TransferEngine {
                 || TransferError::InvalidArgument(format!("unknown segment handle {}", handle.0));
             return requests.iter().map(|_| Err(unknown())).collect();
         };
-        // `out` holds `Ok` exactly for the requests that became jobs, in order.
+        let (mut out, mut jobs) = self.jobs_for(requests);
+        let carrier = seg.carrier();
+        carrier.carry(&mut jobs).await;
+        if jobs.iter().any(|j| recoverable(&j.outcome)) {
+            self.recover(&seg, carrier.as_ref(), &mut jobs).await;
+        }
+        finish(&mut out, jobs);
+        out
+    }
+
+    /// Jobs for the `requests` whose local memory is registered; the outcomes so far, in
+    /// order: `Ok` exactly for the requests that became jobs (see [`finish`]).
+    fn jobs_for(&self, requests: &[TransferRequest]) -> (Vec<Result<(), TransferError>>, Vec<Job>) {
         let mut out: Vec<Result<(), TransferError>> = Vec::with_capacity(requests.len());
         let mut jobs = Vec::with_capacity(requests.len());
         for r in requests {
@@ -204,16 +220,49 @@ impl TransferEngine {
                 Err(e) => out.push(Err(e)),
             }
         }
-        let carrier = seg.carrier();
-        carrier.carry(&mut jobs).await;
-        if jobs.iter().any(|j| recoverable(&j.outcome)) {
-            self.recover(&seg, carrier.as_ref(), &mut jobs).await;
+        (out, jobs)
+    }
+
+    /// Moves the network requests of several peer segments (`groups`: each segment's
+    /// handle and the indices of its requests) as one job when every segment is reached
+    /// over TCP and each group is small ([`TcpTransport::carry_spread`]): every peer's
+    /// requests leave before any answer is read, one round trip for all. Failures get the
+    /// retry [`Self::transfer_group`] gives. `None`, with nothing moved, otherwise (the
+    /// caller runs the groups concurrently, one exchange each).
+    async fn transfer_spread(
+        &self,
+        requests: &[TransferRequest],
+        groups: &[(u64, Vec<usize>)],
+    ) -> Option<Vec<(usize, Result<(), TransferError>)>> {
+        let mut segs = Vec::with_capacity(groups.len());
+        for (handle, _) in groups {
+            let seg = self.segment(SegmentHandle(*handle))?;
+            let carrier = seg.carrier();
+            carrier.as_tcp()?;
+            segs.push((seg, carrier));
         }
-        let carried = out.iter_mut().filter(|o| o.is_ok());
-        for (slot, job) in carried.zip(jobs) {
-            *slot = job.outcome;
+        let mut outs = Vec::with_capacity(groups.len());
+        let mut parts: Vec<SpreadPart<'_, Vec<Job>>> = Vec::with_capacity(groups.len());
+        for ((_, idx), (_, carrier)) in groups.iter().zip(&segs) {
+            let mine: Vec<TransferRequest> = idx.iter().map(|&i| requests[i]).collect();
+            let (out, jobs) = self.jobs_for(&mine);
+            outs.push(out);
+            parts.push((carrier.as_tcp()?, jobs));
         }
-        out
+        if !TcpTransport::carry_spread(&mut parts).await {
+            return None;
+        }
+        let mut done = Vec::with_capacity(requests.len());
+        for ((((_, idx), (seg, carrier)), mut out), (_, mut jobs)) in
+            groups.iter().zip(&segs).zip(outs).zip(parts)
+        {
+            if jobs.iter().any(|j| recoverable(&j.outcome)) {
+                self.recover(seg, carrier.as_ref(), &mut jobs).await;
+            }
+            finish(&mut out, jobs);
+            done.extend(idx.iter().copied().zip(out));
+        }
+        Some(done)
     }
 
     /// After recoverable failures of `jobs` on `old`: the peer may have restarted on
@@ -305,4 +354,13 @@ fn recoverable(r: &Result<(), TransferError>) -> bool {
         r,
         Err(TransferError::Io { .. } | TransferError::Rejected { .. })
     )
+}
+
+/// Puts the carried `jobs`' outcomes into `out` (from [`TransferEngine::jobs_for`]), whose
+/// `Ok` entries are the requests that became jobs, in order.
+fn finish(out: &mut [Result<(), TransferError>], jobs: Vec<Job>) {
+    let carried = out.iter_mut().filter(|o| o.is_ok());
+    for (slot, job) in carried.zip(jobs) {
+        *slot = job.outcome;
+    }
 }

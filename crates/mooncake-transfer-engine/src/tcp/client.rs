@@ -143,18 +143,17 @@ impl TcpClient {
         self.direct.forget(addr);
     }
 
-    /// Runs requests to one peer (`ops[0].peer`; all must share it and its framing) and
-    /// reports each one's outcome, in order. They are spread over as many lanes as their
-    /// bytes warrant ([`SPREAD_BYTES`] per lane) and each lane gets its share as one job:
-    /// headers and payloads leave in few vectored writes and the answers are read in one
-    /// pass. Requests aborted by a neighbour's failure are retried on fresh lanes.
+    /// Runs requests (to one peer or several; each peer's requests in one framing) and
+    /// reports each one's outcome, in order. A job the caller can exchange itself is
+    /// exchanged directly, every peer's part at once ([`DirectPool::exchange`]). The rest
+    /// is spread over as many of each peer's lanes as its bytes warrant ([`SPREAD_BYTES`]
+    /// per lane), and each lane gets its share as one job: headers and payloads leave in
+    /// few vectored writes and the answers are read in one pass. Requests aborted by a
+    /// neighbour's failure are retried on fresh lanes.
     pub(crate) async fn execute_many(
         &self,
         ops: Vec<(WireOp, Arc<Region>)>,
     ) -> Vec<Result<(), TransferError>> {
-        let Some(first) = ops.first().map(|(op, _)| *op) else {
-            return Vec::new();
-        };
         let mut results: Vec<Option<Result<(), TransferError>>> =
             ops.iter().map(|_| None).collect();
         if direct_eligible(&ops) && !lanes_preferred(&ops) {
@@ -163,12 +162,42 @@ impl TcpClient {
             results = self.direct.exchange(&ops, &self.config).await;
         }
         let mut pending: Vec<usize> = (0..ops.len()).filter(|&i| results[i].is_none()).collect();
-        let peer = self.peer(first.peer);
+        while let Some(&first) = pending.first() {
+            let addr = ops[first].0.peer;
+            let (mine, rest) = pending.into_iter().partition(|&i| ops[i].0.peer == addr);
+            self.on_lanes(addr, &ops, mine, &mut results).await;
+            pending = rest;
+        }
+        results
+            .into_iter()
+            .zip(&ops)
+            .map(|(r, (op, _))| {
+                r.unwrap_or_else(|| {
+                    Err(TransferError::Io {
+                        peer: op.peer,
+                        what: "transfer (connection kept failing)",
+                        source: std::io::ErrorKind::ConnectionAborted.into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Runs the `pending` requests of `ops` (all to `addr`) on that peer's lanes, with
+    /// [`ATTEMPTS`] tries for those a neighbour's failure aborted; fills their `results`.
+    async fn on_lanes(
+        &self,
+        addr: SocketAddr,
+        ops: &[(WireOp, Arc<Region>)],
+        mut pending: Vec<usize>,
+        results: &mut [Option<Result<(), TransferError>>],
+    ) {
+        let peer = self.peer(addr);
         for _ in 0..ATTEMPTS {
             if pending.is_empty() {
                 break;
             }
-            let shares = self.assign(&peer, &ops, &pending);
+            let shares = self.assign(&peer, ops, &pending);
             let mut waits = Vec::with_capacity(shares.len());
             for (lane, idx) in shares {
                 let job_ops: Vec<_> = idx.iter().map(|&i| ops[i].clone()).collect();
@@ -194,19 +223,6 @@ impl TcpClient {
             }
             pending = again;
         }
-        results
-            .into_iter()
-            .zip(&ops)
-            .map(|(r, (op, _))| {
-                r.unwrap_or_else(|| {
-                    Err(TransferError::Io {
-                        peer: op.peer,
-                        what: "transfer (connection kept failing)",
-                        source: std::io::ErrorKind::ConnectionAborted.into(),
-                    })
-                })
-            })
-            .collect()
     }
 
     /// Runs `ops` on a connection of the caller's own only (for memory lent for the call;
@@ -235,9 +251,9 @@ impl TcpClient {
         ops: &[(WireOp, Arc<Region>)],
         pending: &[usize],
     ) -> Vec<(&'p Lane, Vec<usize>)> {
-        if ops
+        if pending
             .first()
-            .is_some_and(|(op, _)| op.version == ProtoVersion::V1)
+            .is_some_and(|&i| ops[i].0.version == ProtoVersion::V1)
         {
             // v1 WRITEs have no answer and complete as they leave: one job each.
             let mut lanes: Vec<&Lane> = peer.lanes.iter().collect();

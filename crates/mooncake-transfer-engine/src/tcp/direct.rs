@@ -86,16 +86,16 @@ fn reads(ops: &[(WireOp, Arc<Region>)]) -> bool {
     ops.iter().all(|(op, _)| op.opcode == Opcode::Read)
 }
 
-/// Whether a job (one peer, in order) may run as a direct exchange: v2 framing, at most
+/// Whether a job (one peer or several) may run as a direct exchange: v2 framing, at most
 /// [`DIRECT_MAX_REQUESTS`] requests, and one kind up to [`DIRECT_ONE_WAY_MAX_BYTES`] or
 /// any mix up to [`DIRECT_MAX_BYTES`].
 pub(crate) fn direct_eligible(ops: &[(WireOp, Arc<Region>)]) -> bool {
-    let Some((first, _)) = ops.first() else {
+    if ops.is_empty() {
         return false;
-    };
+    }
     let bytes: u64 = ops.iter().map(|(op, _)| op.len).sum();
     let one_way = one_kind(ops);
-    first.version == ProtoVersion::V2
+    ops.iter().all(|(op, _)| op.version == ProtoVersion::V2)
         && ops.len() <= DIRECT_MAX_REQUESTS
         && ((one_way && bytes <= DIRECT_ONE_WAY_MAX_BYTES) || bytes <= DIRECT_MAX_BYTES)
 }
@@ -168,57 +168,66 @@ impl DirectPool {
         }
     }
 
-    /// Runs `ops` (one peer, v2 framing) on connections of the caller's own. Each entry
-    /// of the answer is `Some` with the request's outcome, or `None` when the request was
-    /// not completed because a connection failed (or a neighbour was refused, which
-    /// closes it): those are for the lanes to retry.
+    /// Runs `ops` (v2 framing; one peer or several) on connections of the caller's own.
+    /// Each entry of the answer is `Some` with the request's outcome, or `None` when the
+    /// request was not completed because a connection failed (or a neighbour was
+    /// refused, which closes it): those are for the lanes to retry.
     ///
-    /// A large job of one kind is cut into stripes on up to [`MAX_STRIPES`] connections,
-    /// all sent together before any answer is read, so the peer serves them in parallel;
-    /// the answers of READ jobs (one stripe or several) are read together too, straight
-    /// into their destinations ([`super::together`]); those of WRITE and mixed jobs one
-    /// stripe after the other, through a read-ahead buffer.
+    /// A large job of one kind is cut into stripes on up to [`MAX_STRIPES`] connections
+    /// per peer, all sent together before any answer is read, so the peers serve them in
+    /// parallel; the answers of READ jobs (one stripe or several) are read together too,
+    /// straight into their destinations ([`super::together`]); those of WRITE and mixed
+    /// jobs one stripe after the other, through a read-ahead buffer. A job spread over
+    /// several peers (a batch whose values sit on several hosts) is one exchange the same
+    /// way: every peer's requests leave before any answer is read, so it costs one round
+    /// trip, not one per peer.
     pub(crate) async fn exchange(
         &self,
         ops: &[(WireOp, Arc<Region>)],
         config: &TcpClientConfig,
     ) -> Vec<Option<Result<(), TransferError>>> {
         let mut out: Vec<Option<Result<(), TransferError>>> = ops.iter().map(|_| None).collect();
-        let Some(peer) = ops.first().map(|(op, _)| op.peer) else {
-            return out;
-        };
         debug_assert!(ops.iter().all(|(op, _)| op.version == ProtoVersion::V2));
-        let stripes = stripe(ops);
         let direction = Direction::of(ops);
         // Per request: pieces still owed (a stripe that never starts leaves its pieces
         // owed, and their requests to the lanes).
         let mut owed: Vec<usize> = vec![0; ops.len()];
-        for (_, owners) in &stripes {
-            owners.iter().for_each(|&o| owed[o] += 1);
+        let mut started: Vec<Started> = Vec::new();
+        for (peer, stripes) in stripes_per_peer(ops) {
+            for (_, owners) in &stripes {
+                owners.iter().for_each(|&o| owed[o] += 1);
+            }
+            let mut first = true;
+            for (stripe_ops, owners) in stripes {
+                let conn = match self.take((peer, direction)) {
+                    Some(conn) => conn,
+                    None => match connect(peer, config).await.map(Conn::tcp) {
+                        Ok(Ok(conn)) => conn,
+                        Ok(Err(_)) => break,
+                        Err(e) if first => {
+                            // The peer cannot be reached at all: that is the outcome of
+                            // every request to it.
+                            for (slot, (op, _)) in out.iter_mut().zip(ops) {
+                                if op.peer == peer {
+                                    *slot = Some(Err(again(&e)));
+                                }
+                            }
+                            break;
+                        }
+                        Err(_) => break,
+                    },
+                };
+                first = false;
+                let bytes: u64 = stripe_ops.iter().map(|(op, _)| op.len).sum();
+                let deadline = tokio::time::Instant::now()
+                    + config.io_timeout
+                    + Duration::from_nanos(bytes.saturating_mul(10));
+                started.push((peer, conn, stripe_ops, owners, deadline));
+            }
         }
-        let mut started: Vec<Started> = Vec::with_capacity(stripes.len());
-        for (stripe_ops, owners) in stripes {
-            let conn = match self.take((peer, direction)) {
-                Some(conn) => conn,
-                None => match connect(peer, config).await.map(Conn::tcp) {
-                    Ok(Ok(conn)) => conn,
-                    Ok(Err(_)) => break,
-                    Err(e) if started.is_empty() => {
-                        // The peer cannot be reached at all: that is every request's outcome.
-                        return ops.iter().map(|_| Some(Err(again(&e)))).collect();
-                    }
-                    Err(_) => break,
-                },
-            };
-            let bytes: u64 = stripe_ops.iter().map(|(op, _)| op.len).sum();
-            let deadline = tokio::time::Instant::now()
-                + config.io_timeout
-                + Duration::from_nanos(bytes.saturating_mul(10));
-            started.push((conn, stripe_ops, owners, deadline));
-        }
-        // Every stripe leaves before any answer is read, so that the peer serves them in
+        // Every stripe leaves before any answer is read, so that the peers serve them in
         // parallel; a stripe that could not be sent leaves its pieces owed.
-        let sent = if let [(conn, stripe_ops, _, deadline)] = started.as_slice() {
+        let sent = if let [(_, conn, stripe_ops, _, deadline)] = started.as_slice() {
             vec![send(conn, stripe_ops, *deadline).await.is_ok()]
         } else {
             send_together(&views(&started)).await
@@ -233,12 +242,12 @@ impl DirectPool {
             read_together(&views(&started), config).await
         } else {
             let mut answers = Vec::with_capacity(started.len());
-            for (conn, stripe_ops, _, deadline) in &started {
+            for (_, conn, stripe_ops, _, deadline) in &started {
                 answers.push(answer_all(conn, stripe_ops, *deadline, config).await);
             }
             answers
         };
-        for ((conn, _, owners, _), (results, healthy)) in started.into_iter().zip(answers) {
+        for ((peer, conn, _, owners, _), (results, healthy)) in started.into_iter().zip(answers) {
             for (result, o) in results.into_iter().zip(owners) {
                 match result {
                     Some(Ok(())) => owed[o] -= 1,
@@ -261,9 +270,40 @@ impl DirectPool {
     }
 }
 
-/// A stripe on its connection: the connection, the stripe's pieces, the index of the
-/// request each piece belongs to, and the stripe's deadline.
+/// The stripes of a job per peer, in the order each peer first appears; each piece names
+/// the index in `ops` of the request it belongs to. A job to one peer (the common case)
+/// is striped as it is; one spread over several is striped peer by peer.
+fn stripes_per_peer(ops: &[(WireOp, Arc<Region>)]) -> Vec<(SocketAddr, Vec<Stripe>)> {
+    let Some(first) = ops.first().map(|(op, _)| op.peer) else {
+        return Vec::new();
+    };
+    if ops.iter().all(|(op, _)| op.peer == first) {
+        return vec![(first, stripe(ops))];
+    }
+    let mut peers: Vec<(SocketAddr, Vec<usize>)> = Vec::new();
+    for (i, (op, _)) in ops.iter().enumerate() {
+        match peers.iter_mut().find(|(p, _)| *p == op.peer) {
+            Some((_, idx)) => idx.push(i),
+            None => peers.push((op.peer, vec![i])),
+        }
+    }
+    peers
+        .into_iter()
+        .map(|(peer, idx)| {
+            let mine: Vec<(WireOp, Arc<Region>)> = idx.iter().map(|&i| ops[i].clone()).collect();
+            let stripes = stripe(&mine)
+                .into_iter()
+                .map(|(pieces, owners)| (pieces, owners.into_iter().map(|o| idx[o]).collect()))
+                .collect();
+            (peer, stripes)
+        })
+        .collect()
+}
+
+/// A stripe on its connection: the peer, the connection, the stripe's pieces, the index
+/// of the request each piece belongs to, and the stripe's deadline.
 type Started = (
+    SocketAddr,
     Conn,
     Vec<(WireOp, Arc<Region>)>,
     Vec<usize>,
@@ -274,7 +314,7 @@ type Started = (
 fn views(started: &[Started]) -> Vec<StripeView<'_>> {
     started
         .iter()
-        .map(|(conn, ops, _, deadline)| (conn, ops.as_slice(), *deadline))
+        .map(|(_, conn, ops, _, deadline)| (conn, ops.as_slice(), *deadline))
         .collect()
 }
 

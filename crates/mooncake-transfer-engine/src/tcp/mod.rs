@@ -7,7 +7,9 @@ mod server;
 mod together;
 
 pub(crate) use client::{TcpClient, TcpClientConfig, WireOp};
-pub(crate) use direct::{lanes_preferred, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES};
+pub(crate) use direct::{
+    direct_eligible, lanes_preferred, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES,
+};
 pub(crate) use server::serve;
 
 use std::io::IoSlice;

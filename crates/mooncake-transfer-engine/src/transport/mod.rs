@@ -12,10 +12,10 @@
 
 mod shm;
 mod tcp;
-pub use tcp::{lent_exchanges_on_lanes, two_thread_exchanges};
+pub use tcp::{lent_exchanges_on_lanes, spread_exchanges, two_thread_exchanges};
 
 pub(crate) use shm::ShmTransport;
-pub(crate) use tcp::{Route, TcpTransport};
+pub(crate) use tcp::{Route, SpreadPart, TcpTransport};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -138,4 +138,13 @@ pub(crate) trait Transport: fmt::Debug + Send + Sync {
     /// Drops whatever this transport caches about its peer (pooled connections) after a
     /// recoverable failure, so that the next use starts afresh.
     fn forget(&self) {}
+
+    /// This carrier as a [`TcpTransport`], if it is one: the jobs of one call to several
+    /// TCP peers can then leave in one exchange ([`TcpTransport::carry_spread`],
+    /// [`TcpTransport::carry_lent_spread`]) instead of one exchange per peer.
+    ///
+    /// The default: not TCP.
+    fn as_tcp(&self) -> Option<&TcpTransport> {
+        None
+    }
 }

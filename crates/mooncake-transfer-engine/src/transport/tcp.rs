@@ -9,7 +9,8 @@ use super::{Job, Transport};
 use crate::codec::{Opcode, ProtoVersion};
 use crate::memory::Region;
 use crate::tcp::{
-    lanes_preferred, TcpClient, WireOp, DIRECT_MAX_REQUESTS, DIRECT_ONE_WAY_MAX_BYTES,
+    direct_eligible, lanes_preferred, TcpClient, WireOp, DIRECT_MAX_REQUESTS,
+    DIRECT_ONE_WAY_MAX_BYTES,
 };
 use crate::TransferRequest;
 
@@ -190,6 +191,7 @@ fn split_in_two(ops: &[(WireOp, Arc<Region>)]) -> Option<(LentOps, LentOps)> {
 }
 
 thread_local! {
+    static SPREAD_EXCHANGES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static TWO_THREAD_EXCHANGES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
     static LENT_ON_LANES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
@@ -199,6 +201,13 @@ thread_local! {
 /// diagnostics.
 pub fn lent_exchanges_on_lanes() -> u64 {
     LENT_ON_LANES.with(std::cell::Cell::get)
+}
+
+/// How many jobs spread over several peers the calling thread has carried as one
+/// exchange so far (a batch whose values sit on several hosts, see
+/// `docs/ARCHITECTURE.md`), for tests and diagnostics.
+pub fn spread_exchanges() -> u64 {
+    SPREAD_EXCHANGES.with(std::cell::Cell::get)
 }
 
 /// How many transfers the calling thread has exchanged on two threads so far (large
@@ -300,5 +309,90 @@ impl Transport for TcpTransport {
 
     fn forget(&self) {
         self.client.forget(self.route.data);
+    }
+
+    fn as_tcp(&self) -> Option<&TcpTransport> {
+        Some(self)
+    }
+}
+
+/// One peer's share of a job spread over several TCP peers: its carrier and its jobs.
+pub(crate) type SpreadPart<'a, J> = (&'a TcpTransport, J);
+
+impl TcpTransport {
+    /// The wire requests of every part's jobs, each with the `(part, job)` it belongs to;
+    /// `None` unless each part alone would be one plain direct exchange (not the lanes,
+    /// not two threads) and all of them together fit one.
+    fn spread_ops<J: AsRef<[Job]>>(
+        parts: &[SpreadPart<'_, J>],
+    ) -> Option<(LentOps, Vec<(usize, usize)>)> {
+        let mut ops = Vec::new();
+        let mut owner = Vec::new();
+        for (p, (carrier, jobs)) in parts.iter().enumerate() {
+            let first = ops.len();
+            for (j, job) in jobs.as_ref().iter().enumerate() {
+                for op in carrier.slices(&job.request) {
+                    ops.push((op, job.local.clone()));
+                    owner.push((p, j));
+                }
+            }
+            let mine = &ops[first..];
+            if mine.is_empty()
+                || !direct_eligible(mine)
+                || lanes_preferred(mine)
+                || two_threads_worth(mine)
+            {
+                return None;
+            }
+        }
+        let shared = parts
+            .windows(2)
+            .all(|w| Arc::ptr_eq(&w[0].0.client, &w[1].0.client));
+        (shared && parts.len() > 1 && direct_eligible(&ops)).then_some((ops, owner))
+    }
+
+    /// Carries the jobs of several TCP peers (registered memory) as one job of the
+    /// engine's client: every peer's requests leave before any answer is read, so a batch
+    /// whose values sit on several hosts costs one round trip instead of one per host.
+    /// Sets each failed job's `outcome` as [`Transport::carry`] does. `false`, with
+    /// nothing done, unless each part alone would be one plain direct exchange (small
+    /// jobs, where the round trips are the cost; larger ones keep their own exchanges,
+    /// lanes or threads per peer).
+    pub(crate) async fn carry_spread(parts: &mut [SpreadPart<'_, Vec<Job>>]) -> bool {
+        let Some((ops, owner)) = Self::spread_ops(parts) else {
+            return false;
+        };
+        SPREAD_EXCHANGES.with(|n| n.set(n.get() + 1));
+        let client = parts[0].0.client.clone();
+        for ((p, j), result) in owner.into_iter().zip(client.execute_many(ops).await) {
+            let job = &mut parts[p].1[j];
+            if let (Err(e), true) = (result, job.outcome.is_ok()) {
+                job.outcome = Err(e);
+            }
+        }
+        true
+    }
+
+    /// [`Transport::carry_lent`] of several TCP peers' jobs in one exchange on the
+    /// caller's own connections (see [`TcpTransport::carry_spread`]): per part, whether
+    /// every job completed. `None`, with nothing done, when the job does not suit one
+    /// exchange.
+    pub(crate) async fn carry_lent_spread(parts: &[SpreadPart<'_, &[Job]>]) -> Option<Vec<bool>> {
+        let (ops, owner) = Self::spread_ops(parts)?;
+        if lent_reads_for_lanes(&ops) {
+            return None;
+        }
+        SPREAD_EXCHANGES.with(|n| n.set(n.get() + 1));
+        let mut done = vec![true; parts.len()];
+        match parts[0].0.client.exchange_only(&ops).await {
+            Some(results) => {
+                for ((p, _), result) in owner.into_iter().zip(results) {
+                    done[p] &= result.is_ok();
+                }
+            }
+            None => done.iter_mut().for_each(|d| *d = false),
+        }
+        drop(ops);
+        Some(done)
     }
 }
