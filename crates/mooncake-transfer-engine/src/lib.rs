@@ -40,7 +40,9 @@ pub mod wait;
 pub use batch::{BatchId, TaskStatus, TransferStatus};
 pub use codec::Opcode;
 pub use config::{EngineConfig, Tunables};
-pub use engine::{DirectRange, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest};
+pub use engine::{
+    DirectRange, Holder, LocalBuffer, SegmentHandle, TransferEngine, TransferRequest,
+};
 pub use error::TransferError;
 pub use memory::{
     effective_uid, free_bytes, keep_freed_heap, peer_uid, try_lock_exclusive, ForeignMemory,

@@ -65,7 +65,9 @@ async fn a_batch_over_two_peers_is_one_exchange_byte_for_byte() {
 
     // Registered memory: the WRITEs land on both holders, one exchange for the batch.
     let before = spread_exchanges();
-    let results = a.transfer_each(&batch(Opcode::Write, &a_buf, holders)).await;
+    let results = a
+        .transfer_each(&batch(Opcode::Write, &a_buf, holders))
+        .await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(spread_exchanges(), before + 1);
     for k in 0..COUNT {
@@ -84,11 +86,19 @@ async fn a_batch_over_two_peers_is_one_exchange_byte_for_byte() {
     let items = |remote: &LocalBuffer, parity: usize| -> Vec<(u64, &[u8])> {
         (0..COUNT)
             .filter(|k| k % 2 == parity)
-            .map(|k| (remote.addr() + (k * VALUE) as u64, &fresh[k * VALUE..(k + 1) * VALUE]))
+            .map(|k| {
+                (
+                    remote.addr() + (k * VALUE) as u64,
+                    &fresh[k * VALUE..(k + 1) * VALUE],
+                )
+            })
             .collect()
     };
     let holders_lent = vec![(to_b, items(&b_buf, 0)), (to_c, items(&c_buf, 1))];
-    assert_eq!(a.write_lent_spread(&holders_lent).await, Some(vec![true, true]));
+    assert_eq!(
+        a.write_lent_spread(&holders_lent).await,
+        Some(vec![true, true])
+    );
     assert_eq!(spread_exchanges(), before + 3);
     let mut out = vec![0u8; COUNT * VALUE];
     let mut per: [Vec<(u64, &mut [u8])>; 2] = [Vec::new(), Vec::new()];
@@ -118,7 +128,11 @@ async fn a_dead_peer_fails_only_its_own_requests() {
     c.shutdown().await.unwrap();
     drop(c);
     let results = a
-        .transfer_each(&batch(Opcode::Write, &a_buf, [(to_b, &b_buf), (to_c, &c_buf)]))
+        .transfer_each(&batch(
+            Opcode::Write,
+            &a_buf,
+            [(to_b, &b_buf), (to_c, &c_buf)],
+        ))
         .await;
     for (k, r) in results.iter().enumerate() {
         if k % 2 == 0 {
@@ -131,7 +145,12 @@ async fn a_dead_peer_fails_only_its_own_requests() {
     let items = |remote: &LocalBuffer, parity: usize| -> Vec<(u64, &[u8])> {
         (0..COUNT)
             .filter(|k| k % 2 == parity)
-            .map(|k| (remote.addr() + (k * VALUE) as u64, &data[k * VALUE..(k + 1) * VALUE]))
+            .map(|k| {
+                (
+                    remote.addr() + (k * VALUE) as u64,
+                    &data[k * VALUE..(k + 1) * VALUE],
+                )
+            })
             .collect()
     };
     let sent = a

@@ -211,7 +211,11 @@ impl Client {
             Some(holders) if holders.len() > 1 => engine.write_lent_spread(&holders).await,
             _ => None,
         } {
-            return sent.into_iter().zip(groups).map(|(s, (_, g))| (s, g)).collect();
+            return sent
+                .into_iter()
+                .zip(groups)
+                .map(|(s, (_, g))| (s, g))
+                .collect();
         }
         let mut out = Vec::with_capacity(groups.len());
         for ((target, items), (_, group)) in targets.into_iter().zip(groups) {

@@ -10,6 +10,11 @@ use crate::codec::Opcode;
 use crate::memory::LentRegion;
 use crate::transport::{Job, SpreadPart, TcpTransport, Transport};
 
+/// One holder's part of a batch spread over several targets
+/// ([`TransferEngine::write_lent_spread`], [`TransferEngine::read_lent_spread`]): the
+/// target and its `(target_offset, memory)` ranges.
+pub type Holder<T> = (SegmentHandle, Vec<(u64, T)>);
+
 impl TransferEngine {
     /// The most bytes one lent exchange carries (a larger one is refused, `false`, before
     /// any byte moves): callers with more take the registered path up front rather than
@@ -136,10 +141,7 @@ impl TransferEngine {
     /// costs one round trip instead of one per holder. `None`, with nothing written,
     /// unless there are several holders, every one a TCP peer (none reached with a copy)
     /// and each holder's part a small exchange of its own: then write per holder.
-    pub async fn write_lent_spread(
-        &self,
-        holders: &[(SegmentHandle, Vec<(u64, &[u8])>)],
-    ) -> Option<Vec<bool>> {
+    pub async fn write_lent_spread(&self, holders: &[Holder<&[u8]>]) -> Option<Vec<bool>> {
         let ranges = holders
             .iter()
             .map(|(t, items)| (*t, items.iter().map(|(at, p)| (*at, p.len())).collect()));
@@ -173,7 +175,7 @@ impl TransferEngine {
     /// [`Self::LENT_MAX_RANGES`]): then read per holder.
     pub async fn read_lent_uninit_spread(
         &self,
-        holders: &mut [(SegmentHandle, Vec<(u64, &mut [MaybeUninit<u8>])>)],
+        holders: &mut [Holder<&mut [MaybeUninit<u8>]>],
     ) -> Option<Vec<bool>> {
         let bytes: u64 = holders
             .iter()
@@ -207,11 +209,8 @@ impl TransferEngine {
     }
 
     /// [`Self::read_lent_uninit_spread`] into initialised memory.
-    pub async fn read_lent_spread(
-        &self,
-        holders: Vec<(SegmentHandle, Vec<(u64, &mut [u8])>)>,
-    ) -> Option<Vec<bool>> {
-        let mut holders: Vec<(SegmentHandle, Vec<(u64, &mut [MaybeUninit<u8>])>)> = holders
+    pub async fn read_lent_spread(&self, holders: Vec<Holder<&mut [u8]>>) -> Option<Vec<bool>> {
+        let mut holders: Vec<Holder<&mut [MaybeUninit<u8>]>> = holders
             .into_iter()
             .map(|(t, items)| {
                 let items = items

@@ -16,6 +16,7 @@ mod register;
 mod transfer;
 
 pub use buffer::{DirectRange, LocalBuffer};
+pub use lent::Holder;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -321,8 +321,9 @@ pub(crate) type SpreadPart<'a, J> = (&'a TcpTransport, J);
 
 impl TcpTransport {
     /// The wire requests of every part's jobs, each with the `(part, job)` it belongs to;
-    /// `None` unless each part alone would be one plain direct exchange (not the lanes,
-    /// not two threads) and all of them together fit one.
+    /// `None` unless each part alone, and all of them together, would be one plain direct
+    /// exchange (not the lanes, not two threads): small jobs, where the round trips are
+    /// the cost.
     fn spread_ops<J: AsRef<[Job]>>(
         parts: &[SpreadPart<'_, J>],
     ) -> Option<(LentOps, Vec<(usize, usize)>)> {
@@ -348,7 +349,11 @@ impl TcpTransport {
         let shared = parts
             .windows(2)
             .all(|w| Arc::ptr_eq(&w[0].0.client, &w[1].0.client));
-        (shared && parts.len() > 1 && direct_eligible(&ops)).then_some((ops, owner))
+        // All together still one plain exchange: not more than one thread should carry
+        // (a large job to other hosts keeps its lanes or threads per peer).
+        let one_exchange =
+            direct_eligible(&ops) && !lanes_preferred(&ops) && !two_threads_worth(&ops);
+        (shared && parts.len() > 1 && one_exchange).then_some((ops, owner))
     }
 
     /// Carries the jobs of several TCP peers (registered memory) as one job of the
