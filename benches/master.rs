@@ -51,6 +51,24 @@ fn core(c: &mut Criterion) {
             core.remove(k, true, now).expect("remove");
         })
     });
+    // A small put into a reserved slot (`put_reserved`: commit, then place and lend the
+    // next slot), as a 4 KiB put or each key of a `put_batch` costs the master.
+    let mut slots = core
+        .reserve_slots(ClientId(2), 4096, 1, now)
+        .expect("reserve");
+    let mut r = 0usize;
+    c.bench_function("core_put_reserved_remove", |b| {
+        b.iter(|| {
+            let k = &keys[r % keys.len()];
+            r += 1;
+            let slot = slots.pop().expect("a slot");
+            let next = core
+                .put_reserved(ClientId(2), k, slot.id, 4096, &cfg, now)
+                .expect("put_reserved");
+            slots.extend(next);
+            core.remove(k, true, now).expect("remove");
+        })
+    });
     for k in &keys {
         core.put_start(ClientId(2), k, 4096, &cfg, now)
             .expect("put_start");
