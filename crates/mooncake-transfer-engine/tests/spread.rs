@@ -36,6 +36,18 @@ fn batch(
         .collect()
 }
 
+/// The values `k` of `data` with `k % 2 == parity` (those of one holder), each to the
+/// same offset of `remote`.
+fn lent_items<'a>(data: &'a [u8], remote: &LocalBuffer, parity: usize) -> Vec<(u64, &'a [u8])> {
+    (0..COUNT)
+        .filter(|k| k % 2 == parity)
+        .map(|k| {
+            let at = remote.addr() + (k * VALUE) as u64;
+            (at, &data[k * VALUE..(k + 1) * VALUE])
+        })
+        .collect()
+}
+
 /// An initiator and two holders on loopback, each holder with a buffer of `COUNT` values.
 async fn three(ports: [u16; 3]) -> ([TransferEngine; 3], [LocalBuffer; 3], [SegmentHandle; 2]) {
     let meta = Arc::new(MemoryStore::new());
@@ -83,18 +95,10 @@ async fn a_batch_over_two_peers_is_one_exchange_byte_for_byte() {
 
     // Lent memory: writes from ordinary memory, reads into fresh memory.
     let fresh = pattern(COUNT * VALUE, 9);
-    let items = |remote: &LocalBuffer, parity: usize| -> Vec<(u64, &[u8])> {
-        (0..COUNT)
-            .filter(|k| k % 2 == parity)
-            .map(|k| {
-                (
-                    remote.addr() + (k * VALUE) as u64,
-                    &fresh[k * VALUE..(k + 1) * VALUE],
-                )
-            })
-            .collect()
-    };
-    let holders_lent = vec![(to_b, items(&b_buf, 0)), (to_c, items(&c_buf, 1))];
+    let holders_lent = vec![
+        (to_b, lent_items(&fresh, &b_buf, 0)),
+        (to_c, lent_items(&fresh, &c_buf, 1)),
+    ];
     assert_eq!(
         a.write_lent_spread(&holders_lent).await,
         Some(vec![true, true])
@@ -142,20 +146,11 @@ async fn a_dead_peer_fails_only_its_own_requests() {
             assert!(r.is_err(), "request {k} to the dead peer succeeded");
         }
     }
-    let items = |remote: &LocalBuffer, parity: usize| -> Vec<(u64, &[u8])> {
-        (0..COUNT)
-            .filter(|k| k % 2 == parity)
-            .map(|k| {
-                (
-                    remote.addr() + (k * VALUE) as u64,
-                    &data[k * VALUE..(k + 1) * VALUE],
-                )
-            })
-            .collect()
-    };
-    let sent = a
-        .write_lent_spread(&[(to_b, items(&b_buf, 0)), (to_c, items(&c_buf, 1))])
-        .await;
+    let holders = [
+        (to_b, lent_items(&data, &b_buf, 0)),
+        (to_c, lent_items(&data, &c_buf, 1)),
+    ];
+    let sent = a.write_lent_spread(&holders).await;
     assert_eq!(sent, Some(vec![true, false]));
     for e in [a, b] {
         e.shutdown().await.unwrap();

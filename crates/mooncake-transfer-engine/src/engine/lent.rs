@@ -142,10 +142,7 @@ impl TransferEngine {
     /// unless there are several holders, every one a TCP peer (none reached with a copy)
     /// and each holder's part a small exchange of its own: then write per holder.
     pub async fn write_lent_spread(&self, holders: &[Holder<&[u8]>]) -> Option<Vec<bool>> {
-        let ranges = holders
-            .iter()
-            .map(|(t, items)| (*t, items.iter().map(|(at, p)| (*at, p.len())).collect()));
-        let carriers = self.spread_carriers(ranges, Opcode::Write)?;
+        let carriers = self.spread_carriers(holders, |p| p.len(), Opcode::Write)?;
         let mut lent = Vec::with_capacity(holders.len());
         let mut jobs = Vec::with_capacity(holders.len());
         for (target, items) in holders {
@@ -185,10 +182,7 @@ impl TransferEngine {
         if bytes > Self::LENT_MAX_BYTES || count > Self::LENT_MAX_RANGES {
             return None;
         }
-        let ranges = holders
-            .iter()
-            .map(|(t, items)| (*t, items.iter().map(|(at, out)| (*at, out.len())).collect()));
-        let carriers = self.spread_carriers(ranges, Opcode::Read)?;
+        let carriers = self.spread_carriers(holders, |out| out.len(), Opcode::Read)?;
         let mut lent = Vec::with_capacity(holders.len());
         let mut jobs = Vec::with_capacity(holders.len());
         for (target, items) in holders.iter_mut() {
@@ -223,24 +217,25 @@ impl TransferEngine {
         self.read_lent_uninit_spread(&mut holders).await
     }
 
-    /// The carriers of `holders` (each a target and its `(offset, len)` ranges) for one
+    /// The carriers of `holders` (each a target and its ranges, `len` bytes each) for one
     /// exchange spread over them: `None` unless there are several, each a network peer
     /// whose carrier is TCP and none of whose ranges this engine reaches with a copy.
-    fn spread_carriers(
+    fn spread_carriers<T>(
         &self,
-        holders: impl Iterator<Item = (SegmentHandle, Vec<(u64, usize)>)>,
+        holders: &[Holder<T>],
+        len: impl Fn(&T) -> usize,
         opcode: Opcode,
     ) -> Option<Vec<Arc<dyn Transport>>> {
-        let mut carriers = Vec::new();
-        for (target, ranges) in holders {
-            if target == SegmentHandle::LOCAL || ranges.is_empty() {
+        let write = opcode == Opcode::Write;
+        let mut carriers = Vec::with_capacity(holders.len());
+        for (target, items) in holders {
+            if *target == SegmentHandle::LOCAL || items.is_empty() {
                 return None;
             }
-            let seg = self.segment(target)?;
-            let write = opcode == Opcode::Write;
-            if ranges
+            let seg = self.segment(*target)?;
+            if items
                 .iter()
-                .any(|&(at, len)| seg.mapped(at, len as u64, write).is_some())
+                .any(|(at, m)| seg.mapped(*at, len(m) as u64, write).is_some())
             {
                 return None;
             }

@@ -225,6 +225,11 @@ impl DirectPool {
                 started.push((peer, conn, stripe_ops, owners, deadline));
             }
         }
+        if started.is_empty() {
+            // No connection: every peer unreachable (their requests' outcome), or left to
+            // the lanes.
+            return out;
+        }
         // Every stripe leaves before any answer is read, so that the peers serve them in
         // parallel; a stripe that could not be sent leaves its pieces owed.
         let sent = if let [(_, conn, stripe_ops, _, deadline)] = started.as_slice() {
