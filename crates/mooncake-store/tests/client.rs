@@ -760,3 +760,84 @@ async fn small_puts_go_into_reserved_slots() {
         .unwrap();
     assert_eq!(reader.get("big").await.unwrap(), value(2 * MIB as usize, 3));
 }
+
+/// A batch whose values sit on two holders reached over TCP moves in one exchange (one
+/// round trip for the batch, not one per holder), byte for byte: batch reads through the
+/// staging buffer and into lent memory, and a batch put of small values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_two_holders_move_in_one_exchange() {
+    use mooncake_transfer_engine::spread_exchanges;
+    use std::mem::MaybeUninit;
+    let c = cluster(MasterConfig::default()).await;
+    let holder = || async {
+        Client::with_master(
+            ClientConfig {
+                metadata_server: c.metadata.clone(),
+                global_segment_size: 64 * MIB,
+                local_buffer_size: 0,
+                shared_memory: false,
+                ..ClientConfig::default()
+            },
+            c.master.clone() as Arc<dyn MasterApi>,
+        )
+        .await
+        .unwrap()
+    };
+    let (a, b) = (holder().await, holder().await);
+    let user = c.client(0, 16 * MIB).await;
+    let on = |h: &Client| ReplicateConfig {
+        preferred_segments: vec![h.segment().unwrap().name.clone()],
+        ..ReplicateConfig::default()
+    };
+    let keys: Vec<String> = (0..32).map(|i| format!("spread-{i}")).collect();
+    let values: Vec<Vec<u8>> = (0..32).map(|i| value(4096, i as u8)).collect();
+    for (i, (k, v)) in keys.iter().zip(&values).enumerate() {
+        let at = if i % 2 == 0 { on(&a) } else { on(&b) };
+        user.put(k, v, &at).await.unwrap();
+    }
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+
+    let before = spread_exchanges();
+    let got = user.get_batch(&refs).await;
+    assert!(
+        spread_exchanges() > before,
+        "the staged batch read was not spread"
+    );
+    for (g, v) in got.into_iter().zip(&values) {
+        assert_eq!(&g.unwrap(), v);
+    }
+
+    let before = spread_exchanges();
+    let mut outs: Vec<Vec<MaybeUninit<u8>>> =
+        (0..32).map(|_| vec![MaybeUninit::uninit(); 4096]).collect();
+    let mut items: Vec<(&str, &mut [MaybeUninit<u8>])> = refs
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|(k, o)| (*k, &mut o[..]))
+        .collect();
+    assert_eq!(user.get_batch_lent(&mut items).await, vec![true; 32]);
+    assert!(
+        spread_exchanges() > before,
+        "the lent batch read was not spread"
+    );
+
+    // A batch put: its slots lie on both holders (placed at random, one by one).
+    let fresh: Vec<Vec<u8>> = (0..32).map(|i| value(4096, 100 + i as u8)).collect();
+    let new_keys: Vec<String> = (0..32).map(|i| format!("spread-put-{i}")).collect();
+    let batch: Vec<(&str, &[u8])> = new_keys
+        .iter()
+        .zip(&fresh)
+        .map(|(k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let before = spread_exchanges();
+    let put = user.put_batch(&batch, &ReplicateConfig::default()).await;
+    assert!(put.iter().all(Result::is_ok), "{put:?}");
+    assert!(spread_exchanges() > before, "the batch put was not spread");
+    let reader = c.client(0, 16 * MIB).await;
+    for (k, v) in new_keys.iter().zip(&fresh) {
+        assert_eq!(&reader.get(k).await.unwrap(), v);
+    }
+    for h in [a, b, user, reader] {
+        h.close().await.unwrap();
+    }
+}
