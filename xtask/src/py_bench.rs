@@ -87,7 +87,7 @@ impl Hosts {
 
 /// One run of the Python bench against a master and store service from `venv`.
 fn run_side(venv: &Path, opts: &Options, hosts: &Hosts, ours: bool) -> Result<Vec<Value>> {
-    let (rpc, http, metrics, svc) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let (rpc, http, metrics) = (free_port()?, free_port()?, free_port()?);
     let bin = venv.join("bin");
     let ip = hosts.server_ip();
     let _master = Guard(
@@ -108,27 +108,31 @@ fn run_side(venv: &Path, opts: &Options, hosts: &Hosts, ours: bool) -> Result<Ve
     wait_port(&ip, rpc, "mooncake_master")?;
     wait_port(&ip, http, "the HTTP metadata server")?;
     let metadata = format!("http://{ip}:{http}/metadata");
-    let _service = Guard(
-        hosts
-            .command(true, &bin.join("mooncake_client"))
-            .args([
-                format!("--host={ip}"),
-                format!("--port={svc}"),
-                "--global_segment_size=3GB".into(),
-                format!("--master_server_address={ip}:{rpc}"),
-                format!("--metadata_server={metadata}"),
-                "--protocol=tcp".into(),
-            ])
-            .args(
-                // Ours would serve a same-host client through shared memory; the C++ store
-                // service always uses TCP.
-                (ours && opts.tcp).then_some("--shared_memory=false"),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting mooncake_client")?,
-    );
+    let mut services = Vec::with_capacity(opts.stores);
+    for _ in 0..opts.stores {
+        let svc = free_port()?;
+        services.push(Guard(
+            hosts
+                .command(true, &bin.join("mooncake_client"))
+                .args([
+                    format!("--host={ip}"),
+                    format!("--port={svc}"),
+                    "--global_segment_size=3GB".into(),
+                    format!("--master_server_address={ip}:{rpc}"),
+                    format!("--metadata_server={metadata}"),
+                    "--protocol=tcp".into(),
+                ])
+                .args(
+                    // Ours would serve a same-host client through shared memory; the C++
+                    // store service always uses TCP.
+                    (ours && opts.tcp).then_some("--shared_memory=false"),
+                )
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting mooncake_client")?,
+        ));
+    }
     // The C++ store service prints nothing we can wait for; give it time to mount.
     std::thread::sleep(Duration::from_secs(3));
     let master = format!("{ip}:{rpc}");
@@ -210,6 +214,9 @@ struct Options {
     redis: bool,
     /// Servers and client on two network-namespace hosts.
     netns: bool,
+    /// Store services (`--stores N`, 1): with several, a batch's values sit on several
+    /// holders (the spread exchanges of `docs/bench/tcp.md` §17).
+    stores: usize,
     /// Only these value sizes (bytes, comma-separated), for a quick side-by-side: the
     /// table is printed and written under `target/`, not over the full one in `docs/`.
     sizes: Option<String>,
@@ -223,6 +230,7 @@ impl Options {
             rounds: ROUNDS,
             redis: false,
             netns: false,
+            stores: 1,
             sizes: None,
         };
         let mut it = args.iter();
@@ -238,6 +246,7 @@ impl Options {
                 "--netns" => o.netns = true,
                 "--procs" => o.procs = value("--procs")?,
                 "--rounds" => o.rounds = value("--rounds")?.max(1),
+                "--stores" => o.stores = value("--stores")?.clamp(1, 8),
                 "--sizes" => {
                     let list = it
                         .next()
@@ -322,17 +331,21 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
     }
     let md = report(&opts, &a, &b, &r, &order)?;
-    let name = if opts.netns {
-        "python-netns.md"
+    let base = if opts.netns {
+        "python-netns"
     } else if opts.tcp {
-        "python-tcp.md"
+        "python-tcp"
     } else {
-        "python.md"
+        "python"
+    };
+    let name = match opts.stores {
+        1 => format!("{base}.md"),
+        n => format!("{base}-{n}stores.md"),
     };
     let path = if opts.sizes.is_some() {
-        crate::root().join("target").join(name)
+        crate::root().join("target").join(&name)
     } else {
-        crate::root().join("docs/bench").join(name)
+        crate::root().join("docs/bench").join(&name)
     };
     std::fs::write(&path, &md)?;
     println!("{md}");
@@ -370,15 +383,23 @@ fn report(opts: &Options, a: &Best, b: &Best, r: &Best, order: &[(u64, String)])
     writeln!(md)?;
     writeln!(
         md,
-        "`cargo xtask py-bench {}`: `crates/mooncake-py/bench/store_bench.py` (the workload \
-         plan of `observed-behaviour.md` §2 and §4.3, pure client, one separate store service \
-         with a 3 GB segment, 1 GiB local buffer, `mmap` buffer for the zero-copy calls) run \
+        "`cargo xtask py-bench {}{}`: `crates/mooncake-py/bench/store_bench.py` (the workload \
+         plan of `observed-behaviour.md` §2 and §4.3, pure client, {} with a 3 GB segment \
+         each, 1 GiB local buffer, `mmap` buffer for the zero-copy calls) run \
          with our wheel and with `mooncake-transfer-engine-non-cuda==0.3.13.post1`: {setting}. \
          {redis}. Sides alternate, {} rounds, best MB/s and best p50 per row.",
         match (opts.netns, opts.tcp) {
             (true, _) => "--tcp --netns --redis",
             (false, true) => "--tcp --redis",
             _ => "",
+        },
+        match opts.stores {
+            1 => String::new(),
+            n => format!(" --stores {n}"),
+        },
+        match opts.stores {
+            1 => "one separate store service".to_owned(),
+            n => format!("{n} separate store services on the servers' host (a batch's values spread over them, placed at random)"),
         },
         opts.rounds
     )?;
@@ -442,5 +463,13 @@ mod tests {
         assert!(parse(&["--sizes", "0"]).is_err());
         assert!(parse(&["--sizes"]).is_err());
         assert!(parse(&["--netns"]).is_err(), "--netns needs --tcp");
+    }
+
+    #[test]
+    fn stores_default_to_one_and_take_a_count() {
+        assert_eq!(parse(&["--tcp"]).unwrap().stores, 1);
+        assert_eq!(parse(&["--tcp", "--stores", "2"]).unwrap().stores, 2);
+        assert_eq!(parse(&["--tcp", "--stores", "0"]).unwrap().stores, 1);
+        assert!(parse(&["--stores", "two"]).is_err());
     }
 }
