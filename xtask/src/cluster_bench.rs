@@ -6,7 +6,8 @@
 //! with `--shared_memory=false` and says so. Where `redis-server` is installed, a Redis
 //! server on the first store host is measured with the same plan from the same client
 //! host (`store_bench --redis`), alternating with the store for `--rounds N`; each row
-//! keeps its best. Report and chart: `docs/bench/cluster.md`.
+//! keeps its best. Report and chart: `docs/bench/cluster.md`. `--bin_dir DIR` runs another
+//! build's binaries (an A/B against an older commit) and reports under `target/`.
 
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,10 @@ struct Options {
     rounds: usize,
     /// Measure Redis beside the store (off with `--no_redis`, or without `redis-server`).
     redis: bool,
+    /// Run these binaries (`--bin_dir DIR`: another build's `mooncake_master`,
+    /// `mooncake_store_service` and `store_bench`) instead of building the workspace's;
+    /// the report then goes to `target/cluster-bench/`, not over `docs/bench/`.
+    bin_dir: Option<std::path::PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -37,6 +42,7 @@ fn parse(args: &[String]) -> Result<Options> {
         loopback: false,
         rounds: 1,
         redis: true,
+        bin_dir: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -53,7 +59,8 @@ fn parse(args: &[String]) -> Result<Options> {
             "--loopback" => o.loopback = true,
             "--rounds" => o.rounds = value()?.parse::<usize>()?.max(1),
             "--no_redis" => o.redis = false,
-            other => bail!("unknown argument {other:?}; use --delay_us N, --sizes L, --procs L, --scale X, --rounds N, --no_redis, --loopback"),
+            "--bin_dir" => o.bin_dir = Some(value()?.into()),
+            other => bail!("unknown argument {other:?}; use --delay_us N, --sizes L, --procs L, --scale X, --rounds N, --no_redis, --loopback, --bin_dir DIR"),
         }
     }
     Ok(o)
@@ -71,11 +78,12 @@ impl Drop for Running {
 
 fn start(
     host: Option<&Host>,
+    bin_dir: &std::path::Path,
     bin: &str,
     args: &[String],
     log: &std::path::Path,
 ) -> Result<Running> {
-    let exe = crate::root().join("target/release").join(bin);
+    let exe = bin_dir.join(bin);
     let mut cmd = match host {
         Some(h) => Net::command(h, &exe),
         None => Command::new(&exe),
@@ -112,9 +120,22 @@ fn free_port() -> Result<u16> {
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
-    let mut build = crate::cargo();
-    build.args(["build", "--release", "--locked", "-p", "mooncake-examples"]);
-    crate::run(build)?;
+    let bin_dir = match &o.bin_dir {
+        Some(d) => {
+            for bin in ["mooncake_master", "mooncake_store_service", "store_bench"] {
+                if !d.join(bin).is_file() {
+                    bail!("--bin_dir {}: no {bin} there", d.display());
+                }
+            }
+            d.canonicalize()?
+        }
+        None => {
+            let mut build = crate::cargo();
+            build.args(["build", "--release", "--locked", "-p", "mooncake-examples"]);
+            crate::run(build)?;
+            crate::root().join("target/release")
+        }
+    };
     let dir = crate::root().join("target/cluster-bench");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -149,6 +170,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let master_log = dir.join("master.log");
     let _master = start(
         host(0),
+        &bin_dir,
         "mooncake_master",
         &[
             format!("--rpc_port={rpc}"),
@@ -169,6 +191,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let log = dir.join(format!("service-{i}.log"));
         services.push(start(
             host(i),
+            &bin_dir,
             "mooncake_store_service",
             &[
                 format!("--host={}", ip(i)),
@@ -210,10 +233,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for round in 1..=o.rounds {
         let json = dir.join(format!("store_bench-{round}.json"));
-        ours.push(store_bench(host(3), &store_args, &common, &json, &dir)?);
+        let run = |target: &[String], json: &std::path::Path| {
+            store_bench(host(3), &bin_dir, target, &common, json, &dir)
+        };
+        ours.push(run(&store_args, &json)?);
         if redis.is_some() {
             let json = dir.join(format!("redis-{round}.json"));
-            theirs.push(store_bench(host(3), &redis_args, &common, &json, &dir)?);
+            theirs.push(run(&redis_args, &json)?);
         }
     }
     drop(services);
@@ -225,7 +251,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             o.rounds
         );
     }
-    write_report(&ours, &theirs, &setting)
+    let out = match o.bin_dir {
+        Some(_) => dir,
+        None => crate::root().join("docs/bench"),
+    };
+    write_report(&ours, &theirs, &setting, &out)
 }
 
 /// Whether `redis-server` can be started.
@@ -241,12 +271,13 @@ fn has_redis_server() -> bool {
 /// One `store_bench` run from the client host; its rows.
 fn store_bench(
     host: Option<&Host>,
+    bin_dir: &std::path::Path,
     target: &[String],
     common: &[String],
     json: &std::path::Path,
     dir: &std::path::Path,
 ) -> Result<Vec<serde_json::Value>> {
-    let exe = crate::root().join("target/release/store_bench");
+    let exe = bin_dir.join("store_bench");
     let mut cmd = match host {
         Some(h) => Net::command(h, &exe),
         None => Command::new(&exe),
@@ -311,6 +342,7 @@ fn write_report(
     ours: &[Vec<serde_json::Value>],
     redis: &[Vec<serde_json::Value>],
     setting: &str,
+    out: &std::path::Path,
 ) -> Result<()> {
     let mut md = String::from("# store_bench between hosts (`cargo xtask cluster-bench`)\n\n");
     let _ = writeln!(
@@ -349,13 +381,15 @@ fn write_report(
         }
     }
     md.push_str("\n![throughput by value size](cluster.svg)\n");
-    let docs = crate::root().join("docs/bench");
-    std::fs::write(docs.join("cluster.md"), &md)?;
+    std::fs::write(out.join("cluster.md"), &md)?;
     std::fs::write(
-        docs.join("cluster.svg"),
+        out.join("cluster.svg"),
         crate::bench::svg("store_bench between hosts, MB/s (log scale): Rust (blue) vs C++ same-host baseline (grey)", &bars),
     )?;
-    println!("{md}\nwritten to docs/bench/cluster.md and docs/bench/cluster.svg");
+    println!(
+        "{md}\nwritten to {} and cluster.svg beside it",
+        out.join("cluster.md").display()
+    );
     Ok(())
 }
 
@@ -412,5 +446,9 @@ mod tests {
         assert!(parse(&args(&["--rounds"])).is_err());
         let e = parse(&args(&["--redis"])).err().unwrap().to_string();
         assert!(e.contains("--no_redis"), "{e}");
+        assert_eq!(o.bin_dir, None);
+        let o = parse(&args(&["--bin_dir", "/tmp/b"])).unwrap();
+        assert_eq!(o.bin_dir.as_deref(), Some(std::path::Path::new("/tmp/b")));
+        assert!(parse(&args(&["--bin_dir"])).is_err());
     }
 }
