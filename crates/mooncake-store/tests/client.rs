@@ -32,6 +32,21 @@ async fn cluster(config: MasterConfig) -> Cluster {
 }
 
 impl Cluster {
+    /// A client contributing `segment` bytes of private memory (no shared memory), so
+    /// other clients reach it over TCP only, as a holder on another host.
+    async fn tcp_holder(&self, segment: u64) -> Client {
+        let config = ClientConfig {
+            metadata_server: self.metadata.clone(),
+            global_segment_size: segment,
+            local_buffer_size: 0,
+            shared_memory: false,
+            ..ClientConfig::default()
+        };
+        Client::with_master(config, self.master.clone() as Arc<dyn MasterApi>)
+            .await
+            .unwrap()
+    }
+
     async fn client(&self, segment: u64, buffer: u64) -> Client {
         let config = ClientConfig {
             metadata_server: self.metadata.clone(),
@@ -44,6 +59,21 @@ impl Cluster {
             .await
             .unwrap()
     }
+}
+
+/// `get_batch_lent` of `keys` into fresh memory of `len` bytes each.
+async fn lent_batch(user: &Client, keys: &[&str], len: usize) -> Vec<bool> {
+    use std::mem::MaybeUninit;
+    let mut outs: Vec<Vec<MaybeUninit<u8>>> = keys
+        .iter()
+        .map(|_| vec![MaybeUninit::uninit(); len])
+        .collect();
+    let mut items: Vec<(&str, &mut [MaybeUninit<u8>])> = keys
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|(k, o)| (*k, &mut o[..]))
+        .collect();
+    user.get_batch_lent(&mut items).await
 }
 
 fn value(len: usize, seed: u8) -> Vec<u8> {
@@ -520,18 +550,7 @@ async fn p2phandshake_clients_need_no_metadata_server() {
 async fn bytes_go_straight_into_shared_memory_and_through_staging_over_tcp() {
     let c = cluster(MasterConfig::default()).await;
     let shm = c.client(16 * MIB, 0).await;
-    let tcp = Client::with_master(
-        ClientConfig {
-            metadata_server: c.metadata.clone(),
-            global_segment_size: 16 * MIB,
-            local_buffer_size: 0,
-            shared_memory: false,
-            ..ClientConfig::default()
-        },
-        c.master.clone() as Arc<dyn MasterApi>,
-    )
-    .await
-    .unwrap();
+    let tcp = c.tcp_holder(16 * MIB).await;
     let user = c.client(0, 4 * MIB).await;
     for (holder, name) in [(&shm, "shm"), (&tcp, "tcp")] {
         let at = ReplicateConfig {
@@ -613,18 +632,7 @@ async fn lent_reads_over_tcp_take_as_many_exchanges_as_they_need() {
     use mooncake_transfer_engine::TransferEngine;
     use std::mem::MaybeUninit;
     let c = cluster(MasterConfig::default()).await;
-    let tcp = Client::with_master(
-        ClientConfig {
-            metadata_server: c.metadata.clone(),
-            global_segment_size: 128 * MIB,
-            local_buffer_size: 0,
-            shared_memory: false,
-            ..ClientConfig::default()
-        },
-        c.master.clone() as Arc<dyn MasterApi>,
-    )
-    .await
-    .unwrap();
+    let tcp = c.tcp_holder(128 * MIB).await;
     let user = c.client(0, 40 * MIB).await;
     let at = ReplicateConfig {
         preferred_segments: vec![tcp.segment().unwrap().name.clone()],
@@ -641,15 +649,8 @@ async fn lent_reads_over_tcp_take_as_many_exchanges_as_they_need() {
     let sizes = user.remembered_network_sizes(&refs).await;
     let fit: Vec<Option<u64>> = (0..6).map(|i| (i < 4).then_some(big as u64)).collect();
     assert_eq!(sizes, fit, "offered for lent reads: one exchange's worth");
-    let mut outs: Vec<Vec<MaybeUninit<u8>>> =
-        (0..6).map(|_| vec![MaybeUninit::uninit(); big]).collect();
-    let mut items: Vec<(&str, &mut [MaybeUninit<u8>])> = refs
-        .iter()
-        .zip(outs.iter_mut())
-        .map(|(k, o)| (*k, &mut o[..]))
-        .collect();
     // (The bytes themselves are checked from Python, where they become `bytes`.)
-    assert_eq!(user.get_batch_lent(&mut items).await, vec![true; 6]);
+    assert_eq!(lent_batch(&user, &refs, big).await, vec![true; 6]);
     let mut one = vec![MaybeUninit::uninit(); big];
     assert_eq!(user.get_lent(&keys[5], &mut one).await, Ok(true));
     // A value larger than one exchange is never offered for a lent read.
@@ -767,22 +768,8 @@ async fn small_puts_go_into_reserved_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_over_two_holders_move_in_one_exchange() {
     use mooncake_transfer_engine::spread_exchanges;
-    use std::mem::MaybeUninit;
     let c = cluster(MasterConfig::default()).await;
-    let holder = || async {
-        Client::with_master(
-            ClientConfig {
-                metadata_server: c.metadata.clone(),
-                global_segment_size: 64 * MIB,
-                local_buffer_size: 0,
-                shared_memory: false,
-                ..ClientConfig::default()
-            },
-            c.master.clone() as Arc<dyn MasterApi>,
-        )
-        .await
-        .unwrap()
-    };
+    let holder = || async { c.tcp_holder(64 * MIB).await };
     let (a, b) = (holder().await, holder().await);
     let user = c.client(0, 16 * MIB).await;
     let on = |h: &Client| ReplicateConfig {
@@ -808,14 +795,7 @@ async fn batches_over_two_holders_move_in_one_exchange() {
     }
 
     let before = spread_exchanges();
-    let mut outs: Vec<Vec<MaybeUninit<u8>>> =
-        (0..32).map(|_| vec![MaybeUninit::uninit(); 4096]).collect();
-    let mut items: Vec<(&str, &mut [MaybeUninit<u8>])> = refs
-        .iter()
-        .zip(outs.iter_mut())
-        .map(|(k, o)| (*k, &mut o[..]))
-        .collect();
-    assert_eq!(user.get_batch_lent(&mut items).await, vec![true; 32]);
+    assert_eq!(lent_batch(&user, &refs, 4096).await, vec![true; 32]);
     assert!(
         spread_exchanges() > before,
         "the lent batch read was not spread"
