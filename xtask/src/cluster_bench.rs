@@ -347,7 +347,7 @@ fn write_report(
     let mut md = String::from("# store_bench between hosts (`cargo xtask cluster-bench`)\n\n");
     let _ = writeln!(
         md,
-        "Setting: {setting}. Every byte crosses TCP. C++ = the same-host figures of `shared/spec/observed-behaviour.md` §4.2 (best of its two runs, client and store on one host), for scale only: not measured in this run, and not between hosts. Redis = `redis-server` (no persistence) on the first store host, measured from the same client host with the same plan (`store_bench --redis`: SET/GET, MSET/MGET for batches of 32, the same worker processes), in the same run; the zero-copy rows have no Redis counterpart.\n"
+        "Setting: {setting}. Every byte crosses TCP. C++ = the same-host figures of `shared/spec/observed-behaviour.md` §4.2 (best of its two runs, client and store on one host), for scale only: not measured in this run, and not between hosts (the C++ wheel measured between hosts, beside ours and Redis, is in `python-netns.md` and, with two store services, `python-netns-2stores.md`). Redis = `redis-server` (no persistence) on the first store host, measured from the same client host with the same plan (`store_bench --redis`: SET/GET, MSET/MGET for batches of 32, the same worker processes), in the same run; the zero-copy rows have no Redis counterpart.\n"
     );
     md.push_str("| size | op | items | MB/s | C++ MB/s | ratio | Redis MB/s | ratio | p50 µs | p99 µs | Redis p50 µs | runs MB/s |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     let theirs = best_of(redis);
